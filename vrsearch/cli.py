@@ -1,0 +1,145 @@
+"""``vrsearch`` command line (typer).
+
+Every user error (study file, data, option value) prints one line
+``error: …`` on stderr and exits with code 2 — no traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vrsearch.errors import VrsearchError
+
+app = typer.Typer(
+    help="Hyperparameter searches and ablations of semi-supervised segmentation methods.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Datasets: generate the built-in phantom.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(data_app, name="data")
+
+SetOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", help="Override a study field, e.g. --set train.iterations=100 (repeatable)."),
+]
+StudyArg = Annotated[Path, typer.Argument(help="Study file (YAML).")]
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn user-facing errors into one line on stderr and exit code 2."""
+    try:
+        yield
+    except VrsearchError as exc:
+        fail(str(exc).replace("\n", " "))
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+
+
+@app.command()
+def validate(
+    study: StudyArg,
+    set_: SetOption = None,
+    check_data: Annotated[bool, typer.Option("--check-data", help="Also read and check every data file.")] = False,
+) -> None:
+    """Check a study file and print the resolved study (all defaults filled)."""
+    from vrsearch.study import load_study, study_to_yaml
+
+    with user_errors():
+        s = load_study(study, set_ or [])
+        if check_data:
+            from vrsearch.data.prepare import prepare_data
+            from vrsearch.registry import get_method
+
+            spec = get_method(s.method.name)
+            all_labels = bool(s.method.params.get("all_labels", False))
+            data = prepare_data(s.dataset, method=spec.name, needs_unlabeled=spec.needs_unlabeled, all_labels=all_labels)
+            sp = data.split
+            typer.echo(f"# data ok: {len(sp.labeled)} labeled, {len(sp.unlabeled)} unlabeled, "
+                       f"{len(sp.val)} val, {len(sp.test)} test; {data.num_classes} classes", err=True)
+        typer.echo(study_to_yaml(s), nl=False)
+
+
+@app.command()
+def train(
+    study: StudyArg,
+    set_: SetOption = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Discard this run's checkpoint and results first.")] = False,
+) -> None:
+    """Train one trial of a study without Ray (debugging, quick checks).
+
+    Results go to the study's output.dir (default runs/<name>); an interrupted
+    run continues from its last checkpoint when started again."""
+    from vrsearch.engine.single import train_single
+
+    with user_errors():
+        out = train_single(study, set_ or [], fresh=fresh, echo=typer.echo)
+        if out.trial["status"] != "completed":
+            fail(f"trial failed: {out.trial['error']}", 1)
+
+
+@app.command()
+def methods() -> None:
+    """List registered methods with their knobs and defaults."""
+    from vrsearch.registry import all_methods
+
+    for spec in all_methods():
+        flag = "  [needs unlabeled data]" if spec.needs_unlabeled else ""
+        typer.echo(f"{spec.name}{flag}")
+        if spec.summary:
+            typer.echo(f"    {spec.summary}")
+        if spec.citation:
+            typer.echo(f"    cite: {spec.citation}")
+        for knob, default in spec.knobs().items():
+            field = spec.params.model_fields[knob]
+            typer.echo(f"    {knob} = {default!r}  ({_type_name(field.annotation)})")
+
+
+def _type_name(annotation) -> str:
+    text = getattr(annotation, "__name__", None) or str(annotation)
+    return text.replace("typing.", "")
+
+
+@data_app.command("phantom")
+def data_phantom(
+    out: Annotated[Path, typer.Argument(help="Output directory (created).")],
+    cases: Annotated[int, typer.Option(min=1, help="Labeled training cases.")] = 24,
+    unlabeled: Annotated[int, typer.Option(min=0, help="Unlabeled cases.")] = 24,
+    test: Annotated[int, typer.Option(min=0, help="Test cases (imagesTs/labelsTs).")] = 0,
+    seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
+    size: Annotated[tuple[int, int, int], typer.Option(help="Voxels along x y z.")] = (96, 96, 64),
+    spacing: Annotated[tuple[float, float, float], typer.Option(help="mm per voxel along x y z.")] = (3.5, 3.5, 4.0),
+) -> None:
+    """Write the synthetic abdominal CT phantom (nnU-Net/MSD layout)."""
+    from vrsearch.data.phantom import PhantomConfig, write_phantom
+
+    with user_errors():
+        if min(size) < 16 or min(spacing) <= 0:
+            raise VrsearchError("--size must be ≥ 16 voxels per axis and --spacing > 0 mm")
+        cfg = PhantomConfig(cases=cases, unlabeled=unlabeled, test=test, seed=seed, size=size, spacing=spacing)
+        try:
+            root = write_phantom(out, cfg)
+        except FileExistsError as exc:
+            raise VrsearchError(str(exc)) from None
+        typer.echo(f"phantom written to {root} ({cases} labeled, {unlabeled} unlabeled, {test} test)")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Pure-torch training and evaluation; runs without Ray."""

@@ -1,0 +1,73 @@
+"""``vrsearch train``: one trial in this process, results in the run directory.
+
+The run directory gets the resolved ``study.yaml`` first, checkpoints while
+training, and the three parquet files (atomically) at the end. Starting the
+same study again continues from the last checkpoint; a different study in
+the same directory is refused rather than overwritten.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from vrsearch.engine.trial import TrialOutput, run_trial
+from vrsearch.errors import VrsearchError
+from vrsearch.results import io
+from vrsearch.study import load_study, study_to_yaml
+
+TRIAL_ID = "train"
+
+
+def remove_run(run_dir: Path) -> None:
+    """Remove what vrsearch writes in a run directory (nothing else)."""
+    for name in (io.STUDY_FILE, io.TRIALS_FILE, io.HISTORY_FILE, io.CASES_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+
+
+def claim_run_dir(run_dir: Path, text: str, fresh: bool) -> None:
+    """Write study.yaml, refusing a directory that holds a different study."""
+    path = run_dir / io.STUDY_FILE
+    if fresh:
+        remove_run(run_dir)
+    elif path.exists() and path.read_text(encoding="utf-8") != text:
+        raise VrsearchError(
+            f"{run_dir} holds results of a different study; set output.dir elsewhere or pass --fresh to replace them"
+        )
+    try:
+        io.write_text_atomic(path, text)
+    except OSError as exc:
+        raise VrsearchError(f"{run_dir}: cannot write the run directory ({exc.strerror})") from None
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+
+def train_single(study_path: Path, overrides: Iterable[str], *, fresh: bool = False,
+                 echo: Callable[[str], None] = print) -> TrialOutput:
+    study = load_study(study_path, overrides)
+    run_dir = study.run_dir
+    claim_run_dir(run_dir, study_to_yaml(study), fresh)
+    total = study.train.iterations
+    best = [-math.inf]
+
+    def report(r: dict) -> None:
+        best[0] = max(best[0], r.get("val_dice", -math.inf)) if r["iteration"] > 0 else best[0]
+        loss = f"loss {r['loss']:.4f}  " if "loss" in r else ""
+        echo(f"it {r['iteration']:>6}/{total}  {loss}val dice {_fmt(r.get('val_dice'))}  "
+             f"(best {_fmt(best[0] if best[0] > -math.inf else None)})  {r.get('time_s', 0):.0f}s")
+
+    out = run_trial(study, TRIAL_ID, run_dir / "checkpoints" / TRIAL_ID, report=report)
+    io.write_frame(run_dir / io.TRIALS_FILE, io.frame([out.trial], io.TRIAL_COLUMNS))
+    io.write_frame(run_dir / io.HISTORY_FILE, io.frame(out.history, io.HISTORY_COLUMNS))
+    io.write_frame(run_dir / io.CASES_FILE, io.frame(out.cases, io.CASE_COLUMNS))
+    t = out.trial
+    start = next((r.get("val_dice") for r in out.history if r["iteration"] == 0 and "val_dice" in r), None)
+    echo(f"{t['status']}: best val dice {_fmt(t['best_val_dice'])} at iteration {t['best_iteration']} "
+         f"(untrained {_fmt(start)}); test dice {_fmt(t['test_dice'])}; {t['wall_time_s']:.0f}s")
+    echo(f"results in {run_dir}")
+    return out

@@ -1,0 +1,64 @@
+"""One trial end to end, without Ray: train, evaluate, and build result rows.
+
+``run_trial`` is what ``vrsearch train`` calls directly and what the Ray
+orchestration calls inside a Tune trial; it returns plain rows so the
+caller decides where and when they are written.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from vrsearch.engine.trainer import FitResult, Reporter, Trainer
+from vrsearch.results.io import flatten
+from vrsearch.study.schema import Study
+
+
+@dataclass
+class TrialOutput:
+    trial: dict
+    history: list[dict]
+    cases: list[dict]
+
+
+def trial_row(study: Study, trial_id: str, fit: FitResult, trainer: Trainer) -> dict:
+    resolved = study.model_dump(mode="json")
+    config = {k: resolved[k] for k in ("method", "dataset", "model", "train")}
+    split = trainer.data.split
+    row = {
+        "trial_id": trial_id,
+        "study": study.name,
+        "method": study.method.name,
+        "status": fit.status,
+        "error": fit.error,
+        "seed": study.train.seed,
+        "labeled_ratio": study.dataset.labeled_ratio,
+        "split_seed": study.dataset.split_seed,
+        "iterations": fit.iterations,
+        "best_iteration": fit.best_iteration,
+        "best_val_dice": fit.best_val.get("dice", float("nan")),
+        "final_val_dice": fit.final_val.get("dice", float("nan")),
+        "wall_time_s": fit.wall_time_s,
+        "n_labeled": len(split.labeled),
+        "n_unlabeled": len(split.unlabeled),
+        "n_val": len(split.val),
+        "n_test": len(split.test),
+        "config_json": json.dumps(config, sort_keys=True),
+    }
+    for k in ("dice", "jaccard", "hd95_mm", "asd_mm"):
+        row[f"test_{k}"] = fit.test.get(k, float("nan"))
+    row.update({f"config.{k}": v for k, v in flatten(config).items()})
+    return row
+
+
+def run_trial(study: Study, trial_id: str, ckpt_dir: Path, *, report: Reporter | None = None,
+              resume: bool = True, trainer: Trainer | None = None) -> TrialOutput:
+    """Train and evaluate one configuration; rows carry ``trial_id``."""
+    trainer = trainer or Trainer(study, ckpt_dir)
+    fit = trainer.fit(report=report, resume=resume)
+    names = trainer.data.class_names
+    history = [{"trial_id": trial_id, **r} for r in fit.history]
+    cases = [{"trial_id": trial_id, "class_name": names[r["class_index"]], **r} for r in fit.cases]
+    return TrialOutput(trial_row(study, trial_id, fit, trainer), history, cases)

@@ -1,0 +1,14 @@
+"""User-facing errors.
+
+Anything a user can get wrong (a study file, a dataset, a command-line value)
+raises a :class:`VrsearchError`; the CLI prints ``str(err)`` on one line and
+exits with code 2, without a traceback.
+"""
+
+
+class VrsearchError(Exception):
+    """A user-facing error: the CLI prints str(err) on one line and exits with code 2."""
+
+
+class DataError(VrsearchError):
+    """Bad or missing data; the message names the file."""

@@ -1,0 +1,74 @@
+"""What the engine needs from a method.
+
+A method is an ``nn.Module`` (so its networks, teachers and banks are saved
+and restored together, and DDP can wrap it) whose ``forward(batch, it)``
+returns the loss to minimise plus named terms that are all logged. The
+engine owns the loop, the optimiser and evaluation; a method owns only the
+maths of one step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from vrsearch.study.schema import ModelConfig
+
+
+@dataclass
+class Batch:
+    """One training step's data: labeled patches and (maybe) unlabeled ones.
+
+    image ``[B, 1, X, Y, Z]`` float; label ``[B, 1, X, Y, Z]`` int64;
+    unlabeled ``[U, 1, X, Y, Z]`` or None when the method needs none."""
+
+    image: torch.Tensor
+    label: torch.Tensor
+    unlabeled: torch.Tensor | None = None
+    cases: list[str] = field(default_factory=list)
+    unlabeled_cases: list[str] = field(default_factory=list)
+
+    def to(self, device: torch.device | str) -> Batch:
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return Batch(move(self.image), move(self.label), move(self.unlabeled), self.cases, self.unlabeled_cases)
+
+
+@dataclass
+class StepOutput:
+    """``loss`` is minimised; ``terms`` (scalar tensors) are logged as ``term_<name>``."""
+
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a method's builder may depend on besides its Params."""
+
+    model: ModelConfig
+    num_classes: int
+    iterations: int
+    seed: int = 0
+    class_names: tuple[str, ...] = ()
+
+
+class Method(nn.Module):
+    """Base class: subclasses implement :meth:`forward` and :meth:`predictor`."""
+
+    #: True when the step uses unlabeled images (the engine then samples them).
+    uses_unlabeled: bool = False
+
+    def forward(self, batch: Batch, iteration: int) -> StepOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def after_step(self, iteration: int) -> None:
+        """Called after each optimiser step (EMA teachers, banks, refreshes)."""
+
+    def predictor(self) -> nn.Module:  # pragma: no cover - abstract
+        """The network evaluated on val/test: maps ``[B, 1, ...]`` images to logits."""
+        raise NotImplementedError
+
+    def trainable_parameters(self):
+        return (p for p in self.parameters() if p.requires_grad)

@@ -1,0 +1,106 @@
+"""Backbones and heads shared by every method (METHODS.md, "Shared pieces").
+
+A :class:`SegNet` is a MONAI encoder/decoder (``UNet`` or ``BasicUNet``)
+whose last decoder features feed two heads: a segmentation head (C logits)
+and a feature head (1×1 conv MLP to ``V`` channels, used by the contrastive
+losses). Heads used only for training are skipped at inference.
+
+2D models run on 3D tensors whose last axis has size 1 (an axial slice), so
+data, sliding-window inference and metrics are the same code in 2D and 3D.
+"""
+
+from __future__ import annotations
+
+import torch
+from monai.networks.layers import Norm
+from monai.networks.nets import BasicUNet, UNet
+from torch import nn
+
+from vrsearch.study.schema import ModelConfig
+
+
+def _conv(dims: int) -> type[nn.Module]:
+    return nn.Conv3d if dims == 3 else nn.Conv2d
+
+
+def _norm(dims: int, kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return (nn.BatchNorm3d if dims == 3 else nn.BatchNorm2d)(channels)
+    return (nn.InstanceNorm3d if dims == 3 else nn.InstanceNorm2d)(channels, affine=True)
+
+
+def build_backbone(cfg: ModelConfig, in_channels: int = 1) -> tuple[nn.Module, int]:
+    """A MONAI encoder/decoder and the number of channels it outputs."""
+    dims = cfg.spatial_dims
+    norm = Norm.BATCH if cfg.norm == "batch" else ("instance", {"affine": True})
+    if cfg.arch == "basic_unet":
+        out = cfg.channels[5]
+        net = BasicUNet(
+            spatial_dims=dims,
+            in_channels=in_channels,
+            out_channels=out,
+            features=tuple(cfg.channels),
+            norm=norm,
+            dropout=cfg.dropout,
+        )
+        return net, out
+    out = cfg.channels[0]
+    net = UNet(
+        spatial_dims=dims,
+        in_channels=in_channels,
+        out_channels=out,
+        channels=tuple(cfg.channels),
+        strides=(2,) * (len(cfg.channels) - 1),
+        num_res_units=cfg.num_res_units,
+        norm=norm,
+        dropout=cfg.dropout,
+    )
+    return net, out
+
+
+class SegNet(nn.Module):
+    """Backbone + segmentation head + feature (projection) head.
+
+    ``forward(x)`` returns logits; ``forward(x, features=True)`` returns
+    ``(logits, embeddings)`` where embeddings are the feature head's output
+    (not yet L2-normalised: the losses normalise)."""
+
+    def __init__(self, cfg: ModelConfig, num_classes: int, in_channels: int = 1):
+        super().__init__()
+        self.spatial_dims = cfg.spatial_dims
+        dims = cfg.spatial_dims
+        conv = _conv(dims)
+        self.backbone, width = build_backbone(cfg, in_channels)
+        self.post = nn.Sequential(_norm(dims, cfg.norm, width), nn.LeakyReLU(0.01, inplace=True))
+        self.seg_head = conv(width, num_classes, kernel_size=1)
+        self.feature_head = nn.Sequential(
+            conv(width, width, kernel_size=1),
+            nn.ReLU(inplace=True),
+            conv(width, cfg.feature_dim, kernel_size=1),
+        )
+        self.num_classes = num_classes
+
+    def _to_net(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spatial_dims == 2:
+            if x.shape[-1] != 1:
+                raise ValueError(f"a 2D model takes [B, C, X, Y, 1] slices, got {tuple(x.shape)}")
+            return x[..., 0]
+        return x
+
+    def _from_net(self, y: torch.Tensor) -> torch.Tensor:
+        return y.unsqueeze(-1) if self.spatial_dims == 2 else y
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """Last decoder features, in the network's own dimensionality."""
+        return self.post(self.backbone(self._to_net(x)))
+
+    def forward(self, x: torch.Tensor, features: bool = False):
+        h = self.decode(x)
+        logits = self._from_net(self.seg_head(h))
+        if not features:
+            return logits
+        return logits, self._from_net(self.feature_head(h))
+
+
+def build_segnet(cfg: ModelConfig, num_classes: int) -> SegNet:
+    return SegNet(cfg, num_classes)

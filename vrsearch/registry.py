@@ -1,0 +1,125 @@
+"""Method registry: every method is registered once as a :class:`MethodSpec`.
+
+A method is data, not a subclass tree: its name, citation, a pydantic
+``Params`` model whose fields are every knob the paper searches or ablates
+(with the paper's defaults), capability flags and a builder. Ablation arms
+are *values* of those fields in a study file.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from vrsearch.errors import VrsearchError
+
+
+class MethodParams(BaseModel):
+    """Base class of every method's ``Params``: unknown knobs are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method.
+
+    ``build(params, ctx)`` returns a :class:`vrsearch.methods.base.Method`.
+    ``defaults`` overrides the Params defaults (used for variants such as
+    ``fully_supervised``, which is ``supervised`` with ``all_labels=True``).
+    """
+
+    name: str
+    params: type[MethodParams]
+    build: Callable[..., Any]
+    citation: str = ""
+    summary: str = ""
+    needs_unlabeled: bool = False
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    def knobs(self) -> dict[str, Any]:
+        """Every knob with its default (after this spec's overrides)."""
+        values = {k: f.get_default(call_default_factory=True) for k, f in self.params.model_fields.items()}
+        values.update(self.defaults)
+        return values
+
+    def validate(self, raw: Mapping[str, Any] | None) -> MethodParams:
+        """Validate user params; raises pydantic ValidationError (see study.errors)."""
+        merged = {**self.defaults, **dict(raw or {})}
+        return self.params.model_validate(merged)
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register_method(
+    name: str,
+    *,
+    params: type[MethodParams],
+    citation: str = "",
+    summary: str = "",
+    needs_unlabeled: bool = False,
+    defaults: Mapping[str, Any] | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator registering ``build(params, ctx)`` under ``name``."""
+
+    def deco(build: Callable[..., Any]) -> Callable[..., Any]:
+        if name in _REGISTRY:
+            raise ValueError(f"method {name!r} registered twice")
+        bad = set(defaults or {}) - set(params.model_fields)
+        if bad:
+            raise ValueError(f"method {name!r}: defaults name unknown knobs {sorted(bad)}")
+        _REGISTRY[name] = MethodSpec(
+            name=name,
+            params=params,
+            build=build,
+            citation=citation,
+            summary=summary,
+            needs_unlabeled=needs_unlabeled,
+            defaults=dict(defaults or {}),
+        )
+        return build
+
+    return deco
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest candidate, or ``""``."""
+    close = difflib.get_close_matches(str(word), list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _ensure_loaded() -> None:
+    import vrsearch.methods  # noqa: F401  (registers every method)
+
+
+def get_method(name: str) -> MethodSpec:
+    """Look a method up by name; unknown names raise with a suggestion."""
+    _ensure_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        hint = did_you_mean(name, _REGISTRY)
+        raise VrsearchError(
+            f"unknown method {name!r}{hint} (registered: {', '.join(sorted(_REGISTRY))})"
+        ) from None
+
+
+def all_methods() -> list[MethodSpec]:
+    _ensure_loaded()
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+__all__ = [
+    "MethodParams",
+    "MethodSpec",
+    "ValidationError",
+    "all_methods",
+    "did_you_mean",
+    "get_method",
+    "register_method",
+]

@@ -1,0 +1,124 @@
+"""The results contract (DESIGN.md, "Results"): parquet files in a run dir.
+
+* ``study.yaml`` — the resolved study;
+* ``trials.parquet`` — one row per trial: ids, method, flattened config
+  (``config.<path>`` columns), seed, labeled ratio, status, error, best and
+  final metrics, iterations, wall time;
+* ``history.parquet`` — one row per (trial, iteration): every loss term
+  (``term_*``), ``loss``, ``lr``, ``val_*`` at evaluation points;
+* ``cases.parquet`` — one row per (trial, split, case, class): dice,
+  jaccard, hd95_mm, asd_mm, label_empty, pred_empty.
+
+Every file is written atomically (temporary file + rename), so a reader —
+even of a study that is still running — sees a complete old or new file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+STUDY_FILE = "study.yaml"
+TRIALS_FILE = "trials.parquet"
+HISTORY_FILE = "history.parquet"
+CASES_FILE = "cases.parquet"
+
+CASE_COLUMNS = [
+    "trial_id", "split", "iteration", "case_id", "class_index", "class_name",
+    "dice", "jaccard", "hd95_mm", "asd_mm", "label_empty", "pred_empty",
+]
+TRIAL_COLUMNS = [
+    "trial_id", "study", "method", "status", "error", "seed", "labeled_ratio", "split_seed",
+    "iterations", "best_iteration", "best_val_dice", "final_val_dice",
+    "test_dice", "test_jaccard", "test_hd95_mm", "test_asd_mm", "wall_time_s",
+    "n_labeled", "n_unlabeled", "n_val", "n_test", "config_json",
+]
+HISTORY_COLUMNS = ["trial_id", "iteration"]
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_frame(path: Path, frame: pd.DataFrame) -> None:
+    """Write a DataFrame as parquet atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp(path)
+    try:
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
+    """Rows → DataFrame with ``columns`` first (present even when empty)."""
+    df = pd.DataFrame(rows)
+    for c in columns:
+        if c not in df.columns:
+            df[c] = pd.Series(dtype="object" if c in ("trial_id", "error", "status") else "float64")
+    return df[columns + [c for c in df.columns if c not in columns]]
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dict → ``{"a.b.c": value}``; lists become JSON strings."""
+    out: dict[str, Any] = {}
+    if isinstance(data, dict):
+        for k, v in data.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    key = prefix[:-1]
+    out[key] = json.dumps(data) if isinstance(data, (list, tuple)) else data
+    return out
+
+
+@dataclass
+class Results:
+    """A run directory's tables as pandas frames (empty frames if absent)."""
+
+    trials: pd.DataFrame
+    history: pd.DataFrame
+    cases: pd.DataFrame
+    study: dict[str, Any]
+
+
+def _read(path: Path, columns: list[str]) -> pd.DataFrame:
+    if path.exists():
+        return pd.read_parquet(path)
+    return frame([], columns)
+
+
+def load(run_dir: Path | str) -> Results:
+    """Load a (finished or running) study's results."""
+    import yaml
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        from vrsearch.errors import VrsearchError
+
+        raise VrsearchError(f"{run_dir}: no such run directory")
+    study_path = run_dir / STUDY_FILE
+    study = yaml.safe_load(study_path.read_text()) if study_path.exists() else {}
+    return Results(
+        trials=_read(run_dir / TRIALS_FILE, TRIAL_COLUMNS),
+        history=_read(run_dir / HISTORY_FILE, HISTORY_COLUMNS),
+        cases=_read(run_dir / CASES_FILE, CASE_COLUMNS),
+        study=study or {},
+    )

@@ -1,0 +1,307 @@
+"""The study file: one pydantic v2 model, strict about unknown keys.
+
+Every section rejects keys it does not know with a did-you-mean hint, so a
+typo never silently falls back to a default. ``method.params`` is checked
+against the registered method's ``Params`` by :func:`vrsearch.study.load`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from vrsearch.registry import did_you_mean
+
+PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class StrictModel(BaseModel):
+    """Base of every section: unknown keys are errors that suggest a fix."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unknown_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
+            for key in data:
+                if key not in known:
+                    raise PydanticCustomError(
+                        "unknown_key",
+                        "unknown key {key}{hint}",
+                        {"key": str(key), "hint": did_you_mean(key, known)},
+                    )
+        return data
+
+
+class PhantomOptions(StrictModel):
+    """Options of the built-in synthetic CT (``vrsearch.data.phantom``)."""
+
+    cases: PosInt = 24
+    unlabeled: NonNegInt = 24
+    test: NonNegInt = 0
+    seed: int = 0
+    size: tuple[PosInt, PosInt, PosInt] = (96, 96, 64)
+    spacing: tuple[PosFloat, PosFloat, PosFloat] = (3.5, 3.5, 4.0)
+
+
+class IntensityConfig(StrictModel):
+    """Intensity normalisation: ``window`` clips to ``clip`` and scales to
+    [0, 1]; ``percentile`` maps the (low, high) percentiles of each volume to
+    [0, 1] after clipping; ``zscore`` normalises by mean/std; ``none``."""
+
+    scale: Literal["window", "percentile", "zscore", "none"] = "window"
+    clip: tuple[float, float] | None = (-325.0, 325.0)
+    percentiles: tuple[float, float] = (0.5, 99.5)
+
+    @model_validator(mode="after")
+    def _check(self) -> IntensityConfig:
+        if self.clip is not None and self.clip[0] >= self.clip[1]:
+            raise ValueError("clip must be (low, high) with low < high")
+        lo, hi = self.percentiles
+        if not 0.0 <= lo < hi <= 100.0:
+            raise ValueError("percentiles must satisfy 0 <= low < high <= 100")
+        if self.scale == "window" and self.clip is None:
+            raise ValueError("scale 'window' needs a clip range")
+        return self
+
+
+class AugmentConfig(StrictModel):
+    """Random augmentation of training patches (labeled and unlabeled).
+
+    No flips by default: left/right organs are different classes in
+    abdominal CT, so a left-right flip would corrupt the labels."""
+
+    flip_axes: list[Annotated[int, Field(ge=0, le=2)]] = []
+    flip_prob: Annotated[float, Field(ge=0, le=1)] = 0.5
+    intensity_shift: Annotated[float, Field(ge=0)] = 0.0
+    intensity_scale: Annotated[float, Field(ge=0)] = 0.0
+
+
+class DatasetConfig(StrictModel):
+    layout: Literal["phantom", "msd", "nnunet", "flare22"] = "phantom"
+    root: Path = Path("data/phantom")
+    phantom: PhantomOptions = PhantomOptions()
+    labeled_ratio: Annotated[float, Field(gt=0.0, le=1.0)] = 0.25
+    split_seed: int = 0
+    val_fraction: Fraction = 0.2
+    test_fraction: Fraction = 0.2
+    use_dataset_test: bool = False
+    patch_size: tuple[PosInt, PosInt, PosInt] = (64, 64, 48)
+    spacing: tuple[PosFloat, PosFloat, PosFloat] | None = None
+    orientation: Annotated[str, Field(pattern=r"^[LRAPSI]{3}$")] = "RAS"
+    intensity: IntensityConfig = IntensityConfig()
+    augment: AugmentConfig = AugmentConfig()
+    cache: Literal["memory", "none"] = "memory"
+    num_workers: NonNegInt = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> DatasetConfig:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError("val_fraction + test_fraction must be < 1")
+        axes = {c.replace("L", "R").replace("P", "A").replace("I", "S") for c in self.orientation}
+        if len(axes) != 3:
+            raise ValueError(f"orientation {self.orientation!r} must name each axis once")
+        return self
+
+
+class ModelConfig(StrictModel):
+    """Backbone (MONAI ``UNet``/``BasicUNet``) plus segmentation and feature heads.
+
+    ``spatial_dims: 2`` trains a 2D network on axial slices: the patch's last
+    dimension must then be 1."""
+
+    arch: Literal["unet", "basic_unet"] = "unet"
+    spatial_dims: Literal[2, 3] = 3
+    channels: tuple[PosInt, ...] = (16, 32, 64, 128)
+    num_res_units: NonNegInt = 1
+    norm: Literal["instance", "batch"] = "instance"
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    feature_dim: PosInt = 16
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.arch == "basic_unet" and len(self.channels) != 6:
+            raise ValueError("basic_unet needs exactly 6 channels (MONAI BasicUNet features)")
+        if self.arch == "unet" and len(self.channels) < 2:
+            raise ValueError("unet needs at least 2 channel levels")
+        return self
+
+
+class OptimizerConfig(StrictModel):
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: PosFloat = 1e-3
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    nesterov: bool = False
+
+
+class ScheduleConfig(StrictModel):
+    """LR schedule: ``poly`` (1 − it/max)^power, ``step`` decay by gamma every
+    step_size, ``cosine`` annealing; all after ``warmup`` linear iterations."""
+
+    name: Literal["poly", "step", "cosine", "constant"] = "poly"
+    power: PosFloat = 0.9
+    step_size: PosInt = 1000
+    gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
+    warmup: NonNegInt = 0
+    min_lr: Annotated[float, Field(ge=0)] = 0.0
+
+
+class BatchConfig(StrictModel):
+    labeled: PosInt = 2
+    unlabeled: NonNegInt = 2
+
+
+class EvalConfig(StrictModel):
+    every: PosInt = 50
+    overlap: Annotated[float, Field(ge=0, lt=1)] = 0.25
+    sw_batch_size: PosInt = 2
+    roi_size: tuple[PosInt, PosInt, PosInt] | None = None
+    hd_percentile: Annotated[float, Field(gt=0, le=100)] = 95.0
+    at_start: bool = True
+
+
+class TrainConfig(StrictModel):
+    iterations: PosInt = 300
+    batch: BatchConfig = BatchConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    eval: EvalConfig = EvalConfig()
+    seed: int = 0
+    log_every: PosInt = 10
+    checkpoint_every: PosInt | None = None
+    threads: PosInt | None = None
+    deterministic: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class MethodConfig(StrictModel):
+    name: str = "supervised"
+    params: dict[str, Any] = {}
+
+
+class Dimension(StrictModel):
+    """One searched knob: float/int ranges (optionally log), or categorical
+    choices; ``when`` makes it conditional on categorical parents."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: PosFloat | None = None
+    choices: list[Any] | None = None
+    when: dict[str, list[Any] | Any] = {}
+
+    @model_validator(mode="after")
+    def _check(self) -> Dimension:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("categorical needs a non-empty 'choices' list")
+            if len({repr(c) for c in self.choices}) != len(self.choices):
+                raise ValueError("categorical choices must be distinct")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.type} needs 'low' and 'high'")
+        if not self.low < self.high:
+            raise ValueError(f"empty range: low {self.low} must be < high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError("log range needs low > 0")
+        return self
+
+
+class AblationArm(StrictModel):
+    name: Annotated[str, Field(min_length=1)]
+    set: dict[str, Any] = {}
+
+
+class SearchConfig(StrictModel):
+    """How trials are designed. ``none`` = the study's config once per seed."""
+
+    design: Literal["none", "search", "grid", "random", "ablation"] = "none"
+    searcher: Literal["tpe", "random", "cmaes"] = "tpe"
+    scheduler: Literal["asha", "median", "none"] = "asha"
+    metric: str = "val_dice"
+    mode: Literal["max", "min"] = "max"
+    num_samples: PosInt = 8
+    seeds: list[int] = [0]
+    space: dict[str, Dimension] = {}
+    arms: list[AblationArm] = []
+    grace_period: PosInt | None = None
+    reduction_factor: Annotated[int, Field(ge=2)] = 2
+    storage: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchConfig:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds must be distinct")
+        if not self.seeds:
+            raise ValueError("seeds must not be empty")
+        if self.design in ("search", "grid", "random") and not self.space:
+            raise ValueError(f"design {self.design!r} needs a non-empty 'space'")
+        if self.design == "grid":
+            for key, dim in self.space.items():
+                if dim.type != "categorical":
+                    raise ValueError(f"grid design needs categorical dimensions; {key!r} is {dim.type}")
+        if self.design == "ablation" and not self.arms:
+            raise ValueError("design 'ablation' needs 'arms'")
+        for key, dim in self.space.items():
+            for parent, values in dim.when.items():
+                if parent not in self.space or self.space[parent].type != "categorical":
+                    raise ValueError(f"{key!r} is conditional on {parent!r}, which is not a categorical in 'space'")
+                wanted = values if isinstance(values, list) else [values]
+                missing = [v for v in wanted if v not in (self.space[parent].choices or [])]
+                if missing:
+                    raise ValueError(f"{key!r}: 'when' value(s) {missing} are not choices of {parent!r}")
+        return self
+
+
+class ResourcesConfig(StrictModel):
+    concurrent_trials: PosInt = 1
+    workers_per_trial: PosInt = 1
+    cpus_per_worker: PosFloat = 1.0
+    gpus_per_worker: Annotated[float, Field(ge=0)] = 0.0
+    max_failures: NonNegInt = 1
+
+
+class OutputConfig(StrictModel):
+    dir: Path | None = None
+
+
+class Study(StrictModel):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
+    description: str = ""
+    method: MethodConfig = MethodConfig()
+    dataset: DatasetConfig = DatasetConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    search: SearchConfig = SearchConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _cross(self) -> Study:
+        patch = self.dataset.patch_size
+        if self.model.spatial_dims == 2 and patch[2] != 1:
+            raise PydanticCustomError("cross", "dataset.patch_size: a 2D model needs patch_size [x, y, 1]", {})
+        depth = len(self.model.channels) - 1 if self.model.arch == "unet" else 4
+        axes = patch[:2] if self.model.spatial_dims == 2 else patch
+        bad = [n for n in axes if n % (2**depth)]
+        if bad:
+            raise PydanticCustomError(
+                "cross",
+                "dataset.patch_size: every size must be divisible by {f} for {d} down-samplings (got {p})",
+                {"f": 2**depth, "d": depth, "p": list(patch)},
+            )
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return self.output.dir if self.output.dir is not None else Path("runs") / self.name
