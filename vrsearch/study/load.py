@@ -110,7 +110,10 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
 
 
 def _validate_params(study: Study) -> MethodParams:
-    spec = get_method(study.method.name)
+    try:
+        spec = get_method(study.method.name)
+    except VrsearchError as exc:
+        raise StudyError(f"method.name: {exc}") from None
     try:
         return spec.validate(study.method.params)
     except ValidationError as exc:
