@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from vrsearch.engine.trainer import Trainer
 from vrsearch.engine.trial import TrialOutput, run_trial
 from vrsearch.errors import VrsearchError
 from vrsearch.results import io
@@ -51,6 +52,8 @@ def train_single(study_path: Path, overrides: Iterable[str], *, fresh: bool = Fa
                  echo: Callable[[str], None] = print) -> TrialOutput:
     study = load_study(study_path, overrides)
     run_dir = study.run_dir
+    ckpt = run_dir / "checkpoints" / TRIAL_ID
+    trainer = Trainer(study, ckpt)  # reads and checks all data before anything is written
     claim_run_dir(run_dir, study_to_yaml(study), fresh)
     total = study.train.iterations
     best = [-math.inf]
@@ -61,7 +64,7 @@ def train_single(study_path: Path, overrides: Iterable[str], *, fresh: bool = Fa
         echo(f"it {r['iteration']:>6}/{total}  {loss}val dice {_fmt(r.get('val_dice'))}  "
              f"(best {_fmt(best[0] if best[0] > -math.inf else None)})  {r.get('time_s', 0):.0f}s")
 
-    out = run_trial(study, TRIAL_ID, run_dir / "checkpoints" / TRIAL_ID, report=report)
+    out = run_trial(study, TRIAL_ID, ckpt, report=report, trainer=trainer)
     io.write_frame(run_dir / io.TRIALS_FILE, io.frame([out.trial], io.TRIAL_COLUMNS))
     io.write_frame(run_dir / io.HISTORY_FILE, io.frame(out.history, io.HISTORY_COLUMNS))
     io.write_frame(run_dir / io.CASES_FILE, io.frame(out.cases, io.CASE_COLUMNS))

@@ -133,7 +133,9 @@ class Trainer:
                         self.study.train.eval, self.device)
 
     # -- loop -------------------------------------------------------------
-    def fit(self, report: Reporter | None = None, resume: bool = True) -> FitResult:
+    def fit(self, report: Reporter | None = None, resume: bool = True, stop_at: int | None = None) -> FitResult:
+        """Train to ``train.iterations`` (or until the checkpoint at ``stop_at``,
+        returning status ``"paused"``), resuming from ``last.pt`` if present."""
         t = self.study.train
         ckpt_every = t.checkpoint_every or t.eval.every
         start, best, history, elapsed = 0, {"score": -math.inf, "iteration": 0, "rows": []}, [], 0.0
@@ -175,13 +177,13 @@ class Trainer:
                 out = self.method(batch.to(self.device), it)
                 if not torch.isfinite(out.loss):
                     terms = ", ".join(f"{k}={float(v):.4g}" for k, v in out.terms.items())
-                    raise TrialDiverged(f"loss became {float(out.loss)} at iteration {it + 1} ({terms})")
+                    raise TrialDiverged(f"loss became {float(out.loss.detach())} at iteration {it + 1} ({terms})")
                 self.optimizer.zero_grad(set_to_none=True)
                 out.loss.backward()
                 self.optimizer.step()
                 self.method.after_step(it)
                 for k, v in {"loss": out.loss, **{f"term_{n}": x for n, x in out.terms.items()}}.items():
-                    window.setdefault(k, []).append(float(v))
+                    window.setdefault(k, []).append(float(v.detach()))
                 done = it + 1
                 if done % t.log_every == 0 or done == t.iterations:
                     r = row(done)
@@ -192,6 +194,8 @@ class Trainer:
                     do_eval(done)
                 if done % ckpt_every == 0 or done == t.iterations:
                     save_atomic(self._state(done, best, history, time.perf_counter() - t0), self.ckpt_dir / "last.pt")
+                    if stop_at is not None and done >= stop_at and done < t.iterations:
+                        return self._finish("paused", "", done, best, history, time.perf_counter() - t0)
             it = t.iterations if t.iterations > start else start
         except TrialDiverged as exc:
             status, error = "failed", str(exc)
@@ -203,6 +207,7 @@ class Trainer:
         cases = [{"split": "val", "iteration": best["iteration"], **r} for r in best["rows"]]
         test: dict[str, float] = {}
         if status == "completed" and best["rows"] and self.data.split.test:
+            # the selected (best-on-validation) model, evaluated on test exactly once
             state = load_checkpoint(self.ckpt_dir / "best.pt")
             self.method.load_state_dict(state["method"])
             test_cases = load_eval_cases(self.data.split.test, self.study.dataset)

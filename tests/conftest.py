@@ -1,0 +1,59 @@
+"""Shared fixtures: a tiny phantom dataset and a tiny study built on it."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vrsearch.data.phantom import PhantomConfig, write_phantom
+
+TINY_PHANTOM = PhantomConfig(cases=8, unlabeled=3, test=2, seed=3, size=(40, 32, 24), spacing=(8.5, 8.5, 10.5))
+
+
+@pytest.fixture(scope="session")
+def tiny_phantom(tmp_path_factory) -> Path:
+    """8 labeled + 3 unlabeled + 2 test cases, 40×32×24 voxels (coarse)."""
+    return write_phantom(tmp_path_factory.mktemp("phantom") / "ds", TINY_PHANTOM)
+
+
+def tiny_study_dict(root: Path, out: Path, **sections) -> dict:
+    study = {
+        "name": "tiny",
+        "method": {"name": "supervised"},
+        "dataset": {
+            "layout": "msd",
+            "root": str(root),
+            "labeled_ratio": 0.5,
+            "val_fraction": 0.25,
+            "test_fraction": 0.25,
+            "patch_size": [16, 16, 16],
+        },
+        "model": {"channels": [4, 8], "feature_dim": 4, "num_res_units": 0},
+        "train": {
+            "iterations": 6,
+            "batch": {"labeled": 2, "unlabeled": 1},
+            "optimizer": {"name": "adam", "lr": 0.01},
+            "eval": {"every": 3, "sw_batch_size": 4},
+            "log_every": 1,
+            "threads": 1,
+        },
+        "output": {"dir": str(out)},
+    }
+    for key, value in sections.items():
+        study[key] = {**study.get(key, {}), **value} if isinstance(value, dict) else value
+    return copy.deepcopy(study)
+
+
+@pytest.fixture
+def tiny_study(tiny_phantom, tmp_path):
+    """Factory: ``tiny_study(**section_overrides) -> Path`` of a study file."""
+
+    def make(**sections) -> Path:
+        path = tmp_path / "study.yaml"
+        path.write_text(yaml.safe_dump(tiny_study_dict(tiny_phantom, tmp_path / "run", **sections)))
+        return path
+
+    return make
