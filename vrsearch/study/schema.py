@@ -47,8 +47,8 @@ class PhantomOptions(StrictModel):
     cases: PosInt = 24
     unlabeled: NonNegInt = 24
     test: NonNegInt = 0
-    seed: int = 0
-    size: tuple[PosInt, PosInt, PosInt] = (96, 96, 64)
+    seed: NonNegInt = 0
+    size: tuple[Annotated[int, Field(ge=8)], Annotated[int, Field(ge=8)], Annotated[int, Field(ge=8)]] = (96, 96, 64)
     spacing: tuple[PosFloat, PosFloat, PosFloat] = (3.5, 3.5, 4.0)
 
 
