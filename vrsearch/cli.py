@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional, get_args, get_origin
 
 import typer
 
@@ -109,6 +109,8 @@ def methods() -> None:
 
 
 def _type_name(annotation) -> str:
+    if get_origin(annotation) is Literal:
+        return "one of " + "|".join(str(a) for a in get_args(annotation))
     text = getattr(annotation, "__name__", None) or str(annotation)
     return text.replace("typing.", "")
 
