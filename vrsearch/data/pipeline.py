@@ -1,0 +1,186 @@
+"""MONAI transforms built from the study, caching, and seeded patch streams.
+
+Training data is a *pure function of the iteration*: batch ``it`` is drawn
+from a generator seeded by ``(seed, stream, rank, it)`` and every random
+transform is re-seeded from it. Resuming from a checkpoint at iteration
+``k`` therefore replays exactly the batches an uninterrupted run would have
+seen, on every DDP rank, with or without loader workers.
+
+Deterministic preprocessing (load, orientation, spacing, intensity, padding,
+per-class voxel indices for cropping) is cached once per volume by MONAI's
+``CacheDataset``; random cropping and augmentation run per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from monai import transforms as T
+from monai.data import CacheDataset, Dataset
+
+from vrsearch.data.layouts import Case
+from vrsearch.methods.base import Batch
+from vrsearch.study.schema import DatasetConfig
+
+
+RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
+
+
+def load_transforms(keys: Sequence[str]) -> list:
+    return [T.LoadImaged(keys=list(keys), image_only=True), T.EnsureChannelFirstd(keys=list(keys))]
+
+
+def geometry_transforms(cfg: DatasetConfig, keys: Sequence[str]) -> list:
+    """Reorient to ``cfg.orientation`` and (optionally) resample to ``cfg.spacing``."""
+    keys = list(keys)
+    out: list = [T.Orientationd(keys=keys, axcodes=cfg.orientation, labels=RAS_LABELS)]
+    if cfg.spacing is not None:
+        modes = ["bilinear" if k == "image" else "nearest" for k in keys]
+        out.append(T.Spacingd(keys=keys, pixdim=tuple(cfg.spacing), mode=modes))
+    return out
+
+
+def intensity_transforms(cfg: DatasetConfig) -> list:
+    """HU clipping then scaling of ``image`` (see ``IntensityConfig``)."""
+    it = cfg.intensity
+    out: list = []
+    if it.scale == "window":
+        lo, hi = it.clip
+        return [T.ScaleIntensityRanged(keys="image", a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)]
+    if it.clip is not None:
+        lo, hi = it.clip
+        out.append(T.ScaleIntensityRanged(keys="image", a_min=lo, a_max=hi, b_min=lo, b_max=hi, clip=True))
+    if it.scale == "percentile":
+        lo, hi = it.percentiles
+        out.append(T.ScaleIntensityRangePercentilesd(keys="image", lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True))
+    elif it.scale == "zscore":
+        out.append(T.NormalizeIntensityd(keys="image"))
+    return out
+
+
+def preprocess(cfg: DatasetConfig, keys: Sequence[str]) -> list:
+    """Load → channel first → orientation → spacing → intensity (deterministic)."""
+    return load_transforms(keys) + geometry_transforms(cfg, keys) + intensity_transforms(cfg)
+
+
+def augment_transforms(cfg: DatasetConfig, keys: Sequence[str]) -> list:
+    aug = cfg.augment
+    keys = list(keys)
+    out: list = [T.RandFlipd(keys=keys, prob=aug.flip_prob, spatial_axis=a) for a in aug.flip_axes]
+    if aug.intensity_scale > 0:
+        out.append(T.RandScaleIntensityd(keys="image", factors=aug.intensity_scale, prob=1.0))
+    if aug.intensity_shift > 0:
+        out.append(T.RandShiftIntensityd(keys="image", offsets=aug.intensity_shift, prob=1.0))
+    return out
+
+
+def labeled_train_transform(cfg: DatasetConfig, num_classes: int) -> T.Compose:
+    """Class-balanced crops (every present class equally likely as centre) so
+    the long tail of small organs is seen; indices are precomputed and cached."""
+    keys = ["image", "label"]
+    det = preprocess(cfg, keys) + [
+        T.SpatialPadd(keys=keys, spatial_size=cfg.patch_size),
+        T.ClassesToIndicesd(keys="label", num_classes=num_classes),
+    ]
+    rand = [
+        T.RandCropByLabelClassesd(
+            keys=keys,
+            label_key="label",
+            spatial_size=cfg.patch_size,
+            num_classes=num_classes,
+            num_samples=1,
+            indices_key="label_cls_indices",
+            warn=False,
+        )
+    ]
+    return T.Compose(det + rand + augment_transforms(cfg, keys))
+
+
+def unlabeled_train_transform(cfg: DatasetConfig) -> T.Compose:
+    det = preprocess(cfg, ["image"]) + [T.SpatialPadd(keys="image", spatial_size=cfg.patch_size)]
+    rand = [T.RandSpatialCropd(keys="image", roi_size=cfg.patch_size, random_size=False)]
+    return T.Compose(det + rand + augment_transforms(cfg, ["image"]))
+
+
+def cached(data: list[dict], transform: T.Compose, cfg: DatasetConfig) -> Dataset:
+    """A MONAI ``CacheDataset`` (deterministic prefix decoded once) or a plain one."""
+    if cfg.cache == "memory":
+        return CacheDataset(data, transform=transform, cache_rate=1.0, num_workers=None, progress=False)
+    return Dataset(data, transform=transform)
+
+
+def _plain(x) -> torch.Tensor:
+    return x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
+
+
+class PatchStream:
+    """Seeded, stateless draws of ``batch_size`` random patches from a dataset."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, stream: int, rank: int = 0):
+        self.dataset, self.batch_size = dataset, batch_size
+        self.seed, self.stream, self.rank = seed, stream, rank
+
+    def draw(self, it: int) -> list[dict]:
+        rng = np.random.default_rng([self.seed, self.stream, self.rank, it])
+        idx = rng.integers(0, len(self.dataset), size=self.batch_size)
+        out = []
+        for i in idx:
+            self.dataset.transform.set_random_state(seed=int(rng.integers(0, 2**31 - 1)))
+            item = self.dataset[int(i)]
+            out.append(item[0] if isinstance(item, list) else item)
+        return out
+
+
+def _stack(items: list[dict], key: str, dtype: torch.dtype) -> torch.Tensor:
+    return torch.stack([_plain(d[key]) for d in items]).to(dtype)
+
+
+class BatchSource(torch.utils.data.IterableDataset):
+    """Yields :class:`Batch` for iterations ``start, start+1, …``.
+
+    With DataLoader workers, worker ``w`` of ``W`` produces the iterations
+    ``it ≡ w (mod W)``; DataLoader returns them in order, so the sequence is
+    the same as without workers."""
+
+    def __init__(self, labeled: PatchStream, unlabeled: PatchStream | None, start: int, stop: int):
+        super().__init__()
+        self.labeled, self.unlabeled, self.start, self.stop = labeled, unlabeled, start, stop
+
+    def batch(self, it: int) -> Batch:
+        lab = self.labeled.draw(it)
+        unl = self.unlabeled.draw(it) if self.unlabeled is not None else None
+        return Batch(
+            image=_stack(lab, "image", torch.float32),
+            label=_stack(lab, "label", torch.int64),
+            unlabeled=None if unl is None else _stack(unl, "image", torch.float32),
+            cases=[str(d.get("case", "")) for d in lab],
+            unlabeled_cases=[str(d.get("case", "")) for d in unl or []],
+        )
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        for it in range(self.start + wid, self.stop, nw):
+            yield self.batch(it)
+
+
+def batches(source: BatchSource, num_workers: int) -> Iterator[Batch]:
+    """Iterate a :class:`BatchSource`, with background workers if asked."""
+    if num_workers <= 0:
+        return iter(source)
+    loader = torch.utils.data.DataLoader(
+        source, batch_size=None, num_workers=num_workers, persistent_workers=False, prefetch_factor=2
+    )
+    return iter(loader)
+
+
+def case_dicts(cases: Sequence[Case], with_label: bool) -> list[dict]:
+    out = []
+    for c in cases:
+        d = {"image": str(c.image), "case": c.id}
+        if with_label:
+            d["label"] = str(c.label)
+        out.append(d)
+    return out

@@ -1,0 +1,77 @@
+"""From a study's dataset section to a checked, split dataset.
+
+The built-in phantom is generated on first use (idempotently) into
+``dataset.root``; every other layout is read from disk. All files are
+checked before any training starts, so bad data stops a study with one line
+naming the file instead of crashing a trial later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vrsearch.data.layouts import DatasetIndex, read_dataset
+from vrsearch.data.splits import Split, make_split
+from vrsearch.data.validate import check_dataset
+from vrsearch.errors import DataError
+from vrsearch.study.schema import DatasetConfig
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    index: DatasetIndex
+    split: Split
+
+    @property
+    def num_classes(self) -> int:
+        return self.index.num_classes
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.index.labels[i] for i in range(self.index.num_classes))
+
+
+def dataset_index(cfg: DatasetConfig) -> DatasetIndex:
+    """Read the dataset (generating the phantom first when the layout is ``phantom``)."""
+    if cfg.layout == "phantom":
+        from vrsearch.data.phantom import PhantomConfig, write_phantom
+
+        opts = cfg.phantom
+        try:
+            write_phantom(
+                cfg.root,
+                PhantomConfig(
+                    cases=opts.cases, unlabeled=opts.unlabeled, test=opts.test, seed=opts.seed,
+                    size=tuple(opts.size), spacing=tuple(opts.spacing),
+                ),
+            )
+        except (FileExistsError, ValueError) as exc:
+            raise DataError(str(exc)) from None
+        return read_dataset("msd", cfg.root)
+    return read_dataset(cfg.layout, cfg.root)
+
+
+def prepare_data(cfg: DatasetConfig, *, method: str, needs_unlabeled: bool, all_labels: bool = False,
+                 check: bool = True) -> PreparedData:
+    """Index, check and split the dataset of a study."""
+    index = dataset_index(cfg)
+    if check:
+        check_dataset(index, need_unlabeled=False, workers=2, method=method)
+    split = make_split(
+        index,
+        labeled_ratio=cfg.labeled_ratio,
+        split_seed=cfg.split_seed,
+        val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
+        use_dataset_test=cfg.use_dataset_test,
+        all_labels=all_labels,
+    )
+    if needs_unlabeled and not split.unlabeled:
+        raise DataError(
+            f"method {method} needs unlabeled cases; none in {index.root} "
+            f"(no unlabeled pool and labeled_ratio {cfg.labeled_ratio} keeps every training label)"
+        )
+    if not split.val:
+        raise DataError(f"no validation cases: dataset.val_fraction {cfg.val_fraction} gives none of "
+                        f"{len(index.labeled)} labeled cases in {index.root}")
+    return PreparedData(index, split)

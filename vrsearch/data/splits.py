@@ -1,0 +1,102 @@
+"""Train/val/test splits at a labeled ratio.
+
+The labeled cases of a dataset are sorted by id and shuffled once with
+``numpy.random.default_rng(split_seed)``; test and val are carved from the
+front of that order, and the rest is training. Of the training cases the
+first ``max(1, round(labeled_ratio * n_train))`` keep their labels and the
+others become unlabeled (their labels withheld). Hence:
+
+* the split depends only on (sorted ids, seed, fractions), never on file
+  system order;
+* val and test do not depend on ``labeled_ratio``, so methods at different
+  ratios are compared on the same cases;
+* the labeled set at a smaller ratio is a prefix of the one at a larger ratio.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from vrsearch.data.layouts import Case, DatasetIndex
+from vrsearch.errors import DataError
+
+
+@dataclass(frozen=True)
+class Split:
+    """Cases per role for one trial."""
+
+    labeled: tuple[Case, ...]
+    """Training cases used with their labels (shuffled order; see module doc)."""
+    unlabeled: tuple[Case, ...]
+    """Training cases without labels: withheld-label cases, then the dataset's unlabeled pool."""
+    val: tuple[Case, ...]
+    test: tuple[Case, ...]
+
+
+def _count(fraction: float, n: int) -> int:
+    """round(fraction * n), at least 1 when fraction > 0."""
+    return 0 if fraction == 0 else max(1, round(fraction * n))
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+
+
+def make_split(index: DatasetIndex, *, labeled_ratio: float, split_seed: int, val_fraction: float,
+               test_fraction: float, use_dataset_test: bool = False, all_labels: bool = False) -> Split:
+    """Split ``index.labeled`` into labeled/unlabeled training, val and test.
+
+    Args:
+        labeled_ratio: fraction of the training cases that keep labels, in (0, 1].
+        split_seed: seed of the shuffle; the only source of randomness.
+        val_fraction, test_fraction: fractions of all labeled cases held out
+            (each at least one case when > 0).
+        use_dataset_test: take ``index.test`` (which must be labeled) as the
+            test set instead of carving one out; ``test_fraction`` is ignored.
+        all_labels: every training case keeps its label (fully supervised
+            upper bound); ``labeled_ratio`` is then ignored for the split.
+
+    Raises:
+        ValueError: a ratio or fraction out of range.
+        DataError: too few cases to split, or unlabeled dataset test cases.
+    """
+    if not 0.0 < labeled_ratio <= 1.0:
+        raise ValueError(f"labeled_ratio must be in (0, 1], got {labeled_ratio}")
+    _check_fraction("val_fraction", val_fraction)
+    _check_fraction("test_fraction", test_fraction)
+
+    cases = sorted(index.labeled, key=lambda c: c.id)
+    n = len(cases)
+    order = np.random.default_rng(split_seed).permutation(n)
+    shuffled = [cases[i] for i in order]
+
+    if use_dataset_test:
+        if not index.test:
+            raise DataError(f"use_dataset_test is set but the dataset in {index.root} has no test cases")
+        unlabeled_test = [c for c in index.test if c.label is None]
+        if unlabeled_test:
+            raise DataError(
+                f"use_dataset_test needs a label for every test case; {unlabeled_test[0].image} has none "
+                f"({len(unlabeled_test)} of {len(index.test)} unlabeled)")
+        n_test = 0
+        test = tuple(sorted(index.test, key=lambda c: c.id))
+    else:
+        n_test = _count(test_fraction, n)
+        test = tuple(sorted(shuffled[:n_test], key=lambda c: c.id))
+    n_val = _count(val_fraction, n)
+    n_train = n - n_test - n_val
+    if n_train < 1:
+        raise DataError(
+            f"cannot split {n} labeled cases in {index.root}: test {n_test} + val {n_val} leave "
+            f"{n_train} for training (need ≥ 1); lower val_fraction/test_fraction or add cases")
+    val = tuple(sorted(shuffled[n_test:n_test + n_val], key=lambda c: c.id))
+    train = shuffled[n_test + n_val:]
+
+    n_labeled = n_train if all_labels else max(1, round(labeled_ratio * n_train))
+    withheld = tuple(dataclasses.replace(c, label=None) for c in train[n_labeled:])
+    pool = tuple(sorted(index.unlabeled, key=lambda c: c.id))
+    return Split(labeled=tuple(train[:n_labeled]), unlabeled=withheld + pool, val=val, test=test)
