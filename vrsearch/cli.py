@@ -92,6 +92,32 @@ def train(
 
 
 @app.command()
+def run(
+    study: StudyArg,
+    set_: SetOption = None,
+    address: Annotated[Optional[str], typer.Option(help="Join an existing Ray cluster (auto, ray://host:port).")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Discard an earlier run of this study in output.dir.")] = False,
+) -> None:
+    """Run a study on Ray Tune (Optuna/ASHA or a fixed design), results in output.dir."""
+    from vrsearch.orchestrate.runner import run_study
+
+    with user_errors():
+        run_study(study, set_ or [], address=address, fresh=fresh, echo=typer.echo)
+
+
+@app.command()
+def resume(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory of an interrupted study.")],
+    address: Annotated[Optional[str], typer.Option(help="Join an existing Ray cluster.")] = None,
+) -> None:
+    """Continue an interrupted study: finished trials are kept, unfinished ones resume."""
+    from vrsearch.orchestrate.runner import resume_study
+
+    with user_errors():
+        resume_study(run_dir, address=address, echo=typer.echo)
+
+
+@app.command()
 def methods() -> None:
     """List registered methods with their knobs and defaults."""
     from vrsearch.registry import all_methods

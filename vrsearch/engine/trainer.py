@@ -98,6 +98,8 @@ class Trainer:
         )
         ctx = BuildContext(study.model, self.data.num_classes, t.iterations, t.seed, self.data.class_names)
         self.method: Method = self.spec.build(self.params, ctx).to(self.device)
+        #: what the loop calls; the orchestrator may replace it with a DDP wrapper of ``method``
+        self.step_module: torch.nn.Module = self.method
         self.optimizer = build_optimizer(study, list(self.method.trainable_parameters()))
         self.roi = tuple(study.train.eval.roi_size or study.dataset.patch_size)
         self.val_cases = load_eval_cases(self.data.split.val, study.dataset)
@@ -128,9 +130,26 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         return state["iteration"], state["best"], state["history"], state["elapsed"]
 
-    def validate(self) -> list[dict]:
-        return evaluate(self.method.predictor(), self.val_cases, self.data.num_classes, self.roi,
+    def _evaluate(self, cases) -> list[dict]:
+        """Evaluate ``cases``; with several ranks each scores a shard and all get every row."""
+        mine = cases[self.rank :: self.world]
+        rows = evaluate(self.method.predictor(), mine, self.data.num_classes, self.roi,
                         self.study.train.eval, self.device)
+        if self.world > 1:
+            parts: list = [None] * self.world
+            torch.distributed.all_gather_object(parts, rows)
+            order = {c.case_id: i for i, c in enumerate(cases)}
+            rows = sorted((r for part in parts for r in part), key=lambda r: (order[r["case_id"]], r["class_index"]))
+        return rows
+
+    def _save(self, obj: dict, name: str) -> None:
+        if self.rank == 0:
+            save_atomic(obj, self.ckpt_dir / name)
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def validate(self) -> list[dict]:
+        return self._evaluate(self.val_cases)
 
     # -- loop -------------------------------------------------------------
     def fit(self, report: Reporter | None = None, resume: bool = True, stop_at: int | None = None) -> FitResult:
@@ -142,6 +161,7 @@ class Trainer:
         if resume and (self.ckpt_dir / "last.pt").exists():
             start, best, history, elapsed = self._restore()
         t0 = time.perf_counter() - elapsed
+        self.history = history  # live view for reporters (rows grow as training goes)
         rows_by_it = {r["iteration"]: r for r in history}
         window: dict[str, list[float]] = {}
         status, error, it = "completed", "", start
@@ -161,8 +181,7 @@ class Trainer:
             r["time_s"] = time.perf_counter() - t0
             if i > 0 and val["dice"] > best["score"]:
                 best.update(score=val["dice"], iteration=i, rows=rows)
-                save_atomic({"format": FORMAT, "method": self.method.state_dict(), "iteration": i},
-                            self.ckpt_dir / "best.pt")
+                self._save({"format": FORMAT, "method": self.method.state_dict(), "iteration": i}, "best.pt")
             if report is not None:
                 report({"iteration": i, **r})
             return val
@@ -174,8 +193,11 @@ class Trainer:
                 lr = lr_at(it, t.optimizer.lr, t.iterations, t.schedule)
                 for g in self.optimizer.param_groups:
                     g["lr"] = lr
-                out = self.method(batch.to(self.device), it)
-                if not torch.isfinite(out.loss):
+                out = self.step_module(batch.to(self.device), it)
+                finite = torch.isfinite(out.loss.detach()).float()
+                if self.world > 1:  # every rank stops together, or DDP would hang
+                    torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+                if not bool(finite):
                     terms = ", ".join(f"{k}={float(v):.4g}" for k, v in out.terms.items())
                     raise TrialDiverged(f"loss became {float(out.loss.detach())} at iteration {it + 1} ({terms})")
                 self.optimizer.zero_grad(set_to_none=True)
@@ -193,7 +215,7 @@ class Trainer:
                 if done % t.eval.every == 0 or done == t.iterations:
                     do_eval(done)
                 if done % ckpt_every == 0 or done == t.iterations:
-                    save_atomic(self._state(done, best, history, time.perf_counter() - t0), self.ckpt_dir / "last.pt")
+                    self._save(self._state(done, best, history, time.perf_counter() - t0), "last.pt")
                     if stop_at is not None and done >= stop_at and done < t.iterations:
                         return self._finish("paused", "", done, best, history, time.perf_counter() - t0)
             it = t.iterations if t.iterations > start else start
@@ -211,8 +233,7 @@ class Trainer:
             state = load_checkpoint(self.ckpt_dir / "best.pt")
             self.method.load_state_dict(state["method"])
             test_cases = load_eval_cases(self.data.split.test, self.study.dataset)
-            rows = evaluate(self.method.predictor(), test_cases, self.data.num_classes, self.roi,
-                            self.study.train.eval, self.device)
+            rows = self._evaluate(test_cases)
             cases += [{"split": "test", "iteration": best["iteration"], **r} for r in rows]
             test = summarize(rows)
         best_val = summarize(best["rows"]) if best["rows"] else {}

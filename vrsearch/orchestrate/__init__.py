@@ -1,0 +1,1 @@
+"""Ray orchestration: the only package that imports ``ray``."""

@@ -1,0 +1,64 @@
+"""Tune callbacks on the driver: keep the parquet files current, show progress."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from ray.tune import Callback
+
+from vrsearch.results import fragments
+
+
+class ResultsCallback(Callback):
+    """After every finished trial, record its fate and recompact the parquet files."""
+
+    def __init__(self, run_dir: Path, total: int, echo=print):
+        self.run_dir, self.total, self.echo = Path(run_dir), total, echo
+        self.done = self.failed = self.stopped = 0
+        self.best = -math.inf
+        self.t0 = time.perf_counter()
+        self.running: set[str] = set()
+
+    def _finished(self, trial, status: str, error: str = "") -> None:
+        self.running.discard(trial.trial_id)
+        d = fragments.trial_dir(self.run_dir, trial.trial_id)
+        result = fragments.read_json(d / "result.json")
+        if result is None:
+            fragments.record_status(self.run_dir, trial.trial_id, status, error)
+        else:
+            status = result["status"]
+        trials, _, _ = fragments.compact(self.run_dir)
+        self.done += 1
+        self.failed += status == "failed"
+        self.stopped += status == "stopped_early"
+        row = trials[trials.trial_id == trial.trial_id]
+        score = fragments.finite(row.best_val_dice.iloc[0]) if len(row) else None
+        if score is not None:
+            self.best = max(self.best, score)
+        self.echo(self.line(trial.trial_id, status, score, result.get("error", "") if result else error))
+
+    def line(self, trial_id: str, status: str, score: float | None, error: str) -> str:
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed / self.done * (self.total - self.done) if self.done else math.nan
+        best = f"{self.best:.4f}" if self.best > -math.inf else "n/a"
+        why = f" ({error[:120]})" if error else ""
+        val = f"{score:.4f}" if score is not None else "n/a"
+        return (f"[{self.done}/{self.total}] {trial_id} {status}{why}: best val dice {val} | "
+                f"running {len(self.running)}, failed {self.failed}, stopped early {self.stopped}, "
+                f"best so far {best}, elapsed {elapsed:.0f}s, ETA {eta:.0f}s")
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.running.add(trial.trial_id)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._finished(trial, "stopped_early")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        err = ""
+        path = getattr(trial, "error_file", None) or ""
+        if path and Path(path).exists():
+            lines = [ln for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
+            err = lines[-1] if lines else ""
+        self._finished(trial, "failed", err or "trial raised an error")

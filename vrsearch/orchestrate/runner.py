@@ -1,0 +1,182 @@
+"""``vrsearch run`` / ``vrsearch resume``: a study on Ray Tune.
+
+The driver validates the study and checks every data file *before* Ray
+starts, claims the run directory (refusing one that holds another study),
+starts a loopback-only local Ray (or joins ``--address``), and runs a Tuner:
+Optuna (TPE / random / CMA-ES, persisted in an RDB storage — SQLite in the
+run directory by default) or a fixed design (grid / random / ablation /
+none) crossed with seeds, under ASHA, the median rule or no scheduler.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+from vrsearch.data.prepare import prepare_data
+from vrsearch.engine.single import claim_run_dir
+from vrsearch.errors import VrsearchError
+from vrsearch.orchestrate.callbacks import ResultsCallback
+from vrsearch.orchestrate.trainable import REPORTED, vrsearch_trial
+from vrsearch.registry import get_method
+from vrsearch.results import fragments, io
+from vrsearch.study import load_study, study_to_yaml
+from vrsearch.study.design import cells_with_seeds, n_trials, optuna_space
+from vrsearch.study.load import build_study, read_yaml
+from vrsearch.study.schema import Study
+
+TUNE_NAME = "tune"
+
+
+def check_runnable(study: Study) -> None:
+    """Errors a study can only have as a whole (before Ray starts)."""
+    s = study.search
+    if s.metric not in REPORTED or s.metric in ("lr",):
+        raise VrsearchError(f"search.metric: {s.metric!r} is not reported; use one of {', '.join(REPORTED[:5])}")
+    if s.design == "search" and len(s.seeds) > 1:
+        raise VrsearchError("search.seeds: a 'search' design runs one seed per configuration for now; give one seed")
+    spec = get_method(study.method.name)
+    prepare_data(study.dataset, method=spec.name, needs_unlabeled=spec.needs_unlabeled,
+                 all_labels=bool(study.method.params.get("all_labels", False)))
+
+
+def ray_temp_dir(run_dir: Path) -> Path:
+    """Ray's temp dir: in the run dir when short enough for Unix socket paths (≤107 bytes)."""
+    inside = run_dir / "ray"
+    if len(str(inside)) <= 28:
+        return inside
+    return Path("/tmp") / f"vrs-{hashlib.sha1(str(run_dir).encode()).hexdigest()[:8]}"
+
+
+def init_ray(run_dir: Path, address: str | None) -> None:
+    import ray
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return
+    from vrsearch.orchestrate.local import loopback_init
+
+    loopback_init(ray_temp_dir(run_dir))
+
+
+def _scheduler(study: Study):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+
+    s, t = study.search, study.train
+    grace = s.grace_period or t.eval.every
+    if s.scheduler == "asha":
+        # max_t one past the end: a trial that reaches its last iteration finishes by itself
+        return ASHAScheduler(time_attr="iteration", max_t=t.iterations + 1, grace_period=grace,
+                             reduction_factor=s.reduction_factor)
+    if s.scheduler == "median":
+        return MedianStoppingRule(time_attr="iteration", grace_period=grace, min_samples_required=2)
+    return FIFOScheduler()
+
+
+def optuna_storage_url(study: Study, run_dir: Path) -> str:
+    return study.search.storage or f"sqlite:///{run_dir / 'optuna.db'}"
+
+
+def _searcher(study: Study, run_dir: Path):
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    s = study.search
+    seed = s.seeds[0]
+    sampler = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
+    }[s.searcher]()
+    storage = optuna.storages.RDBStorage(optuna_storage_url(study, run_dir))
+    algo = OptunaSearch(space=optuna_space(study), metric=s.metric, mode=s.mode, sampler=sampler,
+                        study_name=study.name, storage=storage)
+    return ConcurrencyLimiter(algo, max_concurrent=study.resources.concurrent_trials)
+
+
+def _tuner(study: Study, run_dir: Path, restore: bool, echo):
+    from ray import tune
+
+    base = study.model_dump(mode="json")
+    res = study.resources
+    if study.search.design == "search":
+        base["train"]["seed"] = study.search.seeds[0]
+    trainable = tune.with_parameters(vrsearch_trial, base=base, run_dir=str(run_dir))
+    if res.workers_per_trial <= 1:
+        request = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {})}
+    else:  # the workers reserve the CPUs/GPUs; the Tune-side process must not
+        request = {"CPU": 0, "memory": 256 * 2**20}
+    trainable = tune.with_resources(trainable, request)
+    total = n_trials(study)
+    callback = ResultsCallback(run_dir, total, echo)
+    path = run_dir / TUNE_NAME
+    if restore:
+        return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True), callback
+    if study.search.design == "search":
+        param_space, search_alg, samples = {}, _searcher(study, run_dir), study.search.num_samples
+    else:
+        param_space, search_alg, samples = {"cell": tune.grid_search(cells_with_seeds(study))}, None, 1
+    tune_config = tune.TuneConfig(
+        metric=study.search.metric, mode=study.search.mode, search_alg=search_alg, scheduler=_scheduler(study),
+        num_samples=samples, max_concurrent_trials=res.concurrent_trials,
+    )
+    run_config = tune.RunConfig(
+        name=TUNE_NAME, storage_path=str(run_dir), verbose=0, callbacks=[callback],
+        failure_config=tune.FailureConfig(max_failures=res.max_failures),
+    )
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config), callback
+
+
+def _execute(study: Study, run_dir: Path, address: str | None, restore: bool, echo) -> Path:
+    import ray
+
+    init_ray(run_dir, address)
+    try:
+        tuner, callback = _tuner(study, run_dir, restore, echo)
+        if restore:  # the restored experiment keeps its own callbacks list; ours must be there too
+            tuner._local_tuner._run_config.callbacks = [callback]
+        echo(f"study {study.name}: {callback.total} trials, design {study.search.design}, run dir {run_dir}")
+        tuner.fit()
+    finally:
+        trials, _, _ = fragments.compact(run_dir)
+        ray.shutdown()
+    counts = trials.status.value_counts().to_dict() if len(trials) else {}
+    echo("finished: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"; results in {run_dir}")
+    return run_dir
+
+
+def run_study(study_path: Path, overrides, *, address: str | None = None, fresh: bool = False, echo=print) -> Path:
+    study = load_study(study_path, overrides)
+    check_runnable(study)
+    run_dir = study.run_dir
+    if not fresh and (run_dir / TUNE_NAME).exists():
+        raise VrsearchError(f"{run_dir} already holds a run of this study; continue it with "
+                            f"'vrsearch resume {run_dir}' or start over with --fresh")
+    claim_run_dir(run_dir, study_to_yaml(study), fresh)
+    if fresh:
+        for name in (TUNE_NAME, fragments.TRIALS_DIR, "checkpoints", "ray_train"):
+            shutil.rmtree(run_dir / name, ignore_errors=True)
+        (run_dir / "optuna.db").unlink(missing_ok=True)
+    return _execute(study, run_dir, address, restore=False, echo=echo)
+
+
+def resume_study(run_dir: Path, *, address: str | None = None, echo=print) -> Path:
+    from ray import tune
+
+    run_dir = Path(run_dir).absolute()
+    study_file = run_dir / io.STUDY_FILE
+    if not study_file.exists():
+        raise VrsearchError(f"{run_dir}: not a vrsearch run directory (no {io.STUDY_FILE})")
+    study = build_study(read_yaml(study_file))
+    check_runnable(study)
+    restore = tune.Tuner.can_restore(str(run_dir / TUNE_NAME))
+    if not restore:  # killed before Tune saved any state: nothing finished is known, start over
+        for name in (TUNE_NAME, fragments.TRIALS_DIR, "checkpoints", "ray_train"):
+            shutil.rmtree(run_dir / name, ignore_errors=True)
+        echo("no saved experiment state; starting the study from the beginning")
+    return _execute(study, run_dir, address, restore=restore, echo=echo)

@@ -1,0 +1,128 @@
+"""The Ray Tune trainable: one trial = one configuration of one method.
+
+With ``resources.workers_per_trial == 1`` the engine runs inside the Tune
+trial process (no worker group: a few seconds of fixed cost instead of ~30).
+With more workers, the trial builds a Ray Train ``TorchTrainer`` (DDP; gloo
+on CPU, nccl on GPU) whose workers run the same engine, and Train's
+``TuneReportCallback`` forwards rank 0's reports to Tune (Train V2: a Tuner
+cannot wrap a trainer, so the trainable calls ``fit()`` itself).
+
+Checkpoints live in ``<run>/checkpoints/<trial_id>/`` and fragments of the
+results in ``<run>/trials/<trial_id>/``: a retried or resumed trial picks up
+its own last checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vrsearch.data.prepare import prepare_data
+from vrsearch.engine.trainer import Trainer
+from vrsearch.engine.trial import run_trial
+from vrsearch.registry import get_method
+from vrsearch.results import fragments
+from vrsearch.study.design import SEED_KEY, apply_cell
+from vrsearch.study.schema import Study
+
+REPORTED = ("val_dice", "val_jaccard", "val_hd95_mm", "val_asd_mm", "loss", "lr")
+
+
+def trial_study(base: dict, config: dict) -> tuple[Study, dict, int]:
+    """The trial's resolved study from Tune's ``config`` (fixed cell or Optuna's flat keys)."""
+    cell = dict(config.get("cell") or {})
+    cell.update({k: v for k, v in config.items() if k not in ("cell", SEED_KEY)})
+    seed = int(config.get(SEED_KEY, cell.pop(SEED_KEY, base["train"]["seed"])))
+    cell.pop(SEED_KEY, None)
+    return apply_cell(base, cell, seed), cell, seed
+
+
+def _metrics(r: dict) -> dict[str, Any]:
+    out: dict[str, Any] = {"iteration": int(r["iteration"])}
+    for k in REPORTED:
+        if k in r:
+            v = float(r[k])
+            out[k] = v if math.isfinite(v) else float("nan")
+    return out
+
+
+def _engine(study: Study, cell: dict, seed: int, run_dir: Path, trial_id: str, report_fn,
+            rank: int = 0, world: int = 1, wrap=None) -> None:
+    """Train one trial with the engine; rank 0 writes the fragments."""
+    spec = get_method(study.method.name)
+    data = prepare_data(study.dataset, method=spec.name, needs_unlabeled=spec.needs_unlabeled,
+                        all_labels=bool(study.method.params.get("all_labels", False)), check=False)
+    if rank == 0:
+        fragments.write_json(fragments.trial_dir(run_dir, trial_id) / "meta.json", {
+            "seed": seed, "arm": cell.get("arm", ""), "cell": {k: v for k, v in cell.items() if k != "arm"},
+            "method": study.method.name, "labeled_ratio": study.dataset.labeled_ratio,
+            "split_seed": study.dataset.split_seed,
+            "config": {k: study.model_dump(mode="json")[k] for k in ("method", "dataset", "model", "train")},
+        })
+    trainer = Trainer(study, run_dir / "checkpoints" / trial_id, data=data, rank=rank, world_size=world)
+    if wrap is not None:
+        trainer.step_module = wrap(trainer.method)
+
+    def report(r: dict) -> None:
+        if rank == 0:  # everything logged so far, so an early-stopped trial keeps its curve
+            fragments.write_history(run_dir, trial_id, [{"trial_id": trial_id, **h} for h in trainer.history])
+        report_fn(_metrics(r))
+
+    out = run_trial(study, trial_id, trainer.ckpt_dir, report=report, trainer=trainer)
+    if rank == 0:
+        out.trial.update(arm=cell.get("arm", ""))
+        fragments.write_final(run_dir, trial_id, out.trial, out.history, out.cases)
+    if out.trial["status"] == "failed":
+        report_fn({"iteration": int(out.trial["iterations"]), "val_dice": float("nan"), "diverged": 1})
+
+
+def train_worker(cfg: dict) -> None:
+    """Ray Train ``train_loop_per_worker``: the engine under DDP on each worker."""
+    import ray.train
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, int(cfg["threads"])))
+    study, cell, seed = trial_study(cfg["base"], cfg["config"])
+    wrap = lambda m: DDP(m, find_unused_parameters=True)  # noqa: E731 - heads unused by some methods
+    _engine(study, cell, seed, Path(cfg["run_dir"]), cfg["trial_id"], ray.train.report, rank, world, wrap)
+
+
+def vrsearch_trial(config: dict, base: dict | None = None, run_dir: str = "") -> None:
+    """Tune function trainable (``tune.with_parameters(vrsearch_trial, base=..., run_dir=...)``)."""
+    from ray import tune
+
+    res = base["resources"]
+    trial_id = tune.get_context().get_trial_id()
+    threads = max(1, int(res["cpus_per_worker"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    if res["workers_per_trial"] <= 1:
+        torch.set_num_threads(threads)
+        study, cell, seed = trial_study(base, config)
+        _engine(study, cell, seed, Path(run_dir), trial_id, tune.report)
+        return
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    use_gpu = res["gpus_per_worker"] > 0
+    worker_res = {"CPU": res["cpus_per_worker"], **({"GPU": res["gpus_per_worker"]} if use_gpu else {})}
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"base": base, "config": config, "run_dir": run_dir, "trial_id": trial_id,
+                           "threads": threads},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=res["workers_per_trial"], use_gpu=use_gpu,
+                                               resources_per_worker=worker_res),
+        run_config=ray.train.RunConfig(
+            name=trial_id, storage_path=str(Path(run_dir) / "ray_train"),
+            callbacks=[TuneReportCallback()],
+            failure_config=ray.train.FailureConfig(max_failures=res["max_failures"]),
+        ),
+    )
+    trainer.fit()

@@ -1,0 +1,116 @@
+"""Per-trial result fragments and their compaction into the run's parquet files.
+
+While a study runs, each trial owns ``trials/<trial_id>/``:
+
+* ``meta.json`` — written when the trial starts (cell, seed, arm, config);
+* ``history.parquet`` — rewritten atomically at every report;
+* ``result.json`` + ``cases.parquet`` — written when the trial ends on its own
+  (``completed`` or ``failed``: e.g. a NaN loss).
+
+A trial without ``result.json`` that the scheduler ended is ``stopped_early``;
+one that crashed is ``failed`` with the error the orchestrator recorded in
+``status.json``. :func:`compact` rebuilds the top-level ``trials.parquet``,
+``history.parquet`` and ``cases.parquet`` from the fragments (atomically), so
+it can run after every finished trial and again after a resume.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vrsearch.results import io
+
+TRIALS_DIR = "trials"
+
+
+def trial_dir(run_dir: Path, trial_id: str) -> Path:
+    return Path(run_dir) / TRIALS_DIR / trial_id
+
+
+def write_json(path: Path, data: dict) -> None:
+    io.write_text_atomic(path, json.dumps(data, indent=1, default=str, allow_nan=True))
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def write_history(run_dir: Path, trial_id: str, rows: list[dict]) -> None:
+    io.write_frame(trial_dir(run_dir, trial_id) / io.HISTORY_FILE, io.frame(rows, io.HISTORY_COLUMNS))
+
+
+def write_final(run_dir: Path, trial_id: str, trial: dict, history: list[dict], cases: list[dict]) -> None:
+    """A trial ended on its own: history, cases, then result.json (last: it marks completion)."""
+    d = trial_dir(run_dir, trial_id)
+    write_history(run_dir, trial_id, history)
+    io.write_frame(d / io.CASES_FILE, io.frame(cases, io.CASE_COLUMNS))
+    write_json(d / "result.json", trial)
+
+
+def record_status(run_dir: Path, trial_id: str, status: str, error: str = "") -> None:
+    """What the orchestrator saw (``stopped_early`` or ``failed``) for a trial without result.json."""
+    write_json(trial_dir(run_dir, trial_id) / "status.json", {"status": status, "error": error})
+
+
+def _row_without_result(d: Path, meta: dict, history: pd.DataFrame) -> dict[str, Any]:
+    status = read_json(d / "status.json") or {"status": "running", "error": ""}
+    row: dict[str, Any] = {"trial_id": d.name, **{k: v for k, v in meta.items() if k != "config"}}
+    row.update(status)
+    if "val_dice" in history:
+        evals = history.dropna(subset=["val_dice"])
+        trained = evals[evals.iteration > 0]
+        if len(trained):
+            best = trained.loc[trained.val_dice.idxmax()]
+            row.update(best_val_dice=float(best.val_dice), best_iteration=int(best.iteration),
+                       final_val_dice=float(trained.val_dice.iloc[-1]))
+    row["iterations"] = int(history.iteration.max()) if len(history) else 0
+    if len(history) and "time_s" in history:
+        row["wall_time_s"] = float(history.time_s.max())
+    row.update({f"config.{k}": v for k, v in io.flatten(meta.get("config", {})).items()})
+    return row
+
+
+def compact(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Rebuild and atomically write the three top-level parquet files."""
+    run_dir = Path(run_dir)
+    rows, histories, cases = [], [], []
+    for d in sorted((run_dir / TRIALS_DIR).glob("*/")):
+        meta = read_json(d / "meta.json")
+        if meta is None:
+            continue
+        hist = pd.read_parquet(d / io.HISTORY_FILE) if (d / io.HISTORY_FILE).exists() else pd.DataFrame()
+        result = read_json(d / "result.json")
+        if result is not None:
+            row = {**result, **{k: v for k, v in meta.items() if k not in ("config",) and k not in result}}
+            if (d / io.CASES_FILE).exists():
+                cases.append(pd.read_parquet(d / io.CASES_FILE))
+        else:
+            row = _row_without_result(d, meta, hist)
+        rows.append(row)
+        if len(hist):
+            histories.append(hist)
+    trials = io.frame(rows, io.TRIAL_COLUMNS)
+    history = pd.concat(histories, ignore_index=True) if histories else io.frame([], io.HISTORY_COLUMNS)
+    case_df = pd.concat(cases, ignore_index=True) if cases else io.frame([], io.CASE_COLUMNS)
+    for col in ("best_val_dice", "final_val_dice", "test_dice"):
+        trials[col] = pd.to_numeric(trials[col], errors="coerce")
+    io.write_frame(run_dir / io.TRIALS_FILE, trials)
+    io.write_frame(run_dir / io.HISTORY_FILE, history)
+    io.write_frame(run_dir / io.CASES_FILE, case_df)
+    return trials, history, case_df
+
+
+def finite(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None

@@ -1,0 +1,151 @@
+"""From a study's ``search`` section to trial configurations.
+
+A trial configuration is a *cell* — ``{dotted.path: value}`` overrides of
+the resolved study — crossed with a seed. Designs:
+
+* ``none``: the study itself, once per seed;
+* ``grid``: the full factorial of categorical dimensions (a conditional
+  dimension only multiplies the cells where its parents match);
+* ``random``: ``num_samples`` cells drawn from the space with a seeded
+  generator (no Optuna);
+* ``ablation``: a ``baseline`` cell plus one cell per arm;
+* ``search``: Optuna proposes cells through :func:`optuna_space`
+  (define-by-run, so conditional dimensions are honoured).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from vrsearch.study.load import StudyError, build_study, set_path
+from vrsearch.study.schema import Dimension, Study
+
+SEED_KEY = "train.seed"
+
+
+def active(dim: Dimension, cell: Mapping[str, Any]) -> bool:
+    """Whether a conditional dimension applies given the parent values in ``cell``."""
+    for parent, wanted in dim.when.items():
+        values = wanted if isinstance(wanted, list) else [wanted]
+        if parent not in cell or cell[parent] not in values:
+            return False
+    return True
+
+
+def ordered_space(study: Study) -> list[tuple[str, Dimension]]:
+    """Dimensions with parents before the dimensions conditional on them."""
+    space = study.search.space
+    done: list[tuple[str, Dimension]] = []
+    pending = dict(space)
+    while pending:
+        ready = [k for k, d in pending.items() if all(p in dict(done) for p in d.when)]
+        if not ready:
+            raise StudyError(f"search.space: circular 'when' conditions among {sorted(pending)}")
+        for k in ready:
+            done.append((k, pending.pop(k)))
+    return done
+
+
+def grid_cells(study: Study) -> list[dict[str, Any]]:
+    cells: list[dict[str, Any]] = [{}]
+    for key, dim in ordered_space(study):
+        nxt = []
+        for cell in cells:
+            if active(dim, cell):
+                nxt.extend({**cell, key: choice} for choice in dim.choices)
+            else:
+                nxt.append(cell)
+        cells = nxt
+    return cells
+
+
+def _draw(dim: Dimension, rng: np.random.Generator) -> Any:
+    if dim.type == "categorical":
+        return dim.choices[int(rng.integers(len(dim.choices)))]
+    lo, hi = float(dim.low), float(dim.high)
+    x = math.exp(rng.uniform(math.log(lo), math.log(hi))) if dim.log else rng.uniform(lo, hi)
+    if dim.step:
+        x = lo + round((x - lo) / dim.step) * dim.step
+    return int(round(x)) if dim.type == "int" else float(x)
+
+
+def random_cells(study: Study, seed: int = 0) -> list[dict[str, Any]]:
+    rng = np.random.default_rng([seed, 7919])
+    cells = []
+    for _ in range(study.search.num_samples):
+        cell: dict[str, Any] = {}
+        for key, dim in ordered_space(study):
+            if active(dim, cell):
+                cell[key] = _draw(dim, rng)
+        cells.append(cell)
+    return cells
+
+
+def design_cells(study: Study) -> list[dict[str, Any]]:
+    """Cells of a non-Optuna design (each a dict of overrides, plus ``arm`` names)."""
+    s = study.search
+    if s.design == "grid":
+        return grid_cells(study)
+    if s.design == "random":
+        return random_cells(study, s.seeds[0])
+    if s.design == "ablation":
+        return [{"arm": "baseline"}] + [{"arm": a.name, **a.set} for a in s.arms]
+    if s.design == "none":
+        return [{}]
+    raise ValueError(f"design {s.design!r} has no fixed cells (Optuna proposes them)")
+
+
+class OptunaSpace:
+    """A picklable define-by-run space for Optuna (``OptunaSearch(space=...)``);
+    conditional dimensions are suggested only when their parents match."""
+
+    def __init__(self, study: Study):
+        self.dims = ordered_space(study)
+
+    def __call__(self, trial) -> None:
+        cell: dict[str, Any] = {}
+        for key, dim in self.dims:
+            if not active(dim, cell):
+                continue
+            if dim.type == "categorical":
+                cell[key] = trial.suggest_categorical(key, dim.choices)
+            elif dim.type == "int":
+                cell[key] = trial.suggest_int(key, int(dim.low), int(dim.high), step=int(dim.step or 1), log=dim.log)
+            else:
+                cell[key] = trial.suggest_float(key, dim.low, dim.high, step=dim.step, log=dim.log)
+        return None
+
+
+def optuna_space(study: Study) -> OptunaSpace:
+    return OptunaSpace(study)
+
+
+def apply_cell(base: Mapping[str, Any], cell: Mapping[str, Any], seed: int | None = None) -> Study:
+    """The resolved study of one trial: ``base`` (a resolved study dict) + overrides."""
+    raw = copy.deepcopy(dict(base))
+    for key, value in cell.items():
+        if key == "arm":
+            continue
+        set_path(raw, key, value)
+    if seed is not None:
+        set_path(raw, SEED_KEY, seed)
+    raw["search"] = {"design": "none"}
+    return build_study(raw, check_design=False)
+
+
+def n_trials(study: Study) -> int:
+    s = study.search
+    if s.design == "search":
+        return s.num_samples
+    return len(design_cells(study)) * len(s.seeds)
+
+
+def cells_with_seeds(study: Study) -> list[dict[str, Any]]:
+    """Every (cell, seed) of a fixed design, in a stable order."""
+    return [{**cell, SEED_KEY: seed} for cell, seed in itertools.product(design_cells(study), study.search.seeds)]
