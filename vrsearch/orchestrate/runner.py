@@ -10,6 +10,7 @@ none) crossed with seeds, under ASHA, the median rule or no scheduler.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -18,8 +19,7 @@ from pathlib import Path
 from vrsearch.data.prepare import prepare_data
 from vrsearch.engine.single import claim_run_dir
 from vrsearch.errors import VrsearchError
-from vrsearch.orchestrate.callbacks import ResultsCallback
-from vrsearch.orchestrate.trainable import REPORTED, vrsearch_trial
+from vrsearch.orchestrate.trainable import REPORTED, trial_resources, vrsearch_trial
 from vrsearch.registry import get_method
 from vrsearch.results import fragments, io
 from vrsearch.study import load_study, study_to_yaml
@@ -51,6 +51,10 @@ def ray_temp_dir(run_dir: Path) -> Path:
 
 
 def init_ray(run_dir: Path, address: str | None) -> None:
+    if not address:
+        from vrsearch.orchestrate.local import loopback_env
+
+        loopback_env()  # before ray is imported
     import ray
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -102,16 +106,14 @@ def _searcher(study: Study, run_dir: Path):
 def _tuner(study: Study, run_dir: Path, restore: bool, echo):
     from ray import tune
 
+    from vrsearch.orchestrate.callbacks import ResultsCallback
+
     base = study.model_dump(mode="json")
     res = study.resources
     if study.search.design == "search":
         base["train"]["seed"] = study.search.seeds[0]
     trainable = tune.with_parameters(vrsearch_trial, base=base, run_dir=str(run_dir))
-    if res.workers_per_trial <= 1:
-        request = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {})}
-    else:  # the workers reserve the CPUs/GPUs; the Tune-side process must not
-        request = {"CPU": 0, "memory": 256 * 2**20}
-    trainable = tune.with_resources(trainable, request)
+    trainable = tune.with_resources(trainable, functools.partial(trial_resources, base))
     total = n_trials(study)
     callback = ResultsCallback(run_dir, total, echo)
     path = run_dir / TUNE_NAME
@@ -166,14 +168,18 @@ def run_study(study_path: Path, overrides, *, address: str | None = None, fresh:
 
 
 def resume_study(run_dir: Path, *, address: str | None = None, echo=print) -> Path:
-    from ray import tune
-
     run_dir = Path(run_dir).absolute()
     study_file = run_dir / io.STUDY_FILE
     if not study_file.exists():
         raise VrsearchError(f"{run_dir}: not a vrsearch run directory (no {io.STUDY_FILE})")
     study = build_study(read_yaml(study_file))
     check_runnable(study)
+    if not address:
+        from vrsearch.orchestrate.local import loopback_env
+
+        loopback_env()
+    from ray import tune
+
     restore = tune.Tuner.can_restore(str(run_dir / TUNE_NAME))
     if not restore:  # killed before Tune saved any state: nothing finished is known, start over
         for name in (TUNE_NAME, fragments.TRIALS_DIR, "checkpoints", "ray_train"):

@@ -93,21 +93,54 @@ def train_worker(cfg: dict) -> None:
     _engine(study, cell, seed, Path(cfg["run_dir"]), cfg["trial_id"], ray.train.report, rank, world, wrap)
 
 
+def trial_resources(base: dict, config: dict) -> dict:
+    """Tune-side resource request of one trial (resources may differ per cell)."""
+    res = trial_study(base, config)[0].resources
+    if res.workers_per_trial <= 1:
+        return {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {})}
+    return {"CPU": 0, "memory": 256 * 2**20}  # the Train workers reserve CPUs/GPUs; this process must not
+
+
+def _replay_finished(run_dir: Path, trial_id: str, report_fn) -> bool:
+    """A trial whose result is already written is never trained again (e.g. after a
+    driver crash that Tune's experiment state did not record): report and return."""
+    result = fragments.read_json(fragments.trial_dir(run_dir, trial_id) / "result.json")
+    if result is None:
+        return False
+    val = fragments.finite(result.get("final_val_dice"))
+    report_fn({"iteration": int(result.get("iterations", 0)), "val_dice": float("nan") if val is None else val})
+    return True
+
+
+def _torch_config(use_gpu: bool):
+    from ray.train.torch import TorchConfig
+
+    if use_gpu:
+        return TorchConfig(backend="nccl")
+    if os.environ.get("VRSEARCH_LOCAL_RAY") == "1":  # our own loopback-only Ray
+        from vrsearch.orchestrate.ddp import LoopbackTorchConfig
+
+        return LoopbackTorchConfig(backend="gloo")
+    return TorchConfig(backend="gloo")
+
+
 def vrsearch_trial(config: dict, base: dict | None = None, run_dir: str = "") -> None:
     """Tune function trainable (``tune.with_parameters(vrsearch_trial, base=..., run_dir=...)``)."""
     from ray import tune
 
-    res = base["resources"]
     trial_id = tune.get_context().get_trial_id()
+    if _replay_finished(Path(run_dir), trial_id, tune.report):
+        return
+    study, cell, seed = trial_study(base, config)
+    res = study.resources.model_dump()
     threads = max(1, int(res["cpus_per_worker"]))
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     if res["workers_per_trial"] <= 1:
         torch.set_num_threads(threads)
-        study, cell, seed = trial_study(base, config)
         _engine(study, cell, seed, Path(run_dir), trial_id, tune.report)
         return
     import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     use_gpu = res["gpus_per_worker"] > 0
@@ -116,7 +149,7 @@ def vrsearch_trial(config: dict, base: dict | None = None, run_dir: str = "") ->
         train_worker,
         train_loop_config={"base": base, "config": config, "run_dir": run_dir, "trial_id": trial_id,
                            "threads": threads},
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        torch_config=_torch_config(use_gpu),
         scaling_config=ray.train.ScalingConfig(num_workers=res["workers_per_trial"], use_gpu=use_gpu,
                                                resources_per_worker=worker_res),
         run_config=ray.train.RunConfig(

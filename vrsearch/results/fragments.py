@@ -94,6 +94,7 @@ def compact(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
                 cases.append(pd.read_parquet(d / io.CASES_FILE))
         else:
             row = _row_without_result(d, meta, hist)
+        row["cell"] = json.dumps(row.get("cell", {}), sort_keys=True, default=str)
         rows.append(row)
         if len(hist):
             histories.append(hist)

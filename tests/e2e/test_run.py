@@ -1,0 +1,160 @@
+"""``vrsearch run`` / ``resume`` through real Ray on the tiny phantom."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import tiny_study_dict
+from tests.e2e.test_cli import VRSEARCH, assert_one_line_error, cli
+
+pytestmark = pytest.mark.slow
+
+
+def write_study(tmp_path: Path, root: Path, **sections) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(tiny_study_dict(root, tmp_path / "run", **sections)))
+    return path
+
+
+def finished_results(run: Path) -> dict[str, tuple[float, str]]:
+    out = {}
+    for f in (run / "trials").glob("*/result.json"):
+        out[f.parent.name] = (f.stat().st_mtime_ns, f.read_text())
+    return out
+
+
+def listening_sockets() -> list[tuple[str, int]]:
+    """(local address, pid) of every listening TCP socket on this machine."""
+    text = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        local = parts[3].rsplit(":", 1)[0].strip("[]")
+        for pid in [p.split("=")[1] for p in line.split(",") if p.startswith("pid=")]:
+            out.append((local, int(pid)))
+    return out
+
+
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+def ddp_reporting(run: Path) -> bool:
+    """A 2-worker trial has reported (its worker group and rendezvous are up) and is unfinished."""
+    for meta in (run / "trials").glob("*/meta.json"):
+        d = meta.parent
+        cell = json.loads(meta.read_text()).get("cell", {})
+        if cell.get("resources.workers_per_trial") == 2 and (d / "history.parquet").exists() \
+                and not (d / "result.json").exists():
+            return True
+    return False
+
+
+def descendants(pid: int) -> set[int]:
+    """pid and every process whose ancestry reaches it (via /proc)."""
+    parents = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+                parents[int(d.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    found, frontier = {pid}, [pid]
+    while frontier:
+        cur = frontier.pop()
+        kids = [p for p, pp in parents.items() if pp == cur and p not in found]
+        found.update(kids)
+        frontier.extend(kids)
+    return found
+
+
+def test_kill_driver_then_resume_loses_and_reruns_nothing(tiny_phantom, tmp_path):
+    grid = {
+        "resources.workers_per_trial": {"type": "categorical", "choices": [1, 2]},
+        "train.optimizer.lr": {"type": "categorical", "choices": [0.01, 0.02]},
+    }
+    study = write_study(tmp_path, tiny_phantom, search={"design": "grid", "scheduler": "none", "space": grid},
+                        resources={"concurrent_trials": 2, "cpus_per_worker": 1})
+    run = tmp_path / "run"
+    log = (tmp_path / "run1.log").open("w")
+    proc = subprocess.Popen([VRSEARCH, "run", str(study)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    seen_sockets: list[tuple[str, int]] = []
+    deadline = time.time() + 400
+    while time.time() < deadline and proc.poll() is None:
+        family = descendants(proc.pid)
+        seen_sockets += [s for s in listening_sockets() if s[1] in family]
+        if 1 <= len(finished_results(run)) < 4 and ddp_reporting(run):
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, (tmp_path / "run1.log").read_text()[-3000:]
+    before = finished_results(run)
+    os.kill(proc.pid, signal.SIGKILL)  # the driver only; Ray's processes notice and exit
+    proc.wait()
+    # everything the local Ray listened on was loopback
+    assert seen_sockets, "no Ray sockets observed"
+    assert {addr for addr, _ in seen_sockets} <= LOOPBACK, seen_sockets
+
+    resumed = cli("resume", run)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    after = finished_results(run)
+    for tid, stamp in before.items():
+        assert after[tid] == stamp, f"finished trial {tid} was re-run"
+    trials = pd.read_parquet(run / "trials.parquet")
+    assert len(trials) == 4 and trials.trial_id.is_unique
+    assert set(trials.status) == {"completed"}, trials[["trial_id", "status", "error"]]
+    assert sorted(trials["config.resources.workers_per_trial"] if "config.resources.workers_per_trial" in trials
+                  else [json.loads(c)["resources.workers_per_trial"] for c in trials.cell]) == [1, 1, 2, 2]
+    history = pd.read_parquet(run / "history.parquet")
+    assert history.groupby("trial_id").iteration.max().eq(6).all()
+    cases = pd.read_parquet(run / "cases.parquet")
+    assert cases.groupby("trial_id").split.nunique().eq(2).all() and cases.trial_id.nunique() == 4
+    assert (run / "study.yaml").exists()
+
+
+def test_search_with_optuna_asha_and_a_diverging_trial(tiny_phantom, tmp_path):
+    space = {"train.optimizer.lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}}
+    study = write_study(tmp_path, tiny_phantom,
+                        search={"design": "search", "num_samples": 4, "grace_period": 3, "space": space},
+                        train={**tiny_study_dict(tiny_phantom, tmp_path)["train"], "iterations": 9},
+                        resources={"concurrent_trials": 2})
+    proc = cli("run", study)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = tmp_path / "run"
+    trials = pd.read_parquet(run / "trials.parquet")
+    assert len(trials) == 4 and set(trials.status) <= {"completed", "stopped_early"}
+    ost = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run / 'optuna.db'}")
+    assert len(ost.trials) == 4
+    assert all(1e-3 <= t.params["train.optimizer.lr"] <= 1e-1 for t in ost.trials)
+    # a rerun of the same study is refused (it must be resumed or started --fresh)
+    assert_one_line_error(cli("run", study), "already holds a run of this study")
+
+
+def test_nan_trial_fails_alone_with_its_reason(tiny_phantom, tmp_path):
+    grid = {"train.optimizer.lr": {"type": "categorical", "choices": [0.01, 1.0e12]}}
+    train = {**tiny_study_dict(tiny_phantom, tmp_path)["train"], "optimizer": {"name": "sgd", "lr": 0.01}}
+    study = write_study(tmp_path, tiny_phantom, search={"design": "grid", "scheduler": "none", "space": grid},
+                        train=train, resources={"concurrent_trials": 2})
+    proc = cli("run", study)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    trials = pd.read_parquet(tmp_path / "run" / "trials.parquet").set_index("config.train.optimizer.lr")
+    assert trials.loc[0.01, "status"] == "completed"
+    assert trials.loc[1.0e12, "status"] == "failed"
+    assert "loss became nan" in trials.loc[1.0e12, "error"]
+
+
+def test_misspelt_searched_knob_is_rejected_before_ray(tiny_phantom, tmp_path):
+    space = {"method.params.los": {"type": "categorical", "choices": ["ce"]}}
+    study = write_study(tmp_path, tiny_phantom, search={"design": "grid", "space": space})
+    proc = cli("run", study)
+    assert_one_line_error(proc, "search.space.method.params.los", "did you mean 'loss'")
+    assert not (tmp_path / "run").exists()

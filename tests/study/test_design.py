@@ -1,0 +1,92 @@
+"""Design expansion: grid cells, conditional dimensions, Optuna's space, trial studies."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import yaml
+
+from vrsearch.study import load_study
+from vrsearch.study.design import (
+    OptunaSpace, apply_cell, cells_with_seeds, design_cells, grid_cells, n_trials, random_cells,
+)
+
+from tests.study.test_schema import BASE, with_
+
+SPACE = {
+    "method.params.loss": {"type": "categorical", "choices": ["dice_ce", "ce"]},
+    "train.optimizer.name": {"type": "categorical", "choices": ["sgd", "adam"]},
+    # conditional: momentum only matters for SGD
+    "train.optimizer.momentum": {"type": "categorical", "choices": [0.9, 0.99], "when": {"train.optimizer.name": "sgd"}},
+}
+
+
+def study_with(tmp_path, search: dict):
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(with_("search", search)))
+    return load_study(p)
+
+
+def test_grid_enumerates_exactly_its_cells(tmp_path):
+    s = study_with(tmp_path, {"design": "grid", "space": SPACE, "seeds": [0, 1]})
+    cells = grid_cells(s)
+    expected = []
+    for loss in ["dice_ce", "ce"]:
+        expected.append({"method.params.loss": loss, "train.optimizer.name": "sgd", "train.optimizer.momentum": 0.9})
+        expected.append({"method.params.loss": loss, "train.optimizer.name": "sgd", "train.optimizer.momentum": 0.99})
+        expected.append({"method.params.loss": loss, "train.optimizer.name": "adam"})
+    assert sorted(map(repr, cells)) == sorted(map(repr, expected))  # 2 × (2 + 1) cells, no duplicates
+    assert n_trials(s) == 12 and len(cells_with_seeds(s)) == 12
+    assert {c["train.seed"] for c in cells_with_seeds(s)} == {0, 1}
+
+
+def test_random_design_honours_conditions_and_is_seeded(tmp_path):
+    space = {**SPACE, "train.optimizer.lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True}}
+    s = study_with(tmp_path, {"design": "random", "space": space, "num_samples": 40})
+    cells = random_cells(s, 0)
+    assert cells == random_cells(s, 0) and cells != random_cells(s, 1)
+    for c in cells:
+        assert ("train.optimizer.momentum" in c) == (c["train.optimizer.name"] == "sgd")
+        assert 1e-4 <= c["train.optimizer.lr"] <= 1e-1
+    assert {c["train.optimizer.name"] for c in cells} == {"sgd", "adam"}
+
+
+def test_optuna_space_is_conditional_and_picklable(tmp_path):
+    import pickle
+
+    space = {**SPACE, "train.optimizer.lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True}}
+    s = study_with(tmp_path, {"design": "search", "space": space})
+    fn = pickle.loads(pickle.dumps(OptunaSpace(s)))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(30):
+        trial = study.ask()
+        fn(trial)
+        params = trial.params
+        assert ("train.optimizer.momentum" in params) == (params["train.optimizer.name"] == "sgd")
+        study.tell(trial, 0.0)
+    dists = study.trials[0].distributions
+    assert dists["train.optimizer.lr"].log is True
+
+
+def test_ablation_cells_and_trial_study(tmp_path):
+    arms = [{"name": "ce_only", "set": {"method.params.loss": "ce"}}, {"name": "fast", "set": {"train.optimizer.lr": 0.01}}]
+    s = study_with(tmp_path, {"design": "ablation", "arms": arms, "seeds": [3]})
+    cells = design_cells(s)
+    assert [c["arm"] for c in cells] == ["baseline", "ce_only", "fast"]
+    trial = apply_cell(s.model_dump(mode="json"), cells[1], seed=3)
+    assert trial.method.params["loss"] == "ce" and trial.train.seed == 3 and trial.search.design == "none"
+    assert apply_cell(s.model_dump(mode="json"), cells[0]).method.params["loss"] == "dice_ce"
+
+
+def test_bad_cell_value_is_rejected(tmp_path):
+    s = load_study(_write(tmp_path, BASE))
+    from vrsearch.study import StudyError
+
+    with pytest.raises(StudyError, match="method.params.loss"):
+        apply_cell(s.model_dump(mode="json"), {"method.params.loss": "focal"})
+
+
+def _write(tmp_path, data):
+    p = tmp_path / "base.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p

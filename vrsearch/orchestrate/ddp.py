@@ -1,0 +1,67 @@
+"""DDP process groups whose rendezvous listens on the loopback interface only.
+
+Ray Train's default torch backend starts torch's ``TCPStore`` rendezvous on
+rank 0, and ``TCPStore`` binds every interface whatever host it is given.
+For a local (single-machine) study that would expose a port to the network,
+so :class:`LoopbackTorchConfig` binds a socket to 127.0.0.1 itself and hands
+its descriptor to the store (``master_listen_fd``, libuv backend). Only for
+local gloo (CPU) runs; clusters and nccl use Ray's own ``TorchConfig``.
+Relies on ``ray.train.torch.config._TorchBackend`` (ray 2.60, pinned).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+
+import ray
+from ray.train.torch.config import TorchConfig, _set_torch_distributed_env_vars, _TorchBackend
+
+_HELD: dict = {}  # keeps rank 0's listening socket and store alive in its worker process
+
+
+def _start_store(world_size: int, timeout_s: int) -> int:
+    import torch.distributed as dist
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    store = dist.TCPStore("127.0.0.1", port, world_size, True, timeout=timedelta(seconds=timeout_s),
+                          wait_for_workers=False, master_listen_fd=sock.fileno(), use_libuv=True)
+    _HELD["store"], _HELD["socket"] = store, sock
+    return port
+
+
+def _join(backend: str, rank: int, world_size: int, port: int, timeout_s: int) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    store = _HELD.get("store") or dist.TCPStore("127.0.0.1", port, world_size, False,
+                                                timeout=timedelta(seconds=timeout_s))
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size,
+                            timeout=timedelta(seconds=timeout_s))
+
+
+class _LoopbackBackend(_TorchBackend):
+    def on_start(self, worker_group, backend_config: TorchConfig) -> None:
+        n = len(worker_group)
+        port = worker_group.execute_single(0, _start_store, world_size=n, timeout_s=backend_config.timeout_s)
+        worker_group.execute(_set_torch_distributed_env_vars)
+        backend = backend_config.backend or "gloo"
+        ray.get([
+            worker_group.execute_single_async(i, _join, backend=backend, rank=i, world_size=n, port=port,
+                                              timeout_s=backend_config.timeout_s)
+            for i in range(n)
+        ])
+
+
+@dataclass
+class LoopbackTorchConfig(TorchConfig):
+    """``TorchConfig`` whose rendezvous store listens on 127.0.0.1 only."""
+
+    @property
+    def backend_cls(self):
+        return _LoopbackBackend
