@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 quickstart: $(STAMP)
-	$(BIN)/vrsearch train studies/quickstart.yaml
+	$(BIN)/vrsearch run studies/quickstart.yaml --fresh
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -29,6 +29,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/dataloader_stall.py
+	$(BIN)/python benchmarks/orchestration.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -89,7 +89,7 @@ def test_kill_driver_then_resume_loses_and_reruns_nothing(tiny_phantom, tmp_path
     log = (tmp_path / "run1.log").open("w")
     proc = subprocess.Popen([VRSEARCH, "run", str(study)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     seen_sockets: list[tuple[str, int]] = []
-    deadline = time.time() + 400
+    deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         family = descendants(proc.pid)
         seen_sockets += [s for s in listening_sockets() if s[1] in family]

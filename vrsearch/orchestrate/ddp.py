@@ -35,13 +35,13 @@ def _start_store(world_size: int, timeout_s: int) -> int:
     return port
 
 
-def _join(backend: str, rank: int, world_size: int, port: int, timeout_s: int) -> None:
+def _join(backend: str, world_rank: int, world_size: int, port: int, timeout_s: int) -> None:
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     store = _HELD.get("store") or dist.TCPStore("127.0.0.1", port, world_size, False,
                                                 timeout=timedelta(seconds=timeout_s))
-    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size,
+    dist.init_process_group(backend, store=store, rank=world_rank, world_size=world_size,
                             timeout=timedelta(seconds=timeout_s))
 
 
@@ -52,7 +52,7 @@ class _LoopbackBackend(_TorchBackend):
         worker_group.execute(_set_torch_distributed_env_vars)
         backend = backend_config.backend or "gloo"
         ray.get([
-            worker_group.execute_single_async(i, _join, backend=backend, rank=i, world_size=n, port=port,
+            worker_group.execute_single_async(i, _join, backend=backend, world_rank=i, world_size=n, port=port,
                                               timeout_s=backend_config.timeout_s)
             for i in range(n)
         ])

@@ -10,6 +10,7 @@ and the Train rendezvous uses :mod:`vrsearch.orchestrate.ddp`.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -25,12 +26,35 @@ def loopback_env() -> None:
     os.environ.update(LOCAL_ENV)
 
 
+def reap_stale(temp_dir: Path) -> list[int]:
+    """Kill processes left by an earlier local Ray of this run (a driver killed with
+    SIGKILL can orphan Ray's agents, which keep fixed loopback ports). A process is
+    ours when it holds a file open under ``temp_dir`` — never anyone else's Ray."""
+    prefix = str(temp_dir.resolve()) + os.sep
+    killed = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            fds = [os.readlink(fd) for fd in (proc / "fd").iterdir()]
+        except OSError:
+            continue
+        if any(f.startswith(prefix) for f in fds):
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(int(proc.name))
+            except OSError:
+                pass
+    return killed
+
+
 def loopback_init(temp_dir: Path, num_cpus: int | None = None) -> None:
     """Start Ray on 127.0.0.1 with its temp files (sessions, sockets, logs) in ``temp_dir``."""
     loopback_env()
     import ray
 
     temp_dir.mkdir(parents=True, exist_ok=True)
+    reap_stale(temp_dir)
     ray.init(
         num_cpus=num_cpus or os.cpu_count(),
         _node_ip_address="127.0.0.1",

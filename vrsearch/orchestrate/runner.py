@@ -148,7 +148,17 @@ def _execute(study: Study, run_dir: Path, address: str | None, restore: bool, ec
         trials, _, _ = fragments.compact(run_dir)
         ray.shutdown()
     counts = trials.status.value_counts().to_dict() if len(trials) else {}
-    echo("finished: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"; results in {run_dir}")
+    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no trials"
+    ended = sum(v for k, v in counts.items() if k in ("completed", "stopped_early", "failed"))
+    if ended < n_trials(study):
+        raise VrsearchError(f"stopped after {ended} of {n_trials(study)} trials ({summary}); results so far are in "
+                            f"{run_dir}; continue with 'vrsearch resume {run_dir}'")
+    echo(f"finished: {summary}; results in {run_dir}")
+    best = trials.dropna(subset=["best_val_dice"]).sort_values("best_val_dice", ascending=False).head(1)
+    if len(best):
+        b = best.iloc[0]
+        echo(f"best: trial {b.trial_id}, val dice {b.best_val_dice:.4f} at iteration {int(b.best_iteration)}, "
+             f"cell {b.cell}")
     return run_dir
 
 
