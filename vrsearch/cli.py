@@ -91,6 +91,27 @@ def train(
             fail(f"trial failed: {out.trial['error']}", 1)
 
 
+class _ConsoleEcho:
+    """Progress lines through rich (numbers highlighted on a terminal, plain otherwise).
+    Picklable (Tune saves its callbacks): the console is made on first use."""
+
+    _console = None
+
+    def __call__(self, line: str) -> None:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(highlight=True, soft_wrap=True)
+        self._console.print(line, markup=False)
+
+    def __getstate__(self) -> dict:
+        return {}
+
+
+def _console_echo() -> _ConsoleEcho:
+    return _ConsoleEcho()
+
+
 @app.command()
 def run(
     study: StudyArg,
@@ -102,7 +123,7 @@ def run(
     from vrsearch.orchestrate.runner import run_study
 
     with user_errors():
-        run_study(study, set_ or [], address=address, fresh=fresh, echo=typer.echo)
+        run_study(study, set_ or [], address=address, fresh=fresh, echo=_console_echo())
 
 
 @app.command()
@@ -114,7 +135,7 @@ def resume(
     from vrsearch.orchestrate.runner import resume_study
 
     with user_errors():
-        resume_study(run_dir, address=address, echo=typer.echo)
+        resume_study(run_dir, address=address, echo=_console_echo())
 
 
 @app.command()

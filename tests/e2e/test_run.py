@@ -158,3 +158,26 @@ def test_misspelt_searched_knob_is_rejected_before_ray(tiny_phantom, tmp_path):
     proc = cli("run", study)
     assert_one_line_error(proc, "search.space.method.params.los", "did you mean 'loss'")
     assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_stops_cleanly_and_resume_finishes(tiny_phantom, tmp_path):
+    grid = {"train.optimizer.lr": {"type": "categorical", "choices": [0.01, 0.02, 0.03]}}
+    study = write_study(tmp_path, tiny_phantom, search={"design": "grid", "scheduler": "none", "space": grid},
+                        resources={"concurrent_trials": 1})
+    run = tmp_path / "run"
+    proc = subprocess.Popen([VRSEARCH, "run", str(study)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not finished_results(run):
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 2, out[-2000:] + err[-2000:]
+    assert "continue with 'vrsearch resume" in err and "Traceback" not in err
+    trials = pd.read_parquet(run / "trials.parquet")  # intact and readable
+    done = set(trials[trials.status == "completed"].trial_id)
+    assert 1 <= len(done) < 3
+    resumed = cli("resume", run)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    final = pd.read_parquet(run / "trials.parquet")
+    assert len(final) == 3 and set(final.status) == {"completed"} and done <= set(final.trial_id)

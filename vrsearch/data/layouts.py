@@ -192,12 +192,17 @@ def _msd_cases(root: Path, entries: Any, source: Path, key: str, *, label: str) 
     return tuple(cases)
 
 
-def _read_msd(root: Path) -> DatasetIndex:
+def _read_description(root: Path) -> tuple[Path, dict[str, Any], dict[int, str]]:
+    """``dataset.json`` of an MSD / nnU-Net dataset: its path, content and labels."""
     source = root / "dataset.json"
     desc = _load_json(source)
     if "labels" not in desc:
         raise DataError(f"invalid {source}: no 'labels'")
-    labels = parse_labels(desc["labels"], source)
+    return source, desc, parse_labels(desc["labels"], source)
+
+
+def _read_msd(root: Path) -> DatasetIndex:
+    source, desc, labels = _read_description(root)
     labeled = _msd_cases(root, desc.get("training"), source, "training", label="required")
     if not labeled:
         raise DataError(f"no training cases listed in {source}")
@@ -227,11 +232,7 @@ def _folder_cases(images: Path, ending: str, labels: Path | None, *, required: b
 
 
 def _read_nnunet(root: Path) -> DatasetIndex:
-    source = root / "dataset.json"
-    desc = _load_json(source)
-    if "labels" not in desc:
-        raise DataError(f"invalid {source}: no 'labels'")
-    labels = parse_labels(desc["labels"], source)
+    source, desc, labels = _read_description(root)
     channels = desc.get("channel_names", desc.get("modality", {"0": "image"}))
     if not isinstance(channels, dict) or len(channels) != 1:
         raise DataError(f"only single-channel datasets are supported; {source} names channels {channels}")

@@ -42,15 +42,18 @@ def check_runnable(study: Study) -> None:
                  all_labels=bool(study.method.params.get("all_labels", False)))
 
 
-def ray_temp_dir(run_dir: Path) -> Path:
-    """Ray's temp dir: in the run dir when short enough for Unix socket paths (≤107 bytes)."""
+def ray_temp_dir(run_dir: Path, configured: Path | None = None) -> Path:
+    """Ray's temp dir: ``resources.ray_temp_dir`` if set, else in the run dir when that is
+    short enough for Unix socket paths (≤107 bytes), else /tmp/vrs-<hash of run dir>."""
+    if configured is not None:
+        return Path(configured).expanduser().absolute()
     inside = run_dir / "ray"
     if len(str(inside)) <= 28:
         return inside
     return Path("/tmp") / f"vrs-{hashlib.sha1(str(run_dir).encode()).hexdigest()[:8]}"
 
 
-def init_ray(run_dir: Path, address: str | None) -> None:
+def init_ray(run_dir: Path, address: str | None, temp_dir: Path | None = None) -> None:
     if not address:
         from vrsearch.orchestrate.local import loopback_env
 
@@ -64,7 +67,7 @@ def init_ray(run_dir: Path, address: str | None) -> None:
         return
     from vrsearch.orchestrate.local import loopback_init
 
-    loopback_init(ray_temp_dir(run_dir))
+    loopback_init(ray_temp_dir(run_dir, temp_dir))
 
 
 def _scheduler(study: Study):
@@ -137,7 +140,7 @@ def _tuner(study: Study, run_dir: Path, restore: bool, echo):
 def _execute(study: Study, run_dir: Path, address: str | None, restore: bool, echo) -> Path:
     import ray
 
-    init_ray(run_dir, address)
+    init_ray(run_dir, address, study.resources.ray_temp_dir)
     try:
         tuner, callback = _tuner(study, run_dir, restore, echo)
         if restore:  # the restored experiment keeps its own callbacks list; ours must be there too

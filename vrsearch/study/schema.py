@@ -269,6 +269,8 @@ class ResourcesConfig(StrictModel):
     cpus_per_worker: PosFloat = 1.0
     gpus_per_worker: Annotated[float, Field(ge=0)] = 0.0
     max_failures: NonNegInt = 1
+    #: temp dir of a local Ray (sessions, sockets, logs); default: RUN_DIR/ray when short enough
+    ray_temp_dir: Path | None = None
 
 
 class OutputConfig(StrictModel):
