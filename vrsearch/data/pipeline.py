@@ -28,6 +28,30 @@ from vrsearch.study.schema import DatasetConfig
 RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
 
+class RecordGeometryd(T.MapTransform):
+    """Remember the (padded) volume's shape and affine before random cropping, so a
+    patch's position in its volume is known (SPCL's slice-position meta-labels)."""
+
+    def __init__(self) -> None:
+        super().__init__(keys="image")
+
+    def __call__(self, data):
+        d = dict(data)
+        img = d["image"]
+        d["volume_shape"] = np.asarray(img.shape[1:], dtype=np.int64)
+        d["volume_affine"] = np.asarray(img.affine, dtype=np.float64)
+        return d
+
+
+def patch_position(item: dict, axis: int = 2) -> float:
+    """Centre of a cropped patch along ``axis`` as a fraction of the volume in [0, 1)."""
+    if "volume_affine" not in item:
+        return float("nan")
+    start = np.linalg.solve(item["volume_affine"], np.asarray(item["image"].affine, dtype=np.float64)[:, 3])[axis]
+    centre = start + (item["image"].shape[1 + axis] - 1) / 2.0
+    return float(np.clip((centre + 0.5) / item["volume_shape"][axis], 0.0, 1.0 - 1e-9))
+
+
 def load_transforms(keys: Sequence[str]) -> list:
     return [T.LoadImaged(keys=list(keys), image_only=True), T.EnsureChannelFirstd(keys=list(keys))]
 
@@ -83,6 +107,7 @@ def labeled_train_transform(cfg: DatasetConfig, num_classes: int) -> T.Compose:
     det = preprocess(cfg, keys) + [
         T.SpatialPadd(keys=keys, spatial_size=cfg.patch_size),
         T.ClassesToIndicesd(keys="label", num_classes=num_classes),
+        RecordGeometryd(),
     ]
     rand = [
         T.RandCropByLabelClassesd(
@@ -99,7 +124,7 @@ def labeled_train_transform(cfg: DatasetConfig, num_classes: int) -> T.Compose:
 
 
 def unlabeled_train_transform(cfg: DatasetConfig) -> T.Compose:
-    det = preprocess(cfg, ["image"]) + [T.SpatialPadd(keys="image", spatial_size=cfg.patch_size)]
+    det = preprocess(cfg, ["image"]) + [T.SpatialPadd(keys="image", spatial_size=cfg.patch_size), RecordGeometryd()]
     rand = [T.RandSpatialCropd(keys="image", roi_size=cfg.patch_size, random_size=False)]
     return T.Compose(det + rand + augment_transforms(cfg, ["image"]))
 
@@ -157,6 +182,9 @@ class BatchSource(torch.utils.data.IterableDataset):
             unlabeled=None if unl is None else _stack(unl, "image", torch.float32),
             cases=[str(d.get("case", "")) for d in lab],
             unlabeled_cases=[str(d.get("case", "")) for d in unl or []],
+            positions=torch.tensor([patch_position(d) for d in lab], dtype=torch.float32),
+            unlabeled_positions=None if unl is None else torch.tensor([patch_position(d) for d in unl],
+                                                                      dtype=torch.float32),
         )
 
     def __iter__(self) -> Iterator[Batch]:

@@ -22,17 +22,23 @@ class Batch:
     """One training step's data: labeled patches and (maybe) unlabeled ones.
 
     image ``[B, 1, X, Y, Z]`` float; label ``[B, 1, X, Y, Z]`` int64;
-    unlabeled ``[U, 1, X, Y, Z]`` or None when the method needs none."""
+    unlabeled ``[U, 1, X, Y, Z]`` or None when the method needs none.
+    Meta-labels: ``cases`` / ``unlabeled_cases`` are case (patient) ids;
+    ``positions`` / ``unlabeled_positions`` ``[B]`` the patch centre along the
+    axial axis as a fraction of its volume (SPCL's slice-position partition)."""
 
     image: torch.Tensor
     label: torch.Tensor
     unlabeled: torch.Tensor | None = None
     cases: list[str] = field(default_factory=list)
     unlabeled_cases: list[str] = field(default_factory=list)
+    positions: torch.Tensor | None = None
+    unlabeled_positions: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return Batch(move(self.image), move(self.label), move(self.unlabeled), self.cases, self.unlabeled_cases)
+        return Batch(move(self.image), move(self.label), move(self.unlabeled), self.cases, self.unlabeled_cases,
+                     move(self.positions), move(self.unlabeled_positions))
 
 
 @dataclass
