@@ -54,7 +54,7 @@ def _nnunet(root: Path, labels=None, n: int = 3, channels=None, ts_labels: bool 
 # ------------------------------------------------------------------ generic
 
 def test_unknown_layout_lists_valid_ones(tmp_path):
-    with pytest.raises(DataError, match="unknown dataset layout 'decathlon'.*msd, nnunet, flare22"):
+    with pytest.raises(DataError, match="unknown dataset layout .decathlon..*msd, nnunet, flare22, acdc"):
         read_dataset("decathlon", tmp_path)
 
 

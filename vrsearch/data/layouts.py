@@ -33,7 +33,7 @@ from typing import Any
 
 from vrsearch.errors import DataError
 
-LAYOUTS = ("msd", "nnunet", "flare22")
+LAYOUTS = ("msd", "nnunet", "flare22", "acdc")
 CHANNEL_SUFFIX = "_0000"
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 
@@ -78,7 +78,10 @@ def read_dataset(layout: str, root: Path | str) -> DatasetIndex:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"dataset root not found: {root} (expected a {layout} dataset folder)")
-    reader = {"msd": _read_msd, "nnunet": _read_nnunet, "flare22": _read_flare22}[layout]
+    if layout == "acdc":
+        from vrsearch.data.acdc import read_acdc as reader
+    else:
+        reader = {"msd": _read_msd, "nnunet": _read_nnunet, "flare22": _read_flare22}[layout]
     index = reader(root)
     _check_unique_ids((*index.labeled, *index.unlabeled, *index.test))
     return index

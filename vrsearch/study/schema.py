@@ -86,7 +86,7 @@ class AugmentConfig(StrictModel):
 
 
 class DatasetConfig(StrictModel):
-    layout: Literal["phantom", "msd", "nnunet", "flare22"] = "phantom"
+    layout: Literal["phantom", "msd", "nnunet", "flare22", "acdc"] = "phantom"
     root: Path = Path("data/phantom")
     phantom: PhantomOptions = PhantomOptions()
     labeled_ratio: Annotated[float, Field(gt=0.0, le=1.0)] = 0.25
