@@ -182,6 +182,8 @@ class BatchSource(torch.utils.data.IterableDataset):
             unlabeled=None if unl is None else _stack(unl, "image", torch.float32),
             cases=[str(d.get("case", "")) for d in lab],
             unlabeled_cases=[str(d.get("case", "")) for d in unl or []],
+            case_meta=[dict(d.get("meta", {})) for d in lab],
+            unlabeled_meta=[dict(d.get("meta", {})) for d in unl or []],
             positions=torch.tensor([patch_position(d) for d in lab], dtype=torch.float32),
             unlabeled_positions=None if unl is None else torch.tensor([patch_position(d) for d in unl],
                                                                       dtype=torch.float32),
@@ -207,7 +209,7 @@ def batches(source: BatchSource, num_workers: int) -> Iterator[Batch]:
 def case_dicts(cases: Sequence[Case], with_label: bool) -> list[dict]:
     out = []
     for c in cases:
-        d = {"image": str(c.image), "case": c.id}
+        d = {"image": str(c.image), "case": c.id, "meta": dict(c.meta)}
         if with_label:
             d["label"] = str(c.label)
         out.append(d)

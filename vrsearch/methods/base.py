@@ -9,6 +9,7 @@ maths of one step.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -34,11 +35,15 @@ class Batch:
     unlabeled_cases: list[str] = field(default_factory=list)
     positions: torch.Tensor | None = None
     unlabeled_positions: torch.Tensor | None = None
+    #: per-sample case meta from the dataset layout (e.g. ACDC ``{"patient", "phase"}``)
+    case_meta: list[dict] = field(default_factory=list)
+    unlabeled_meta: list[dict] = field(default_factory=list)
 
     def to(self, device: torch.device | str) -> Batch:
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return Batch(move(self.image), move(self.label), move(self.unlabeled), self.cases, self.unlabeled_cases,
-                     move(self.positions), move(self.unlabeled_positions))
+        return dataclasses.replace(self, image=move(self.image), label=move(self.label),
+                                   unlabeled=move(self.unlabeled), positions=move(self.positions),
+                                   unlabeled_positions=move(self.unlabeled_positions))
 
 
 @dataclass
