@@ -3,15 +3,18 @@
 A schedule that is a function of ``it`` (not a stateful scheduler object)
 resumes exactly from a checkpoint and is identical on every DDP rank.
 METHODS.md, "Schedules": poly ``(1 − it/max)^0.9``, step decay, cosine with
-warm-up; plus the sigmoid ramp-up ``exp(−5(1 − t)²)`` used for unsupervised
-weights.
+warm-up. The sigmoid ramp-up ``exp(−5(1 − t)²)`` for unsupervised weights
+lives in :mod:`vrsearch.components.schedules` and is re-exported here.
 """
 
 from __future__ import annotations
 
 import math
 
+from vrsearch.components.schedules import sigmoid_rampup
 from vrsearch.study.schema import ScheduleConfig
+
+__all__ = ["lr_at", "sigmoid_rampup"]
 
 
 def lr_at(it: int, base_lr: float, total: int, cfg: ScheduleConfig) -> float:
@@ -29,11 +32,3 @@ def lr_at(it: int, base_lr: float, total: int, cfg: ScheduleConfig) -> float:
     else:
         lr = base_lr
     return max(lr, cfg.min_lr)
-
-
-def sigmoid_rampup(it: int, length: int) -> float:
-    """``exp(−5 (1 − t)²)`` with ``t = it/length`` clipped to [0, 1] (Laine & Aila)."""
-    if length <= 0:
-        return 1.0
-    t = min(max(it / length, 0.0), 1.0)
-    return math.exp(-5.0 * (1.0 - t) ** 2)

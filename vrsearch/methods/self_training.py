@@ -1,0 +1,108 @@
+"""Self-training baseline with a periodically refreshed snapshot teacher
+(METHODS.md, "Baselines"; the classic pseudo-label scheme of Lee 2013 and
+Bai et al. 2017 for cardiac MR)::
+
+    L = L_sup(student(x_l), y) + λ_pseudo · CE_masked(student(x_u), ŷ)
+
+``ŷ = argmax`` of a *frozen snapshot* of the student; the snapshot is
+refreshed (set to the current student) every ``refresh_fraction`` of
+training, i.e. after iterations ``k·P`` with ``P = round(refresh_fraction ·
+iterations)``. Before the first refresh (``warm-up = P`` iterations) there
+is no pseudo-label loss. Voxels whose snapshot confidence ``max p`` is below
+``threshold`` are ignored (0 = keep every voxel); the CE is averaged over the
+kept voxels and ``pseudo_fraction`` logs the fraction kept.
+
+The data pipeline draws fresh random patches every step, so pseudo-labels
+are computed on the fly by the snapshot for the current unlabeled patches:
+since the snapshot is frozen between refreshes, this is equivalent to
+labelling every unlabeled volume at refresh time, without storing volumes.
+The snapshot's weights and the refresh counter are module state (parameters
+and buffers), so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from vrsearch.components.pseudo import pseudo_labels
+from vrsearch.components.schedules import fraction_of
+from vrsearch.components.teachers import FrozenCopy
+from vrsearch.losses import SupervisedLoss
+from vrsearch.losses.supervised import SupervisedKind
+from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
+from vrsearch.models import build_segnet
+from vrsearch.registry import MethodParams, register_method
+
+
+class SelfTrainingParams(MethodParams):
+    loss: SupervisedKind = "dice_ce"
+    lambda_pseudo: Annotated[float, Field(ge=0.0)] = 1.0
+    refresh_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.2
+    threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+
+
+class SelfTraining(Method):
+    uses_unlabeled = True
+
+    def __init__(self, params: SelfTrainingParams, ctx: BuildContext):
+        super().__init__()
+        self.params = params
+        self.student = build_segnet(ctx.model, ctx.num_classes)
+        self.snapshot = FrozenCopy(self.student)
+        self.sup = SupervisedLoss(params.loss)
+        self.refresh_every = max(1, fraction_of(params.refresh_fraction, ctx.iterations))
+        self.register_buffer("refreshes", torch.zeros((), dtype=torch.long))
+
+    def active(self, iteration: int) -> bool:
+        """Whether the snapshot has been refreshed before ``iteration`` (a pure function of it)."""
+        return iteration >= self.refresh_every
+
+    def terms(self, batch: Batch, iteration: int) -> dict[str, torch.Tensor]:
+        """Live terms ``sup``, ``pseudo`` and ``pseudo_fraction`` (kept voxels / all)."""
+        n_l = batch.image.shape[0]
+        use_u = batch.unlabeled is not None and batch.unlabeled.shape[0] > 0 and self.active(iteration)
+        x = torch.cat([batch.image, batch.unlabeled]) if use_u else batch.image
+        logits = self.student(x)
+        t = {"sup": self.sup(logits[:n_l], batch.label)}
+        if not use_u:
+            t["pseudo"] = t["pseudo_fraction"] = logits.new_zeros(())
+            return t
+        with torch.no_grad():
+            labels, conf = pseudo_labels(torch.softmax(self.snapshot(batch.unlabeled), 1))
+            keep = (conf >= self.params.threshold).to(logits.dtype)
+        ce = F.cross_entropy(logits[n_l:], labels, reduction="none")
+        t["pseudo"] = (ce * keep).sum() / keep.sum().clamp_min(1.0)
+        t["pseudo_fraction"] = keep.mean()
+        return t
+
+    def forward(self, batch: Batch, iteration: int) -> StepOutput:
+        t = self.terms(batch, iteration)
+        loss = t["sup"] + self.params.lambda_pseudo * t["pseudo"]
+        return StepOutput(loss, {k: v.detach() for k, v in t.items()})
+
+    def after_step(self, iteration: int) -> None:
+        done = iteration + 1
+        if done % self.refresh_every == 0:
+            self.snapshot.copy_from(self.student)
+            self.refreshes.fill_(done // self.refresh_every)
+
+    def predictor(self):
+        return self.student
+
+
+_SUMMARY = "student trained on hard pseudo-labels of a frozen snapshot refreshed every refresh_fraction of training"
+
+
+@register_method(
+    "self_training",
+    params=SelfTrainingParams,
+    citation="baseline: self-training with pseudo-labels (Lee 2013; Bai et al., MICCAI 2017)",
+    summary=_SUMMARY,
+    needs_unlabeled=True,
+)
+def build_self_training(params: SelfTrainingParams, ctx: BuildContext) -> SelfTraining:
+    return SelfTraining(params, ctx)
