@@ -1,0 +1,78 @@
+"""Speed of the voxel samplers (vrsearch.components.samplers) on a FLARE-sized batch.
+
+B=2 label volumes of 64×128×128 with 14 classes in a long-tailed layout
+(background plus 13 random ellipsoid blobs whose volumes span ~3 orders of
+magnitude), 256 anchors per class per image, ns/sg/sag × grid 9/16/25.
+Prints the median wall time over the repeats (after one warm-up call per arm;
+arms interleaved round-robin) and the ratio to NS of the same grid, measured
+in the same run.
+
+    .venv/bin/python benchmarks/sampler_speed.py [--repeats 10] [--threads 2] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from vrsearch.components.samplers import GRIDS, SAMPLERS, sample_voxels
+
+
+def long_tailed_labels(B=2, shape=(64, 128, 128), classes=14, seed=0, device="cpu") -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    axes = [torch.arange(s, dtype=torch.float32) for s in shape]
+    zz, yy, xx = torch.meshgrid(*axes, indexing="ij")
+    labels = torch.zeros(B, *shape, dtype=torch.long)
+    for b in range(B):
+        # radii from ~40% of the volume down to a few voxels: long tail
+        for c in range(1, classes):
+            frac = 0.35 * (0.62 ** (c - 1))
+            radii = torch.tensor(shape, dtype=torch.float32) * frac * (0.7 + 0.6 * torch.rand(3, generator=g))
+            radii = radii.clamp(min=2.0)
+            centre = torch.tensor(shape, dtype=torch.float32) * (0.2 + 0.6 * torch.rand(3, generator=g))
+            d = ((zz - centre[0]) / radii[0]) ** 2 + ((yy - centre[1]) / radii[1]) ** 2 + ((xx - centre[2]) / radii[2]) ** 2
+            labels[b][d <= 1] = c
+    return labels.to(device)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=1, help="1 = steadier timings on a shared machine")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--per-class", type=int, default=256)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    labels = long_tailed_labels(device=args.device)
+    sizes = torch.bincount(labels[0].reshape(-1), minlength=14).tolist()
+    print(f"labels {tuple(labels.shape)} on {args.device}; image-0 class sizes: {sizes}")
+    gen = torch.Generator(device=args.device).manual_seed(0)
+    sync = torch.cuda.synchronize if labels.is_cuda else (lambda: None)
+
+    n_units = int((torch.stack([torch.bincount(x.reshape(-1), minlength=14) for x in labels]) > 0).sum())
+    arms = [(method, grid) for grid in GRIDS for method in SAMPLERS]
+    times: dict[tuple[str, int], list[float]] = {arm: [] for arm in arms}
+    for arm in arms:  # warm-up
+        sample_voxels(labels, args.per_class, method=arm[0], grid=arm[1], generator=gen)
+    for _ in range(args.repeats):  # round-robin, so machine noise hits every arm alike
+        for method, grid in arms:
+            sync()
+            t0 = time.perf_counter()
+            s = sample_voxels(labels, args.per_class, method=method, grid=grid, generator=gen)
+            sync()
+            times[(method, grid)].append(time.perf_counter() - t0)
+            assert len(s) == args.per_class * n_units
+    rows = []
+    for method, grid in arms:
+        ms = statistics.median(times[(method, grid)]) * 1e3
+        rows.append((method, grid, ms, ms / (statistics.median(times[("ns", grid)]) * 1e3)))
+    print(f"{'sampler':>8} {'grid':>5} {'median ms':>10} {'× NS':>6}")
+    for method, grid, ms, ratio in rows:
+        print(f"{method:>8} {grid:>5} {ms:>10.1f} {ratio:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""Pixel/voxel samplers NS, SG and SAG (METHODS.md "Shared pieces"; ARCO, You et
+al., NeurIPS 2023, Section 3.3, Lemma 3.1, Theorem 3.2, Appendix A).
+
+* ``ns``  naive sampling: uniform (with replacement) over the class's voxels.
+* ``sg``  stratified group sampling (ARCO Sec. 3.3): each image is split into
+  ``g`` equal cells per axis (``grid`` 9/16/25 -> g = 3/4/5, g**ndim cells; the
+  cell of coordinate x along an axis of size n is ``floor(x*g/n)``); a group is
+  (image, cell) ∩ class ∩ mask.  The quota ``per_class`` of a unit (one image
+  and class with ``per_image=True``; one class over the batch otherwise) is
+  shared among its groups in proportion to their sizes (ARCO Thm 3.2) by
+  largest-remainder rounding: group m gets ``floor(n·N_m/N)`` plus one if its
+  remainder ``n·N_m mod N`` is among the largest ``n − Σ floor`` of its unit;
+  ties go to the lower group index, i.e. lower (image,) cell in raster order.
+  Exact integer arithmetic, so the rule is deterministic.  Empty cells get no
+  quota.  Draws inside a group are uniform with replacement.
+* ``sag`` stratified antithetic group sampling (ARCO Sec. 3.3, Lemma 3.1): as
+  SG, but a group with quota q draws ceil(q/2) voxels uniformly ("primaries")
+  and takes floor(q/2) partners ``p' = 2·c_m − p`` of the first floor(q/2)
+  primaries, c_m the centroid of the group's voxels rounded half-up per axis.
+  With q odd the last primary is an unpaired plain uniform draw.  Ruling
+  (METHODS.md): a partner that is not a voxel of the group (other cell, other
+  class, masked out, or outside the image) is replaced by a fresh uniform draw
+  from the group; those are counted in ``n_outside``.
+
+Rounding and weights.  ``rounding="largest"`` (default, above) gives fixed
+quotas n_m and ``weight = (N_m/N)/n_m`` (NS: ``1/per_class``), so that
+``Σ_{samples of a unit} weight·f`` estimates the unit's mean of f without the
+small bias of the plain mean under rounded quotas.  This is exactly unbiased iff
+every non-empty group of the unit gets n_m ≥ 1; a group rounded down to 0 is
+never sampled, and the weights of the unit then sum to the covered fraction
+Σ_{n_m>0} N_m/N < 1 (e.g. per_class=3 with 9 cells).  ``rounding="random"``
+(an extension, not in ARCO) keeps the floors and hands the n − Σ floor extra
+draws out by systematic sampling over the remainders (one uniform offset per
+unit), so E[n_m] = n·N_m/N exactly, the total is still n, and the plain weight
+``1/per_class`` is exactly unbiased for any n; quotas then vary per call.
+
+SAG and the Ruling.  Every primary p is uniform on its group G, but the
+partner is not: with S = {v ∈ G : 2c−v ∈ G} (the reflection is a bijection of
+S onto itself) and k = |G∖S|, the Ruling gives it the marginal
+``1[v∈S]/|G| + k/|G|²``, which over-weights the symmetric core S, so giving
+both members of a pair the SG weight would be biased.  Pair weights (in units
+of the SG weight) fix that exactly without touching the samples: a reflected
+pair (p ∈ S) gets (1, 1); a failed pair (p ∉ S, so p is uniform on G∖S) whose
+replacement v is also ∉ S gets (1, 1) (two independent uniform draws on G∖S);
+a failed pair whose replacement is in S gets (2, 0).  Then
+E[pair] = (2/|G|)·Σ_S f + (2/|G|)·Σ_{G∖S} f = 2·mean_G f, i.e. SAG is exactly
+as unbiased as SG with the same rounding, and every pair's weights sum to 2,
+so the weights of a unit sum to the same value as SG's (1 under full
+coverage) and the estimate is shift-invariant.  (Importance weights on the
+partner, ρ = (1/|G|)/P(p'=v), are also unbiased but multiply the level of f
+by a random weight; on a field with a large mean that made SAG worse than NS.)
+
+Order of the output: by group (image-major with ``per_image=True``, class-major
+otherwise; cells in raster order); within a group SAG lists ceil(q/2)
+primaries, then the partner of primary 0, 1, ...  Every random number comes from
+``torch.rand`` on ``generator`` (which must live on the labels'
+device), so equal generator states give equal samples.  Cost is a few linear
+passes and one stable sort of the voxels by group key (NumPy's radix sort for
+small keys on CPU), never a |voxels|² object.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+SAMPLERS = ("ns", "sg", "sag")
+GRIDS = (9, 16, 25)
+ROUNDINGS = ("largest", "random")
+_CELLS = {9: 3, 16: 4, 25: 5}
+
+
+@dataclass
+class VoxelSample:
+    """Sampled voxels; every tensor has one entry per sample (see module doc)."""
+
+    index: torch.Tensor  # [N] int64 flat indices into labels.reshape(-1)
+    batch: torch.Tensor  # [N] int64 image index
+    cls: torch.Tensor  # [N] int64 class value
+    weight: torch.Tensor  # [N] float importance weight (module doc)
+    n_reflected: int = 0  # SAG: antithetic partners attempted
+    n_outside: int = 0  # SAG: partners outside their group, replaced by a uniform draw
+
+    def __len__(self) -> int:
+        return int(self.index.numel())
+
+    def coords(self, shape: Sequence[int]) -> torch.Tensor:
+        """``[N, ndim]`` integer spatial coordinates; ``shape`` = labels.shape."""
+        spatial = tuple(int(s) for s in shape[1:])
+        return torch.stack(torch.unravel_index(self.index % math.prod(spatial), spatial), dim=1)
+
+
+def _stable_argsort(key: torch.Tensor, top: int) -> torch.Tensor:
+    """Stable argsort of non-negative int keys ≤ top (same result on every path)."""
+    if key.device.type == "cpu" and top < 2**16:
+        return torch.from_numpy(np.argsort(key.numpy().astype(np.uint16), kind="stable"))
+    return torch.sort(key, stable=True).indices
+
+
+def _empty(device, dtype) -> VoxelSample:
+    z = torch.zeros(0, dtype=torch.long, device=device)
+    return VoxelSample(z, z.clone(), z.clone(), torch.zeros(0, dtype=dtype, device=device))
+
+
+def sample_voxels(
+    labels: torch.Tensor,
+    per_class: int,
+    *,
+    method: str = "ns",
+    grid: int = 16,
+    generator: torch.Generator | None = None,
+    classes: Sequence[int] | None = None,
+    per_image: bool = True,
+    mask: torch.Tensor | None = None,
+    rounding: str = "largest",
+) -> VoxelSample:
+    """Draw ``per_class`` voxels (with replacement) of every class present in each
+    image (``per_image=True``) or in the batch (``per_image=False``).
+
+    labels: integer ``[B, X, Y]`` or ``[B, X, Y, Z]``; classes: the class values
+    to sample (default: every value present among eligible voxels, 0 included);
+    mask: bool, labels' shape, restricts the eligible voxels.  See the module
+    docstring for the NS/SG/SAG definitions, rounding, weights and ordering."""
+    if method not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {method!r}")
+    if grid not in GRIDS:
+        raise ValueError(f"grid must be one of {GRIDS}, got {grid!r}")
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    if labels.dim() not in (3, 4):
+        raise ValueError(f"labels must be [B, X, Y] or [B, X, Y, Z], got {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.is_complex():
+        raise ValueError("labels must be an integer tensor")
+    if mask is not None and tuple(mask.shape) != tuple(labels.shape):
+        raise ValueError(f"mask shape {tuple(mask.shape)} != labels shape {tuple(labels.shape)}")
+    if int(per_class) < 0:
+        raise ValueError(f"per_class must be >= 0, got {per_class}")
+    dev, wdtype = labels.device, torch.get_default_dtype()
+    B, spatial = int(labels.shape[0]), tuple(int(s) for s in labels.shape[1:])
+    V, n = math.prod(spatial), int(per_class)
+    if n == 0 or labels.numel() == 0:
+        return _empty(dev, wdtype)
+    lab = labels.reshape(-1)
+    lab = lab.long() if lab.dtype != torch.long else lab
+    elig = None if mask is None else mask.reshape(-1).to(device=dev, dtype=torch.bool)
+
+    # candidate classes -> slots 0..K-1 (absent candidates simply get no voxels)
+    lo, hi = (int(v) for v in torch.aminmax(lab))
+    small = hi - lo < 2**16
+    if classes is not None:
+        cand = torch.tensor(sorted({int(c) for c in classes}), dtype=torch.long, device=dev)
+    elif small:
+        cand = torch.arange(lo, hi + 1, device=dev)
+    else:
+        cand = torch.unique(lab if elig is None else lab[elig])
+    K = int(cand.numel())
+    if K == 0:
+        return _empty(dev, wdtype)
+
+    # group key per voxel, unit-major: key = slot·smult + b·boff + cell, so the gpu
+    # groups of a unit are contiguous; ineligible voxels get the sentinel n_groups
+    g = _CELLS[grid]
+    G = g ** len(spatial)
+    if method == "ns":
+        gpu, smult, boff = 1, 1, (K if per_image else 0)
+    elif per_image:
+        gpu, smult, boff = G, G, K * G
+    else:
+        gpu, smult, boff = B * G, B * G, G
+    n_units = B * K if per_image else K
+    n_groups = n_units * gpu
+    big = n_groups + boff * B + G + 1  # > every valid key, so clamp() maps it to the sentinel
+    if small:
+        lut = torch.full((hi - lo + 1,), big, dtype=torch.long, device=dev)
+        inr = (cand >= lo) & (cand <= hi)
+        lut[cand[inr] - lo] = torch.arange(K, device=dev)[inr] * smult
+        key = lut.gather(0, lab - lo if lo else lab)
+    else:
+        at = torch.searchsorted(cand, lab).clamp(max=K - 1)
+        key = torch.where(cand[at] == lab, at * smult, big)
+    kv = key.view(B, V)
+    if method != "ns":
+        cell = torch.zeros((), dtype=torch.long, device=dev)
+        for ax, sz in enumerate(spatial):
+            cell = cell.unsqueeze(-1) * g + ((torch.arange(sz, device=dev) * g) // sz).view(*([1] * ax), sz)
+        kv.add_(cell.reshape(1, V))
+    if boff:
+        kv.add_(torch.arange(B, device=dev).view(B, 1) * boff)
+    key.clamp_(max=n_groups)
+    if elig is not None:
+        key.masked_fill_(~elig, n_groups)
+    counts = torch.bincount(key, minlength=n_groups + 1)[:n_groups]
+    n_elig = int(counts.sum())
+    if n_elig == 0:
+        return _empty(dev, wdtype)
+    members = _stable_argsort(key, n_groups)[:n_elig].to(dev)  # eligible voxels by group
+    offsets = torch.cumsum(counts, 0) - counts
+
+    # proportional quotas n·N_m/N (ARCO Thm 3.2: |D_m| ∝ |P_m|), exact total n per unit
+    pop = counts.view(n_units, gpu).sum(1)
+    popg = pop.repeat_interleave(gpu).clamp(min=1)
+    num = n * counts
+    base, rem = num // popg, (num % popg).view(n_units, gpu)
+    left = torch.where(pop > 0, n - base.view(n_units, gpu).sum(1), 0).unsqueeze(1)
+    if rounding == "largest":  # ties: lower group index first
+        order = torch.sort(-torch.where(counts.view(n_units, gpu) > 0, rem, -1), dim=1, stable=True).indices
+        rank = torch.empty_like(order).scatter_(1, order, torch.arange(gpu, device=dev).expand(n_units, gpu))
+        extra = rank < left
+    else:  # systematic: points t, t+N, ... over the cumulated remainders
+        N = pop.clamp(min=1).unsqueeze(1)
+        t = (torch.rand(n_units, 1, generator=generator, device=dev, dtype=torch.float64) * N).long()
+        t = torch.minimum(t, N - 1)
+        hi_c = torch.cumsum(rem, 1)
+        extra = torch.div(t - (hi_c - rem), N, rounding_mode="floor") - torch.div(t - hi_c, N, rounding_mode="floor")
+    quota = base + extra.reshape(-1).long()
+
+    # uniform draws inside groups (with replacement)
+    T = int(quota.sum())
+    sgrp = torch.repeat_interleave(torch.arange(n_groups, device=dev), quota)
+    pos = torch.arange(T, device=dev)
+    j = pos - (torch.cumsum(quota, 0) - quota)[sgrp]
+    size = counts[sgrp]
+    u = torch.rand(T, generator=generator, device=dev, dtype=torch.float64)
+    mpos = offsets[sgrp] + torch.minimum((u * size).long(), size - 1)
+    flat = members[mpos]
+    if rounding == "largest":
+        weight = (counts.double() / popg.double() / quota.clamp(min=1).double())[sgrp]
+    else:
+        weight = torch.full((T,), 1.0 / n, dtype=torch.float64, device=dev)
+
+    n_reflected = n_outside = 0
+    if method == "sag":
+        h = (quota[sgrp] + 1) // 2
+        pp = torch.nonzero(j >= h).squeeze(1)  # partner slots
+        n_reflected = int(pp.numel())
+        if n_reflected:
+            gi = torch.arange(n_groups, device=dev)
+            image = gi // (K * G) if per_image else (gi // G) % B
+            flat, weight, n_outside = _antithetic(flat, weight, pp, h, sgrp, key, counts, image, spatial)
+
+    unit_s = sgrp // gpu
+    return VoxelSample(
+        index=flat,
+        batch=flat // V,
+        cls=cand[unit_s % K],
+        weight=weight.to(wdtype),
+        n_reflected=n_reflected,
+        n_outside=n_outside,
+    )
+
+
+def _antithetic(flat, weight, pp, h, sgrp, key, counts, image, spatial):
+    """SAG partners (ARCO Sec. 3.3 / App. A.1) with the Ruling's replacement and the
+    pair weights of the module docstring.  Returns (flat, weight, n_outside).
+
+    The reflection is done on flat indices, ``p' = 2·(b·V + ravel(c_m)) − p``.  An
+    axis that leaves the image wraps there; that is harmless: c_m and p lie in
+    the same cell (the rounded centroid stays in the group's bounding box), so a
+    wrapped coordinate lands in the opposite end cell of that axis (cell widths
+    differ by ≤ 1 and g ≥ 2), or in another image, or outside the batch, hence
+    never in the same group; the key test below is then the exact group test."""
+    dev, n_groups = key.device, counts.numel()
+    V, BV = math.prod(spatial), key.numel()
+    kv = key.view(-1, *spatial)
+    centre = image * V  # flat index of the rounded centroid (round half up)
+    cnt = counts.clamp(min=1)
+    for ax, size in enumerate(spatial):
+        x = torch.arange(size, device=dev)
+        xs = x.view(*([1] * (ax + 1)), size, *([1] * (len(spatial) - ax - 1)))
+        hist = torch.bincount((kv + xs * (n_groups + 1)).reshape(-1), minlength=size * (n_groups + 1))
+        sums = (x.unsqueeze(1) * hist.view(size, n_groups + 1)[:, :n_groups]).sum(0)
+        centre = centre + torch.div(2 * sums + cnt, 2 * cnt, rounding_mode="floor") * math.prod(spatial[ax + 1 :])
+    twice = 2 * centre
+
+    def reflect(f: torch.Tensor, grp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rf = twice.gather(0, grp) - f
+        ok = (rf >= 0) & (rf < BV)
+        rf.clamp_(0, BV - 1)
+        return rf, ok & (key.gather(0, rf) == grp)
+
+    prim = pp - h[pp]
+    grp = sgrp[pp]
+    rf, rok = reflect(flat[prim], grp)
+    flat = flat.clone()
+    flat[pp] = torch.where(rok, rf, flat[pp])  # failed reflection: the slot's own uniform draw
+    # failed pair whose replacement lies in S: weights (2, 0) instead of (1, 1)
+    twin = ~rok & reflect(flat[pp], grp)[1]
+    weight = weight.clone()
+    weight[prim[twin]] *= 2
+    weight[pp[twin]] = 0
+    return flat, weight, int((~rok).sum())
