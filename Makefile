@@ -30,6 +30,8 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/dataloader_stall.py
 	$(BIN)/python benchmarks/orchestration.py
+	$(BIN)/python benchmarks/method_step.py
+	$(BIN)/python benchmarks/sampler_speed.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
