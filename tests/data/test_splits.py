@@ -93,7 +93,7 @@ def test_small_fractions_take_at_least_one_case():
 
 
 def test_too_few_cases_explains_counts():
-    with pytest.raises(DataError, match=r"cannot split 2 labeled cases in /d: test 1 \+ val 1 leave 0"):
+    with pytest.raises(DataError, match=r"cannot split 2 (labeled cases|patients) in /d: test 1 \+ val 1 leave 0"):
         make_split(_index(2), labeled_ratio=0.5, **KW)
 
 
@@ -122,3 +122,24 @@ def test_labeled_ratio_range(ratio):
 def test_fraction_range(name):
     with pytest.raises(ValueError, match=name):
         make_split(_index(10), labeled_ratio=0.5, **{**KW, name: 1.0})
+
+
+def test_phases_of_one_patient_never_straddle_splits():
+    from pathlib import Path
+
+    from vrsearch.data.layouts import Case, DatasetIndex
+
+    cases = tuple(
+        Case(f"p{p:03d}_{ph}", Path(f"/d/p{p}_{ph}.nii.gz"), Path(f"/d/p{p}_{ph}_gt.nii.gz"),
+             {"patient": f"p{p:03d}", "phase": ph})
+        for p in range(20) for ph in ("ED", "ES")
+    )
+    index = DatasetIndex(root=Path("/d"), name="x", labels={0: "bg", 1: "a"}, labeled=cases, unlabeled=(), test=())
+    for seed in range(5):
+        split = make_split(index, labeled_ratio=0.3, split_seed=seed, val_fraction=0.2, test_fraction=0.2)
+        roles = {}
+        for role in ("labeled", "unlabeled", "val", "test"):
+            for c in getattr(split, role):
+                roles.setdefault(c.meta["patient"], set()).add(role)
+        assert all(len(r) == 1 for r in roles.values()), roles
+        assert len(split.test) == 8 and len(split.val) == 8  # 4 patients × 2 phases each

@@ -69,10 +69,16 @@ def make_split(index: DatasetIndex, *, labeled_ratio: float, split_seed: int, va
     _check_fraction("val_fraction", val_fraction)
     _check_fraction("test_fraction", test_fraction)
 
-    cases = sorted(index.labeled, key=lambda c: c.id)
-    n = len(cases)
+    # the unit of splitting is the patient (``meta["patient"]``, else the case), so the
+    # frames/phases of one patient never straddle train, val and test
+    groups: dict[str, list[Case]] = {}
+    for c in sorted(index.labeled, key=lambda c: c.id):
+        groups.setdefault(str(c.meta.get("patient", c.id)), []).append(c)
+    units = [groups[k] for k in sorted(groups)]
+    n = len(units)
     order = np.random.default_rng(split_seed).permutation(n)
-    shuffled = [cases[i] for i in order]
+    shuffled = [units[i] for i in order]
+    flat = lambda us: [c for u in us for c in u]  # noqa: E731
 
     if use_dataset_test:
         if not index.test:
@@ -86,17 +92,19 @@ def make_split(index: DatasetIndex, *, labeled_ratio: float, split_seed: int, va
         test = tuple(sorted(index.test, key=lambda c: c.id))
     else:
         n_test = _count(test_fraction, n)
-        test = tuple(sorted(shuffled[:n_test], key=lambda c: c.id))
+        test = tuple(sorted(flat(shuffled[:n_test]), key=lambda c: c.id))
     n_val = _count(val_fraction, n)
     n_train = n - n_test - n_val
+    what = "patients" if any("patient" in c.meta for c in index.labeled) else "labeled cases"
     if n_train < 1:
         raise DataError(
-            f"cannot split {n} labeled cases in {index.root}: test {n_test} + val {n_val} leave "
+            f"cannot split {n} {what} in {index.root}: test {n_test} + val {n_val} leave "
             f"{n_train} for training (need ≥ 1); lower val_fraction/test_fraction or add cases")
-    val = tuple(sorted(shuffled[n_test:n_test + n_val], key=lambda c: c.id))
-    train = shuffled[n_test + n_val:]
+    val = tuple(sorted(flat(shuffled[n_test:n_test + n_val]), key=lambda c: c.id))
+    train_units = shuffled[n_test + n_val:]
 
     n_labeled = n_train if all_labels else max(1, round(labeled_ratio * n_train))
-    withheld = tuple(dataclasses.replace(c, label=None) for c in train[n_labeled:])
+    train = flat(train_units[:n_labeled])
+    withheld = tuple(dataclasses.replace(c, label=None) for c in flat(train_units[n_labeled:]))
     pool = tuple(sorted(index.unlabeled, key=lambda c: c.id))
-    return Split(labeled=tuple(train[:n_labeled]), unlabeled=withheld + pool, val=val, test=test)
+    return Split(labeled=tuple(train), unlabeled=withheld + pool, val=val, test=test)

@@ -1,0 +1,168 @@
+"""LCL loss (Chaitanya et al. 2023, Eq. 3-4): naive reference, skips, gradients."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vrsearch.losses.lcl import local_contrastive_loss, local_contrastive_terms
+
+
+def naive_lcl(emb, labels, batch, index, cls, weight, K, tau, matching, classes, normalize_first=False):
+    """Explicit Python loops over images, classes, anchors and voxels."""
+    B, V = emb.shape[:2]
+    flat_emb = emb.reshape(B, V, -1)
+    flat_lab = labels.reshape(B, -1)
+    N = flat_lab.shape[1]
+
+    def mean(b, c):
+        acc, n = torch.zeros(V, dtype=emb.dtype), 0
+        for j in range(N):
+            if int(flat_lab[b, j]) == c:
+                v = flat_emb[b, :, j]
+                acc = acc + (v / v.norm() if normalize_first else v)
+                n += 1
+        return acc / n if n else None
+
+    def cos(a, b):
+        return (a @ b) / (a.norm() * b.norm())
+
+    image_losses = []
+    for b in range(B):
+        p = b if matching == "intra" else (b + 1) % B
+        means = {k: mean(p, k) for k in classes}
+        means = {k: m for k, m in means.items() if m is not None}
+        class_losses = []
+        for c in classes:
+            if c not in means:
+                continue
+            num, den = 0.0, 0.0
+            for i in range(len(index)):
+                if int(batch[i]) != b or int(cls[i]) != c:
+                    continue
+                j = int(index[i]) - b * N
+                zi = flat_emb[b, :, j]
+                pos = torch.exp(cos(zi, means[c]) / tau)
+                neg = sum(torch.exp(cos(zi, means[k]) / tau) for k in means if k != c)
+                num = num + weight[i] * -torch.log(pos / (pos + neg))
+                den = den + weight[i]
+            if den:
+                class_losses.append(num / den)
+        if class_losses:
+            image_losses.append(sum(class_losses) / len(class_losses))
+    return sum(image_losses) / len(image_losses)
+
+
+def make_case(seed=0, K=4):
+    g = torch.Generator().manual_seed(seed)
+    B, V, S = 2, 3, (5, 4, 3)
+    emb = torch.randn(B, V, *S, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, K, (B, *S), generator=g)
+    labels[1][labels[1] == 2] = 3  # class 2 absent from image 1
+    labels[0][labels[0] == 1] = 0  # class 1 absent from image 0
+    N = labels[0].numel()
+    batch, index, cls = [], [], []
+    for b in range(B):
+        for c in range(K):
+            where = (labels[b].reshape(-1) == c).nonzero()[:, 0]
+            if len(where) == 0:
+                continue
+            pick = where[torch.randint(0, len(where), (3,), generator=g)]
+            batch += [b] * 3
+            index += (pick + b * N).tolist()
+            cls += [c] * 3
+    weight = torch.rand(len(index), generator=g, dtype=torch.float64) + 0.5
+    return emb, labels, torch.tensor(batch), torch.tensor(index), torch.tensor(cls), weight
+
+
+@pytest.mark.parametrize("matching", ["intra", "inter"])
+@pytest.mark.parametrize("classes", [None, [0, 1, 2, 3]])
+@pytest.mark.parametrize("normalize_first", [False, True])
+def test_matches_naive_reference(matching, classes, normalize_first):
+    K, tau = 4, 0.1
+    emb, labels, batch, index, cls, weight = make_case(K=K)
+    got = local_contrastive_loss(emb, labels, (batch, index, cls, weight), K, tau, matching, classes, normalize_first)
+    want = naive_lcl(emb, labels, batch, index, cls, weight, K, tau, matching,
+                     classes if classes is not None else [1, 2, 3], normalize_first)
+    assert math.isfinite(float(got))
+    assert float(got) == pytest.approx(float(want), rel=1e-5)
+
+
+def test_uniform_weights_equal_plain_mean_and_float32():
+    emb, labels, batch, index, cls, _ = make_case(seed=4, K=3)
+    labels = labels.clamp_max(2)
+    ones = torch.ones(len(index), dtype=torch.float64)
+    want = naive_lcl(emb, labels, batch, index, cls, ones, 3, 0.5, "inter", [1, 2])
+    got = local_contrastive_loss(emb.float(), labels, (batch, index, cls), 3, tau=0.5, matching="inter")
+    assert float(got) == pytest.approx(float(want), rel=1e-5)
+
+
+def test_absent_classes_are_skipped_and_counted():
+    emb, labels, batch, index, cls, weight = make_case(K=4)
+    out = local_contrastive_terms(emb, labels, (batch, index, cls, weight), 4, 0.1, "intra")
+    # image 0 has classes {2, 3} in foreground, image 1 has {1, 3}
+    assert float(out.n_classes) == pytest.approx(2.0)
+    assert out.n_images == 2
+    inter = local_contrastive_terms(emb, labels, (batch, index, cls, weight), 4, 0.1, "inter")
+    # inter: each image's anchors meet the other image's means -> only class 3 is in both
+    assert float(inter.n_classes) == pytest.approx(1.0)
+
+
+def test_single_class_gives_zero_and_no_anchor_gives_zero_with_graph():
+    emb = torch.randn(1, 4, 3, 3, 1, requires_grad=True)
+    labels = torch.ones(1, 3, 3, 1, dtype=torch.long)
+    sample = (torch.zeros(2, dtype=torch.long), torch.tensor([0, 4]), torch.ones(2, dtype=torch.long))
+    assert float(local_contrastive_loss(emb, labels, sample, 3).detach()) == pytest.approx(0.0, abs=1e-7)
+    empty = (torch.zeros(0, dtype=torch.long),) * 3
+    loss = local_contrastive_loss(emb, labels, empty, 3)
+    loss.backward()
+    assert float(loss.detach()) == 0.0 and emb.grad is not None
+
+
+def test_shape_and_argument_checks():
+    emb = torch.randn(2, 3, 4, 4, 1)
+    with pytest.raises(ValueError, match="labels"):
+        local_contrastive_loss(emb, torch.zeros(2, 4, 4, dtype=torch.long), ((),) * 3, 2)
+    empty = (torch.zeros(0, dtype=torch.long),) * 3
+    with pytest.raises(ValueError, match="matching"):
+        local_contrastive_loss(emb, torch.zeros(2, 4, 4, 1, dtype=torch.long), empty, 2, matching="cross")
+
+
+@pytest.mark.parametrize("matching", ["intra", "inter"])
+def test_gradient_reaches_anchors_and_mean_sources(matching):
+    K = 3
+    g = torch.Generator().manual_seed(1)
+    B, V, S = 2, 4, (6, 5, 1)
+    labels = torch.randint(0, K, (B, *S), generator=g)
+    emb = torch.randn(B, V, *S, generator=g, requires_grad=True)
+    N = labels[0].numel()
+    # one anchor of class 1 and one of class 2 in each image
+    batch, index, cls = [], [], []
+    for b in range(B):
+        for c in (1, 2):
+            j = int((labels[b].reshape(-1) == c).nonzero()[0, 0])
+            batch.append(b), index.append(b * N + j), cls.append(c)
+    sample = (torch.tensor(batch), torch.tensor(index), torch.tensor(cls))
+    local_contrastive_loss(emb, labels, sample, K, 0.1, matching).backward()
+    grad = emb.grad.movedim(1, -1).reshape(-1, V).norm(dim=1)
+    anchors = torch.tensor(index)
+    assert (grad[anchors] > 0).all()
+    # voxels that are never anchors but feed a foreground class mean get gradient too
+    flat = labels.reshape(-1)
+    mean_only = torch.ones_like(flat, dtype=torch.bool)
+    mean_only[anchors] = False
+    fg = mean_only & (flat > 0)
+    assert fg.any() and (grad[fg] > 0).all()
+    # background is not a class of the loss by default: no gradient there
+    assert torch.all(grad[flat == 0] == 0)
+
+
+def test_scatter_and_matmul_class_means_agree():
+    from vrsearch.losses.lcl import class_means
+
+    emb, labels, *_ = make_case(seed=2)
+    (m1, c1), (m2, c2) = class_means(emb, labels, 5, matmul=False), class_means(emb, labels, 5, matmul=True)
+    torch.testing.assert_close(m1, m2)
+    assert torch.equal(c1, c2) and float(c1[:, 4].sum()) == 0.0

@@ -1,0 +1,167 @@
+"""Local contrastive loss on (pseudo-)labels (LCL; Chaitanya et al. 2023).
+
+Chaitanya, Erdil, Karani, Konukoglu, "Local contrastive loss with
+pseudo-label based self-training for semi-supervised medical image
+segmentation", Medical Image Analysis 87 (2023). Eq. (3) and (4)::
+
+    L_cont((x,y),(x',y')) = 1/C Σ_c 1/|S̃_c(x)| Σ_{i∈S̃_c(x)} −log L_{i,c}
+    L_{i,c} = e^{sim(z_i, z̄_c(x'))/τ} / (e^{sim(z_i, z̄_c(x'))/τ} + Σ_{k≠c} e^{sim(z_i, z̄_k(x'))/τ})
+
+with ``z̄_c(x') = 1/|S_c(x')| Σ_{j∈S_c(x')} z_j`` the mean embedding of class c
+over *all* voxels of class c in x' (Eq. 3, second line) and ``sim`` the cosine
+similarity. Decisions where the paper is silent or ambiguous:
+
+* The paper prints the ratio L_{i,c} itself; METHODS.md rules that its
+  negative log is minimised.
+* ``z̄_c`` is the mean of the raw embeddings, then compared by cosine (the
+  paper's formula); ``normalize_first=True`` averages L2-normalised
+  embeddings instead. Either way the mean is L2-normalised before the dot
+  product. Means are **not** detached: the paper's loss differentiates
+  through them, so every voxel of class c in x' receives gradient.
+* Classes: the paper sums c over the C *foreground* structures ("S_c(x) ...
+  a foreground class c, 1 ≤ c ≤ C", C = 3 for ACDC), and the negatives k ≠ c
+  range over the same classes. ``classes`` (default ``1..num_classes-1``)
+  names the eligible classes; pass ``range(num_classes)`` to add background.
+* A class c is *used* for the pair (x, x') when it has sampled anchors in x
+  and at least one voxel in x'; other classes are skipped and the 1/C
+  averages over the classes used. Negatives k are the eligible classes
+  present in x'. A used class with no negative contributes −log 1 = 0.
+* Anchors carry the sampler's weights: each 1/|S̃_c(x)| mean is the weighted
+  mean Σ w_i ℓ_i / Σ w_i (the plain mean for equal weights).
+* Eq. (2) averages L_cont over pairs; images with no used class are skipped
+  (mean over the images that contribute; 0 with a graph when none does).
+* Matching: ``intra`` pairs each image with itself (x' = x); ``inter``
+  pairs image b with image (b+1) mod B of the batch (callers shuffle the
+  batch to make the pairs random; with B = 1 inter equals intra).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+Matching = Literal["intra", "inter"]
+
+
+class LCLStats(NamedTuple):
+    loss: torch.Tensor
+    #: mean number of classes used per contributing image (detached)
+    n_classes: torch.Tensor
+    #: images that contributed
+    n_images: int
+    #: anchors that contributed
+    n_anchors: int
+
+
+def _unpack(sample, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(batch, index, cls, weight) from a VoxelSample-like object or a 3/4-tuple."""
+    if isinstance(sample, (tuple, list)):
+        batch, index, cls, *rest = sample
+        weight = rest[0] if rest else None
+    else:
+        batch, index, cls = sample.batch, sample.index, sample.cls
+        weight = getattr(sample, "weight", None)
+    batch, index, cls = (t.to(device=device, dtype=torch.long) for t in (batch, index, cls))
+    if weight is None:
+        weight = torch.ones(index.shape[0], device=device)
+    if not batch.shape == index.shape == cls.shape == weight.shape or index.dim() != 1:
+        raise ValueError("sample batch/index/cls/weight must be 1-D tensors of one length")
+    return batch, index, cls, weight.to(device)
+
+
+def class_means(emb: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                normalize_first: bool = False, matmul: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(means [B, K, V] L2-normalised, counts [B, K])`` of every class per image.
+
+    Sums are a ``scatter_add`` on CPU and a one-hot batched matmul on other
+    devices (``matmul=None``), both deterministic; absent classes get a zero
+    mean and count 0."""
+    B, V = emb.shape[:2]
+    feats = emb.reshape(B, V, -1)  # [B, V, N]
+    if normalize_first:
+        feats = F.normalize(feats, dim=1)
+    lab = labels.reshape(B, 1, -1).long()
+    if matmul if matmul is not None else feats.device.type != "cpu":
+        onehot = (lab.transpose(1, 2) == torch.arange(num_classes, device=lab.device)).to(feats.dtype)  # [B, N, K]
+        sums = torch.bmm(feats, onehot)  # [B, V, K]
+    else:
+        sums = feats.new_zeros(B, V, num_classes).scatter_add(2, lab.expand(B, V, -1), feats)
+    counts = torch.zeros(B, num_classes, dtype=feats.dtype, device=feats.device)
+    counts = counts.scatter_add(1, lab[:, 0], torch.ones_like(lab[:, 0], dtype=feats.dtype))
+    means = sums.transpose(1, 2) / counts.clamp_min(1.0).unsqueeze(-1)
+    return F.normalize(means, dim=-1), counts
+
+
+def local_contrastive_terms(
+    emb: torch.Tensor,
+    labels: torch.Tensor,
+    sample,
+    num_classes: int,
+    tau: float = 0.1,
+    matching: Matching = "intra",
+    classes=None,
+    normalize_first: bool = False,
+) -> LCLStats:
+    """Eq. (3)-(4) averaged over the pairs of a batch (Eq. 2); see the module doc.
+
+    emb ``[B, V, *S]`` (raw feature-head output), labels ``[B, *S]`` integer
+    (labels or pseudo-labels), sample: anchors as flat indices into
+    ``labels.reshape(-1)`` with their image and class (a ``VoxelSample`` or a
+    ``(batch, index, cls[, weight])`` tuple)."""
+    if emb.dim() < 3 or labels.shape != (emb.shape[0], *emb.shape[2:]):
+        raise ValueError(f"labels {tuple(labels.shape)} must be emb {tuple(emb.shape)} without the channel axis")
+    if matching not in ("intra", "inter"):
+        raise ValueError(f"matching must be 'intra' or 'inter', got {matching!r}")
+    if tau <= 0:
+        raise ValueError("tau must be > 0")
+    B, V, K, dev = emb.shape[0], emb.shape[1], num_classes, emb.device
+    batch, index, cls, weight = _unpack(sample, dev)
+    eligible = torch.zeros(K, dtype=torch.bool, device=dev)
+    wanted = list(range(1, K)) if classes is None else list(classes)
+    eligible[torch.as_tensor(wanted, dtype=torch.long, device=dev)] = True
+
+    means, counts = class_means(emb, labels, K, normalize_first)
+    present = (counts > 0) & eligible  # [B, K]: classes with a mean in each image
+    partner = batch if matching == "intra" else (batch + 1) % B
+    keep = eligible[cls] & present[partner, cls]  # anchor's class exists in x'
+    batch, index, cls, weight, partner = batch[keep], index[keep], cls[keep], weight[keep], partner[keep]
+
+    voxel = index - batch * (labels[0].numel())
+    anchors = F.normalize(emb.reshape(B, V, -1)[batch, :, voxel], dim=-1)  # [M, V], no copy of emb
+    logits = torch.einsum("mv,mkv->mk", anchors, means[partner]) / tau  # [M, K]
+    logits = logits.masked_fill(~present[partner], float("-inf"))
+    nll = -logits.log_softmax(dim=1).gather(1, cls[:, None])[:, 0]  # −log L_{i,c}, Eq. (4)
+
+    group = F.one_hot(batch * K + cls, B * K).to(nll.dtype)  # [M, B*K]
+    num = ((weight * nll) @ group).reshape(B, K)
+    den = (weight.to(nll.dtype) @ group).reshape(B, K)
+    used = den > 0
+    per_class = num / den.clamp_min(torch.finfo(nll.dtype).tiny)  # 1/|S̃_c| Σ_i, Eq. (3)
+    n_used = used.sum(1)
+    per_image = (per_class * used).sum(1) / n_used.clamp_min(1)  # 1/C Σ_c over used classes
+    contributing = n_used > 0
+    if not bool(contributing.any()):
+        zero = emb.sum() * 0.0
+        return LCLStats(zero, zero.detach(), 0, 0)
+    loss = per_image[contributing].mean()
+    n_classes = n_used[contributing].to(loss.dtype).mean().detach()
+    return LCLStats(loss, n_classes, int(contributing.sum()), int(index.shape[0]))
+
+
+def local_contrastive_loss(
+    emb: torch.Tensor,
+    labels: torch.Tensor,
+    sample,
+    num_classes: int,
+    tau: float = 0.1,
+    matching: Matching = "intra",
+    classes=None,
+    normalize_first: bool = False,
+) -> torch.Tensor:
+    """The LCL loss (Chaitanya et al. 2023, Eq. 3-4, negative log); see :func:`local_contrastive_terms`."""
+    return local_contrastive_terms(emb, labels, sample, num_classes, tau, matching, classes, normalize_first).loss
+
+
+__all__ = ["LCLStats", "class_means", "local_contrastive_loss", "local_contrastive_terms"]

@@ -1,0 +1,199 @@
+"""LCL: local contrastive loss on pseudo-labels (Chaitanya et al. 2023).
+
+Chaitanya, Erdil, Karani, Konukoglu, "Local contrastive loss with
+pseudo-label based self-training for semi-supervised medical image
+segmentation", Medical Image Analysis 87 (2023). METHODS.md, "LCL".
+
+Algorithm (paper Sec. III and IV-D, Eq. 1-2):
+
+1. Warm-up, Eq. (1): ``T0`` iterations of ``L_sup`` (Dice by default) on the
+   labeled batch only; the feature head gets no gradient.
+2. At ``T0 + s·P`` (s = 0..S−1, ``P = (iterations − T0) // S``) the current
+   network is frozen into a snapshot, the pseudo-labeller (eval mode, no
+   gradient). The paper labels every unlabeled volume at that moment; since
+   our unlabeled patches are drawn afresh each step, the snapshot labels
+   the current patches on the fly, which gives the same labels as labelling
+   the volumes at the refresh (the snapshot does not change in between).
+3. Joint phase, Eq. (2): ``L = L_sup(labeled) + λ_cont · L_cont(labeled ∪
+   pseudo-labeled)``. Pseudo-labels enter only ``L_cont``: the labeled and
+   unlabeled images go through separate forward passes, so not even
+   BatchNorm statistics of unlabeled images reach ``L_sup``.
+
+``L_cont`` is :func:`vrsearch.losses.lcl.local_contrastive_terms` (Eq. 3-4,
+negative log). Anchors ``S̃_c(x)`` (``samples_per_class`` per class per
+image, foreground classes as in the paper unless ``include_background``)
+come from the shared sampler (``sampler: ns|sg|sag``, ``grid``). For
+``inter`` matching the joint batch is shuffled with the step's generator
+and image b is paired with image (b+1) mod B: a random pairing, as the
+paper's "two random samples" of Eq. (2), without self-pairs.
+
+Optional quality gate (paper Table VII, ``gate`` > 0): the snapshot
+predicts each unlabeled patch under two random intensity transforms
+(contrast/brightness jitter and Gaussian noise, relative to the patch's
+std); the patch is kept only if the mean foreground Dice of the two
+predictions (classes present in either; 1 when both are empty) reaches the
+threshold. Flips are not used: left/right organs are distinct classes.
+The paper's intensity augmentation of the contrastive batch is the
+dataset's ``augment.intensity_*`` setting.
+
+Every random draw of a step comes from a generator seeded by (trial seed,
+iteration); the snapshot and the refresh counter live in ``state_dict``, so
+a resumed run is bit-identical.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from vrsearch.components.pseudo import pseudo_labels
+from vrsearch.components.samplers import sample_voxels
+from vrsearch.components.teachers import FrozenCopy
+from vrsearch.losses import SupervisedLoss
+from vrsearch.losses.lcl import local_contrastive_terms
+from vrsearch.losses.supervised import SupervisedKind
+from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
+from vrsearch.models import build_segnet
+from vrsearch.registry import MethodParams, register_method
+
+
+class LCLParams(MethodParams):
+    """Paper defaults (Sec. IV-D/E); search space of Tables IV-VII in METHODS.md."""
+
+    loss: SupervisedKind = "dice"
+    lambda_cont: Annotated[float, Field(ge=0)] = 0.1
+    tau: Annotated[float, Field(gt=0)] = 0.1
+    samples_per_class: Annotated[int, Field(ge=1)] = 3
+    matching: Literal["intra", "inter"] = "intra"
+    #: T0 as a fraction of ``train.iterations`` (paper: 5000 of 20000)
+    warmup_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.25
+    #: T0 in iterations; overrides ``warmup_fraction`` when set
+    warmup_iterations: Annotated[int, Field(ge=0)] | None = None
+    #: S, the number of pseudo-labelling steps (paper: 3)
+    refreshes: Annotated[int, Field(ge=1)] = 3
+    #: Dice threshold of the two-transform quality gate; 0 = off
+    gate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    sampler: Literal["ns", "sg", "sag"] = "ns"
+    grid: Literal[9, 16, 25] = 16
+    include_background: bool = False
+
+
+def step_seed(seed: int, iteration: int) -> int:
+    """The seed of one step's generator: distinct per (trial seed, iteration)."""
+    return ((seed % 2**31) * 2**32 + iteration) % 2**63
+
+
+def agreement_dice(a: torch.Tensor, b: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Mean foreground Dice per image between label maps ``[U, *S]``; 1 for empty vs empty."""
+    oa = F.one_hot(a.reshape(a.shape[0], -1), num_classes)[..., 1:].float()
+    ob = F.one_hot(b.reshape(b.shape[0], -1), num_classes)[..., 1:].float()
+    inter, size = (oa * ob).sum(1), oa.sum(1) + ob.sum(1)
+    present = size > 0
+    dice = torch.where(present, 2 * inter / size.clamp_min(1), torch.zeros_like(size))
+    n = present.sum(1)
+    return torch.where(n > 0, dice.sum(1) / n.clamp_min(1), torch.ones_like(n, dtype=dice.dtype))
+
+
+class LCL(Method):
+    uses_unlabeled = True
+
+    def __init__(self, params: LCLParams, ctx: BuildContext):
+        super().__init__()
+        self.params, self.num_classes, self.seed = params, ctx.num_classes, ctx.seed
+        self.net = build_segnet(ctx.model, ctx.num_classes)
+        self.labeller = FrozenCopy(self.net)
+        self.sup = SupervisedLoss(params.loss)
+        self.register_buffer("refresh_count", torch.zeros((), dtype=torch.long))
+        t0 = params.warmup_iterations
+        self.warmup = int(round(params.warmup_fraction * ctx.iterations)) if t0 is None else t0
+        self.period = max(1, (ctx.iterations - self.warmup) // params.refreshes)
+        first = 0 if params.include_background else 1
+        self.classes = list(range(first, ctx.num_classes))
+
+    # -- schedule ----------------------------------------------------------
+    def refreshes_due(self, iteration: int) -> int:
+        """Pseudo-labelling steps that have happened by the start of ``iteration``."""
+        if iteration < self.warmup:
+            return 0
+        return min(self.params.refreshes, (iteration - self.warmup) // self.period + 1)
+
+    def _maybe_refresh(self, iteration: int) -> None:
+        due = self.refreshes_due(iteration)
+        if due > int(self.refresh_count):
+            self.labeller.copy_from(self.net)
+            self.refresh_count.fill_(due)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.labeller.eval()  # a frozen pseudo-labeller infers; its BN statistics never move
+        return self
+
+    # -- pseudo-labels -----------------------------------------------------
+    def _jitter(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        n, dev = x.shape[0], x.device
+        shape = (n,) + (1,) * (x.dim() - 1)
+        std = x.reshape(n, -1).std(1).reshape(shape).clamp_min(1e-6)
+        contrast = 0.8 + 0.4 * torch.rand(shape, generator=g, device=dev)
+        mean = x.reshape(n, -1).mean(1).reshape(shape)
+        shift = (torch.rand(shape, generator=g, device=dev) - 0.5) * 0.2 * std
+        noise = torch.randn(x.shape, generator=g, device=dev) * 0.05 * std
+        return (x - mean) * contrast + mean + shift + noise
+
+    @torch.no_grad()
+    def pseudo_label(self, images: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(labels [U, *S], keep [U] bool)`` from the frozen snapshot."""
+        self.labeller.eval()
+        labels, _ = pseudo_labels(self.labeller(images).softmax(1))
+        keep = torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
+        if self.params.gate > 0:
+            a = self.labeller(self._jitter(images, g)).argmax(1)
+            b = self.labeller(self._jitter(images, g)).argmax(1)
+            keep = agreement_dice(a, b, self.num_classes) >= self.params.gate
+        return labels, keep
+
+    # -- step ----------------------------------------------------------------
+    def forward(self, batch: Batch, iteration: int) -> StepOutput:
+        self._maybe_refresh(iteration)
+        p = self.params
+        if iteration < self.warmup:  # Eq. (1): supervised only
+            sup = self.sup(self.net(batch.image), batch.label)
+            return StepOutput(sup, {"sup": sup.detach()})
+        logits, emb = self.net(batch.image, features=True)
+        sup = self.sup(logits, batch.label)
+        g = torch.Generator(device=batch.image.device)
+        g.manual_seed(step_seed(self.seed, iteration))
+        embs, labels, terms = [emb], [batch.label[:, 0].long()], {}
+        if batch.unlabeled is not None and batch.unlabeled.shape[0] > 0:
+            pseudo, keep = self.pseudo_label(batch.unlabeled, g)
+            terms["gate_kept"] = keep.float().mean()
+            if bool(keep.any()):
+                _, emb_u = self.net(batch.unlabeled[keep], features=True)
+                embs.append(emb_u)
+                labels.append(pseudo[keep])
+        emb, lab = torch.cat(embs), torch.cat(labels)
+        if p.matching == "inter" and emb.shape[0] > 1:
+            order = torch.randperm(emb.shape[0], generator=g, device=emb.device)
+            emb, lab = emb[order], lab[order]
+        sample = sample_voxels(lab, p.samples_per_class, method=p.sampler, grid=p.grid, generator=g,
+                               classes=self.classes)
+        out = local_contrastive_terms(emb, lab, sample, self.num_classes, p.tau, p.matching, self.classes)
+        terms.update(sup=sup.detach(), cont=out.loss.detach(), n_classes=out.n_classes,
+                     reflect_outside=torch.tensor(float(sample.n_outside)))
+        return StepOutput(sup + p.lambda_cont * out.loss, terms)
+
+    def predictor(self):
+        return self.net
+
+
+_SUMMARY = ("warm-up on L_sup, then L_sup + λ·local contrastive loss on labels and frozen-snapshot "
+            "pseudo-labels, refreshed S times")
+_CITATION = ("Chaitanya et al., Local contrastive loss with pseudo-label based self-training for "
+             "semi-supervised medical image segmentation, Medical Image Analysis 87, 2023")
+
+
+@register_method("lcl", params=LCLParams, citation=_CITATION, summary=_SUMMARY, needs_unlabeled=True)
+def build_lcl(params: LCLParams, ctx: BuildContext) -> LCL:
+    return LCL(params, ctx)
