@@ -15,23 +15,9 @@ from vrsearch.registry import get_method
 from vrsearch.study import load_study
 from vrsearch.study.schema import ModelConfig
 
-C = 3
-MODEL = ModelConfig(channels=(4, 8), feature_dim=4, num_res_units=0)
+from tests.methods.common import C, MODEL, make_batch  # noqa: F401
+from tests.methods.common import build_method as build
 
-
-def build(name: str, iterations: int = 10, **params):
-    spec = get_method(name)
-    torch.manual_seed(0)
-    method = spec.build(spec.validate(params), BuildContext(MODEL, C, iterations, seed=0))
-    assert spec.needs_unlabeled and method.uses_unlabeled
-    return method.train()
-
-
-def make_batch(seed: int = 0, labeled: int = 2, unlabeled: int = 2) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    image = torch.randn(labeled, 1, 8, 8, 8, generator=g)
-    label = torch.randint(0, C, (labeled, 1, 8, 8, 8), generator=g)
-    return Batch(image, label, torch.randn(unlabeled, 1, 8, 8, 8, generator=g))
 
 
 def grads(module: torch.nn.Module) -> list[torch.Tensor | None]:

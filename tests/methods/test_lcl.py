@@ -18,24 +18,12 @@ from vrsearch.study import load_study
 from vrsearch.study.load import StudyError
 from vrsearch.study.schema import ModelConfig
 
-C = 3
-MODEL = ModelConfig(channels=(4, 8), feature_dim=4, num_res_units=0)
+from tests.methods.common import C, MODEL, build_method, make_batch  # noqa: F401
 
 
 def build(iterations: int = 20, **params) -> LCL:
-    spec = get_method("lcl")
-    torch.manual_seed(0)
-    method = spec.build(spec.validate(params), BuildContext(MODEL, C, iterations, seed=0))
-    assert spec.needs_unlabeled and method.uses_unlabeled
-    return method.train()
+    return build_method("lcl", iterations, **params)
 
-
-def make_batch(seed: int = 0, labeled: int = 2, unlabeled: int = 2) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    image = torch.randn(labeled, 1, 8, 8, 8, generator=g)
-    label = torch.randint(0, C, (labeled, 1, 8, 8, 8), generator=g)
-    unl = torch.randn(unlabeled, 1, 8, 8, 8, generator=g) if unlabeled else None
-    return Batch(image, label, unl)
 
 
 # -- schedule and snapshot --------------------------------------------------------

@@ -150,18 +150,10 @@ def local_contrastive_terms(
     return LCLStats(loss, n_classes, int(contributing.sum()), int(index.shape[0]))
 
 
-def local_contrastive_loss(
-    emb: torch.Tensor,
-    labels: torch.Tensor,
-    sample,
-    num_classes: int,
-    tau: float = 0.1,
-    matching: Matching = "intra",
-    classes=None,
-    normalize_first: bool = False,
-) -> torch.Tensor:
-    """The LCL loss (Chaitanya et al. 2023, Eq. 3-4, negative log); see :func:`local_contrastive_terms`."""
-    return local_contrastive_terms(emb, labels, sample, num_classes, tau, matching, classes, normalize_first).loss
+def local_contrastive_loss(*args, **kwargs) -> torch.Tensor:
+    """The LCL loss (Chaitanya et al. 2023, Eq. 3-4, negative log): the ``loss`` of
+    :func:`local_contrastive_terms`, which takes the same arguments."""
+    return local_contrastive_terms(*args, **kwargs).loss
 
 
 __all__ = ["LCLStats", "class_means", "local_contrastive_loss", "local_contrastive_terms"]
