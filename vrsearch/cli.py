@@ -10,7 +10,8 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Literal, Optional, get_args, get_origin
+import types
+from typing import Annotated, Literal, Optional, Union, get_args, get_origin
 
 import typer
 
@@ -156,8 +157,15 @@ def methods() -> None:
 
 
 def _type_name(annotation) -> str:
-    if get_origin(annotation) is Literal:
+    origin = get_origin(annotation)
+    if origin is Literal:
         return "one of " + "|".join(str(a) for a in get_args(annotation))
+    if origin in (Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in get_args(annotation))
+    if origin is Annotated:
+        return _type_name(get_args(annotation)[0])
+    if origin is list:
+        return f"list of {_type_name(get_args(annotation)[0])}" if get_args(annotation) else "list"
     text = getattr(annotation, "__name__", None) or str(annotation)
     return text.replace("typing.", "")
 
