@@ -189,7 +189,7 @@ def test_resume_is_bit_exact_across_a_refresh(tiny_study, tmp_path):
 
 EVERY_KNOB = {"loss": "dice_ce", "lambda_cont": 1.0, "tau": 0.2, "samples_per_class": 5, "matching": "inter",
               "warmup_fraction": 0.1, "warmup_iterations": 7, "refreshes": 4, "gate": 0.8, "sampler": "sag",
-              "grid": 25, "include_background": True}
+              "grid": 25, "rounding": "random", "include_background": True}
 
 
 def test_every_knob_round_trips_through_the_study(tiny_study):

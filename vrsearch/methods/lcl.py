@@ -78,6 +78,9 @@ class LCLParams(MethodParams):
     gate: Annotated[float, Field(ge=0, le=1)] = 0.0
     sampler: Literal["ns", "sg", "sag"] = "ns"
     grid: Literal[9, 16, 25] = 16
+    #: SG/SAG quota rounding: ``largest`` remainder (ARCO) leaves small groups unsampled when
+    #: samples_per_class is small (3 anchors, 16 cells); ``random`` keeps every group reachable
+    rounding: Literal["largest", "random"] = "largest"
     include_background: bool = False
 
 
@@ -178,7 +181,7 @@ class LCL(Method):
             order = torch.randperm(emb.shape[0], generator=g, device=emb.device)
             emb, lab = emb[order], lab[order]
         sample = sample_voxels(lab, p.samples_per_class, method=p.sampler, grid=p.grid, generator=g,
-                               classes=self.classes)
+                               classes=self.classes, rounding=p.rounding)
         out = local_contrastive_terms(emb, lab, sample, self.num_classes, p.tau, p.matching, self.classes)
         terms.update(sup=sup.detach(), cont=out.loss.detach(), n_classes=out.n_classes,
                      reflect_outside=torch.tensor(float(sample.n_outside)))
