@@ -1,0 +1,237 @@
+"""MONA / ARCO losses: relational KL, anatomical contrast, equivariance, kNN.
+
+You, Dai, Min, Staib, Duncan, "Mine yOur owN Anatomy: revisiting medical image
+segmentation with extremely limited labels" (MONA), and You et al., "Rethinking
+semi-supervised medical image segmentation: a variance-reduction perspective"
+(ARCO, NeurIPS 2023). Equation numbers are the papers'; METHODS.md ("MONA",
+"ARCO") and its Rulings decide where the papers are ambiguous.
+
+* :func:`relational_kl`: ``L_inst``, MONA Eq. (1)-(2) = ARCO Eq. (E.1), stage-1
+  relational (ISD-style) instance discrimination, global and local.
+* :func:`anatomical_contrastive`: ``L_contrast`` (tailness), MONA Eq. (3)-(5)
+  = ARCO Eq. (E.2)-(E.3), negatives from a class-aware memory bank.
+* :func:`equivariance_kl`: ``L_eqv`` (consistency), MONA Eq. (6).
+* :func:`knn_loss`: ``L_nn`` (diversity), MONA Sec. 3.2 "Diversity" / ARCO
+  App. E "(2) Diversity" (no equation number in either paper).
+* :func:`loss_spread`: a per-step variance estimate of a stochastic loss, for
+  ARCO's Fig. 5 study (training-loss spread per sampler; Thm. 3.2 compares
+  sampler variances).
+
+Every similarity is cosine (METHODS.md: embeddings are L2-normalised before
+any cosine or dot product), so MONA Eq. (3)'s dot products ``r_q · r_k`` are
+taken between L2-normalised vectors. Log-probabilities are ``log_softmax`` /
+``logsumexp`` throughout (float32-safe at τ = 0.01, where logits reach ±100).
+Memory banks are constants: their entries are detached here whatever the
+caller passes. Empty inputs give an exact 0 that still has a graph.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _check_2d(name: str, t: Tensor, dim: int | None = None) -> None:
+    if t.dim() != 2 or (dim is not None and t.shape[1] != dim):
+        want = f"[*, {dim}]" if dim is not None else "[N, D]"
+        raise ValueError(f"{name} must be {want}, got {tuple(t.shape)}")
+
+
+def relational_kl(student: Tensor, teacher: Tensor, bank: Tensor,
+                  tau_s: float = 0.1, tau_t: float = 0.01) -> Tensor:
+    """Relational instance discrimination ``L_inst`` (MONA Eq. 1-2, ARCO Eq. E.1).
+
+    ``student [N, D]`` are the student's predictor outputs ``u`` (ARCO ``w¹``),
+    ``teacher [N, D]`` the teacher projections ``v'`` (ARCO ``w²``) of the other
+    view, ``bank [M, D]`` the mined-view teacher embeddings ``w_j`` (ARCO
+    ``v³_n``). Eq. (1): ``s_θ = log_softmax_j(sim(u, w_j)/τ_s)``,
+    ``s_ξ = softmax_j(sim(v', w_j)/τ_t)``; the loss is
+    ``mean_i Σ_j s_ξ,ij (log s_ξ,ij − s_θ,ij) = mean_i KL(s_ξ,i ‖ s_θ,i)``.
+
+    Decisions: Eq. (2) prints ``KL(s_θ ‖ s_ξ)``; the **Ruling** makes the teacher
+    distribution the detached target, i.e. ``KL(teacher ‖ student)`` (as in
+    ISD). ``teacher`` and ``bank`` receive no gradient. ``sim`` is cosine.
+    Returns 0 with a graph into ``student`` when ``M == 0``.
+    """
+    _check_2d("student", student)
+    _check_2d("teacher", teacher, student.shape[1])
+    _check_2d("bank", bank, student.shape[1])
+    if teacher.shape[0] != student.shape[0]:
+        raise ValueError(f"teacher {tuple(teacher.shape)} must match student {tuple(student.shape)}")
+    if tau_s <= 0 or tau_t <= 0:
+        raise ValueError("tau_s and tau_t must be > 0")
+    if bank.shape[0] == 0 or student.shape[0] == 0:
+        return student.sum() * 0.0
+    w = F.normalize(bank.detach().to(student.dtype), dim=1)
+    log_s = (F.normalize(student, dim=1) @ w.T / tau_s).log_softmax(dim=1)
+    with torch.no_grad():
+        log_t = (F.normalize(teacher.detach().to(student.dtype), dim=1) @ w.T / tau_t).log_softmax(dim=1)
+    kl = (log_t.exp() * (log_t - log_s)).sum(dim=1)
+    return kl.mean()
+
+
+def sample_negative_indices(query_cls: Tensor, negative_count: Tensor, num_negatives: int,
+                            generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Draw ``num_negatives`` bank entries per query, uniformly with replacement
+    from the pooled entries of the classes other than the query's.
+
+    The pool of a class-``c`` query is ``{(k, s): k ≠ c, s < negative_count[k]}``,
+    of size ``P_c``; a draw ``r ~ U{0..P_c−1}`` is mapped to ``(k, s)`` by a
+    ``searchsorted`` over the cumulative counts with class ``c`` removed
+    (vectorised, no host synchronisation). Returns ``(cls [Q, n], slot [Q, n],
+    has_pool [Q] bool)``; rows with an empty pool hold the dummy entry (0, 0).
+    Consumes ``Q·n`` integers of ``generator``."""
+    if num_negatives < 1:
+        raise ValueError("num_negatives must be >= 1")
+    dev = negative_count.device
+    C, Q = negative_count.shape[0], query_cls.shape[0]
+    cls = query_cls.to(dev, torch.long)
+    counts = negative_count.to(torch.long)[None, :].expand(Q, C).clone()
+    counts[torch.arange(Q, device=dev), cls] = 0  # the query's own class is no negative
+    cum = counts.cumsum(dim=1)  # [Q, C]
+    pool = cum[:, -1] if C else torch.zeros(Q, dtype=torch.long, device=dev)
+    gen_dev = generator.device if generator is not None else dev
+    raw = torch.randint(0, 2**62, (Q, num_negatives), generator=generator, device=gen_dev).to(dev)
+    r = raw % pool.clamp_min(1)[:, None]  # uniform on [0, P_c) up to a 2^-62 modulo bias
+    k = torch.searchsorted(cum, r, right=True).clamp_max(max(C - 1, 0))
+    slot = r - (cum.gather(1, k) - counts.gather(1, k))
+    has_pool = pool > 0
+    k = torch.where(has_pool[:, None], k, torch.zeros_like(k))
+    slot = torch.where(has_pool[:, None], slot, torch.zeros_like(slot))
+    return k, slot, has_pool
+
+
+def anatomical_contrastive(queries: Tensor, query_cls: Tensor, positives: Tensor, positive_valid: Tensor,
+                           negatives: Tensor, negative_count: Tensor, tau: float = 0.5,
+                           num_negatives: int | None = None,
+                           generator: torch.Generator | None = None) -> Tensor:
+    """Anatomical contrastive loss ``L_contrast`` (MONA Eq. 3-5, ARCO Eq. E.2-E.3).
+
+    For a query ``r_q`` (``queries [Q, D]``) of class ``c = query_cls[q]``::
+
+        ℓ_q = −log( e^{r_q·r_k^{c,+}/τ} / (e^{r_q·r_k^{c,+}/τ} + Σ_{r_k^-} e^{r_q·r_k^-/τ}) )
+
+    with the positive key ``r_k^{c,+} = positives[c]`` (the class-mean
+    embedding of Eq. 4, computed by the caller) and negatives ``r_k^-`` from
+    the class-aware memory bank (MONA Sec. 3.2, after Eq. 5): ``negatives
+    [C, S, D]`` whose valid entries of class ``k`` are
+    ``negatives[k, :negative_count[k]]``. With ``num_negatives=None`` the
+    negatives are *all* valid entries of the classes ``k ≠ c``; otherwise
+    ``num_negatives`` entries drawn per query uniformly with replacement from
+    that pool (:func:`sample_negative_indices`, ``generator``).
+
+    Decisions: ``·`` is cosine similarity (L2-normalised inside). Eq. (3) sums
+    over classes and queries; we average over the *counted* queries, those
+    whose class has ``positive_valid`` (the query selection, e.g. hard queries
+    with confidence ≤ δ, Eq. 5, and the per-class query budget are the
+    caller's). A counted query with an empty negative pool contributes
+    ``−log 1 = 0`` (as in :mod:`vrsearch.losses.lcl`). Gradient reaches
+    ``queries`` and ``positives`` (detach positives to stop it); bank
+    ``negatives`` are detached. 0 with a graph when nothing counts.
+    """
+    _check_2d("queries", queries)
+    Q, D = queries.shape
+    if query_cls.shape != (Q,):
+        raise ValueError(f"query_cls must be [{Q}], got {tuple(query_cls.shape)}")
+    _check_2d("positives", positives, D)
+    C = positives.shape[0]
+    if positive_valid.shape != (C,) or negative_count.shape != (C,):
+        raise ValueError(f"positive_valid and negative_count must be [{C}], got "
+                         f"{tuple(positive_valid.shape)} and {tuple(negative_count.shape)}")
+    if negatives.dim() != 3 or negatives.shape[0] != C or negatives.shape[2] != D:
+        raise ValueError(f"negatives must be [{C}, S, {D}], got {tuple(negatives.shape)}")
+    if tau <= 0:
+        raise ValueError("tau must be > 0")
+    S, dev = negatives.shape[1], queries.device
+    cls = query_cls.to(dev, torch.long)
+    counted = positive_valid.to(dev, torch.bool)[cls]  # [Q]
+    q = F.normalize(queries, dim=1)
+    pos = (q * F.normalize(positives, dim=1)[cls]).sum(dim=1) / tau  # [Q]
+    keys = F.normalize(negatives.detach().to(q.dtype).reshape(C * S, D), dim=1)
+    sim = q @ keys.T / tau  # [Q, C*S]: one matmul against the whole bank
+    count = negative_count.to(dev, torch.long)
+    if num_negatives is None:
+        bank_cls = torch.arange(C, device=dev).repeat_interleave(S)  # [C*S]
+        bank_slot = torch.arange(S, device=dev).repeat(C)
+        valid = (bank_slot < count[bank_cls])[None, :] & (bank_cls[None, :] != cls[:, None])
+        neg = sim.masked_fill(~valid, float("-inf"))
+    else:
+        k, slot, has_pool = sample_negative_indices(cls, count, num_negatives, generator)
+        neg = sim.gather(1, k * S + slot).masked_fill(~has_pool[:, None], float("-inf"))
+    logits = torch.cat([pos[:, None], neg], dim=1)
+    nll = torch.logsumexp(logits, dim=1) - pos  # −log of the Eq. (3) ratio
+    nll = torch.where(counted, nll, torch.zeros_like(nll))
+    return nll.sum() / counted.sum().clamp_min(1).to(nll.dtype)
+
+
+def equivariance_kl(f_tx: Tensor, t_fx: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Equivariance loss ``L_eqv`` (MONA Eq. 6), symmetric KL of two logit maps.
+
+    ``f_tx = F(T(x))`` and ``t_fx = T(F(x))``, logits ``[B, C, *S]``; with
+    ``p = softmax_C(f_tx)``, ``q = softmax_C(t_fx)`` per voxel::
+
+        L = mean_voxels ½ [KL(p ‖ q) + KL(q ‖ p)] = mean_voxels ½ Σ_c (p − q)(log p − log q)
+
+    Decisions: Eq. (6) sums the two KLs over images; METHODS.md asks for the
+    symmetric KL, which we scale by ½ and average over voxels (and images) so
+    that λ2 does not depend on the patch size. Both inputs carry gradient
+    (Eq. 6 has no stop-gradient). ``mask [B, *S]`` (optional, bool or
+    weights) restricts the mean, e.g. to voxels inside the field of view of
+    an affine ``T``; 0 with a graph when it is empty.
+    """
+    if f_tx.shape != t_fx.shape or f_tx.dim() < 2:
+        raise ValueError(f"f_tx {tuple(f_tx.shape)} and t_fx {tuple(t_fx.shape)} must both be [B, C, *S]")
+    lp, lq = f_tx.log_softmax(dim=1), t_fx.log_softmax(dim=1)
+    sym = 0.5 * ((lp.exp() - lq.exp()) * (lp - lq)).sum(dim=1)  # [B, *S]
+    if mask is None:
+        return sym.mean()
+    if mask.shape != sym.shape:
+        raise ValueError(f"mask must be {tuple(sym.shape)}, got {tuple(mask.shape)}")
+    w = mask.to(sym.dtype)
+    return (sym * w).sum() / w.sum().clamp_min(torch.finfo(sym.dtype).tiny)
+
+
+def knn_loss(z: Tensor, bank: Tensor, k: int = 5) -> Tensor:
+    """Nearest-neighbour loss ``L_nn`` (MONA Sec. 3.2 "Diversity"; ARCO App. E).
+
+    ``z [N, D]`` student embeddings, ``bank [M, D]`` a FIFO memory bank. Both
+    are L2-normalised; for each ``z_i`` its ``k`` most cosine-similar bank
+    entries (``torch.topk`` on the ``N × M`` similarity; ``k`` clipped to
+    ``M``) are the neighbours and::
+
+        L = mean_i mean_{n ∈ kNN(i)} ||z_i − b_n||²   (= 2 − 2 cos on the unit sphere)
+
+    so MONA's MSE and ARCO's "maximising cosine similarity" coincide. ``||·||²``
+    is the squared norm summed over ``D`` (not averaged). Decisions: the
+    gradient flows into ``z`` (MONA's public code does not back-propagate
+    here; METHODS.md's loss must); bank entries are detached constants.
+    0 with a graph when ``M == 0`` or ``N == 0``.
+    """
+    _check_2d("z", z)
+    _check_2d("bank", bank, z.shape[1])
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    kk = min(int(k), bank.shape[0])
+    if kk == 0 or z.shape[0] == 0:
+        return z.sum() * 0.0
+    zn = F.normalize(z, dim=1)
+    b = F.normalize(bank.detach().to(z.dtype), dim=1)
+    with torch.no_grad():
+        idx = torch.topk(zn @ b.T, kk, dim=1).indices  # [N, k]
+    return (zn[:, None, :] - b[idx]).pow(2).sum(dim=-1).mean()
+
+
+def loss_spread(a: Tensor, b: Tensor) -> Tensor:
+    """Sampling-variance estimate ``(a − b)² / 2`` of a stochastic loss from two
+    independent draws ``a``, ``b`` (same inputs, independent samples): unbiased
+    for ``Var`` when ``a`` and ``b`` are i.i.d., since ``E(a − b)² = 2 Var``.
+    Elementwise over equal shapes; detached (a diagnostic, never a loss term)."""
+    a, b = torch.as_tensor(a), torch.as_tensor(b)
+    if a.shape != b.shape:
+        raise ValueError(f"a {tuple(a.shape)} and b {tuple(b.shape)} must have one shape")
+    return ((a.detach() - b.detach()) ** 2 / 2)
+
+
+__all__ = ["anatomical_contrastive", "equivariance_kl", "knn_loss", "loss_spread",
+           "relational_kl", "sample_negative_indices"]
