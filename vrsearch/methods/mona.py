@@ -1,0 +1,262 @@
+"""MONA: Mine yOur owN Anatomy (You, Dai, Liu, Su, Zhang, Staib, Duncan).
+
+"Mine your own anatomy: revisiting medical image segmentation with extremely
+limited labels" (arXiv 2209.13476). METHODS.md "MONA"; losses in
+:mod:`vrsearch.losses.mona`. The same module, configured by its Params, is
+ARCO (:mod:`vrsearch.methods.arco`).
+
+**Stage 1** (relational pre-training, Sec. 3.1, ISD-style): student θ and
+EMA teacher ξ (``ξ ← tξ + (1−t)θ``, t = ``ema_decay``, no warm-up). Every
+image of the step (labeled and unlabeled) gets a student view ``x``
+(``student_augmentation``), a teacher view ``x'`` and a mined view
+(``teacher_augmentation``, independent draws). ``L = L_sup + L_inst^global +
+L_inst^local`` with ``L_sup`` on the labeled student views and
+``L_inst = KL(teacher ‖ student)`` of similarity distributions over the mined
+views of the *other* images of the step plus a FIFO bank (``bank_size``) of
+earlier mined views (:func:`~.contrastive_common.relational_over_images`).
+Global: encoder output → projector (+ student predictor). Local:
+``local_crops`` boxes of edge ``local_crop_size`` at the same location in
+every view (in the patch frame), last decoder features average-pooled per
+box → local projector (+ student predictor); so a local instance is one crop.
+
+**Stage 2** (anatomical contrastive reconstruction, Sec. 3.2)::
+
+    L = L_sup + λ_contrast·L_contrast + λ_eqv·L_eqv + λ_unsup·L_unsup + λ_nn·L_nn
+
+(MONA's λ1..λ4 in this order; ARCO's λ1..λ3 are contrast, unsup, nn). The
+teacher labels the unlabeled images (``argmax``) on its view, mapped back to
+the patch frame; labeled images keep their labels. Representations come from
+the FPN head (:class:`~vrsearch.models.heads.RepresentationHead`).
+
+* ``L_contrast`` (``tailness``): queries = student embeddings at ``queries``
+  voxels per class drawn by the shared sampler (``sampler``/``grid``/
+  ``rounding``, over the batch) among *hard* voxels, whose teacher probability
+  of their (pseudo-)label is ≤ ``delta`` (Eq. 5). Positive key of class c: the
+  mean **teacher** embedding over all voxels of class c in the batch (Eq. 4;
+  the teacher's, detached, as a momentum key — the student's would give the
+  query a gradient through its own key). Keys: ``keys`` teacher embeddings per
+  class drawn by the same sampler are pushed into a class-aware FIFO bank
+  (``negative_bank_size`` per class) *before* the loss, and ``keys`` negatives
+  per query are drawn from the bank entries of the other classes.
+  ``contrast_spread`` = ``loss_spread`` of ``L_contrast`` under a second,
+  independent draw of queries and negatives (no gradient; ARCO Fig. 5), and
+  ``reflect_outside`` counts SAG partners replaced by uniform draws.
+* ``L_eqv`` (``consistency``): ``T`` = a random in-plane flip/rotation (when
+  ``geometric``) plus intensity jitter on the student view;
+  ``equivariance_kl(F(T(x)), T(F(x)))`` over labeled and unlabeled images.
+* ``L_unsup``: CE of the student on unlabeled images to the pseudo-labels.
+* ``L_nn`` (``diversity``): per-image class-mean student embeddings (pooled
+  over the voxels of each (pseudo-)class present, never whole images) to their
+  ``nn_k`` nearest entries of a FIFO bank (``nn_bank_size``) of the teacher's
+  per-image class means of earlier steps (pushed after the loss); gradient
+  into the student.
+
+An ablation switch set to false removes its term (not computed, not logged).
+**Two-stage contract**: ``stage: 1`` trials pre-train; a trial with
+``stage1_checkpoint`` (their ``checkpoints/<trial>/last.pt``) loads student,
+teacher and predictors from it (weights only) and runs stage 2 only.
+Views: geometric transforms are undone on dense outputs, so labels, pseudo-
+labels and embeddings are compared in the patch frame. ``strong`` adds
+intensity jitter; the paper's CutMix and diffeomorphic deformations are not
+implemented. Logged terms: stage 1 ``stage, sup, inst_global, inst_local``;
+stage 2 ``stage, sup, unsup, contrast, contrast_spread, reflect_outside,
+hard_fraction, eqv, nn``. All randomness comes from generators seeded by
+(seed, iteration, stream); teacher and banks are in ``state_dict``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from vrsearch.components.banks import ClassFIFOBank, FIFOQueue
+from vrsearch.components.samplers import sample_voxels
+from vrsearch.components.teachers import EMATeacher
+from vrsearch.losses import SupervisedLoss
+from vrsearch.losses.mona import anatomical_contrastive, equivariance_kl, knn_loss, loss_spread
+from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
+from vrsearch.methods.contrastive_common import (
+    Augmentation, ContrastiveParams, ContrastNet, NonNeg, class_sums, crop_boxes, crop_means, draw_view,
+    gather_voxels, geo_apply, geo_undo, load_stage1, relational_over_images, step_generator,
+)
+from vrsearch.models.heads import MLPHead
+from vrsearch.registry import register_method
+
+
+class MONAParams(ContrastiveParams):
+    """MONA App. A defaults; search space of App. D (METHODS.md "MONA")."""
+
+    lambda_eqv: NonNeg = 1.0
+    consistency: bool = True
+    student_augmentation: Augmentation = "weak"
+    teacher_augmentation: Augmentation = "strong"
+
+
+def _scalar(x) -> torch.Tensor:
+    return torch.as_tensor(float(x))
+
+
+class MONA(Method):
+    uses_unlabeled = True
+    #: what a stage-2 trial takes from a stage-1 checkpoint
+    STAGE1_PREFIXES = ("student.", "teacher.", "predictor_global.", "predictor_local.")
+
+    def __init__(self, params: MONAParams, ctx: BuildContext):
+        super().__init__()
+        self.params = params
+        self.seed, self.C, dim = ctx.seed, ctx.num_classes, params.embedding_dim
+        self.student = ContrastNet(ctx.model, ctx.num_classes, dim)
+        self.predictor_global = MLPHead(dim, dim, dim)  # student-only predictors h'_θ (ISD asymmetry)
+        self.predictor_local = MLPHead(dim, dim, dim)
+        self.teacher = EMATeacher(self.student, params.ema_decay, warmup=False)
+        self.sup = SupervisedLoss(params.loss)
+        self.global_bank = FIFOQueue(params.bank_size, dim)
+        self.local_bank = FIFOQueue(params.bank_size, dim)
+        self.negatives = ClassFIFOBank(ctx.num_classes, params.negative_bank_size, dim)
+        self.nn_bank = FIFOQueue(params.nn_bank_size, dim)
+        self.register_buffer("stage1_done", torch.zeros((), dtype=torch.long))
+        if params.stage1_checkpoint is not None or params.stage == 2:
+            self.stage1_iters = 0
+        elif params.stage == 1:
+            self.stage1_iters = ctx.iterations
+        else:
+            self.stage1_iters = int(round(params.stage1_fraction * ctx.iterations))
+        if params.stage1_checkpoint is not None:
+            load_stage1(params.stage1_checkpoint, self, self.STAGE1_PREFIXES)
+
+    def stage_of(self, iteration: int) -> int:
+        return 1 if iteration < self.stage1_iters else 2
+
+    def forward(self, batch: Batch, iteration: int) -> StepOutput:
+        x = batch.image if batch.unlabeled is None else torch.cat([batch.image, batch.unlabeled])
+        g = step_generator(self.seed, iteration, 0, x.device)
+        if self.stage_of(iteration) == 1:
+            return self._stage1(batch, x, g)
+        return self._stage2(batch, x, g, iteration)
+
+    def after_step(self, iteration: int) -> None:
+        self.teacher.update(self.student, iteration + 1)
+        if self.stage_of(iteration) == 1:
+            self.stage1_done += 1
+
+    def predictor(self):
+        net = self.teacher.module if self.params.evaluate == "teacher" else self.student
+        return net.segnet
+
+    # -- stage 1 ---------------------------------------------------------------------
+    def _stage1(self, batch: Batch, x: torch.Tensor, g: torch.Generator) -> StepOutput:
+        p, n, n_l = self.params, x.shape[0], batch.image.shape[0]
+        xs, geo_s = draw_view(x, p.student_augmentation, p.geometric, g)
+        xt, geo_t = draw_view(x, p.teacher_augmentation, p.geometric, g)
+        xm, geo_m = draw_view(x, p.teacher_augmentation, p.geometric, g)
+        s = self.student.run(xs, enc=p.inst_global)
+        sup = self.sup(geo_undo(s["logits"], geo_s)[:n_l], batch.label)
+        loss, terms = sup, {"stage": _scalar(1), "sup": sup.detach()}
+        if not (p.inst_global or p.inst_local):
+            return StepOutput(loss, terms)
+        teacher = self.teacher.module
+        with torch.no_grad():
+            t = teacher.run(torch.cat([xt, xm]), enc=p.inst_global)
+        if p.inst_global:
+            u = self.predictor_global(self.student.global_proj(s["enc"]))
+            with torch.no_grad():
+                tv = teacher.global_proj(t["enc"])
+            inst = relational_over_images(u, tv[:n], tv[n:], self.global_bank, p.tau_s, p.tau_t)
+            loss = loss + inst
+            terms["inst_global"] = inst.detach()
+        if p.inst_local:
+            boxes = crop_boxes(x.shape[2:], p.local_crops, p.local_crop_size, g, x.device)
+            u = self.predictor_local(self.student.local_proj(crop_means(geo_undo(s["h"], geo_s), boxes)))
+            with torch.no_grad():
+                v = teacher.local_proj(crop_means(geo_undo(t["h"][:n], geo_t), boxes))
+                w = teacher.local_proj(crop_means(geo_undo(t["h"][n:], geo_m), boxes))
+            inst = relational_over_images(u, v, w, self.local_bank, p.tau_s, p.tau_t)
+            loss = loss + inst
+            terms["inst_local"] = inst.detach()
+        return StepOutput(loss, terms)
+
+    # -- stage 2 ---------------------------------------------------------------------
+    def _stage2(self, batch: Batch, x: torch.Tensor, g: torch.Generator, iteration: int) -> StepOutput:
+        p, n_l = self.params, batch.image.shape[0]
+        need_rep = p.tailness or p.diversity
+        xs, geo_s = draw_view(x, p.student_augmentation, p.geometric, g)
+        xt, geo_t = draw_view(x, p.teacher_augmentation, p.geometric, g)
+        s = self.student.run(xs, rep=need_rep)
+        logits = geo_undo(s["logits"], geo_s)
+        sup = self.sup(logits[:n_l], batch.label)
+        with torch.no_grad():
+            t = self.teacher.module.run(xt, rep=need_rep)
+            prob = geo_undo(t["logits"], geo_t).softmax(1)
+            pseudo = prob[n_l:].argmax(1)
+            labels = torch.cat([batch.label[:, 0].long(), pseudo])
+            conf = prob.gather(1, labels.unsqueeze(1))[:, 0]  # teacher probability of the (pseudo-)label
+        loss, terms = sup, {"stage": _scalar(2), "sup": sup.detach()}
+        if p.unsup:
+            unsup = F.cross_entropy(logits[n_l:], pseudo) if x.shape[0] > n_l else logits.sum() * 0.0
+            loss = loss + p.lambda_unsup * unsup
+            terms["unsup"] = unsup.detach()
+        if p.consistency:
+            xT, geo_T = draw_view(xs, "strong", p.geometric, g)
+            eqv = equivariance_kl(self.student.run(xT)["logits"], geo_apply(s["logits"], geo_T))
+            loss = loss + p.lambda_eqv * eqv
+            terms["eqv"] = eqv.detach()
+        if need_rep:
+            rep_s = geo_undo(s["rep"], geo_s)
+            with torch.no_grad():
+                rep_t = geo_undo(t["rep"], geo_t)
+        if p.tailness:
+            contrast, extra = self._contrast(rep_s, rep_t, labels, conf, g, iteration)
+            loss = loss + p.lambda_contrast * contrast
+            terms.update(contrast=contrast.detach(), **extra)
+        if p.diversity:
+            nn_loss = self._nearest_neighbours(rep_s, rep_t, labels)
+            loss = loss + p.lambda_nn * nn_loss
+            terms["nn"] = nn_loss.detach()
+        return StepOutput(loss, terms)
+
+    def _contrast(self, rep_s, rep_t, labels, conf, g, iteration):
+        """``L_contrast`` and its diagnostics (see the module docstring)."""
+        p, classes = self.params, range(self.C)
+        hard = conf <= p.delta
+        draw = dict(method=p.sampler, grid=p.grid, classes=classes, per_image=False, rounding=p.rounding)
+        keys = sample_voxels(labels, p.keys, generator=g, **draw)
+        self.negatives.push(gather_voxels(rep_t, keys.index), keys.cls)
+        sums, counts = class_sums(rep_t, labels, self.C)
+        total = counts.sum(0)
+        positives = sums.sum(0) / total.clamp_min(1).unsqueeze(1).to(sums.dtype)
+        bank = (positives, total > 0, self.negatives.bank, self.negatives.count)
+
+        def contrast(gen: torch.Generator):
+            q = sample_voxels(labels, p.queries, generator=gen, mask=hard, **draw)
+            value = anatomical_contrastive(gather_voxels(rep_s, q.index), q.cls, *bank, tau=p.tau,
+                                           num_negatives=p.keys, generator=gen)
+            return value, q.n_outside
+
+        value, outside = contrast(g)
+        with torch.no_grad():
+            again, _ = contrast(step_generator(self.seed, iteration, 1, labels.device))
+        extra = {"contrast_spread": loss_spread(value, again), "reflect_outside": _scalar(outside + keys.n_outside),
+                 "hard_fraction": hard.float().mean()}
+        return value, extra
+
+    def _nearest_neighbours(self, rep_s, rep_t, labels):
+        """``L_nn`` on per-image class means; the teacher's means join the bank afterwards."""
+        sums, counts = class_sums(rep_s, labels, self.C)
+        present = counts > 0
+        z = sums[present] / counts[present].unsqueeze(1).to(sums.dtype)
+        loss = knn_loss(z, self.nn_bank.items().to(z.dtype), self.params.nn_k)  # 0 while the bank is empty
+        with torch.no_grad():
+            t_sums, _ = class_sums(rep_t, labels, self.C)
+            self.nn_bank.push(t_sums[present] / counts[present].unsqueeze(1).to(t_sums.dtype))
+        return loss
+
+
+_SUMMARY = ("two stages: relational (ISD) pre-training with global/local KL over mined views, then L_sup + "
+            "anatomical contrast (hard queries, class-aware bank) + equivariance + pseudo-label CE + kNN")
+_CITATION = ("You et al., Mine your own anatomy: revisiting medical image segmentation with extremely "
+             "limited labels, arXiv 2209.13476 (2022)")
+
+
+@register_method("mona", params=MONAParams, citation=_CITATION, summary=_SUMMARY, needs_unlabeled=True)
+def build_mona(params: MONAParams, ctx: BuildContext) -> MONA:
+    return MONA(params, ctx)
