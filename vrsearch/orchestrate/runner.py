@@ -165,6 +165,12 @@ def _execute(study: Study, run_dir: Path, address: str | None, restore: bool, ec
     return run_dir
 
 
+def discard_trial_state(run_dir: Path) -> None:
+    """Remove Tune's state, trial fragments, checkpoints and Train worker dirs of a run."""
+    for name in (TUNE_NAME, fragments.TRIALS_DIR, "checkpoints", "ray_train"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+
+
 def run_study(study_path: Path, overrides, *, address: str | None = None, fresh: bool = False, echo=print) -> Path:
     study = load_study(study_path, overrides)
     check_runnable(study)
@@ -174,8 +180,7 @@ def run_study(study_path: Path, overrides, *, address: str | None = None, fresh:
                             f"'vrsearch resume {run_dir}' or start over with --fresh")
     claim_run_dir(run_dir, study_to_yaml(study), fresh)
     if fresh:
-        for name in (TUNE_NAME, fragments.TRIALS_DIR, "checkpoints", "ray_train"):
-            shutil.rmtree(run_dir / name, ignore_errors=True)
+        discard_trial_state(run_dir)
         (run_dir / "optuna.db").unlink(missing_ok=True)
     return _execute(study, run_dir, address, restore=False, echo=echo)
 
@@ -195,7 +200,6 @@ def resume_study(run_dir: Path, *, address: str | None = None, echo=print) -> Pa
 
     restore = tune.Tuner.can_restore(str(run_dir / TUNE_NAME))
     if not restore:  # killed before Tune saved any state: nothing finished is known, start over
-        for name in (TUNE_NAME, fragments.TRIALS_DIR, "checkpoints", "ray_train"):
-            shutil.rmtree(run_dir / name, ignore_errors=True)
+        discard_trial_state(run_dir)
         echo("no saved experiment state; starting the study from the beginning")
     return _execute(study, run_dir, address, restore=restore, echo=echo)

@@ -35,9 +35,8 @@ REPORTED = ("val_dice", "val_jaccard", "val_hd95_mm", "val_asd_mm", "loss", "lr"
 def trial_study(base: dict, config: dict) -> tuple[Study, dict, int]:
     """The trial's resolved study from Tune's ``config`` (fixed cell or Optuna's flat keys)."""
     cell = dict(config.get("cell") or {})
-    cell.update({k: v for k, v in config.items() if k not in ("cell", SEED_KEY)})
-    seed = int(config.get(SEED_KEY, cell.pop(SEED_KEY, base["train"]["seed"])))
-    cell.pop(SEED_KEY, None)
+    cell.update({k: v for k, v in config.items() if k != "cell"})
+    seed = int(cell.pop(SEED_KEY, base["train"]["seed"]))
     return apply_cell(base, cell, seed), cell, seed
 
 
