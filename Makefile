@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/orchestration.py
 	$(BIN)/python benchmarks/method_step.py
 	$(BIN)/python benchmarks/sampler_speed.py
+	$(BIN)/python benchmarks/dvcl_step.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

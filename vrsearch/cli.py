@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 import types
+from enum import Enum
 from typing import Annotated, Literal, Optional, Union, get_args, get_origin
 
 import typer
@@ -24,7 +25,7 @@ app = typer.Typer(
     rich_markup_mode=None,
     add_completion=False,
 )
-data_app = typer.Typer(help="Datasets: generate the built-in phantom.", no_args_is_help=True, rich_markup_mode=None)
+data_app = typer.Typer(help="Datasets: generate the built-in phantom (nnU-Net or FLARE22 layout).", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 
 SetOption = Annotated[
@@ -170,28 +171,41 @@ def _type_name(annotation) -> str:
     return text.replace("typing.", "")
 
 
+class PhantomLayout(str, Enum):
+    """Folder layout of ``vrsearch data phantom``."""
+
+    nnunet = "nnunet"
+    flare22 = "flare22"
+
+
 @data_app.command("phantom")
 def data_phantom(
     out: Annotated[Path, typer.Argument(help="Output directory (created).")],
     cases: Annotated[int, typer.Option(min=1, help="Labeled training cases.")] = 24,
     unlabeled: Annotated[int, typer.Option(min=0, help="Unlabeled cases.")] = 24,
-    test: Annotated[int, typer.Option(min=0, help="Test cases (imagesTs/labelsTs).")] = 0,
+    test: Annotated[int, typer.Option(min=0, help="Test cases (imagesTs/labelsTs, or Validation/ for flare22).")] = 0,
     seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
     size: Annotated[tuple[int, int, int], typer.Option(help="Voxels along x y z.")] = (96, 96, 64),
     spacing: Annotated[tuple[float, float, float], typer.Option(help="mm per voxel along x y z.")] = (3.5, 3.5, 4.0),
+    layout: Annotated[PhantomLayout, typer.Option(
+        help="nnunet: imagesTr/labelsTr/imagesUnlabeled + dataset.json (read as msd or nnunet); "
+             "flare22: the FLARE22 release folders (read as flare22).")] = PhantomLayout.nnunet,
 ) -> None:
-    """Write the synthetic abdominal CT phantom (nnU-Net/MSD layout)."""
+    """Write the synthetic abdominal CT phantom (nnU-Net/MSD or FLARE22 layout)."""
     from vrsearch.data.phantom import PhantomConfig, write_phantom
+    from vrsearch.data.phantom_flare import write_phantom_flare22
 
     with user_errors():
         if min(size) < 16 or min(spacing) <= 0:
             raise VrsearchError("--size must be ≥ 16 voxels per axis and --spacing > 0 mm")
         cfg = PhantomConfig(cases=cases, unlabeled=unlabeled, test=test, seed=seed, size=size, spacing=spacing)
         try:
-            root = write_phantom(out, cfg)
+            writer = write_phantom_flare22 if layout is PhantomLayout.flare22 else write_phantom
+            root = writer(out, cfg)
         except FileExistsError as exc:
             raise VrsearchError(str(exc)) from None
-        typer.echo(f"phantom written to {root} ({cases} labeled, {unlabeled} unlabeled, {test} test)")
+        typer.echo(f"phantom written to {root} ({layout.value} layout; "
+                   f"{cases} labeled, {unlabeled} unlabeled, {test} test)")
 
 
 def main() -> None:  # pragma: no cover - console entry point

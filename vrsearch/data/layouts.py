@@ -20,7 +20,9 @@ Three layouts are understood (``LAYOUTS``):
 
 Only files are located here (existence is checked); their content is
 checked by :mod:`vrsearch.data.validate`. Every problem raises
-:class:`~vrsearch.errors.DataError` with a one-line message naming the file.
+:class:`~vrsearch.errors.DataError` with a one-line message naming the file;
+a missing root names its absolute path and what the layout must hold there
+(:func:`missing_root_message`).
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def read_dataset(layout: str, root: Path | str) -> DatasetIndex:
         raise DataError(f"unknown dataset layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}")
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise DataError(f"dataset root not found: {root} (expected a {layout} dataset folder)")
+        raise DataError(missing_root_message(layout, root))
     if layout == "acdc":
         from vrsearch.data.acdc import read_acdc as reader
     else:
@@ -85,6 +87,27 @@ def read_dataset(layout: str, root: Path | str) -> DatasetIndex:
     index = reader(root)
     _check_unique_ids((*index.labeled, *index.unlabeled, *index.test))
     return index
+
+
+# (layout name in messages, what the root must hold) for a missing root
+ROOT_HINTS: dict[str, tuple[str, str]] = {
+    "msd": ("MSD", "put a Medical Segmentation Decathlon task there (dataset.json listing training/test, "
+                   "imagesTr/, labelsTr/, optional imagesTs/)"),
+    "nnunet": ("nnU-Net", "put an nnU-Net raw dataset there (dataset.json, imagesTr/<case>_0000.nii.gz, "
+                          "labelsTr/<case>.nii.gz, optional imagesTs/, imagesUnlabeled/)"),
+    "flare22": ("FLARE22", "put the FLARE22 release there (Training/FLARE22_LabeledCase50/{images,labels}/, "
+                           "Training/FLARE22_UnlabeledCase*/, optional Validation/)"),
+    "acdc": ("ACDC", "put the ACDC release there (training/patientXXX/{Info.cfg, patientXXX_frameYY[_gt].nii.gz}, "
+                     "optional testing/)"),
+}
+
+
+def missing_root_message(layout: str, root: Path) -> str:
+    """One line for a dataset root that is not a folder: where the data must be, in which layout."""
+    name, hint = ROOT_HINTS[layout]
+    where = Path(root).expanduser().absolute()
+    what = "is not a folder" if where.exists() else "not found"
+    return f"{name} dataset {what} at {where}: {hint} or set dataset.root"
 
 
 # ----------------------------------------------------------------- helpers

@@ -8,10 +8,11 @@ naming the file instead of crashing a trial later.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from vrsearch.data.layouts import DatasetIndex, read_dataset
-from vrsearch.data.splits import Split, make_split
+from vrsearch.data.splits import Split, make_split, pool_cases
 from vrsearch.data.validate import check_dataset
 from vrsearch.errors import DataError
 from vrsearch.study.schema import DatasetConfig
@@ -53,10 +54,14 @@ def dataset_index(cfg: DatasetConfig) -> DatasetIndex:
 
 def prepare_data(cfg: DatasetConfig, *, method: str, needs_unlabeled: bool, all_labels: bool = False,
                  check: bool = True) -> PreparedData:
-    """Index, check and split the dataset of a study."""
+    """Index, check and split the dataset of a study (``cfg.unlabeled_pool``
+    picks how many of the dataset's own unlabeled images join training)."""
     index = dataset_index(cfg)
     if check:
-        check_dataset(index, need_unlabeled=False, workers=2, method=method)
+        checked = index
+        if cfg.unlabeled_pool is not None:  # read only the pool images that are used
+            checked = dataclasses.replace(index, unlabeled=pool_cases(index, cfg.split_seed, cfg.unlabeled_pool))
+        check_dataset(checked, need_unlabeled=False, workers=2, method=method)
     split = make_split(
         index,
         labeled_ratio=cfg.labeled_ratio,
@@ -65,11 +70,13 @@ def prepare_data(cfg: DatasetConfig, *, method: str, needs_unlabeled: bool, all_
         test_fraction=cfg.test_fraction,
         use_dataset_test=cfg.use_dataset_test,
         all_labels=all_labels,
+        unlabeled_pool=cfg.unlabeled_pool,
     )
     if needs_unlabeled and not split.unlabeled:
+        pool = "dataset.unlabeled_pool is 0" if cfg.unlabeled_pool == 0 else "no unlabeled pool"
         raise DataError(
             f"method {method} needs unlabeled cases; none in {index.root} "
-            f"(no unlabeled pool and labeled_ratio {cfg.labeled_ratio} keeps every training label)"
+            f"({pool} and labeled_ratio {cfg.labeled_ratio} keeps every training label)"
         )
     if not split.val:
         raise DataError(f"no validation cases: dataset.val_fraction {cfg.val_fraction} gives none of "

@@ -11,6 +11,14 @@ others become unlabeled (their labels withheld). Hence:
 * val and test do not depend on ``labeled_ratio``, so methods at different
   ratios are compared on the same cases;
 * the labeled set at a smaller ratio is a prefix of the one at a larger ratio.
+
+The dataset's own unlabeled pool (``index.unlabeled``, e.g. FLARE22's
+unlabeled folder) joins training whole and sorted by id by default. With
+``unlabeled_pool=k`` the pool, sorted by id, is shuffled once with a second
+stream of the seed (``default_rng([split_seed, 1])``, independent of the
+labeled shuffle) and its first ``k`` images are kept in that order, so a
+smaller pool is a prefix of a larger one (FLARE22 paper: 42 ⊂ 378) and the
+choice never depends on file system order.
 """
 
 from __future__ import annotations
@@ -46,8 +54,26 @@ def _check_fraction(name: str, value: float) -> None:
         raise ValueError(f"{name} must be in [0, 1), got {value}")
 
 
+def pool_cases(index: DatasetIndex, split_seed: int, size: int | None) -> tuple[Case, ...]:
+    """The images of ``index.unlabeled`` that join training (see module doc).
+
+    ``size`` None: all, sorted by id; else the first ``size`` of a seeded
+    shuffle (nested in ``size``). Raises DataError when the pool is smaller.
+    """
+    pool = sorted(index.unlabeled, key=lambda c: c.id)
+    if size is None:
+        return tuple(pool)
+    if size < 0:
+        raise ValueError(f"unlabeled_pool must be >= 0, got {size}")
+    if size > len(pool):
+        raise DataError(f"dataset.unlabeled_pool is {size} but {index.root} has only {len(pool)} unlabeled images")
+    order = np.random.default_rng([split_seed, 1]).permutation(len(pool))
+    return tuple(pool[i] for i in order[:size])
+
+
 def make_split(index: DatasetIndex, *, labeled_ratio: float, split_seed: int, val_fraction: float,
-               test_fraction: float, use_dataset_test: bool = False, all_labels: bool = False) -> Split:
+               test_fraction: float, use_dataset_test: bool = False, all_labels: bool = False,
+               unlabeled_pool: int | None = None) -> Split:
     """Split ``index.labeled`` into labeled/unlabeled training, val and test.
 
     Args:
@@ -59,15 +85,19 @@ def make_split(index: DatasetIndex, *, labeled_ratio: float, split_seed: int, va
             test set instead of carving one out; ``test_fraction`` is ignored.
         all_labels: every training case keeps its label (fully supervised
             upper bound); ``labeled_ratio`` is then ignored for the split.
+        unlabeled_pool: how many images of ``index.unlabeled`` join training
+            (seeded, nested choice; see module doc); None = all, sorted by id.
 
     Raises:
         ValueError: a ratio or fraction out of range.
-        DataError: too few cases to split, or unlabeled dataset test cases.
+        DataError: too few cases to split, unlabeled dataset test cases, or
+            fewer pool images than ``unlabeled_pool``.
     """
     if not 0.0 < labeled_ratio <= 1.0:
         raise ValueError(f"labeled_ratio must be in (0, 1], got {labeled_ratio}")
     _check_fraction("val_fraction", val_fraction)
     _check_fraction("test_fraction", test_fraction)
+    pool = pool_cases(index, split_seed, unlabeled_pool)
 
     # the unit of splitting is the patient (``meta["patient"]``, else the case), so the
     # frames/phases of one patient never straddle train, val and test
@@ -106,5 +136,4 @@ def make_split(index: DatasetIndex, *, labeled_ratio: float, split_seed: int, va
     n_labeled = n_train if all_labels else max(1, round(labeled_ratio * n_train))
     train = flat(train_units[:n_labeled])
     withheld = tuple(dataclasses.replace(c, label=None) for c in flat(train_units[n_labeled:]))
-    pool = tuple(sorted(index.unlabeled, key=lambda c: c.id))
     return Split(labeled=tuple(train), unlabeled=withheld + pool, val=val, test=test)

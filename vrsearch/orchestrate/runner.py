@@ -23,7 +23,7 @@ from vrsearch.orchestrate.trainable import REPORTED, trial_resources, vrsearch_t
 from vrsearch.registry import get_method
 from vrsearch.results import fragments, io
 from vrsearch.study import load_study, study_to_yaml
-from vrsearch.study.design import cells_with_seeds, n_trials, optuna_space
+from vrsearch.study.design import cells_with_seeds, default_point, n_trials, optuna_space
 from vrsearch.study.load import build_study, read_yaml
 from vrsearch.study.schema import Study
 
@@ -101,8 +101,9 @@ def _searcher(study: Study, run_dir: Path):
         "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
     }[s.searcher]()
     storage = optuna.storages.RDBStorage(optuna_storage_url(study, run_dir))
+    start = [default_point(study)] if s.start_from_defaults else None
     algo = OptunaSearch(space=optuna_space(study), metric=s.metric, mode=s.mode, sampler=sampler,
-                        study_name=study.name, storage=storage)
+                        study_name=study.name, storage=storage, points_to_evaluate=start)
     return ConcurrencyLimiter(algo, max_concurrent=study.resources.concurrent_trials)
 
 

@@ -122,6 +122,32 @@ class OptunaSpace:
         return None
 
 
+def _in_space(dim: Dimension, value: Any) -> bool:
+    if dim.type == "categorical":
+        return value in dim.choices
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return dim.low <= value <= dim.high and (dim.type != "int" or float(value).is_integer())
+
+
+def default_point(study: Study) -> dict[str, Any]:
+    """The study's own value of every (active) searched key: the trial that
+    ``start_from_defaults`` enqueues. A value outside its space is an error."""
+    resolved = study.model_dump(mode="json")
+    point: dict[str, Any] = {}
+    for key, dim in ordered_space(study):
+        if not active(dim, point):
+            continue
+        node: Any = resolved
+        for part in key.split("."):
+            node = node[part]
+        if not _in_space(dim, node):
+            raise StudyError(f"search.start_from_defaults: {key} is {node!r} in the study, outside its "
+                             f"search space ({dim.choices if dim.type == 'categorical' else [dim.low, dim.high]})")
+        point[key] = node
+    return point
+
+
 def optuna_space(study: Study) -> OptunaSpace:
     return OptunaSpace(study)
 

@@ -172,6 +172,10 @@ def build_study(raw: dict[str, Any], *, check_design: bool = True) -> Study:
         ]
         arms = [(f"search.arms.{a.name}.set.{k}", k, [v]) for a in study.search.arms for k, v in a.set.items()]
         _check_overrides(raw, resolved, space + arms)
+        if study.search.start_from_defaults:
+            from vrsearch.study.design import default_point  # design builds on this module
+
+            default_point(study)
     return study
 
 

@@ -94,6 +94,10 @@ class DatasetConfig(StrictModel):
     val_fraction: Fraction = 0.2
     test_fraction: Fraction = 0.2
     use_dataset_test: bool = False
+    #: how many images of the dataset's own unlabeled pool (e.g. FLARE22's unlabeled
+    #: folder) join training, chosen by a seeded shuffle of split_seed so that smaller
+    #: pools are subsets of larger ones (FLARE22 paper: 42 or 378); None = all of them
+    unlabeled_pool: NonNegInt | None = None
     patch_size: tuple[PosInt, PosInt, PosInt] = (64, 64, 48)
     spacing: tuple[PosFloat, PosFloat, PosFloat] | None = None
     orientation: Annotated[str, Field(pattern=r"^[LRAPSI]{3}$")] = "RAS"
@@ -237,6 +241,9 @@ class SearchConfig(StrictModel):
     grace_period: PosInt | None = None
     reduction_factor: Annotated[int, Field(ge=2)] = 2
     storage: str | None = None
+    #: ``search`` design: the first trial runs the study's own value of every searched
+    #: key (e.g. a paper's defaults), enqueued in Optuna before the sampler proposes
+    start_from_defaults: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> SearchConfig:
@@ -250,6 +257,8 @@ class SearchConfig(StrictModel):
             for key, dim in self.space.items():
                 if dim.type != "categorical":
                     raise ValueError(f"grid design needs categorical dimensions; {key!r} is {dim.type}")
+        if self.start_from_defaults and self.design != "search":
+            raise ValueError("start_from_defaults applies to design 'search' only")
         if self.design == "ablation" and not self.arms:
             raise ValueError("design 'ablation' needs 'arms'")
         for key, dim in self.space.items():

@@ -1,0 +1,302 @@
+"""DVCL method: schema, gradient flow per term, ablation switches, the logged bound,
+queue/bank hygiene and a bit-exact state_dict round-trip."""
+
+from __future__ import annotations
+
+import io
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.methods.common import C, build_method, make_batch
+from vrsearch.study import StudyError, load_study
+
+SMALL = dict(anchors=8, negatives=4, bank_size=16, k=2, k_prime=3, queries=16, queue_size=32)
+VRSEARCH = str(Path(sys.executable).with_name("vrsearch"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: intra-op threading only costs time (badly so on a busy machine)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def build(**params):
+    return build_method("dvcl", iterations=10, **{**SMALL, **params})
+
+
+def grads(module: torch.nn.Module) -> list:
+    return [p.grad for p in module.parameters()]
+
+
+def nonzero(module: torch.nn.Module) -> bool:
+    return any(g is not None and bool(g.abs().sum() > 0) for g in grads(module))
+
+
+def no_grad_at_all(module: torch.nn.Module) -> bool:
+    return all(g is None or bool(torch.all(g == 0)) for g in grads(module))
+
+
+def fill_queue(m, steps: int = 2, seed: int = 1) -> None:
+    """Forward-only steps (no optimizer) so that the queue holds max(K, K') entries."""
+    for it in range(steps):
+        m(make_batch(seed + it), it)
+    assert len(m.queue) >= max(m.params.k, m.params.k_prime)
+
+
+def val(t) -> float:
+    return float(torch.as_tensor(t).detach())
+
+
+# -- schema ----------------------------------------------------------------------------------------
+
+
+def test_k_larger_than_the_queue_is_a_schema_error(tiny_study):
+    path = tiny_study(method={"name": "dvcl", "params": {"k": 20, "queue_size": 10}})
+    with pytest.raises(StudyError) as info:
+        load_study(path)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("method.params") and "queue_size" in msg and "20" in msg
+    # the CLI: exit code 2 and one line (before tiny_study rewrites the same file below)
+    proc = subprocess.run([VRSEARCH, "validate", str(path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert "method.params" in lines[0] and "queue_size" in lines[0]
+    # k_prime alone too (k default 10 fits, k_prime 12 does not)
+    with pytest.raises(StudyError, match="queue_size"):
+        load_study(tiny_study(method={"name": "dvcl", "params": {"k_prime": 12, "queue_size": 11}}))
+    ok = load_study(tiny_study(method={"name": "dvcl", "params": {"k": 5, "k_prime": 5, "queue_size": 5}}))
+    assert ok.method.params["queue_size"] == 5
+
+
+
+# -- gradient flow -----------------------------------------------------------------------------------
+
+
+def test_one_step_trains_both_networks_and_hqc_reaches_the_feature_heads():
+    m = build()
+    out = m(make_batch(), 0)
+    assert val(out.terms["anchors"]) > 0 and val(out.terms["hqc"]) > 0
+    out.loss.backward()
+    for net in (m.net_a, m.net_b):
+        assert nonzero(net) and nonzero(net.seg_head) and nonzero(net.backbone)
+    # dvcl off: the features enter the loss only through HqC
+    m = build(dvcl=False)
+    m.zero_grad(set_to_none=True)
+    m(make_batch(), 0).loss.backward()
+    assert nonzero(m.net_a.feature_head) and nonzero(m.net_b.feature_head)
+
+
+def test_loglik_dvcl_trains_seg_heads_not_feature_heads():
+    """hqc off, loglik: neighbours come from a non-differentiable topk on features, the loss uses
+    probabilities → no gradient into the feature heads; the DVCL term does reach the seg heads."""
+    heads = {}
+    for lam in (0.0, 1.0):
+        m = build(hqc=False, form="loglik", lambda_c=lam, beta=1.0)
+        fill_queue(m)
+        out = m(make_batch(7), 2)
+        assert val(out.terms["dvcl"]) != 0 and val(out.terms["hqc"]) == 0
+        m.zero_grad(set_to_none=True)
+        out.loss.backward()
+        assert no_grad_at_all(m.net_a.feature_head) and no_grad_at_all(m.net_b.feature_head)
+        assert nonzero(m.net_a.seg_head) and nonzero(m.net_b.seg_head)
+        heads[lam] = [p.grad.clone() for net in (m.net_a, m.net_b) for p in net.seg_head.parameters()]
+    # the only difference between the two runs is λ_c·β·L_dvcl: it moves both seg heads
+    a_diff = not torch.allclose(heads[0.0][0], heads[1.0][0])
+    b_diff = not torch.allclose(heads[0.0][2], heads[1.0][2])
+    assert a_diff and b_diff
+
+
+def test_infonce_dvcl_trains_the_feature_heads_once_the_queue_is_full():
+    m = build(hqc=False, form="infonce")
+    out = m(make_batch(1), 0)  # empty queue: the DVCL term is 0
+    assert val(out.terms["dvcl"]) == 0 and len(m.queue) > 0
+    out.loss.backward()
+    assert no_grad_at_all(m.net_a.feature_head) and no_grad_at_all(m.net_b.feature_head)
+    m(make_batch(2), 1)
+    m.zero_grad(set_to_none=True)
+    out = m(make_batch(7), 2)
+    assert val(out.terms["dvcl"]) > 0
+    out.loss.backward()
+    assert nonzero(m.net_a.feature_head) and nonzero(m.net_b.feature_head)
+
+
+# -- ablation switches ---------------------------------------------------------------------------------
+
+
+def naive_ecps(logits_a, logits_b, w_a, w_b) -> float:
+    """Eq. 5 by loops; logits [U, C, X, Y, Z] as nested lists, weights [U, X, Y, Z] or None (= 1)."""
+    la, lb = logits_a.tolist(), logits_b.tolist()
+    wa = w_a.tolist() if w_a is not None else None
+    wb = w_b.tolist() if w_b is not None else None
+    U, X, Y, Z = logits_a.shape[0], *logits_a.shape[2:]
+    total = 0.0
+    for u in range(U):
+        for x in range(X):
+            for y in range(Y):
+                for z in range(Z):
+                    va = [la[u][c][x][y][z] for c in range(C)]
+                    vb = [lb[u][c][x][y][z] for c in range(C)]
+                    ya, yb = va.index(max(va)), vb.index(max(vb))
+                    za = math.log(sum(math.exp(v) for v in va))
+                    zb = math.log(sum(math.exp(v) for v in vb))
+                    total += (wb[u][x][y][z] if wb else 1.0) * (za - va[yb])
+                    total += (wa[u][x][y][z] if wa else 1.0) * (zb - vb[ya])
+    return total / (U * X * Y * Z)
+
+
+def naive_entropy_weights(logits, alpha):
+    """Eq. 1-4 by loops (bits; population std over all unlabeled voxels; W_max = 1)."""
+    vals = logits.tolist()
+    U, X, Y, Z = logits.shape[0], *logits.shape[2:]
+    ent = {}
+    for u in range(U):
+        for x in range(X):
+            for y in range(Y):
+                for z in range(Z):
+                    v = [vals[u][c][x][y][z] for c in range(C)]
+                    mx = max(v)
+                    ps = [math.exp(a - mx) for a in v]
+                    s = sum(ps)
+                    ent[u, x, y, z] = -sum(p / s * math.log2(p / s) for p in ps)
+    mean = sum(ent.values()) / len(ent)
+    std = math.sqrt(sum((e - mean) ** 2 for e in ent.values()) / len(ent))
+    tau = mean + alpha * std
+    w = torch.ones(U, X, Y, Z, dtype=torch.float64)
+    for key, e in ent.items():
+        if not e < tau:
+            w[key] = math.exp(-e / math.log2(C))
+    return w
+
+
+@pytest.mark.parametrize("ebl", [True, False])
+def test_ecps_against_naive_reference(ebl):
+    m = build(ebl=ebl, alpha=0.3)
+    b = make_batch(3)
+    out = m(b, 0)
+    with torch.no_grad():
+        x = torch.cat([b.image, b.unlabeled])
+        la, lb = m.net_a(x)[b.image.shape[0]:].double(), m.net_b(x)[b.image.shape[0]:].double()
+    if ebl:
+        want = naive_ecps(la, lb, naive_entropy_weights(la, 0.3), naive_entropy_weights(lb, 0.3))
+        assert val(out.terms["ecps"]) < naive_ecps(la, lb, None, None)  # some weights < 1
+    else:  # plain CPS: all weights 1
+        want = naive_ecps(la, lb, None, None)
+    assert val(out.terms["ecps"]) == pytest.approx(want, rel=1e-5)
+
+
+def test_dvcl_off_and_loss_composition():
+    lam_u, lam_c, beta = 0.7, 0.3, 0.5
+    m = build(dvcl=False, lambda_u=lam_u, lambda_c=lam_c, beta=beta)
+    for it in range(3):
+        out = m(make_batch(it), it)
+        t = out.terms
+        assert val(t["dvcl"]) == 0 and val(t["dvcl_psi"]) == 0 and val(t["dvcl_const"]) == 0 and len(m.queue) == 0
+        want = val(t["sup_a"]) + val(t["sup_b"]) + lam_u * val(t["rampup"]) * val(t["ecps"]) + lam_c * val(t["hqc"])
+        assert val(out.loss) == pytest.approx(want, rel=1e-6)
+    assert 0 < val(t["rampup"]) < 1 and val(t["hqc"]) > 0
+    # dvcl on: the full Eq. 20 from the logged terms
+    m = build(lambda_u=lam_u, lambda_c=lam_c, beta=beta)
+    fill_queue(m)
+    t = (out := m(make_batch(5), 2)).terms
+    assert val(t["dvcl"]) != 0 and val(t["hqc"]) > 0
+    want = (val(t["sup_a"]) + val(t["sup_b"]) + lam_u * val(t["rampup"]) * val(t["ecps"])
+            + lam_c * (val(t["hqc"]) + beta * val(t["dvcl"])))
+    assert val(out.loss) == pytest.approx(want, rel=1e-6)
+
+
+def test_lambda_c_zero_removes_the_contrastive_terms():
+    m = build(lambda_c=0.0, form="infonce")
+    fill_queue(m)
+    out = m(make_batch(5), 2)
+    t = out.terms
+    assert val(t["hqc"]) > 0 and val(t["dvcl"]) > 0  # computed and logged ...
+    want = val(t["sup_a"]) + val(t["sup_b"]) + 0.1 * val(t["rampup"]) * val(t["ecps"])
+    assert val(out.loss) == pytest.approx(want, rel=1e-6)  # ... but not in the loss
+    out.loss.backward()
+    assert no_grad_at_all(m.net_a.feature_head) and no_grad_at_all(m.net_b.feature_head)
+
+
+# -- the logged bound, queue and bank ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k, k_prime", [(3, 2), (2, 3), (3, 3)])
+def test_logged_bound_queue_and_bank(k, k_prime):
+    m = build(k=k, k_prime=k_prime)
+    full_steps = 0
+    for it in range(5):
+        before = len(m.queue)
+        out = m(make_batch(it), it)
+        t = out.terms
+        out.loss.backward()
+        assert val(t["dvcl_psi_bar"]) == pytest.approx(val(t["dvcl"]) + val(t["dvcl_const"]), rel=1e-6, abs=1e-7)
+        assert 0 < val(t["queries"]) <= SMALL["queries"]
+        if before >= max(k, k_prime):
+            full_steps += 1
+            assert val(t["dvcl"]) != 0
+            assert val(t["dvcl_const"]) == pytest.approx((k - k_prime) * (math.log(before) + 1), rel=1e-6, abs=1e-7)
+            psi, bar = val(t["dvcl_psi"]), val(t["dvcl_psi_bar"])
+            if k > k_prime:
+                assert psi < bar
+            elif k < k_prime:
+                assert psi > bar  # the documented reversal
+            else:
+                assert psi == pytest.approx(bar, abs=1e-5)
+        else:
+            assert val(t["dvcl"]) == 0 and val(t["dvcl_psi"]) == 0
+        assert len(m.queue) == min(before + int(val(t["queries"])), SMALL["queue_size"])
+        items = m.queue.items()
+        assert items.shape == (len(m.queue), m.dim + C) and len(m.queue) <= SMALL["queue_size"]
+        assert not items.requires_grad and items.grad_fn is None
+        assert torch.allclose(items[:, :m.dim].norm(dim=1), torch.ones(len(m.queue)), atol=1e-5)
+        assert torch.allclose(items[:, m.dim:].sum(1), torch.ones(len(m.queue)), atol=1e-5)
+        assert int(m.bank.count.sum()) > 0
+        assert not m.bank.bank.requires_grad and m.bank.bank.grad_fn is None and m.bank.bank.grad is None
+        centres, _ = m.bank.means()
+        assert not centres.requires_grad  # P_c carries no gradient into the bank
+        assert not any(b.requires_grad for b in m.buffers())
+    assert full_steps >= 3 and len(m.queue) == SMALL["queue_size"]
+
+
+# -- state_dict round-trip --------------------------------------------------------------------------------------
+
+
+def test_state_dict_round_trip_is_bit_exact():
+    m1 = build()
+    for it in range(3):  # plain SGD steps, so the weights differ from a fresh build too
+        out = m1(make_batch(it), it)
+        m1.zero_grad(set_to_none=True)
+        out.loss.backward()
+        with torch.no_grad():
+            for prm in m1.parameters():
+                if prm.grad is not None:
+                    prm -= 0.05 * prm.grad
+    state = m1.state_dict()
+    assert any(k.startswith("bank.") for k in state) and any(k.startswith("queue.") for k in state)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+
+    fresh = build()
+    m2 = build()
+    m2.load_state_dict(torch.load(buf, weights_only=True))
+    assert len(m2.queue) == len(m1.queue) > 0
+    assert torch.equal(m2.queue.items(), m1.queue.items())
+    assert torch.equal(m2.bank.bank, m1.bank.bank)
+
+    batch = make_batch(11)
+    o1, o2, o3 = m1(batch, 3), m2(batch, 3), fresh(batch, 3)
+    assert torch.equal(o1.loss, o2.loss)
+    for name, v in o1.terms.items():
+        assert torch.equal(v, o2.terms[name]), name
+    assert val(o1.terms["dvcl"]) != 0
+    assert not torch.equal(o1.loss, o3.loss)  # the state matters: a fresh copy differs
+    assert torch.equal(m1.queue.items(), m2.queue.items())  # and the step left both states equal

@@ -1,0 +1,239 @@
+"""DVCL: distance-aware voxel-wise contrastive learning (METHODS.md "DVCL";
+``papers/dvcl_distance_aware_vcl.txt``). No public code exists: this follows
+the paper's Algorithm 1 and Eq. 2-20, with the rulings below and in
+:mod:`vrsearch.losses.dvcl`.
+
+CPS twins A and B (same architecture, inits from seeds s and s+1), each a
+:class:`~vrsearch.models.SegNet` with a segmentation and a feature head
+(``V = feature_dim`` channels). One step (labeled patches first, then
+unlabeled, through both networks)::
+
+    L = L_sup^A + L_sup^B + λ_u·r(it)·L_ecps + λ_c·(L_hqc + β·L_dvcl)      (Eq. 19-20)
+
+* ESM (Eq. 2-3) splits each network's unlabeled voxels into reliable /
+  unreliable with ``τ_e = mean + α·std`` of its entropy over the batch.
+* ECPS (Eq. 4-5): CPS with entropy weights; ``ebl: false`` sets every
+  weight to 1 (plain CPS — Table 2's "no EBL" rows; ESM still decides which
+  voxels feed HqC and DVCL, since DVCL needs its unreliable set).
+* HqC (Eq. 6-11): anchors of class c are labeled voxels of class c that a
+  network predicts as c and reliable unlabeled voxels pseudo-labelled c,
+  pooled over both networks. ``anchors`` (M) per class are drawn with the
+  shared sampler (``sampler``/``grid``), pushed (detached) into a
+  class-aware FIFO bank whose class mean is the positive ``P_c`` (Eq. 9);
+  each anchor gets ``negatives`` (N) labeled voxels predicted c whose label
+  is not c (Eq. 10), drawn with replacement. Negatives keep their gradient
+  (the paper moves the misclassified voxels away from class c); ``P_c``
+  does not (bank entries are detached).
+* DVCL (Eq. 12-17): at most ``queries`` unreliable voxels of A ∪ B per step
+  (uniform without replacement) search a FIFO queue (``queue_size``) of
+  earlier unreliable voxels (detached features and probabilities) for their
+  K nearest and K' furthest entries; the term is
+  :func:`vrsearch.losses.dvcl.dvcl_terms`. The queue is searched before
+  the step's queries join it and the term is 0 until it holds
+  ``max(K, K')`` entries. Queries carry gradient through their
+  probabilities (``loglik``, ``kl``) or features (``infonce``, ``simclr``).
+
+Logged: both supervised terms, ``ecps``, ``hqc``, ``dvcl`` (the optimised
+part), ``dvcl_const`` = (K−K')(log L+1), ``dvcl_psi_bar`` = dvcl + const and
+the exact ``dvcl_psi`` (so the bound of Eq. 16 can be checked on a run),
+each network's reliable fraction and ``τ_e``, the ramp, and the counts.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+
+from vrsearch.components.banks import ClassFIFOBank, FIFOQueue
+from vrsearch.components.samplers import sample_voxels
+from vrsearch.components.schedules import fraction_of, sigmoid_rampup
+from vrsearch.components.teachers import twin_networks
+from vrsearch.losses import SupervisedLoss
+from vrsearch.losses.dvcl import FORMS, dvcl_terms, ecps_loss, ecps_weights, esm, hqc_loss, select_queries
+from vrsearch.losses.supervised import SupervisedKind
+from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
+from vrsearch.methods.contrastive_common import gather_voxels, step_generator
+from vrsearch.methods.cps import MeanOfTwins
+from vrsearch.models import build_segnet
+from vrsearch.registry import MethodParams, register_method
+
+PosInt = Annotated[int, Field(ge=1)]
+NonNeg = Annotated[float, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+
+
+class DVCLParams(MethodParams):
+    """Paper defaults (Sec. 3, App. D/I, Tables 2-3, Fig. 8)."""
+
+    loss: SupervisedKind = "dice_ce"
+    lambda_u: NonNeg = 0.1
+    rampup_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.4
+    lambda_c: NonNeg = 0.1
+    beta: NonNeg = 0.3
+    alpha: Annotated[float, Field(ge=-3.0, le=3.0)] = 0.5
+    w_max: PosFloat = 1.0
+    ebl: bool = True
+    hqc: bool = True
+    dvcl: bool = True
+    tau: PosFloat = 1.0
+    anchors: PosInt = 256
+    negatives: PosInt = 50
+    bank_size: PosInt = 1024
+    k: PosInt = 10
+    k_prime: PosInt = 15
+    queries: PosInt = 1024
+    queue_size: PosInt = 8192
+    form: Literal[FORMS] = "loglik"  # type: ignore[valid-type]
+    kl_weight: NonNeg = 1.0
+    feature_dim: PosInt | None = None
+    sampler: Literal["ns", "sg", "sag"] = "ns"
+    grid: Literal[9, 16, 25] = 16
+    evaluate: Literal["a", "b", "mean"] = "a"
+
+    @model_validator(mode="after")
+    def _queue_holds_neighbours(self):
+        if self.queue_size < max(self.k, self.k_prime):
+            raise ValueError(f"queue_size {self.queue_size} is smaller than max(k, k_prime) = "
+                             f"{max(self.k, self.k_prime)}: the queue must hold K neighbours and K' outsiders")
+        return self
+
+
+def _twin_gather(r_a: torch.Tensor, r_b: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+    """Rows at flat indices into the stack ``[A; B]`` of two ``[B, D, *S]`` maps."""
+    per_net = r_a.shape[0] * r_a[0, 0].numel()
+    idx = flat % per_net
+    return torch.where((flat >= per_net)[:, None], gather_voxels(r_b, idx), gather_voxels(r_a, idx))
+
+
+def _rank_in_class(cls: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For class-sorted ``cls [N]``: (0-based rank of each entry in its class, count per class)."""
+    ids = torch.arange(num_classes, device=cls.device)
+    start = torch.searchsorted(cls, ids)
+    count = torch.searchsorted(cls, ids, right=True) - start
+    return torch.arange(cls.numel(), device=cls.device) - start[cls], count
+
+
+class DVCL(Method):
+    uses_unlabeled = True
+
+    def __init__(self, params: DVCLParams, ctx: BuildContext):
+        super().__init__()
+        self.params, self.seed, self.num_classes = params, ctx.seed, ctx.num_classes
+        model = ctx.model if params.feature_dim is None else ctx.model.model_copy(
+            update={"feature_dim": params.feature_dim})
+        self.dim = model.feature_dim
+        self.net_a, self.net_b = twin_networks(lambda: build_segnet(model, ctx.num_classes), ctx.seed)
+        self.sup = SupervisedLoss(params.loss)
+        self.rampup = fraction_of(params.rampup_fraction, ctx.iterations)
+        self.bank = ClassFIFOBank(ctx.num_classes, params.bank_size, self.dim)
+        self.queue = FIFOQueue(params.queue_size, self.dim + ctx.num_classes)
+
+    # -- HqC ---------------------------------------------------------------------------
+    def _hqc(self, y, pred_a, pred_b, rel_a, rel_b, r_a, r_b, g) -> tuple[torch.Tensor, int]:
+        p, C, n_l = self.params, self.num_classes, y.shape[0]
+        none = torch.full_like(y, -1)
+        lab_a, lab_b = torch.where(pred_a[:n_l] == y, y, none), torch.where(pred_b[:n_l] == y, y, none)
+        unl_a = torch.where(rel_a, pred_a[n_l:], -1)
+        unl_b = torch.where(rel_b, pred_b[n_l:], -1)
+        cand = torch.cat([lab_a, unl_a, lab_b, unl_b])  # stack [A; B] of [B_l + B_u, *S]
+        draw = dict(per_image=False, classes=range(C), generator=g)
+        s = sample_voxels(cand.clamp_min(0), p.anchors, method=p.sampler, grid=p.grid, mask=cand >= 0, **draw)
+        if len(s) == 0:
+            return r_a.new_zeros(()), 0
+        order = torch.argsort(s.cls, stable=True)
+        a_cls, a_flat = s.cls[order], s.index[order]
+        anchors = _twin_gather(r_a, r_b, a_flat).float()
+        self.bank.push(F.normalize(anchors.detach(), dim=-1), a_cls)
+        centres, _ = self.bank.means()
+        # negatives (Eq. 10): labeled voxels predicted c whose label is not c, N per anchor
+        neg_c = torch.cat([torch.where(pred_a[:n_l] != y, pred_a[:n_l], none),
+                           torch.where(pred_b[:n_l] != y, pred_b[:n_l], none)])
+        total = p.anchors * p.negatives
+        sn = sample_voxels(neg_c.clamp_min(0), total, method="ns", mask=neg_c >= 0, **draw)
+        rank, _ = _rank_in_class(a_cls, C)
+        n_order = torch.argsort(sn.cls, stable=True)
+        n_cls, n_flat = sn.cls[n_order], sn.index[n_order]
+        n_start = torch.searchsorted(n_cls, torch.arange(C, device=n_cls.device))
+        _, n_count = _rank_in_class(n_cls, C)
+        slot = (rank % p.anchors)[:, None] * p.negatives + torch.arange(p.negatives, device=rank.device)
+        valid = slot < n_count[a_cls][:, None]
+        if n_flat.numel():
+            pick = (n_start[a_cls][:, None] + slot).clamp(max=n_flat.numel() - 1)
+            negatives = _twin_gather(r_a[:n_l], r_b[:n_l], n_flat[pick.reshape(-1)]).float()
+            negatives = negatives.reshape(*pick.shape, -1)
+        else:
+            negatives = anchors.new_zeros(anchors.shape[0], p.negatives, anchors.shape[1])
+        return hqc_loss(anchors, a_cls, centres, negatives, valid, p.tau), anchors.shape[0]
+
+    # -- DVCL --------------------------------------------------------------------------
+    def _dvcl(self, rel_a, rel_b, r_a, r_b, p_a, p_b, g) -> dict[str, torch.Tensor]:
+        p = self.params
+        q = select_queries(torch.stack([~rel_a, ~rel_b]), p.queries, g)
+        qr = _twin_gather(r_a, r_b, q).float()
+        qp = _twin_gather(p_a, p_b, q).float()
+        zero = qp.new_zeros(())
+        out = {"dvcl": zero, "dvcl_const": zero, "dvcl_psi": zero, "queries": zero + q.numel()}
+        if q.numel() and len(self.queue) >= max(p.k, p.k_prime):
+            items = self.queue.items()
+            t = dvcl_terms(qr, qp, items[:, :self.dim], items[:, self.dim:], p.k, p.k_prime,
+                           form=p.form, tau=p.tau, kl_weight=p.kl_weight)
+            out.update(dvcl=t.loss.mean(), dvcl_const=t.constant.mean(), dvcl_psi=t.psi.mean())
+        if q.numel():
+            self.queue.push(torch.cat([F.normalize(qr.detach(), dim=-1), qp.detach()], 1))
+        return out
+
+    def forward(self, batch: Batch, iteration: int) -> StepOutput:
+        p, n_l = self.params, batch.image.shape[0]
+        x = torch.cat([batch.image, batch.unlabeled])
+        logits_a, r_a = self.net_a(x, features=True)
+        logits_b, r_b = self.net_b(x, features=True)
+        prob_a, prob_b = torch.softmax(logits_a.float(), 1), torch.softmax(logits_b.float(), 1)
+        t = {"sup_a": self.sup(logits_a[:n_l], batch.label), "sup_b": self.sup(logits_b[:n_l], batch.label)}
+        e_a, rel_a, t["tau_e_a"] = esm(prob_a[n_l:], p.alpha)
+        e_b, rel_b, t["tau_e_b"] = esm(prob_b[n_l:], p.alpha)
+        t["reliable_a"], t["reliable_b"] = rel_a.float().mean(), rel_b.float().mean()
+        if p.ebl:
+            w_a = ecps_weights(e_a, rel_a, self.num_classes, p.w_max)
+            w_b = ecps_weights(e_b, rel_b, self.num_classes, p.w_max)
+        else:
+            w_a = w_b = torch.ones_like(e_a)
+        t["ecps"] = ecps_loss(logits_a[n_l:], logits_b[n_l:], w_a, w_b)
+        g = step_generator(self.seed, iteration, 0, x.device)
+        pred_a, pred_b = prob_a.detach().argmax(1), prob_b.detach().argmax(1)
+        zero = t["ecps"].new_zeros(())
+        t["hqc"], n_anchors = (self._hqc(batch.label[:, 0], pred_a, pred_b, rel_a, rel_b, r_a, r_b, g)
+                               if p.hqc else (zero, 0))
+        t["anchors"] = zero + n_anchors
+        t.update(self._dvcl(rel_a, rel_b, r_a[n_l:], r_b[n_l:], prob_a[n_l:], prob_b[n_l:], g) if p.dvcl
+                 else {"dvcl": zero, "dvcl_const": zero, "dvcl_psi": zero, "queries": zero})
+        t["dvcl_psi_bar"] = t["dvcl"] + t["dvcl_const"]
+        t["rampup"] = torch.tensor(sigmoid_rampup(iteration, self.rampup), dtype=torch.float64)
+        loss = (t["sup_a"] + t["sup_b"] + p.lambda_u * float(t["rampup"]) * t["ecps"]
+                + p.lambda_c * (t["hqc"] + p.beta * t["dvcl"]))
+        return StepOutput(loss, {k: v.detach() for k, v in t.items()})
+
+    def predictor(self):
+        if self.params.evaluate == "a":
+            return self.net_a
+        if self.params.evaluate == "b":
+            return self.net_b
+        return MeanOfTwins(self.net_a, self.net_b)
+
+
+_SUMMARY = ("CPS twins with entropy-selected reliable voxels (ECPS), high-quality anchor contrast (HqC) and "
+            "distance-aware neighbour/outsider contrast on unreliable voxels")
+
+
+@register_method(
+    "dvcl",
+    params=DVCLParams,
+    citation="Distance-aware voxel-wise contrastive learning for semi-supervised medical image segmentation "
+             "(papers/dvcl_distance_aware_vcl.txt)",
+    summary=_SUMMARY,
+    needs_unlabeled=True,
+)
+def build_dvcl(params: DVCLParams, ctx: BuildContext) -> DVCL:
+    return DVCL(params, ctx)
