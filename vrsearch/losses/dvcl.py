@@ -82,12 +82,15 @@ def ecps_weights(e: torch.Tensor, reliable: torch.Tensor, num_classes: int, w_ma
     return torch.where(reliable, torch.full_like(soft, w_max), soft)
 
 
-def ecps_loss(logits_a: torch.Tensor, logits_b: torch.Tensor, w_a: torch.Tensor, w_b: torch.Tensor) -> torch.Tensor:
+def ecps_loss(logits_a: torch.Tensor, logits_b: torch.Tensor, w_a: torch.Tensor, w_b: torch.Tensor,
+              y_a: torch.Tensor | None = None, y_b: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 5: ``mean[W^B·CE(p^A, ŷ^B) + W^A·CE(p^B, ŷ^A)]`` over unlabeled voxels.
 
-    Pseudo-labels ``ŷ = argmax`` and weights are detached, so the first
-    product trains only A and the second only B (as in CPS)."""
-    y_a, y_b = logits_a.detach().argmax(1), logits_b.detach().argmax(1)
+    Pseudo-labels ``ŷ = argmax`` (computed here unless the caller has them)
+    and weights are detached, so the first product trains only A and the
+    second only B (as in CPS)."""
+    y_a = logits_a.detach().argmax(1) if y_a is None else y_a
+    y_b = logits_b.detach().argmax(1) if y_b is None else y_b
     ce_a = F.cross_entropy(logits_a, y_b, reduction="none")
     ce_b = F.cross_entropy(logits_b, y_a, reduction="none")
     return (w_b.detach() * ce_a + w_a.detach() * ce_b).mean()

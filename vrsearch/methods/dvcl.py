@@ -102,10 +102,14 @@ class DVCLParams(MethodParams):
 
 
 def _twin_gather(r_a: torch.Tensor, r_b: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
-    """Rows at flat indices into the stack ``[A; B]`` of two ``[B, D, *S]`` maps."""
+    """Rows at flat indices into the stack ``[A; B]`` of two ``[B, D, *S]`` maps, in
+    the order of ``flat``; each network's map is read only at its own indices."""
     per_net = r_a.shape[0] * r_a[0, 0].numel()
-    idx = flat % per_net
-    return torch.where((flat >= per_net)[:, None], gather_voxels(r_b, idx), gather_voxels(r_a, idx))
+    in_b = flat >= per_net
+    order = torch.cat([torch.nonzero(~in_b)[:, 0], torch.nonzero(in_b)[:, 0]])
+    rows = torch.cat([gather_voxels(r_a, flat[order[: int((~in_b).sum())]]),
+                      gather_voxels(r_b, flat[order[int((~in_b).sum()):]] - per_net)])
+    return rows[torch.argsort(order)]
 
 
 def _rank_in_class(cls: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,9 +204,9 @@ class DVCL(Method):
             w_b = ecps_weights(e_b, rel_b, self.num_classes, p.w_max)
         else:
             w_a = w_b = torch.ones_like(e_a)
-        t["ecps"] = ecps_loss(logits_a[n_l:], logits_b[n_l:], w_a, w_b)
-        g = step_generator(self.seed, iteration, 0, x.device)
         pred_a, pred_b = prob_a.detach().argmax(1), prob_b.detach().argmax(1)
+        t["ecps"] = ecps_loss(logits_a[n_l:], logits_b[n_l:], w_a, w_b, pred_a[n_l:], pred_b[n_l:])
+        g = step_generator(self.seed, iteration, 0, x.device)
         zero = t["ecps"].new_zeros(())
         t["hqc"], n_anchors = (self._hqc(batch.label[:, 0], pred_a, pred_b, rel_a, rel_b, r_a, r_b, g)
                                if p.hqc else (zero, 0))
