@@ -6,6 +6,7 @@ import copy
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from vrsearch.data.phantom import PhantomConfig, write_phantom
@@ -57,3 +58,12 @@ def tiny_study(tiny_phantom, tmp_path):
         return path
 
     return make
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: intra-op threading only costs time (badly so on a busy machine)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

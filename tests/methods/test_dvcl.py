@@ -19,13 +19,7 @@ SMALL = dict(anchors=8, negatives=4, bank_size=16, k=2, k_prime=3, queries=16, q
 VRSEARCH = str(Path(sys.executable).with_name("vrsearch"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threading only costs time (badly so on a busy machine)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(**params):

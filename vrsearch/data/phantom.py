@@ -307,6 +307,19 @@ def _finished(out: Path, stamp: dict) -> bool:
     return False
 
 
+def publish(tmp: Path, out: Path, stamp: dict) -> None:
+    """Stamp the finished dataset in ``tmp`` and rename it onto ``out`` (atomic; it
+    replaces a missing or empty directory). If a twin writer got there first with
+    the same stamp, ``tmp`` is dropped; any other existing content is an error."""
+    (tmp / "phantom.json").write_text(json.dumps(stamp, indent=2) + "\n")
+    try:
+        os.rename(tmp, out)
+    except OSError:
+        if not _finished(out, stamp):  # raises unless a twin writer just finished
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_phantom(out: Path | str, config: PhantomConfig = PhantomConfig(), *,
                   progress: Callable[[int, int], None] | None = None) -> Path:
     """Write the dataset under ``out`` and return it.
@@ -350,13 +363,7 @@ def write_phantom(out: Path | str, config: PhantomConfig = PhantomConfig(), *,
                 if progress is not None:
                     progress(index, total)
         (tmp / "dataset.json").write_text(json.dumps(_dataset_json(config, entries), indent=2) + "\n")
-        (tmp / "phantom.json").write_text(json.dumps(stamp, indent=2) + "\n")
-        try:
-            os.rename(tmp, out)  # atomic; replaces a missing or empty directory
-        except OSError:
-            if not _finished(out, stamp):  # raises unless a twin writer just finished
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
+        publish(tmp, out, stamp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

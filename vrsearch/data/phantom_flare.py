@@ -20,14 +20,12 @@ the FLARE22 order (``FLARE22_LABELS``; 1 liver ... 13 left kidney).
 """
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
 
-from vrsearch.data.phantom import PhantomConfig, _finished, _save, _stamp, generate_case, phantom_affine
+from vrsearch.data.phantom import PhantomConfig, _finished, _save, _stamp, generate_case, phantom_affine, publish
 
 __all__ = ["write_phantom_flare22", "flare22_paths", "LABELED_DIR", "UNLABELED_BLOCK"]
 
@@ -91,13 +89,7 @@ def write_phantom_flare22(out: Path | str, config: PhantomConfig = PhantomConfig
                 index += 1
                 if progress is not None:
                     progress(index, total)
-        (tmp / "phantom.json").write_text(json.dumps(stamp, indent=2) + "\n")
-        try:
-            os.rename(tmp, out)  # atomic; replaces a missing or empty directory
-        except OSError:
-            if not _finished(out, stamp):  # raises unless a twin writer just finished
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
+        publish(tmp, out, stamp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
