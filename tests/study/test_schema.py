@@ -54,7 +54,9 @@ def test_valid_study_resolves_defaults(tmp_path):
 
 def test_shipped_quickstart_validates():
     s = load_study(REPO / "studies" / "quickstart.yaml")
-    assert s.method.name == "supervised"
+    assert s.method.name == "dvcl" and s.dataset.labeled_ratio == 0.1
+    arms = {a.name: a.set for a in s.search.arms}
+    assert arms["labeled_only"]["method"]["name"] == "supervised"  # the comparison baseline
 
 
 @pytest.mark.parametrize(
