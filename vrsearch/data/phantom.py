@@ -307,6 +307,15 @@ def _finished(out: Path, stamp: dict) -> bool:
     return False
 
 
+def begin(out: Path, stamp: dict) -> Path | None:
+    """None when ``out`` already holds the phantom of ``stamp``; else a fresh temporary
+    sibling folder to write into (see :func:`publish`). Other content raises."""
+    if _finished(out, stamp):
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+
+
 def publish(tmp: Path, out: Path, stamp: dict) -> None:
     """Stamp the finished dataset in ``tmp`` and rename it onto ``out`` (atomic; it
     replaces a missing or empty directory). If a twin writer got there first with
@@ -335,10 +344,9 @@ def write_phantom(out: Path | str, config: PhantomConfig = PhantomConfig(), *,
     """
     out = Path(out)
     stamp = _stamp(config)
-    if _finished(out, stamp):
+    tmp = begin(out, stamp)
+    if tmp is None:
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         groups = [("training", "imagesTr", "labelsTr", config.cases),
                   ("unlabeled", "imagesUnlabeled", None, config.unlabeled),

@@ -21,11 +21,10 @@ the FLARE22 order (``FLARE22_LABELS``; 1 liver ... 13 left kidney).
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
-from vrsearch.data.phantom import PhantomConfig, _finished, _save, _stamp, generate_case, phantom_affine, publish
+from vrsearch.data.phantom import PhantomConfig, _save, _stamp, begin, generate_case, phantom_affine, publish
 
 __all__ = ["write_phantom_flare22", "flare22_paths", "LABELED_DIR", "UNLABELED_BLOCK"]
 
@@ -69,10 +68,9 @@ def write_phantom_flare22(out: Path | str, config: PhantomConfig = PhantomConfig
     """
     out = Path(out)
     stamp = _flare_stamp(config)
-    if _finished(out, stamp):
+    tmp = begin(out, stamp)
+    if tmp is None:
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         affine = phantom_affine(config)
         groups = (("labeled", config.cases), ("unlabeled", config.unlabeled), ("test", config.test))
