@@ -175,6 +175,9 @@ class DVCL(Method):
     # -- DVCL --------------------------------------------------------------------------
     def _dvcl(self, rel_a, rel_b, r_a, r_b, p_a, p_b, g) -> dict[str, torch.Tensor]:
         p = self.params
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # DDP broadcasts rank 0's buffers before each forward: refresh the queue's host mirrors
+            FIFOQueue._sync_mirrors(self.queue, None)
         q = select_queries(torch.stack([~rel_a, ~rel_b]), p.queries, g)
         qr = _twin_gather(r_a, r_b, q).float()
         qp = _twin_gather(p_a, p_b, q).float()
