@@ -105,11 +105,9 @@ def _twin_gather(r_a: torch.Tensor, r_b: torch.Tensor, flat: torch.Tensor) -> to
     """Rows at flat indices into the stack ``[A; B]`` of two ``[B, D, *S]`` maps, in
     the order of ``flat``; each network's map is read only at its own indices."""
     per_net = r_a.shape[0] * r_a[0, 0].numel()
-    in_b = flat >= per_net
-    order = torch.cat([torch.nonzero(~in_b)[:, 0], torch.nonzero(in_b)[:, 0]])
-    rows = torch.cat([gather_voxels(r_a, flat[order[: int((~in_b).sum())]]),
-                      gather_voxels(r_b, flat[order[int((~in_b).sum()):]] - per_net)])
-    return rows[torch.argsort(order)]
+    in_a, in_b = torch.nonzero(flat < per_net)[:, 0], torch.nonzero(flat >= per_net)[:, 0]
+    rows = torch.cat([gather_voxels(r_a, flat[in_a]), gather_voxels(r_b, flat[in_b] - per_net)])
+    return rows[torch.argsort(torch.cat([in_a, in_b]))]
 
 
 def _rank_in_class(cls: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
