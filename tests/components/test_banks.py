@@ -8,7 +8,7 @@ from collections import deque
 import pytest
 import torch
 
-from vrsearch.components.banks import ClassFIFOBank, FIFOQueue
+from vrsearch.components.banks import ClassFIFOBank, FIFOQueue, sync_queue_mirrors
 
 
 def _random_pushes(seed: int, num_classes: int, dim: int, steps: int = 30):
@@ -124,3 +124,21 @@ def test_bank_shape_errors():
         ClassFIFOBank(2, 3, 4).push(torch.randn(3, 5), torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError):
         FIFOQueue(3, 4).push(torch.randn(4))
+
+
+def test_queue_mirrors_follow_buffers_overwritten_like_ddp_broadcast():
+    """DDP copies rank 0's buffers into every rank before forward; the forward pre-hook
+    ``sync_queue_mirrors`` must make len()/items() agree with the copied buffers."""
+    rank0, other = FIFOQueue(8, 2), FIFOQueue(8, 2)
+    rank0.push(torch.arange(10.0).reshape(5, 2))
+    other.push(torch.ones(2, 2))
+    holder = torch.nn.ModuleDict({"q": other})
+    holder.register_forward_pre_hook(sync_queue_mirrors)
+    for name, buf in rank0.named_buffers():  # what DDP's buffer broadcast does
+        getattr(other, name).copy_(buf)
+    assert len(other) == 2  # stale until the hook runs
+    holder.forward = lambda: None  # ModuleDict has no forward; the hook runs on __call__
+    holder()
+    assert len(other) == 5 and torch.equal(other.items(), rank0.items())
+    other.push(torch.full((4, 2), 7.0))
+    assert len(other) == 8 and torch.equal(other.items()[-4:], torch.full((4, 2), 7.0))

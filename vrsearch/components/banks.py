@@ -113,7 +113,7 @@ class FIFOQueue(nn.Module):
         self.register_load_state_dict_post_hook(FIFOQueue._sync_mirrors)
 
     @staticmethod
-    def _sync_mirrors(module: FIFOQueue, incompatible) -> None:
+    def _sync_mirrors(module: FIFOQueue, incompatible=None) -> None:
         module._ptr, module._count = int(module.ptr), int(module.count)
 
     @torch.no_grad()
@@ -149,3 +149,13 @@ class FIFOQueue(nn.Module):
 
     def extra_repr(self) -> str:
         return f"size={self.size}, dim={self.dim}"
+
+
+def sync_queue_mirrors(module: nn.Module, *_) -> None:
+    """Refresh the host mirrors of every :class:`FIFOQueue` inside ``module`` from
+    their buffers. Needed whenever the buffers are overwritten behind the queues'
+    backs — DDP broadcasts rank 0's buffers before each forward — so it has the
+    signature of a forward pre-hook (``module.register_forward_pre_hook``)."""
+    for m in module.modules():
+        if isinstance(m, FIFOQueue):
+            FIFOQueue._sync_mirrors(m)

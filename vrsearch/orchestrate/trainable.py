@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from vrsearch.components.banks import sync_queue_mirrors
 from vrsearch.data.prepare import prepare_data
 from vrsearch.engine.trainer import Trainer
 from vrsearch.engine.trial import run_trial
@@ -88,7 +89,13 @@ def train_worker(cfg: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(max(1, int(cfg["threads"])))
     study, cell, seed = trial_study(cfg["base"], cfg["config"])
-    wrap = lambda m: DDP(m, find_unused_parameters=True)  # noqa: E731 - heads unused by some methods
+
+    def wrap(method: torch.nn.Module) -> DDP:
+        # DDP overwrites every rank's buffers with rank 0's before each forward; queues keep
+        # host mirrors of their pointers, refreshed by a pre-hook that runs after the broadcast
+        method.register_forward_pre_hook(sync_queue_mirrors)
+        return DDP(method, find_unused_parameters=True)  # heads unused by some methods
+
     _engine(study, cell, seed, Path(cfg["run_dir"]), cfg["trial_id"], ray.train.report, rank, world, wrap)
 
 
