@@ -61,6 +61,16 @@ class MeanOfTwins(nn.Module):
         return torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
 
 
+def twin_predictor(evaluate: str, a: nn.Module, b: nn.Module) -> nn.Module:
+    """The evaluated network of a twin method: ``a``, ``b`` or ``mean`` (the ensemble,
+    built on demand: not a submodule, so no duplicate state in checkpoints)."""
+    if evaluate == "a":
+        return a
+    if evaluate == "b":
+        return b
+    return MeanOfTwins(a, b)
+
+
 class CPS(Method):
     uses_unlabeled = True
 
@@ -96,11 +106,7 @@ class CPS(Method):
         return StepOutput(loss, {k: t[k].detach() for k in logged})
 
     def predictor(self) -> nn.Module:
-        if self.params.evaluate == "a":
-            return self.net_a
-        if self.params.evaluate == "b":
-            return self.net_b
-        return MeanOfTwins(self.net_a, self.net_b)  # built on demand: not a submodule, no duplicate state
+        return twin_predictor(self.params.evaluate, self.net_a, self.net_b)
 
 
 _SUMMARY = "twin networks (different inits) supervising each other with hard pseudo-labels"

@@ -56,7 +56,7 @@ from vrsearch.losses.dvcl import FORMS, dvcl_terms, ecps_loss, ecps_weights, esm
 from vrsearch.losses.supervised import SupervisedKind
 from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
 from vrsearch.methods.contrastive_common import gather_voxels, step_generator
-from vrsearch.methods.cps import MeanOfTwins
+from vrsearch.methods.cps import twin_predictor
 from vrsearch.models import build_segnet
 from vrsearch.registry import MethodParams, register_method
 
@@ -110,12 +110,11 @@ def _twin_gather(r_a: torch.Tensor, r_b: torch.Tensor, flat: torch.Tensor) -> to
     return rows[torch.argsort(torch.cat([in_a, in_b]))]
 
 
-def _rank_in_class(cls: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """For class-sorted ``cls [N]``: (0-based rank of each entry in its class, count per class)."""
+def _class_bounds(cls: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For class-sorted ``cls [N]``: (first position, number of entries) of every class."""
     ids = torch.arange(num_classes, device=cls.device)
     start = torch.searchsorted(cls, ids)
-    count = torch.searchsorted(cls, ids, right=True) - start
-    return torch.arange(cls.numel(), device=cls.device) - start[cls], count
+    return start, torch.searchsorted(cls, ids, right=True) - start
 
 
 class DVCL(Method):
@@ -155,11 +154,10 @@ class DVCL(Method):
                            torch.where(pred_b[:n_l] != y, pred_b[:n_l], none)])
         total = p.anchors * p.negatives
         sn = sample_voxels(neg_c.clamp_min(0), total, method="ns", mask=neg_c >= 0, **draw)
-        rank, _ = _rank_in_class(a_cls, C)
+        rank = torch.arange(a_cls.numel(), device=a_cls.device) - _class_bounds(a_cls, C)[0][a_cls]
         n_order = torch.argsort(sn.cls, stable=True)
         n_cls, n_flat = sn.cls[n_order], sn.index[n_order]
-        n_start = torch.searchsorted(n_cls, torch.arange(C, device=n_cls.device))
-        _, n_count = _rank_in_class(n_cls, C)
+        n_start, n_count = _class_bounds(n_cls, C)
         slot = (rank % p.anchors)[:, None] * p.negatives + torch.arange(p.negatives, device=rank.device)
         valid = slot < n_count[a_cls][:, None]
         if n_flat.numel():
@@ -173,9 +171,6 @@ class DVCL(Method):
     # -- DVCL --------------------------------------------------------------------------
     def _dvcl(self, rel_a, rel_b, r_a, r_b, p_a, p_b, g) -> dict[str, torch.Tensor]:
         p = self.params
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            # DDP broadcasts rank 0's buffers before each forward: refresh the queue's host mirrors
-            FIFOQueue._sync_mirrors(self.queue, None)
         q = select_queries(torch.stack([~rel_a, ~rel_b]), p.queries, g)
         qr = _twin_gather(r_a, r_b, q).float()
         qp = _twin_gather(p_a, p_b, q).float()
@@ -221,11 +216,7 @@ class DVCL(Method):
         return StepOutput(loss, {k: v.detach() for k, v in t.items()})
 
     def predictor(self):
-        if self.params.evaluate == "a":
-            return self.net_a
-        if self.params.evaluate == "b":
-            return self.net_b
-        return MeanOfTwins(self.net_a, self.net_b)
+        return twin_predictor(self.params.evaluate, self.net_a, self.net_b)
 
 
 _SUMMARY = ("CPS twins with entropy-selected reliable voxels (ECPS), high-quality anchor contrast (HqC) and "
