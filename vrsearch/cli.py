@@ -171,6 +171,39 @@ def _type_name(annotation) -> str:
     return text.replace("typing.", "")
 
 
+class Split(str, Enum):
+    """Which evaluation split ``vrsearch table`` reports."""
+
+    test = "test"
+    val = "val"
+
+
+@app.command()
+def table(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory of a study (finished or still running).")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write the table files here (default: RUN_DIR).")] = None,
+    baseline: Annotated[Optional[str], typer.Option(
+        help="Group the others are compared with (default: 'baseline' if present, else the first group).")] = None,
+    split: Annotated[Split, typer.Option(help="Evaluation split to report.")] = Split.test,
+) -> None:
+    """Ablation table: per-group Dice ± CI over seeds, paired tests vs the baseline, budget.
+
+    Writes table.md, table.tex (booktabs) and table.csv (raw numbers)."""
+    from rich.console import Console
+
+    from vrsearch.results.table import load_table
+
+    with user_errors():
+        result = load_table(run_dir, baseline=baseline, split=split.value)
+        paths = result.write(out if out is not None else run_dir)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 200))
+    console.print(result.to_rich())
+    for path in paths:
+        typer.echo(f"written {path}")
+
+
 class PhantomLayout(str, Enum):
     """Folder layout of ``vrsearch data phantom``."""
 

@@ -90,3 +90,50 @@ def _write(tmp_path, data):
     p = tmp_path / "base.yaml"
     p.write_text(yaml.safe_dump(data))
     return p
+
+
+def test_axes_cross_every_cell_and_label_groups(tmp_path):
+    s = study_with(tmp_path, {"design": "ablation", "seeds": [0, 1, 2],
+                              "arms": [{"name": "ce_only", "set": {"method.params.loss": "ce"}}],
+                              "axes": {"dataset.labeled_ratio": [0.25, 0.5]}})
+    cells = design_cells(s)
+    assert [(c["arm"], c["dataset.labeled_ratio"]) for c in cells] == [
+        ("baseline", 0.25), ("baseline", 0.5), ("ce_only", 0.25), ("ce_only", 0.5)]
+    assert [c["group"] for c in cells] == ["baseline, labeled_ratio=0.25", "baseline, labeled_ratio=0.5",
+                                           "ce_only, labeled_ratio=0.25", "ce_only, labeled_ratio=0.5"]
+    assert n_trials(s) == 12  # arms × ratios × seeds
+    trial = apply_cell(s.model_dump(mode="json"), cells[3], seed=2)
+    assert trial.dataset.labeled_ratio == 0.5 and trial.method.params["loss"] == "ce" and trial.train.seed == 2
+
+
+def test_grid_groups_name_their_knobs(tmp_path):
+    s = study_with(tmp_path, {"design": "grid", "space": {"method.params.loss": SPACE["method.params.loss"]}})
+    assert [c["group"] for c in design_cells(s)] == ["loss=dice_ce", "loss=ce"]
+
+
+def test_config_hash_is_the_trial_identity(tmp_path):
+    from vrsearch.study.design import config_hash
+
+    s = study_with(tmp_path, {"design": "none", "seeds": [0, 1]})
+    base = s.model_dump(mode="json")
+    a, b = apply_cell(base, {}, 0), apply_cell(base, {}, 1)
+    assert config_hash(a) != config_hash(b)
+    assert config_hash(a, with_seed=False) == config_hash(b, with_seed=False)
+    assert config_hash(a) == config_hash(apply_cell(base, {"resources.concurrent_trials": 4}, 0))  # not results
+    assert config_hash(a) != config_hash(apply_cell(base, {"train.iterations": 7}, 0))
+
+
+@pytest.mark.parametrize("search, fragment", [
+    ({"design": "ablation", "arms": [{"name": "baseline", "set": {}}]}, "not 'baseline'"),
+    ({"design": "ablation", "arms": [{"name": "a", "set": {}}, {"name": "a", "set": {}}]}, "distinct"),
+    ({"design": "none", "axes": {"train.iterations": [1, 2]}}, "axes vary the data"),
+    ({"design": "none", "axes": {"dataset.labeled_ratio": []}}, "non-empty"),
+    ({"design": "none", "axes": {"dataset.labeled_ratio": [0.5, 1.5]}}, "search.axes.dataset.labeled_ratio"),
+    ({"design": "search", "space": SPACE, "axes": {"dataset.split_seed": [0, 1]}}, "fixed design"),
+])
+def test_bad_axes_and_arms(tmp_path, search, fragment):
+    from vrsearch.errors import VrsearchError
+
+    with pytest.raises(VrsearchError) as err:
+        study_with(tmp_path, search)
+    assert fragment in str(err.value)

@@ -13,7 +13,15 @@ from pathlib import Path
 
 from vrsearch.engine.trainer import FitResult, Reporter, Trainer
 from vrsearch.results.io import flatten
+from vrsearch.study.design import config_hash
 from vrsearch.study.schema import Study
+
+
+def device_hours(study: Study, wall_time_s: float) -> dict:
+    """Compute a trial used: GPU-hours if it had GPUs, else CPU-core-hours."""
+    r = study.resources
+    per_worker, kind = (r.gpus_per_worker, "gpu") if r.gpus_per_worker > 0 else (r.cpus_per_worker, "cpu")
+    return {"device": kind, "device_hours": wall_time_s / 3600 * r.workers_per_trial * per_worker}
 
 
 @dataclass
@@ -46,6 +54,9 @@ def trial_row(study: Study, trial_id: str, fit: FitResult, trainer: Trainer) -> 
         "n_val": len(split.val),
         "n_test": len(split.test),
         "config_json": json.dumps(config, sort_keys=True),
+        "config_hash": config_hash(study),
+        "group_hash": config_hash(study, with_seed=False),
+        **device_hours(study, fit.wall_time_s),
     }
     for k in ("dice", "jaccard", "hd95_mm", "asd_mm"):
         row[f"test_{k}"] = fit.test.get(k, float("nan"))

@@ -4,8 +4,11 @@ The driver validates the study and checks every data file *before* Ray
 starts, claims the run directory (refusing one that holds another study),
 starts a loopback-only local Ray (or joins ``--address``), and runs a Tuner:
 Optuna (TPE / random / CMA-ES, persisted in an RDB storage — SQLite in the
-run directory by default) or a fixed design (grid / random / ablation /
-none) crossed with seeds, under ASHA, the median rule or no scheduler.
+run directory by default; several seeds per configuration through
+:class:`~vrsearch.orchestrate.seeds.SeedRepeater`) or a fixed design (grid /
+random / ablation / none) crossed with dataset axes and seeds, under ASHA,
+the median rule or no scheduler. An edited fixed-design study grows its run
+directory in place (:mod:`vrsearch.orchestrate.grow`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 from vrsearch.data.prepare import prepare_data
 from vrsearch.engine.single import claim_run_dir
 from vrsearch.errors import VrsearchError
+from vrsearch.orchestrate import grow
 from vrsearch.orchestrate.trainable import REPORTED, trial_resources, vrsearch_trial
 from vrsearch.registry import get_method
 from vrsearch.results import fragments, io
@@ -35,8 +39,6 @@ def check_runnable(study: Study) -> None:
     s = study.search
     if s.metric not in REPORTED or s.metric in ("lr",):
         raise VrsearchError(f"search.metric: {s.metric!r} is not reported; use one of {', '.join(REPORTED[:5])}")
-    if s.design == "search" and len(s.seeds) > 1:
-        raise VrsearchError("search.seeds: a 'search' design runs one seed per configuration for now; give one seed")
     spec = get_method(study.method.name)
     prepare_data(study.dataset, method=spec.name, needs_unlabeled=spec.needs_unlabeled,
                  all_labels=bool(study.method.params.get("all_labels", False)))
@@ -104,10 +106,14 @@ def _searcher(study: Study, run_dir: Path):
     start = [default_point(study)] if s.start_from_defaults else None
     algo = OptunaSearch(space=optuna_space(study), metric=s.metric, mode=s.mode, sampler=sampler,
                         study_name=study.name, storage=storage, points_to_evaluate=start)
+    if len(s.seeds) > 1:
+        from vrsearch.orchestrate.seeds import SeedRepeater
+
+        algo = SeedRepeater(algo, s.seeds, s.aggregate)
     return ConcurrencyLimiter(algo, max_concurrent=study.resources.concurrent_trials)
 
 
-def _tuner(study: Study, run_dir: Path, restore: bool, echo):
+def _tuner(study: Study, run_dir: Path, restore: bool, echo, experiment: str, cells: list[dict] | None):
     from ray import tune
 
     from vrsearch.orchestrate.callbacks import ResultsCallback
@@ -118,32 +124,41 @@ def _tuner(study: Study, run_dir: Path, restore: bool, echo):
         base["train"]["seed"] = study.search.seeds[0]
     trainable = tune.with_parameters(vrsearch_trial, base=base, run_dir=str(run_dir))
     trainable = tune.with_resources(trainable, functools.partial(trial_resources, base))
-    total = n_trials(study)
+    total = n_trials(study) if cells is None else len(cells)
     callback = ResultsCallback(run_dir, total, echo)
-    path = run_dir / TUNE_NAME
+    path = run_dir / experiment
     if restore:
         return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True), callback
     if study.search.design == "search":
-        param_space, search_alg, samples = {}, _searcher(study, run_dir), study.search.num_samples
+        param_space, search_alg, samples = {}, _searcher(study, run_dir), n_trials(study)
     else:
-        param_space, search_alg, samples = {"cell": tune.grid_search(cells_with_seeds(study))}, None, 1
+        param_space, search_alg, samples = {"cell": tune.grid_search(cells)}, None, 1
     tune_config = tune.TuneConfig(
         metric=study.search.metric, mode=study.search.mode, search_alg=search_alg, scheduler=_scheduler(study),
         num_samples=samples, max_concurrent_trials=res.concurrent_trials,
     )
     run_config = tune.RunConfig(
-        name=TUNE_NAME, storage_path=str(run_dir), verbose=0, callbacks=[callback],
+        name=experiment, storage_path=str(run_dir), verbose=0, callbacks=[callback],
         failure_config=tune.FailureConfig(max_failures=res.max_failures),
     )
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config), callback
 
 
-def _execute(study: Study, run_dir: Path, address: str | None, restore: bool, echo) -> Path:
+def _pending(study: Study, run_dir: Path) -> list[dict]:
+    """Cells (with seeds) of a fixed design that have no finished trial in ``run_dir``."""
+    return grow.pending_cells(study.model_dump(mode="json"), cells_with_seeds(study), grow.finished_hashes(run_dir))
+
+
+def _execute(study: Study, run_dir: Path, address: str | None, restore: bool, echo, *,
+             experiment: str = TUNE_NAME, cells: list[dict] | None = None) -> Path:
     import ray
 
+    fixed = study.search.design != "search"
+    if fixed and cells is None and not restore:
+        cells = _pending(study, run_dir)
     init_ray(run_dir, address, study.resources.ray_temp_dir)
     try:
-        tuner, callback = _tuner(study, run_dir, restore, echo)
+        tuner, callback = _tuner(study, run_dir, restore, echo, experiment, cells)
         if restore:  # the restored experiment keeps its own callbacks list; ours must be there too
             tuner._local_tuner._run_config.callbacks = [callback]
         echo(f"study {study.name}: {callback.total} trials, design {study.search.design}, run dir {run_dir}")
@@ -153,7 +168,10 @@ def _execute(study: Study, run_dir: Path, address: str | None, restore: bool, ec
         ray.shutdown()
     counts = trials.status.value_counts().to_dict() if len(trials) else {}
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no trials"
-    ended = sum(v for k, v in counts.items() if k in ("completed", "stopped_early", "failed"))
+    if fixed:
+        ended = n_trials(study) - len(_pending(study, run_dir))
+    else:
+        ended = sum(v for k, v in counts.items() if k in grow.FINISHED)
     if ended < n_trials(study):
         raise VrsearchError(f"stopped after {ended} of {n_trials(study)} trials ({summary}); results so far are in "
                             f"{run_dir}; continue with 'vrsearch resume {run_dir}'")
@@ -168,17 +186,50 @@ def _execute(study: Study, run_dir: Path, address: str | None, restore: bool, ec
 
 def discard_trial_state(run_dir: Path) -> None:
     """Remove Tune's state, trial fragments, checkpoints and Train worker dirs of a run."""
-    for name in (TUNE_NAME, fragments.TRIALS_DIR, "checkpoints", "ray_train"):
+    for name in (*grow.experiments(run_dir), fragments.TRIALS_DIR, "checkpoints", "ray_train"):
         shutil.rmtree(run_dir / name, ignore_errors=True)
+
+
+def _grow(study: Study, run_dir: Path, address: str | None, echo) -> Path:
+    """Run the cells of an edited fixed-design study that the run directory lacks."""
+    io.write_text_atomic(run_dir / io.STUDY_FILE, study_to_yaml(study))
+    grow.remove_unfinished(run_dir)
+    cells = _pending(study, run_dir)
+    reused = n_trials(study) - len(cells)
+    if not cells:
+        fragments.compact(run_dir)
+        echo(f"nothing to run: all {reused} trials of the edited study are already in {run_dir}")
+        return run_dir
+    echo(f"growing {run_dir}: {len(cells)} new trials, {reused} finished trials reused")
+    return _execute(study, run_dir, address, restore=False, echo=echo,
+                    experiment=grow.next_experiment(run_dir), cells=cells)
+
+
+def _prior_study(run_dir: Path) -> tuple[str, Study] | None:
+    path = run_dir / io.STUDY_FILE
+    if not path.exists():
+        return None
+    try:
+        return path.read_text(encoding="utf-8"), build_study(read_yaml(path))
+    except VrsearchError:
+        return None
 
 
 def run_study(study_path: Path, overrides, *, address: str | None = None, fresh: bool = False, echo=print) -> Path:
     study = load_study(study_path, overrides)
     check_runnable(study)
     run_dir = study.run_dir
-    if not fresh and (run_dir / TUNE_NAME).exists():
-        raise VrsearchError(f"{run_dir} already holds a run of this study; continue it with "
-                            f"'vrsearch resume {run_dir}' or start over with --fresh")
+    prior = None if fresh else _prior_study(run_dir)
+    started = bool(grow.experiments(run_dir)) or (run_dir / fragments.TRIALS_DIR).exists()
+    if prior is not None and started:
+        text, old = prior
+        if text == study_to_yaml(study):
+            raise VrsearchError(f"{run_dir} already holds a run of this study; continue it with "
+                                f"'vrsearch resume {run_dir}' or start over with --fresh")
+        problem = grow.growth_problem(old, study)
+        if problem:
+            raise VrsearchError(problem)
+        return _grow(study, run_dir, address, echo)
     claim_run_dir(run_dir, study_to_yaml(study), fresh)
     if fresh:
         discard_trial_state(run_dir)
@@ -199,8 +250,15 @@ def resume_study(run_dir: Path, *, address: str | None = None, echo=print) -> Pa
         loopback_env()
     from ray import tune
 
-    restore = tune.Tuner.can_restore(str(run_dir / TUNE_NAME))
-    if not restore:  # killed before Tune saved any state: nothing finished is known, start over
-        discard_trial_state(run_dir)
-        echo("no saved experiment state; starting the study from the beginning")
-    return _execute(study, run_dir, address, restore=restore, echo=echo)
+    names = grow.experiments(run_dir)
+    experiment = names[-1] if names else TUNE_NAME
+    if tune.Tuner.can_restore(str(run_dir / experiment)):
+        return _execute(study, run_dir, address, restore=True, echo=echo, experiment=experiment)
+    if study.search.design != "search":  # killed before Tune saved state: run what has not finished
+        grow.remove_unfinished(run_dir)
+        echo("no saved experiment state; running the trials that have not finished")
+        return _execute(study, run_dir, address, restore=False, echo=echo,
+                        experiment=grow.next_experiment(run_dir))
+    discard_trial_state(run_dir)
+    echo("no saved experiment state; starting the study from the beginning")
+    return _execute(study, run_dir, address, restore=False, echo=echo)

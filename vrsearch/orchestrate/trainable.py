@@ -27,18 +27,33 @@ from vrsearch.engine.trainer import Trainer
 from vrsearch.engine.trial import run_trial
 from vrsearch.registry import get_method
 from vrsearch.results import fragments
-from vrsearch.study.design import SEED_KEY, apply_cell
+from vrsearch.study.design import ARM_KEY, GROUP_KEY, LABEL_KEYS, SEED_KEY, apply_cell, config_hash, group_label
 from vrsearch.study.schema import Study
 
 REPORTED = ("val_dice", "val_jaccard", "val_hd95_mm", "val_asd_mm", "loss", "lr")
 
 
 def trial_study(base: dict, config: dict) -> tuple[Study, dict, int]:
-    """The trial's resolved study from Tune's ``config`` (fixed cell or Optuna's flat keys)."""
+    """The trial's resolved study from Tune's ``config`` (fixed cell or Optuna's flat keys,
+    plus ``train.seed`` from the seed-aware searcher); the cell gets its ``group``."""
     cell = dict(config.get("cell") or {})
     cell.update({k: v for k, v in config.items() if k != "cell"})
     seed = int(cell.pop(SEED_KEY, base["train"]["seed"]))
+    cell.setdefault(GROUP_KEY, group_label(cell))
     return apply_cell(base, cell, seed), cell, seed
+
+
+def trial_meta(study: Study, cell: dict, seed: int) -> dict[str, Any]:
+    """What a trial's fragment records before training (``meta.json``)."""
+    return {
+        "seed": seed, "arm": cell.get(ARM_KEY, ""), "group": cell.get(GROUP_KEY, ""),
+        "cell": {k: v for k, v in cell.items() if k not in LABEL_KEYS},
+        "config_hash": config_hash(study), "group_hash": config_hash(study, with_seed=False),
+        "method": study.method.name, "labeled_ratio": study.dataset.labeled_ratio,
+        "split_seed": study.dataset.split_seed,
+        "config": {k: study.model_dump(mode="json")[k] for k in ("method", "dataset", "model", "train")},
+        "resources": study.resources.model_dump(mode="json"),
+    }
 
 
 def _metrics(r: dict) -> dict[str, Any]:
@@ -57,12 +72,7 @@ def _engine(study: Study, cell: dict, seed: int, run_dir: Path, trial_id: str, r
     data = prepare_data(study.dataset, method=spec.name, needs_unlabeled=spec.needs_unlabeled,
                         all_labels=bool(study.method.params.get("all_labels", False)), check=False)
     if rank == 0:
-        fragments.write_json(fragments.trial_dir(run_dir, trial_id) / "meta.json", {
-            "seed": seed, "arm": cell.get("arm", ""), "cell": {k: v for k, v in cell.items() if k != "arm"},
-            "method": study.method.name, "labeled_ratio": study.dataset.labeled_ratio,
-            "split_seed": study.dataset.split_seed,
-            "config": {k: study.model_dump(mode="json")[k] for k in ("method", "dataset", "model", "train")},
-        })
+        fragments.write_json(fragments.trial_dir(run_dir, trial_id) / "meta.json", trial_meta(study, cell, seed))
     trainer = Trainer(study, run_dir / "checkpoints" / trial_id, data=data, rank=rank, world_size=world)
     if wrap is not None:
         trainer.step_module = wrap(trainer.method)
@@ -74,7 +84,7 @@ def _engine(study: Study, cell: dict, seed: int, run_dir: Path, trial_id: str, r
 
     out = run_trial(study, trial_id, trainer.ckpt_dir, report=report, trainer=trainer)
     if rank == 0:
-        out.trial.update(arm=cell.get("arm", ""))
+        out.trial.update(arm=cell.get(ARM_KEY, ""), group=cell.get(GROUP_KEY, ""))
         fragments.write_final(run_dir, trial_id, out.trial, out.history, out.cases)
     if out.trial["status"] == "failed":
         report_fn({"iteration": int(out.trial["iterations"]), "val_dice": float("nan"), "diverged": 1})

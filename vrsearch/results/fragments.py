@@ -26,6 +26,8 @@ import pandas as pd
 from vrsearch.results import io
 
 TRIALS_DIR = "trials"
+#: meta.json entries that are not trial-row columns (``config`` is flattened instead)
+META_ONLY = ("config", "resources")
 
 
 def trial_dir(run_dir: Path, trial_id: str) -> Path:
@@ -60,9 +62,19 @@ def record_status(run_dir: Path, trial_id: str, status: str, error: str = "") ->
     write_json(trial_dir(run_dir, trial_id) / "status.json", {"status": status, "error": error})
 
 
+def device_hours_row(meta: dict, wall_time_s: float) -> dict[str, Any]:
+    """GPU- or CPU-core-hours of a trial the scheduler ended, from its resources."""
+    res = meta.get("resources") or {}
+    if not res:
+        return {}
+    gpus = float(res.get("gpus_per_worker", 0) or 0)
+    per_worker, kind = (gpus, "gpu") if gpus > 0 else (float(res.get("cpus_per_worker", 1)), "cpu")
+    return {"device": kind, "device_hours": wall_time_s / 3600 * int(res.get("workers_per_trial", 1)) * per_worker}
+
+
 def _row_without_result(d: Path, meta: dict, history: pd.DataFrame) -> dict[str, Any]:
     status = read_json(d / "status.json") or {"status": "running", "error": ""}
-    row: dict[str, Any] = {"trial_id": d.name, **{k: v for k, v in meta.items() if k != "config"}}
+    row: dict[str, Any] = {"trial_id": d.name, **{k: v for k, v in meta.items() if k not in META_ONLY}}
     row.update(status)
     if "val_dice" in history:
         evals = history.dropna(subset=["val_dice"])
@@ -74,6 +86,7 @@ def _row_without_result(d: Path, meta: dict, history: pd.DataFrame) -> dict[str,
     row["iterations"] = int(history.iteration.max()) if len(history) else 0
     if len(history) and "time_s" in history:
         row["wall_time_s"] = float(history.time_s.max())
+        row.update(device_hours_row(meta, row["wall_time_s"]))
     row.update({f"config.{k}": v for k, v in io.flatten(meta.get("config", {})).items()})
     return row
 
@@ -89,7 +102,7 @@ def compact(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         hist = pd.read_parquet(d / io.HISTORY_FILE) if (d / io.HISTORY_FILE).exists() else pd.DataFrame()
         result = read_json(d / "result.json")
         if result is not None:
-            row = {**result, **{k: v for k, v in meta.items() if k not in ("config",) and k not in result}}
+            row = {**result, **{k: v for k, v in meta.items() if k not in META_ONLY and k not in result}}
             if (d / io.CASES_FILE).exists():
                 cases.append(pd.read_parquet(d / io.CASES_FILE))
         else:

@@ -39,7 +39,9 @@ TRIAL_COLUMNS = [
     "iterations", "best_iteration", "best_val_dice", "final_val_dice",
     "test_dice", "test_jaccard", "test_hd95_mm", "test_asd_mm", "wall_time_s",
     "n_labeled", "n_unlabeled", "n_val", "n_test", "config_json",
+    "arm", "group", "config_hash", "group_hash", "device", "device_hours",
 ]
+_TEXT_COLUMNS = ("trial_id", "error", "status", "arm", "group", "config_hash", "group_hash", "device")
 HISTORY_COLUMNS = ["trial_id", "iteration"]
 
 
@@ -73,7 +75,7 @@ def frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     for c in columns:
         if c not in df.columns:
-            df[c] = pd.Series(dtype="object" if c in ("trial_id", "error", "status") else "float64")
+            df[c] = pd.Series(dtype="object" if c in _TEXT_COLUMNS else "float64")
     return df[columns + [c for c in df.columns if c not in columns]]
 
 

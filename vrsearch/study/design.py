@@ -11,14 +11,23 @@ the resolved study — crossed with a seed. Designs:
 * ``ablation``: a ``baseline`` cell plus one cell per arm;
 * ``search``: Optuna proposes cells through :func:`optuna_space`
   (define-by-run, so conditional dimensions are honoured).
+
+Fixed designs are crossed with ``search.axes`` (dataset settings such as the
+labeled ratio) and then with the seeds. Every cell carries a ``group`` label
+(the arm, or the knob values, plus the axis values): the configuration whose
+seeds the statistics pool. A trial's identity is :func:`config_hash` of its
+resolved method/dataset/model/train sections, so a grown study can tell which
+cells it already ran.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -27,6 +36,45 @@ from vrsearch.study.load import StudyError, build_study, set_path
 from vrsearch.study.schema import Dimension, Study
 
 SEED_KEY = "train.seed"
+ARM_KEY, GROUP_KEY = "arm", "group"
+#: keys of a cell that label it rather than set a field of the study
+LABEL_KEYS = (ARM_KEY, GROUP_KEY)
+#: the sections that determine a trial's results (resources and output do not)
+IDENTITY_SECTIONS = ("method", "dataset", "model", "train")
+
+
+def _short(key: str) -> str:
+    for prefix in ("method.params.", "dataset."):
+        if key.startswith(prefix):
+            return key[len(prefix):]
+    return key
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def group_label(cell: Mapping[str, Any], axes: Iterable[str] = ()) -> str:
+    """``arm`` (or ``knob=value, ...``) then ``axis=value, ...``; ``study`` if empty."""
+    axes = [k for k in axes if k in cell]
+    if cell.get(ARM_KEY):
+        parts = [str(cell[ARM_KEY])]
+    else:
+        parts = [f"{_short(k)}={_fmt(cell[k])}" for k in sorted(cell)
+                 if k not in LABEL_KEYS and k != SEED_KEY and k not in axes]
+    parts += [f"{_short(k)}={_fmt(cell[k])}" for k in axes]
+    return ", ".join(parts) or "study"
+
+
+def config_hash(study: Study, *, with_seed: bool = True) -> str:
+    """Stable identity of a resolved trial study (its method/dataset/model/train
+    sections); ``with_seed=False`` identifies the configuration across seeds."""
+    resolved = study.model_dump(mode="json")
+    identity = {k: resolved[k] for k in IDENTITY_SECTIONS}
+    if not with_seed:
+        identity["train"] = {k: v for k, v in identity["train"].items() if k != "seed"}
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def active(dim: Dimension, cell: Mapping[str, Any]) -> bool:
@@ -87,18 +135,26 @@ def random_cells(study: Study, seed: int = 0) -> list[dict[str, Any]]:
     return cells
 
 
-def design_cells(study: Study) -> list[dict[str, Any]]:
-    """Cells of a non-Optuna design (each a dict of overrides, plus ``arm`` names)."""
+def _base_cells(study: Study) -> list[dict[str, Any]]:
     s = study.search
     if s.design == "grid":
         return grid_cells(study)
     if s.design == "random":
         return random_cells(study, s.seeds[0])
     if s.design == "ablation":
-        return [{"arm": "baseline"}] + [{"arm": a.name, **a.set} for a in s.arms]
+        return [{ARM_KEY: "baseline"}] + [{ARM_KEY: a.name, **a.set} for a in s.arms]
     if s.design == "none":
         return [{}]
     raise ValueError(f"design {s.design!r} has no fixed cells (Optuna proposes them)")
+
+
+def design_cells(study: Study) -> list[dict[str, Any]]:
+    """Cells of a non-Optuna design crossed with the dataset axes: dicts of
+    overrides plus their ``arm`` (ablation) and ``group`` labels."""
+    cells = _base_cells(study)
+    for key, values in study.search.axes.items():
+        cells = [{**cell, key: value} for cell in cells for value in values]
+    return [{**cell, GROUP_KEY: group_label(cell, study.search.axes)} for cell in cells]
 
 
 class OptunaSpace:
@@ -156,7 +212,7 @@ def apply_cell(base: Mapping[str, Any], cell: Mapping[str, Any], seed: int | Non
     """The resolved study of one trial: ``base`` (a resolved study dict) + overrides."""
     raw = copy.deepcopy(dict(base))
     for key, value in cell.items():
-        if key == "arm":
+        if key in LABEL_KEYS:
             continue
         set_path(raw, key, value)
     if seed is not None:
@@ -168,7 +224,7 @@ def apply_cell(base: Mapping[str, Any], cell: Mapping[str, Any], seed: int | Non
 def n_trials(study: Study) -> int:
     s = study.search
     if s.design == "search":
-        return s.num_samples
+        return s.num_samples * len(s.seeds)
     return len(design_cells(study)) * len(s.seeds)
 
 

@@ -171,7 +171,8 @@ def build_study(raw: dict[str, Any], *, check_design: bool = True) -> Study:
             for k, d in study.search.space.items()
         ]
         arms = [(f"search.arms.{a.name}.set.{k}", k, [v]) for a in study.search.arms for k, v in a.set.items()]
-        _check_overrides(raw, resolved, space + arms)
+        axes = [(f"search.axes.{k}", k, list(v)) for k, v in study.search.axes.items()]
+        _check_overrides(raw, resolved, space + arms + axes)
         if study.search.start_from_defaults:
             from vrsearch.study.design import default_point  # design builds on this module
 

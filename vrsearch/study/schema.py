@@ -241,6 +241,13 @@ class SearchConfig(StrictModel):
     grace_period: PosInt | None = None
     reduction_factor: Annotated[int, Field(ge=2)] = 2
     storage: str | None = None
+    #: dataset axes crossed with every cell of a fixed design (e.g. method × ratio × seed):
+    #: ``{"dataset.labeled_ratio": [0.1, 0.2], "dataset.split_seed": [0, 1]}``
+    axes: dict[str, list[Any]] = {}
+    #: ``search`` design with several seeds: what the searcher is told once every seed of
+    #: a configuration has finished — the mean, or ``lcb``: the mean one standard error
+    #: on the pessimistic side (mean − s/√k for ``mode: max``, mean + s/√k for ``min``)
+    aggregate: Literal["mean", "lcb"] = "mean"
     #: ``search`` design: the first trial runs the study's own value of every searched
     #: key (e.g. a paper's defaults), enqueued in Optuna before the sampler proposes
     start_from_defaults: bool = False
@@ -261,6 +268,17 @@ class SearchConfig(StrictModel):
             raise ValueError("start_from_defaults applies to design 'search' only")
         if self.design == "ablation" and not self.arms:
             raise ValueError("design 'ablation' needs 'arms'")
+        names = [a.name for a in self.arms]
+        if "baseline" in names or len(set(names)) != len(names):
+            raise ValueError("arm names must be distinct and not 'baseline' (the study itself is the baseline)")
+        for key, values in self.axes.items():
+            if not key.startswith("dataset."):
+                raise ValueError(f"axes.{key}: axes vary the data (dataset.*); put other knobs in arms or the space")
+            if not values or len({repr(v) for v in values}) != len(values):
+                raise ValueError(f"axes.{key}: needs a non-empty list of distinct values")
+        if self.axes and self.design == "search":
+            raise ValueError("axes cross the cells of a fixed design (none/grid/random/ablation); "
+                             "run one search per dataset setting")
         for key, dim in self.space.items():
             for parent, values in dim.when.items():
                 if parent not in self.space or self.space[parent].type != "categorical":
