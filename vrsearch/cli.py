@@ -191,15 +191,16 @@ def table(
     Writes table.md, table.tex (booktabs) and table.csv (raw numbers)."""
     from rich.console import Console
 
-    from vrsearch.results.table import load_table
+    from vrsearch.results.table import load_tables
 
     with user_errors():
-        result = load_table(run_dir, baseline=baseline, split=split.value)
-        paths = result.write(out if out is not None else run_dir)
+        tables = load_tables(run_dir, baseline=baseline, split=split.value)
+        paths = [p for t in tables for p in t.write(out if out is not None else run_dir)]
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 200))
-    console.print(result.to_rich())
+    for t in tables:
+        console.print(t.to_rich())
     for path in paths:
         typer.echo(f"written {path}")
 

@@ -188,7 +188,7 @@ def holm(p) -> np.ndarray:
     order = np.argsort(values, kind="stable")
     scaled = (m - np.arange(m)) * values[order]
     adjusted = np.empty(m)
-    adjusted[order] = np.minimum(scaled, 1.0)
+    adjusted[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
     out[ok] = adjusted
     return out
 

@@ -13,7 +13,9 @@ renderers (Markdown, LaTeX/booktabs, rich) show Dice and Jaccard in percent
 
 from __future__ import annotations
 
+import itertools
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +100,8 @@ class AblationTable:
     classes: list[str]
     baseline: str
     split: str = "test"
+    #: the dataset-axis setting this table covers (``labeled_ratio=0.1``), "" without axes
+    slice: str = ""
 
     def columns(self) -> list[Column]:
         cols = [Column("Group", "group", "text"), Column("n", "n", "int")]
@@ -117,7 +121,8 @@ class AblationTable:
         return cols
 
     def caption(self) -> str:
-        return (f"{self.split} split; mean over seeds, ± = 95 % Student-t CI; Dice/Jaccard in %, HD95 in mm; "
+        where = f"{self.slice}; " if self.slice else ""
+        return (f"{where}{self.split} split; mean over seeds, ± = 95 % Student-t CI; Dice/Jaccard in %, HD95 in mm; "
                 f"Δ and p vs '{self.baseline}': paired Wilcoxon on per-case Dice, Holm-adjusted across arms "
                 "(* p<0.05, ** p<0.01, *** p<0.001); bold = best per column.")
 
@@ -167,9 +172,12 @@ class AblationTable:
         from rich.text import Text
 
         cols, rows = self.cells()
-        table = Table(title=f"Ablation vs {self.baseline} ({self.split})", caption=self.caption())
+        where = f", {self.slice}" if self.slice else ""
+        table = Table(title=f"Ablation vs {self.baseline} ({self.split}{where})", caption=self.caption())
+        width = min(30, max((len(str(g)) for g in self.frame["group"]), default=5))
         for c in cols:
-            table.add_column(Text(c.header), justify="left" if c.kind == "text" else "right")
+            table.add_column(Text(c.header), justify="left" if c.kind == "text" else "right",
+                             min_width=width if c.key == "group" else None)
         for row in rows:
             table.add_row(*[Text(t, style="bold" if b else "") for t, b in row])
         return table
@@ -184,6 +192,8 @@ class AblationTable:
         """``table.md``, ``table.tex``, ``table.csv`` (``table_<split>.*`` for a split other than test)."""
         out_dir = Path(out_dir)
         stem = "table" if self.split == "test" else f"table_{self.split}"
+        if self.slice:
+            stem += "_" + re.sub(r"[^A-Za-z0-9.=-]+", "_", self.slice)
         md, tex = out_dir / f"{stem}.md", out_dir / f"{stem}.tex"
         io.write_text_atomic(md, self.to_markdown())
         io.write_text_atomic(tex, self.to_latex())
@@ -234,8 +244,8 @@ def ablation_table(results: io.Results, baseline: str | None = None, split: str 
     frame["hd95_mm_mean"] = stat["mean"]["hd95_mm"].to_numpy()
 
     tests = paired_tests(trials, cases, baseline, split, "dice").set_index("group").reindex(order)
-    frame["mean_diff"] = tests["mean_diff"].to_numpy()
-    frame["p_holm"] = tests["p_holm"].to_numpy()
+    for key in ("n_pairs", "mean_diff", "boot_low", "boot_high", "p", "p_holm", "rank_biserial", "cohen_dz"):
+        frame[key] = tests[key].to_numpy()
     frame["sig"] = [stars(p) for p in frame["p_holm"]]
     spent = budget(trials).set_index("group").reindex(order)
     frame["trials"] = spent["trials"].to_numpy()
@@ -246,13 +256,54 @@ def ablation_table(results: io.Results, baseline: str | None = None, split: str 
     return AblationTable(frame=frame, classes=classes, baseline=baseline, split=split)
 
 
+def axis_slices(results: io.Results) -> list[tuple[str, io.Results]]:
+    """One ``(label, results)`` per setting of the study's dataset axes (arms are compared
+    with the baseline at the same labeled ratio / split seed); ``[("", results)]`` without axes.
+    Within a slice a trial's group is its arm (or its knobs) without the axis values."""
+    axes = ((results.study or {}).get("search") or {}).get("axes") or {}
+    if not axes:
+        return [("", results)]
+    trials, out = results.trials, []
+    labels = group_labels(trials)
+    for combo in itertools.product(*axes.values()):
+        parts = [f"{k.split('.', 1)[1]}={v:.4g}" if isinstance(v, float) else f"{k.split('.', 1)[1]}={v}"
+                 for k, v in zip(axes, combo)]
+        keep = pd.Series(True, index=trials.index)
+        for key, value in zip(axes, combo):
+            column = f"config.{key}"
+            keep &= trials[column] == value if column in trials else False
+        suffix = ", " + ", ".join(parts)
+        part = trials[keep].assign(group=[g[: -len(suffix)] if g.endswith(suffix) else g for g in labels[keep]])
+        cases = results.cases[results.cases.trial_id.isin(part.trial_id)]
+        out.append((", ".join(parts), io.Results(part, results.history, cases, results.study)))
+    return out
+
+
+def load_tables(run_dir: Path | str, baseline: str | None = None, split: str = "test") -> list[AblationTable]:
+    """The run's ablation tables: one, or one per dataset-axis setting with results."""
+    results, tables = io.load(run_dir), []
+    for label, part in axis_slices(results):
+        try:
+            table = ablation_table(part, baseline=baseline, split=split, name=str(run_dir))
+        except VrsearchError:
+            if label:  # a setting whose trials have not finished yet
+                continue
+            raise
+        table.slice = label
+        tables.append(table)
+    if not tables:
+        raise VrsearchError(f"{run_dir}: no completed trials with {split} metrics yet")
+    return tables
+
+
 def load_table(run_dir: Path | str, baseline: str | None = None, split: str = "test") -> AblationTable:
-    """Load a run directory and build its ablation table (errors name the run dir)."""
-    return ablation_table(io.load(run_dir), baseline=baseline, split=split, name=str(run_dir))
+    """Load a run directory and build its (first) ablation table (errors name the run dir)."""
+    return load_tables(run_dir, baseline, split)[0]
 
 
 def write_table(run_dir: Path | str, out_dir: Path | str | None = None, baseline: str | None = None,
                 split: str = "test") -> list[Path]:
-    """Write ``table.md``, ``table.tex`` and ``table.csv`` into ``out_dir`` (default: the run dir)."""
-    table = load_table(run_dir, baseline=baseline, split=split)
-    return table.write(out_dir if out_dir is not None else run_dir)
+    """Write ``table.md``, ``table.tex`` and ``table.csv`` (per axis setting: ``table_<setting>.*``)
+    into ``out_dir`` (default: the run dir)."""
+    out = out_dir if out_dir is not None else run_dir
+    return [p for t in load_tables(run_dir, baseline=baseline, split=split) for p in t.write(out)]
