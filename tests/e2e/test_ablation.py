@@ -61,7 +61,11 @@ def test_ablation_table_matches_pandas_and_scipy(ablation_run):
     assert list(csv.index) == ["baseline", "ce_only"]
 
     cases = pd.read_parquet(run / "cases.parquet")
-    test = cases[cases.split == "test"].merge(trials[["trial_id", "arm", "seed"]], on="trial_id")
+    test = cases[cases.split == "test"].merge(trials[["trial_id", "arm", "seed", "best_iteration", "n_test"]],
+                                              on="trial_id")
+    # protocol: test metrics once per trial, for the checkpoint selected on validation
+    assert (test.iteration == test.best_iteration).all()
+    assert (test.groupby("trial_id").size() == test.groupby("trial_id").n_test.first() * test.class_index.nunique()).all()
     per_trial = test.groupby(["arm", "seed"]).dice.mean()  # a trial's Dice: mean over its (case, class) rows
     for arm in ["baseline", "ce_only"]:
         x = per_trial[arm].to_numpy()
