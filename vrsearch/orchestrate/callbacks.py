@@ -11,6 +11,17 @@ from ray.tune import Callback
 from vrsearch.results import fragments
 
 
+def refresh_report(run_dir: Path, echo=print) -> Path | None:
+    """(Re)write ``report.html``; a report that cannot be built never stops a study."""
+    try:
+        from vrsearch.report.html import write_report
+
+        return write_report(run_dir)
+    except Exception as exc:  # noqa: BLE001 — any failure of a figure is reported, not raised
+        echo(f"warning: report.html not updated ({type(exc).__name__}: {str(exc)[:200]})")
+        return None
+
+
 class ResultsCallback(Callback):
     """After every finished trial, record its fate and recompact the parquet files."""
 
@@ -30,6 +41,7 @@ class ResultsCallback(Callback):
         else:
             status = result["status"]
         trials, _, _ = fragments.compact(self.run_dir)
+        refresh_report(self.run_dir, self.echo)
         self.done += 1
         self.failed += status == "failed"
         self.stopped += status == "stopped_early"

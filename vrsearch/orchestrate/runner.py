@@ -175,7 +175,12 @@ def _execute(study: Study, run_dir: Path, address: str | None, restore: bool, ec
     if ended < n_trials(study):
         raise VrsearchError(f"stopped after {ended} of {n_trials(study)} trials ({summary}); results so far are in "
                             f"{run_dir}; continue with 'vrsearch resume {run_dir}'")
+    from vrsearch.orchestrate.callbacks import refresh_report
+
+    report = refresh_report(run_dir, echo)
     echo(f"finished: {summary}; results in {run_dir}")
+    if report is not None:
+        echo(f"report: {report}")
     best = trials.dropna(subset=["best_val_dice"]).sort_values("best_val_dice", ascending=False).head(1)
     if len(best):
         b = best.iloc[0]
