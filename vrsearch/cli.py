@@ -205,6 +205,22 @@ def table(
         typer.echo(f"written {path}")
 
 
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory of a study (finished or still running).")],
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", help="Write the report here (default: RUN_DIR/report.html).")] = None,
+) -> None:
+    """Self-contained HTML report: search figures, learning curves, ablation table.
+
+    One offline file (plotly.js embedded, no network requests)."""
+    from vrsearch.report.html import write_report
+
+    with user_errors():
+        path = write_report(run_dir, out)
+    typer.echo(f"written {path}")
+
+
 class PhantomLayout(str, Enum):
     """Folder layout of ``vrsearch data phantom``."""
 

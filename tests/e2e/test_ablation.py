@@ -15,15 +15,9 @@ import scipy.stats
 import yaml
 
 from tests.e2e.test_cli import assert_one_line_error, cli
-from tests.e2e.test_run import write_study
 from vrsearch.results import io
 
 pytestmark = pytest.mark.slow
-
-ABLATION = {"design": "ablation", "scheduler": "none", "seeds": [0, 1],
-            "arms": [{"name": "ce_only", "set": {"method.params.loss": "ce", "train.optimizer.lr": 0.03}}]}
-RES = {"concurrent_trials": 2}
-
 
 def started_trials(run) -> dict[str, tuple[int, str]]:
     """Every trial that ever started (it writes meta.json first) → its result.json stamp."""
@@ -39,15 +33,6 @@ def case_means(run) -> pd.DataFrame:
     trials, cases = pd.read_parquet(run / "trials.parquet"), pd.read_parquet(run / "cases.parquet")
     test = cases[cases.split == "test"].merge(trials[["trial_id", "arm", "seed"]], on="trial_id")
     return test.groupby(["arm", "seed", "case_id"]).dice.mean().reset_index()
-
-
-@pytest.fixture(scope="module")
-def ablation_run(tiny_phantom, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ablation")
-    study = write_study(tmp, tiny_phantom, search=ABLATION, resources=RES)
-    proc = cli("run", study)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return tmp, study, tmp / "run", proc
 
 
 def test_ablation_table_matches_pandas_and_scipy(ablation_run):
@@ -107,13 +92,8 @@ def test_growing_by_one_seed_runs_exactly_the_new_cells(ablation_run):
     assert started_trials(run) == after
 
 
-def test_seed_aware_search_reports_the_mean_over_seeds(tiny_phantom, tmp_path):
-    space = {"train.optimizer.lr": {"type": "float", "low": 0.001, "high": 0.05, "log": True}}
-    study = write_study(tmp_path, tiny_phantom, resources=RES, search={
-        "design": "search", "searcher": "random", "scheduler": "none", "num_samples": 2, "seeds": [0, 1],
-        "space": space})
-    proc = cli("run", study)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_seed_aware_search_reports_the_mean_over_seeds(search_run):
+    tmp_path = search_run
     trials = io.load(tmp_path / "run").trials
     assert len(trials) == 4 and (trials.status == "completed").all()
     lr = trials.cell.map(lambda c: json.loads(c)["train.optimizer.lr"])

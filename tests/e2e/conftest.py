@@ -1,0 +1,38 @@
+"""Tiny studies run once per session through real Ray and shared by the tests that
+read their results: an ablation (2 arms × 2 seeds) and a seed-aware search."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.test_cli import cli
+from tests.e2e.test_run import write_study
+
+ABLATION = {"design": "ablation", "scheduler": "none", "seeds": [0, 1],
+            "arms": [{"name": "ce_only", "set": {"method.params.loss": "ce", "train.optimizer.lr": 0.03}}]}
+SEARCH = {"design": "search", "searcher": "random", "scheduler": "none", "num_samples": 2, "seeds": [0, 1],
+          "space": {"train.optimizer.lr": {"type": "float", "low": 0.001, "high": 0.05, "log": True}}}
+RES = {"concurrent_trials": 2}
+
+
+def _run(tiny_phantom, tmp, search):
+    study = write_study(tmp, tiny_phantom, search=search, resources=RES)
+    proc = cli("run", study)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return study, proc
+
+
+@pytest.fixture(scope="session")
+def ablation_run(tiny_phantom, tmp_path_factory):
+    """(tmp dir, study file, run dir, the run's process)."""
+    tmp = tmp_path_factory.mktemp("ablation")
+    study, proc = _run(tiny_phantom, tmp, ABLATION)
+    return tmp, study, tmp / "run", proc
+
+
+@pytest.fixture(scope="session")
+def search_run(tiny_phantom, tmp_path_factory):
+    """The tmp dir whose ``run`` holds a 2-configuration × 2-seed search."""
+    tmp = tmp_path_factory.mktemp("search")
+    _run(tiny_phantom, tmp, SEARCH)
+    return tmp

@@ -1,0 +1,44 @@
+"""The report of a real tiny run, opened offline in headless Chromium: no console
+errors, no network requests, every figure drawn, a screenshot that is not blank."""
+
+from __future__ import annotations
+
+import io as _io
+
+import pytest
+from PIL import Image
+
+from tests.e2e.cdp import chromium, visit
+
+pytestmark = pytest.mark.slow
+
+PLOTS = "document.querySelectorAll('.js-plotly-plot .main-svg').length > 0 ? " \
+        "document.querySelectorAll('.js-plotly-plot').length : 0"
+HEADINGS = "Array.from(document.querySelectorAll('h2')).map(h => h.textContent)"
+
+
+def check_page(report, min_plots: int):
+    assert chromium(), "chromium is not installed: run 'make browser' (the README's test command does)"
+    page = visit(report, evaluate={"plots": PLOTS, "headings": HEADINGS})
+    assert page.errors == []
+    assert page.remote_requests == [] and page.requests[0].startswith("file:")
+    assert page.evaluated["plots"] >= min_plots
+    shot = Image.open(_io.BytesIO(page.screenshot)).convert("L")
+    lo, hi = shot.getextrema()
+    assert hi - lo > 100 and len(set(shot.getdata())) > 20  # drawn, not a blank page
+    return page
+
+
+def test_ablation_report_in_chromium(ablation_run):
+    _, _, run, proc = ablation_run
+    report = run / "report.html"
+    assert f"report: {report}" in proc.stdout and report.exists()
+    page = check_page(report, min_plots=4)
+    text = " ".join(page.evaluated["headings"]).lower()
+    assert "ablation" in text and "learning curves" in text
+
+
+def test_search_report_in_chromium(search_run):
+    page = check_page(search_run / "run" / "report.html", min_plots=4)
+    text = " ".join(page.evaluated["headings"]).lower()
+    assert "optimisation history" in text and "importance" in text

@@ -1,0 +1,276 @@
+"""vrsearch.report.figures on a small synthetic run: traces, axis titles, counts, "no data"."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from vrsearch.report import figures as F
+from vrsearch.report import importance as I  # noqa: E741
+from vrsearch.results.table import ablation_table
+from vrsearch.results import io
+
+CLASSES = ["liver", "right_kidney", "spleen"]
+#: three configurations × two seeds = six trials
+CONFIGS = [{"k": 5, "lr": 0.001, "sampler": "ns"}, {"k": 10, "lr": 0.01, "sampler": "sg"},
+           {"k": 15, "lr": 0.1, "sampler": "sag"}]
+SEEDS = [0, 1]
+STOPPED = "t2-s1"  # the early-stopped trial (no test rows, history ends at iteration 50)
+KNOBS = ["method.params.k", "train.optimizer.lr", "method.params.sampler"]
+
+
+def synthetic(n_cases: int = 4, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(trials, history, cases) of a 3-config × 2-seed search with one early-stopped trial."""
+    rng = np.random.default_rng(seed)
+    trials, history, cases = [], [], []
+    for i, cfg in enumerate(CONFIGS):
+        cell = json.dumps({"method.params.k": cfg["k"], "method.params.sampler": cfg["sampler"],
+                           "train.optimizer.lr": cfg["lr"]}, sort_keys=True)
+        for s in SEEDS:
+            tid = f"t{i + 1}-s{s}"
+            stopped = tid == STOPPED
+            last = 50 if stopped else 100
+            for it in range(0, last + 1, 10):
+                row = {"trial_id": tid, "iteration": it, "loss": 2.0 - it / 100 + rng.normal(0, 0.05),
+                       "term_sup": 1.5 - it / 200, "term_contrast": 0.5 * (i + 1) + 0.1 * s - it / 1000,
+                       "term_contrast_spread": 0.05 * (i + 1), "time_s": 1.5 * it,
+                       "val_dice": np.nan}
+                if it % 50 == 0:
+                    row["val_dice"] = 0.2 + 0.1 * i + 0.003 * it + 0.01 * s
+                history.append(row)
+            val = 0.2 + 0.1 * i + 0.003 * last + 0.01 * s
+            test = []
+            if not stopped:
+                for split in ("val", "test"):
+                    for c in range(n_cases):
+                        for k, name in enumerate(CLASSES):
+                            dice = float(np.clip(0.8 - 0.2 * k + 0.03 * i + rng.normal(0, 0.03), 0, 1))
+                            row = dict(trial_id=tid, split=split, iteration=100, case_id=f"case{c}",
+                                       class_index=k + 1, class_name=name, dice=dice, jaccard=dice / (2 - dice),
+                                       hd95_mm=float(rng.uniform(2, 20)), asd_mm=1.0, label_empty=False,
+                                       pred_empty=False)
+                            cases.append(row)
+                            test += [dice] if split == "test" else []
+            trials.append({
+                "trial_id": tid, "study": "syn", "method": "arco", "seed": s, "error": "",
+                "status": "stopped_early" if stopped else "completed", "iterations": last, "best_iteration": last,
+                "best_val_dice": val, "final_val_dice": val, "test_dice": float(np.mean(test)) if test else np.nan,
+                "wall_time_s": 360.0, "device_hours": 0.1, "arm": "", "group": cell, "cell": cell,
+                "config.method.params.k": cfg["k"], "config.train.optimizer.lr": cfg["lr"],
+                "config.method.params.sampler": cfg["sampler"]})
+    return pd.DataFrame(trials), pd.DataFrame(history), pd.DataFrame(cases)
+
+
+@pytest.fixture(scope="module")
+def run():
+    return synthetic()
+
+
+def _no_data(fig) -> bool:
+    return len(fig.data) == 0 and any(str(a.text).startswith("no data") for a in fig.layout.annotations)
+
+
+def test_optimisation_history_best_so_far(run):
+    trials, _, _ = run
+    fig = F.optimisation_history(trials)
+    best = [t for t in fig.data if t.mode == "lines"]
+    assert len(best) == 1 and len(best[0].y) == len(trials)
+    assert list(best[0].y) == list(trials["best_val_dice"].cummax())
+    assert {t.name for t in fig.data if t.mode == "markers"} == {"completed", "stopped_early"}
+    assert fig.layout.xaxis.title.text and fig.layout.yaxis.title.text == "best_val_dice"
+    reordered = F.optimisation_history(trials.assign(when=np.arange(len(trials))[::-1]), order="when")
+    assert list([t for t in reordered.data if t.mode == "lines"][0].y)[0] == trials["best_val_dice"].iloc[-1]
+    mins = F.optimisation_history(trials, mode="min")
+    assert list([t for t in mins.data if t.mode == "lines"][0].y) == list(trials["best_val_dice"].cummin())
+    with pytest.raises(ValueError, match="validation"):
+        F.optimisation_history(trials, metric="test_dice")
+
+
+def test_parallel_coordinates_categorical_ticks(run):
+    trials, _, _ = run
+    fig = F.parallel_coordinates(trials, KNOBS, "best_val_dice")
+    (pc,) = fig.data
+    labels = [d.label for d in pc.dimensions]
+    assert labels == ["k", "train.optimizer.lr", "sampler", "best_val_dice"]
+    sampler = pc.dimensions[2]
+    assert list(sampler.ticktext) == ["ns", "sag", "sg"] and set(sampler.values) == {0, 1, 2}
+    assert list(pc.line.color) == list(trials["best_val_dice"])
+    assert pc.line.colorbar.title.text == "best_val_dice"
+
+
+def test_slices_mean_std_per_value(run):
+    trials, _, _ = run
+    fig = F.slices(trials, KNOBS, "best_val_dice")
+    means = [t for t in fig.data if t.name == "mean ± std over seeds"]
+    points = [t for t in fig.data if t.name == "trials"]
+    assert len(means) == len(points) == len(KNOBS)
+    k = means[0]
+    expect = trials.groupby("config.method.params.k")["best_val_dice"]
+    assert list(k.x) == [5, 10, 15]
+    np.testing.assert_allclose(k.y, expect.mean().to_numpy())
+    np.testing.assert_allclose(k.error_y.array, expect.std().to_numpy())
+    assert [fig.layout[f"xaxis{i or ''}"].title.text for i in (0, 2, 3)] == ["k", "train.optimizer.lr", "sampler"]
+    assert fig.layout.yaxis.title.text == "best_val_dice"
+    assert fig.layout.xaxis2.type == "log" and fig.layout.xaxis3.type == "category"
+
+
+def test_contour_numeric_and_categorical(run):
+    trials, _, _ = run
+    fig = F.contour(trials, "method.params.k", "train.optimizer.lr", "best_val_dice")
+    kinds = [t.type for t in fig.data]
+    assert kinds == ["contour", "scatter"] and len(fig.data[1].x) == len(trials)
+    assert fig.layout.xaxis.title.text == "k" and fig.layout.yaxis.title.text == "train.optimizer.lr"
+    z = np.asarray(fig.data[0].z)
+    assert z.shape == (40, 40) and np.nanmin(z) >= trials.best_val_dice.min() - 1e-9
+    heat = F.contour(trials, "method.params.sampler", "method.params.k", "best_val_dice")
+    assert heat.data[0].type == "heatmap" and np.asarray(heat.data[0].z).shape == (3, 3)
+    few = F.contour(trials.iloc[:2], "method.params.k", "train.optimizer.lr", "best_val_dice")
+    assert few.data[0].type in ("contour", "heatmap") and len(few.data[-1].x) == 2
+
+
+def test_importance_bars_sorted():
+    fig = F.importance({"a.b": 0.2, "method.params.k": 0.7, "c": 0.1}, "fANOVA")
+    (bar,) = fig.data
+    assert list(bar.y) == ["c", "a.b", "k"] and list(bar.x) == [0.1, 0.2, 0.7]
+    assert "fANOVA" in fig.layout.title.text and fig.layout.xaxis.title.text and fig.layout.yaxis.title.text
+    assert _no_data(F.importance({}, "reason"))
+
+
+def _optuna_study(storage: str, name: str, values: list[float]) -> None:
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    dists = {"x": optuna.distributions.FloatDistribution(0.0, 1.0),
+             "c": optuna.distributions.CategoricalDistribution(("a", "b"))}
+    for i, v in enumerate(values):
+        study.add_trial(optuna.trial.create_trial(params={"x": i / max(len(values), 1), "c": "ab"[i % 2]},
+                                                  distributions=dists, value=v))
+
+
+def test_param_importances_from_storage(tmp_path):
+    _optuna_study(f"sqlite:///{tmp_path}/optuna.db", "st", [0.1, 0.5, 0.3, 0.9, 0.7, 0.2])
+    imp, name = I.param_importances(tmp_path, "st")
+    assert set(imp) == {"x", "c"} and abs(sum(imp.values()) - 1) < 1e-6
+    assert "ANOVA" in name and "6 completed trials" in name
+    assert I.param_importances(tmp_path, "other") == ({}, "no Optuna study named 'other' in the storage")
+    _optuna_study(f"sqlite:///{tmp_path}/optuna.db", "one", [0.4])
+    imp, reason = I.param_importances(tmp_path / "optuna.db", "one")
+    assert imp == {} and "at least 2" in reason
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    imp, reason = I.param_importances(empty, "st")
+    assert imp == {} and "no Optuna storage" in reason and not (empty / "optuna.db").exists()
+
+
+def test_trial_importances(run):
+    trials, _, _ = run
+    imp, name = I.trial_importances(trials, KNOBS)
+    assert set(imp) == set(KNOBS) and "6 completed trials" in name
+    assert I.trial_importances(trials.iloc[:1], KNOBS)[0] == {}
+    with pytest.raises(ValueError):
+        I.trial_importances(trials, KNOBS, metric="test_dice")
+
+
+def test_learning_curves_one_line_per_trial(run):
+    trials, history, _ = run
+    fig = F.learning_curves(history, trials)
+    lines = [t for t in fig.data if "lines" in t.mode]
+    assert len(lines) == len(trials)
+    stopped = [t for t in lines if t.name.startswith(STOPPED)]
+    assert len(stopped) == 1 and stopped[0].line.dash == "dash" and "stopped early" in stopped[0].name
+    assert all(t.line.dash == "solid" for t in lines if t is not stopped[0])
+    (end,) = [t for t in fig.data if t.name == "stopped early"]
+    assert list(end.x) == [50] and end.marker.symbol == "x"
+    assert fig.layout.xaxis.title.text == "iteration" and fig.layout.yaxis.title.text == "validation Dice"
+    # colour by group: the two seeds of a configuration share one colour
+    assert lines[0].line.color == lines[1].line.color != lines[2].line.color
+
+
+def test_loss_terms_subplots(run):
+    trials, history, _ = run
+    terms = ["loss", "term_sup", "term_contrast", "term_contrast_spread"]
+    fig = F.loss_terms(history, trials)
+    assert [a.text for a in fig.layout.annotations] == terms
+    assert len(fig.data) == len(terms) * len(trials)
+    assert fig.layout.yaxis.title.text == "loss" and fig.layout.xaxis4.title.text == "iteration"
+    grouped = F.loss_terms(history, trials, by="group")
+    assert len(grouped.data) == len(terms) * len(CONFIGS)
+    first = grouped.data[0]
+    expect = history[history.trial_id.isin(["t1-s0", "t1-s1"])].groupby("iteration")["loss"].mean()
+    np.testing.assert_allclose(first.y, expect.to_numpy())
+
+
+def test_class_heatmap_shape(run):
+    trials, history, cases = run
+    table = ablation_table(io.Results(trials, history, cases, {}))
+    fig = F.class_heatmap(table.frame, table.classes)
+    (hm,) = fig.data
+    assert np.asarray(hm.z).shape == (len(CONFIGS), len(CLASSES))
+    assert list(hm.x) == CLASSES and list(fig.layout.xaxis.tickvals) == CLASSES
+    assert hm.text[0][0] == f"{100 * table.frame.loc[0, 'dice/liver']:.1f}"
+    assert fig.layout.xaxis.title.text and fig.layout.yaxis.title.text == "group"
+    assert _no_data(F.class_heatmap(table.frame.iloc[0:0], CLASSES))
+
+
+def test_case_boxes_one_box_per_group(run):
+    trials, _, cases = run
+    fig = F.case_boxes(trials, cases)
+    assert [t.type for t in fig.data] == ["box"] * len(CONFIGS)
+    assert all(t.boxpoints == "all" for t in fig.data)
+    # the stopped trial has no test rows: its group has one seed's cases only
+    assert sorted(len(t.y) for t in fig.data) == [4, 8, 8]
+    one = cases[(cases.trial_id == "t1-s0") & (cases.split == "test") & (cases.case_id == "case0")].dice.mean()
+    assert one in list(fig.data[0].y)
+    assert fig.layout.xaxis.title.text == "group" and fig.layout.yaxis.title.text
+
+
+def test_sampler_panel(run):
+    trials, history, _ = run
+    fig = F.sampler_panel(history, trials)
+    means = [t for t in fig.data if t.showlegend is not False and t.name in ("ns", "sg", "sag")]
+    assert sorted(t.name for t in means) == ["ns", "sag", "sg"]
+    ns = [t for t in fig.data if t.name == "ns"]
+    mean_line, spread_line = ns[0], ns[1]
+    expect = history[history.trial_id.isin(["t1-s0", "t1-s1"])].groupby("iteration")["term_contrast"]
+    np.testing.assert_allclose(mean_line.y, expect.mean().to_numpy())
+    np.testing.assert_allclose(spread_line.y, 0.05)  # the logged term_contrast_spread
+    assert sum(1 for t in fig.data if t.fill == "tonexty") == 3
+    assert "term_contrast_spread" in fig.layout.annotations[1].text
+    no_spread = F.sampler_panel(history.drop(columns="term_contrast_spread"), trials)
+    spread = [t for t in no_spread.data if t.name == "ns"][1]
+    np.testing.assert_allclose(spread.y, expect.std().to_numpy())
+    assert fig.layout.xaxis.title.text == "iteration" and fig.layout.yaxis.title.text == "term_contrast"
+    assert _no_data(F.sampler_panel(history, trials.drop(columns="config.method.params.sampler")))
+
+
+def _all(trials, history, cases):
+    return [
+        F.optimisation_history(trials),
+        F.parallel_coordinates(trials, KNOBS, "best_val_dice"),
+        F.slices(trials, KNOBS, "best_val_dice"),
+        F.contour(trials, "method.params.k", "train.optimizer.lr", "best_val_dice"),
+        F.learning_curves(history, trials),
+        F.loss_terms(history, trials),
+        F.case_boxes(trials, cases),
+        F.sampler_panel(history, trials),
+        F.class_heatmap(pd.DataFrame(columns=["group"]), CLASSES),
+    ]
+
+
+def test_empty_frames_say_no_data(run):
+    trials, history, cases = run
+    empty = [f.iloc[0:0] for f in (trials, history, cases)]
+    figs = _all(*empty)
+    assert all(_no_data(f) for f in figs)
+    bare = [io.frame([], io.TRIAL_COLUMNS), io.frame([], io.HISTORY_COLUMNS), io.frame([], io.CASE_COLUMNS)]
+    assert all(_no_data(f) for f in _all(*bare))
+
+
+def test_single_trial_does_not_crash(run):
+    trials, history, cases = run
+    one = trials.iloc[:1]
+    figs = _all(one, history[history.trial_id == "t1-s0"], cases[cases.trial_id == "t1-s0"])
+    assert len(figs[0].data) == 2 and len(figs[4].data) == 1 and len(figs[6].data) == 1
+    assert all(f.layout.title.text for f in figs)
