@@ -184,3 +184,9 @@ def test_conditional_needs_categorical_parent(tmp_path):
 
 def test_duplicate_seeds_rejected(tmp_path):
     assert "seeds must be distinct" in error_of(tmp_path, with_("search.seeds", [1, 1]))
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "studies").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_study_validates(path):
+    study = load_study(path)
+    assert study.name == path.stem  # the run dir defaults to runs/<name>: one study file, one name

@@ -196,12 +196,17 @@ class BatchSource(torch.utils.data.IterableDataset):
             yield self.batch(it)
 
 
-def batches(source: BatchSource, num_workers: int) -> Iterator[Batch]:
-    """Iterate a :class:`BatchSource`, with background workers if asked."""
+def batches(source: BatchSource, num_workers: int, pin_memory: bool = False) -> Iterator[Batch]:
+    """Iterate a :class:`BatchSource`, with background workers if asked.
+
+    ``pin_memory`` (for a CUDA device) yields batches in page-locked memory, so
+    the trainer's ``non_blocking`` copies overlap with compute; workers are
+    persistent (kept alive, not restarted, if the loader is iterated again)."""
     if num_workers <= 0:
-        return iter(source)
+        return (b.pin_memory() for b in source) if pin_memory else iter(source)
     loader = torch.utils.data.DataLoader(
-        source, batch_size=None, num_workers=num_workers, persistent_workers=False, prefetch_factor=2
+        source, batch_size=None, num_workers=num_workers, persistent_workers=True, prefetch_factor=2,
+        pin_memory=pin_memory,
     )
     return iter(loader)
 

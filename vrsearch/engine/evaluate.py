@@ -56,14 +56,24 @@ def load_eval_cases(cases: Sequence[Case], cfg: DatasetConfig) -> list[EvalCase]
 
 
 @torch.no_grad()
-def predict_probs(net: nn.Module, image: torch.Tensor, roi: Sequence[int], cfg: EvalConfig, device: torch.device) -> torch.Tensor:
-    """Softmax probabilities ``[C, X, Y, Z]`` by Gaussian-weighted sliding windows."""
+def predict_probs(net: nn.Module, image: torch.Tensor, roi: Sequence[int], cfg: EvalConfig, device: torch.device,
+                  amp_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Softmax probabilities ``[C, X, Y, Z]`` by Gaussian-weighted sliding windows.
+
+    With ``amp_dtype`` each window runs under autocast and its logits are cast
+    back to fp32, so the Gaussian blending and the softmax stay in fp32."""
     x = image.as_tensor() if isinstance(image, MetaTensor) else image
+    predictor = net
+    if amp_dtype is not None:
+        def predictor(w: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(device.type, dtype=amp_dtype):
+                out = net(w)
+            return out.float()
     logits = sliding_window_inference(
         x[None].to(device),
         roi_size=tuple(roi),
         sw_batch_size=cfg.sw_batch_size,
-        predictor=net,
+        predictor=predictor,
         overlap=cfg.overlap,
         mode="gaussian",
     )
@@ -88,14 +98,16 @@ def evaluate(
     roi: Sequence[int],
     cfg: EvalConfig,
     device: torch.device,
+    amp_dtype: torch.dtype | None = None,
 ) -> list[dict]:
-    """Per case × foreground class metric rows (``case_id`` added)."""
+    """Per case × foreground class metric rows (``case_id`` added); ``amp_dtype``:
+    the network runs under autocast (see :func:`predict_probs`), metrics in fp32."""
     was_training = net.training
     net.eval()
     rows: list[dict] = []
     try:
         for case in cases:
-            pred = to_label_grid(predict_probs(net, case.image, roi, cfg, device), case)
+            pred = to_label_grid(predict_probs(net, case.image, roi, cfg, device, amp_dtype), case)
             for row in case_metrics(pred, case.label, num_classes, case.spacing, hd_percentile=cfg.hd_percentile):
                 rows.append({"case_id": case.case_id, **row})
     finally:

@@ -45,6 +45,14 @@ class Batch:
                                    unlabeled=move(self.unlabeled), positions=move(self.positions),
                                    unlabeled_positions=move(self.unlabeled_positions))
 
+    def pin_memory(self) -> Batch:
+        """Page-locked copies of the tensors, so ``to(cuda)`` copies asynchronously
+        (DataLoader's ``pin_memory=True`` calls this on every batch)."""
+        pin = lambda t: None if t is None else t.pin_memory()  # noqa: E731
+        return dataclasses.replace(self, image=pin(self.image), label=pin(self.label),
+                                   unlabeled=pin(self.unlabeled), positions=pin(self.positions),
+                                   unlabeled_positions=pin(self.unlabeled_positions))
+
 
 @dataclass
 class StepOutput:

@@ -104,7 +104,9 @@ def train_worker(cfg: dict) -> None:
         # DDP overwrites every rank's buffers with rank 0's before each forward; queues keep
         # host mirrors of their pointers, refreshed by a pre-hook that runs after the broadcast
         method.register_forward_pre_hook(sync_queue_mirrors)
-        return DDP(method, find_unused_parameters=True)  # heads unused by some methods
+        # find_unused_parameters: heads unused by some methods; gradient_as_bucket_view: the
+        # gradients are views into DDP's all-reduce buckets (no copy, less memory)
+        return DDP(method, find_unused_parameters=True, gradient_as_bucket_view=True)
 
     _engine(study, cell, seed, Path(cfg["run_dir"]), cfg["trial_id"], ray.train.report, rank, world, wrap)
 

@@ -183,8 +183,21 @@ class TrainConfig(StrictModel):
     log_every: PosInt = 10
     checkpoint_every: PosInt | None = None
     threads: PosInt | None = None
+    #: seeded, reproducible kernels; false also lets cuDNN benchmark its convolutions on CUDA
     deterministic: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: autocast dtype of the training forward (and of evaluation's network calls; metrics
+    #: stay fp32): ``auto`` = bf16 on a CUDA GPU that supports it, else fp16 with loss
+    #: scaling (``GradScaler``) on CUDA, and fp32 on CPU (bit-deterministic CPU runs);
+    #: ``bf16``/``fp16`` also work on CPU (fp16 always with a ``GradScaler``)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    #: convolution weights and input batches in channels-last memory format
+    #: (``channels_last_3d`` for 3D models, ``channels_last`` for 2D); faster with
+    #: tensor cores (bf16/fp16 on recent GPUs)
+    channels_last: bool = False
+    #: ``torch.compile`` the method's networks (its SegNets) in place; a toolchain that
+    #: cannot compile is reported as a one-line error before training starts
+    compile: bool = False
 
 
 class MethodConfig(StrictModel):
