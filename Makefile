@@ -34,11 +34,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/dataloader_stall.py
-	$(BIN)/python benchmarks/orchestration.py
-	$(BIN)/python benchmarks/method_step.py
-	$(BIN)/python benchmarks/sampler_speed.py
-	$(BIN)/python benchmarks/dvcl_step.py
+	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

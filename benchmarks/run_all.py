@@ -1,0 +1,111 @@
+"""The performance benchmark suite from one command: runs every benchmark (each
+measures its ratios side by side inside its own process), prints one summary
+table and writes ``benchmarks/results/<name>.json`` plus ``summary.json``
+(date, machine, command, every headline number).
+
+    .venv/bin/python benchmarks/run_all.py [--quick] [--only NAME ...]
+
+(a) orchestration: study wall / bare engine, per-trial overhead with and
+    without a worker group;  (b) per method: step time / its networks'
+    forward+backward;  (b') DVCL step and memory;  (c) sampler time for 256
+    anchors per class on a 64×128×128 batch;  (d) data-loader stall
+    fraction;  (e) search efficiency of TPE+ASHA vs a grid;  (f) on a GPU
+    machine only: UNet throughput / MFU with and without bf16 and
+    channels_last, and an nccl DDP step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results"
+
+#: name -> (script, full arguments, quick arguments)
+SUITE = {
+    "orchestration": ("orchestration.py", [], ["--trials", "2", "--iterations", "10"]),
+    "method_step": ("method_step.py", [], ["--repeats", "3"]),
+    "dvcl_step": ("dvcl_step.py", [], ["--repeats", "3"]),
+    "sampler_speed": ("sampler_speed.py", [], ["--repeats", "3"]),
+    "dataloader_stall": ("dataloader_stall.py", [], ["--iterations", "8"]),
+    "search_efficiency": ("search_efficiency.py", [], ["--repeats", "2", "--iterations", "20", "--samples", "4"]),
+    "gpu": ("gpu_throughput.py", [], ["--steps", "5"]),
+}
+
+
+def machine() -> dict:
+    import torch
+
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpus": os.cpu_count(), "cuda": torch.cuda.is_available()}
+    if info["cuda"]:
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def headline(name: str, data) -> str:
+    """One line of the most telling numbers of a benchmark's JSON."""
+    if data is None:
+        return "no result"
+    if name == "orchestration":
+        return "; ".join(f"{w} worker(s)/trial: study/bare {r['ratio']:.2f}, overhead {r['overhead_per_trial_s']:.1f}s"
+                         for w, r in data.items())
+    if name == "method_step":
+        return "step/floor " + ", ".join(f"{m} {r['ratio']:.2f}" for m, r in data.items())
+    if name == "dvcl_step":
+        steps = ", ".join(f"{k} step/floor {v['ratio']:.2f}" for k, v in data.get("step", {}).items())
+        mem = data.get("memory", {}).get("rows", [])
+        peaks = ", ".join(f"{r['unreliable']:.0e}: {r['dvcl_peak_mb']:.0f} MB" for r in mem)
+        return f"{steps}; DVCL-term peak {peaks}" if peaks else steps
+    if name == "sampler_speed":
+        return ", ".join(f"{r['sampler']}/{r['grid']} {r['ms']:.1f} ms ({r['x_ns']:.2f}x NS)" for r in data["rows"])
+    if name == "dataloader_stall":
+        return ", ".join(f"{k}: stall {v['stall']:.2f}" for k, v in data.items() if isinstance(v, dict) and "stall" in v)
+    if name == "search_efficiency":
+        return (f"TPE+ASHA needs {data['fraction_median']:.2f} of the grid's compute "
+                f"(range {data['fraction_min']:.2f}-{data['fraction_max']:.2f}) to reach grid best - "
+                f"{data['tolerance']}")
+    if name == "gpu" and isinstance(data, dict) and data.get("skipped"):
+        return f"not run: {data['skipped']}"
+    text = json.dumps(data)
+    return text if len(text) < 160 else text[:157] + "..."
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, noisier numbers)")
+    ap.add_argument("--only", nargs="*", choices=sorted(SUITE), default=None)
+    args = ap.parse_args()
+    RESULTS.mkdir(exist_ok=True)
+    names = args.only or list(SUITE)
+    summary = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+               "command": " ".join([Path(sys.executable).name, *sys.argv]), "results": {}}
+    for name in names:
+        script, full, quick = SUITE[name]
+        out = RESULTS / f"{name}.json"
+        cmd = [sys.executable, str(HERE / script), *(quick if args.quick else full), "--json", str(out)]
+        print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, text=True)
+        took = time.perf_counter() - t0
+        data = json.loads(out.read_text()) if proc.returncode == 0 and out.exists() else None
+        summary["results"][name] = {"seconds": round(took, 1), "ok": proc.returncode == 0, "data": data}
+    (RESULTS / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"\nbenchmarks on {summary['machine']['platform']}, {summary['machine']['cpus']} CPUs, "
+          f"{summary['machine'].get('gpu', 'no GPU')}, {summary['date']}")
+    for name, r in summary["results"].items():
+        print(f"{name:>18}  {'ok ' if r['ok'] else 'FAILED'} {r['seconds']:>7.0f}s  {headline(name, r['data'])}")
+    if not all(r["ok"] for r in summary["results"].values()):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
