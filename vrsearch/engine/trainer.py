@@ -5,6 +5,11 @@ a function of the iteration, evaluates on validation every
 ``train.eval.every`` iterations (sliding-window inference), keeps the best
 model on validation, checkpoints everything needed to resume bit-for-bit,
 and finally evaluates the selected model on the test split exactly once.
+
+The step never waits for the device: losses, terms and a NaN/Inf flag stay
+on it (:class:`LossMonitor`) until a log, evaluation or checkpoint point.
+``train.precision``/``channels_last``/``compile`` are in
+:mod:`vrsearch.engine.performance`.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from vrsearch.data.prepare import PreparedData, prepare_data
 from vrsearch.engine.checkpoint import FORMAT, load_checkpoint, save_atomic
 from vrsearch.engine.evaluate import evaluate, load_eval_cases
 from vrsearch.engine.metrics import METRIC_COLUMNS, mean_foreground
+from vrsearch.engine.performance import (
+    compile_failure, compile_networks, grad_scaler, is_compile_error, resolve_precision, to_channels_last,
+)
 from vrsearch.engine.schedules import lr_at
 from vrsearch.methods.base import BuildContext, Method
 from vrsearch.registry import get_method
@@ -35,7 +43,94 @@ Reporter = Callable[[dict], None]
 
 
 class TrialDiverged(RuntimeError):
-    """The loss became NaN/Inf; the message says when and which terms."""
+    """The loss became NaN/Inf; the message says when and which terms.
+
+    ``completed``: the iterations completed before the first non-finite one."""
+
+    def __init__(self, message: str, completed: int | None = None):
+        super().__init__(message)
+        self.completed = completed
+
+
+#: "no non-finite loss yet" in :class:`LossMonitor` (above any iteration, so MIN over ranks works)
+NO_DIVERGENCE = 2**62
+
+
+class LossMonitor:
+    """The step's loss and terms, kept on the device: nothing here waits for the GPU
+    except :meth:`row` and :meth:`check`, which the loop calls at log, evaluation
+    and checkpoint points only.
+
+    Each iteration's ``[loss, *terms]`` is one float64 vector (exact for fp32/bf16/fp16
+    values and integer counts) appended to the log window. The first iteration
+    whose loss is not finite, and its vector, are recorded with ``torch.where``
+    on the device; ``layouts`` names the entries of each distinct set of terms."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.layouts: list[tuple[str, ...]] = []
+        self._index: dict[tuple[str, ...], int] = {}
+        self.window: list[tuple[int, torch.Tensor]] = []
+        self.first_bad = torch.full((), NO_DIVERGENCE, dtype=torch.int64, device=device)  # 1-based
+        self.bad_layout = torch.full((), -1, dtype=torch.int64, device=device)
+        self.bad_values: dict[int, torch.Tensor] = {}
+
+    def add(self, iteration: int, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+        """Record 1-based ``iteration``'s loss and terms (no host synchronisation)."""
+        names = ("loss", *terms)
+        k = self._index.get(names)
+        if k is None:
+            k = self._index[names] = len(self.layouts)
+            self.layouts.append(names)
+        values = [loss, *terms.values()]
+        vec = torch.stack([v.detach().to(self.device, torch.float64, non_blocking=True).reshape(()) for v in values])
+        self.window.append((k, vec))
+        first = torch.logical_not(torch.isfinite(vec[0])) & (self.first_bad == NO_DIVERGENCE)
+        self.first_bad = torch.where(first, iteration, self.first_bad)
+        self.bad_layout = torch.where(first, k, self.bad_layout)
+        prev = self.bad_values.get(k)
+        self.bad_values[k] = torch.where(first, vec, vec if prev is None else prev)
+
+    def row(self) -> dict[str, float]:
+        """Window means per name (over the iterations that logged it); clears the window."""
+        host: dict[int, np.ndarray] = {}
+        for k in {k for k, _ in self.window}:
+            host[k] = torch.stack([v for j, v in self.window if j == k]).cpu().numpy()
+        seen: dict[int, int] = dict.fromkeys(host, 0)
+        series: dict[str, list[float]] = {}
+        for k, _ in self.window:  # iteration order, as the values were logged
+            for name, x in zip(self.layouts[k], host[k][seen[k]], strict=True):
+                series.setdefault("loss" if name == "loss" else f"term_{name}", []).append(float(x))
+            seen[k] += 1
+        self.window.clear()
+        return {k: float(np.mean(v)) for k, v in series.items()}
+
+    def check(self, world: int) -> None:
+        """Raise :class:`TrialDiverged` if some iteration's loss was not finite: the first
+        such one over all ranks (MIN all-reduce; every rank reaches the same points), with
+        the loss and terms of a rank where it happened (gathered, so rank 0 names them)."""
+        first = self.first_bad
+        if world > 1:
+            first = first.clone()
+            torch.distributed.all_reduce(first, op=torch.distributed.ReduceOp.MIN)
+        k = int(first.item())
+        if k == NO_DIVERGENCE:
+            return
+        message = self.message(k)
+        if world > 1:
+            parts: list = [None] * world
+            torch.distributed.all_gather_object(parts, message)
+            message = next((m for m in parts if m is not None), None)
+        raise TrialDiverged(message or f"loss became non-finite at iteration {k}", completed=k - 1)
+
+    def message(self, iteration: int) -> str | None:
+        """The divergence message of this rank (None if its loss was finite at ``iteration``)."""
+        if int(self.first_bad.item()) != iteration:
+            return None
+        names = self.layouts[int(self.bad_layout.item())]
+        values = self.bad_values[self._index[names]].tolist()
+        terms = ", ".join(f"{n}={v:.4g}" for n, v in zip(names[1:], values[1:], strict=True))
+        return f"loss became {values[0]} at iteration {iteration} ({terms})"
 
 
 @dataclass
@@ -90,17 +185,29 @@ class Trainer:
             torch.set_num_threads(t.threads)
         seed_everything(t.seed, t.deterministic)
         self.device = pick_device(t.device)
+        self.precision = resolve_precision(t.precision, self.device)  # a bad choice fails before data work
         self.spec = get_method(study.method.name)
         self.params = self.spec.validate(study.method.params)
         self.data = data or prepare_data(
             study.dataset, method=self.spec.name, needs_unlabeled=self.spec.needs_unlabeled,
             all_labels=bool(getattr(self.params, "all_labels", False)),
         )
+        if self.device.type == "cuda" and not t.deterministic:
+            torch.backends.cudnn.benchmark = True  # fixed patch shapes: autotuning pays off
         ctx = BuildContext(study.model, self.data.num_classes, t.iterations, t.seed, self.data.class_names)
         self.method: Method = self.spec.build(self.params, ctx).to(self.device)
+        #: memory format of input batches (None: as they come)
+        self.input_format: torch.memory_format | None = None
+        if t.channels_last:
+            to_channels_last(self.method)
+            # a 2D model's batches are [B, C, X, Y, 1] (5D): their slices take the weights' layout
+            self.input_format = torch.channels_last_3d if study.model.spatial_dims == 3 else None
+        if t.compile:
+            compile_networks(self.method, self.device)  # checks the toolchain first: one-line error
         #: what the loop calls; the orchestrator may replace it with a DDP wrapper of ``method``
         self.step_module: torch.nn.Module = self.method
         self.optimizer = build_optimizer(study, list(self.method.trainable_parameters()))
+        self.scaler = grad_scaler(self.precision, self.device)  # fp16 only
         self.roi = tuple(study.train.eval.roi_size or study.dataset.patch_size)
         self.val_cases = load_eval_cases(self.data.split.val, study.dataset)
 
@@ -121,6 +228,7 @@ class Trainer:
             "format": FORMAT, "iteration": it, "method": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
             "best": best, "history": history, "elapsed": elapsed,
+            **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
         }
 
     def _restore(self) -> tuple[int, dict, list[dict], float]:
@@ -128,13 +236,15 @@ class Trainer:
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         return state["iteration"], state["best"], state["history"], state["elapsed"]
 
     def _evaluate(self, cases) -> list[dict]:
         """Evaluate ``cases``; with several ranks each scores a shard and all get every row."""
         mine = cases[self.rank :: self.world]
         rows = evaluate(self.method.predictor(), mine, self.data.num_classes, self.roi,
-                        self.study.train.eval, self.device)
+                        self.study.train.eval, self.device, amp_dtype=self.precision.dtype)
         if self.world > 1:
             parts: list = [None] * self.world
             torch.distributed.all_gather_object(parts, rows)
@@ -163,7 +273,7 @@ class Trainer:
         t0 = time.perf_counter() - elapsed
         self.history = history  # live view for reporters (rows grow as training goes)
         rows_by_it = {r["iteration"]: r for r in history}
-        window: dict[str, list[float]] = {}
+        monitor = LossMonitor(self.device)
         status, error, it = "completed", "", start
         self.method.train()
 
@@ -186,42 +296,76 @@ class Trainer:
                 report({"iteration": i, **r})
             return val
 
+        pin = self.device.type == "cuda"
         try:
             if start == 0 and t.eval.at_start:
                 do_eval(0)
-            for it, batch in enumerate(batches(self._source(start), self.study.dataset.num_workers), start=start):
+            for it, batch in enumerate(batches(self._source(start), self.study.dataset.num_workers, pin), start=start):
                 lr = lr_at(it, t.optimizer.lr, t.iterations, t.schedule)
-                for g in self.optimizer.param_groups:
-                    g["lr"] = lr
-                out = self.step_module(batch.to(self.device), it)
-                finite = torch.isfinite(out.loss.detach()).float()
-                if self.world > 1:  # every rank stops together, or DDP would hang
-                    torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-                if not bool(finite):
-                    terms = ", ".join(f"{k}={float(v):.4g}" for k, v in out.terms.items())
-                    raise TrialDiverged(f"loss became {float(out.loss.detach())} at iteration {it + 1} ({terms})")
-                self.optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
-                self.optimizer.step()
-                self.method.after_step(it)
-                for k, v in {"loss": out.loss, **{f"term_{n}": x for n, x in out.terms.items()}}.items():
-                    window.setdefault(k, []).append(float(v.detach()))
+                try:
+                    self._step(batch, it, lr, monitor)
+                except TrialDiverged:
+                    raise
+                except Exception as exc:
+                    # a step that fails after an earlier non-finite loss (NaN weights) is that divergence
+                    monitor.check(world=1)
+                    if self.study.train.compile and is_compile_error(exc):
+                        raise compile_failure(exc, self.device) from None
+                    raise
                 done = it + 1
-                if done % t.log_every == 0 or done == t.iterations:
+                log = done % t.log_every == 0 or done == t.iterations
+                evaluate_now = done % t.eval.every == 0 or done == t.iterations
+                checkpoint = done % ckpt_every == 0 or done == t.iterations
+                if log or evaluate_now or checkpoint:
+                    # the loop's only wait for the device (besides fp16's GradScaler, which reads its
+                    # overflow flag every step): never log, evaluate or save a diverged model
+                    monitor.check(self.world)
+                if log:
                     r = row(done)
-                    r.update({k: float(np.mean(v)) for k, v in window.items()}, lr=lr)
+                    r.update(monitor.row(), lr=lr)
                     r["time_s"] = time.perf_counter() - t0
-                    window.clear()
-                if done % t.eval.every == 0 or done == t.iterations:
+                if evaluate_now:
                     do_eval(done)
-                if done % ckpt_every == 0 or done == t.iterations:
+                if checkpoint:
                     self._save(self._state(done, best, history, time.perf_counter() - t0), "last.pt")
                     if stop_at is not None and done >= stop_at and done < t.iterations:
                         return self._finish("paused", "", done, best, history, time.perf_counter() - t0)
             it = t.iterations if t.iterations > start else start
         except TrialDiverged as exc:
             status, error = "failed", str(exc)
+            if exc.completed is not None:
+                it = exc.completed
         return self._finish(status, error, it, best, history, time.perf_counter() - t0)
+
+    def _step(self, batch, it: int, lr: float, monitor: LossMonitor) -> None:
+        """One optimiser step, without waiting for the device.
+
+        A non-finite loss is only recorded here (on the device); the loop fails the
+        trial at its next log/evaluation/checkpoint point, naming the first such
+        iteration. The optimiser steps in between are not skipped: the trial is
+        lost anyway, a skip would need a host sync or a copy of the weights every
+        step, and no NaN weights are ever evaluated, reported or saved, because
+        the check comes first. (With fp16 the ``GradScaler`` skips them anyway.)"""
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        batch = batch.to(self.device)
+        if self.input_format is not None:
+            fmt = self.input_format
+            batch.image = batch.image.contiguous(memory_format=fmt)
+            if batch.unlabeled is not None:
+                batch.unlabeled = batch.unlabeled.contiguous(memory_format=fmt)
+        with self.precision.autocast(self.device):  # the forward only; backward runs in the forward's dtypes
+            out = self.step_module(batch, it)
+        monitor.add(it + 1, out.loss, out.terms)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(out.loss).backward()
+            self.scaler.step(self.optimizer)  # skips the step if a gradient overflowed
+            self.scaler.update()
+        else:
+            out.loss.backward()
+            self.optimizer.step()
+        self.method.after_step(it)
 
     def _finish(self, status: str, error: str, it: int, best: dict, history: list[dict], wall: float) -> FitResult:
         evals = [r for r in history if "val_dice" in r]
