@@ -137,3 +137,14 @@ def test_bad_axes_and_arms(tmp_path, search, fragment):
     with pytest.raises(VrsearchError) as err:
         study_with(tmp_path, search)
     assert fragment in str(err.value)
+
+
+def test_config_hash_ignores_defaults_but_not_changed_values(tmp_path):
+    from vrsearch.study.design import config_hash
+
+    s = study_with(tmp_path, {"design": "none"})
+    base = s.model_dump(mode="json")
+    plain = config_hash(apply_cell(base, {}, 0))
+    # spelling out a default (as a newer release's resolved study.yaml does) is the same trial
+    assert config_hash(apply_cell(base, {"train.deterministic": True, "method.params.loss": "dice_ce"}, 0)) == plain
+    assert config_hash(apply_cell(base, {"train.deterministic": False}, 0)) != plain

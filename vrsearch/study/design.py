@@ -68,9 +68,18 @@ def group_label(cell: Mapping[str, Any], axes: Iterable[str] = ()) -> str:
 
 def config_hash(study: Study, *, with_seed: bool = True) -> str:
     """Stable identity of a resolved trial study (its method/dataset/model/train
-    sections); ``with_seed=False`` identifies the configuration across seeds."""
-    resolved = study.model_dump(mode="json")
-    identity = {k: resolved[k] for k in IDENTITY_SECTIONS}
+    sections); ``with_seed=False`` identifies the configuration across seeds.
+
+    Only values that differ from their defaults (the schema's, and the method's for
+    its params) enter the hash, so a release that adds a knob with a default does not
+    make every finished trial of a grown study look new; changing a default does."""
+    from vrsearch.registry import get_method
+
+    lean = study.model_dump(mode="json", exclude_defaults=True)
+    identity = {k: lean.get(k, {}) for k in IDENTITY_SECTIONS}
+    defaults = get_method(study.method.name).params().model_dump(mode="json")
+    identity["method"] = {"name": study.method.name,
+                          "params": {k: v for k, v in study.method.params.items() if defaults.get(k, ...) != v}}
     if not with_seed:
         identity["train"] = {k: v for k, v in identity["train"].items() if k != "seed"}
     text = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
