@@ -130,14 +130,23 @@ def run(
 
 @app.command()
 def resume(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory of an interrupted study.")],
+    run_dir: Annotated[str, typer.Argument(
+        help="Run directory of an interrupted study, or its storage URI (s3://bucket/prefix/NAME?...).")],
     address: Annotated[Optional[str], typer.Option(help="Join an existing Ray cluster.")] = None,
+    into: Annotated[Optional[Path], typer.Option(
+        "--into", help="With a URI: the local run directory (default: the stored study's output.dir).")] = None,
 ) -> None:
-    """Continue an interrupted study: finished trials are kept, unfinished ones resume."""
+    """Continue an interrupted study: finished trials are kept, unfinished ones resume.
+
+    Given a storage URI, the run is first pulled (only what changed) into a local dir."""
     from vrsearch.orchestrate.runner import resume_study
+    from vrsearch.results.storage import is_uri
 
     with user_errors():
-        resume_study(run_dir, address=address, echo=_console_echo())
+        if into is not None and not is_uri(run_dir):
+            raise VrsearchError("--into applies to a storage URI only")
+        resume_study(run_dir if is_uri(run_dir) else Path(run_dir), address=address, echo=_console_echo(),
+                     into=into)
 
 
 @app.command()
@@ -180,8 +189,10 @@ class Split(str, Enum):
 
 @app.command()
 def table(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory of a study (finished or still running).")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="Write the table files here (default: RUN_DIR).")] = None,
+    run_dir: Annotated[str, typer.Argument(
+        help="Run directory of a study (finished or still running), or its storage URI.")],
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", help="Write the table files here (default: RUN_DIR; for a URI the current directory).")] = None,
     baseline: Annotated[Optional[str], typer.Option(
         help="Group the others are compared with (default: 'baseline' if present, else the first group).")] = None,
     split: Annotated[Split, typer.Option(help="Evaluation split to report.")] = Split.test,
@@ -191,11 +202,17 @@ def table(
     Writes table.md, table.tex (booktabs) and table.csv (raw numbers)."""
     from rich.console import Console
 
+    from vrsearch.results import storage
     from vrsearch.results.table import load_tables
 
     with user_errors():
-        tables = load_tables(run_dir, baseline=baseline, split=split.value)
-        paths = [p for t in tables for p in t.write(out if out is not None else run_dir)]
+        remote = storage.is_uri(run_dir)
+        tables = load_tables(run_dir if remote else Path(run_dir), baseline=baseline, split=split.value)
+        default = Path.cwd() if remote else Path(run_dir)
+        paths = [p for t in tables for p in t.write(out if out is not None else default)]
+        if remote:  # the stored run gets the table files too
+            for path in paths:
+                storage.put(path, run_dir, path.name)
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 200))
@@ -207,17 +224,28 @@ def table(
 
 @app.command()
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory of a study (finished or still running).")],
+    run_dir: Annotated[str, typer.Argument(
+        help="Run directory of a study (finished or still running), or its storage URI.")],
     out: Annotated[Optional[Path], typer.Option(
-        "--out", help="Write the report here (default: RUN_DIR/report.html).")] = None,
+        "--out", help="Write the report here (default: RUN_DIR/report.html; for a URI ./report.html).")] = None,
 ) -> None:
     """Self-contained HTML report: search figures, learning curves, ablation table.
 
-    One offline file (plotly.js embedded, no network requests)."""
-    from vrsearch.report.html import write_report
+    One offline file (plotly.js embedded, no network requests). From a storage URI the
+    report is built from the stored results, written locally and stored back as report.html."""
+    from vrsearch.report.html import REPORT_FILE, write_report
+    from vrsearch.results import storage
 
     with user_errors():
-        path = write_report(run_dir, out)
+        if not storage.is_uri(run_dir):
+            path = write_report(Path(run_dir), out)
+        else:
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="vrsearch-report-") as tmp:
+                storage.pull(run_dir, tmp, names=storage.SMALL_FILES)
+                path = write_report(tmp, out if out is not None else Path.cwd(), label=run_dir)
+            storage.put(path, run_dir, REPORT_FILE)
     typer.echo(f"written {path}")
 
 

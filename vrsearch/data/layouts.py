@@ -227,16 +227,27 @@ def _read_description(root: Path) -> tuple[Path, dict[str, Any], dict[int, str]]
     return source, desc, parse_labels(desc["labels"], source)
 
 
+def _check_unique_entries(source: Path, lists: Iterable[tuple[str, tuple[Case, ...]]]) -> None:
+    """Case ids are unique across the lists of ``dataset.json``; a duplicate names both entries."""
+    seen: dict[str, str] = {}
+    for key, cases in lists:
+        for i, case in enumerate(cases):  # one case per entry, in order
+            if case.id in seen:
+                raise DataError(f"duplicated case id {case.id!r} in {source}: {seen[case.id]} and {key}[{i}] "
+                                f"({case.image})")
+            seen[case.id] = f"{key}[{i}]"
+
+
 def _read_msd(root: Path) -> DatasetIndex:
     source, desc, labels = _read_description(root)
     labeled = _msd_cases(root, desc.get("training"), source, "training", label="required")
     if not labeled:
         raise DataError(f"no training cases listed in {source}")
-    return DatasetIndex(
-        root=root, name=str(desc.get("name") or root.name), labels=labels, labeled=labeled,
-        unlabeled=_msd_cases(root, desc.get("unlabeled"), source, "unlabeled", label="none"),
-        test=_msd_cases(root, desc.get("test"), source, "test", label="optional"),
-    )
+    unlabeled = _msd_cases(root, desc.get("unlabeled"), source, "unlabeled", label="none")
+    test = _msd_cases(root, desc.get("test"), source, "test", label="optional")
+    _check_unique_entries(source, (("training", labeled), ("unlabeled", unlabeled), ("test", test)))
+    return DatasetIndex(root=root, name=str(desc.get("name") or root.name), labels=labels, labeled=labeled,
+                        unlabeled=unlabeled, test=test)
 
 
 # ------------------------------------------------------------------ nnU-Net

@@ -32,6 +32,15 @@ class PreparedData:
         return tuple(self.index.labels[i] for i in range(self.index.num_classes))
 
 
+#: where a layout's unlabeled images come from, for the message when there are none
+_NO_POOL = {
+    "msd": "{root}/dataset.json 'unlabeled' lists no images",
+    "phantom": "{root}/dataset.json 'unlabeled' lists no images",
+    "nnunet": "no images in {root}/imagesUnlabeled",
+    "flare22": "no images in {root}/Training/*Unlabeled*",
+}
+
+
 def dataset_index(cfg: DatasetConfig) -> DatasetIndex:
     """Read the dataset (generating the phantom first when the layout is ``phantom``)."""
     if cfg.layout == "phantom":
@@ -73,7 +82,8 @@ def prepare_data(cfg: DatasetConfig, *, method: str, needs_unlabeled: bool, all_
         unlabeled_pool=cfg.unlabeled_pool,
     )
     if needs_unlabeled and not split.unlabeled:
-        pool = "dataset.unlabeled_pool is 0" if cfg.unlabeled_pool == 0 else "no unlabeled pool"
+        pool = "dataset.unlabeled_pool is 0" if cfg.unlabeled_pool == 0 else _NO_POOL.get(
+            cfg.layout, "no unlabeled pool").format(root=index.root)
         raise DataError(
             f"method {method} needs unlabeled cases; none in {index.root} "
             f"({pool} and labeled_ratio {cfg.labeled_ratio} keeps every training label)"

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,20 @@ from vrsearch.data.layouts import Case, DatasetIndex
 from vrsearch.errors import DataError
 
 AFFINE_ATOL_MM = 1e-3
+
+_quiet = threading.local()
+
+
+class _QuietWhileChecking(logging.Filter):
+    """Drops nibabel's header-fix messages logged by a thread that is checking a file
+    (the checks report the problem as one line; nibabel would print its own lines)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_quiet, "on", False)
+
+
+if not any(isinstance(f, _QuietWhileChecking) for f in nib.imageglobals.logger.filters):
+    nib.imageglobals.logger.addFilter(_QuietWhileChecking())
 
 
 @dataclass(frozen=True)
@@ -57,7 +73,11 @@ def _from_bytes(raw: bytes) -> tuple[nib.Nifti1Image, tuple[float, ...]]:
     if size not in (348, 540):
         size = int.from_bytes(raw[:4], "big")
     klass = nib.Nifti2Image if size == 540 else nib.Nifti1Image
-    img = klass.from_bytes(raw)
+    _quiet.on = True  # nibabel's header fixes ("setting 0 dims to 1") are not printed: checked here
+    try:
+        img = klass.from_bytes(raw)
+    finally:
+        _quiet.on = False
     stored = klass.header_class.from_fileobj(io.BytesIO(raw), check=False)
     return img, tuple(float(z) for z in stored["pixdim"][1:4])
 

@@ -41,7 +41,9 @@ def claim_run_dir(run_dir: Path, text: str, fresh: bool) -> None:
     try:
         io.write_text_atomic(path, text)
     except OSError as exc:
-        raise VrsearchError(f"{run_dir}: cannot write the run directory ({exc.strerror})") from None
+        where = f": {exc.filename}" if exc.filename else ""
+        raise VrsearchError(f"output.dir: cannot write the run directory {run_dir} "
+                            f"({exc.strerror or exc}{where})") from None
 
 
 def _fmt(x: float) -> str:

@@ -23,10 +23,12 @@ def refresh_report(run_dir: Path, echo=print) -> Path | None:
 
 
 class ResultsCallback(Callback):
-    """After every finished trial, record its fate and recompact the parquet files."""
+    """After every finished trial, record its fate, recompact the parquet files, refresh the
+    report and (with ``storage``, a URI) mirror the run dir there; a failed push is one
+    warning line and is retried after the next trial."""
 
-    def __init__(self, run_dir: Path, total: int, echo=print):
-        self.run_dir, self.total, self.echo = Path(run_dir), total, echo
+    def __init__(self, run_dir: Path, total: int, echo=print, storage: str | None = None):
+        self.run_dir, self.total, self.echo, self.storage = Path(run_dir), total, echo, storage
         self.done = self.failed = self.stopped = 0
         self.best = -math.inf
         self.t0 = time.perf_counter()
@@ -42,6 +44,10 @@ class ResultsCallback(Callback):
             status = result["status"]
         trials, _, _ = fragments.compact(self.run_dir)
         refresh_report(self.run_dir, self.echo)
+        if getattr(self, "storage", None):  # a callback pickled before storage existed has none
+            from vrsearch.orchestrate.runner import push_results
+
+            push_results(self.run_dir, self.storage, self.echo)
         self.done += 1
         self.failed += status == "failed"
         self.stopped += status == "stopped_early"

@@ -25,7 +25,7 @@ from vrsearch.errors import VrsearchError
 from vrsearch.orchestrate import grow
 from vrsearch.orchestrate.trainable import REPORTED, trial_resources, vrsearch_trial
 from vrsearch.registry import get_method
-from vrsearch.results import fragments, io
+from vrsearch.results import fragments, io, storage
 from vrsearch.study import load_study, study_to_yaml
 from vrsearch.study.design import cells_with_seeds, default_point, n_trials, optuna_space
 from vrsearch.study.load import build_study, read_yaml
@@ -39,9 +39,80 @@ def check_runnable(study: Study) -> None:
     s = study.search
     if s.metric not in REPORTED or s.metric in ("lr",):
         raise VrsearchError(f"search.metric: {s.metric!r} is not reported; use one of {', '.join(REPORTED[:5])}")
+    where = run_location(study)
+    if where is not None:
+        storage.parse(where)  # a bad URI fails before Ray starts
     spec = get_method(study.method.name)
     prepare_data(study.dataset, method=spec.name, needs_unlabeled=spec.needs_unlabeled,
                  all_labels=bool(study.method.params.get("all_labels", False)))
+
+
+_RESOURCE_FIELDS = ("workers_per_trial", "cpus_per_worker", "gpus_per_worker")
+
+
+def _trial_resources(study: Study) -> list[dict]:
+    """The (workers, CPUs, GPUs per worker) settings the study's trials can ask for: its
+    own, each fixed-design cell's, or for a search the largest value its space can give."""
+    from vrsearch.study.design import design_cells
+
+    base = {f: getattr(study.resources, f) for f in _RESOURCE_FIELDS}
+
+    def of(cell: dict) -> dict:
+        res = {**base, **{f: v for f, v in (cell.get("resources") or {}).items() if f in base}}
+        return {**res, **{f: cell[f"resources.{f}"] for f in base if f"resources.{f}" in cell}}
+
+    if study.search.design != "search":
+        return [base, *(of(cell) for cell in design_cells(study))]
+    top = dict(base)
+    for key, dim in study.search.space.items():
+        field = key.removeprefix("resources.")
+        values = dim.choices if dim.type == "categorical" else [dim.high]
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if field in top and numbers:
+            top[field] = max(numbers)
+    return [base, top]
+
+
+def check_local_resources(study: Study) -> None:
+    """A local Ray (no ``--address``) has only this machine: every trial must fit on it,
+    else Ray would wait for resources forever."""
+    cpus = os.cpu_count() or 1
+    gpus = None
+    for res in _trial_resources(study):
+        workers = res["workers_per_trial"]
+        if workers * res["cpus_per_worker"] > cpus:
+            raise VrsearchError(
+                f"resources.cpus_per_worker: a trial needs {workers} worker(s) x {res['cpus_per_worker']:g} CPUs, "
+                f"more than the {cpus} CPUs of this machine (local Ray); lower resources.cpus_per_worker or "
+                "resources.workers_per_trial, or join a cluster with --address")
+        if res["gpus_per_worker"] > 0:
+            if gpus is None:
+                import torch
+
+                gpus = torch.cuda.device_count()
+            if workers * res["gpus_per_worker"] > gpus:
+                raise VrsearchError(
+                    f"resources.gpus_per_worker: a trial needs {workers} worker(s) x {res['gpus_per_worker']:g} "
+                    f"GPUs, but this machine has {gpus} visible GPU(s) (local Ray); lower "
+                    "resources.gpus_per_worker, or join a cluster with --address")
+
+
+def run_location(study: Study) -> str | None:
+    """``<output.storage>/<study name>``, or None without storage."""
+    return storage.location(study.output.storage, study.name) if study.output.storage else None
+
+
+def push_results(run_dir: Path, where: str | None, echo=print, *, final: bool = False) -> None:
+    """Mirror the run dir to its storage; a failed push warns (retried at the next one),
+    a failed final push raises (naming the URI)."""
+    if where is None:
+        return
+    try:
+        storage.push(run_dir, where)
+    except VrsearchError as exc:
+        if final:
+            raise VrsearchError(f"{exc}; the results are complete locally in {run_dir}") from None
+        echo(f"warning: results not stored ({exc}); retrying at the next push")
 
 
 def ray_temp_dir(run_dir: Path, configured: Path | None = None) -> Path:
@@ -113,7 +184,8 @@ def _searcher(study: Study, run_dir: Path):
     return ConcurrencyLimiter(algo, max_concurrent=study.resources.concurrent_trials)
 
 
-def _tuner(study: Study, run_dir: Path, restore: bool, echo, experiment: str, cells: list[dict] | None):
+def _tuner(study: Study, run_dir: Path, restore: bool, echo, experiment: str, cells: list[dict] | None,
+           where: str | None = None):
     from ray import tune
 
     from vrsearch.orchestrate.callbacks import ResultsCallback
@@ -125,7 +197,7 @@ def _tuner(study: Study, run_dir: Path, restore: bool, echo, experiment: str, ce
     trainable = tune.with_parameters(vrsearch_trial, base=base, run_dir=str(run_dir))
     trainable = tune.with_resources(trainable, functools.partial(trial_resources, base))
     total = n_trials(study) if cells is None else len(cells)
-    callback = ResultsCallback(run_dir, total, echo)
+    callback = ResultsCallback(run_dir, total, echo, storage=where)
     path = run_dir / experiment
     if restore:
         return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True), callback
@@ -150,15 +222,19 @@ def _pending(study: Study, run_dir: Path) -> list[dict]:
 
 
 def _execute(study: Study, run_dir: Path, address: str | None, restore: bool, echo, *,
-             experiment: str = TUNE_NAME, cells: list[dict] | None = None) -> Path:
+             experiment: str = TUNE_NAME, cells: list[dict] | None = None, where: str | None = None) -> Path:
     import ray
 
     fixed = study.search.design != "search"
     if fixed and cells is None and not restore:
         cells = _pending(study, run_dir)
+    where = where or run_location(study)
+    if where is not None:  # before Ray starts: an unwritable storage fails now, not after the study
+        storage.push(run_dir, where)
+        echo(f"storing results at {where}")
     init_ray(run_dir, address, study.resources.ray_temp_dir)
     try:
-        tuner, callback = _tuner(study, run_dir, restore, echo, experiment, cells)
+        tuner, callback = _tuner(study, run_dir, restore, echo, experiment, cells, where)
         if restore:  # the restored experiment keeps its own callbacks list; ours must be there too
             tuner._local_tuner._run_config.callbacks = [callback]
         echo(f"study {study.name}: {callback.total} trials, design {study.search.design}, run dir {run_dir}")
@@ -173,12 +249,14 @@ def _execute(study: Study, run_dir: Path, address: str | None, restore: bool, ec
     else:
         ended = sum(v for k, v in counts.items() if k in grow.FINISHED)
     if ended < n_trials(study):
+        push_results(run_dir, where, echo, final=True)
         raise VrsearchError(f"stopped after {ended} of {n_trials(study)} trials ({summary}); results so far are in "
                             f"{run_dir}; continue with 'vrsearch resume {run_dir}'")
     from vrsearch.orchestrate.callbacks import refresh_report
 
     report = refresh_report(run_dir, echo)
-    echo(f"finished: {summary}; results in {run_dir}")
+    push_results(run_dir, where, echo, final=True)
+    echo(f"finished: {summary}; results in {run_dir}" + (f" and {where}" if where else ""))
     if report is not None:
         echo(f"report: {report}")
     best = trials.dropna(subset=["best_val_dice"]).sort_values("best_val_dice", ascending=False).head(1)
@@ -203,6 +281,7 @@ def _grow(study: Study, run_dir: Path, address: str | None, echo) -> Path:
     reused = n_trials(study) - len(cells)
     if not cells:
         fragments.compact(run_dir)
+        push_results(run_dir, run_location(study), echo, final=True)
         echo(f"nothing to run: all {reused} trials of the edited study are already in {run_dir}")
         return run_dir
     echo(f"growing {run_dir}: {len(cells)} new trials, {reused} finished trials reused")
@@ -223,6 +302,8 @@ def _prior_study(run_dir: Path) -> tuple[str, Study] | None:
 def run_study(study_path: Path, overrides, *, address: str | None = None, fresh: bool = False, echo=print) -> Path:
     study = load_study(study_path, overrides)
     check_runnable(study)
+    if not address:
+        check_local_resources(study)
     run_dir = study.run_dir
     prior = None if fresh else _prior_study(run_dir)
     started = bool(grow.experiments(run_dir)) or (run_dir / fragments.TRIALS_DIR).exists()
@@ -235,20 +316,57 @@ def run_study(study_path: Path, overrides, *, address: str | None = None, fresh:
         if problem:
             raise VrsearchError(problem)
         return _grow(study, run_dir, address, echo)
+    where = run_location(study)
+    if where is not None and not fresh and not storage.synced_with(run_dir, where) \
+            and storage.read_bytes(where, io.STUDY_FILE, must_exist=False) is not None:
+        raise VrsearchError(f"{where} already holds a run of study {study.name!r}; continue it with "
+                            f"'vrsearch resume {where}' or start over with --fresh")
     claim_run_dir(run_dir, study_to_yaml(study), fresh)
     if fresh:
         discard_trial_state(run_dir)
         (run_dir / "optuna.db").unlink(missing_ok=True)
+        storage.forget(run_dir)
+        if where is not None:
+            storage.remove(where)
     return _execute(study, run_dir, address, restore=False, echo=echo)
 
 
-def resume_study(run_dir: Path, *, address: str | None = None, echo=print) -> Path:
+def _pull_run(uri: str, into: Path | None, echo) -> Path:
+    """Bring the run stored at ``uri`` into ``into`` or the local dir its study names."""
+    import yaml
+
+    text = storage.read_bytes(uri, io.STUDY_FILE)
+    if text is None:
+        raise VrsearchError(f"{uri}: not a vrsearch run (no {io.STUDY_FILE})")
+    try:
+        stored = build_study(yaml.safe_load(text.decode("utf-8")), check_design=False)
+    except (VrsearchError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise VrsearchError(f"{uri}/{io.STUDY_FILE}: {' '.join(str(exc).split())[:300]}") from None
+    run_dir = Path(into if into is not None else stored.run_dir).expanduser().absolute()
+    prior = _prior_study(run_dir)
+    if prior is not None and prior[1].name != stored.name:
+        raise VrsearchError(f"{run_dir} holds a run of study {prior[1].name!r}, not {stored.name!r}; "
+                            "pass --into DIR to resume elsewhere")
+    n = storage.pull(uri, run_dir)
+    echo(f"pulled {n} changed files from {uri} into {run_dir}" if n else f"{run_dir} is up to date with {uri}")
+    return run_dir
+
+
+def resume_study(run_dir: Path | str, *, address: str | None = None, echo=print, into: Path | None = None) -> Path:
+    """Continue an interrupted study in ``run_dir`` — or, given a storage URI, in the local
+    copy pulled from it (``into``, else the study's ``output.dir``), storing results back there."""
+    where = None
+    if storage.is_uri(run_dir):
+        where = str(run_dir)
+        run_dir = _pull_run(where, into, echo)
     run_dir = Path(run_dir).absolute()
     study_file = run_dir / io.STUDY_FILE
     if not study_file.exists():
         raise VrsearchError(f"{run_dir}: not a vrsearch run directory (no {io.STUDY_FILE})")
     study = build_study(read_yaml(study_file))
     check_runnable(study)
+    if not address:
+        check_local_resources(study)
     if not address:
         from vrsearch.orchestrate.local import loopback_env
 
@@ -258,12 +376,12 @@ def resume_study(run_dir: Path, *, address: str | None = None, echo=print) -> Pa
     names = grow.experiments(run_dir)
     experiment = names[-1] if names else TUNE_NAME
     if tune.Tuner.can_restore(str(run_dir / experiment)):
-        return _execute(study, run_dir, address, restore=True, echo=echo, experiment=experiment)
+        return _execute(study, run_dir, address, restore=True, echo=echo, experiment=experiment, where=where)
     if study.search.design != "search":  # killed before Tune saved state: run what has not finished
         grow.remove_unfinished(run_dir)
         echo("no saved experiment state; running the trials that have not finished")
         return _execute(study, run_dir, address, restore=False, echo=echo,
-                        experiment=grow.next_experiment(run_dir))
+                        experiment=grow.next_experiment(run_dir), where=where)
     discard_trial_state(run_dir)
     echo("no saved experiment state; starting the study from the beginning")
-    return _execute(study, run_dir, address, restore=False, echo=echo)
+    return _execute(study, run_dir, address, restore=False, echo=echo, where=where)

@@ -244,8 +244,9 @@ def _guard(key: str, title: str, make) -> list[tuple[str, str, str]]:
         return [(key, title, f'<p class="warn">Could not render: {esc(type(exc).__name__)}: {esc(exc)}</p>')]
 
 
-def build_report(run_dir: Path | str) -> str:
-    """The report of ``run_dir`` as one self-contained HTML string."""
+def build_report(run_dir: Path | str, label: str | None = None) -> str:
+    """The report of ``run_dir`` as one self-contained HTML string (``label``: what the page
+    says it reports on, e.g. the storage URI a temporary copy came from)."""
     run_dir = Path(run_dir)
     results = io.load(run_dir)
     trials, history = results.trials, results.history
@@ -276,17 +277,17 @@ def build_report(run_dir: Path | str) -> str:
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f"<title>{esc(name)} · vrsearch report</title>\n<style>{_CSS}</style>\n"
             f'<script type="text/javascript">{get_plotlyjs()}</script>\n</head>\n<body>\n'
-            f"<h1>{esc(name)}</h1>\n<p class=\"note\">vrsearch report of <code>{esc(run_dir)}</code></p>\n"
+            f"<h1>{esc(name)}</h1>\n<p class=\"note\">vrsearch report of <code>{esc(label or run_dir)}</code></p>\n"
             f"<nav>{nav}</nav>\n{body}\n</body>\n</html>\n")
 
 
-def write_report(run_dir: Path | str, out: Path | str | None = None) -> Path:
+def write_report(run_dir: Path | str, out: Path | str | None = None, label: str | None = None) -> Path:
     """Write the report (default ``<run_dir>/report.html``; a directory ``out``
     gets ``report.html`` inside) atomically and return its path."""
     path = Path(out) if out is not None else Path(run_dir) / REPORT_FILE
     if path.is_dir():
         path = path / REPORT_FILE
-    text = build_report(run_dir)
+    text = build_report(run_dir, label)
     try:
         io.write_text_atomic(path, text)
     except OSError as exc:

@@ -107,10 +107,48 @@ def _read(path: Path, columns: list[str]) -> pd.DataFrame:
     return frame([], columns)
 
 
-def load(run_dir: Path | str) -> Results:
-    """Load a (finished or running) study's results."""
+def _load_uri(uri: str) -> Results:
+    """Results read through a pyarrow filesystem (``s3://``, ``gs://``, ``file://``), no local copy."""
+    import pyarrow.fs as pafs
     import yaml
 
+    from vrsearch.errors import VrsearchError
+    from vrsearch.results import storage
+
+    fs, base = storage.parse(uri)
+    names = (STUDY_FILE, TRIALS_FILE, HISTORY_FILE, CASES_FILE)
+    try:
+        infos = fs.get_file_info([base, *(f"{base}/{n}" for n in names)])
+        if infos[0].type == pafs.FileType.NotFound:
+            raise VrsearchError(f"{uri}: no such run directory")
+        present = {n for n, info in zip(names, infos[1:]) if info.type == pafs.FileType.File}
+        study = {}
+        if STUDY_FILE in present:
+            with fs.open_input_stream(f"{base}/{STUDY_FILE}", compression=None) as f:
+                study = yaml.safe_load(f.read().decode("utf-8")) or {}
+
+        def read(name: str, columns: list[str]) -> pd.DataFrame:
+            if name in present:
+                return pd.read_parquet(f"{base}/{name}", filesystem=fs)
+            return frame([], columns)
+
+        return Results(trials=read(TRIALS_FILE, TRIAL_COLUMNS), history=read(HISTORY_FILE, HISTORY_COLUMNS),
+                       cases=read(CASES_FILE, CASE_COLUMNS), study=study)
+    except VrsearchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - network, permissions, a missing bucket
+        raise VrsearchError(f"cannot read {uri}: {' '.join(str(exc).split())[:300]}") from None
+
+
+def load(run_dir: Path | str) -> Results:
+    """Load a (finished or running) study's results: a run directory, or a storage
+    URI (``s3://bucket/prefix/<study>``, ``gs://...``, ``file:///...``) read in place."""
+    import yaml
+
+    from vrsearch.results.storage import is_uri
+
+    if is_uri(run_dir):
+        return _load_uri(run_dir)
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         from vrsearch.errors import VrsearchError

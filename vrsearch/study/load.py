@@ -55,6 +55,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise StudyError(f"{path}{where}: YAML syntax error: {problem}") from None
+    if data is None:
+        raise StudyError(f"{path}: the study file is empty (expected a YAML mapping with at least 'name')")
     if not isinstance(data, dict):
         raise StudyError(f"{path}: a study file must be a YAML mapping (got {type(data).__name__})")
     return data
@@ -189,6 +191,11 @@ def load_study(path: Path | str, overrides: Iterable[str] = ()) -> Study:
     study = build_study(raw)
     study.dataset.root = study.dataset.root.expanduser().absolute()
     study.output.dir = study.run_dir.expanduser().absolute()
+    if study.output.storage is not None:
+        from vrsearch.results.storage import is_uri
+
+        if not is_uri(study.output.storage):
+            study.output.storage = str(Path(study.output.storage).expanduser().absolute())
     return study
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from vrsearch.registry import did_you_mean
@@ -265,12 +265,18 @@ class SearchConfig(StrictModel):
     #: key (e.g. a paper's defaults), enqueued in Optuna before the sampler proposes
     start_from_defaults: bool = False
 
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:  # errors named search.seeds
+        if not seeds:
+            raise ValueError("seeds must not be empty")
+        twice = sorted({s for s in seeds if seeds.count(s) > 1})
+        if twice:
+            raise ValueError(f"seeds must be distinct; {', '.join(map(str, twice))} repeated")
+        return seeds
+
     @model_validator(mode="after")
     def _check(self) -> SearchConfig:
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError("seeds must be distinct")
-        if not self.seeds:
-            raise ValueError("seeds must not be empty")
         if self.design in ("search", "grid", "random") and not self.space:
             raise ValueError(f"design {self.design!r} needs a non-empty 'space'")
         if self.design == "grid":
@@ -315,6 +321,23 @@ class ResourcesConfig(StrictModel):
 
 class OutputConfig(StrictModel):
     dir: Path | None = None
+    #: where the run is also kept (``<storage>/<study name>``): ``s3://bucket/prefix``,
+    #: ``gs://bucket/prefix``, ``file:///shared/path`` or a path; credentials from the environment
+    storage: str | None = None
+
+    @model_validator(mode="after")
+    def _storage(self) -> OutputConfig:
+        if self.storage is not None:
+            from vrsearch.errors import VrsearchError
+            from vrsearch.results.storage import check_uri
+
+            if not self.storage.strip():
+                raise ValueError("storage: must be a URI or a path (or left out)")
+            try:
+                check_uri(self.storage)
+            except VrsearchError as exc:
+                raise ValueError(f"storage: {exc}") from None
+        return self
 
 
 class Study(StrictModel):
