@@ -26,6 +26,7 @@ from vrsearch.orchestrate import grow
 from vrsearch.orchestrate.trainable import REPORTED, trial_resources, vrsearch_trial
 from vrsearch.registry import get_method
 from vrsearch.results import fragments, io, storage
+from vrsearch.results.lock import run_lock
 from vrsearch.study import load_study, study_to_yaml
 from vrsearch.study.design import cells_with_seeds, default_point, n_trials, optuna_space
 from vrsearch.study.load import build_study, read_yaml
@@ -315,20 +316,22 @@ def run_study(study_path: Path, overrides, *, address: str | None = None, fresh:
         problem = grow.growth_problem(old, study)
         if problem:
             raise VrsearchError(problem)
-        return _grow(study, run_dir, address, echo)
+        with run_lock(run_dir):
+            return _grow(study, run_dir, address, echo)
     where = run_location(study)
     if where is not None and not fresh and not storage.synced_with(run_dir, where) \
             and storage.read_bytes(where, io.STUDY_FILE, must_exist=False) is not None:
         raise VrsearchError(f"{where} already holds a run of study {study.name!r}; continue it with "
                             f"'vrsearch resume {where}' or start over with --fresh")
     claim_run_dir(run_dir, study_to_yaml(study), fresh)
-    if fresh:
-        discard_trial_state(run_dir)
-        (run_dir / "optuna.db").unlink(missing_ok=True)
-        storage.forget(run_dir)
-        if where is not None:
-            storage.remove(where)
-    return _execute(study, run_dir, address, restore=False, echo=echo)
+    with run_lock(run_dir):
+        if fresh:
+            discard_trial_state(run_dir)
+            (run_dir / "optuna.db").unlink(missing_ok=True)
+            storage.forget(run_dir)
+            if where is not None:
+                storage.remove(where)
+        return _execute(study, run_dir, address, restore=False, echo=echo)
 
 
 def _pull_run(uri: str, into: Path | None, echo) -> Path:
@@ -367,6 +370,11 @@ def resume_study(run_dir: Path | str, *, address: str | None = None, echo=print,
     check_runnable(study)
     if not address:
         check_local_resources(study)
+    with run_lock(run_dir):
+        return _resume_locked(study, run_dir, address, echo, where)
+
+
+def _resume_locked(study: Study, run_dir: Path, address: str | None, echo, where: str | None) -> Path:
     if not address:
         from vrsearch.orchestrate.local import loopback_env
 

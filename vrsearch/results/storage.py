@@ -31,6 +31,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from vrsearch.errors import VrsearchError
+from vrsearch.results.lock import LOCK_FILE
 
 MANIFEST = ".storage-manifest.json"
 #: top-level directories that are mirrored (besides Tune's ``tune``, ``tune-2``, ...)
@@ -135,7 +136,7 @@ def forget(run_dir: Path | str) -> None:
 
 def _mirrored(rel: str) -> bool:
     parts = rel.split("/")
-    if _TEMP.match(parts[-1]) or parts[-1].endswith("-journal"):
+    if _TEMP.match(parts[-1]) or parts[-1].endswith("-journal") or parts[-1] == LOCK_FILE:
         return False
     if len(parts) == 1:
         return parts[0] != MANIFEST
