@@ -37,6 +37,7 @@ from vrsearch.engine.performance import (
 from vrsearch.engine.schedules import lr_at
 from vrsearch.methods.base import BuildContext, Method
 from vrsearch.registry import get_method
+from vrsearch.results import faults
 from vrsearch.study.schema import Study
 
 Reporter = Callable[[dict], None]
@@ -313,6 +314,7 @@ class Trainer:
                         raise compile_failure(exc, self.device) from None
                     raise
                 done = it + 1
+                faults.point("step", done)
                 log = done % t.log_every == 0 or done == t.iterations
                 evaluate_now = done % t.eval.every == 0 or done == t.iterations
                 checkpoint = done % ckpt_every == 0 or done == t.iterations

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
+from vrsearch.errors import VrsearchError
 from vrsearch.results import fragments
 
 
@@ -42,8 +43,13 @@ class ResultsCallback(Callback):
             fragments.record_status(self.run_dir, trial.trial_id, status, error)
         else:
             status = result["status"]
-        trials, _, _ = fragments.compact(self.run_dir)
-        refresh_report(self.run_dir, self.echo)
+        try:
+            trials, _, _ = fragments.compact(self.run_dir)
+        except VrsearchError as exc:  # e.g. a full disk: the fragments hold everything, the study goes on
+            self.echo(f"warning: {exc}; retried after the next trial")
+            trials = None
+        else:
+            refresh_report(self.run_dir, self.echo)
         if getattr(self, "storage", None):  # a callback pickled before storage existed has none
             from vrsearch.orchestrate.runner import push_results
 
@@ -51,7 +57,7 @@ class ResultsCallback(Callback):
         self.done += 1
         self.failed += status == "failed"
         self.stopped += status == "stopped_early"
-        row = trials[trials.trial_id == trial.trial_id]
+        row = trials[trials.trial_id == trial.trial_id] if trials is not None else []
         score = fragments.finite(row.best_val_dice.iloc[0]) if len(row) else None
         if score is not None:
             self.best = max(self.best, score)

@@ -32,7 +32,7 @@ from plotly.offline import get_plotlyjs
 from vrsearch.errors import VrsearchError
 from vrsearch.report import figures as F
 from vrsearch.report import importance as I  # noqa: E741
-from vrsearch.results import io
+from vrsearch.results import faults, io
 from vrsearch.results.stats import group_labels, select_best
 from vrsearch.results.table import AblationTable, load_tables
 
@@ -288,6 +288,7 @@ def write_report(run_dir: Path | str, out: Path | str | None = None, label: str 
     if path.is_dir():
         path = path / REPORT_FILE
     text = build_report(run_dir, label)
+    faults.point("report")
     try:
         io.write_text_atomic(path, text)
     except OSError as exc:

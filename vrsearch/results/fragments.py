@@ -117,7 +117,7 @@ def compact(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     for col in ("best_val_dice", "final_val_dice", "test_dice"):
         trials[col] = pd.to_numeric(trials[col], errors="coerce")
     io.write_frame(run_dir / io.TRIALS_FILE, trials)
-    io.write_frame(run_dir / io.HISTORY_FILE, history)
+    io.write_frame(run_dir / io.HISTORY_FILE, history, fault_point="compact")  # the driver, mid-compaction
     io.write_frame(run_dir / io.CASES_FILE, case_df)
     return trials, history, case_df
 

@@ -15,6 +15,7 @@ even of a study that is still running — sees a complete old or new file.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from vrsearch.errors import VrsearchError
+from vrsearch.results import faults
 
 STUDY_FILE = "study.yaml"
 TRIALS_FILE = "trials.parquet"
@@ -49,23 +53,42 @@ def _tmp(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _full_disk(path: Path, exc: OSError) -> VrsearchError:
+    return VrsearchError(f"{path}: {exc.strerror or 'no space left on device'} while writing it; the previous "
+                         f"{path.name} is intact; free space, then 'vrsearch resume' the run")
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp(path)
     try:
         tmp.write_text(text, encoding="utf-8")
+        faults.point("write")
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno in FULL:
+            raise _full_disk(path, exc) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def write_frame(path: Path, frame: pd.DataFrame) -> None:
-    """Write a DataFrame as parquet atomically."""
+def write_frame(path: Path, frame: pd.DataFrame, fault_point: str = "write") -> None:
+    """Write a DataFrame as parquet atomically (a full disk is a one-line error and
+    leaves the previous file as it was); ``fault_point`` names it for fault injection."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp(path)
     try:
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+        faults.point(fault_point)
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno in FULL:
+            raise _full_disk(path, exc) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

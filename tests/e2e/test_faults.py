@@ -1,0 +1,82 @@
+"""Faults at named points (vrsearch.results.faults), through the real CLI and Ray:
+the driver SIGKILLed while compacting parquet or writing the report, a worker
+SIGKILLed mid-trial, a full disk while writing results."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pandas as pd
+import pytest
+
+from tests.e2e.test_cli import VRSEARCH, assert_one_line_error
+from tests.e2e.test_run import finished_results, write_study
+
+pytestmark = pytest.mark.slow
+GRID = {"design": "grid", "scheduler": "none",
+        "space": {"train.optimizer.lr": {"type": "categorical", "choices": [0.01, 0.02, 0.03]}}}
+
+
+def launch(args, fault: str, marker, cwd) -> subprocess.CompletedProcess:
+    env = {**os.environ, "VRSEARCH_FAULT": fault, "VRSEARCH_FAULT_ONCE": str(marker)}
+    return subprocess.run([VRSEARCH, *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+
+def readable(run) -> None:
+    for name in ("trials.parquet", "history.parquet", "cases.parquet"):
+        if (run / name).exists():
+            pd.read_parquet(run / name)
+
+
+def finish_and_check(run, before) -> pd.DataFrame:
+    resumed = subprocess.run([VRSEARCH, "resume", str(run)], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = finished_results(run)
+    assert all(after[t] == stamp for t, stamp in before.items()), "a finished trial was re-run or changed"
+    trials = pd.read_parquet(run / "trials.parquet")
+    assert len(trials) == 3 and set(trials.status) == {"completed"}
+    return trials
+
+
+@pytest.mark.parametrize("point", ["compact", "report"])
+def test_driver_killed_while_writing_results_loses_nothing(tiny_phantom, tmp_path, point):
+    study = write_study(tmp_path, tiny_phantom, search=GRID, resources={"concurrent_trials": 1})
+    marker, run = tmp_path / "fired", tmp_path / "run"
+    proc = launch(["run", study], f"kill:{point}", marker, tmp_path)
+    assert proc.returncode == -9 and marker.exists(), proc.stderr[-2000:]  # the driver died at the point
+    readable(run)
+    finish_and_check(run, finished_results(run))
+
+
+def test_worker_killed_mid_trial_is_retried_from_its_checkpoint(tiny_phantom, tmp_path):
+    study = write_study(tmp_path, tiny_phantom, search=GRID, resources={"concurrent_trials": 1, "max_failures": 1})
+    marker, run = tmp_path / "fired", tmp_path / "run"
+    proc = launch(["run", study], "kill:step:5", marker, tmp_path)  # after the checkpoint at iteration 3
+    assert proc.returncode == 0 and marker.exists(), proc.stderr[-3000:]
+    trials = pd.read_parquet(run / "trials.parquet")
+    assert len(trials) == 3 and set(trials.status) == {"completed"}
+    history = pd.read_parquet(run / "history.parquet")
+    assert history.groupby("trial_id").iteration.apply(lambda s: s.is_unique and s.max() == 6).all()
+
+
+def test_a_full_disk_once_is_a_warning_and_the_study_goes_on(tiny_phantom, tmp_path):
+    study = write_study(tmp_path, tiny_phantom, search=GRID, resources={"concurrent_trials": 1})
+    marker, run = tmp_path / "fired", tmp_path / "run"
+    proc = launch(["run", study], "enospc:compact", marker, tmp_path)
+    assert proc.returncode == 0 and marker.exists(), proc.stderr[-3000:]
+    warnings = [ln for ln in proc.stdout.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and "history.parquet: No space left on device" in warnings[0], proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+    trials = pd.read_parquet(run / "trials.parquet")
+    assert len(trials) == 3 and set(trials.status) == {"completed"}
+
+
+def test_a_full_disk_that_stays_full_stops_in_one_line_and_keeps_results(tiny_phantom, tmp_path):
+    study = write_study(tmp_path, tiny_phantom, search=GRID, resources={"concurrent_trials": 1})
+    run = tmp_path / "run"
+    env = {**os.environ, "VRSEARCH_FAULT": "enospc:compact"}  # every compaction of history.parquet fails
+    proc = subprocess.run([VRSEARCH, "run", str(study)], capture_output=True, text=True, env=env, timeout=600)
+    assert_one_line_error(proc, "history.parquet: No space left on device", "previous history.parquet is intact")
+    readable(run)
+    finish_and_check(run, finished_results(run))

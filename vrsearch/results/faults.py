@@ -1,0 +1,42 @@
+"""Named fault points, armed only by the fault-injection tests.
+
+``VRSEARCH_FAULT=<action>:<point>[:<n>]`` makes the process that reaches
+``point(<point>[, n])`` either SIGKILL itself (``kill``) or fail as a full
+disk would (``enospc``). With ``VRSEARCH_FAULT_ONCE=<marker file>`` the
+fault fires once across all processes (whoever creates the marker first),
+so a resumed or retried run goes through. Unset (always, outside tests) a
+point costs one environment lookup.
+
+Points: ``write`` (any atomic write, between the temporary file and the
+rename), ``compact`` (the driver rebuilding the top-level parquet files:
+its history.parquet, after trials.parquet was replaced), ``report`` (the driver writing report.html) and
+``step`` (a training worker after optimizer step ``n``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+
+ENV, ONCE = "VRSEARCH_FAULT", "VRSEARCH_FAULT_ONCE"
+
+
+def point(name: str, index: int | None = None) -> None:
+    spec = os.environ.get(ENV)
+    if not spec:
+        return
+    action, _, where = spec.partition(":")
+    target, _, n = where.partition(":")
+    if target != name or (n and (index is None or int(n) != index)):
+        return
+    marker = os.environ.get(ONCE)
+    if marker:
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "enospc":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
