@@ -80,3 +80,22 @@ def test_a_full_disk_that_stays_full_stops_in_one_line_and_keeps_results(tiny_ph
     assert_one_line_error(proc, "history.parquet: No space left on device", "previous history.parquet is intact")
     readable(run)
     finish_and_check(run, finished_results(run))
+
+
+def test_a_second_run_on_the_same_directory_refuses(tiny_phantom, tmp_path):
+    import time
+
+    study = write_study(tmp_path, tiny_phantom, search=GRID, resources={"concurrent_trials": 1})
+    run = tmp_path / "run"
+    first = subprocess.Popen([VRSEARCH, "run", str(study)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / ".vrsearch.lock").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    second = subprocess.run([VRSEARCH, "run", str(study)], capture_output=True, text=True, timeout=120)
+    line = assert_one_line_error(second)
+    assert "in use by another vrsearch process" in line or "already holds a run of this study" in line
+    resume = subprocess.run([VRSEARCH, "resume", str(run)], capture_output=True, text=True, timeout=120)
+    assert_one_line_error(resume, f"pid {first.pid}", "in use by another vrsearch process")
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-3000:]
+    assert set(pd.read_parquet(run / "trials.parquet").status) == {"completed"}
