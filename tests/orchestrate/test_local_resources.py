@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vrsearch.errors import VrsearchError
-from vrsearch.orchestrate import runner
+from vrsearch.orchestrate import checks
 from vrsearch.study.load import build_study
 
 BASE = {"name": "r", "dataset": {"patch_size": [32, 32, 16]}, "model": {"channels": [8, 16]}}
@@ -18,21 +18,21 @@ def study(resources=None, search=None):
 
 @pytest.fixture
 def four_cpus_one_gpu(monkeypatch):
-    monkeypatch.setattr(runner.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(checks.os, "cpu_count", lambda: 4)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
 
 
 def refused(s, field: str) -> str:
     with pytest.raises(VrsearchError) as info:
-        runner.check_local_resources(s)
+        checks.check_local_resources(s)
     msg = str(info.value)
     assert msg.startswith(f"resources.{field}:") and "--address" in msg, msg
     return msg
 
 
 def test_fitting_trials_pass(four_cpus_one_gpu):
-    runner.check_local_resources(study())
-    runner.check_local_resources(study({"workers_per_trial": 2, "cpus_per_worker": 2, "gpus_per_worker": 0.5,
+    checks.check_local_resources(study())
+    checks.check_local_resources(study({"workers_per_trial": 2, "cpus_per_worker": 2, "gpus_per_worker": 0.5,
                                         "concurrent_trials": 8}))  # concurrency is Ray's to queue
 
 
@@ -47,7 +47,7 @@ def test_cells_and_search_spaces_are_checked(four_cpus_one_gpu):
     nested = {"design": "ablation", "arms": [{"name": "gpu", "set": {"resources": {"gpus_per_worker": 2}}}]}
     refused(study(search=nested), "gpus_per_worker")
     grid = {"design": "grid", "space": {"resources.workers_per_trial": {"type": "categorical", "choices": [1, 4]}}}
-    runner.check_local_resources(study(search=grid))  # 4 workers x 1 CPU fit
+    checks.check_local_resources(study(search=grid))  # 4 workers x 1 CPU fit
     refused(study({"cpus_per_worker": 2}, grid), "cpus_per_worker")
     space = {"design": "search", "space": {"resources.cpus_per_worker": {"type": "float", "low": 1, "high": 6}}}
     refused(study(search=space), "cpus_per_worker")
