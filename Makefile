@@ -28,7 +28,7 @@ quickstart: $(STAMP)
 	$(BIN)/vrsearch run studies/quickstart.yaml --fresh
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
