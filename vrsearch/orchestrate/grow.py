@@ -19,9 +19,8 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
-from typing import Any
 
-from vrsearch.results import fragments
+from vrsearch.results import fragments, io
 from vrsearch.study.design import SEED_KEY, apply_cell, config_hash
 from vrsearch.study.schema import Study
 
@@ -32,22 +31,13 @@ GROWABLE = {"description", "resources", "output", "search.seeds", "search.arms",
 _EXPERIMENT = re.compile(r"^tune(?:-(\d+))?$")
 
 
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict) and data:
-        out: dict[str, Any] = {}
-        for k, v in data.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: data}
-
-
 def _growable(key: str) -> bool:
     return any(key == g or key.startswith(g + ".") for g in GROWABLE)
 
 
 def growth_problem(old: Study, new: Study) -> str | None:
     """Why ``new`` cannot grow the run of ``old`` (None if it can)."""
-    a, b = _flat(old.model_dump(mode="json")), _flat(new.model_dump(mode="json"))
+    a, b = io.flatten(old.model_dump(mode="json")), io.flatten(new.model_dump(mode="json"))
     changed = sorted(k for k in set(a) | set(b) if not _growable(k) and a.get(k, "<unset>") != b.get(k, "<unset>"))
     if changed:
         shown = "; ".join(f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in changed[:3])
