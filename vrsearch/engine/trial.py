@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vrsearch.engine.trainer import FitResult, Reporter, Trainer
+from vrsearch.results.fragments import device_hours_row
 from vrsearch.results.io import flatten
 from vrsearch.study.design import config_hash
 from vrsearch.study.schema import Study
@@ -19,9 +20,7 @@ from vrsearch.study.schema import Study
 
 def device_hours(study: Study, wall_time_s: float) -> dict:
     """Compute a trial used: GPU-hours if it had GPUs, else CPU-core-hours."""
-    r = study.resources
-    per_worker, kind = (r.gpus_per_worker, "gpu") if r.gpus_per_worker > 0 else (r.cpus_per_worker, "cpu")
-    return {"device": kind, "device_hours": wall_time_s / 3600 * r.workers_per_trial * per_worker}
+    return device_hours_row({"resources": study.resources.model_dump()}, wall_time_s)
 
 
 @dataclass

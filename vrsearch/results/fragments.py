@@ -63,7 +63,8 @@ def record_status(run_dir: Path, trial_id: str, status: str, error: str = "") ->
 
 
 def device_hours_row(meta: dict, wall_time_s: float) -> dict[str, Any]:
-    """GPU- or CPU-core-hours of a trial the scheduler ended, from its resources."""
+    """GPU-hours if the trial had GPUs, else CPU-core-hours, from ``meta["resources"]``
+    (wall time × workers × GPUs or CPUs per worker)."""
     res = meta.get("resources") or {}
     if not res:
         return {}
