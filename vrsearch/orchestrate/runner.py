@@ -165,6 +165,10 @@ def _execute(study: Study, run_dir: Path, address: str | None, restore: bool, ec
     fixed = study.search.design != "search"
     if fixed and cells is None and not restore:
         cells = _pending(study, run_dir)
+    if fixed and not restore and not cells:  # tune.grid_search([]) would run the bare study as a trial
+        fragments.compact(run_dir)
+        echo(f"nothing to run: every trial of {study.name} has finished; results in {run_dir}")
+        return run_dir
     where = where or run_location(study)
     if where is not None:  # before Ray starts: an unwritable storage fails now, not after the study
         storage.push(run_dir, where)
