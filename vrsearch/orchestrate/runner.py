@@ -167,7 +167,8 @@ def _execute(study: Study, run_dir: Path, address: str | None, restore: bool, ec
         cells = _pending(study, run_dir)
     if fixed and not restore and not cells:  # tune.grid_search([]) would run the bare study as a trial
         fragments.compact(run_dir)
-        echo(f"nothing to run: every trial of {study.name} has finished; results in {run_dir}")
+        push_results(run_dir, where or run_location(study), echo, final=True)
+        echo(f"nothing to run: all {n_trials(study)} trials of {study.name} are already in {run_dir}")
         return run_dir
     where = where or run_location(study)
     if where is not None:  # before Ray starts: an unwritable storage fails now, not after the study
@@ -219,13 +220,8 @@ def _grow(study: Study, run_dir: Path, address: str | None, echo) -> Path:
     io.write_text_atomic(run_dir / io.STUDY_FILE, study_to_yaml(study))
     grow.remove_unfinished(run_dir)
     cells = _pending(study, run_dir)
-    reused = n_trials(study) - len(cells)
-    if not cells:
-        fragments.compact(run_dir)
-        push_results(run_dir, run_location(study), echo, final=True)
-        echo(f"nothing to run: all {reused} trials of the edited study are already in {run_dir}")
-        return run_dir
-    echo(f"growing {run_dir}: {len(cells)} new trials, {reused} finished trials reused")
+    if cells:
+        echo(f"growing {run_dir}: {len(cells)} new trials, {n_trials(study) - len(cells)} finished trials reused")
     return _execute(study, run_dir, address, restore=False, echo=echo,
                     experiment=grow.next_experiment(run_dir), cells=cells)
 
