@@ -1,10 +1,10 @@
 """Kill/resume fault injection: SIGKILL the ``vrsearch`` driver at random moments
 of a small grid study, ``vrsearch resume`` it, repeat, and count what was lost.
 
-Each cycle starts ``vrsearch run`` (first) or ``vrsearch resume``, waits a
-random time drawn from ``--kill-after`` (seeded: the same ``--seed`` kills at
-the same offsets), SIGKILLs the driver, and checks that the parquet files
-present are readable. Kills land wherever the driver is: Ray start-up, trial
+Each cycle starts ``vrsearch resume`` (``vrsearch run`` until a run has got
+as far as claiming its directory), waits a random time drawn from
+``--kill-after`` (seeded: the same ``--seed`` kills at the same offsets),
+SIGKILLs the driver, and checks that the parquet files present read back. Kills land wherever the driver is: Ray start-up, trial
 start, mid-trial, parquet compaction, report writing. After the cycles the
 study is resumed once more without a kill and must finish. Printed (and
 returned as JSON):
@@ -36,6 +36,7 @@ import pandas as pd
 import yaml
 
 from vrsearch.data.phantom import PhantomConfig, write_phantom
+from vrsearch.results.io import load
 
 VRSEARCH = str(Path(sys.executable).with_name("vrsearch"))
 
@@ -65,13 +66,6 @@ def results(run: Path) -> dict[str, tuple[str, int, str]]:
     return out
 
 
-def readable(run: Path) -> bool:
-    for name in ("trials.parquet", "history.parquet", "cases.parquet"):
-        if (run / name).exists():
-            pd.read_parquet(run / name)
-    return True
-
-
 def inject(cycles: int, seed: int, kill_after: tuple[float, float], cells: int, iterations: int,
            work: Path) -> dict:
     rng = random.Random(seed)
@@ -81,9 +75,13 @@ def inject(cycles: int, seed: int, kill_after: tuple[float, float], cells: int, 
     path.write_text(yaml.safe_dump(study_dict(root, run, cells, iterations)))
     seen: dict[str, tuple[str, int, str]] = {}
     lost, rewritten, kills = set(), set(), []
+    logs = work / "logs"
+    logs.mkdir(exist_ok=True)
     for cycle in range(cycles):
-        cmd = [VRSEARCH, "run", str(path)] if cycle == 0 else [VRSEARCH, "resume", str(run)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        claimed = (run / "study.yaml").exists()  # a run killed before it claimed its dir is run again
+        cmd = [VRSEARCH, "resume", str(run)] if claimed else [VRSEARCH, "run", str(path)]
+        with open(logs / f"cycle-{cycle}.log", "wb") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         wait = rng.uniform(*kill_after)
         try:
             proc.wait(timeout=wait)
@@ -93,16 +91,22 @@ def inject(cycles: int, seed: int, kill_after: tuple[float, float], cells: int, 
             proc.wait()
             kills.append(round(wait, 1))
         time.sleep(1.0)  # Ray's orphaned processes notice the driver is gone
-        readable(run)
+        if run.is_dir():
+            load(run)  # every parquet file present must read back
         now = results(run)
         lost |= {t for t in seen if t not in now}
         rewritten |= {t for t, v in seen.items() if t in now and now[t][1:] != v[1:]}
         seen.update(now)
         if proc.returncode == 0:
             break
-    final = subprocess.run([VRSEARCH, "resume", str(run)], capture_output=True, text=True)
+    claimed = (run / "study.yaml").exists()
+    final = subprocess.run([VRSEARCH, "resume", str(run)] if claimed else [VRSEARCH, "run", str(path)],
+                           capture_output=True, text=True)
+    (logs / "final.log").write_text(final.stdout + final.stderr)
     if final.returncode != 0 and "already" not in final.stderr:
-        raise SystemExit(f"final resume failed: {final.stderr[-2000:]}")
+        shown = "\n".join(f"--- {p.name} (last lines)\n" + "\n".join(p.read_text(errors="replace").splitlines()[-15:])
+                          for p in sorted(logs.glob("*.log")))
+        raise SystemExit(f"final resume failed: {final.stderr[-2000:]}\n{shown}")
     now = results(run)
     lost |= {t for t in seen if t not in now}
     rewritten |= {t for t, v in seen.items() if t in now and now[t][1:] != v[1:]}
@@ -121,12 +125,16 @@ def main() -> None:
     ap.add_argument("--cells", type=int, default=6)
     ap.add_argument("--iterations", type=int, default=6)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (run dir, per-cycle logs) and print it")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vrs-faults-"))
     try:
         out = inject(args.cycles, args.seed, tuple(args.kill_after), args.cells, args.iterations, work)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"work dir: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     print(f"{out['cycles']} kill/resume cycles (kills at {out['kills_s']} s): {out['completed']} of {out['cells']} "
           f"trials completed, {out['lost']} lost, {out['rerun']} re-run")
     if args.json:

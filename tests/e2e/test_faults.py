@@ -12,6 +12,7 @@ import pytest
 
 from tests.e2e.test_cli import VRSEARCH, assert_one_line_error
 from tests.e2e.test_run import finished_results, write_study
+from vrsearch.results.io import load
 
 pytestmark = pytest.mark.slow
 GRID = {"design": "grid", "scheduler": "none",
@@ -21,12 +22,6 @@ GRID = {"design": "grid", "scheduler": "none",
 def launch(args, fault: str, marker, cwd) -> subprocess.CompletedProcess:
     env = {**os.environ, "VRSEARCH_FAULT": fault, "VRSEARCH_FAULT_ONCE": str(marker)}
     return subprocess.run([VRSEARCH, *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
-
-
-def readable(run) -> None:
-    for name in ("trials.parquet", "history.parquet", "cases.parquet"):
-        if (run / name).exists():
-            pd.read_parquet(run / name)
 
 
 def finish_and_check(run, before) -> pd.DataFrame:
@@ -45,7 +40,7 @@ def test_driver_killed_while_writing_results_loses_nothing(tiny_phantom, tmp_pat
     marker, run = tmp_path / "fired", tmp_path / "run"
     proc = launch(["run", study], f"kill:{point}", marker, tmp_path)
     assert proc.returncode == -9 and marker.exists(), proc.stderr[-2000:]  # the driver died at the point
-    readable(run)
+    load(run)  # every parquet file present reads back
     finish_and_check(run, finished_results(run))
 
 
@@ -78,7 +73,7 @@ def test_a_full_disk_that_stays_full_stops_in_one_line_and_keeps_results(tiny_ph
     env = {**os.environ, "VRSEARCH_FAULT": "enospc:compact"}  # every compaction of history.parquet fails
     proc = subprocess.run([VRSEARCH, "run", str(study)], capture_output=True, text=True, env=env, timeout=600)
     assert_one_line_error(proc, "history.parquet: No space left on device", "previous history.parquet is intact")
-    readable(run)
+    load(run)  # every parquet file present reads back
     finish_and_check(run, finished_results(run))
 
 
