@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 
+import optuna
 import pandas as pd
 import pytest
 
@@ -31,10 +32,11 @@ def finish_and_check(run, before) -> pd.DataFrame:
     assert all(after[t] == stamp for t, stamp in before.items()), "a finished trial was re-run or changed"
     trials = pd.read_parquet(run / "trials.parquet")
     assert len(trials) == 3 and set(trials.status) == {"completed"}
+    assert sorted(trials["config.train.optimizer.lr"]) == [0.01, 0.02, 0.03]  # the grid's cells, no bare study
     return trials
 
 
-@pytest.mark.parametrize("point", ["compact", "report"])
+@pytest.mark.parametrize("point", ["tuner", "compact", "report"])
 def test_driver_killed_while_writing_results_loses_nothing(tiny_phantom, tmp_path, point):
     study = write_study(tmp_path, tiny_phantom, search=GRID, resources={"concurrent_trials": 1})
     marker, run = tmp_path / "fired", tmp_path / "run"
@@ -42,6 +44,24 @@ def test_driver_killed_while_writing_results_loses_nothing(tiny_phantom, tmp_pat
     assert proc.returncode == -9 and marker.exists(), proc.stderr[-2000:]  # the driver died at the point
     load(run)  # every parquet file present reads back
     finish_and_check(run, finished_results(run))
+
+
+def test_a_search_killed_before_tune_saved_state_starts_over_cleanly(tiny_phantom, tmp_path):
+    space = {"train.optimizer.lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}}
+    study = write_study(tmp_path, tiny_phantom, search={"design": "search", "num_samples": 2, "space": space},
+                        resources={"concurrent_trials": 1})
+    marker, run = tmp_path / "fired", tmp_path / "run"
+    proc = launch(["run", study], "kill:tuner", marker, tmp_path)
+    assert proc.returncode == -9 and (run / "tune" / "tuner.pkl").exists(), proc.stderr[-2000:]
+    assert not list((run / "tune").glob("experiment_state-*.json"))  # the window Tune cannot restore from
+    resumed = subprocess.run([VRSEARCH, "resume", str(run)], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "starting the study from the beginning" in resumed.stdout
+    trials = pd.read_parquet(run / "trials.parquet")
+    assert len(trials) == 2 and set(trials.status) == {"completed"}
+    assert trials["config.train.optimizer.lr"].between(1e-3, 1e-1).all()
+    ost = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run / 'optuna.db'}")
+    assert [t.state.name for t in ost.trials] == ["COMPLETE", "COMPLETE"]
 
 
 def test_worker_killed_mid_trial_is_retried_from_its_checkpoint(tiny_phantom, tmp_path):

@@ -24,7 +24,7 @@ from vrsearch.errors import VrsearchError
 from vrsearch.orchestrate import grow
 from vrsearch.orchestrate.checks import check_local_resources, check_runnable
 from vrsearch.orchestrate.trainable import trial_resources, vrsearch_trial
-from vrsearch.results import fragments, io, storage
+from vrsearch.results import faults, fragments, io, storage
 from vrsearch.results.lock import run_lock
 from vrsearch.study import load_study, study_to_yaml
 from vrsearch.study.design import cells_with_seeds, default_point, n_trials, optuna_space
@@ -177,6 +177,7 @@ def _execute(study: Study, run_dir: Path, address: str | None, restore: bool, ec
     init_ray(run_dir, address, study.resources.ray_temp_dir)
     try:
         tuner, callback = _tuner(study, run_dir, restore, echo, experiment, cells, where)
+        faults.point("tuner")  # tuner.pkl is written, Tune's experiment state not yet
         if restore:  # the restored experiment keeps its own callbacks list; ours must be there too
             tuner._local_tuner._run_config.callbacks = [callback]
         echo(f"study {study.name}: {callback.total} trials, design {study.search.design}, run dir {run_dir}")
@@ -315,17 +316,28 @@ def _resume_locked(study: Study, run_dir: Path, address: str | None, echo, where
         from vrsearch.orchestrate.local import loopback_env
 
         loopback_env()
-    from ray import tune
-
     names = grow.experiments(run_dir)
     experiment = names[-1] if names else TUNE_NAME
-    if tune.Tuner.can_restore(str(run_dir / experiment)):
+    if restorable(run_dir / experiment):
         return _execute(study, run_dir, address, restore=True, echo=echo, experiment=experiment, where=where)
+    if names:  # killed between tuner.pkl and Tune's first state file: nothing in it to keep
+        shutil.rmtree(run_dir / experiment, ignore_errors=True)
     if study.search.design != "search":  # killed before Tune saved state: run what has not finished
         grow.remove_unfinished(run_dir)
         echo("no saved experiment state; running the trials that have not finished")
         return _execute(study, run_dir, address, restore=False, echo=echo,
                         experiment=grow.next_experiment(run_dir), where=where)
     discard_trial_state(run_dir)
+    if not study.search.storage:  # Optuna's history must start over with Tune's
+        (run_dir / "optuna.db").unlink(missing_ok=True)
     echo("no saved experiment state; starting the study from the beginning")
     return _execute(study, run_dir, address, restore=False, echo=echo, where=where)
+
+
+def restorable(experiment_dir: Path) -> bool:
+    """Whether Tune can resume this experiment: ``Tuner.can_restore`` only looks for
+    ``tuner.pkl``, written before the first ``experiment_state-*.json``; restoring a dir
+    without that state makes Tune start a new experiment from the bare study."""
+    from ray import tune
+
+    return tune.Tuner.can_restore(str(experiment_dir)) and any(experiment_dir.glob("experiment_state-*.json"))

@@ -8,9 +8,11 @@ so a resumed or retried run goes through. Unset (always, outside tests) a
 point costs one environment lookup.
 
 Points: ``write`` (any atomic write, between the temporary file and the
-rename), ``compact`` (the driver rebuilding the top-level parquet files:
-its history.parquet, after trials.parquet was replaced), ``report`` (the driver writing report.html) and
-``step`` (a training worker after optimizer step ``n``).
+rename), ``tuner`` (the driver after Tune wrote ``tuner.pkl`` and before its
+first experiment state), ``compact`` (the driver rebuilding the top-level
+parquet files: its history.parquet, after trials.parquet was replaced),
+``report`` (the driver writing report.html) and ``step`` (a training worker
+after optimizer step ``n``).
 """
 
 from __future__ import annotations
