@@ -36,14 +36,19 @@ def finish_and_check(run, before) -> pd.DataFrame:
     return trials
 
 
-@pytest.mark.parametrize("point", ["tuner", "compact", "report"])
-def test_driver_killed_while_writing_results_loses_nothing(tiny_phantom, tmp_path, point):
+@pytest.mark.parametrize(("point", "truncate_state"), [("tuner", False), ("compact", False), ("report", True)])
+def test_driver_killed_while_writing_results_loses_nothing(tiny_phantom, tmp_path, point, truncate_state):
     study = write_study(tmp_path, tiny_phantom, search=GRID, resources={"concurrent_trials": 1})
     marker, run = tmp_path / "fired", tmp_path / "run"
     proc = launch(["run", study], f"kill:{point}", marker, tmp_path)
     assert proc.returncode == -9 and marker.exists(), proc.stderr[-2000:]  # the driver died at the point
     load(run)  # every parquet file present reads back
-    finish_and_check(run, finished_results(run))
+    if truncate_state:  # as if the kill had hit Tune copying its state file (an in-place copy)
+        state = sorted((run / "tune").glob("experiment_state-*.json"))[-1]
+        state.write_text(state.read_text()[:100])
+    before = finished_results(run)
+    assert not truncate_state or before  # the report is written after a trial finished
+    finish_and_check(run, before)
 
 
 def test_a_search_killed_before_tune_saved_state_starts_over_cleanly(tiny_phantom, tmp_path):

@@ -320,24 +320,39 @@ def _resume_locked(study: Study, run_dir: Path, address: str | None, echo, where
     experiment = names[-1] if names else TUNE_NAME
     if restorable(run_dir / experiment):
         return _execute(study, run_dir, address, restore=True, echo=echo, experiment=experiment, where=where)
-    if names:  # killed between tuner.pkl and Tune's first state file: nothing in it to keep
+    why = "no saved experiment state"
+    if names:  # killed before (or while) Tune saved its state: what it holds cannot be restored
+        if any((run_dir / experiment).glob("experiment_state-*.json")):
+            why = f"the experiment state in {run_dir / experiment} is unreadable"
         shutil.rmtree(run_dir / experiment, ignore_errors=True)
-    if study.search.design != "search":  # killed before Tune saved state: run what has not finished
+    if study.search.design != "search":  # finished cells are in trials/: run the others
         grow.remove_unfinished(run_dir)
-        echo("no saved experiment state; running the trials that have not finished")
+        echo(f"{why}; running the trials that have not finished")
         return _execute(study, run_dir, address, restore=False, echo=echo,
                         experiment=grow.next_experiment(run_dir), where=where)
     discard_trial_state(run_dir)
     if not study.search.storage:  # Optuna's history must start over with Tune's
         (run_dir / "optuna.db").unlink(missing_ok=True)
-    echo("no saved experiment state; starting the study from the beginning")
+    echo(f"{why}; starting the study from the beginning")
     return _execute(study, run_dir, address, restore=False, echo=echo, where=where)
 
 
 def restorable(experiment_dir: Path) -> bool:
-    """Whether Tune can resume this experiment: ``Tuner.can_restore`` only looks for
-    ``tuner.pkl``, written before the first ``experiment_state-*.json``; restoring a dir
-    without that state makes Tune start a new experiment from the bare study."""
+    """Whether Tune can resume this experiment. ``Tuner.can_restore`` only looks for
+    ``tuner.pkl``, written before the first ``experiment_state-*.json``, and Tune copies
+    its state files in place (a kill can truncate one); when restoring fails, Tune logs
+    it and starts a new experiment from the bare study. So: tuner.pkl, and every state
+    JSON present parses, the newest experiment state included."""
+    import json
+
     from ray import tune
 
-    return tune.Tuner.can_restore(str(experiment_dir)) and any(experiment_dir.glob("experiment_state-*.json"))
+    states = sorted(experiment_dir.glob("experiment_state-*.json"))
+    if not (tune.Tuner.can_restore(str(experiment_dir)) and states):
+        return False
+    try:
+        for path in (*states, *experiment_dir.glob("*-state-*.json")):
+            json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
