@@ -95,3 +95,34 @@ def test_experiment_names(tmp_path):
     (tmp_path / "tuner").mkdir()
     assert grow.experiments(tmp_path) == ["tune", "tune-2", "tune-10"]
     assert grow.next_experiment(tmp_path) == "tune-11"
+
+
+def _experiment(path, **damage):
+    """A Tune experiment dir as Tune leaves it: tuner.pkl, a JSON state, pickled searcher state."""
+    import json
+    import pickle
+
+    path.mkdir()
+    files = {"tuner.pkl": pickle.dumps({"param_space": {"cell": [1, 2]}}, protocol=5),
+             "experiment_state-2026-11-22_10-00-00.json": json.dumps({"trial_data": ["x" * 50]}).encode(),
+             "basic-variant-state-2026-11-22_10-00-00.json": pickle.dumps({"pending": list(range(40))}),
+             "searcher-state-2026-11-22_10-00-00.pkl": pickle.dumps(["optuna"] * 9)}
+    for name, data in files.items():
+        if damage.get("drop") == name:
+            continue
+        (path / name).write_bytes(data[: damage["cut"]] if damage.get("truncate") == name else data)
+    (path / ".validate_storage_marker").write_bytes(b"")
+    return path
+
+
+@pytest.mark.parametrize("damage", [
+    {"drop": "experiment_state-2026-11-22_10-00-00.json"},  # killed between tuner.pkl and the first state
+    {"drop": "tuner.pkl"},
+    {"truncate": "experiment_state-2026-11-22_10-00-00.json", "cut": 20},
+    {"truncate": "basic-variant-state-2026-11-22_10-00-00.json", "cut": 30},
+    {"truncate": "searcher-state-2026-11-22_10-00-00.pkl", "cut": 5},
+    {"truncate": "tuner.pkl", "cut": 0},
+])
+def test_a_damaged_experiment_is_not_restorable(tmp_path, damage):
+    assert grow.restorable(_experiment(tmp_path / "whole"))
+    assert not grow.restorable(_experiment(tmp_path / "tune", **damage))

@@ -12,10 +12,15 @@ An edit that changes what the old cells measured — the data, the model, the
 schedule, the method's baseline settings, the metric, or the settings of an
 arm that keeps its name — is refused: old and new trials would sit in one
 table without being comparable.
+
+Also here: which Tune experiments a run holds, and whether the latest one
+can be restored (:func:`restorable`) or must be replaced by a new one.
 """
 
 from __future__ import annotations
 
+import json
+import pickletools
 import re
 import shutil
 from pathlib import Path
@@ -99,3 +104,26 @@ def experiments(run_dir: Path) -> list[str]:
 def next_experiment(run_dir: Path) -> str:
     done = experiments(run_dir)
     return "tune" if not done else f"tune-{int(_EXPERIMENT.match(done[-1]).group(1) or 1) + 1}"
+
+
+def restorable(experiment_dir: Path) -> bool:
+    """Whether Tune can resume this experiment. ``Tuner.can_restore`` only looks for
+    ``tuner.pkl``, written before the first ``experiment_state-*.json``, and Tune copies
+    its state files in place (a kill can truncate one); when restoring fails, Tune logs
+    it and starts a new experiment from the bare study. So: an experiment state, every
+    one parsing as JSON, and every pickled state file (tuner, searcher, callbacks)
+    complete — checked opcode by opcode with ``pickletools``, nothing is unpickled."""
+    states = sorted(experiment_dir.glob("experiment_state-*.json"))
+    pickles = [p for p in experiment_dir.glob("*") if p.is_file() and p not in states
+               and (p.suffix == ".pkl" or p.name.startswith("basic-variant-state-"))]
+    if not states or not any(p.name == "tuner.pkl" for p in pickles):
+        return False
+    try:
+        for path in states:
+            json.loads(path.read_text(encoding="utf-8"))
+        for path in pickles:
+            for _ in pickletools.genops(path.read_bytes()):
+                pass
+    except (OSError, ValueError):
+        return False
+    return True

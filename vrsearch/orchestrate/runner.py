@@ -318,7 +318,7 @@ def _resume_locked(study: Study, run_dir: Path, address: str | None, echo, where
         loopback_env()
     names = grow.experiments(run_dir)
     experiment = names[-1] if names else TUNE_NAME
-    if restorable(run_dir / experiment):
+    if grow.restorable(run_dir / experiment):
         return _execute(study, run_dir, address, restore=True, echo=echo, experiment=experiment, where=where)
     why = "no saved experiment state"
     if names:  # killed before (or while) Tune saved its state: what it holds cannot be restored
@@ -336,23 +336,3 @@ def _resume_locked(study: Study, run_dir: Path, address: str | None, echo, where
     echo(f"{why}; starting the study from the beginning")
     return _execute(study, run_dir, address, restore=False, echo=echo, where=where)
 
-
-def restorable(experiment_dir: Path) -> bool:
-    """Whether Tune can resume this experiment. ``Tuner.can_restore`` only looks for
-    ``tuner.pkl``, written before the first ``experiment_state-*.json``, and Tune copies
-    its state files in place (a kill can truncate one); when restoring fails, Tune logs
-    it and starts a new experiment from the bare study. So: tuner.pkl, and every state
-    JSON present parses, the newest experiment state included."""
-    import json
-
-    from ray import tune
-
-    states = sorted(experiment_dir.glob("experiment_state-*.json"))
-    if not (tune.Tuner.can_restore(str(experiment_dir)) and states):
-        return False
-    try:
-        for path in (*states, *experiment_dir.glob("*-state-*.json")):
-            json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return True
