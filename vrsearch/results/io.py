@@ -61,28 +61,13 @@ def _full_disk(path: Path, exc: OSError) -> VrsearchError:
                          f"{path.name} is intact; free space, then 'vrsearch resume' the run")
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+def _write_atomic(path: Path, write, fault_point: str) -> None:
+    """``write(tmp)`` then rename over ``path``: readers see the old file or the new one,
+    never a part; a full disk is a one-line error and leaves the previous file as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp(path)
     try:
-        tmp.write_text(text, encoding="utf-8")
-        faults.point("write")
-        os.replace(tmp, path)
-    except OSError as exc:
-        if exc.errno in FULL:
-            raise _full_disk(path, exc) from None
-        raise
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_frame(path: Path, frame: pd.DataFrame, fault_point: str = "write") -> None:
-    """Write a DataFrame as parquet atomically (a full disk is a one-line error and
-    leaves the previous file as it was); ``fault_point`` names it for fault injection."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    try:
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+        write(tmp)
         faults.point(fault_point)
         os.replace(tmp, path)
     except OSError as exc:
@@ -91,6 +76,16 @@ def write_frame(path: Path, frame: pd.DataFrame, fault_point: str = "write") -> 
         raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    _write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), "write")
+
+
+def write_frame(path: Path, frame: pd.DataFrame, fault_point: str = "write") -> None:
+    """Write a DataFrame as parquet atomically; ``fault_point`` names it for fault injection."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    _write_atomic(path, lambda tmp: pq.write_table(table, tmp), fault_point)
 
 
 def frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
