@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from vrsearch.report.figures import _categories, _numeric, knob_values
+from vrsearch.report.plotting import categories, knob_values, numeric
 
 def _evaluate(study) -> tuple[dict[str, float], str]:
     """Importances of an Optuna study by PED-ANOVA (Optuna's default-free, dependency-free
@@ -86,7 +86,7 @@ def trial_importances(trials: pd.DataFrame, knobs: list[str], metric: str = "bes
 
     if str(metric).lower().startswith("test"):
         raise ValueError(f"importance is computed on validation metrics only, not {metric!r}")
-    value = _numeric(trials, metric)
+    value = numeric(trials, metric)
     done = trials.loc[value.notna()]
     columns, dists = {}, {}
     for knob in knobs:
@@ -95,7 +95,7 @@ def trial_importances(trials: pd.DataFrame, knobs: list[str], metric: str = "bes
             continue
         columns[knob] = v
         if categorical:
-            dists[knob] = CategoricalDistribution(tuple(_categories(v)))
+            dists[knob] = CategoricalDistribution(tuple(categories(v)))
         else:
             log = bool(((space or {}).get(knob) or {}).get("log")) and v.min() > 0
             dists[knob] = FloatDistribution(float(v.min()), float(v.max()), log=log)

@@ -1,0 +1,179 @@
+"""Per-run figures: learning curves, loss terms, per-class Dice heatmap,
+per-case Dice boxes and the sampler panel (ARCO Fig. 5 style). Pure functions
+of the frames of :func:`vrsearch.results.io.load` (or an ablation table's
+``frame``), as in :mod:`vrsearch.report.figures`, which re-exports them."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from vrsearch.report.plotting import colors, no_data, numeric, rgba, status_of, subplot_grid
+from vrsearch.results.stats import case_values, group_labels
+
+
+def _trial_info(trials: pd.DataFrame) -> pd.DataFrame:
+    """trial_id → group, status (indexed by trial_id as str)."""
+    if trials.empty or "trial_id" not in trials.columns:
+        return pd.DataFrame(columns=["group", "status"])
+    return pd.DataFrame({"group": group_labels(trials).to_numpy(), "status": status_of(trials).to_numpy()},
+                        index=trials["trial_id"].astype(str))
+
+
+_STATUS_DASH = {"stopped_early": "dash", "failed": "dot", "running": "dashdot"}
+
+
+def learning_curves(history: pd.DataFrame, trials: pd.DataFrame) -> go.Figure:
+    """Validation Dice against iteration, one line per trial (coloured by group).
+    Early-stopped trials are dashed, named "… (stopped early)" and get an end
+    marker (one extra trace "stopped early"); failed ones dotted, running dash-dot."""
+    title = "Learning curves (validation Dice)"
+    if history.empty or "val_dice" not in history.columns:
+        return no_data(title)
+    h = history.loc[numeric(history, "val_dice").notna()].copy()
+    if h.empty:
+        return no_data(title)
+    h["trial_id"] = h["trial_id"].astype(str)
+    info = _trial_info(trials)
+    palette = colors(info["group"]) if len(info) else {}
+    fig, ends = go.Figure(), []
+    for tid, part in h.sort_values("iteration").groupby("trial_id", sort=False):
+        group = info["group"].get(tid, "?")
+        status = info["status"].get(tid, "")
+        suffix = f" ({status.replace('_', ' ')})" if status in _STATUS_DASH else ""
+        fig.add_trace(go.Scatter(x=part["iteration"], y=part["val_dice"], mode="lines+markers", name=f"{tid}{suffix}",
+                                 legendgroup=group, hovertext=f"{tid} · {group}",
+                                 line={"color": palette.get(group), "dash": _STATUS_DASH.get(status, "solid")}))
+        if status == "stopped_early":
+            ends.append(part.iloc[-1])
+    if ends:
+        end = pd.DataFrame(ends)
+        fig.add_trace(go.Scatter(x=end["iteration"], y=end["val_dice"], mode="markers", name="stopped early",
+                                 marker={"symbol": "x", "size": 12, "color": "black"}, hovertext=end["trial_id"]))
+    fig.update_layout(title=title, xaxis_title="iteration", yaxis_title="validation Dice", height=460)
+    return fig
+
+
+def loss_terms(history: pd.DataFrame, trials: pd.DataFrame, by: str = "auto") -> go.Figure:
+    """``loss`` and every ``term_*`` against iteration, one subplot per term;
+    ``by="trial"`` draws a line per trial, ``"group"`` the mean per group, and
+    ``"auto"`` per trial up to 12 trials, else per group."""
+    title = "Loss terms"
+    terms = [c for c in history.columns
+             if (c == "loss" or c.startswith("term_")) and numeric(history, c).notna().any()]
+    if history.empty or not terms:
+        return no_data(title)
+    h = history.copy()
+    h["trial_id"] = h["trial_id"].astype(str)
+    info = _trial_info(trials)
+    h["group"] = h["trial_id"].map(info["group"]).fillna("?") if len(info) else "?"
+    if by == "auto":
+        by = "trial" if h["trial_id"].nunique() <= 12 else "group"
+    key = "trial_id" if by == "trial" else "group"
+    palette, group_of = colors(h["group"]), h.groupby("trial_id")["group"].first()
+    rows, cols = subplot_grid(len(terms))
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=terms, horizontal_spacing=0.07,
+                        vertical_spacing=min(0.12, 0.5 / rows))
+    for i, term in enumerate(terms):
+        r, c = i // cols + 1, i % cols + 1
+        part = h.assign(v=numeric(h, term)).dropna(subset=["v"])
+        lines = part.groupby([key, "iteration"], sort=False)["v"].mean().reset_index()
+        for name, line in lines.groupby(key, sort=False):
+            group = name if by == "group" else group_of[name]
+            fig.add_trace(go.Scatter(x=line["iteration"], y=line["v"], mode="lines", name=str(name),
+                                     legendgroup=str(name), showlegend=i == 0, line={"color": palette[group]}),
+                          row=r, col=c)
+        fig.update_xaxes(title_text="iteration", row=r, col=c)
+        fig.update_yaxes(title_text=term, row=r, col=c)
+    suffix = "per trial" if by == "trial" else "mean per group"
+    fig.update_layout(title=f"{title} ({suffix})", height=260 * rows + 100)
+    return fig
+
+
+def class_heatmap(table_frame: pd.DataFrame, classes: list[str] | None = None) -> go.Figure:
+    """Dice (%) per group (rows) × class (columns, every class labelled), values
+    annotated; ``classes`` default to the frame's ``dice/<class>`` columns."""
+    title = "Per-class Dice (%) per group"
+    if classes is None:
+        classes = [c.split("/", 1)[1] for c in table_frame.columns if c.startswith("dice/")]
+    classes = [c for c in classes if f"dice/{c}" in table_frame.columns]
+    if table_frame.empty or not classes:
+        return no_data(title)
+    groups = table_frame["group"].astype(str).tolist()
+    z = 100 * np.column_stack([numeric(table_frame, f"dice/{c}").to_numpy() for c in classes])
+    text = [["–" if math.isnan(v) else f"{v:.1f}" for v in row] for row in z]
+    fig = go.Figure(go.Heatmap(z=z, x=classes, y=groups, text=text, texttemplate="%{text}", zmin=0, zmax=100,
+                               colorscale="Viridis", colorbar={"title": {"text": "Dice (%)"}}))
+    fig.update_xaxes(title_text="class (organ)", type="category", tickmode="array", tickvals=classes,
+                     ticktext=classes, tickangle=-45)
+    fig.update_yaxes(title_text="group", type="category", autorange="reversed")
+    fig.update_layout(title=title, height=220 + 34 * len(groups))
+    return fig
+
+
+def case_boxes(trials: pd.DataFrame, cases: pd.DataFrame, split: str = "test") -> go.Figure:
+    """Per group a box with every point of per-case Dice (mean over the case's
+    classes; one point per (seed, case)) of the completed trials."""
+    title = f"Per-case Dice ({split}, mean over classes)"
+    if trials.empty or cases.empty:
+        return no_data(title)
+    values = case_values(trials, cases, split, "dice").dropna(subset=["dice"])
+    if values.empty:
+        return no_data(title)
+    groups = list(pd.unique(values["group"]))
+    if "baseline" in groups:
+        groups = ["baseline"] + [g for g in groups if g != "baseline"]
+    palette = colors(groups)
+    fig = go.Figure()
+    for g in groups:
+        part = values.loc[values["group"] == g]
+        fig.add_trace(go.Box(y=part["dice"], name=str(g), boxpoints="all", jitter=0.4, pointpos=0,
+                             marker={"color": palette[g], "size": 5},
+                             hovertext=part["case_id"].astype(str) + " · seed " + part["seed"].astype(str)))
+    fig.update_layout(title=title, xaxis_title="group", yaxis_title="Dice per case", showlegend=False, height=460)
+    return fig
+
+
+SAMPLER = "config.method.params.sampler"
+
+
+def sampler_panel(history: pd.DataFrame, trials: pd.DataFrame, term: str = "term_contrast") -> go.Figure:
+    """Per sampler (``method.params.sampler``): ``term`` over iterations as the
+    mean ± std band over seeds, and its spread — the logged ``<term>_spread``
+    averaged over seeds when present, else the std over seeds."""
+    title = f"Sampler comparison: {term}"
+    if history.empty or term not in history.columns or SAMPLER not in trials.columns or trials.empty:
+        return no_data(title)
+    sampler = pd.Series(trials[SAMPLER].astype(str).to_numpy(), index=trials["trial_id"].astype(str))
+    spread_col = f"{term}_spread"
+    h = history.assign(sampler=history["trial_id"].astype(str).map(sampler), v=numeric(history, term),
+                       s=numeric(history, spread_col)).dropna(subset=["sampler", "v"])
+    if h.empty:
+        return no_data(title)
+    has_spread = spread_col in history.columns and h["s"].notna().any()
+    spread_name = f"{spread_col} (mean over seeds)" if has_spread else "std over seeds"
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[f"{term}: mean ± std over seeds", f"spread: {spread_name}"])
+    palette = colors(sorted(h["sampler"].unique()))
+    for name in palette:
+        g = h.loc[h["sampler"] == name].groupby("iteration").agg(mean=("v", "mean"), std=("v", "std"),
+                                                                 spread=("s", "mean")).reset_index()
+        std = g["std"].fillna(0)
+        color = palette[name]
+        fig.add_trace(go.Scatter(x=g["iteration"], y=g["mean"] + std, mode="lines", line={"width": 0},
+                                 showlegend=False, hoverinfo="skip", legendgroup=name), row=1, col=1)
+        fig.add_trace(go.Scatter(x=g["iteration"], y=g["mean"] - std, mode="lines", line={"width": 0},
+                                 fill="tonexty", fillcolor=rgba(color, 0.2), showlegend=False, hoverinfo="skip",
+                                 legendgroup=name), row=1, col=1)
+        fig.add_trace(go.Scatter(x=g["iteration"], y=g["mean"], mode="lines", name=name, legendgroup=name,
+                                 line={"color": color}), row=1, col=1)
+        fig.add_trace(go.Scatter(x=g["iteration"], y=g["spread"] if has_spread else g["std"], mode="lines",
+                                 name=name, legendgroup=name, showlegend=False, line={"color": color}), row=1, col=2)
+    fig.update_xaxes(title_text="iteration")
+    fig.update_yaxes(title_text=term, row=1, col=1)
+    fig.update_yaxes(title_text="spread", row=1, col=2)
+    fig.update_layout(title=title, height=440, legend_title_text="sampler")
+    return fig
