@@ -23,11 +23,12 @@ from vrsearch.engine.single import claim_run_dir
 from vrsearch.errors import VrsearchError
 from vrsearch.orchestrate import grow
 from vrsearch.orchestrate.checks import check_local_resources, check_runnable
+from vrsearch.orchestrate.searchers import close_orphans, scheduler, searcher
 from vrsearch.orchestrate.trainable import trial_resources, vrsearch_trial
 from vrsearch.results import faults, fragments, io, storage
 from vrsearch.results.lock import run_lock
 from vrsearch.study import load_study, study_to_yaml
-from vrsearch.study.design import cells_with_seeds, default_point, n_trials, optuna_space
+from vrsearch.study.design import cells_with_seeds, n_trials
 from vrsearch.study.load import build_study, read_yaml
 from vrsearch.study.schema import Study
 
@@ -80,47 +81,6 @@ def init_ray(run_dir: Path, address: str | None, temp_dir: Path | None = None) -
     loopback_init(ray_temp_dir(run_dir, temp_dir))
 
 
-def _scheduler(study: Study):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
-
-    s, t = study.search, study.train
-    grace = s.grace_period or t.eval.every
-    if s.scheduler == "asha":
-        # max_t one past the end: a trial that reaches its last iteration finishes by itself
-        return ASHAScheduler(time_attr="iteration", max_t=t.iterations + 1, grace_period=grace,
-                             reduction_factor=s.reduction_factor)
-    if s.scheduler == "median":
-        return MedianStoppingRule(time_attr="iteration", grace_period=grace, min_samples_required=2)
-    return FIFOScheduler()
-
-
-def optuna_storage_url(study: Study, run_dir: Path) -> str:
-    return study.search.storage or f"sqlite:///{run_dir / 'optuna.db'}"
-
-
-def _searcher(study: Study, run_dir: Path):
-    import optuna
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
-
-    s = study.search
-    seed = s.seeds[0]
-    sampler = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
-        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
-    }[s.searcher]()
-    storage = optuna.storages.RDBStorage(optuna_storage_url(study, run_dir))
-    start = [default_point(study)] if s.start_from_defaults else None
-    algo = OptunaSearch(space=optuna_space(study), metric=s.metric, mode=s.mode, sampler=sampler,
-                        study_name=study.name, storage=storage, points_to_evaluate=start)
-    if len(s.seeds) > 1:
-        from vrsearch.orchestrate.seeds import SeedRepeater
-
-        algo = SeedRepeater(algo, s.seeds, s.aggregate)
-    return ConcurrencyLimiter(algo, max_concurrent=study.resources.concurrent_trials)
-
-
 def _tuner(study: Study, run_dir: Path, restore: bool, echo, experiment: str, cells: list[dict] | None,
            where: str | None = None):
     from ray import tune
@@ -139,11 +99,11 @@ def _tuner(study: Study, run_dir: Path, restore: bool, echo, experiment: str, ce
     if restore:
         return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True), callback
     if study.search.design == "search":
-        param_space, search_alg, samples = {}, _searcher(study, run_dir), n_trials(study)
+        param_space, search_alg, samples = {}, searcher(study, run_dir), n_trials(study)
     else:
         param_space, search_alg, samples = {"cell": tune.grid_search(cells)}, None, 1
     tune_config = tune.TuneConfig(
-        metric=study.search.metric, mode=study.search.mode, search_alg=search_alg, scheduler=_scheduler(study),
+        metric=study.search.metric, mode=study.search.mode, search_alg=search_alg, scheduler=scheduler(study),
         num_samples=samples, max_concurrent_trials=res.concurrent_trials,
     )
     run_config = tune.RunConfig(
@@ -195,6 +155,8 @@ def _execute(study: Study, run_dir: Path, address: str | None, restore: bool, ec
         push_results(run_dir, where, echo, final=True)
         raise VrsearchError(f"stopped after {ended} of {n_trials(study)} trials ({summary}); results so far are in "
                             f"{run_dir}; continue with 'vrsearch resume {run_dir}'")
+    if not fixed and (orphans := close_orphans(study, run_dir)):
+        echo(f"{orphans} Optuna proposals left running by an interrupted driver marked failed")
     from vrsearch.orchestrate.callbacks import refresh_report
 
     report = refresh_report(run_dir, echo)

@@ -1,0 +1,66 @@
+"""What proposes and stops a study's trials: the Tune scheduler (ASHA, the median
+rule or none) and, for ``search`` designs, Optuna behind Ray's ``OptunaSearch``
+(persisted in an RDB storage — SQLite in the run directory by default — and
+wrapped in :class:`~vrsearch.orchestrate.seeds.SeedRepeater` for several seeds
+per configuration)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vrsearch.study.design import default_point, optuna_space
+from vrsearch.study.schema import Study
+
+
+def scheduler(study: Study):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+
+    s, t = study.search, study.train
+    grace = s.grace_period or t.eval.every
+    if s.scheduler == "asha":
+        # max_t one past the end: a trial that reaches its last iteration finishes by itself
+        return ASHAScheduler(time_attr="iteration", max_t=t.iterations + 1, grace_period=grace,
+                             reduction_factor=s.reduction_factor)
+    if s.scheduler == "median":
+        return MedianStoppingRule(time_attr="iteration", grace_period=grace, min_samples_required=2)
+    return FIFOScheduler()
+
+
+def optuna_storage_url(study: Study, run_dir: Path) -> str:
+    return study.search.storage or f"sqlite:///{run_dir / 'optuna.db'}"
+
+
+def searcher(study: Study, run_dir: Path):
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    s = study.search
+    seed = s.seeds[0]
+    sampler = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
+    }[s.searcher]()
+    storage = optuna.storages.RDBStorage(optuna_storage_url(study, run_dir))
+    start = [default_point(study)] if s.start_from_defaults else None
+    algo = OptunaSearch(space=optuna_space(study), metric=s.metric, mode=s.mode, sampler=sampler,
+                        study_name=study.name, storage=storage, points_to_evaluate=start)
+    if len(s.seeds) > 1:
+        from vrsearch.orchestrate.seeds import SeedRepeater
+
+        algo = SeedRepeater(algo, s.seeds, s.aggregate)
+    return ConcurrencyLimiter(algo, max_concurrent=study.resources.concurrent_trials)
+
+
+def close_orphans(study: Study, run_dir: Path) -> int:
+    """Mark failed the Optuna trials still RUNNING once a search has finished: proposals
+    whose Tune trial a killed driver never recorded (after the restore Tune asked for
+    new ones). Left RUNNING they would read as in flight forever. Returns their count."""
+    import optuna
+
+    ost = optuna.load_study(study_name=study.name, storage=optuna_storage_url(study, run_dir))
+    orphans = [t.number for t in ost.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
+    for number in orphans:
+        ost.tell(number, state=optuna.trial.TrialState.FAIL)
+    return len(orphans)
