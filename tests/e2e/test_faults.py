@@ -51,22 +51,46 @@ def test_driver_killed_while_writing_results_loses_nothing(tiny_phantom, tmp_pat
     finish_and_check(run, before)
 
 
-def test_a_search_killed_before_tune_saved_state_starts_over_cleanly(tiny_phantom, tmp_path):
+@pytest.mark.parametrize("point", ["tuner", "compact"])
+def test_a_killed_search_resumes_with_optuna_consistent(tiny_phantom, tmp_path, point):
+    """``tuner``: killed before Tune saved any state, the search starts over (Optuna's study too).
+    ``compact``: killed just after Optuna was told a trial's result and before Tune saved
+    that: the resumed experiment replays the trial (no training), Optuna keeps its value."""
     space = {"train.optimizer.lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}}
     study = write_study(tmp_path, tiny_phantom, search={"design": "search", "num_samples": 2, "space": space},
                         resources={"concurrent_trials": 1})
     marker, run = tmp_path / "fired", tmp_path / "run"
-    proc = launch(["run", study], "kill:tuner", marker, tmp_path)
+    proc = launch(["run", study], f"kill:{point}", marker, tmp_path)
     assert proc.returncode == -9 and (run / "tune" / "tuner.pkl").exists(), proc.stderr[-2000:]
-    assert not list((run / "tune").glob("experiment_state-*.json"))  # the window Tune cannot restore from
+    storage = f"sqlite:///{run / 'optuna.db'}"
+    if point == "tuner":  # the window Tune cannot restore from
+        assert not list((run / "tune").glob("experiment_state-*.json"))
+    else:
+        told = {t.number: t.value for t in optuna.load_study(study_name="tiny", storage=storage).trials
+                if t.state.name == "COMPLETE"}
+        assert len(told) == 1
+    before = finished_results(run)
     resumed = subprocess.run([VRSEARCH, "resume", str(run)], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "starting the study from the beginning" in resumed.stdout
+    assert ("starting the study from the beginning" in resumed.stdout) == (point == "tuner")
     trials = pd.read_parquet(run / "trials.parquet")
     assert len(trials) == 2 and set(trials.status) == {"completed"}
     assert trials["config.train.optimizer.lr"].between(1e-3, 1e-1).all()
-    ost = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run / 'optuna.db'}")
+    ost = optuna.load_study(study_name="tiny", storage=storage)
     assert [t.state.name for t in ost.trials] == ["COMPLETE", "COMPLETE"]
+    if point == "compact":
+        assert all(finished_results(run)[t] == stamp for t, stamp in before.items())  # replayed, not re-run
+        assert {t.number: t.value for t in ost.trials}.items() >= told.items()
+
+
+def test_an_unexpected_driver_error_is_one_line_with_the_traceback_in_a_file(tiny_phantom, tmp_path):
+    study = write_study(tmp_path, tiny_phantom, search=GRID, resources={"concurrent_trials": 1})
+    run = tmp_path / "run"
+    proc = launch(["run", study], "enospc:tuner", tmp_path / "fired", tmp_path)  # an OSError out of Tune's fit
+    line = assert_one_line_error(proc, "the study stopped on OSError", "driver-error.log", "vrsearch resume")
+    log = (run / "driver-error.log").read_text()
+    assert "Traceback" in log and "No space left on device" in log, line
+    finish_and_check(run, {})
 
 
 def test_worker_killed_mid_trial_is_retried_from_its_checkpoint(tiny_phantom, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import optuna
+import pytest
 
 from tests.conftest import tiny_study_dict
 from vrsearch.orchestrate.searchers import close_orphans, optuna_storage_url
@@ -29,3 +30,26 @@ def test_running_proposals_are_failed_and_finished_ones_untouched(tmp_path):
     assert states == {0: "COMPLETE", 1: "FAIL", 2: "COMPLETE", 3: "PRUNED", 4: "FAIL"}
     assert {t.number: t.value for t in ost.get_trials() if t.state.name == "COMPLETE"} == values
     assert close_orphans(study, tmp_path / "run") == 0
+
+
+def test_results_for_a_trial_optuna_has_closed_are_dropped_not_raised():
+    """A driver killed after Optuna was told a result and before Tune saved it: the restored
+    experiment replays the trial and reports it again; Ray's OptunaSearch would raise."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    from vrsearch.orchestrate.resumable_optuna import ResumableOptunaSearch
+
+    space = {"lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)}
+    for cls in (OptunaSearch, ResumableOptunaSearch):
+        searcher = cls(space=space, metric="val_dice", mode="max", sampler=optuna.samplers.RandomSampler(seed=0))
+        assert searcher.suggest("t1") is not None
+        searcher._ot_study.tell(searcher._ot_trials["t1"], 0.4)  # what the killed driver had committed
+        result = {"val_dice": 0.4, "training_iteration": 6}
+        if cls is OptunaSearch:
+            with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+                searcher.on_trial_result("t1", result)
+            continue
+        searcher.on_trial_result("t1", result)
+        searcher.on_trial_complete("t1", result)
+        trials = searcher._ot_study.trials
+        assert [(t.state.name, t.value) for t in trials] == [("COMPLETE", 0.4)]

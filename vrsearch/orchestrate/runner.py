@@ -137,11 +137,16 @@ def _execute(study: Study, run_dir: Path, address: str | None, restore: bool, ec
     init_ray(run_dir, address, study.resources.ray_temp_dir)
     try:
         tuner, callback = _tuner(study, run_dir, restore, echo, experiment, cells, where)
-        faults.point("tuner")  # tuner.pkl is written, Tune's experiment state not yet
         if restore:  # the restored experiment keeps its own callbacks list; ours must be there too
             tuner._local_tuner._run_config.callbacks = [callback]
         echo(f"study {study.name}: {callback.total} trials, design {study.search.design}, run dir {run_dir}")
-        tuner.fit()
+        try:
+            faults.point("tuner")  # tuner.pkl is written, Tune's experiment state not yet
+            tuner.fit()
+        except VrsearchError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a Tune/Ray failure: one line, the traceback in a file
+            raise _driver_error(run_dir, exc) from None
     finally:
         trials, _, _ = fragments.compact(run_dir)
         ray.shutdown()
@@ -170,6 +175,16 @@ def _execute(study: Study, run_dir: Path, address: str | None, restore: bool, ec
         echo(f"best: trial {b.trial_id}, val dice {b.best_val_dice:.4f} at iteration {int(b.best_iteration)}, "
              f"cell {b.cell}")
     return run_dir
+
+
+def _driver_error(run_dir: Path, exc: Exception) -> VrsearchError:
+    import traceback
+
+    log = run_dir / "driver-error.log"
+    io.write_text_atomic(log, "".join(traceback.format_exception(exc)))
+    text = " ".join(str(exc).split())[:200]
+    return VrsearchError(f"the study stopped on {type(exc).__name__}: {text} (traceback in {log}); results so far "
+                         f"are in {run_dir}; continue with 'vrsearch resume {run_dir}'")
 
 
 def discard_trial_state(run_dir: Path) -> None:

@@ -1,6 +1,7 @@
 """What proposes and stops a study's trials: the Tune scheduler (ASHA, the median
 rule or none) and, for ``search`` designs, Optuna behind Ray's ``OptunaSearch``
-(persisted in an RDB storage — SQLite in the run directory by default — and
+(:class:`~vrsearch.orchestrate.resumable_optuna.ResumableOptunaSearch`,
+persisted in an RDB storage — SQLite in the run directory by default — and
 wrapped in :class:`~vrsearch.orchestrate.seeds.SeedRepeater` for several seeds
 per configuration)."""
 
@@ -33,7 +34,8 @@ def optuna_storage_url(study: Study, run_dir: Path) -> str:
 def searcher(study: Study, run_dir: Path):
     import optuna
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
+
+    from vrsearch.orchestrate.resumable_optuna import ResumableOptunaSearch
 
     s = study.search
     seed = s.seeds[0]
@@ -44,8 +46,8 @@ def searcher(study: Study, run_dir: Path):
     }[s.searcher]()
     storage = optuna.storages.RDBStorage(optuna_storage_url(study, run_dir))
     start = [default_point(study)] if s.start_from_defaults else None
-    algo = OptunaSearch(space=optuna_space(study), metric=s.metric, mode=s.mode, sampler=sampler,
-                        study_name=study.name, storage=storage, points_to_evaluate=start)
+    algo = ResumableOptunaSearch(space=optuna_space(study), metric=s.metric, mode=s.mode, sampler=sampler,
+                                 study_name=study.name, storage=storage, points_to_evaluate=start)
     if len(s.seeds) > 1:
         from vrsearch.orchestrate.seeds import SeedRepeater
 
