@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import subprocess
+import traceback
 from pathlib import Path
 
 HEADER = re.compile(r"#\s*([a-z]+):\s*(.*?)\s*$")
@@ -44,3 +46,19 @@ def snapshot(root: Path, exclude: tuple[Path, ...] = ()) -> dict[str, tuple]:
             else:
                 tree[rel] = ("dir", st.st_mode)
     return tree
+
+
+def validate_in_process(study: Path) -> subprocess.CompletedProcess:
+    """``vrsearch validate STUDY`` in this interpreter through typer's CliRunner: the same
+    command, error handling and exit code as the console script without its ~2.5 s
+    start-up (torch, MONAI). An exception that escaped the command shows up in
+    ``stderr`` as a traceback, as it would in a real process."""
+    from typer.testing import CliRunner
+
+    from vrsearch.cli import app
+
+    res = CliRunner().invoke(app, ["validate", str(study)])
+    stderr = res.stderr
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(res.exception))
+    return subprocess.CompletedProcess(["vrsearch", "validate", str(study)], res.exit_code, res.stdout, stderr)

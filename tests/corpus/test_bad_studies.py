@@ -4,7 +4,8 @@ Every file in ``bad_studies/`` is a small complete study with ONE defect. Its
 header says what the error line must contain (``# expect: …``), whether the
 defect is only detectable by ``vrsearch run`` (``# run: true``: ``validate``
 accepts the file, ``run`` must refuse it before Ray starts) and what the test
-prepares first (``# setup: …``). The placeholders ``DATA_ROOT``, ``OUT_DIR``
+prepares first (``# setup: …``). ``validate`` runs in-process (typer's
+CliRunner, the same command code); ``run`` runs as the real console script. The placeholders ``DATA_ROOT``, ``OUT_DIR``
 and ``TMP_DIR`` become the tiny phantom, ``<tmp>/out`` and ``<tmp>``.
 """
 
@@ -17,7 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import tiny_study_dict
-from tests.corpus._util import fill, header, snapshot
+from tests.corpus._util import fill, header, snapshot, validate_in_process
 from tests.e2e.test_cli import assert_one_line_error, cli
 
 pytestmark = pytest.mark.slow
@@ -62,7 +63,7 @@ def _setup(kind: str, tmp: Path, out: Path, data_root: Path) -> None:
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
-def test_bad_study_is_one_line_and_writes_nothing(path, tiny_phantom, tmp_path):
+def test_bad_study_is_one_line_and_writes_nothing(path, tiny_phantom, tmp_path, monkeypatch):
     meta = header(path)
     expect = meta["expect"][0]
     at_run = meta.get("run") == ["true"]
@@ -74,7 +75,8 @@ def test_bad_study_is_one_line_and_writes_nothing(path, tiny_phantom, tmp_path):
         _setup(kind, tmp_path, out, tiny_phantom)
     before = snapshot(tmp_path)
     try:
-        checked = cli("validate", study, cwd=tmp_path)
+        monkeypatch.chdir(tmp_path)  # a relative path the CLI might write to lands in the snapshot
+        checked = validate_in_process(study)
         if at_run:  # validate cannot see it: the file itself is a valid study
             assert checked.returncode == 0, checked.stderr
             checked = cli("run", study, cwd=tmp_path)
