@@ -51,11 +51,13 @@ def test_driver_killed_while_writing_results_loses_nothing(tiny_phantom, tmp_pat
     finish_and_check(run, before)
 
 
-@pytest.mark.parametrize("point", ["tuner", "compact"])
-def test_a_killed_search_resumes_with_optuna_consistent(tiny_phantom, tmp_path, point):
+@pytest.mark.parametrize(("point", "truncate_state"), [("tuner", False), ("compact", False), ("report", True)])
+def test_a_killed_search_resumes_with_optuna_consistent(tiny_phantom, tmp_path, point, truncate_state):
     """``tuner``: killed before Tune saved any state, the search starts over (Optuna's study too).
     ``compact``: killed just after Optuna was told a trial's result and before Tune saved
-    that: the resumed experiment replays the trial (no training), Optuna keeps its value."""
+    that: the restored experiment replays the trial (no training), Optuna keeps its value.
+    ``report`` + a truncated Tune state: a new experiment continues the search on Optuna's
+    study, keeping the finished trial."""
     space = {"train.optimizer.lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}}
     study = write_study(tmp_path, tiny_phantom, search={"design": "search", "num_samples": 2, "space": space},
                         resources={"concurrent_trials": 1})
@@ -63,24 +65,29 @@ def test_a_killed_search_resumes_with_optuna_consistent(tiny_phantom, tmp_path, 
     proc = launch(["run", study], f"kill:{point}", marker, tmp_path)
     assert proc.returncode == -9 and (run / "tune" / "tuner.pkl").exists(), proc.stderr[-2000:]
     storage = f"sqlite:///{run / 'optuna.db'}"
+    told = {}
     if point == "tuner":  # the window Tune cannot restore from
         assert not list((run / "tune").glob("experiment_state-*.json"))
     else:
         told = {t.number: t.value for t in optuna.load_study(study_name="tiny", storage=storage).trials
                 if t.state.name == "COMPLETE"}
         assert len(told) == 1
+    if truncate_state:  # as if the kill had hit Tune copying its state file
+        state = sorted((run / "tune").glob("experiment_state-*.json"))[-1]
+        state.write_text(state.read_text()[:100])
     before = finished_results(run)
     resumed = subprocess.run([VRSEARCH, "resume", str(run)], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert ("starting the study from the beginning" in resumed.stdout) == (point == "tuner")
+    assert ("continuing the search: 1 finished trials kept, 1 to run" in resumed.stdout) == truncate_state
     trials = pd.read_parquet(run / "trials.parquet")
     assert len(trials) == 2 and set(trials.status) == {"completed"}
     assert trials["config.train.optimizer.lr"].between(1e-3, 1e-1).all()
+    assert all(finished_results(run)[t] == stamp for t, stamp in before.items())  # replayed or kept, not re-run
     ost = optuna.load_study(study_name="tiny", storage=storage)
-    assert [t.state.name for t in ost.trials] == ["COMPLETE", "COMPLETE"]
-    if point == "compact":
-        assert all(finished_results(run)[t] == stamp for t, stamp in before.items())  # replayed, not re-run
-        assert {t.number: t.value for t in ost.trials}.items() >= told.items()
+    states = [t.state.name for t in ost.trials]
+    assert states.count("COMPLETE") == 2 and set(states) <= {"COMPLETE", "FAIL"}  # no proposal left running
+    assert {t.number: t.value for t in ost.trials}.items() >= told.items()
 
 
 def test_an_unexpected_driver_error_is_one_line_with_the_traceback_in_a_file(tiny_phantom, tmp_path):

@@ -30,6 +30,9 @@ def test_running_proposals_are_failed_and_finished_ones_untouched(tmp_path):
     assert states == {0: "COMPLETE", 1: "FAIL", 2: "COMPLETE", 3: "PRUNED", 4: "FAIL"}
     assert {t.number: t.value for t in ost.get_trials() if t.state.name == "COMPLETE"} == values
     assert close_orphans(study, tmp_path / "run") == 0
+    other = build_study(tiny_study_dict(tmp_path, tmp_path / "run", name="never_proposed",
+                                        search={"design": "search", "space": SPACE}))
+    assert close_orphans(other, tmp_path / "run") == 0  # no such Optuna study yet
 
 
 def test_results_for_a_trial_optuna_has_closed_are_dropped_not_raised():

@@ -61,15 +61,20 @@ def growth_problem(old: Study, new: Study) -> str | None:
     return None
 
 
-def finished_hashes(run_dir: Path) -> set[str]:
-    """Identities of the trials in ``run_dir`` that ended (their fragments say so)."""
-    done: set[str] = set()
+def finished_metas(run_dir: Path) -> list[dict]:
+    """``meta.json`` of every trial in ``run_dir`` that ended (its fragments say so)."""
+    done = []
     for d in sorted((Path(run_dir) / fragments.TRIALS_DIR).glob("*/")):
         meta = fragments.read_json(d / "meta.json") or {}
         ended = fragments.read_json(d / "result.json") or fragments.read_json(d / "status.json") or {}
         if meta.get("config_hash") and ended.get("status") in FINISHED:
-            done.add(meta["config_hash"])
+            done.append(meta)
     return done
+
+
+def finished_hashes(run_dir: Path) -> set[str]:
+    """Identities of the trials in ``run_dir`` that ended."""
+    return {meta["config_hash"] for meta in finished_metas(run_dir)}
 
 
 def pending_cells(base: dict, cells: list[dict], done: set[str]) -> list[dict]:

@@ -82,7 +82,7 @@ def init_ray(run_dir: Path, address: str | None, temp_dir: Path | None = None) -
 
 
 def _tuner(study: Study, run_dir: Path, restore: bool, echo, experiment: str, cells: list[dict] | None,
-           where: str | None = None):
+           where: str | None = None, samples: int | None = None):
     from ray import tune
 
     from vrsearch.orchestrate.callbacks import ResultsCallback
@@ -93,13 +93,13 @@ def _tuner(study: Study, run_dir: Path, restore: bool, echo, experiment: str, ce
         base["train"]["seed"] = study.search.seeds[0]
     trainable = tune.with_parameters(vrsearch_trial, base=base, run_dir=str(run_dir))
     trainable = tune.with_resources(trainable, functools.partial(trial_resources, base))
-    total = n_trials(study) if cells is None else len(cells)
+    total = len(cells) if cells is not None else samples if samples is not None else n_trials(study)
     callback = ResultsCallback(run_dir, total, echo, storage=where)
     path = run_dir / experiment
     if restore:
         return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True), callback
     if study.search.design == "search":
-        param_space, search_alg, samples = {}, searcher(study, run_dir), n_trials(study)
+        param_space, search_alg, samples = {}, searcher(study, run_dir, continuing=samples is not None), total
     else:
         param_space, search_alg, samples = {"cell": tune.grid_search(cells)}, None, 1
     tune_config = tune.TuneConfig(
@@ -119,13 +119,14 @@ def _pending(study: Study, run_dir: Path) -> list[dict]:
 
 
 def _execute(study: Study, run_dir: Path, address: str | None, restore: bool, echo, *,
-             experiment: str = TUNE_NAME, cells: list[dict] | None = None, where: str | None = None) -> Path:
+             experiment: str = TUNE_NAME, cells: list[dict] | None = None, where: str | None = None,
+             samples: int | None = None) -> Path:
     import ray
 
     fixed = study.search.design != "search"
     if fixed and cells is None and not restore:
         cells = _pending(study, run_dir)
-    if fixed and not restore and not cells:  # tune.grid_search([]) would run the bare study as a trial
+    if not restore and ((fixed and not cells) or samples == 0):  # grid_search([]) would run the bare study
         fragments.compact(run_dir)
         push_results(run_dir, where or run_location(study), echo, final=True)
         echo(f"nothing to run: all {n_trials(study)} trials of {study.name} are already in {run_dir}")
@@ -136,7 +137,7 @@ def _execute(study: Study, run_dir: Path, address: str | None, restore: bool, ec
         echo(f"storing results at {where}")
     init_ray(run_dir, address, study.resources.ray_temp_dir)
     try:
-        tuner, callback = _tuner(study, run_dir, restore, echo, experiment, cells, where)
+        tuner, callback = _tuner(study, run_dir, restore, echo, experiment, cells, where, samples)
         if restore:  # the restored experiment keeps its own callbacks list; ours must be there too
             tuner._local_tuner._run_config.callbacks = [callback]
         echo(f"study {study.name}: {callback.total} trials, design {study.search.design}, run dir {run_dir}")
@@ -307,6 +308,15 @@ def _resume_locked(study: Study, run_dir: Path, address: str | None, echo, where
         echo(f"{why}; running the trials that have not finished")
         return _execute(study, run_dir, address, restore=False, echo=echo,
                         experiment=grow.next_experiment(run_dir), where=where)
+    done = len(grow.finished_metas(run_dir))
+    if done:  # keep them: Optuna's study (loaded again) already knows their results
+        grow.remove_unfinished(run_dir)
+        close_orphans(study, run_dir)  # the lost experiment's proposals in flight
+        seeds = len(study.search.seeds)
+        left = -(-max(n_trials(study) - done, 0) // seeds) * seeds  # whole configurations
+        echo(f"{why}; continuing the search: {done} finished trials kept, {left} to run")
+        return _execute(study, run_dir, address, restore=False, echo=echo,
+                        experiment=grow.next_experiment(run_dir), where=where, samples=left)
     discard_trial_state(run_dir)
     if not study.search.storage:  # Optuna's history must start over with Tune's
         (run_dir / "optuna.db").unlink(missing_ok=True)

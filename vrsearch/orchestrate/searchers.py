@@ -31,7 +31,9 @@ def optuna_storage_url(study: Study, run_dir: Path) -> str:
     return study.search.storage or f"sqlite:///{run_dir / 'optuna.db'}"
 
 
-def searcher(study: Study, run_dir: Path):
+def searcher(study: Study, run_dir: Path, continuing: bool = False):
+    """Optuna behind Tune; ``continuing``: a new experiment on an Optuna study that has
+    results already (its start point, the study's defaults, was evaluated then)."""
     import optuna
     from ray.tune.search import ConcurrencyLimiter
 
@@ -45,7 +47,7 @@ def searcher(study: Study, run_dir: Path):
         "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
     }[s.searcher]()
     storage = optuna.storages.RDBStorage(optuna_storage_url(study, run_dir))
-    start = [default_point(study)] if s.start_from_defaults else None
+    start = [default_point(study)] if s.start_from_defaults and not continuing else None
     algo = ResumableOptunaSearch(space=optuna_space(study), metric=s.metric, mode=s.mode, sampler=sampler,
                                  study_name=study.name, storage=storage, points_to_evaluate=start)
     if len(s.seeds) > 1:
@@ -61,7 +63,10 @@ def close_orphans(study: Study, run_dir: Path) -> int:
     new ones). Left RUNNING they would read as in flight forever. Returns their count."""
     import optuna
 
-    ost = optuna.load_study(study_name=study.name, storage=optuna_storage_url(study, run_dir))
+    try:
+        ost = optuna.load_study(study_name=study.name, storage=optuna_storage_url(study, run_dir))
+    except KeyError:  # no such study in the storage: nothing proposed
+        return 0
     orphans = [t.number for t in ost.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
     for number in orphans:
         ost.tell(number, state=optuna.trial.TrialState.FAIL)
