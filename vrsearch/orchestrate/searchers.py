@@ -58,9 +58,10 @@ def searcher(study: Study, run_dir: Path, continuing: bool = False):
 
 
 def close_orphans(study: Study, run_dir: Path) -> int:
-    """Mark failed the Optuna trials still RUNNING once a search has finished: proposals
-    whose Tune trial a killed driver never recorded (after the restore Tune asked for
-    new ones). Left RUNNING they would read as in flight forever. Returns their count."""
+    """Mark failed the Optuna trials still RUNNING when no Tune trial can finish them — at
+    the end of a search, or before continuing one whose Tune state was lost: proposals
+    whose Tune trial a killed driver never recorded (or lost). Left RUNNING they would
+    read as in flight forever. Returns their count."""
     import optuna
 
     try:
