@@ -72,6 +72,13 @@ def results(run: Path) -> dict[str, tuple[str, int, str]]:
     return out
 
 
+def command(study: Path, run: Path) -> list[str]:
+    """``vrsearch resume RUN``, or ``vrsearch run STUDY`` while no run has claimed its dir yet."""
+    if (run / "study.yaml").exists():
+        return [VRSEARCH, "resume", str(run)]
+    return [VRSEARCH, "run", str(study)]
+
+
 def optuna_states(run: Path) -> dict[str, int]:
     """Trial states in the run's Optuna study (search designs): COMPLETE must equal the trials."""
     import optuna
@@ -93,8 +100,7 @@ def inject(cycles: int, seed: int, kill_after: tuple[float, float], cells: int, 
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
     for cycle in range(cycles):
-        claimed = (run / "study.yaml").exists()  # a run killed before it claimed its dir is run again
-        cmd = [VRSEARCH, "resume", str(run)] if claimed else [VRSEARCH, "run", str(path)]
+        cmd = command(path, run)
         with open(logs / f"cycle-{cycle}.log", "wb") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         wait = rng.uniform(*kill_after)
@@ -114,9 +120,7 @@ def inject(cycles: int, seed: int, kill_after: tuple[float, float], cells: int, 
         seen.update(now)
         if proc.returncode == 0:
             break
-    claimed = (run / "study.yaml").exists()
-    final = subprocess.run([VRSEARCH, "resume", str(run)] if claimed else [VRSEARCH, "run", str(path)],
-                           capture_output=True, text=True)
+    final = subprocess.run(command(path, run), capture_output=True, text=True)
     (logs / "final.log").write_text(final.stdout + final.stderr)
     if final.returncode != 0 and "already" not in final.stderr:
         shown = "\n".join(f"--- {p.name} (last lines)\n" + "\n".join(p.read_text(errors="replace").splitlines()[-15:])

@@ -25,6 +25,12 @@ def launch(args, fault: str, marker, cwd) -> subprocess.CompletedProcess:
     return subprocess.run([VRSEARCH, *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
 
 
+def truncate_experiment_state(run) -> None:
+    """As if the kill had hit Tune copying its experiment state file (an in-place copy)."""
+    state = sorted((run / "tune").glob("experiment_state-*.json"))[-1]
+    state.write_text(state.read_text()[:100])
+
+
 def finish_and_check(run, before) -> pd.DataFrame:
     resumed = subprocess.run([VRSEARCH, "resume", str(run)], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -43,9 +49,8 @@ def test_driver_killed_while_writing_results_loses_nothing(tiny_phantom, tmp_pat
     proc = launch(["run", study], f"kill:{point}", marker, tmp_path)
     assert proc.returncode == -9 and marker.exists(), proc.stderr[-2000:]  # the driver died at the point
     load(run)  # every parquet file present reads back
-    if truncate_state:  # as if the kill had hit Tune copying its state file (an in-place copy)
-        state = sorted((run / "tune").glob("experiment_state-*.json"))[-1]
-        state.write_text(state.read_text()[:100])
+    if truncate_state:
+        truncate_experiment_state(run)
     before = finished_results(run)
     assert not truncate_state or before  # the report is written after a trial finished
     finish_and_check(run, before)
@@ -72,9 +77,8 @@ def test_a_killed_search_resumes_with_optuna_consistent(tiny_phantom, tmp_path, 
         told = {t.number: t.value for t in optuna.load_study(study_name="tiny", storage=storage).trials
                 if t.state.name == "COMPLETE"}
         assert len(told) == 1
-    if truncate_state:  # as if the kill had hit Tune copying its state file
-        state = sorted((run / "tune").glob("experiment_state-*.json"))[-1]
-        state.write_text(state.read_text()[:100])
+    if truncate_state:
+        truncate_experiment_state(run)
     before = finished_results(run)
     resumed = subprocess.run([VRSEARCH, "resume", str(run)], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

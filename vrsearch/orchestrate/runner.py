@@ -303,14 +303,13 @@ def _resume_locked(study: Study, run_dir: Path, address: str | None, echo, where
         if any((run_dir / experiment).glob("experiment_state-*.json")):
             why = f"the experiment state in {run_dir / experiment} is unreadable"
         shutil.rmtree(run_dir / experiment, ignore_errors=True)
-    if study.search.design != "search":  # finished cells are in trials/: run the others
-        grow.remove_unfinished(run_dir)
+    grow.remove_unfinished(run_dir)  # finished trials are in trials/; the rest run again under new ids
+    if study.search.design != "search":
         echo(f"{why}; running the trials that have not finished")
         return _execute(study, run_dir, address, restore=False, echo=echo,
                         experiment=grow.next_experiment(run_dir), where=where)
     done = len(grow.finished_metas(run_dir))
     if done:  # keep them: Optuna's study (loaded again) already knows their results
-        grow.remove_unfinished(run_dir)
         close_orphans(study, run_dir)  # the lost experiment's proposals in flight
         seeds = len(study.search.seeds)
         left = -(-max(n_trials(study) - done, 0) // seeds) * seeds  # whole configurations
