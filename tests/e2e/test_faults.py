@@ -31,6 +31,23 @@ def truncate_experiment_state(run) -> None:
     state.write_text(state.read_text()[:100])
 
 
+def forget_results(run, trial_id: str) -> None:
+    """As if the driver had died after ``trial_id`` trained to its last checkpoint and before
+    Tune saved any of its results: the trial is running in the experiment state, with no
+    result there or in its fragment."""
+    import json
+
+    state_file = sorted((run / "tune").glob("experiment_state-*.json"))[-1]
+    state = json.loads(state_file.read_text())
+    for entry in state["trial_data"]:
+        trial, meta = json.loads(entry[0]), json.loads(entry[1])
+        if trial["trial_id"] == trial_id:
+            trial["status"], meta["last_result"] = "RUNNING", {}
+            entry[0], entry[1] = json.dumps(trial), json.dumps(meta)
+    state_file.write_text(json.dumps(state))
+    (run / "trials" / trial_id / "result.json").unlink()
+
+
 def finish_and_check(run, before) -> pd.DataFrame:
     resumed = subprocess.run([VRSEARCH, "resume", str(run)], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -92,6 +109,22 @@ def test_a_killed_search_resumes_with_optuna_consistent(tiny_phantom, tmp_path, 
     states = [t.state.name for t in ost.trials]
     assert states.count("COMPLETE") == 2 and set(states) <= {"COMPLETE", "FAIL"}  # no proposal left running
     assert {t.number: t.value for t in ost.trials}.items() >= told.items()
+
+
+def test_a_trial_trained_to_its_end_without_results_in_tune_state_resumes(tiny_phantom, tmp_path):
+    """The trial restarts from its checkpoint at the last iteration, so it trains nothing and
+    makes no new evaluation; it must still report its metric, or Tune's strict metric check
+    stops the resumed study (issue 16: the flaky kill/resume test)."""
+    study = write_study(tmp_path, tiny_phantom, search=GRID, resources={"concurrent_trials": 1})
+    run = tmp_path / "run"
+    proc = subprocess.run([VRSEARCH, "run", str(study)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = sorted(finished_results(run))[-1]
+    forget_results(run, last)
+    before = finished_results(run)
+    trials = finish_and_check(run, before)
+    assert trials.set_index("trial_id").loc[last, "iterations"] == 6
+    assert last in finished_results(run)
 
 
 def test_an_unexpected_driver_error_is_one_line_with_the_traceback_in_a_file(tiny_phantom, tmp_path):

@@ -77,9 +77,12 @@ def _engine(study: Study, cell: dict, seed: int, run_dir: Path, trial_id: str, r
     if wrap is not None:
         trainer.step_module = wrap(trainer.method)
 
+    reported = []
+
     def report(r: dict) -> None:
         if rank == 0:  # everything logged so far, so an early-stopped trial keeps its curve
             fragments.write_history(run_dir, trial_id, [{"trial_id": trial_id, **h} for h in trainer.history])
+        reported.append(r["iteration"])
         report_fn(_metrics(r))
 
     out = run_trial(study, trial_id, trainer.ckpt_dir, report=report, trainer=trainer)
@@ -88,6 +91,11 @@ def _engine(study: Study, cell: dict, seed: int, run_dir: Path, trial_id: str, r
         fragments.write_final(run_dir, trial_id, out.trial, out.history, out.cases)
     if out.trial["status"] == "failed":
         report_fn({"iteration": int(out.trial["iterations"]), "val_dice": float("nan"), "diverged": 1})
+    elif not reported:
+        # restarted from a checkpoint at the last iteration, nothing left to train: Tune must
+        # still get the metric, or its strict check stops the whole study when the trial's
+        # earlier results were not in the experiment state it restored
+        report_fn(final_metrics(out.trial))
 
 
 def train_worker(cfg: dict) -> None:
@@ -119,14 +127,19 @@ def trial_resources(base: dict, config: dict) -> dict:
     return {"CPU": 0, "memory": 256 * 2**20}  # the Train workers reserve CPUs/GPUs; this process must not
 
 
+def final_metrics(result: dict) -> dict:
+    """What a trial that ends without a new evaluation reports: its final validation Dice."""
+    val = fragments.finite(result.get("final_val_dice"))
+    return {"iteration": int(result.get("iterations", 0)), "val_dice": float("nan") if val is None else val}
+
+
 def _replay_finished(run_dir: Path, trial_id: str, report_fn) -> bool:
     """A trial whose result is already written is never trained again (e.g. after a
     driver crash that Tune's experiment state did not record): report and return."""
     result = fragments.read_json(fragments.trial_dir(run_dir, trial_id) / "result.json")
     if result is None:
         return False
-    val = fragments.finite(result.get("final_val_dice"))
-    report_fn({"iteration": int(result.get("iterations", 0)), "val_dice": float("nan") if val is None else val})
+    report_fn(final_metrics(result))
     return True
 
 
