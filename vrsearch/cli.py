@@ -56,19 +56,17 @@ def validate(
     study: StudyArg,
     set_: SetOption = None,
     check_data: Annotated[bool, typer.Option("--check-data", help="Also read and check every data file.")] = False,
+    address: Annotated[Optional[str], typer.Option(
+        help="The cluster 'vrsearch run' will join: its resources, not this machine's, are checked.")] = None,
 ) -> None:
-    """Check a study file and print the resolved study (all defaults filled)."""
+    """Check a study file as 'vrsearch run' would and print the resolved study (all defaults filled)."""
+    from vrsearch.orchestrate.checks import check_study
     from vrsearch.study import load_study, study_to_yaml
 
     with user_errors():
         s = load_study(study, set_ or [])
-        if check_data:
-            from vrsearch.data.prepare import prepare_data
-            from vrsearch.registry import get_method
-
-            spec = get_method(s.method.name)
-            all_labels = bool(s.method.params.get("all_labels", False))
-            data = prepare_data(s.dataset, method=spec.name, needs_unlabeled=spec.needs_unlabeled, all_labels=all_labels)
+        data = check_study(s, address, data=check_data)
+        if data is not None:
             sp = data.split
             typer.echo(f"# data ok: {len(sp.labeled)} labeled, {len(sp.unlabeled)} unlabeled, "
                        f"{len(sp.val)} val, {len(sp.test)} test; {data.num_classes} classes", err=True)
@@ -235,15 +233,18 @@ def report(
     report is built from the stored results, written locally and stored back as report.html."""
     from vrsearch.report.html import REPORT_FILE, write_report
     from vrsearch.results import storage
+    from vrsearch.results.io import require_run_dir
 
     with user_errors():
         if not storage.is_uri(run_dir):
+            require_run_dir(Path(run_dir))  # before anything is written
             path = write_report(Path(run_dir), out)
         else:
             import tempfile
 
             with tempfile.TemporaryDirectory(prefix="vrsearch-report-") as tmp:
                 storage.pull(run_dir, tmp, names=storage.SMALL_FILES)
+                require_run_dir(Path(tmp), name=run_dir)
                 path = write_report(tmp, out if out is not None else Path.cwd(), label=run_dir)
             storage.put(path, run_dir, REPORT_FILE)
     typer.echo(f"written {path}")

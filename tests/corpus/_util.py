@@ -48,17 +48,23 @@ def snapshot(root: Path, exclude: tuple[Path, ...] = ()) -> dict[str, tuple]:
     return tree
 
 
-def validate_in_process(study: Path) -> subprocess.CompletedProcess:
-    """``vrsearch validate STUDY`` in this interpreter through typer's CliRunner: the same
-    command, error handling and exit code as the console script without its ~2.5 s
-    start-up (torch, MONAI). An exception that escaped the command shows up in
-    ``stderr`` as a traceback, as it would in a real process."""
+def cli_in_process(*args: str) -> subprocess.CompletedProcess:
+    """``vrsearch ARGS`` in this interpreter through typer's CliRunner: the same command,
+    error handling and exit code as the console script without its ~2.5 s start-up
+    (torch, MONAI). An exception that escaped the command shows up in ``stderr`` as a
+    traceback, as it would in a real process."""
     from typer.testing import CliRunner
 
     from vrsearch.cli import app
 
-    res = CliRunner().invoke(app, ["validate", str(study)])
+    args = [str(a) for a in args]
+    res = CliRunner().invoke(app, args)
     stderr = res.stderr
     if res.exception is not None and not isinstance(res.exception, SystemExit):
         stderr += "".join(traceback.format_exception(res.exception))
-    return subprocess.CompletedProcess(["vrsearch", "validate", str(study)], res.exit_code, res.stdout, stderr)
+    return subprocess.CompletedProcess(["vrsearch", *args], res.exit_code, res.stdout, stderr)
+
+
+def validate_in_process(study: Path) -> subprocess.CompletedProcess:
+    """``vrsearch validate STUDY`` through :func:`cli_in_process`."""
+    return cli_in_process("validate", study)

@@ -22,7 +22,8 @@ TINY_FLARE = PhantomConfig(cases=6, unlabeled=4, test=0, seed=3, size=(32, 32, 1
 
 @pytest.mark.parametrize("name", ["dvcl_flare", "dvcl_flare_ablation", "dvcl_phantom", "quickstart"])
 def test_shipped_dvcl_studies_validate(name):
-    proc = cli("validate", STUDIES / f"{name}.yaml")
+    cluster = ["--address", "auto"] if "flare" in name else []  # GPU-cluster studies
+    proc = cli("validate", STUDIES / f"{name}.yaml", *cluster)
     assert proc.returncode == 0, proc.stderr
     assert "name: dvcl" in proc.stdout or "name: supervised" in proc.stdout
 

@@ -14,6 +14,7 @@ from plotly.offline import get_plotlyjs
 from typer.testing import CliRunner
 
 from vrsearch.cli import app
+from vrsearch.errors import VrsearchError
 from vrsearch.report.html import build_report, searched_knobs, write_report
 from vrsearch.results import io
 
@@ -148,9 +149,13 @@ def test_running_study_renders(tmp_path):
     assert "running: 2" in text and "No completed trial with a validation Dice yet" in text
     assert "Optimisation history" not in headings(text) and "Ablation table" not in headings(text)
     assert "Learning curves" in headings(text) and "Could not render" not in text
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    assert headings(build_report(empty)) == ["Overview"]
+    fresh = tmp_path / "fresh"  # a run that has written only its study so far
+    fresh.mkdir()
+    (fresh / "study.yaml").write_text("name: fresh\n")
+    assert headings(build_report(fresh)) == ["Overview"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VrsearchError, match="not a vrsearch run directory"):
+        build_report(tmp_path / "empty")
 
 
 def test_write_report_and_cli(tmp_path):

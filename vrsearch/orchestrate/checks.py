@@ -1,6 +1,8 @@
 """Checks a study can only fail as a whole, run before anything is written and
-before Ray starts: the search metric is reported, the data are readable and
-complete, and (for a local Ray) every trial's resources fit this machine.
+before Ray starts: the storage URI parses, the data are readable and complete,
+and (for a local Ray) every trial's resources fit this machine. (The rules of
+the study itself — metric, scheduler — are checked when it is validated:
+:mod:`vrsearch.study.rules`.)
 """
 
 from __future__ import annotations
@@ -9,22 +11,28 @@ import os
 
 from vrsearch.data.prepare import prepare_data
 from vrsearch.errors import VrsearchError
-from vrsearch.orchestrate.trainable import REPORTED
 from vrsearch.registry import get_method
 from vrsearch.results import storage
+from vrsearch.study.rules import check_rules
 from vrsearch.study.schema import Study
 
 
-def check_runnable(study: Study) -> None:
-    """Errors a study can only have as a whole (before Ray starts)."""
-    s = study.search
-    if s.metric not in REPORTED or s.metric in ("lr",):
-        raise VrsearchError(f"search.metric: {s.metric!r} is not reported; use one of {', '.join(REPORTED[:5])}")
+def check_study(study: Study, address: str | None = None, *, data: bool = True):
+    """Everything ``vrsearch run`` refuses before Ray starts (``vrsearch validate`` calls
+    it too): the study's rules, the storage URI, the data (``data``: read and check every
+    volume) and, for a local Ray (no ``address``), the resources a trial needs. Returns
+    the prepared data (None without ``data``)."""
+    check_rules(study)
     if study.output.storage:  # a bad URI fails before Ray starts
         storage.parse(storage.location(study.output.storage, study.name))
-    spec = get_method(study.method.name)
-    prepare_data(study.dataset, method=spec.name, needs_unlabeled=spec.needs_unlabeled,
-                 all_labels=bool(study.method.params.get("all_labels", False)))
+    prepared = None
+    if data:
+        spec = get_method(study.method.name)
+        prepared = prepare_data(study.dataset, method=spec.name, needs_unlabeled=spec.needs_unlabeled,
+                                all_labels=bool(study.method.params.get("all_labels", False)))
+    if not address:
+        check_local_resources(study)
+    return prepared
 
 
 _RESOURCE_FIELDS = ("workers_per_trial", "cpus_per_worker", "gpus_per_worker")

@@ -22,7 +22,7 @@ from pathlib import Path
 from vrsearch.engine.single import claim_run_dir
 from vrsearch.errors import VrsearchError
 from vrsearch.orchestrate import grow
-from vrsearch.orchestrate.checks import check_local_resources, check_runnable
+from vrsearch.orchestrate.checks import check_study
 from vrsearch.orchestrate.searchers import close_orphans, scheduler, searcher
 from vrsearch.orchestrate.trainable import trial_resources, vrsearch_trial
 from vrsearch.results import faults, fragments, io, storage
@@ -81,6 +81,21 @@ def init_ray(run_dir: Path, address: str | None, temp_dir: Path | None = None) -
     loopback_init(ray_temp_dir(run_dir, temp_dir))
 
 
+def tune_setup(study: Study, run_dir: Path, cells: list[dict] | None, samples: int | None, total: int):
+    """Tune's param space and ``TuneConfig`` of a new experiment: the fixed design's
+    ``cells`` as a grid, or Optuna (``samples`` set: continuing a search) for ``total`` trials."""
+    from ray import tune
+
+    if study.search.design == "search":
+        param_space, search_alg, n = {}, searcher(study, run_dir, continuing=samples is not None), total
+    else:
+        param_space, search_alg, n = {"cell": tune.grid_search(cells)}, None, 1
+    return param_space, tune.TuneConfig(
+        metric=study.search.metric, mode=study.search.mode, search_alg=search_alg, scheduler=scheduler(study),
+        num_samples=n, max_concurrent_trials=study.resources.concurrent_trials,
+    )
+
+
 def _tuner(study: Study, run_dir: Path, restore: bool, echo, experiment: str, cells: list[dict] | None,
            where: str | None = None, samples: int | None = None):
     from ray import tune
@@ -98,14 +113,7 @@ def _tuner(study: Study, run_dir: Path, restore: bool, echo, experiment: str, ce
     path = run_dir / experiment
     if restore:
         return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True), callback
-    if study.search.design == "search":
-        param_space, search_alg, samples = {}, searcher(study, run_dir, continuing=samples is not None), total
-    else:
-        param_space, search_alg, samples = {"cell": tune.grid_search(cells)}, None, 1
-    tune_config = tune.TuneConfig(
-        metric=study.search.metric, mode=study.search.mode, search_alg=search_alg, scheduler=scheduler(study),
-        num_samples=samples, max_concurrent_trials=res.concurrent_trials,
-    )
+    param_space, tune_config = tune_setup(study, run_dir, cells, samples, total)
     run_config = tune.RunConfig(
         name=experiment, storage_path=str(run_dir), verbose=0, callbacks=[callback],
         failure_config=tune.FailureConfig(max_failures=res.max_failures),
@@ -217,9 +225,7 @@ def _prior_study(run_dir: Path) -> tuple[str, Study] | None:
 
 def run_study(study_path: Path, overrides, *, address: str | None = None, fresh: bool = False, echo=print) -> Path:
     study = load_study(study_path, overrides)
-    check_runnable(study)
-    if not address:
-        check_local_resources(study)
+    check_study(study, address)
     run_dir = study.run_dir
     prior = None if fresh else _prior_study(run_dir)
     started = bool(grow.experiments(run_dir)) or (run_dir / fragments.TRIALS_DIR).exists()
@@ -282,9 +288,7 @@ def resume_study(run_dir: Path | str, *, address: str | None = None, echo=print,
     if not study_file.exists():
         raise VrsearchError(f"{run_dir}: not a vrsearch run directory (no {io.STUDY_FILE})")
     study = build_study(read_yaml(study_file))
-    check_runnable(study)
-    if not address:
-        check_local_resources(study)
+    check_study(study, address)
     with run_lock(run_dir):
         return _resume_locked(study, run_dir, address, echo, where)
 

@@ -10,21 +10,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from vrsearch.study.design import default_point, optuna_space
+from vrsearch.study.rules import scheduler_plan
 from vrsearch.study.schema import Study
 
 
 def scheduler(study: Study):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 
-    s, t = study.search, study.train
-    grace = s.grace_period or t.eval.every
+    s = study.search
+    plan = scheduler_plan(study)  # checked when the study was validated
+    if plan is None:
+        return FIFOScheduler()
+    grace, max_t = plan
     if s.scheduler == "asha":
-        # max_t one past the end: a trial that reaches its last iteration finishes by itself
-        return ASHAScheduler(time_attr="iteration", max_t=t.iterations + 1, grace_period=grace,
+        return ASHAScheduler(time_attr="iteration", max_t=max_t, grace_period=grace,
                              reduction_factor=s.reduction_factor)
-    if s.scheduler == "median":
-        return MedianStoppingRule(time_attr="iteration", grace_period=grace, min_samples_required=2)
-    return FIFOScheduler()
+    return MedianStoppingRule(time_attr="iteration", grace_period=grace, min_samples_required=2)
 
 
 def optuna_storage_url(study: Study, run_dir: Path) -> str:

@@ -140,6 +140,8 @@ def _load_uri(uri: str) -> Results:
         if infos[0].type == pafs.FileType.NotFound:
             raise VrsearchError(f"{uri}: no such run directory")
         present = {n for n, info in zip(names, infos[1:]) if info.type == pafs.FileType.File}
+        if not present & {STUDY_FILE, TRIALS_FILE}:
+            raise VrsearchError(f"{uri}: not a vrsearch run directory (no {STUDY_FILE} or {TRIALS_FILE})")
         study = {}
         if STUDY_FILE in present:
             with fs.open_input_stream(f"{base}/{STUDY_FILE}", compression=None) as f:
@@ -158,6 +160,19 @@ def _load_uri(uri: str) -> Results:
         raise VrsearchError(f"cannot read {uri}: {' '.join(str(exc).split())[:300]}") from None
 
 
+def require_run_dir(path: Path, name: str | None = None) -> None:
+    """Refuse (one line) a folder that is not a vrsearch run directory: no ``study.yaml``
+    and no ``trials.parquet``. ``name``: how to call it in the message (e.g. its URI)."""
+    from vrsearch.errors import VrsearchError
+
+    name = name or str(path)
+    if not path.is_dir():
+        raise VrsearchError(f"{name}: no such run directory")
+    if not ((path / STUDY_FILE).is_file() or (path / TRIALS_FILE).is_file()):
+        raise VrsearchError(f"{name}: not a vrsearch run directory (no {STUDY_FILE} or {TRIALS_FILE}); "
+                            "pass the output.dir of a study started with 'vrsearch run' or 'vrsearch train'")
+
+
 def load(run_dir: Path | str) -> Results:
     """Load a (finished or running) study's results: a run directory, or a storage
     URI (``s3://bucket/prefix/<study>``, ``gs://...``, ``file:///...``) read in place."""
@@ -168,10 +183,7 @@ def load(run_dir: Path | str) -> Results:
     if is_uri(run_dir):
         return _load_uri(run_dir)
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        from vrsearch.errors import VrsearchError
-
-        raise VrsearchError(f"{run_dir}: no such run directory")
+    require_run_dir(run_dir)
     study_path = run_dir / STUDY_FILE
     study = yaml.safe_load(study_path.read_text()) if study_path.exists() else {}
     return Results(

@@ -100,6 +100,9 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     if first["type"] == "unknown_key":
         loc.append(ctx["key"])
         msg = "unknown key" + ctx.get("hint", "")
+    elif first["type"] == "ignored_key":
+        loc.append(ctx["key"])
+        msg = first["msg"].removeprefix(f"{ctx['key']} ")
     elif first["type"] == "cross":
         loc, msg = [], first["msg"]
     else:

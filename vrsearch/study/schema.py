@@ -8,7 +8,7 @@ against the registered method's ``Params`` by :func:`vrsearch.study.load`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -231,6 +231,10 @@ class Dimension(StrictModel):
             raise ValueError(f"empty range: low {self.low} must be < high {self.high}")
         if self.log and self.low <= 0:
             raise ValueError("log range needs low > 0")
+        if self.log and self.step is not None and not (self.type == "int" and self.step == 1):
+            raise ValueError("a log range cannot have a step (Optuna samples it continuously in log space)")
+        if self.type == "int" and not all(float(v).is_integer() for v in (self.low, self.high, self.step or 1)):
+            raise ValueError("an int range needs whole-number low, high and step")
         return self
 
 
@@ -275,16 +279,38 @@ class SearchConfig(StrictModel):
             raise ValueError(f"seeds must be distinct; {', '.join(map(str, twice))} repeated")
         return seeds
 
+    #: keys that only some designs (or schedulers) read: set under another, they would be
+    #: silently ignored, so they are errors
+    _USED_BY: ClassVar[dict[str, tuple[str, tuple[str, ...]]]] = {
+        "arms": ("design", ("ablation",)),
+        "space": ("design", ("search", "grid", "random")),
+        "num_samples": ("design", ("search", "random")),
+        "searcher": ("design", ("search",)),
+        "storage": ("design", ("search",)),
+        "aggregate": ("design", ("search",)),
+        "start_from_defaults": ("design", ("search",)),
+        "grace_period": ("scheduler", ("asha", "median")),
+        "reduction_factor": ("scheduler", ("asha",)),
+    }
+
+    def _ignored_keys(self) -> None:
+        for key, (by, users) in self._USED_BY.items():
+            value = getattr(self, by)
+            given = key in self.model_fields_set and getattr(self, key) not in ([], {})  # empty: nothing to ignore
+            if given and value not in users:
+                raise PydanticCustomError(
+                    "ignored_key", "{key} {by} {value} ignores it (it applies to {by} {users} only); remove it",
+                    {"key": key, "by": by, "value": repr(value), "users": " or ".join(map(repr, users))})
+
     @model_validator(mode="after")
     def _check(self) -> SearchConfig:
+        self._ignored_keys()
         if self.design in ("search", "grid", "random") and not self.space:
             raise ValueError(f"design {self.design!r} needs a non-empty 'space'")
         if self.design == "grid":
             for key, dim in self.space.items():
                 if dim.type != "categorical":
                     raise ValueError(f"grid design needs categorical dimensions; {key!r} is {dim.type}")
-        if self.start_from_defaults and self.design != "search":
-            raise ValueError("start_from_defaults applies to design 'search' only")
         if self.design == "ablation" and not self.arms:
             raise ValueError("design 'ablation' needs 'arms'")
         names = [a.name for a in self.arms]
@@ -295,6 +321,12 @@ class SearchConfig(StrictModel):
                 raise ValueError(f"axes.{key}: axes vary the data (dataset.*); put other knobs in arms or the space")
             if not values or len({repr(v) for v in values}) != len(values):
                 raise ValueError(f"axes.{key}: needs a non-empty list of distinct values")
+        if self.design == "search":
+            for key, dim in self.space.items():
+                if dim.type == "categorical" and not all(isinstance(c, (str, int, float, bool, type(None)))
+                                                         for c in dim.choices):
+                    raise ValueError(f"{key!r}: a search design's choices must be numbers, strings, booleans or "
+                                     "null (Optuna stores them); put list-valued choices in a grid or ablation")
         if self.axes and self.design == "search":
             raise ValueError("axes cross the cells of a fixed design (none/grid/random/ablation); "
                              "run one search per dataset setting")

@@ -1,0 +1,24 @@
+"""Every study file shipped in studies/ passes ``vrsearch validate`` — the checks
+``vrsearch run`` makes before Ray starts. Studies sized for a 2-core machine
+(the phantom ones) are checked against this machine's resources; the real-data
+studies are for a GPU cluster (``--address``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from vrsearch.cli import app
+
+STUDIES = sorted((Path(__file__).resolve().parents[2] / "studies").glob("*.yaml"))
+LAPTOP = ("phantom", "quickstart")
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
+def test_shipped_study_validates(path):
+    cluster = [] if any(word in path.stem for word in LAPTOP) else ["--address", "auto"]
+    res = CliRunner().invoke(app, ["validate", str(path), *cluster])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.startswith("name:")  # the resolved study
