@@ -5,6 +5,13 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Which torch build: the CPU wheels by default (enough for the quickstart, the tests and CPU
+# studies; PyPI's Linux wheel would be the CUDA build with several GB of NVIDIA libraries).
+# On a GPU node: make setup TORCH_INDEX=https://download.pytorch.org/whl/cu128 (the CUDA
+# version your driver supports), or TORCH_INDEX=https://pypi.org/simple. After changing it,
+# rm -r .venv first.
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX   ?= https://download.pytorch.org/whl/cpu
 
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
@@ -13,9 +20,10 @@ SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
-	# torch first, pinned: a CPU build; a looser pin would pull gigabytes of CUDA.
-	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# torch first, pinned, from TORCH_INDEX (pip's own find-links/indexes are still consulted)
+	$(BIN)/python -m pip install --quiet --quiet torch==$(TORCH_VERSION) --index-url $(TORCH_INDEX)
+	# PYTHONWARNINGS: no setuptools banner about editable installs
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
 setup: $(STAMP)

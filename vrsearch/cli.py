@@ -65,11 +65,15 @@ def validate(
 
     with user_errors():
         s = load_study(study, set_ or [])
-        data = check_study(s, address, data=check_data)
+        data = check_study(s, address, data=check_data, warn=lambda line: typer.echo(f"warning: {line}", err=True))
         if data is not None:
+            from vrsearch.data.intensity import describe
+
             sp = data.split
+            modality = data.index.modality or "modality not declared"
             typer.echo(f"# data ok: {len(sp.labeled)} labeled, {len(sp.unlabeled)} unlabeled, "
-                       f"{len(sp.val)} val, {len(sp.test)} test; {data.num_classes} classes", err=True)
+                       f"{len(sp.val)} val, {len(sp.test)} test; {data.num_classes} classes; {modality}, "
+                       f"intensity {describe(data.dataset.intensity)}", err=True)
         typer.echo(study_to_yaml(s), nl=False)
 
 

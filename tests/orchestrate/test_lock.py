@@ -35,3 +35,40 @@ def test_unwritable_run_dir_is_one_line(tmp_path):
     with pytest.raises(VrsearchError, match="output.dir: cannot write the run directory"):
         with run_lock(blocker / "run"):
             pass
+
+
+def test_a_released_lock_leaves_no_file(tmp_path):
+    with run_lock(tmp_path):
+        assert (tmp_path / LOCK_FILE).exists()
+    assert not (tmp_path / LOCK_FILE).exists()
+
+
+RACE = """import os, sys, time
+from pathlib import Path
+from vrsearch.errors import VrsearchError
+from vrsearch.results.lock import run_lock
+run, log = Path(sys.argv[1]), sys.argv[2]
+held = 0
+deadline = time.time() + 3
+while time.time() < deadline:
+    try:
+        with run_lock(run):
+            fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            os.write(fd, b"in\\n"); time.sleep(0.002); os.write(fd, b"out\\n"); os.close(fd)
+            held += 1
+    except VrsearchError:
+        pass
+print(held)
+"""
+
+
+def test_removing_the_file_on_release_keeps_one_holder_at_a_time(tmp_path):
+    """Processes take and release the lock as fast as they can: entries never overlap,
+    although every release removes the file others may have just opened."""
+    log = tmp_path / "log"
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, str(tmp_path), str(log)], stdout=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    held = [int(p.communicate(timeout=60)[0]) for p in procs]
+    lines = log.read_text().split()
+    assert sum(held) == len(lines) // 2 and sum(held) > 20
+    assert lines == ["in", "out"] * (len(lines) // 2)  # strictly alternating: one holder at a time

@@ -75,4 +75,4 @@ def read_acdc(root: Path) -> DatasetIndex:
         test = [c for d in sorted((base / "testing").glob("patient*")) if d.is_dir()
                 for c in _patient_cases(d, need_labels=False)]
     return DatasetIndex(root=root, name="ACDC", labels=dict(ACDC_LABELS), labeled=tuple(labeled), unlabeled=(),
-                        test=tuple(test))
+                        test=tuple(test), modality="MRI")

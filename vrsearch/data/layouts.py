@@ -66,6 +66,9 @@ class DatasetIndex:
     labeled: tuple[Case, ...]
     unlabeled: tuple[Case, ...]
     test: tuple[Case, ...]
+    #: imaging modality as the dataset declares it (``CT``, ``MRI``, ``T2``, ...; "" unknown):
+    #: chooses the intensity defaults (:mod:`vrsearch.data.intensity`)
+    modality: str = ""
 
     @property
     def num_classes(self) -> int:
@@ -238,6 +241,15 @@ def _check_unique_entries(source: Path, lists: Iterable[tuple[str, tuple[Case, .
             seen[case.id] = f"{key}[{i}]"
 
 
+def _modality(desc: dict[str, Any]) -> str:
+    """The single channel's modality in ``dataset.json`` (MSD ``modality``, nnU-Net v2
+    ``channel_names``), or "" when it says none."""
+    channels = desc.get("channel_names", desc.get("modality"))
+    if isinstance(channels, dict) and len(channels) == 1:
+        return str(next(iter(channels.values())))
+    return ""
+
+
 def _read_msd(root: Path) -> DatasetIndex:
     source, desc, labels = _read_description(root)
     labeled = _msd_cases(root, desc.get("training"), source, "training", label="required")
@@ -247,7 +259,7 @@ def _read_msd(root: Path) -> DatasetIndex:
     test = _msd_cases(root, desc.get("test"), source, "test", label="optional")
     _check_unique_entries(source, (("training", labeled), ("unlabeled", unlabeled), ("test", test)))
     return DatasetIndex(root=root, name=str(desc.get("name") or root.name), labels=labels, labeled=labeled,
-                        unlabeled=unlabeled, test=test)
+                        unlabeled=unlabeled, test=test, modality=_modality(desc))
 
 
 # ------------------------------------------------------------------ nnU-Net
@@ -286,7 +298,8 @@ def _read_nnunet(root: Path) -> DatasetIndex:
     test = _folder_cases(root / "imagesTs", ending, labels_ts if labels_ts.is_dir() else None, required=False)
     unlabeled = _folder_cases(root / "imagesUnlabeled", ending, None, required=False)
     return DatasetIndex(root=root, name=str(desc.get("name") or root.name), labels=labels,
-                        labeled=tuple(labeled), unlabeled=tuple(unlabeled), test=tuple(test))
+                        labeled=tuple(labeled), unlabeled=tuple(unlabeled), test=tuple(test),
+                        modality=_modality(desc))
 
 
 # ------------------------------------------------------------------ FLARE22
@@ -334,4 +347,4 @@ def _read_flare22(root: Path) -> DatasetIndex:
                             if p.is_file() and not p.name.startswith(".") and "__MACOSX" not in p.parts):
             unlabeled.append(Case(case_id(image.name), image, None, {"folder": folder.name}))
     return DatasetIndex(root=root, name="FLARE22", labels=dict(FLARE22_LABELS), labeled=tuple(labeled),
-                        unlabeled=tuple(unlabeled), test=tuple(_flare_test(root)))
+                        unlabeled=tuple(unlabeled), test=tuple(_flare_test(root)), modality="CT")

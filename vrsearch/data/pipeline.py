@@ -67,7 +67,13 @@ def geometry_transforms(cfg: DatasetConfig, keys: Sequence[str]) -> list:
 
 
 def intensity_transforms(cfg: DatasetConfig) -> list:
-    """HU clipping then scaling of ``image`` (see ``IntensityConfig``)."""
+    """Clipping then scaling of ``image`` (see ``IntensityConfig``). ``cfg`` comes resolved
+    for its dataset's modality (``PreparedData.dataset``); an unresolved ``auto`` is taken
+    as data of unknown modality (percentiles, no clip)."""
+    if cfg.intensity.scale == "auto":
+        from vrsearch.data.intensity import resolve
+
+        cfg = resolve(cfg, "")
     it = cfg.intensity
     out: list = []
     if it.scale == "window":

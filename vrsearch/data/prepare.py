@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from vrsearch.data.intensity import resolve
 from vrsearch.data.layouts import DatasetIndex, read_dataset
 from vrsearch.data.splits import Split, make_split, pool_cases
 from vrsearch.data.validate import check_dataset
@@ -22,6 +23,8 @@ from vrsearch.study.schema import DatasetConfig
 class PreparedData:
     index: DatasetIndex
     split: Split
+    #: the study's dataset section with the intensity settings resolved for the modality
+    dataset: DatasetConfig
 
     @property
     def num_classes(self) -> int:
@@ -91,4 +94,4 @@ def prepare_data(cfg: DatasetConfig, *, method: str, needs_unlabeled: bool, all_
     if not split.val:
         raise DataError(f"no validation cases: dataset.val_fraction {cfg.val_fraction} gives none of "
                         f"{len(index.labeled)} labeled cases in {index.root}")
-    return PreparedData(index, split)
+    return PreparedData(index, split, resolve(cfg, index.modality))

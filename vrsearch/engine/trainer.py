@@ -210,11 +210,11 @@ class Trainer:
         self.optimizer = build_optimizer(study, list(self.method.trainable_parameters()))
         self.scaler = grad_scaler(self.precision, self.device)  # fp16 only
         self.roi = tuple(study.train.eval.roi_size or study.dataset.patch_size)
-        self.val_cases = load_eval_cases(self.data.split.val, study.dataset)
+        self.val_cases = load_eval_cases(self.data.split.val, self.data.dataset)
 
     # -- data -------------------------------------------------------------
     def _source(self, start: int) -> BatchSource:
-        d, t, split = self.study.dataset, self.study.train, self.data.split
+        d, t, split = self.data.dataset, self.study.train, self.data.split
         lab = cached(case_dicts(split.labeled, True), labeled_train_transform(d, self.data.num_classes), d)
         streams = PatchStream(lab, t.batch.labeled, t.seed, 0, self.rank)
         unl = None
@@ -378,7 +378,7 @@ class Trainer:
             # the selected (best-on-validation) model, evaluated on test exactly once
             state = load_checkpoint(self.ckpt_dir / "best.pt")
             self.method.load_state_dict(state["method"])
-            test_cases = load_eval_cases(self.data.split.test, self.study.dataset)
+            test_cases = load_eval_cases(self.data.split.test, self.data.dataset)
             rows = self._evaluate(test_cases)
             cases += [{"split": "test", "iteration": best["iteration"], **r} for r in rows]
             test = summarize(rows)

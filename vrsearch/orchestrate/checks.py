@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from vrsearch.data.intensity import saturation_warnings
 from vrsearch.data.prepare import prepare_data
 from vrsearch.errors import VrsearchError
 from vrsearch.registry import get_method
@@ -17,11 +18,12 @@ from vrsearch.study.rules import check_rules
 from vrsearch.study.schema import Study
 
 
-def check_study(study: Study, address: str | None = None, *, data: bool = True):
+def check_study(study: Study, address: str | None = None, *, data: bool = True, warn=None):
     """Everything ``vrsearch run`` refuses before Ray starts (``vrsearch validate`` calls
     it too): the study's rules, the storage URI, the data (``data``: read and check every
-    volume) and, for a local Ray (no ``address``), the resources a trial needs. Returns
-    the prepared data (None without ``data``)."""
+    volume; ``warn`` gets a line for each doubtful setting, e.g. a clip that saturates
+    the images) and, for a local Ray (no ``address``), the resources a trial needs.
+    Returns the prepared data (None without ``data``)."""
     check_rules(study)
     if study.output.storage:  # a bad URI fails before Ray starts
         storage.parse(storage.location(study.output.storage, study.name))
@@ -30,6 +32,8 @@ def check_study(study: Study, address: str | None = None, *, data: bool = True):
         spec = get_method(study.method.name)
         prepared = prepare_data(study.dataset, method=spec.name, needs_unlabeled=spec.needs_unlabeled,
                                 all_labels=bool(study.method.params.get("all_labels", False)))
+        for line in saturation_warnings(prepared.index, prepared.dataset):
+            (warn or print)(line)
     if not address:
         check_local_resources(study)
     return prepared

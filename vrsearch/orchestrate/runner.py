@@ -225,7 +225,7 @@ def _prior_study(run_dir: Path) -> tuple[str, Study] | None:
 
 def run_study(study_path: Path, overrides, *, address: str | None = None, fresh: bool = False, echo=print) -> Path:
     study = load_study(study_path, overrides)
-    check_study(study, address)
+    check_study(study, address, warn=lambda line: echo(f"warning: {line}"))
     run_dir = study.run_dir
     prior = None if fresh else _prior_study(run_dir)
     started = bool(grow.experiments(run_dir)) or (run_dir / fragments.TRIALS_DIR).exists()
@@ -288,7 +288,7 @@ def resume_study(run_dir: Path | str, *, address: str | None = None, echo=print,
     if not study_file.exists():
         raise VrsearchError(f"{run_dir}: not a vrsearch run directory (no {io.STUDY_FILE})")
     study = build_study(read_yaml(study_file))
-    check_study(study, address)
+    check_study(study, address, warn=lambda line: echo(f"warning: {line}"))
     with run_lock(run_dir):
         return _resume_locked(study, run_dir, address, echo, where)
 

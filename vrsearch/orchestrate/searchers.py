@@ -32,10 +32,18 @@ def optuna_storage_url(study: Study, run_dir: Path) -> str:
     return study.search.storage or f"sqlite:///{run_dir / 'optuna.db'}"
 
 
+def _optuna():
+    """Optuna, without its INFO lines ("A new study created ...") in the study's console."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
 def searcher(study: Study, run_dir: Path, continuing: bool = False):
     """Optuna behind Tune; ``continuing``: a new experiment on an Optuna study that has
     results already (its start point, the study's defaults, was evaluated then)."""
-    import optuna
+    optuna = _optuna()
     from ray.tune.search import ConcurrencyLimiter
 
     from vrsearch.orchestrate.resumable_optuna import ResumableOptunaSearch
@@ -63,7 +71,7 @@ def close_orphans(study: Study, run_dir: Path) -> int:
     the end of a search, or before continuing one whose Tune state was lost: proposals
     whose Tune trial a killed driver never recorded (or lost). Left RUNNING they would
     read as in flight forever. Returns their count."""
-    import optuna
+    optuna = _optuna()
 
     try:
         ost = optuna.load_study(study_name=study.name, storage=optuna_storage_url(study, run_dir))

@@ -18,22 +18,40 @@ from vrsearch.errors import VrsearchError
 LOCK_FILE = ".vrsearch.lock"
 
 
-@contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    path = Path(run_dir) / LOCK_FILE
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise VrsearchError(f"output.dir: cannot write the run directory {run_dir} ({exc.strerror})") from None
-    try:
+def _acquire(path: Path, run_dir: Path) -> int:
+    """An fd holding the lock on the file now at ``path``. A holder removes the file when it
+    releases, so a lock taken on a file that was removed meanwhile is dropped and retried."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise VrsearchError(f"output.dir: cannot write the run directory {run_dir} ({exc.strerror})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
             raise VrsearchError(f"{run_dir} is in use by another vrsearch process (pid {holder}); "
                                 "wait for it to finish or stop it first") from None
+        try:
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:
+            return fd
+        os.close(fd)  # the previous holder removed it after we opened it: take the new one
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory's lock; the lock file is removed when released (a holder
+    killed by a signal leaves it behind, unlocked, and the next holder removes it)."""
+    path = Path(run_dir) / LOCK_FILE
+    fd = _acquire(path, Path(run_dir))
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
+        path.unlink(missing_ok=True)  # still locked: whoever opened it before retries
         os.close(fd)  # releases the lock

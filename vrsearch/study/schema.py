@@ -53,12 +53,21 @@ class PhantomOptions(StrictModel):
 
 
 class IntensityConfig(StrictModel):
-    """Intensity normalisation: ``window`` clips to ``clip`` and scales to
-    [0, 1]; ``percentile`` maps the (low, high) percentiles of each volume to
-    [0, 1] after clipping; ``zscore`` normalises by mean/std; ``none``."""
+    """Intensity normalisation, chosen for the dataset's modality by default.
 
-    scale: Literal["window", "percentile", "zscore", "none"] = "window"
-    clip: tuple[float, float] | None = (-325.0, 325.0)
+    ``auto`` (default): a CT dataset (FLARE22, the phantom, or ``dataset.json``
+    declaring ``CT``) gets ``window`` over ``clip`` (default the abdominal
+    soft-tissue window [-325, 325] HU); any other modality (MR, unknown) gets
+    ``percentile`` with no clip. ``window`` clips to ``clip`` and scales to
+    [0, 1]; ``percentile`` maps the (low, high) percentiles of each volume to
+    [0, 1], after clipping to ``clip`` if one is given; ``zscore`` normalises by
+    each volume's mean/std (after the clip, if any); ``none`` leaves values.
+    ``vrsearch validate --check-data`` warns when the clip saturates a large
+    share of the voxels (a CT window on MR, say)."""
+
+    scale: Literal["auto", "window", "percentile", "zscore", "none"] = "auto"
+    #: (low, high) in the image's units; none by default (the CT window comes from ``auto``)
+    clip: tuple[float, float] | None = None
     percentiles: tuple[float, float] = (0.5, 99.5)
 
     @model_validator(mode="after")
@@ -68,8 +77,6 @@ class IntensityConfig(StrictModel):
         lo, hi = self.percentiles
         if not 0.0 <= lo < hi <= 100.0:
             raise ValueError("percentiles must satisfy 0 <= low < high <= 100")
-        if self.scale == "window" and self.clip is None:
-            raise ValueError("scale 'window' needs a clip range")
         return self
 
 
