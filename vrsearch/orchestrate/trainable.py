@@ -30,7 +30,7 @@ from vrsearch.results import fragments
 from vrsearch.study.design import ARM_KEY, GROUP_KEY, LABEL_KEYS, SEED_KEY, apply_cell, config_hash, group_label
 from vrsearch.study.schema import Study
 
-REPORTED = ("val_dice", "val_jaccard", "val_hd95_mm", "val_asd_mm", "loss", "lr")
+REPORTED = ("val_dice", "val_jaccard", "val_hd95_mm", "val_assd_mm", "loss", "lr")
 
 
 def trial_study(base: dict, config: dict) -> tuple[Study, dict, int]:
