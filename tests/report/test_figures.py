@@ -51,7 +51,7 @@ def synthetic(n_cases: int = 4, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFra
                             dice = float(np.clip(0.8 - 0.2 * k + 0.03 * i + rng.normal(0, 0.03), 0, 1))
                             row = dict(trial_id=tid, split=split, iteration=100, case_id=f"case{c}",
                                        class_index=k + 1, class_name=name, dice=dice, jaccard=dice / (2 - dice),
-                                       hd95_mm=float(rng.uniform(2, 20)), asd_mm=1.0, label_empty=False,
+                                       hd95_mm=float(rng.uniform(2, 20)), assd_mm=1.0, label_empty=False,
                                        pred_empty=False)
                             cases.append(row)
                             test += [dice] if split == "test" else []

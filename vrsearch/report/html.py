@@ -154,8 +154,8 @@ def _best(trials: pd.DataFrame, knobs: list[str]) -> str:
     rows += [("Best validation Dice", f"{_num(best.get('best_val_dice'))} at iteration {at}"),
              ("Final validation Dice", _num(best.get("final_val_dice"))),
              ("Test Dice / Jaccard", f"{_num(best.get('test_dice'))} / {_num(best.get('test_jaccard'))}"),
-             ("Test HD95 / ASD (mm)",
-              f"{_num(best.get('test_hd95_mm'), '.2f')} / {_num(best.get('test_asd_mm'), '.2f')}")]
+             ("Test HD95 / ASSD (mm)",
+              f"{_num(best.get('test_hd95_mm'), '.2f')} / {_num(best.get('test_assd_mm'), '.2f')}")]
     return _kv_table(rows) + ('<p class="note">Selection uses validation metrics only; the test metrics of the '
                               "selected trial are reported, never used to choose.</p>")
 
