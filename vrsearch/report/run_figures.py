@@ -83,7 +83,7 @@ def term_descriptions(trials: pd.DataFrame) -> dict[str, str]:
             else " | ".join(f"{m}: {t}" for m, t in texts.items()) for term, texts in found.items()}
 
 
-def _panel_title(term: str, description: str | None, width: int = 60) -> str:
+def _panel_title(term: str, description: str | None, width: int = 42) -> str:
     """A subplot title: the term, and its description wrapped in smaller type."""
     if not description:
         return term
@@ -114,10 +114,13 @@ def loss_terms(history: pd.DataFrame, trials: pd.DataFrame, by: str = "auto",
     palette, group_of = colors(h["group"]), h.groupby("trial_id")["group"].first()
     name_of = info["name"] if len(info) else pd.Series(dtype=object)
     descriptions = descriptions or {}
-    described = any(descriptions.get(t) for t in terms)
     rows, cols = subplot_grid(len(terms))
+    if any(descriptions.get(t) for t in terms):  # room for up to ~4 lines of title above every panel
+        height, top, spacing = 380 * rows + 150, 200, 150 / (380 * rows + 150 - 200 - 80)
+    else:
+        height, top, spacing = 260 * rows + 100, None, min(0.12, 0.5 / rows)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[_panel_title(t, descriptions.get(t)) for t in terms],
-                        horizontal_spacing=0.07, vertical_spacing=min(0.2 if described else 0.12, 0.5 / rows))
+                        horizontal_spacing=0.07, vertical_spacing=spacing)
     for i, term in enumerate(terms):
         r, c = i // cols + 1, i % cols + 1
         part = h.assign(v=numeric(h, term)).dropna(subset=["v"])
@@ -131,7 +134,7 @@ def loss_terms(history: pd.DataFrame, trials: pd.DataFrame, by: str = "auto",
         fig.update_xaxes(title_text="iteration", row=r, col=c)
         fig.update_yaxes(title_text=term, row=r, col=c)
     suffix = "per trial" if by == "trial" else "mean per group"
-    fig.update_layout(title=f"{title} ({suffix})", height=(330 if described else 260) * rows + 100)
+    fig.update_layout(title=f"{title} ({suffix})", height=height, margin={"t": top} if top else None)
     return fig
 
 
