@@ -10,6 +10,7 @@ from ray.tune import Callback
 
 from vrsearch.errors import VrsearchError
 from vrsearch.results import fragments
+from vrsearch.results.names import started_trial_names
 
 
 def refresh_report(run_dir: Path, echo=print) -> Path | None:
@@ -65,8 +66,6 @@ class ResultsCallback(Callback):
 
     def line(self, trial_id: str, status: str, score: float | None, error: str) -> str:
         """The progress line of a finished trial, which it names by group (and seed)."""
-        from vrsearch.results.names import started_trial_names
-
         name = started_trial_names(self.run_dir).get(trial_id, trial_id)
         elapsed = time.perf_counter() - self.t0
         eta = elapsed / self.done * (self.total - self.done) if self.done else math.nan
