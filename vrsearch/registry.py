@@ -31,6 +31,9 @@ class MethodSpec:
     ``build(params, ctx)`` returns a :class:`vrsearch.methods.base.Method`.
     ``defaults`` overrides the Params defaults (used for variants such as
     ``fully_supervised``, which is ``supervised`` with ``all_labels=True``).
+    ``terms`` maps every logged term (``loss`` and the names of ``StepOutput.terms``,
+    logged as ``term_<name>``) to a one-line description with the paper's symbol
+    or equation; the report labels each loss-term panel with it.
     """
 
     name: str
@@ -40,6 +43,7 @@ class MethodSpec:
     summary: str = ""
     needs_unlabeled: bool = False
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    terms: Mapping[str, str] = field(default_factory=dict)
 
     def knobs(self) -> dict[str, Any]:
         """Every knob with its default (after this spec's overrides)."""
@@ -64,8 +68,9 @@ def register_method(
     summary: str = "",
     needs_unlabeled: bool = False,
     defaults: Mapping[str, Any] | None = None,
+    terms: Mapping[str, str] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator registering ``build(params, ctx)`` under ``name``."""
+    """Decorator registering ``build(params, ctx)`` under ``name`` (``terms``: see :class:`MethodSpec`)."""
 
     def deco(build: Callable[..., Any]) -> Callable[..., Any]:
         if name in _REGISTRY:
@@ -81,6 +86,7 @@ def register_method(
             summary=summary,
             needs_unlabeled=needs_unlabeled,
             defaults=dict(defaults or {}),
+            terms=dict(terms or {}),
         )
         return build
 

@@ -4,7 +4,9 @@ errors, no network requests, every figure drawn, a screenshot that is not blank.
 from __future__ import annotations
 
 import io as _io
+import re
 
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -42,3 +44,26 @@ def test_search_report_in_chromium(search_run):
     page = check_page(search_run / "run" / "report.html", min_plots=4)
     text = " ".join(page.evaluated["headings"]).lower()
     assert "optimisation history" in text and "importance" in text
+
+
+LEGENDS = ("Object.fromEntries(['curves', 'terms'].map(id => [id, Array.from("
+           "document.querySelectorAll('#' + id + ' .legendtext')).map(e => e.textContent)]))")
+PANEL_TITLES = "Array.from(document.querySelectorAll('#terms .annotation-text')).map(e => e.textContent)"
+
+
+def test_legends_and_progress_lines_carry_group_names(ablation_run):
+    _, _, run, proc = ablation_run
+    assert chromium(), "chromium is not installed: run 'make browser' (the README's test command does)"
+    page = visit(run / "report.html", evaluate={"legends": LEGENDS, "panels": PANEL_TITLES})
+    trials = pd.read_parquet(run / "trials.parquet")  # other tests may have grown the run with seeds
+    ids = set(trials.trial_id.astype(str))
+    expected = {f"{group} · seed {seed}" for group, seed in zip(trials.group, trials.seed)}
+    assert {g for g in trials.group} == {"baseline", "ce_only"} and len(expected) == len(trials) >= 4
+    for section in ("curves", "terms"):
+        texts = page.evaluated["legends"][section]
+        assert set(texts) == expected, (section, texts)
+        assert not any(tid in text for text in texts for tid in ids)
+    # each loss-term panel says what its term is (the supervised method's registration)
+    assert any("supervised loss" in t for t in page.evaluated["panels"]), page.evaluated["panels"]
+    progress = [ln for ln in proc.stdout.splitlines() if re.match(r"\[\d+/4\] ", ln)]
+    assert len(progress) == 4 and all(any(f"] {name} completed" in ln for name in expected) for ln in progress)

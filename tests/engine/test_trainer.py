@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from vrsearch.engine.evaluate import load_eval_cases
+from vrsearch.engine.metrics import conventions, worst_distance_mm
 from vrsearch.engine.trainer import Trainer
 from vrsearch.engine.trial import run_trial
 from vrsearch.study import load_study
@@ -63,6 +67,29 @@ def test_history_and_selection(tiny_study, tmp_path):
     # the lr follows poly decay
     lrs = hist.dropna(subset=["lr"]).lr.tolist()
     assert lrs == sorted(lrs, reverse=True) and lrs[0] == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("both_empty", ["nan", "one"])
+def test_means_selection_and_recorded_metric_conventions(tiny_study, tmp_path, both_empty):
+    study = load_study(tiny_study(), [f"train.eval.both_empty={both_empty}"])
+    trainer = Trainer(study, tmp_path / "c")
+    out = run_trial(study, "t", tmp_path / "c", trainer=trainer)
+    cases = pd.DataFrame(out.cases)
+    missed = cases.label_empty ^ cases.pred_empty
+    assert missed.any()  # 6 iterations: some organs are not found yet
+    grids = {c.case_id: (c.label.shape, c.spacing)
+             for c in trainer.val_cases + load_eval_cases(trainer.data.split.test, study.dataset)}
+    diagonal = cases.case_id.map(lambda c: worst_distance_mm(*grids[c]))
+    assert (cases.loc[missed, "dice"] == 0).all()
+    for m in ("hd95_mm", "assd_mm"):
+        np.testing.assert_allclose(cases.loc[missed, m], diagonal[missed])
+        assert (cases.loc[~missed, m] < diagonal[~missed]).all()
+    # selection and the trial's means are the plain means of these rows
+    val, test = cases[cases.split == "val"], cases[cases.split == "test"]
+    assert out.trial["best_val_dice"] == pytest.approx(val.dice.mean())
+    assert out.trial["test_dice"] == pytest.approx(test.dice.mean())
+    assert out.trial["test_assd_mm"] == pytest.approx(test.assd_mm.mean())
+    assert json.loads(out.trial["metric_conventions"]) == conventions(both_empty)
 
 
 def test_nan_loss_fails_the_trial_with_its_reason(tiny_study, tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ import yaml
 
 from vrsearch.engine.trainer import Trainer
 from vrsearch.methods.base import StepOutput
-from vrsearch.registry import all_methods
+from vrsearch.registry import all_methods, get_method
 from vrsearch.study import load_study, study_to_yaml
 
 METHODS = [spec.name for spec in all_methods()]
@@ -55,6 +55,9 @@ def test_method_trains_logs_terms_and_is_deterministic(name, tiny_study, tmp_pat
         assert all(v.dim() == 0 and not v.requires_grad for v in out.terms.values())
     logged = {c.removeprefix("term_") for c in hist.columns if c.startswith("term_")}
     assert set(seen[-1].terms) <= logged
+    # the report labels every loss-term panel with the method's description of the term
+    undescribed = (logged | {"loss"}) - set(get_method(name).terms)
+    assert not undescribed, f"{name} logs terms without a description in its registration: {sorted(undescribed)}"
     fit2 = Trainer(load_study(path), tmp_path / "b").fit()
     cols = lambda f: pd.DataFrame(f.history).drop(columns="time_s")  # noqa: E731
     assert cols(fit).equals(cols(fit2))

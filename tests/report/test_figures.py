@@ -11,6 +11,8 @@ import pytest
 
 from vrsearch.report import figures as F
 from vrsearch.report import importance as I  # noqa: E741
+from vrsearch.registry import get_method
+from vrsearch.results.names import trial_names
 from vrsearch.results.table import ablation_table
 from vrsearch.results import io
 
@@ -51,7 +53,7 @@ def synthetic(n_cases: int = 4, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFra
                             dice = float(np.clip(0.8 - 0.2 * k + 0.03 * i + rng.normal(0, 0.03), 0, 1))
                             row = dict(trial_id=tid, split=split, iteration=100, case_id=f"case{c}",
                                        class_index=k + 1, class_name=name, dice=dice, jaccard=dice / (2 - dice),
-                                       hd95_mm=float(rng.uniform(2, 20)), asd_mm=1.0, label_empty=False,
+                                       hd95_mm=float(rng.uniform(2, 20)), assd_mm=1.0, label_empty=False,
                                        pred_empty=False)
                             cases.append(row)
                             test += [dice] if split == "test" else []
@@ -178,8 +180,12 @@ def test_learning_curves_one_line_per_trial(run):
     fig = F.learning_curves(history, trials)
     lines = [t for t in fig.data if "lines" in t.mode]
     assert len(lines) == len(trials)
-    stopped = [t for t in lines if t.name.startswith(STOPPED)]
+    stopped = [t for t in lines if t.hovertext.endswith(f"trial {STOPPED}")]
     assert len(stopped) == 1 and stopped[0].line.dash == "dash" and "stopped early" in stopped[0].name
+    # legends name the group and the seed, not the trial id
+    group = trials.set_index("trial_id").loc[STOPPED, "group"]
+    assert stopped[0].name == f"{group} · seed 1 (stopped early)"
+    assert not any(t.name.startswith("t") and "-s" in t.name for t in lines)
     assert all(t.line.dash == "solid" for t in lines if t is not stopped[0])
     (end,) = [t for t in fig.data if t.name == "stopped early"]
     assert list(end.x) == [50] and end.marker.symbol == "x"
@@ -200,6 +206,31 @@ def test_loss_terms_subplots(run):
     first = grouped.data[0]
     expect = history[history.trial_id.isin(["t1-s0", "t1-s1"])].groupby("iteration")["loss"].mean()
     np.testing.assert_allclose(first.y, expect.to_numpy())
+
+
+def test_loss_term_panels_are_described_and_legends_named(run):
+    trials, history, _ = run
+    descriptions = F.term_descriptions(trials)  # the synthetic run's method is arco
+    arco = get_method("arco").terms
+    assert descriptions["term_contrast"] == arco["contrast"] and descriptions["loss"] == arco["loss"]
+    fig = F.loss_terms(history, trials, descriptions=descriptions)
+    titles = [a.text for a in fig.layout.annotations]
+    assert [t.split("<br>")[0] for t in titles] == ["loss", "term_sup", "term_contrast", "term_contrast_spread"]
+    assert all(len(t.split("<br>")) > 1 for t in titles)  # every panel carries its description
+    assert "sampling variance" in titles[3].replace("<br>", " ")
+    legend = {t.name for t in fig.data if t.showlegend}
+    assert legend == set(trial_names(trials)) and all(" · seed " in name for name in legend)
+    assert [a.text for a in F.loss_terms(history, trials).layout.annotations] == [t.split("<br>")[0] for t in titles]
+
+
+def test_term_descriptions_of_several_methods():
+    trials = pd.DataFrame({"method": ["cps", "dvcl", "no_such_method"]})
+    d = F.term_descriptions(trials)
+    cps, dvcl = get_method("cps").terms, get_method("dvcl").terms
+    assert d["term_hqc"] == dvcl["hqc"]  # one method only
+    assert d["term_sup_a"] == cps["sup_a"] == dvcl["sup_a"]  # the same words: said once
+    assert d["loss"] == f"cps: {cps['loss']} | dvcl: {dvcl['loss']}"
+    assert F.term_descriptions(pd.DataFrame()) == {}
 
 
 def test_class_heatmap_shape(run):

@@ -14,6 +14,7 @@ from plotly.offline import get_plotlyjs
 from typer.testing import CliRunner
 
 from vrsearch.cli import app
+from vrsearch.engine.metrics import conventions
 from vrsearch.errors import VrsearchError
 from vrsearch.report.html import build_report, searched_knobs, write_report
 from vrsearch.results import io
@@ -136,6 +137,35 @@ def test_ablation_design_sections(tmp_path):
     table = text.split("<h2>Ablation table</h2>", 1)[1].split("</table>", 1)[0]
     assert table.index("baseline") < table.index("no_contrast") < table.index("no_mem")
     assert "Could not render" not in text
+
+
+def test_ablation_overview_lists_arm_settings_and_panels_say_what_terms_are(tmp_path):
+    trials, history, cases = synthetic()
+    arms = {"t1": "baseline", "t2": "no_contrast", "t3": "no_mem"}
+    trials["arm"] = trials["group"] = trials.trial_id.str[:2].map(arms)
+    study = {"name": "abl", "search": {"design": "ablation", "seeds": [0, 1],
+                                       "arms": [{"name": "no_contrast", "set": {"method": {"params": {"k": 5}}}},
+                                                {"name": "no_mem", "set": {"train.optimizer.lr": 0.1}}]}}
+    text = build_report(write_run(tmp_path / "abl", trials, history, cases, study))
+    overview = text.split('<section id="overview">', 1)[1].split("</section>", 1)[0]
+    assert "Searched knobs" not in overview and "<th>Arm settings</th>" in overview
+    assert "<li><strong>baseline</strong>: the study as written</li>" in overview
+    assert "<li><strong>no_contrast</strong>: method.params.k = 5</li>" in overview
+    assert "<li><strong>no_mem</strong>: train.optimizer.lr = 0.1</li>" in overview
+    terms = text.split('<section id="terms">', 1)[1].split("</section>", 1)[0]
+    assert "sampling variance" in terms  # ARCO's description of term_contrast_spread
+    assert '"name":"no_contrast \\u00b7 seed 1"' in terms  # "·" as JSON escapes it
+    assert '"name":"t2-s1"' not in terms
+
+
+def test_overview_states_the_metric_conventions(tmp_path):
+    trials, history, cases = synthetic()
+    run_dir = write_run(tmp_path / "r", trials, history, None, {"name": "c", "search": {"design": "none"}})
+    assert "<th>Metric conventions</th><td>not recorded</td>" in build_report(run_dir)
+    io.write_frame(run_dir / io.CASES_FILE, cases, metadata={io.CONVENTIONS_KEY: conventions("nan")})
+    row = build_report(run_dir).split("<th>Metric conventions</th><td>", 1)[1].split("</td>", 1)[0]
+    assert row.startswith("v2: class absent from truth and prediction → NaN for every metric, left out of means")
+    assert "HD95 = ASSD = image diagonal in mm" in row
 
 
 def test_running_study_renders(tmp_path):

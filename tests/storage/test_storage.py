@@ -41,7 +41,7 @@ def synthetic_run(run: Path) -> Path:
                    for it in range(4)]
         cases = [{"trial_id": tid, "split": "test", "iteration": 3, "case_id": f"c{c}", "class_index": 1,
                   "class_name": "liver", "dice": 0.5 + 0.1 * c + lr, "jaccard": 0.4, "hd95_mm": 3.0,
-                  "asd_mm": 1.0, "label_empty": False, "pred_empty": False} for c in range(3)]
+                  "assd_mm": 1.0, "label_empty": False, "pred_empty": False} for c in range(3)]
         fragments.write_final(run, tid, {"trial_id": tid, "status": "completed", "error": "", "seed": 0,
                                          "best_val_dice": 0.3 + lr, "best_iteration": 3, "test_dice": 0.6 + lr},
                               history, cases)

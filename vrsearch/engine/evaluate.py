@@ -108,7 +108,8 @@ def evaluate(
     try:
         for case in cases:
             pred = to_label_grid(predict_probs(net, case.image, roi, cfg, device, amp_dtype), case)
-            for row in case_metrics(pred, case.label, num_classes, case.spacing, hd_percentile=cfg.hd_percentile):
+            for row in case_metrics(pred, case.label, num_classes, case.spacing, hd_percentile=cfg.hd_percentile,
+                                    both_empty=cfg.both_empty):
                 rows.append({"case_id": case.case_id, **row})
     finally:
         net.train(was_training)

@@ -17,6 +17,7 @@ from vrsearch.engine.trainer import Trainer
 from vrsearch.engine.trial import TrialOutput, run_trial
 from vrsearch.errors import VrsearchError
 from vrsearch.results import io
+from vrsearch.results.fragments import write_cases
 from vrsearch.study import load_study, study_to_yaml
 
 TRIAL_ID = "train"
@@ -69,7 +70,7 @@ def train_single(study_path: Path, overrides: Iterable[str], *, fresh: bool = Fa
     out = run_trial(study, TRIAL_ID, ckpt, report=report, trainer=trainer)
     io.write_frame(run_dir / io.TRIALS_FILE, io.frame([out.trial], io.TRIAL_COLUMNS))
     io.write_frame(run_dir / io.HISTORY_FILE, io.frame(out.history, io.HISTORY_COLUMNS))
-    io.write_frame(run_dir / io.CASES_FILE, io.frame(out.cases, io.CASE_COLUMNS))
+    write_cases(run_dir / io.CASES_FILE, io.frame(out.cases, io.CASE_COLUMNS), io.trial_conventions(out.trial))
     t = out.trial
     start = next((r.get("val_dice") for r in out.history if r["iteration"] == 0 and "val_dice" in r), None)
     echo(f"{t['status']}: best val dice {_fmt(t['best_val_dice'])} at iteration {t['best_iteration']} "

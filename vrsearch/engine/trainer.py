@@ -164,6 +164,9 @@ def pick_device(name: str) -> torch.device:
 
 
 def summarize(rows: list[dict]) -> dict[str, float]:
+    """Mean of each metric over the (case, class) rows; a class empty in truth and prediction
+    is NaN and left out (``train.eval.both_empty``), a missed organ counts as Dice 0 and the
+    worst-case distance, so a checkpoint cannot win selection by predicting nothing."""
     return {m: mean_foreground(rows, m) for m in METRIC_COLUMNS}
 
 

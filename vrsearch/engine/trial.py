@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from vrsearch.engine.metrics import METRIC_COLUMNS, conventions
 from vrsearch.engine.trainer import FitResult, Reporter, Trainer
 from vrsearch.results.fragments import device_hours_row
 from vrsearch.results.io import flatten
@@ -56,8 +57,9 @@ def trial_row(study: Study, trial_id: str, fit: FitResult, trainer: Trainer) -> 
         "config_hash": config_hash(study),
         "group_hash": config_hash(study, with_seed=False),
         **device_hours(study, fit.wall_time_s),
+        "metric_conventions": json.dumps(conventions(study.train.eval.both_empty), sort_keys=True),
     }
-    for k in ("dice", "jaccard", "hd95_mm", "asd_mm"):
+    for k in METRIC_COLUMNS:
         row[f"test_{k}"] = fit.test.get(k, float("nan"))
     row.update({f"config.{k}": v for k, v in flatten(config).items()})
     return row

@@ -56,10 +56,25 @@ class ARCOParams(ContrastiveParams):
 
 _SUMMARY = ("MONA without equivariance/heavy augmentation; L_contrast queries and keys drawn by NS, "
             "stratified-group (SG) or stratified-antithetic (SAG) sampling")
+_TERMS = {
+    "loss": "stage 1: L_sup + L_inst^global + L_inst^local; stage 2: L_sup + λ1·L_contrast + λ2·L_unsup "
+            "+ λ3·L_nn",
+    "stage": "training stage: 1 = relational pre-training, 2 = contrastive fine-tuning",
+    "sup": "L_sup: supervised loss of the student on the labeled views",
+    "inst_global": "L_inst^global: KL(teacher ‖ student) of global-embedding similarities to mined views",
+    "inst_local": "L_inst^local: the same KL on local crop embeddings",
+    "contrast": "L_contrast: hard-voxel queries and keys drawn by the sampler (NS / SG / SAG, Sec. 3.3)",
+    "contrast_spread": "(a − b)²/2 of L_contrast under two independent draws: its sampling variance (Fig. 5)",
+    "reflect_outside": "SAG: antithetic partners outside their group, replaced by a uniform draw (sampler check)",
+    "hard_fraction": "fraction of voxels whose teacher probability of their (pseudo-)label is ≤ δ (queries' pool)",
+    "unsup": "L_unsup: student CE to the teacher's pseudo-labels on unlabeled images",
+    "nn": "L_nn: student class means pulled to their k nearest teacher class means in a memory bank",
+}
 _CITATION = ("You et al., Rethinking semi-supervised medical image segmentation: a variance-reduction "
              "perspective, NeurIPS 2023")
 
 
-@register_method("arco", params=ARCOParams, citation=_CITATION, summary=_SUMMARY, needs_unlabeled=True)
+@register_method("arco", params=ARCOParams, citation=_CITATION, summary=_SUMMARY, needs_unlabeled=True,
+                 terms=_TERMS)
 def build_arco(params: ARCOParams, ctx: BuildContext) -> MONA:
     return MONA(params.as_mona(), ctx)

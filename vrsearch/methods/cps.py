@@ -110,6 +110,13 @@ class CPS(Method):
 
 
 _SUMMARY = "twin networks (different inits) supervising each other with hard pseudo-labels"
+_TERMS = {
+    "loss": "L = L_sup^A + L_sup^B + λ_cps·r(t)·[CE(p_A, ŷ_B) + CE(p_B, ŷ_A)]",
+    "sup_a": "L_sup^A: supervised loss of network A on the labeled patches",
+    "sup_b": "L_sup^B: supervised loss of network B on the labeled patches",
+    "cps": "cross pseudo supervision CE(p_A, ŷ_B) + CE(p_B, ŷ_A), ŷ = the other network's argmax",
+    "rampup": "r(t) = exp(−5(1−t)²): sigmoid ramp-up of λ_cps",
+}
 
 
 @register_method(
@@ -118,6 +125,7 @@ _SUMMARY = "twin networks (different inits) supervising each other with hard pse
     citation="Chen et al., Semi-supervised semantic segmentation with cross pseudo supervision, CVPR 2021",
     summary=_SUMMARY,
     needs_unlabeled=True,
+    terms=_TERMS,
 )
 def build_cps(params: CPSParams, ctx: BuildContext) -> CPS:
     return CPS(params, ctx)

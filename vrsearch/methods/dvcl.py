@@ -219,6 +219,25 @@ class DVCL(Method):
         return twin_predictor(self.params.evaluate, self.net_a, self.net_b)
 
 
+_TERMS = {
+    "loss": "L = L_sup^A + L_sup^B + λ_u·r(t)·L_ecps + λ_c·(L_hqc + β·L_dvcl)  (Eq. 19-20)",
+    "sup_a": "L_sup^A: supervised loss of network A on the labeled patches",
+    "sup_b": "L_sup^B: supervised loss of network B on the labeled patches",
+    "ecps": "L_ecps (Eq. 4-5): cross pseudo supervision weighted by entropy (w = 1 with ebl off)",
+    "hqc": "L_hqc (Eq. 6-11): high-quality anchors vs class centre P_c and misclassified negatives",
+    "dvcl": "L_dvcl (Eq. 12-17): unreliable voxels vs their K nearest and K' furthest queue entries",
+    "dvcl_const": "(K − K')(log L + 1): the constant of Eq. 16 left out of the optimised term",
+    "dvcl_psi_bar": "ψ̄ = L_dvcl + constant: the bound of Eq. 16",
+    "dvcl_psi": "ψ: the exact term that ψ̄ bounds (Eq. 16)",
+    "tau_e_a": "τ_e of network A: entropy threshold mean + α·std over its unlabeled voxels (Eq. 3)",
+    "tau_e_b": "τ_e of network B (Eq. 3)",
+    "reliable_a": "fraction of network A's unlabeled voxels with entropy < τ_e (reliable, Eq. 2)",
+    "reliable_b": "fraction of network B's unlabeled voxels with entropy < τ_e",
+    "anchors": "HqC anchors drawn this step (M per class, pooled over both networks)",
+    "queries": "unreliable voxels used as DVCL queries this step",
+    "reflect_outside": "SAG: antithetic partners outside their group, replaced by a uniform draw (sampler check)",
+    "rampup": "r(t) = exp(−5(1−t)²): sigmoid ramp-up of λ_u",
+}
 _SUMMARY = ("CPS twins with entropy-selected reliable voxels (ECPS), high-quality anchor contrast (HqC) and "
             "distance-aware neighbour/outsider contrast on unreliable voxels")
 
@@ -230,6 +249,7 @@ _SUMMARY = ("CPS twins with entropy-selected reliable voxels (ECPS), high-qualit
              "(papers/dvcl_distance_aware_vcl.txt)",
     summary=_SUMMARY,
     needs_unlabeled=True,
+    terms=_TERMS,
 )
 def build_dvcl(params: DVCLParams, ctx: BuildContext) -> DVCL:
     return DVCL(params, ctx)

@@ -193,10 +193,18 @@ class LCL(Method):
 
 _SUMMARY = ("warm-up on L_sup, then L_sup + λ·local contrastive loss on labels and frozen-snapshot "
             "pseudo-labels, refreshed S times")
+_TERMS = {
+    "loss": "warm-up: L_sup (Eq. 1); then L = L_sup + λ_cont·L_cont (Eq. 2)",
+    "sup": "L_sup: supervised loss (Dice by default) on the labeled images",
+    "cont": "L_cont: local contrastive loss (Eq. 3-4) over sampled anchors S̃_c of labels and pseudo-labels",
+    "n_classes": "classes with anchors per image, averaged (the classes Eq. 4 averages over)",
+    "gate_kept": "fraction of unlabeled patches whose pseudo-labels pass the quality gate (Table VII)",
+    "reflect_outside": "SAG: antithetic partners outside their group, replaced by a uniform draw (sampler check)",
+}
 _CITATION = ("Chaitanya et al., Local contrastive loss with pseudo-label based self-training for "
              "semi-supervised medical image segmentation, Medical Image Analysis 87, 2023")
 
 
-@register_method("lcl", params=LCLParams, citation=_CITATION, summary=_SUMMARY, needs_unlabeled=True)
+@register_method("lcl", params=LCLParams, citation=_CITATION, summary=_SUMMARY, needs_unlabeled=True, terms=_TERMS)
 def build_lcl(params: LCLParams, ctx: BuildContext) -> LCL:
     return LCL(params, ctx)

@@ -101,6 +101,12 @@ class MeanTeacher(Method):
 
 
 _SUMMARY = "student + EMA teacher; MSE consistency of softmax outputs under input noise, sigmoid ramp-up"
+_TERMS = {
+    "loss": "L = L_sup + λ_u·r(t)·L_cons",
+    "sup": "L_sup: supervised loss of the student on the labeled patches (with input noise ε_s)",
+    "cons": "L_cons: MSE between student and EMA-teacher softmax under independent input noise",
+    "rampup": "r(t) = exp(−5(1−t)²): sigmoid ramp-up of the consistency weight",
+}
 
 
 @register_method(
@@ -109,6 +115,7 @@ _SUMMARY = "student + EMA teacher; MSE consistency of softmax outputs under inpu
     citation="Tarvainen & Valpola, Mean teachers are better role models, NeurIPS 2017",
     summary=_SUMMARY,
     needs_unlabeled=True,
+    terms=_TERMS,
 )
 def build_mean_teacher(params: MeanTeacherParams, ctx: BuildContext) -> MeanTeacher:
     return MeanTeacher(params, ctx)

@@ -95,6 +95,12 @@ class SelfTraining(Method):
 
 
 _SUMMARY = "student trained on hard pseudo-labels of a frozen snapshot refreshed every refresh_fraction of training"
+_TERMS = {
+    "loss": "L = L_sup + λ_pseudo·CE_masked(student(x_u), ŷ)",
+    "sup": "L_sup: supervised loss of the student on the labeled patches",
+    "pseudo": "CE_masked: student CE to the frozen snapshot's argmax ŷ on unlabeled voxels with max p ≥ threshold",
+    "pseudo_fraction": "fraction of unlabeled voxels kept (confidence ≥ threshold); 0 before the first refresh",
+}
 
 
 @register_method(
@@ -103,6 +109,7 @@ _SUMMARY = "student trained on hard pseudo-labels of a frozen snapshot refreshed
     citation="baseline: self-training with pseudo-labels (Lee 2013; Bai et al., MICCAI 2017)",
     summary=_SUMMARY,
     needs_unlabeled=True,
+    terms=_TERMS,
 )
 def build_self_training(params: SelfTrainingParams, ctx: BuildContext) -> SelfTraining:
     return SelfTraining(params, ctx)

@@ -282,6 +282,17 @@ class SPCL(Method):
         return self.net
 
 
+_TERMS = {
+    "loss": "joint: L = L_sup + λ_reg·L_MT + λ_sp·Σ_k λ_k L_sp^k (Eq. 15); pretrain: Σ_k λ_k L_sp^k then L_sup",
+    "sup": "L_sup: supervised loss on the labeled images",
+    "mt": "L_MT: squared softmax difference, student on x^T vs EMA teacher on x (supplement Eq. 3)",
+    "sp": "Σ_k λ_k L_sp^k: self-paced contrastive loss over the meta-labels (Eq. 14)",
+    "sp_position": "L_sp^position: self-paced contrastive loss with slice-position partitions as positives (Eq. 3)",
+    "sp_patient": "L_sp^patient: self-paced contrastive loss with same-patient images as positives (Eq. 3)",
+    "sp_phase": "L_sp^phase: self-paced contrastive loss with same cardiac phase as positives (Eq. 3)",
+    "gamma": "γ: self-paced threshold of the weights (Eq. 6), linear from gamma_start to gamma_end (Eq. 16)",
+    "mean_weight": "mean self-paced weight w_ij (Eq. 6) over the positive pairs (1 = every pair in full)",
+}
 _SUMMARY = ("self-paced supervised-contrastive loss on global encoder embeddings with slice-position / patient "
             "meta-labels; joint (with Mean Teacher) or pretrain-then-fine-tune")
 
@@ -293,6 +304,7 @@ _SUMMARY = ("self-paced supervised-contrastive loss on global encoder embeddings
              "segmentation with meta-labels, NeurIPS 2021",
     summary=_SUMMARY,
     needs_unlabeled=True,
+    terms=_TERMS,
 )
 def build_spcl(params: SPCLParams, ctx: BuildContext) -> SPCL:
     return SPCL(params, ctx)

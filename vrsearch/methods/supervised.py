@@ -36,9 +36,13 @@ class Supervised(Method):
 
 
 _SUMMARY = "labeled-only UNet trained with L_sup; all_labels=true is the fully-supervised upper bound"
+_TERMS = {
+    "loss": "L = L_sup (labeled patches only)",
+    "sup": "L_sup: supervised loss (method.params.loss: ½(Dice + CE), Dice or CE) on the labeled patches",
+}
 
 
-@register_method("supervised", params=SupervisedParams, citation="baseline", summary=_SUMMARY)
+@register_method("supervised", params=SupervisedParams, citation="baseline", summary=_SUMMARY, terms=_TERMS)
 def build_supervised(params: SupervisedParams, ctx: BuildContext) -> Supervised:
     return Supervised(params, ctx)
 
@@ -49,4 +53,5 @@ register_method(
     citation="baseline (upper bound)",
     summary="supervised with every training label (all_labels=true)",
     defaults={"all_labels": True},
+    terms=_TERMS,
 )(build_supervised)

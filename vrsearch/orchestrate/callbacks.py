@@ -10,6 +10,7 @@ from ray.tune import Callback
 
 from vrsearch.errors import VrsearchError
 from vrsearch.results import fragments
+from vrsearch.results.names import started_trial_names
 
 
 def refresh_report(run_dir: Path, echo=print) -> Path | None:
@@ -64,12 +65,14 @@ class ResultsCallback(Callback):
         self.echo(self.line(trial.trial_id, status, score, result.get("error", "") if result else error))
 
     def line(self, trial_id: str, status: str, score: float | None, error: str) -> str:
+        """The progress line of a finished trial, which it names by group (and seed)."""
+        name = started_trial_names(self.run_dir).get(trial_id, trial_id)
         elapsed = time.perf_counter() - self.t0
         eta = elapsed / self.done * (self.total - self.done) if self.done else math.nan
         best = f"{self.best:.4f}" if self.best > -math.inf else "n/a"
         why = f" ({error[:120]})" if error else ""
         val = f"{score:.4f}" if score is not None else "n/a"
-        return (f"[{self.done}/{self.total}] {trial_id} {status}{why}: best val dice {val} | "
+        return (f"[{self.done}/{self.total}] {name} {status}{why}: best val dice {val} | "
                 f"running {len(self.running)}, failed {self.failed}, stopped early {self.stopped}, "
                 f"best so far {best}, elapsed {elapsed:.0f}s, ETA {eta:.0f}s")
 

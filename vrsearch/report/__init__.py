@@ -16,11 +16,12 @@ from vrsearch.report.figures import (
     parallel_coordinates,
     sampler_panel,
     slices,
+    term_descriptions,
 )
 from vrsearch.report.importance import param_importances, trial_importances
 
 __all__ = [
     "case_boxes", "class_heatmap", "contour", "importance", "learning_curves", "loss_terms",
     "optimisation_history", "parallel_coordinates", "param_importances", "sampler_panel", "slices",
-    "trial_importances",
+    "term_descriptions", "trial_importances",
 ]

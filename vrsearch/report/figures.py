@@ -32,13 +32,13 @@ from vrsearch.report.plotting import (
     NO_DATA, PALETTE, categories, fmt, knob_values, label, log_axis, no_data, numeric, status_of, subplot_grid,
 )
 from vrsearch.report.run_figures import (
-    SAMPLER, case_boxes, class_heatmap, learning_curves, loss_terms, sampler_panel,
+    SAMPLER, case_boxes, class_heatmap, learning_curves, loss_terms, sampler_panel, term_descriptions,
 )
 
 __all__ = [
     "NO_DATA", "SAMPLER", "case_boxes", "class_heatmap", "contour", "importance", "knob_values",
     "learning_curves", "loss_terms", "no_data", "optimisation_history", "parallel_coordinates",
-    "sampler_panel", "slices",
+    "sampler_panel", "slices", "term_descriptions",
 ]
 
 

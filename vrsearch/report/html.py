@@ -127,8 +127,10 @@ def _overview(results: io.Results, name: str, knobs: list[str]) -> str:
              ("Dataset", f"layout {esc(dataset.get('layout', '—'))}, "
                          f"labeled ratio {esc(dataset.get('labeled_ratio', '—'))}"),
              ("Design", esc(design) + (f" ({esc('; '.join(detail))})" if detail else "")),
-             ("Searched knobs", esc(", ".join(knobs)) if knobs else "—"),
-             ("Trials", counts), ("Compute", esc(compute))]
+             ("Arm settings", _arm_settings(search)) if design == "ablation"
+             else ("Searched knobs", esc(", ".join(knobs)) if knobs else "—"),
+             ("Trials", counts), ("Compute", esc(compute)),
+             ("Metric conventions", esc(conventions_text(results.conventions)))]
     out = _kv_table(rows)
     out += "<h3>Best configuration (selected by validation Dice)</h3>" + _best(trials, knobs)
     failed = trials.loc[trials["status"] == "failed"] if "status" in trials.columns else trials.iloc[0:0]
@@ -137,6 +139,31 @@ def _overview(results: io.Results, name: str, knobs: list[str]) -> str:
                         for r in failed.itertuples())
         out += f"<h3>Failed trials</h3><ul>{items}</ul>"
     return out
+
+
+def _arm_settings(search: dict) -> str:
+    """The arms of an ablation, each with the settings it changes (an HTML list)."""
+    items = ["<li><strong>baseline</strong>: the study as written</li>"]
+    for arm in search.get("arms") or []:
+        if not isinstance(arm, dict):
+            continue
+        changes = io.flatten(arm["set"]) if isinstance(arm.get("set"), dict) else {}
+        text = ", ".join(f"{k} = {v}" for k, v in changes.items()) or "no change"
+        items.append(f"<li><strong>{esc(arm.get('name', '?'))}</strong>: {esc(text)}</li>")
+    return "<ul>" + "".join(items) + "</ul>"
+
+
+def conventions_text(conventions: dict) -> str:
+    """One line on the metric conventions a run's cases were scored with."""
+    def one(c: dict) -> str:
+        return (f"v{c.get('version', '?')}: class absent from truth and prediction → "
+                f"{c.get('both_empty_rule', '?')}; missed or spurious class → {c.get('missed_or_spurious', '?')}")
+
+    if not conventions:
+        return "not recorded"
+    if "mixed" in conventions:
+        return "mixed, trials were scored differently: " + " / ".join(one(c) for c in conventions["mixed"])
+    return one(conventions)
 
 
 def _best(trials: pd.DataFrame, knobs: list[str]) -> str:
@@ -154,8 +181,8 @@ def _best(trials: pd.DataFrame, knobs: list[str]) -> str:
     rows += [("Best validation Dice", f"{_num(best.get('best_val_dice'))} at iteration {at}"),
              ("Final validation Dice", _num(best.get("final_val_dice"))),
              ("Test Dice / Jaccard", f"{_num(best.get('test_dice'))} / {_num(best.get('test_jaccard'))}"),
-             ("Test HD95 / ASD (mm)",
-              f"{_num(best.get('test_hd95_mm'), '.2f')} / {_num(best.get('test_asd_mm'), '.2f')}")]
+             ("Test HD95 / ASSD (mm)",
+              f"{_num(best.get('test_hd95_mm'), '.2f')} / {_num(best.get('test_assd_mm'), '.2f')}")]
     return _kv_table(rows) + ('<p class="note">Selection uses validation metrics only; the test metrics of the '
                               "selected trial are reported, never used to choose.</p>")
 
@@ -265,7 +292,8 @@ def build_report(run_dir: Path | str, label: str | None = None) -> str:
             ("curves", "Learning curves", figure_html(F.learning_curves(history, trials)))])
     if has([c for c in history.columns if c == "loss" or c.startswith("term_")]):
         sections += _guard("terms", "Loss terms", lambda: [
-            ("terms", "Loss terms", figure_html(F.loss_terms(history, trials)))])
+            ("terms", "Loss terms", figure_html(F.loss_terms(history, trials,
+                                                             descriptions=F.term_descriptions(trials))))])
     sections += _guard("ablation", "Ablation table", lambda: _ablation_sections(run_dir, results))
     sampler = trials[F.SAMPLER].dropna().astype(str).nunique() if F.SAMPLER in trials.columns else 0
     if sampler >= 2 and "term_contrast" in history.columns:

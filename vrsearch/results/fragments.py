@@ -53,8 +53,13 @@ def write_final(run_dir: Path, trial_id: str, trial: dict, history: list[dict], 
     """A trial ended on its own: history, cases, then result.json (last: it marks completion)."""
     d = trial_dir(run_dir, trial_id)
     write_history(run_dir, trial_id, history)
-    io.write_frame(d / io.CASES_FILE, io.frame(cases, io.CASE_COLUMNS))
+    write_cases(d / io.CASES_FILE, io.frame(cases, io.CASE_COLUMNS), io.trial_conventions(trial))
     write_json(d / "result.json", trial)
+
+
+def write_cases(path: Path, cases: pd.DataFrame, conventions: dict) -> None:
+    """cases.parquet with its metric conventions in the schema metadata (:data:`io.CONVENTIONS_KEY`)."""
+    io.write_frame(path, cases, metadata={io.CONVENTIONS_KEY: conventions} if conventions else None)
 
 
 def record_status(run_dir: Path, trial_id: str, status: str, error: str = "") -> None:
@@ -95,31 +100,32 @@ def _row_without_result(d: Path, meta: dict, history: pd.DataFrame) -> dict[str,
 def compact(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Rebuild and atomically write the three top-level parquet files."""
     run_dir = Path(run_dir)
-    rows, histories, cases = [], [], []
+    rows, histories, cases, conventions = [], [], [], []
     for d in sorted((run_dir / TRIALS_DIR).glob("*/")):
         meta = read_json(d / "meta.json")
         if meta is None:
             continue
-        hist = pd.read_parquet(d / io.HISTORY_FILE) if (d / io.HISTORY_FILE).exists() else pd.DataFrame()
+        hist = io.renamed(pd.read_parquet(d / io.HISTORY_FILE)) if (d / io.HISTORY_FILE).exists() else pd.DataFrame()
         result = read_json(d / "result.json")
         if result is not None:
             row = {**result, **{k: v for k, v in meta.items() if k not in META_ONLY and k not in result}}
             if (d / io.CASES_FILE).exists():
-                cases.append(pd.read_parquet(d / io.CASES_FILE))
+                cases.append(io.renamed(pd.read_parquet(d / io.CASES_FILE)))
+                conventions.append(io.trial_conventions(row) or io.read_conventions(d / io.CASES_FILE))
         else:
             row = _row_without_result(d, meta, hist)
         row["cell"] = json.dumps(row.get("cell", {}), sort_keys=True, default=str)
         rows.append(row)
         if len(hist):
             histories.append(hist)
-    trials = io.frame(rows, io.TRIAL_COLUMNS)
+    trials = io.renamed(io.frame(rows, io.TRIAL_COLUMNS))
     history = pd.concat(histories, ignore_index=True) if histories else io.frame([], io.HISTORY_COLUMNS)
     case_df = pd.concat(cases, ignore_index=True) if cases else io.frame([], io.CASE_COLUMNS)
     for col in ("best_val_dice", "final_val_dice", "test_dice"):
         trials[col] = pd.to_numeric(trials[col], errors="coerce")
     io.write_frame(run_dir / io.TRIALS_FILE, trials)
     io.write_frame(run_dir / io.HISTORY_FILE, history, fault_point="compact")  # the driver, mid-compaction
-    io.write_frame(run_dir / io.CASES_FILE, case_df)
+    write_cases(run_dir / io.CASES_FILE, case_df, io.merge_conventions(conventions))
     return trials, history, case_df
 
 

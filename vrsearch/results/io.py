@@ -3,11 +3,18 @@
 * ``study.yaml`` — the resolved study;
 * ``trials.parquet`` — one row per trial: ids, method, flattened config
   (``config.<path>`` columns), seed, labeled ratio, status, error, best and
-  final metrics, iterations, wall time;
+  final metrics, iterations, wall time, ``metric_conventions`` (JSON of
+  the conventions its metrics were computed with);
 * ``history.parquet`` — one row per (trial, iteration): every loss term
   (``term_*``), ``loss``, ``lr``, ``val_*`` at evaluation points;
 * ``cases.parquet`` — one row per (trial, split, case, class): dice,
-  jaccard, hd95_mm, asd_mm, label_empty, pred_empty.
+  jaccard, hd95_mm, assd_mm, label_empty, pred_empty; its parquet schema
+  metadata :data:`CONVENTIONS_KEY` records the metric conventions the rows
+  were computed with (:func:`vrsearch.engine.metrics.conventions`).
+
+Runs written before ``asd_mm`` was renamed ``assd_mm`` (the symmetric,
+pooled ASSD it always was) are read with the new names (:data:`RENAMED`);
+their conventions are :data:`LEGACY_CONVENTIONS`.
 
 Every file is written atomically (temporary file + rename), so a reader —
 even of a study that is still running — sees a complete old or new file.
@@ -18,7 +25,7 @@ from __future__ import annotations
 import errno
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +43,27 @@ CASES_FILE = "cases.parquet"
 
 CASE_COLUMNS = [
     "trial_id", "split", "iteration", "case_id", "class_index", "class_name",
-    "dice", "jaccard", "hd95_mm", "asd_mm", "label_empty", "pred_empty",
+    "dice", "jaccard", "hd95_mm", "assd_mm", "label_empty", "pred_empty",
 ]
 TRIAL_COLUMNS = [
     "trial_id", "study", "method", "status", "error", "seed", "labeled_ratio", "split_seed",
     "iterations", "best_iteration", "best_val_dice", "final_val_dice",
-    "test_dice", "test_jaccard", "test_hd95_mm", "test_asd_mm", "wall_time_s",
+    "test_dice", "test_jaccard", "test_hd95_mm", "test_assd_mm", "wall_time_s",
     "n_labeled", "n_unlabeled", "n_val", "n_test", "config_json",
-    "arm", "group", "config_hash", "group_hash", "device", "device_hours",
+    "arm", "group", "config_hash", "group_hash", "device", "device_hours", "metric_conventions",
 ]
-_TEXT_COLUMNS = ("trial_id", "error", "status", "arm", "group", "config_hash", "group_hash", "device")
+_TEXT_COLUMNS = ("trial_id", "error", "status", "arm", "group", "config_hash", "group_hash", "device",
+                 "metric_conventions")
 HISTORY_COLUMNS = ["trial_id", "iteration"]
+#: old column name → new, in every table (``asd_mm`` was always the symmetric pooled ASSD)
+RENAMED = {"asd_mm": "assd_mm", "test_asd_mm": "test_assd_mm", "val_asd_mm": "val_assd_mm"}
+#: parquet schema metadata key of cases.parquet: JSON of the metric conventions
+CONVENTIONS_KEY = "vrsearch.metrics"
+#: the conventions of runs written before they were recorded
+LEGACY_CONVENTIONS = {
+    "version": 1, "both_empty": "one", "both_empty_rule": "Dice = Jaccard = 1 (in means), distances NaN",
+    "missed_or_spurious": "Dice = Jaccard = 0; HD95 = ASSD = NaN (left out of means)",
+}
 
 
 def _tmp(path: Path) -> Path:
@@ -82,10 +99,66 @@ def write_text_atomic(path: Path, text: str) -> None:
     _write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), "write")
 
 
-def write_frame(path: Path, frame: pd.DataFrame, fault_point: str = "write") -> None:
-    """Write a DataFrame as parquet atomically; ``fault_point`` names it for fault injection."""
+def write_frame(path: Path, frame: pd.DataFrame, fault_point: str = "write",
+                metadata: dict[str, Any] | None = None) -> None:
+    """Write a DataFrame as parquet atomically; ``fault_point`` names it for fault injection;
+    ``metadata`` entries join the parquet schema metadata (values as JSON)."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
+    if metadata:
+        extra = {k.encode(): json.dumps(v, sort_keys=True).encode() for k, v in metadata.items()}
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
     _write_atomic(path, lambda tmp: pq.write_table(table, tmp), fault_point)
+
+
+def trial_conventions(row: dict | pd.Series) -> dict:
+    """The metric conventions a trial row records (``metric_conventions`` JSON; {} if none)."""
+    text = row.get("metric_conventions")
+    try:
+        return json.loads(text) if isinstance(text, str) and text else {}
+    except ValueError:
+        return {}
+
+
+def merge_conventions(items) -> dict:
+    """The conventions shared by ``items`` (dicts; empty ones ignored), or
+    ``{"mixed": [...]}`` listing each distinct one if trials differ."""
+    distinct: list[dict] = []
+    for c in items:
+        if c and c not in distinct:
+            distinct.append(c)
+    if len(distinct) <= 1:
+        return distinct[0] if distinct else {}
+    return {"mixed": distinct}
+
+
+def read_conventions(path: str | Path, filesystem=None) -> dict:
+    """The conventions of a cases parquet file: its schema metadata, else
+    :data:`LEGACY_CONVENTIONS` if it has the old ``asd_mm`` column, else {}."""
+    try:
+        schema = pq.read_schema(str(path), filesystem=filesystem)
+    except (OSError, ValueError, pa.ArrowException):
+        return {}
+    raw = (schema.metadata or {}).get(CONVENTIONS_KEY.encode())
+    if raw is not None:
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return {}
+    return dict(LEGACY_CONVENTIONS) if "asd_mm" in schema.names else {}
+
+
+def renamed(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with old column names (:data:`RENAMED`) replaced; a column present under
+    both names keeps the new one, filled from the old where missing."""
+    out = df
+    for old, new in RENAMED.items():
+        if old not in out.columns:
+            continue
+        if new in out.columns:
+            out = out.assign(**{new: out[new].where(out[new].notna(), out[old])}).drop(columns=old)
+        else:
+            out = out.rename(columns={old: new})
+    return out
 
 
 def frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
@@ -117,6 +190,16 @@ class Results:
     history: pd.DataFrame
     cases: pd.DataFrame
     study: dict[str, Any]
+    #: the metric conventions of ``cases`` (:func:`read_conventions`, else the trials')
+    conventions: dict[str, Any] = field(default_factory=dict)
+
+
+def _results(trials, history, cases, study, conventions: dict) -> Results:
+    """Results with today's column names; conventions from cases.parquet, else the trial rows."""
+    trials, history, cases = renamed(trials), renamed(history), renamed(cases)
+    if not conventions and "metric_conventions" in trials.columns:
+        conventions = merge_conventions(trial_conventions(r) for _, r in trials.iterrows())
+    return Results(trials=trials, history=history, cases=cases, study=study, conventions=conventions)
 
 
 def _read(path: Path, columns: list[str]) -> pd.DataFrame:
@@ -152,8 +235,9 @@ def _load_uri(uri: str) -> Results:
                 return pd.read_parquet(f"{base}/{name}", filesystem=fs)
             return frame([], columns)
 
-        return Results(trials=read(TRIALS_FILE, TRIAL_COLUMNS), history=read(HISTORY_FILE, HISTORY_COLUMNS),
-                       cases=read(CASES_FILE, CASE_COLUMNS), study=study)
+        conventions = read_conventions(f"{base}/{CASES_FILE}", fs) if CASES_FILE in present else {}
+        return _results(read(TRIALS_FILE, TRIAL_COLUMNS), read(HISTORY_FILE, HISTORY_COLUMNS),
+                        read(CASES_FILE, CASE_COLUMNS), study, conventions)
     except VrsearchError:
         raise
     except Exception as exc:  # noqa: BLE001 - network, permissions, a missing bucket
@@ -186,9 +270,7 @@ def load(run_dir: Path | str) -> Results:
     require_run_dir(run_dir)
     study_path = run_dir / STUDY_FILE
     study = yaml.safe_load(study_path.read_text()) if study_path.exists() else {}
-    return Results(
-        trials=_read(run_dir / TRIALS_FILE, TRIAL_COLUMNS),
-        history=_read(run_dir / HISTORY_FILE, HISTORY_COLUMNS),
-        cases=_read(run_dir / CASES_FILE, CASE_COLUMNS),
-        study=study or {},
-    )
+    cases_path = run_dir / CASES_FILE
+    return _results(_read(run_dir / TRIALS_FILE, TRIAL_COLUMNS), _read(run_dir / HISTORY_FILE, HISTORY_COLUMNS),
+                    _read(cases_path, CASE_COLUMNS), study or {},
+                    read_conventions(cases_path) if cases_path.exists() else {})

@@ -21,7 +21,7 @@ from vrsearch.errors import VrsearchError
 from vrsearch.study.schema import Study
 
 #: what every Tune report of a trial may carry (validation metrics at every report)
-REPORTED = ("val_dice", "val_jaccard", "val_hd95_mm", "val_asd_mm", "loss", "lr")
+REPORTED = ("val_dice", "val_jaccard", "val_hd95_mm", "val_assd_mm", "loss", "lr")
 #: metrics a search or scheduler may use: present in every report (``loss`` is missing
 #: from the report at iteration 0 and ``lr`` is not a result)
 SEARCH_METRICS = tuple(m for m in REPORTED if m.startswith("val_"))

@@ -178,6 +178,10 @@ class EvalConfig(StrictModel):
     roi_size: tuple[PosInt, PosInt, PosInt] | None = None
     hd_percentile: Annotated[float, Field(gt=0, le=100)] = 95.0
     at_start: bool = True
+    #: a class empty in truth and prediction: ``nan`` (Metrics Reloaded) = NaN for every
+    #: metric, left out of every mean and of validation selection; ``one`` = Dice and
+    #: Jaccard 1 (distances NaN), the convention of much SSL code
+    both_empty: Literal["nan", "one"] = "nan"
 
 
 class TrainConfig(StrictModel):
