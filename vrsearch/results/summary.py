@@ -1,39 +1,36 @@
-"""Statistics of a run's results: pure functions on the parquet frames.
+"""Descriptive summaries of a run's results: pure functions on the parquet frames.
 
-Two levels of replication exist in an ablation study:
+* :func:`trial_metrics` — one row per completed trial: its overall and
+  per-class test (or val) metrics, NaN-aware means over its (case, class) rows;
+* :func:`summarize` — per group (a configuration, seeds pooled) the mean, sd and
+  95 % Student-t CI *over seeds* of every trial-level metric;
+* :func:`case_values` — per (group, seed, case) the mean over the case's classes,
+  the unit of the case-level view in :mod:`vrsearch.results.stats`;
+* :func:`empty_counts` — per (group, class) how many scored rows had an empty
+  prediction or an empty label (missed / absent organs are visible, not averaged away);
+* :func:`budget` — compute spent per group; :func:`select_best` — selection on
+  validation metrics only (choosing on the test set and reporting its test score
+  is biased).
 
-* **seeds** — each configuration ("group") is trained once per seed; the
-  spread of a trial-level metric over seeds (:func:`summarize`) shows how much
-  of a difference training noise alone can produce;
-* **cases** — every trial is scored on the same test cases. Pairing an arm's
-  per-case values with the baseline's on the *same* (seed, case)
-  (:func:`paired_tests`) removes the between-case variance (some cases are
-  simply hard for every model), so a real effect stands out from a far
-  smaller noise floor than a comparison of seed means.
-
-With several arms each tested against the baseline, the chance that *some*
-test is falsely significant grows with the number of arms; :func:`holm`
-adjusts the p-values so that the family-wise error rate stays ≤ α.
-
-Selection must never look at test metrics (:func:`select_best`): choosing
-the best trial on the test set and then reporting its test score is biased.
+Every mean skips NaN: a class empty in both truth and prediction is NaN (no
+score), so it leaves the means instead of entering them as 1. Metric names live
+in :data:`METRICS` (the columns of ``cases.parquet``) and nowhere else.
 """
 
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-#: metrics scored per (case, class) in ``cases.parquet``
-METRICS = ("dice", "jaccard", "hd95_mm", "asd_mm")
+#: metrics scored per (case, class) in ``cases.parquet`` (``assd_mm``: the symmetric
+#: average surface distance, pooled over both surfaces)
+METRICS = ("dice", "jaccard", "hd95_mm", "assd_mm")
 #: metrics that also get one column per class in :func:`trial_metrics`
 CLASS_METRICS = ("dice", "jaccard", "hd95_mm")
+#: boolean columns of ``cases.parquet`` counted per class by :func:`empty_counts`
+EMPTY_FLAGS = ("pred_empty", "label_empty")
 ID_COLUMNS = ("trial_id", "group", "seed")
-#: bootstrap indices drawn at once (bounds memory for many pairs)
-_BOOT_CHUNK = 2_000_000
 
 
 def _nonempty(series: pd.Series) -> pd.Series:
@@ -101,7 +98,7 @@ def _split_rows(trials: pd.DataFrame, cases: pd.DataFrame, split: str) -> tuple[
 
 def trial_metrics(trials: pd.DataFrame, cases: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """One row per completed trial: ``trial_id, group, seed``, the overall
-    ``dice, jaccard, hd95_mm, asd_mm`` (NaN-mean over all of the trial's
+    :data:`METRICS` (NaN-mean over all of the trial's
     (case, class) rows of ``split`` — the definition of ``test_dice``) and per
     class ``dice/<class>``, ``jaccard/<class>``, ``hd95_mm/<class>`` (mean over
     cases, NaN ignored), classes in ``class_index`` order. A completed trial
@@ -156,129 +153,47 @@ def summarize(metrics: pd.DataFrame, baseline: str = "baseline") -> pd.DataFrame
     return agg.drop(columns=["_g", "_m"]).reset_index(drop=True)
 
 
-def case_values(trials: pd.DataFrame, cases: pd.DataFrame, split: str = "test", metric: str = "dice") -> pd.DataFrame:
+def case_values(trials: pd.DataFrame, cases: pd.DataFrame, split: str = "test", metric: str = "dice",
+                counts: bool = False) -> pd.DataFrame:
     """Per (group, seed, case_id) of completed trials: the NaN-mean of
-    ``metric`` over the case's classes (column named ``metric``) — the unit
-    that :func:`paired_tests` pairs across groups."""
+    ``metric`` over the case's classes (column named ``metric``; NaN when every
+    class of the case is NaN) — the unit of the case-level view
+    (:func:`vrsearch.results.stats.case_level_tests`). ``counts=True`` adds
+    ``sum`` and ``count`` (the non-NaN class values), from which a trial's mean
+    over any subset of its cases is Σ sum / Σ count."""
     ids, rows = _split_rows(trials, cases, split)
     if metric not in rows.columns:
         rows[metric] = _numeric(rows, metric)
     rows = rows.merge(ids, on="trial_id")
+    keys = ["group", "seed", "case_id"]
     if rows.empty:
-        return pd.DataFrame(columns=["group", "seed", "case_id", metric])
-    out = rows.groupby(["group", "seed", "case_id"], sort=False)[metric].mean().reset_index()
-    return out
+        return pd.DataFrame(columns=keys + [metric] + (["sum", "count"] if counts else []))
+    out = rows.groupby(keys, sort=False)[metric].agg(["sum", "count"]).reset_index()
+    out[metric] = (out["sum"] / out["count"]).where(out["count"] > 0)
+    return out[keys + [metric] + (["sum", "count"] if counts else [])]
 
 
-def holm(p) -> np.ndarray:
-    """Holm–Bonferroni step-down adjusted p-values (controls the family-wise
-    error rate across all tests, without assuming they are independent).
-
-    The i-th smallest of m p-values is multiplied by (m − i + 1), a running
-    maximum keeps the adjusted values monotone in the raw ones, and they are
-    capped at 1. NaN entries pass through and do not count towards m.
-    """
-    p = np.asarray(p, dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = ~np.isnan(p)
-    m = int(ok.sum())
-    if m == 0:
-        return out
-    values = p[ok]
-    order = np.argsort(values, kind="stable")
-    scaled = (m - np.arange(m)) * values[order]
-    adjusted = np.empty(m)
-    adjusted[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
-    out[ok] = adjusted
-    return out
-
-
-def bootstrap_ci(diffs, n_boot: int = 10000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``diffs``: resample the pairs
-    with replacement ``n_boot`` times (seeded, vectorised in blocks), take the
-    (1−level)/2 and (1+level)/2 quantiles of the resampled means."""
-    d = np.asarray(diffs, dtype=float)
-    n = d.size
-    if n == 0 or n_boot < 1:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot)
-    block = max(1, _BOOT_CHUNK // n)
-    for start in range(0, n_boot, block):
-        stop = min(n_boot, start + block)
-        means[start:stop] = d[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
-
-
-def rank_biserial(diffs) -> float:
-    """Matched-pairs rank-biserial correlation (W+ − W−)/(W+ + W−) over the
-    non-zero differences ranked by magnitude: +1 = the arm wins every pair,
-    −1 = it loses every pair (the effect size that goes with Wilcoxon)."""
-    d = np.asarray(diffs, dtype=float)
-    d = d[d != 0]
-    if d.size == 0:
-        return float("nan")
-    ranks = sps.rankdata(np.abs(d))
-    return float((ranks[d > 0].sum() - ranks[d < 0].sum()) / ranks.sum())
-
-
-def _paired(arm: np.ndarray, base: np.ndarray, n_boot: int, seed: int) -> dict:
-    d = arm - base
-    n = d.size
-    low, high = bootstrap_ci(d, n_boot, seed)
-    stat = p = float("nan")
-    if np.count_nonzero(d) >= 2:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = sps.wilcoxon(arm, base)
-        stat, p = float(res.statistic), float(res.pvalue)
-    sd = float(d.std(ddof=1)) if n >= 2 else float("nan")
-    return {
-        "n_pairs": n,
-        "mean_diff": float(d.mean()) if n else float("nan"),
-        "boot_low": low,
-        "boot_high": high,
-        "wilcoxon": stat,
-        "p": p,
-        "rank_biserial": rank_biserial(d),
-        "cohen_dz": float(d.mean() / sd) if n >= 2 and sd > 0 else float("nan"),
-    }
-
-
-PAIRED_COLUMNS = ["group", "n_pairs", "mean_diff", "boot_low", "boot_high", "wilcoxon", "p", "p_holm",
-                  "rank_biserial", "cohen_dz"]
-
-
-def paired_tests(trials: pd.DataFrame, cases: pd.DataFrame, baseline: str = "baseline", split: str = "test",
-                 metric: str = "dice", n_boot: int = 10000, seed: int = 0) -> pd.DataFrame:
-    """Each non-baseline group against the baseline on per-case values.
-
-    Pairs are (seed, case_id) present in both groups (case values from
-    :func:`case_values`, NaN pairs dropped); differences are arm − baseline.
-    Columns (:data:`PAIRED_COLUMNS`): ``n_pairs``, ``mean_diff``, the 95 %
-    percentile-bootstrap CI ``boot_low``/``boot_high`` of the mean difference
-    (a fresh ``default_rng(seed)`` per arm, so an arm's CI does not depend on
-    the others), the two-sided Wilcoxon signed-rank ``wilcoxon`` statistic and
-    ``p`` (``scipy.stats.wilcoxon(arm, base)``; NaN with < 2 non-zero
-    differences), ``p_holm`` (Holm across the arms), ``rank_biserial`` and
-    Cohen's ``cohen_dz`` = mean difference / sd of the differences.
-    """
-    values = case_values(trials, cases, split, metric)
-    base = values.loc[values["group"] == baseline, ["seed", "case_id", metric]]
-    rows = []
-    for group in pd.unique(values["group"]):
-        if group == baseline:
-            continue
-        arm = values.loc[values["group"] == group, ["seed", "case_id", metric]]
-        pairs = arm.merge(base, on=["seed", "case_id"], suffixes=("_arm", "_base")).dropna()
-        a = pairs[f"{metric}_arm"].to_numpy(dtype=float)
-        b = pairs[f"{metric}_base"].to_numpy(dtype=float)
-        rows.append({"group": group, **_paired(a, b, n_boot, seed)})
-    out = pd.DataFrame(rows, columns=[c for c in PAIRED_COLUMNS if c != "p_holm"])
-    out.insert(PAIRED_COLUMNS.index("p_holm"), "p_holm", holm(out["p"].to_numpy(dtype=float)))
-    return out
+def empty_counts(trials: pd.DataFrame, cases: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Per (group, class) of completed trials: ``rows`` scored on ``split`` (seeds ×
+    cases) and how many of them had ``pred_empty`` / ``label_empty`` set (NaN when
+    the column is absent). Groups in order of first appearance, classes in
+    ``class_index`` order. A missed organ is ``pred_empty`` without
+    ``label_empty``; a class absent from the case is ``label_empty``."""
+    ids, rows = _split_rows(trials, cases, split)
+    rows = rows.merge(ids[["trial_id", "group"]], on="trial_id")
+    if rows.empty:
+        return pd.DataFrame(columns=["group", "class", "rows", *EMPTY_FLAGS])
+    rows = rows.assign(**{f: _numeric(rows, f) for f in EMPTY_FLAGS})
+    rows["class_order"] = rows.groupby("class")["class_index"].transform("min")
+    rows = rows.sort_values("class_order", kind="stable")
+    g = rows.groupby(["group", "class"], sort=False)
+    out = g.size().rename("rows").to_frame()
+    for f in EMPTY_FLAGS:
+        out[f] = g[f].sum(min_count=1)
+    groups = {name: i for i, name in enumerate(pd.unique(ids["group"]))}
+    out = out.reset_index()
+    out["_g"] = out["group"].map(groups)
+    return out.sort_values("_g", kind="stable").drop(columns="_g").reset_index(drop=True)
 
 
 def budget(trials: pd.DataFrame) -> pd.DataFrame:
