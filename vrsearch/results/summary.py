@@ -23,9 +23,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-#: metrics scored per (case, class) in ``cases.parquet`` (``assd_mm``: the symmetric
-#: average surface distance, pooled over both surfaces)
-METRICS = ("dice", "jaccard", "hd95_mm", "assd_mm")
+#: metrics scored per (case, class) in ``cases.parquet``: name -> (label, unit, better).
+#: ``assd_mm`` is the symmetric average surface distance, pooled over both surfaces.
+METRIC_INFO = {"dice": ("Dice", "%", "max"), "jaccard": ("Jaccard", "%", "max"),
+               "hd95_mm": ("HD95", "mm", "min"), "assd_mm": ("ASSD", "mm", "min")}
+METRICS = tuple(METRIC_INFO)
 #: metrics that also get one column per class in :func:`trial_metrics`
 CLASS_METRICS = ("dice", "jaccard", "hd95_mm")
 #: boolean columns of ``cases.parquet`` counted per class by :func:`empty_counts`
