@@ -20,11 +20,12 @@ SEEDS = [0, 1, 2]
 CLASSES = [(1, "liver"), (2, "spleen"), (3, "pancreas")]  # class_index order is not alphabetical
 
 
-def synthetic(n_cases: int = 5, seed: int = 0, groups=GROUPS, effect=EFFECT) -> tuple[pd.DataFrame, pd.DataFrame]:
+def synthetic(n_cases: int = 5, seed: int = 0, groups=GROUPS, effect=EFFECT,
+              classes=CLASSES) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, cases): groups × 3 seeds × n_cases cases × 3 classes, val and test rows,
     plus a failed and a stopped-early trial (neither has test rows). The pancreas is absent
     from case0 (label_empty; predicted empty too, so NaN, except by seed 1: Dice 0); the
-    second group's seed 0 misses the spleen of case1 (pred_empty, Dice 0, HD95 50 mm)."""
+    last group's seed 0 misses the spleen of case1 (pred_empty, Dice 0, HD95 50 mm)."""
     rng = np.random.default_rng(seed)
     hard = rng.normal(0.0, 0.08, n_cases)
     trials, cases = [], []
@@ -34,11 +35,11 @@ def synthetic(n_cases: int = 5, seed: int = 0, groups=GROUPS, effect=EFFECT) -> 
             test = []
             for split in ("val", "test"):
                 for c in range(n_cases):
-                    for k, (index, name) in enumerate(CLASSES):
-                        dice = float(np.clip(0.85 - 0.15 * k + effect.get(g, 0.0) + hard[c] + rng.normal(0, 0.02), 0, 1))
+                    for k, (index, name) in enumerate(classes):
+                        dice = float(np.clip(0.85 - 0.15 * (k % 3) + effect.get(g, 0.0) + hard[c] + rng.normal(0, 0.02), 0, 1))
                         hd95 = float(rng.uniform(2, 20))
                         absent = c == 0 and name == "pancreas"  # not in case0: empty label
-                        missed = g == groups[1] and s == 0 and c == 1 and name == "spleen"
+                        missed = g == groups[-1] and s == 0 and c == 1 and name == "spleen"
                         pred_empty = missed or (absent and s != 1)  # seed 1 predicts a spurious pancreas
                         if absent or missed:  # empty-empty: no score (NaN); missed/spurious: 0 and worst case
                             dice, hd95 = (math.nan, math.nan) if absent and pred_empty else (0.0, 50.0)
@@ -344,7 +345,7 @@ def test_empty_counts_match_naive(run):
         sel = test[test.trial_id.str.startswith(row["group"] + "-") & (test.class_name == row["class"])]
         assert (row["rows"], row["pred_empty"], row["label_empty"]) == (len(sel), sel.pred_empty.sum(), sel.label_empty.sum())
     c = counts.set_index(["group", "class"])
-    assert c.loc[("no_dvcl", "spleen"), "pred_empty"] == 1 and c.loc[("baseline", "spleen"), "pred_empty"] == 0
+    assert c.loc[("no_mem", "spleen"), "pred_empty"] == 1 and c.loc[("baseline", "spleen"), "pred_empty"] == 0
     assert c.loc[("baseline", "pancreas"), "label_empty"] == 3 and c.loc[("baseline", "pancreas"), "pred_empty"] == 2
     assert S.empty_counts(trials, cases.drop(columns="pred_empty"))["pred_empty"].isna().all()
 

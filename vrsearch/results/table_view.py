@@ -29,7 +29,7 @@ GROUP_WIDTH = 24
 
 def _table(table: AblationTable, cols: list[Column], title: str | None = None, caption: str | None = None,
            arms_only: bool = False) -> Table:
-    out = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left",
+    out = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title_justify="left",
                 caption_justify="left")
     for c in cols:
         if c.kind == "text":
@@ -46,7 +46,7 @@ def natural_width(renderable) -> int:
     console = Console(width=100_000, file=io.StringIO(), color_system=None)
     with console.capture() as capture:
         console.print(renderable)
-    return max((cell_len(line.rstrip()) for line in capture.get().splitlines()), default=0)
+    return max((cell_len(line) for line in capture.get().splitlines()), default=0)
 
 
 def _fits(table: AblationTable, cols: list[Column], width: int) -> bool:
