@@ -42,3 +42,33 @@ def test_search_report_in_chromium(search_run):
     page = check_page(search_run / "run" / "report.html", min_plots=4)
     text = " ".join(page.evaluated["headings"]).lower()
     assert "optimisation history" in text and "importance" in text
+
+
+HEADLINE_BOX = """(() => {
+  const t = document.querySelector('#ablation table.ablation');
+  const wrap = t.parentElement;
+  const cells = Array.from(t.querySelectorAll('th, td'));
+  return {inner: window.innerWidth, page: document.documentElement.scrollWidth,
+          overflow: wrap.scrollWidth - wrap.clientWidth, wrapRight: wrap.getBoundingClientRect().right,
+          right: Math.max(...cells.map(c => c.getBoundingClientRect().right)),
+          left: Math.min(...cells.map(c => c.getBoundingClientRect().left)),
+          headers: Array.from(t.querySelectorAll('thead th')).map(h => h.textContent)};
+})()"""
+
+
+def test_ablation_headline_visible_without_scrolling(ablation_run, tmp_path):
+    """At a 1400 px window the headline table (verdict columns first) needs no sideways
+    scrolling: for the real tiny ablation and for 13 organ classes (FLARE22) with long names."""
+    from tests.results.test_table import FLARE, results, write_run
+    from vrsearch.report.html import write_report
+
+    _, _, run, _ = ablation_run
+    flare = write_run(tmp_path / "flare", results(groups=("baseline", "no_dvcl", "dvcl_without_memory_bank"),
+                                                  classes=list(enumerate(FLARE, 1))))
+    for report in (run / "report.html", write_report(flare)):
+        page = visit(report, evaluate={"box": HEADLINE_BOX})
+        box = page.evaluated["box"]
+        assert page.errors == [] and box["inner"] == 1400
+        assert box["headers"][:6] == ["Group", "n", "Dice (%) ± CI", "Δ Dice (pp) ± CI", "p (Holm)", "MDD (pp)"]
+        assert box["overflow"] <= 0 and box["page"] <= box["inner"], box  # nothing scrolls sideways
+        assert 0 <= box["left"] and box["right"] <= min(box["wrapRight"], box["inner"]), box

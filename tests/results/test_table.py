@@ -117,14 +117,17 @@ def test_markdown_headline_first_bolds_best_and_keeps_everything():
     sections = markdown_sections(md)
     assert list(sections) == [s.title for s in tab.sections()]
     header, body = sections["Headline: each arm vs the baseline over seeds"]
-    assert header[:6] == ["Group", "n", "Dice (%) ± CI", "Δ Dice (pp) ± CI", "p (Holm)", "Seeds paired"]
+    assert header == ["Group", "n", "Dice (%) ± CI", "Δ Dice (pp) ± CI", "p (Holm)", "MDD (pp)", "Seeds × cases",
+                      "Iterations", "Wall (h)", "Trials", "Device (h)"]
     assert list(body) == ["baseline", "no_mem", "no_dvcl"]
-    dice_col, hd_col = header.index("Dice (%) ± CI"), header.index("HD95 (mm)")
+    other_header, other = sections["Other metrics"]
+    dice_col, hd_col = header.index("Dice (%) ± CI"), other_header.index("HD95 (mm)")
     best_dice = tab.frame.loc[tab.frame["dice_mean"].idxmax(), "group"]
     best_hd = tab.frame.loc[tab.frame["hd95_mm_mean"].idxmin(), "group"]
     for g, row in body.items():
         assert row[dice_col].startswith("**") == (g == best_dice), row[dice_col]
-        assert row[hd_col].startswith("**") == (g == best_hd), row[hd_col]
+        assert other[g][hd_col].startswith("**") == (g == best_hd), other[g][hd_col]
+    assert body["no_dvcl"][header.index("Seeds × cases")] == "3 × 5" and body["baseline"][6] == "-"
     f = tab.frame.set_index("group")
     mean = 100 * f.loc[best_dice, "dice_mean"]
     assert re.match(rf"\*\*{mean:.1f} ± \d+\.\d\*\*", body[best_dice][dice_col])
@@ -149,7 +152,7 @@ def test_latex_escaping_and_booktabs():
     res = results(groups=("baseline", "no_dvcl", "x&y_50%"))
     tex = ablation_table(res).to_latex()
     for cmd in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}"):
-        assert tex.count(cmd) == 4  # headline, case-level, per-class Dice, empty masks
+        assert tex.count(cmd) == 5  # headline, other metrics, case-level, per-class Dice, empty masks
     assert r"x\&y\_50\%" in tex and r"no\_dvcl" in tex and r"Dice (\%) $\pm$ CI" in tex
     for line in tex.splitlines():
         if not line.startswith("%"):  # outside comments no unescaped specials

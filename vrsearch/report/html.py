@@ -94,8 +94,8 @@ def table_html(table: AblationTable) -> str:
         head = "".join(f"<th>{esc(c.header)}</th>" for c in cols)
         body = ""
         for row in table.cells(cols, section.arms_only):
-            cells = [f'<td class="{"text" if col.kind == "text" else "num"}">'
-                     f'{f"<strong>{esc(text)}</strong>" if bold else esc(text)}</td>'
+            cells = [(f'<td class="text">' if col.kind == "text" else '<td class="num" style="white-space:nowrap">')
+                     + (f"<strong>{esc(text)}</strong>" if bold else esc(text)) + "</td>"
                      for col, (text, bold) in zip(cols, row)]
             body += "<tr>" + "".join(cells) + "</tr>"
         out += (f'<h4>{esc(section.title)}</h4><div class="wide"><table class="ablation"><caption>'

@@ -41,7 +41,7 @@ class Column:
 
     header: str
     key: str
-    kind: str  # text | int | pct | pct_ci | delta_ci | delta | mm | p | p_sig | r | hours | counts
+    kind: str  # text | int | pair | pct | pct_ci | delta_ci | delta | mm | p | p_sig | r | hours | counts
     best: str | None = None  # "max" | "min": bold the best row
     short: str = ""
 
@@ -84,6 +84,8 @@ def _format(row: pd.Series, col: Column) -> str:
     x = row[col.key]
     if not _finite(x):
         return DASH
+    if col.kind == "pair":  # paired seeds × cases of the headline test
+        return f"{x:.0f} × {float(row['n_cases']):.0f}"
     x = float(x)
     if col.kind in ("pct_ci", "delta_ci"):
         half = row.get(col.key.replace("_mean", "_ci95") if col.kind == "pct_ci" else "delta_ci95", math.nan)
@@ -197,11 +199,11 @@ class AblationTable:
 
     def sections(self) -> list[Section]:
         """The tables every file and the report show, headline first."""
-        head = self.headline_columns() + self.metric_columns() + self.budget_columns()
-        head.insert(5, Column("Seeds paired", "n_seeds", "int"))
-        head.insert(6, Column("Cases", "n_cases", "int"))
+        head = self.headline_columns() + [Column("Seeds × cases", "n_seeds", "pair")] + self.budget_columns()
         group = self.headline_columns()[0]
         return [Section("Headline: each arm vs the baseline over seeds", head, self.headline_caption()),
+                Section("Other metrics", [group, *self.metric_columns()],
+                        "Mean over seeds of each trial's NaN-aware mean over its (case, class) rows; bold = best."),
                 Section("Case-level view: on these trained models", self.case_columns(), self.case_caption(), True),
                 Section("Per-class Dice (%)", [group, *self.class_columns()],
                         "Mean over seeds of each trial's NaN-aware mean over cases; bold = best per class."),
