@@ -15,7 +15,8 @@ from vrsearch.cli import app
 from vrsearch.errors import VrsearchError
 from vrsearch.results import io
 from vrsearch.results import stats as S
-from vrsearch.results.table import ablation_table, latex_escape, stars, write_table
+from vrsearch.results.table import ablation_table, stars, write_table
+from vrsearch.results.table_view import latex_escape
 
 from tests.results.test_stats import synthetic
 

@@ -89,6 +89,13 @@ from vrsearch.results.summary import (  # noqa: F401 - the public API of results
     metric_columns, select_best, summarize, trial_metrics,
 )
 
+__all__ = [
+    "CASE_LEVEL_COLUMNS", "CLASS_METRICS", "EMPTY_FLAGS", "HEADLINE_COLUMNS", "ID_COLUMNS", "METRICS", "METRIC_INFO",
+    "budget", "case_differences", "case_level_tests", "case_values", "empty_counts", "group_labels",
+    "headline_tests", "holm", "metric_columns", "min_detectable", "rank_biserial", "seed_differences",
+    "seed_test", "select_best", "summarize", "trial_metrics",
+]
+
 HEADLINE_COLUMNS = ["group", "n_seeds", "n_cases", "mean_diff", "ci_low", "ci_high", "sd", "t", "p", "p_holm",
                     "mdd"]
 CASE_LEVEL_COLUMNS = ["group", "n_seeds", "n_cases", "mean_diff", "wilcoxon", "p", "p_holm", "rank_biserial"]

@@ -8,7 +8,7 @@ trained models (:func:`~vrsearch.results.stats.case_level_tests`), per-class Dic
 and empty-mask counts, and the compute budget into an :class:`AblationTable`.
 Its ``frame`` holds raw numbers (Dice and Jaccard as fractions in [0, 1],
 distances in mm) and is what ``to_csv`` writes. The renderers (Markdown,
-LaTeX/booktabs, rich in :mod:`vrsearch.results.table_view`, HTML in the report)
+LaTeX/booktabs and rich in :mod:`vrsearch.results.table_view`, HTML in the report)
 show Dice and Jaccard in percent and put the best value of each metric column in
 bold (max for Dice/Jaccard, min for distances); only the headline p-value gets stars.
 """
@@ -224,30 +224,16 @@ class AblationTable:
 
     # -- files -------------------------------------------------------------------------------------------
     def to_markdown(self) -> str:
-        def cell(text: str, bold: bool) -> str:
-            text = text.replace("|", r"\|").replace("*", r"\*")
-            return f"**{text}**" if bold else text
+        """Every section as a Markdown table with its caption (see :mod:`~vrsearch.results.table_view`)."""
+        from vrsearch.results.table_view import markdown
 
-        out = []
-        for s in self.sections():
-            lines = [f"### {s.title}", "", "| " + " | ".join(c.header for c in s.columns) + " |",
-                     "|" + "|".join(":---" if c.kind == "text" else "---:" for c in s.columns) + "|"]
-            lines += ["| " + " | ".join(cell(t, b) for t, b in row) + " |" for row in self.cells(s.columns, s.arms_only)]
-            out.append("\n".join(lines) + "\n\n" + s.caption.replace("*", r"\*") + "\n")
-        return "\n".join(out)
+        return markdown(self)
 
     def to_latex(self) -> str:
-        def cell(text: str, bold: bool) -> str:
-            return rf"\textbf{{{latex_escape(text)}}}" if bold else latex_escape(text)
+        """Every section as a booktabs ``tabular`` (see :mod:`~vrsearch.results.table_view`)."""
+        from vrsearch.results.table_view import latex
 
-        out = [r"% needs \usepackage{booktabs}"]
-        for s in self.sections():
-            spec = "".join("l" if c.kind == "text" else "r" for c in s.columns)
-            lines = [f"% {s.title}: {s.caption}", rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
-                     " & ".join(latex_escape(c.header) for c in s.columns) + r" \\", r"\midrule"]
-            lines += [" & ".join(cell(t, b) for t, b in row) + r" \\" for row in self.cells(s.columns, s.arms_only)]
-            out.append("\n".join(lines + [r"\bottomrule", r"\end{tabular}"]))
-        return "\n\n".join(out) + "\n"
+        return latex(self)
 
     def to_rich(self, width: int = 200, classes: bool = False) -> list:
         """The terminal view (rich tables) fitted to ``width`` columns: see
@@ -272,17 +258,6 @@ class AblationTable:
         io.write_text_atomic(md, self.to_markdown())
         io.write_text_atomic(tex, self.to_latex())
         return [md, tex, self.to_csv(out_dir / f"{stem}.csv")]
-
-
-_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-          "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-          "±": r"$\pm$", "Δ": r"$\Delta$", "<": r"$<$", ">": r"$>$", "×": r"$\times$", "α": r"$\alpha$",
-          "–": "--"}
-
-
-def latex_escape(text: str) -> str:
-    """Escape LaTeX specials (``_ % & $ # { } ~ ^ \\``) and map ± Δ < > × α – to LaTeX."""
-    return "".join(_LATEX.get(ch, ch) for ch in str(text))
 
 
 def group_order(groups: list[str], study: dict | None, baseline: str | None) -> list[str]:

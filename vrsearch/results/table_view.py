@@ -1,10 +1,11 @@
-"""The ablation table in a terminal (``vrsearch table``): the headline first, fitted to the width.
+"""Renderers of an :class:`~vrsearch.results.table.AblationTable`: Markdown and LaTeX (every
+section with its caption: what the files keep) and the terminal view of ``vrsearch table``.
 
-The headline table always shows group, n, Dice ± CI, Δ ± CI, p (Holm) with stars,
-the minimal detectable difference and the budget (iterations, wall hours); then,
-while they fit in the width at their full natural size (numbers are never cut),
-trials, device hours and the other metrics, and the per-class Dice columns only
-if all of them fit. ``classes=True`` prints the per-class Dice and empty-mask
+The terminal puts the headline first, fitted to the width: it always shows group,
+n, Dice ± CI, Δ ± CI, p (Holm) with stars, the minimal detectable difference and
+the budget (iterations, wall hours); then, while they fit in the width at their
+full natural size (numbers are never cut), trials, device hours and the other
+metrics, and the per-class Dice columns only if all of them fit. ``classes=True`` prints the per-class Dice and empty-mask
 counts below, split into as many tables as the width needs. The case-level view
 follows the headline. The files (``table.md/.tex/.csv``) keep everything.
 """
@@ -26,11 +27,51 @@ from vrsearch.results.table import AblationTable, Column
 #: widest a group name gets before it folds onto a second line
 GROUP_WIDTH = 24
 
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+          "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+          "±": r"$\pm$", "Δ": r"$\Delta$", "<": r"$<$", ">": r"$>$", "×": r"$\times$", "α": r"$\alpha$",
+          "–": "--"}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX specials (``_ % & $ # { } ~ ^ \\``) and map ± Δ < > × α – to LaTeX."""
+    return "".join(_LATEX.get(ch, ch) for ch in str(text))
+
+
+def markdown(table: AblationTable) -> str:
+    """Every section of ``table`` as a Markdown table under a ``###`` title, caption below."""
+    def cell(text: str, bold: bool) -> str:
+        text = text.replace("|", r"\|").replace("*", r"\*")
+        return f"**{text}**" if bold else text
+
+    out = []
+    for s in table.sections():
+        lines = [f"### {s.title}", "", "| " + " | ".join(c.header for c in s.columns) + " |",
+                 "|" + "|".join(":---" if c.kind == "text" else "---:" for c in s.columns) + "|"]
+        lines += ["| " + " | ".join(cell(t, b) for t, b in row) + " |" for row in table.cells(s.columns, s.arms_only)]
+        out.append("\n".join(lines) + "\n\n" + s.caption.replace("*", r"\*") + "\n")
+    return "\n".join(out)
+
+
+def latex(table: AblationTable) -> str:
+    """Every section of ``table`` as a booktabs ``tabular``, title and caption as comments."""
+    def cell(text: str, bold: bool) -> str:
+        return rf"\textbf{{{latex_escape(text)}}}" if bold else latex_escape(text)
+
+    out = [r"% needs \usepackage{booktabs}"]
+    for s in table.sections():
+        spec = "".join("l" if c.kind == "text" else "r" for c in s.columns)
+        lines = [f"% {s.title}: {s.caption}", rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+                 " & ".join(latex_escape(c.header) for c in s.columns) + r" \\", r"\midrule"]
+        lines += [" & ".join(cell(t, b) for t, b in row) + r" \\" for row in table.cells(s.columns, s.arms_only)]
+        out.append("\n".join(lines + [r"\bottomrule", r"\end{tabular}"]))
+    return "\n\n".join(out) + "\n"
+
 
 def _table(table: AblationTable, cols: list[Column], title: str | None = None, caption: str | None = None,
            arms_only: bool = False) -> Table:
-    out = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title_justify="left",
-                caption_justify="left")
+    out = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                title_justify="left", caption_justify="left")
     for c in cols:
         if c.kind == "text":
             out.add_column(Text(c.label), justify="left", overflow="fold", max_width=GROUP_WIDTH)
