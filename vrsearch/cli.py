@@ -6,6 +6,7 @@ Every user error (study file, data, option value) prints one line
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -198,10 +199,14 @@ def table(
     baseline: Annotated[Optional[str], typer.Option(
         help="Group the others are compared with (default: 'baseline' if present, else the first group).")] = None,
     split: Annotated[Split, typer.Option(help="Evaluation split to report.")] = Split.test,
+    classes: Annotated[bool, typer.Option(
+        "--classes", help="Also print per-class Dice and empty-mask counts (split to fit the terminal).")] = False,
 ) -> None:
-    """Ablation table: per-group Dice ± CI over seeds, paired tests vs the baseline, budget.
+    """Ablation table: the headline test of each arm vs the baseline over seeds (Dice ± CI, Δ ± CI,
+    Holm p, minimal detectable difference, budget), then the case-level view on these trained models.
 
-    Writes table.md, table.tex (booktabs) and table.csv (raw numbers)."""
+    The terminal shows per-class columns only when they fit (or with --classes); the files
+    table.md, table.tex (booktabs) and table.csv (raw numbers) keep everything."""
     from rich.console import Console
 
     from vrsearch.results import storage
@@ -216,10 +221,11 @@ def table(
             for path in paths:
                 storage.put(path, run_dir, path.name)
     console = Console()
-    if not console.is_terminal:
-        console = Console(width=max(console.width, 200))
+    if not console.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
+        console = Console(width=max(console.width, 200))  # a pipe or a log: wide unless COLUMNS says otherwise
     for t in tables:
-        console.print(t.to_rich())
+        for part in t.to_rich(console.width, classes):
+            console.print(part)
     for path in paths:
         typer.echo(f"written {path}")
 

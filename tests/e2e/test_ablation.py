@@ -1,7 +1,8 @@
 """Issue 7 end to end through real Ray on the tiny phantom: an ablation (2 arms × 2
-seeds) whose table and paired tests are checked against pandas/scipy computed
-directly from cases.parquet, grown by one seed (exactly the new cells run), and
-a seed-aware search (the searcher hears the mean over seeds)."""
+seeds) whose table — the headline test over seeds, the case-level view, per-class
+Dice and empty-mask counts — is checked against pandas/scipy computed here directly
+from cases.parquet, grown by one seed (exactly the new cells run), and a seed-aware
+search (the searcher hears the mean over seeds)."""
 
 from __future__ import annotations
 
@@ -28,11 +29,17 @@ def started_trials(run) -> dict[str, tuple[int, str]]:
     return out
 
 
-def case_means(run) -> pd.DataFrame:
-    """Per (arm, seed, case): mean test Dice over classes, straight from the parquet files."""
-    trials, cases = pd.read_parquet(run / "trials.parquet"), pd.read_parquet(run / "cases.parquet")
-    test = cases[cases.split == "test"].merge(trials[["trial_id", "arm", "seed"]], on="trial_id")
-    return test.groupby(["arm", "seed", "case_id"]).dice.mean().reset_index()
+def detectable(sd: float, n: int, alpha: float = 0.05, power: float = 0.80) -> float:
+    """Reference MDD: bisection on the power of the two-sided one-sample t-test (noncentral t)."""
+    df, crit = n - 1, scipy.stats.t.ppf(1 - alpha / 2, n - 1)
+    low, high = 0.0, 1000.0
+    for _ in range(200):
+        nc = (low + high) / 2
+        if scipy.stats.nct.sf(crit, df, nc) < power:
+            low = nc
+        else:
+            high = nc
+    return nc * sd / np.sqrt(n)
 
 
 def test_ablation_table_matches_pandas_and_scipy(ablation_run):
@@ -51,22 +58,41 @@ def test_ablation_table_matches_pandas_and_scipy(ablation_run):
     # protocol: test metrics once per trial, for the checkpoint selected on validation
     assert (test.iteration == test.best_iteration).all()
     assert (test.groupby("trial_id").size() == test.groupby("trial_id").n_test.first() * test.class_index.nunique()).all()
-    per_trial = test.groupby(["arm", "seed"]).dice.mean()  # a trial's Dice: mean over its (case, class) rows
+    per_trial = test.groupby(["arm", "seed"]).dice.mean()  # a trial's Dice: NaN-mean over its (case, class) rows
     for arm in ["baseline", "ce_only"]:
         x = per_trial[arm].to_numpy()
         half = scipy.stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
         assert csv.loc[arm, "dice_mean"] == pytest.approx(x.mean(), abs=1e-9)
         assert csv.loc[arm, "dice_ci95"] == pytest.approx(half, abs=1e-9)
-        by_class = test[test.arm == arm].groupby(["seed", "class_name"]).dice.mean().groupby("class_name").mean()
+        mine = test[test.arm == arm]
+        by_class = mine.groupby(["seed", "class_name"]).dice.mean().groupby("class_name").mean()
         for name, value in by_class.items():
             assert csv.loc[arm, f"dice/{name}"] == pytest.approx(value, abs=1e-9)
+            rows = mine[mine.class_name == name]
+            assert csv.loc[arm, f"pred_empty/{name}"] == rows.pred_empty.sum()
+            assert csv.loc[arm, f"label_empty/{name}"] == rows.label_empty.sum()
 
-    pairs = case_means(run).pivot_table(index=["seed", "case_id"], columns="arm", values="dice")
-    expected = scipy.stats.wilcoxon(pairs["ce_only"], pairs["baseline"])
-    assert csv.loc["ce_only", "p"] == pytest.approx(expected.pvalue)
-    assert csv.loc["ce_only", "mean_diff"] == pytest.approx((pairs["ce_only"] - pairs["baseline"]).mean())
+    # headline: paired t over the seeds both arms share, on each trial's test Dice
+    arm, base = per_trial["ce_only"], per_trial["baseline"]
+    seeds = sorted(set(arm.index) & set(base.index))
+    ref = scipy.stats.ttest_rel(arm[seeds], base[seeds])
+    ci = ref.confidence_interval(0.95)
+    d = (arm[seeds] - base[seeds]).to_numpy()
+    row = csv.loc["ce_only"]
+    assert row["n_seeds"] == len(seeds) == 2 and row["n_cases"] == trials.n_test.iloc[0]
+    assert row["delta"] == pytest.approx(d.mean()) and row["p"] == pytest.approx(ref.pvalue)
+    assert row["p_holm"] == pytest.approx(ref.pvalue)  # one arm: Holm changes nothing
+    assert (row["delta_low"], row["delta_high"]) == pytest.approx((ci.low, ci.high))
+    assert row["mdd"] == pytest.approx(detectable(d.std(ddof=1), len(seeds)), rel=1e-6)
+    # case-level view: per case the mean over the shared seeds, Wilcoxon over cases
+    per_case = test.groupby(["arm", "case_id", "seed"]).dice.mean().groupby(["arm", "case_id"]).mean()
+    diffs = (per_case["ce_only"] - per_case["baseline"]).dropna()
+    assert row["case_n_cases"] == len(diffs) and row["case_delta"] == pytest.approx(diffs.mean())
+    if np.count_nonzero(diffs) >= 2:
+        assert row["case_p"] == pytest.approx(scipy.stats.wilcoxon(diffs).pvalue)
     md = (tmp / "tables" / "table.md").read_text()
-    assert "ce_only" in md and "**" in md
+    assert md.index("### Headline") < md.index("### Case-level view: on these trained models")
+    assert "ce_only" in md and "**" in md and "2 seeds both groups share" in md
 
 
 def test_growing_by_one_seed_runs_exactly_the_new_cells(ablation_run):

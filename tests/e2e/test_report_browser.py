@@ -67,3 +67,33 @@ def test_legends_and_progress_lines_carry_group_names(ablation_run):
     assert any("supervised loss" in t for t in page.evaluated["panels"]), page.evaluated["panels"]
     progress = [ln for ln in proc.stdout.splitlines() if re.match(r"\[\d+/4\] ", ln)]
     assert len(progress) == 4 and all(any(f"] {name} completed" in ln for name in expected) for ln in progress)
+
+
+HEADLINE_BOX = """(() => {
+  const t = document.querySelector('#ablation table.ablation');
+  const wrap = t.parentElement;
+  const cells = Array.from(t.querySelectorAll('th, td'));
+  return {inner: window.innerWidth, page: document.documentElement.scrollWidth,
+          overflow: wrap.scrollWidth - wrap.clientWidth, wrapRight: wrap.getBoundingClientRect().right,
+          right: Math.max(...cells.map(c => c.getBoundingClientRect().right)),
+          left: Math.min(...cells.map(c => c.getBoundingClientRect().left)),
+          headers: Array.from(t.querySelectorAll('thead th')).map(h => h.textContent)};
+})()"""
+
+
+def test_ablation_headline_visible_without_scrolling(ablation_run, tmp_path):
+    """At a 1400 px window the headline table (verdict columns first) needs no sideways
+    scrolling: for the real tiny ablation and for 13 organ classes (FLARE22) with long names."""
+    from tests.results.test_table import FLARE, results, write_run
+    from vrsearch.report.html import write_report
+
+    _, _, run, _ = ablation_run
+    flare = write_run(tmp_path / "flare", results(groups=("baseline", "no_dvcl", "dvcl_without_memory_bank"),
+                                                  classes=list(enumerate(FLARE, 1))))
+    for report in (run / "report.html", write_report(flare)):
+        page = visit(report, evaluate={"box": HEADLINE_BOX})
+        box = page.evaluated["box"]
+        assert page.errors == [] and box["inner"] == 1400
+        assert box["headers"][:6] == ["Group", "n", "Dice (%) ± CI", "Δ Dice (pp) ± CI", "p (Holm)", "MDD (pp)"]
+        assert box["overflow"] <= 0 and box["page"] <= box["inner"], box  # nothing scrolls sideways
+        assert 0 <= box["left"] and box["right"] <= min(box["wrapRight"], box["inner"]), box

@@ -1,4 +1,5 @@
-"""vrsearch.results.stats against naive references on small synthetic runs."""
+"""vrsearch.results.stats (and the descriptive frames it re-exports) against naive references on
+small synthetic runs. The error rates of the tests are measured in test_stats_simulation.py."""
 
 from __future__ import annotations
 
@@ -19,9 +20,12 @@ SEEDS = [0, 1, 2]
 CLASSES = [(1, "liver"), (2, "spleen"), (3, "pancreas")]  # class_index order is not alphabetical
 
 
-def synthetic(n_cases: int = 5, seed: int = 0, groups=GROUPS, effect=EFFECT) -> tuple[pd.DataFrame, pd.DataFrame]:
+def synthetic(n_cases: int = 5, seed: int = 0, groups=GROUPS, effect=EFFECT,
+              classes=CLASSES) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, cases): groups × 3 seeds × n_cases cases × 3 classes, val and test rows,
-    plus a failed and a stopped-early trial (neither has test rows)."""
+    plus a failed and a stopped-early trial (neither has test rows). The pancreas is absent
+    from case0 (label_empty; predicted empty too, so NaN, except by seed 1: Dice 0); the
+    last group's seed 0 misses the spleen of case1 (pred_empty, Dice 0, HD95 50 mm)."""
     rng = np.random.default_rng(seed)
     hard = rng.normal(0.0, 0.08, n_cases)
     trials, cases = [], []
@@ -31,12 +35,17 @@ def synthetic(n_cases: int = 5, seed: int = 0, groups=GROUPS, effect=EFFECT) -> 
             test = []
             for split in ("val", "test"):
                 for c in range(n_cases):
-                    for k, (index, name) in enumerate(CLASSES):
-                        dice = float(np.clip(0.85 - 0.15 * k + effect.get(g, 0.0) + hard[c] + rng.normal(0, 0.02), 0, 1))
-                        hd95 = float(rng.uniform(2, 20)) if (c + k) % 4 else math.nan
+                    for k, (index, name) in enumerate(classes):
+                        dice = float(np.clip(0.85 - 0.15 * (k % 3) + effect.get(g, 0.0) + hard[c] + rng.normal(0, 0.02), 0, 1))
+                        hd95 = float(rng.uniform(2, 20))
+                        absent = c == 0 and name == "pancreas"  # not in case0: empty label
+                        missed = g == groups[-1] and s == 0 and c == 1 and name == "spleen"
+                        pred_empty = missed or (absent and s != 1)  # seed 1 predicts a spurious pancreas
+                        if absent or missed:  # empty-empty: no score (NaN); missed/spurious: 0 and worst case
+                            dice, hd95 = (math.nan, math.nan) if absent and pred_empty else (0.0, 50.0)
                         row = dict(trial_id=tid, split=split, iteration=100, case_id=f"case{c}", class_index=index,
                                    class_name=name, dice=dice, jaccard=dice / (2 - dice), hd95_mm=hd95,
-                                   asd_mm=hd95 / 3, label_empty=False, pred_empty=False)
+                                   assd_mm=hd95 / 3, label_empty=absent, pred_empty=pred_empty)
                         cases.append(row)
                         test += [row] if split == "test" else []
             trials.append(dict(trial_id=tid, status="completed", seed=s, arm=g, group=g, cell="{}",
@@ -50,7 +59,7 @@ def synthetic(n_cases: int = 5, seed: int = 0, groups=GROUPS, effect=EFFECT) -> 
                        cell="{}", iterations=30, wall_time_s=90.0, device_hours=math.nan, test_dice=math.nan,
                        best_val_dice=0.98))
     cases += [dict(trial_id="failed-1", split="val", iteration=20, case_id="case0", class_index=1, class_name="liver",
-                   dice=0.1, jaccard=0.05, hd95_mm=50.0, asd_mm=10.0, label_empty=False, pred_empty=False)]
+                   dice=0.1, jaccard=0.05, hd95_mm=50.0, assd_mm=10.0, label_empty=False, pred_empty=False)]
     return pd.DataFrame(trials), pd.DataFrame(cases)
 
 
@@ -76,7 +85,7 @@ def test_trial_metrics_matches_naive_loops(run):
     m = S.trial_metrics(trials, cases)
     done = [t for t in trials.to_dict("records") if t["status"] == "completed"]
     assert m["trial_id"].tolist() == [t["trial_id"] for t in done]
-    assert m.columns.tolist()[:7] == ["trial_id", "group", "seed", "dice", "jaccard", "hd95_mm", "asd_mm"]
+    assert m.columns.tolist()[:7] == ["trial_id", "group", "seed", *S.METRICS]
     assert [c for c in m.columns if c.startswith("dice/")] == ["dice/liver", "dice/spleen", "dice/pancreas"]
     rows = cases.to_dict("records")
     for t, got in zip(done, m.to_dict("records")):
@@ -150,97 +159,6 @@ def test_case_values_matches_naive(run):
             assert row[metric] == pytest.approx(sum(vals) / len(vals))
 
 
-def naive_pairs(trials, cases, group, baseline="baseline", metric="dice"):
-    """{(seed, case): mean over classes} per group, paired by hand."""
-    def values(g):
-        out = {}
-        for t in trials.to_dict("records"):
-            if t["group"] != g or t["status"] != "completed":
-                continue
-            sel = cases[(cases.trial_id == t["trial_id"]) & (cases.split == "test")]
-            for case, rows in sel.groupby("case_id"):
-                out[t["seed"], case] = float(np.nanmean(rows[metric]))
-        return out
-    a, b = values(group), values(baseline)
-    keys = sorted(set(a) & set(b))
-    return np.array([a[k] for k in keys]), np.array([b[k] for k in keys])
-
-
-def naive_rank_biserial(d):
-    d = [x for x in d if x != 0]
-    mags = sorted(abs(x) for x in d)
-    rank = {}
-    for v in set(mags):
-        positions = [i + 1 for i, m in enumerate(mags) if m == v]
-        rank[v] = sum(positions) / len(positions)
-    plus = sum(rank[abs(x)] for x in d if x > 0)
-    minus = sum(rank[abs(x)] for x in d if x < 0)
-    return (plus - minus) / (plus + minus)
-
-
-def test_paired_tests_match_scipy_and_naive(run):
-    trials, cases = run
-    # drop one baseline case: only pairs present in both groups count
-    cases = cases[~((cases.trial_id == "baseline-s2") & (cases.case_id == "case4"))]
-    pt = S.paired_tests(trials, cases, n_boot=2000)
-    assert pt.columns.tolist() == S.PAIRED_COLUMNS
-    assert pt["group"].tolist() == ["no_dvcl", "no_mem"]
-    for row in pt.to_dict("records"):
-        a, b = naive_pairs(trials, cases, row["group"])
-        assert row["n_pairs"] == len(a) == 14
-        ref = sps.wilcoxon(a, b)
-        assert row["wilcoxon"] == pytest.approx(ref.statistic)
-        assert row["p"] == pytest.approx(ref.pvalue)
-        d = a - b
-        assert row["mean_diff"] == pytest.approx(sum(d) / len(d))
-        assert row["cohen_dz"] == pytest.approx(d.mean() / statistics.stdev(d))
-        assert row["rank_biserial"] == pytest.approx(naive_rank_biserial(d))
-        assert row["boot_low"] <= row["mean_diff"] <= row["boot_high"]
-    np.testing.assert_allclose(pt["p_holm"], naive_holm(pt["p"].tolist()))
-    dvcl = pt.set_index("group").loc["no_dvcl"]
-    assert dvcl["mean_diff"] < 0 and dvcl["p_holm"] < 0.01 and dvcl["rank_biserial"] == -1.0
-
-
-def test_paired_tests_degenerate_differences(run):
-    trials, cases = run
-    same = cases[cases.trial_id.str.startswith("baseline")].assign(trial_id=lambda c: c.trial_id.str.replace("baseline", "twin"))
-    one = same.copy()
-    one.loc[one.index[one["split"] == "test"][0], "dice"] += 0.1  # a single non-zero test difference
-    one["trial_id"] = one["trial_id"].str.replace("twin", "one")
-    extra = pd.DataFrame([dict(trial_id=f"{g}-s{s}", status="completed", seed=s, group=g)
-                          for g in ("twin", "one") for s in SEEDS])
-    pt = S.paired_tests(pd.concat([trials, extra]), pd.concat([cases, same, one]), n_boot=500).set_index("group")
-    assert math.isnan(pt.loc["twin", "p"]) and math.isnan(pt.loc["twin", "p_holm"])
-    assert math.isnan(pt.loc["one", "p"]) and pt.loc["one", "n_pairs"] == 15
-    assert pt.loc["one", "mean_diff"] == pytest.approx(0.1 / 3 / 15) and pt.loc["one", "rank_biserial"] == 1.0
-    assert pt.loc["twin", "mean_diff"] == 0 and pt.loc["twin", "boot_low"] == pt.loc["twin", "boot_high"] == 0
-    assert math.isnan(pt.loc["twin", "cohen_dz"])
-    assert not math.isnan(pt.loc["no_dvcl", "p_holm"])  # NaN p-values are not counted by Holm
-
-
-def test_paired_tests_without_baseline_group(run):
-    pt = S.paired_tests(*run, baseline="absent", n_boot=100)
-    assert len(pt) == 3 and (pt["n_pairs"] == 0).all() and pt["p"].isna().all()
-
-
-def test_bootstrap_reproducible_and_narrows():
-    rng = np.random.default_rng(7)
-    d = rng.normal(0.03, 0.05, 500)
-    assert S.bootstrap_ci(d[:20], 3000, seed=1) == S.bootstrap_ci(d[:20], 3000, seed=1)
-    assert S.bootstrap_ci(d[:20], 3000, seed=1) != S.bootstrap_ci(d[:20], 3000, seed=2)
-    lo_small, hi_small = S.bootstrap_ci(d[:20], 3000, seed=1)
-    lo_big, hi_big = S.bootstrap_ci(d, 3000, seed=1)
-    assert lo_big < d.mean() < hi_big and lo_small < d[:20].mean() < hi_small
-    assert hi_big - lo_big < 0.5 * (hi_small - lo_small)
-    # via paired_tests: more cases → narrower CI for the same effect
-    small = S.paired_tests(*synthetic(n_cases=5), n_boot=2000).set_index("group")
-    big = S.paired_tests(*synthetic(n_cases=60), n_boot=2000).set_index("group")
-    width = lambda t: t.loc["no_dvcl", "boot_high"] - t.loc["no_dvcl", "boot_low"]
-    assert width(big) < width(small)
-    again = S.paired_tests(*synthetic(n_cases=5), n_boot=2000).set_index("group")
-    assert again.loc["no_dvcl", "boot_low"] == small.loc["no_dvcl", "boot_low"]
-
-
 def naive_holm(p):
     idx = [i for i, v in enumerate(p) if not math.isnan(v)]
     m = len(idx)
@@ -300,3 +218,144 @@ def test_json_cell_groups_without_group_column(run):
     old = trials.drop(columns=["group"]).assign(arm="", cell=lambda t: [json.dumps({"k": t_id[:2]}) for t_id in t.trial_id])
     m = S.trial_metrics(old, cases)
     assert sorted(pd.unique(m["group"])) == sorted({json.dumps({"k": g[:2]}) for g in GROUPS})
+
+
+def uneven(run):
+    """The synthetic run with a baseline case missing at seed 2 and no_mem's seed 0 failed:
+    pairs exist only where both groups scored."""
+    trials, cases = run
+    cases = cases[~((cases.trial_id == "baseline-s2") & (cases.case_id == "case4"))]
+    trials = trials.assign(status=np.where(trials.trial_id == "no_mem-s0", "failed", trials.status))
+    return trials, cases
+
+
+def naive_trial_values(trials, cases, group):
+    """{seed: {case: [non-NaN test Dice of the case's classes]}} of the group's completed trials."""
+    out = {}
+    for t in trials.to_dict("records"):
+        if t["group"] == group and t["status"] == "completed":
+            sel = cases[(cases.trial_id == t["trial_id"]) & (cases.split == "test")]
+            out[t["seed"]] = {c: [v for v in rows.dice if not math.isnan(v)] for c, rows in sel.groupby("case_id")}
+    return out
+
+
+def power_by_integration(delta, sd, n, alpha=0.05):
+    """Power of the two-sided one-sample t-test, integrating over the chi-square of the sd
+    (independent of scipy's noncentral t)."""
+    from scipy import integrate
+
+    df, crit, nc = n - 1, sps.t.ppf(1 - alpha / 2, n - 1), delta * math.sqrt(n) / sd
+    def inner(v):
+        scale = crit * math.sqrt(v / df)
+        return (sps.norm.sf(scale - nc) + sps.norm.cdf(-scale - nc)) * sps.chi2.pdf(v, df)
+    return integrate.quad(inner, 0, np.inf, limit=200)[0]
+
+
+def test_headline_tests_match_scipy_on_hand_built_pairs(run):
+    trials, cases = uneven(run)
+    head = S.headline_tests(trials, cases)
+    assert head.columns.tolist() == S.HEADLINE_COLUMNS and head["group"].tolist() == ["no_dvcl", "no_mem"]
+    base = naive_trial_values(trials, cases, "baseline")
+    for row in head.to_dict("records"):
+        arm = naive_trial_values(trials, cases, row["group"])
+        seeds = sorted(set(arm) & set(base))
+        a, b, used = [], [], set()
+        for s in seeds:
+            shared = [c for c in arm[s] if c in base[s] and arm[s][c] and base[s][c]]
+            used |= set(shared)
+            a.append(np.mean([v for c in shared for v in arm[s][c]]))  # the trial's Dice over shared cases
+            b.append(np.mean([v for c in shared for v in base[s][c]]))
+        ref = sps.ttest_rel(a, b)
+        ci = ref.confidence_interval(0.95)
+        assert row["n_seeds"] == len(seeds) == (3 if row["group"] == "no_dvcl" else 2)
+        assert row["n_cases"] == len(used) == 5
+        assert row["mean_diff"] == pytest.approx(np.mean(np.subtract(a, b)))
+        assert row["p"] == pytest.approx(ref.pvalue) and row["t"] == pytest.approx(ref.statistic)
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((ci.low, ci.high))
+        assert power_by_integration(row["mdd"], row["sd"], row["n_seeds"]) == pytest.approx(0.80, abs=1e-4)
+    np.testing.assert_allclose(head["p_holm"], naive_holm(head["p"].tolist()))
+    assert head.set_index("group").loc["no_dvcl", "mean_diff"] < -0.04
+
+
+def test_min_detectable_solves_the_power_equation():
+    for n in (2, 3, 5, 10):
+        mdd = S.min_detectable(0.02, n)
+        assert power_by_integration(mdd, 0.02, n) == pytest.approx(0.80, abs=1e-4)
+        assert power_by_integration(mdd, 0.02, n, alpha=0.01) < 0.80
+    assert S.min_detectable(0.02, 3) > S.min_detectable(0.02, 5) > S.min_detectable(0.02, 10)
+    np.testing.assert_allclose(S.min_detectable([0.01, 0.02], 3), [S.min_detectable(0.01, 3), S.min_detectable(0.02, 3)])
+    assert math.isnan(S.min_detectable(0.02, 1)) and S.min_detectable(0.0, 4) == 0.0
+
+
+def test_case_level_tests_match_scipy(run):
+    trials, cases = uneven(run)
+    view = S.case_level_tests(trials, cases)
+    assert view.columns.tolist() == S.CASE_LEVEL_COLUMNS
+    base = naive_trial_values(trials, cases, "baseline")
+    for row in view.to_dict("records"):
+        arm = naive_trial_values(trials, cases, row["group"])
+        seeds = sorted(set(arm) & set(base))
+        diffs = []
+        for c in sorted({c for s in seeds for c in arm[s]}):
+            pairs = [(np.mean(arm[s][c]), np.mean(base[s][c])) for s in seeds
+                     if arm[s].get(c) and base[s].get(c)]  # (seed, case) cells both scored
+            diffs.append(np.mean([p[0] for p in pairs]) - np.mean([p[1] for p in pairs]))
+        ref = sps.wilcoxon(diffs)
+        assert row["n_cases"] == len(diffs) == 5 and row["n_seeds"] == len(seeds)
+        assert row["mean_diff"] == pytest.approx(np.mean(diffs))
+        assert row["wilcoxon"] == pytest.approx(ref.statistic) and row["p"] == pytest.approx(ref.pvalue)
+        assert row["rank_biserial"] == pytest.approx(naive_rank_biserial(diffs))
+    np.testing.assert_allclose(view["p_holm"], naive_holm(view["p"].tolist()))
+
+
+def naive_rank_biserial(d):
+    d = [x for x in d if x != 0]
+    mags = sorted(abs(x) for x in d)
+    rank = {v: np.mean([i + 1 for i, m in enumerate(mags) if m == v]) for v in set(mags)}
+    plus = sum(rank[abs(x)] for x in d if x > 0)
+    minus = sum(rank[abs(x)] for x in d if x < 0)
+    return (plus - minus) / (plus + minus)
+
+
+def test_tests_degenerate_inputs(run):
+    trials, cases = run
+    twin = cases[cases.trial_id.str.startswith("baseline")].assign(trial_id=lambda c: c.trial_id.str.replace("baseline", "twin"))
+    solo = cases[cases.trial_id == "baseline-s0"].assign(trial_id="solo-s0")
+    extra = pd.DataFrame([dict(trial_id=f"twin-s{s}", status="completed", seed=s, group="twin") for s in SEEDS]
+                         + [dict(trial_id="solo-s0", status="completed", seed=0, group="solo")])
+    trials, cases = pd.concat([trials, extra]), pd.concat([cases, twin, solo])
+    head = S.headline_tests(trials, cases).set_index("group")
+    assert head.loc["twin", "mean_diff"] == 0 and head.loc["twin", "sd"] == 0 and math.isnan(head.loc["twin", "p"])
+    assert head.loc["solo", "n_seeds"] == 1 and math.isnan(head.loc["solo", "p"]) and math.isnan(head.loc["solo", "mdd"])
+    assert not math.isnan(head.loc["no_dvcl", "p_holm"])  # NaN p-values are not counted by Holm
+    view = S.case_level_tests(trials, cases).set_index("group")
+    assert math.isnan(view.loc["twin", "p"]) and view.loc["solo", "n_seeds"] == 1
+    absent = S.headline_tests(*run, baseline="absent")
+    assert len(absent) == 3 and (absent["n_seeds"] == 0).all() and absent["p"].isna().all()
+    assert S.case_level_tests(*run, baseline="absent")["p"].isna().all()
+
+
+def test_empty_counts_match_naive(run):
+    trials, cases = run
+    counts = S.empty_counts(trials, cases)
+    assert counts.columns.tolist() == ["group", "class", "rows", "pred_empty", "label_empty"]
+    assert counts["class"].tolist()[:3] == ["liver", "spleen", "pancreas"] and list(pd.unique(counts.group)) == GROUPS
+    test = cases[cases.split == "test"]
+    for row in counts.to_dict("records"):
+        sel = test[test.trial_id.str.startswith(row["group"] + "-") & (test.class_name == row["class"])]
+        assert (row["rows"], row["pred_empty"], row["label_empty"]) == (len(sel), sel.pred_empty.sum(), sel.label_empty.sum())
+    c = counts.set_index(["group", "class"])
+    assert c.loc[("no_mem", "spleen"), "pred_empty"] == 1 and c.loc[("baseline", "spleen"), "pred_empty"] == 0
+    assert c.loc[("baseline", "pancreas"), "label_empty"] == 3 and c.loc[("baseline", "pancreas"), "pred_empty"] == 2
+    assert S.empty_counts(trials, cases.drop(columns="pred_empty"))["pred_empty"].isna().all()
+
+
+def test_empty_empty_leaves_the_means(run):
+    """A class absent from truth and prediction is NaN and does not enter the means (as 1 it would)."""
+    trials, cases = run
+    m = S.trial_metrics(trials, cases).set_index("trial_id")
+    sel = cases[(cases.trial_id == "baseline-s0") & (cases.split == "test") & (cases.class_name == "pancreas")]
+    assert sel.dice.isna().sum() == 1
+    assert m.loc["baseline-s0", "dice/pancreas"] == pytest.approx(sel.dice.dropna().mean())
+    as_one = sel.dice.fillna(1.0).mean()
+    assert as_one > m.loc["baseline-s0", "dice/pancreas"] + 0.05

@@ -84,18 +84,23 @@ def _kv_table(rows: list[tuple[str, str]]) -> str:
 
 
 def table_html(table: AblationTable) -> str:
-    """An ablation table as an HTML ``<table>`` (cells escaped, best values bold)."""
-    cols, rows = table.cells()
-    head = "".join(f"<th>{esc(c.header)}</th>" for c in cols)
-    body = ""
-    for row in rows:
-        cells = []
-        for col, (text, bold) in zip(cols, row):
-            inner = f"<strong>{esc(text)}</strong>" if bold else esc(text)
-            cells.append(f'<td class="{"text" if col.kind == "text" else "num"}">{inner}</td>')
-        body += "<tr>" + "".join(cells) + "</tr>"
-    return (f'<div class="wide"><table><caption>{esc(table.caption())}</caption><thead><tr>{head}</tr></thead>'
-            f"<tbody>{body}</tbody></table></div>")
+    """The ablation tables as HTML, one per :meth:`AblationTable.sections`: the headline
+    first (verdict columns leftmost, on screen without scrolling), then the case-level
+    view, per-class Dice and empty-mask counts (those may scroll sideways); cells
+    escaped, best values bold."""
+    out = ""
+    for section in table.sections():
+        cols = section.columns
+        head = "".join(f"<th>{esc(c.header)}</th>" for c in cols)
+        body = ""
+        for row in table.cells(cols, section.arms_only):
+            cells = [(f'<td class="text">' if col.kind == "text" else '<td class="num" style="white-space:nowrap">')
+                     + (f"<strong>{esc(text)}</strong>" if bold else esc(text)) + "</td>"
+                     for col, (text, bold) in zip(cols, row)]
+            body += "<tr>" + "".join(cells) + "</tr>"
+        out += (f'<h4>{esc(section.title)}</h4><div class="wide"><table class="ablation"><caption>'
+                f"{esc(section.caption)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
+    return out
 
 
 def _overview(results: io.Results, name: str, knobs: list[str]) -> str:

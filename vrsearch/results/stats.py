@@ -1,173 +1,104 @@
-"""Statistics of a run's results: pure functions on the parquet frames.
+"""Verdicts: does an arm differ from the baseline, and how sure is that?
 
-Two levels of replication exist in an ablation study:
+**Model.** An ablation trains every group once per seed and scores every trained
+model on the same test cases. A value (e.g. a case's Dice) is
 
-* **seeds** — each configuration ("group") is trained once per seed; the
-  spread of a trial-level metric over seeds (:func:`summarize`) shows how much
-  of a difference training noise alone can produce;
-* **cases** — every trial is scored on the same test cases. Pairing an arm's
-  per-case values with the baseline's on the *same* (seed, case)
-  (:func:`paired_tests`) removes the between-case variance (some cases are
-  simply hard for every model), so a real effect stands out from a far
-  smaller noise floor than a comparison of seed means.
+    y[arm, seed, case] = μ_arm + u_case + r_(arm, seed) + e_(arm, seed, case)
 
-With several arms each tested against the baseline, the chance that *some*
-test is falsely significant grows with the number of arms; :func:`holm`
-adjusts the p-values so that the family-wise error rate stays ≤ α.
+with ``u_case`` the case's difficulty (shared by every model), ``r`` the run
+effect of one training run (initialisation, data order: shared by every case
+that model scores) and ``e`` a residual. A verdict about the *method* must hold
+for new training runs *and* new cases, so its replication unit is the seed.
 
-Selection must never look at test metrics (:func:`select_best`): choosing
-the best trial on the test set and then reporting its test score is biased.
+**Headline** (:func:`headline_tests`, what the table stars and bolds): a paired
+t-test over the seeds both groups share. For each shared seed ``s`` the arm's and
+the baseline's trial value (NaN-aware mean of the metric over the (case, class)
+rows of the cases both trials scored: the trial's test Dice) give
+``d_s = arm − baseline``. ``u_case`` cancels exactly (same cases), and
+``d_s = Δ + (r_arm,s − r_base,s) + mean residual difference`` are independent
+across seeds: one-sample t on ``d_s`` with ``n_seeds − 1`` degrees of freedom
+(:func:`scipy.stats.ttest_1samp`), CI ``mean ± t_{(1+level)/2, n−1}·sd/√n``,
+Holm across arms (:func:`holm`). Pairing by seed also removes whatever two runs
+of one seed share (same initialisation and patch stream for the same network).
+
+Why this test — measured, not assumed (``benchmarks/stats_error_rates.py``:
+20000 simulated null studies per setting, 2000 for the bootstrap; α = 0.05,
+Monte-Carlo sd 0.0015 / 0.005; case sd 0.10, residual sd 0.03, run-effect sd
+r = 0.02 or 0). False-positive rates:
+
+=================  ========  ============  ============  ==============  ============
+seeds×cases, r     paired t  2-sample t    hierarchical  old (seed,      case-level
+                   (chosen)  (seed means)  bootstrap     case) Wilcoxon  Wilcoxon
+=================  ========  ============  ============  ==============  ============
+3×5,  r = 0        0.050     0.052         0.041         0.051           0.000
+3×20, r = 0        0.048     0.046         0.024         0.047           0.047
+5×20, r = 0        0.050     0.049         0.015         0.049           0.046
+3×5,  r = 0.02     0.049     0.051         0.132         0.192           0.000
+3×20, r = 0.02     0.048     0.049         0.199         0.467           0.510
+5×5,  r = 0.02     0.049     0.049         0.086         0.183           0.000
+5×20, r = 0.02     0.049     0.049         0.102         0.460           0.507
+=================  ========  ============  ============  ==============  ============
+
+The old pairing on (seed, case) counts the same case once per seed as if it were
+new evidence and ignores run effects: 18–47 % false positives. A hierarchical
+bootstrap (resampling seeds, then cases within each) cannot represent the
+seed-to-seed spread with 3–5 seeds (10–126 distinct seed resamples): 9–20 % false
+positives with run effects, over-conservative without. The paired and the
+two-sample t-test over per-seed means both hold α (95 % CI coverage 0.953 /
+0.949 at 3×20, r = 0.02) and differ in power (Δ = 0.04, r = 0.02, 20 cases):
+when the two runs of a seed share nothing, the two-sample test is stronger
+(3 seeds: 0.43 vs 0.27; 5 seeds: 0.75 vs 0.61); when they share a component of
+sd 0.02 / 0.04 (the usual case: same initialisation and data order for the same
+network) it falls to 0.24 / 0.11 (5 seeds: 0.49 / 0.17) while the paired test
+keeps 0.27 (0.62). The paired test is exact either way and never collapses, so
+it is the headline. No mixed model: its variance components are not estimable
+from 3 seeds.
+
+**Power statement.** With ``n`` seeds and a seed-to-seed sd ``s_d`` of the
+difference, :func:`min_detectable` gives the true difference the headline test
+detects with 80 % probability at α (two-sided, before Holm): ``k·s_d/√n`` with
+``k`` from the noncentral t (``k`` = 16.3 for 2 seeds, 5.65 for 3, 3.76 for 5, 3.15 for 10).
+The table reports it from the observed ``s_d`` (an estimate), so a 3-seed study
+says plainly how small a difference it cannot see.
+
+**Case-level view** (:func:`case_level_tests`), named for what it is: *on these
+trained models*. Per case, the values averaged over the seeds both groups share;
+Wilcoxon signed-rank over cases (n = cases), Holm across arms. It asks whether
+these particular trained models differ on these cases, not whether the method
+does: under run effects its false-positive rate about the method is ~51 % with
+20 cases (the table above), and with 5 cases it can never reach p < 0.05 (the smallest exact
+two-sided p is 0.0625). It never stars or bolds anything.
+
+To compare runs of different directories, concatenate their ``trials`` and
+``cases`` frames after giving each run's trials a distinct ``group``.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import warnings
 
 import numpy as np
 import pandas as pd
+from scipy import optimize
 from scipy import stats as sps
 
-#: metrics scored per (case, class) in ``cases.parquet``
-METRICS = ("dice", "jaccard", "hd95_mm", "asd_mm")
-#: metrics that also get one column per class in :func:`trial_metrics`
-CLASS_METRICS = ("dice", "jaccard", "hd95_mm")
-ID_COLUMNS = ("trial_id", "group", "seed")
-#: bootstrap indices drawn at once (bounds memory for many pairs)
-_BOOT_CHUNK = 2_000_000
+from vrsearch.results.summary import (  # noqa: F401 - the public API of results statistics
+    CLASS_METRICS, EMPTY_FLAGS, ID_COLUMNS, METRIC_INFO, METRICS, budget, case_values, empty_counts, group_labels,
+    metric_columns, select_best, summarize, trial_metrics,
+)
 
+__all__ = [
+    "CASE_LEVEL_COLUMNS", "CLASS_METRICS", "EMPTY_FLAGS", "HEADLINE_COLUMNS", "ID_COLUMNS", "METRICS", "METRIC_INFO",
+    "budget", "case_differences", "case_level_tests", "case_values", "empty_counts", "group_labels",
+    "headline_tests", "holm", "metric_columns", "min_detectable", "rank_biserial", "seed_differences",
+    "seed_test", "select_best", "summarize", "trial_metrics",
+]
 
-def _nonempty(series: pd.Series) -> pd.Series:
-    """Values that are non-null and not blank; everything else becomes NA."""
-    s = series.astype(object)
-    ok = s.notna() & (s.astype(str).str.strip() != "")
-    return s.where(ok)
-
-
-def _numeric(frame: pd.DataFrame, column: str) -> pd.Series:
-    """A numeric column (NaN where missing or unparsable; all NaN if absent)."""
-    if column not in frame.columns:
-        return pd.Series(np.nan, index=frame.index, dtype=float)
-    return pd.to_numeric(frame[column], errors="coerce").astype(float)
-
-
-def _seeds(trials: pd.DataFrame) -> pd.Series:
-    """Seeds as int64 when every one is a whole number, else float (NaN = unknown)."""
-    seed = _numeric(trials, "seed")
-    if seed.notna().all() and bool((seed == seed.round()).all()):
-        return seed.astype("int64")
-    return seed
-
-
-def group_labels(trials: pd.DataFrame) -> pd.Series:
-    """The configuration each trial belongs to (seeds pooled), named ``group``.
-
-    Per row: ``group`` if set, else ``arm`` if non-empty (older ablation runs),
-    else the ``cell`` JSON of overrides, else ``"default"`` (a single-config run).
-    """
-    out = pd.Series(pd.NA, index=trials.index, dtype=object)
-    for column in ("group", "arm", "cell"):
-        if column in trials.columns:
-            out = out.where(out.notna(), _nonempty(trials[column]))
-    return out.where(out.notna(), "default").astype(str).rename("group")
-
-
-def _completed(trials: pd.DataFrame) -> pd.DataFrame:
-    if "status" not in trials.columns:
-        return trials.iloc[0:0]
-    return trials.loc[trials["status"] == "completed"]
-
-
-def _split_rows(trials: pd.DataFrame, cases: pd.DataFrame, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(completed trials with trial_id/group/seed, their case rows of ``split``)."""
-    done = _completed(trials)
-    ids = pd.DataFrame({
-        "trial_id": done["trial_id"].astype(str).to_numpy(),
-        "group": group_labels(done).to_numpy(),
-        "seed": _seeds(done).to_numpy(),
-    })
-    if cases.empty or "split" not in cases.columns:
-        rows = pd.DataFrame(columns=["trial_id", "class", "class_index", *METRICS])
-    else:
-        rows = cases.loc[(cases["split"] == split) & cases["trial_id"].astype(str).isin(ids["trial_id"])].copy()
-        rows["trial_id"] = rows["trial_id"].astype(str)
-        index = _numeric(rows, "class_index")
-        names = _nonempty(rows["class_name"]) if "class_name" in rows.columns else pd.Series(pd.NA, index=rows.index)
-        rows["class"] = names.where(names.notna(), "class" + index.astype("Int64").astype(str)).astype(str)
-        rows["class_index"] = index
-    for m in METRICS:
-        rows[m] = _numeric(rows, m)
-    return ids, rows
-
-
-def trial_metrics(trials: pd.DataFrame, cases: pd.DataFrame, split: str = "test") -> pd.DataFrame:
-    """One row per completed trial: ``trial_id, group, seed``, the overall
-    ``dice, jaccard, hd95_mm, asd_mm`` (NaN-mean over all of the trial's
-    (case, class) rows of ``split`` — the definition of ``test_dice``) and per
-    class ``dice/<class>``, ``jaccard/<class>``, ``hd95_mm/<class>`` (mean over
-    cases, NaN ignored), classes in ``class_index`` order. A completed trial
-    without rows of ``split`` keeps NaN metrics."""
-    ids, rows = _split_rows(trials, cases, split)
-    out = ids.merge(rows.groupby("trial_id")[list(METRICS)].mean(), left_on="trial_id", right_index=True, how="left")
-    if rows.empty:
-        return out.reset_index(drop=True)
-    classes = rows.groupby("class")["class_index"].min().sort_values(kind="stable").index.tolist()
-    per_class = rows.groupby(["trial_id", "class"])[list(CLASS_METRICS)].mean()
-    for m in CLASS_METRICS:
-        wide = per_class[m].unstack("class").reindex(columns=classes)
-        wide.columns = [f"{m}/{c}" for c in classes]
-        out = out.merge(wide, left_on="trial_id", right_index=True, how="left")
-    return out.reset_index(drop=True)
-
-
-def metric_columns(metrics: pd.DataFrame) -> list[str]:
-    """The value columns of a :func:`trial_metrics` frame (everything but the ids)."""
-    return [c for c in metrics.columns if c not in ID_COLUMNS]
-
-
-def summarize(metrics: pd.DataFrame, baseline: str = "baseline") -> pd.DataFrame:
-    """Seed-level summary in long (tidy) layout: one row per (group, metric).
-
-    Columns: ``group, metric, n, mean, std, ci95, delta`` where ``n`` counts the
-    trials (seeds) with a non-NaN value, ``std`` is the sample standard
-    deviation (ddof=1), ``ci95`` the half-width of the 95 % Student-t
-    confidence interval of the mean, ``t.ppf(0.975, n-1)·std/√n`` (NaN when
-    n < 2: one seed says nothing about seed noise), and ``delta`` the mean
-    minus the baseline group's mean of the same metric (NaN without a
-    baseline). Rows: groups in order of first appearance, metrics in column
-    order of ``metrics``.
-    """
-    columns = metric_columns(metrics)
-    if metrics.empty or not columns:
-        return pd.DataFrame(columns=["group", "metric", "n", "mean", "std", "ci95", "delta"])
-    groups = list(pd.unique(metrics["group"]))
-    long = metrics.melt(id_vars=["group"], value_vars=columns, var_name="metric", value_name="value")
-    long["value"] = pd.to_numeric(long["value"], errors="coerce")
-    agg = long.groupby(["group", "metric"])["value"].agg(n="count", mean="mean", std="std").reset_index()
-    agg["n"] = agg["n"].astype(int)
-    n = agg["n"].to_numpy()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        half = sps.t.ppf(0.975, np.maximum(n - 1, 1)) * agg["std"].to_numpy() / np.sqrt(n)
-    agg["ci95"] = np.where(n >= 2, half, np.nan)
-    base = agg.loc[agg["group"] == baseline].set_index("metric")["mean"]
-    agg["delta"] = agg["mean"] - agg["metric"].map(base).astype(float)
-    order = {g: i for i, g in enumerate(groups)}
-    mpos = {m: i for i, m in enumerate(columns)}
-    agg = agg.assign(_g=agg["group"].map(order), _m=agg["metric"].map(mpos)).sort_values(["_g", "_m"])
-    return agg.drop(columns=["_g", "_m"]).reset_index(drop=True)
-
-
-def case_values(trials: pd.DataFrame, cases: pd.DataFrame, split: str = "test", metric: str = "dice") -> pd.DataFrame:
-    """Per (group, seed, case_id) of completed trials: the NaN-mean of
-    ``metric`` over the case's classes (column named ``metric``) — the unit
-    that :func:`paired_tests` pairs across groups."""
-    ids, rows = _split_rows(trials, cases, split)
-    if metric not in rows.columns:
-        rows[metric] = _numeric(rows, metric)
-    rows = rows.merge(ids, on="trial_id")
-    if rows.empty:
-        return pd.DataFrame(columns=["group", "seed", "case_id", metric])
-    out = rows.groupby(["group", "seed", "case_id"], sort=False)[metric].mean().reset_index()
-    return out
+HEADLINE_COLUMNS = ["group", "n_seeds", "n_cases", "mean_diff", "ci_low", "ci_high", "sd", "t", "p", "p_holm",
+                    "mdd"]
+CASE_LEVEL_COLUMNS = ["group", "n_seeds", "n_cases", "mean_diff", "wilcoxon", "p", "p_holm", "rank_biserial"]
 
 
 def holm(p) -> np.ndarray:
@@ -193,23 +124,87 @@ def holm(p) -> np.ndarray:
     return out
 
 
-def bootstrap_ci(diffs, n_boot: int = 10000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``diffs``: resample the pairs
-    with replacement ``n_boot`` times (seeded, vectorised in blocks), take the
-    (1−level)/2 and (1+level)/2 quantiles of the resampled means."""
+def seed_test(diffs, level: float = 0.95) -> dict[str, np.ndarray]:
+    """The headline test on per-seed differences ``diffs[..., seed]`` (arm − baseline),
+    vectorised over any leading axes: one-sample t-test of mean 0 with n − 1 df.
+
+    Returns ``n_seeds``, ``mean_diff``, the ``level`` t-interval ``ci_low``/``ci_high``
+    (mean ± t_{(1+level)/2, n−1}·sd/√n), ``sd`` (ddof 1), ``t`` and two-sided ``p``;
+    NaN where fewer than 2 seeds."""
     d = np.asarray(diffs, dtype=float)
-    n = d.size
-    if n == 0 or n_boot < 1:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot)
-    block = max(1, _BOOT_CHUNK // n)
-    for start in range(0, n_boot, block):
-        stop = min(n_boot, start + block)
-        means[start:stop] = d[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        res = sps.ttest_1samp(d, 0.0, axis=-1)
+        ci = res.confidence_interval(level)
+        return {"n_seeds": d.shape[-1], "mean_diff": d.mean(axis=-1), "ci_low": ci.low, "ci_high": ci.high,
+                "sd": d.std(axis=-1, ddof=1), "t": res.statistic, "p": res.pvalue}
+
+
+@functools.lru_cache(maxsize=256)
+def _power_multiplier(n: int, alpha: float, power: float) -> float:
+    """k with P(|T| > t_{1−α/2, n−1}) = power for T ~ noncentral t(n − 1, k)."""
+    df = n - 1
+    crit = sps.t.ppf(1 - alpha / 2, df)
+
+    def excess(k: float) -> float:  # the far tail is ~0 (and NaN in scipy for some df=1 arguments)
+        return sps.nct.sf(crit, df, k) + np.nan_to_num(sps.nct.cdf(-crit, df, k)) - power
+
+    high = 2.0 * crit
+    while excess(high) < 0:
+        high *= 2
+    return float(optimize.brentq(excess, 0.0, high, xtol=1e-10))
+
+
+def min_detectable(sd, n_seeds: int, alpha: float = 0.05, power: float = 0.80):
+    """Minimal detectable difference of :func:`seed_test`: the true mean difference it
+    rejects with probability ``power`` at two-sided level ``alpha`` when the per-seed
+    differences have standard deviation ``sd`` (``k·sd/√n``, ``k`` from the noncentral
+    t distribution). NaN with fewer than 2 seeds."""
+    sd = np.asarray(sd, dtype=float)
+    if n_seeds < 2:
+        return np.full(sd.shape, np.nan)[()]
+    return (_power_multiplier(int(n_seeds), float(alpha), float(power)) * sd / math.sqrt(n_seeds))[()]
+
+
+def _paired_cells(values: pd.DataFrame, group: str, baseline: str) -> pd.DataFrame:
+    """(seed, case_id) rows scored by both groups: the arm's and baseline's case values
+    (``*_arm``/``*_base``), seeds unknown (NaN) left out."""
+    keep = values["seed"].notna() & values["count"].gt(0)
+    arm = values.loc[keep & (values["group"] == group)].drop(columns="group")
+    base = values.loc[keep & (values["group"] == baseline)].drop(columns="group")
+    return arm.merge(base, on=["seed", "case_id"], suffixes=("_arm", "_base"))
+
+
+def seed_differences(values: pd.DataFrame, group: str, baseline: str) -> tuple[pd.Series, int]:
+    """Per shared seed ``d_s`` = the arm's minus the baseline's trial value over the cases
+    both scored (Σ sum / Σ count of :func:`case_values` with ``counts=True``), and the
+    number of distinct cases used."""
+    cells = _paired_cells(values, group, baseline)
+    by_seed = cells.groupby("seed")[["sum_arm", "count_arm", "sum_base", "count_base"]].sum()
+    diffs = by_seed["sum_arm"] / by_seed["count_arm"] - by_seed["sum_base"] / by_seed["count_base"]
+    return diffs, int(cells["case_id"].nunique())
+
+
+def headline_tests(trials: pd.DataFrame, cases: pd.DataFrame, baseline: str = "baseline", split: str = "test",
+                   metric: str = "dice", level: float = 0.95, alpha: float = 0.05,
+                   power: float = 0.80) -> pd.DataFrame:
+    """Each non-baseline group against the baseline: :func:`seed_test` on the per-seed
+    differences of :func:`seed_differences` (columns :data:`HEADLINE_COLUMNS`): shared
+    ``n_seeds``, ``n_cases``, ``mean_diff`` with its ``level`` CI, ``sd`` of the
+    differences, ``t``, ``p``, ``p_holm`` (Holm across arms) and ``mdd``
+    (:func:`min_detectable` at ``alpha``, ``power`` from the observed ``sd``)."""
+    values = case_values(trials, cases, split, metric, counts=True)
+    rows = []
+    for group in pd.unique(values["group"]):
+        if group == baseline:
+            continue
+        diffs, n_cases = seed_differences(values, group, baseline)
+        res = seed_test(diffs.to_numpy(), level)
+        rows.append({"group": group, "n_cases": n_cases, **res,
+                     "mdd": float(min_detectable(res["sd"], res["n_seeds"], alpha, power))})
+    out = pd.DataFrame(rows, columns=[c for c in HEADLINE_COLUMNS if c != "p_holm"])
+    out.insert(HEADLINE_COLUMNS.index("p_holm"), "p_holm", holm(out["p"].to_numpy(dtype=float)))
+    return out.astype({"n_seeds": int, "n_cases": int})
 
 
 def rank_biserial(diffs) -> float:
@@ -224,102 +219,36 @@ def rank_biserial(diffs) -> float:
     return float((ranks[d > 0].sum() - ranks[d < 0].sum()) / ranks.sum())
 
 
-def _paired(arm: np.ndarray, base: np.ndarray, n_boot: int, seed: int) -> dict:
-    d = arm - base
-    n = d.size
-    low, high = bootstrap_ci(d, n_boot, seed)
-    stat = p = float("nan")
-    if np.count_nonzero(d) >= 2:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = sps.wilcoxon(arm, base)
-        stat, p = float(res.statistic), float(res.pvalue)
-    sd = float(d.std(ddof=1)) if n >= 2 else float("nan")
-    return {
-        "n_pairs": n,
-        "mean_diff": float(d.mean()) if n else float("nan"),
-        "boot_low": low,
-        "boot_high": high,
-        "wilcoxon": stat,
-        "p": p,
-        "rank_biserial": rank_biserial(d),
-        "cohen_dz": float(d.mean() / sd) if n >= 2 and sd > 0 else float("nan"),
-    }
+def case_differences(values: pd.DataFrame, group: str, baseline: str, metric: str) -> tuple[pd.Series, int]:
+    """Per case: the arm's minus the baseline's value, each averaged over the seeds both
+    groups share (NaN values skipped, cases without both dropped); and the shared seeds."""
+    cells = _paired_cells(values, group, baseline)
+    means = cells.groupby("case_id")[[f"{metric}_arm", f"{metric}_base"]].mean().dropna()
+    return means[f"{metric}_arm"] - means[f"{metric}_base"], int(cells["seed"].nunique())
 
 
-PAIRED_COLUMNS = ["group", "n_pairs", "mean_diff", "boot_low", "boot_high", "wilcoxon", "p", "p_holm",
-                  "rank_biserial", "cohen_dz"]
-
-
-def paired_tests(trials: pd.DataFrame, cases: pd.DataFrame, baseline: str = "baseline", split: str = "test",
-                 metric: str = "dice", n_boot: int = 10000, seed: int = 0) -> pd.DataFrame:
-    """Each non-baseline group against the baseline on per-case values.
-
-    Pairs are (seed, case_id) present in both groups (case values from
-    :func:`case_values`, NaN pairs dropped); differences are arm − baseline.
-    Columns (:data:`PAIRED_COLUMNS`): ``n_pairs``, ``mean_diff``, the 95 %
-    percentile-bootstrap CI ``boot_low``/``boot_high`` of the mean difference
-    (a fresh ``default_rng(seed)`` per arm, so an arm's CI does not depend on
-    the others), the two-sided Wilcoxon signed-rank ``wilcoxon`` statistic and
-    ``p`` (``scipy.stats.wilcoxon(arm, base)``; NaN with < 2 non-zero
-    differences), ``p_holm`` (Holm across the arms), ``rank_biserial`` and
-    Cohen's ``cohen_dz`` = mean difference / sd of the differences.
-    """
-    values = case_values(trials, cases, split, metric)
-    base = values.loc[values["group"] == baseline, ["seed", "case_id", metric]]
+def case_level_tests(trials: pd.DataFrame, cases: pd.DataFrame, baseline: str = "baseline", split: str = "test",
+                     metric: str = "dice") -> pd.DataFrame:
+    """The case-level view *on these trained models* (columns :data:`CASE_LEVEL_COLUMNS`):
+    two-sided Wilcoxon signed-rank (``scipy.stats.wilcoxon``) over the per-case
+    differences of :func:`case_differences` (``n_cases``; NaN with < 2 non-zero
+    differences), ``mean_diff``, ``p_holm`` (Holm across arms) and ``rank_biserial``."""
+    values = case_values(trials, cases, split, metric, counts=True)
     rows = []
     for group in pd.unique(values["group"]):
         if group == baseline:
             continue
-        arm = values.loc[values["group"] == group, ["seed", "case_id", metric]]
-        pairs = arm.merge(base, on=["seed", "case_id"], suffixes=("_arm", "_base")).dropna()
-        a = pairs[f"{metric}_arm"].to_numpy(dtype=float)
-        b = pairs[f"{metric}_base"].to_numpy(dtype=float)
-        rows.append({"group": group, **_paired(a, b, n_boot, seed)})
-    out = pd.DataFrame(rows, columns=[c for c in PAIRED_COLUMNS if c != "p_holm"])
-    out.insert(PAIRED_COLUMNS.index("p_holm"), "p_holm", holm(out["p"].to_numpy(dtype=float)))
-    return out
-
-
-def budget(trials: pd.DataFrame) -> pd.DataFrame:
-    """Compute spent per group (every trial counts, whatever its status):
-    ``group, trials, completed, iterations_sum, iterations_mean, wall_time_h``
-    (sum of wall_time_s / 3600) and ``device_hours`` (sum; NaN values are
-    skipped, NaN when no trial of the group reports any)."""
-    status = trials["status"] if "status" in trials.columns else pd.Series("", index=trials.index)
-    df = pd.DataFrame({
-        "group": group_labels(trials),
-        "completed": (status == "completed").astype(int),
-        "iterations": _numeric(trials, "iterations"),
-        "wall_time_s": _numeric(trials, "wall_time_s"),
-        "device_hours": _numeric(trials, "device_hours"),
-    })
-    g = df.groupby("group", sort=False)
-    return pd.DataFrame({
-        "trials": g.size(),
-        "completed": g["completed"].sum(),
-        "iterations_sum": g["iterations"].sum(min_count=1),
-        "iterations_mean": g["iterations"].mean(),
-        "wall_time_h": g["wall_time_s"].sum(min_count=1) / 3600.0,
-        "device_hours": g["device_hours"].sum(min_count=1),
-    }).rename_axis("group").reset_index()
-
-
-def select_best(trials: pd.DataFrame, metric: str = "best_val_dice", mode: str = "max") -> pd.Series:
-    """The completed trial with the best ``metric`` (a validation metric).
-
-    Protocol guard: a metric starting with ``test`` is refused — picking the
-    configuration on the test set and reporting its test score is optimistic
-    (the test set would have been used for model selection)."""
-    if str(metric).lower().startswith("test"):
-        raise ValueError(f"selection uses validation metrics only: {metric!r} is a test-set metric; "
-                         "select on e.g. 'best_val_dice' and report test metrics of the selected trial")
-    if mode not in ("max", "min"):
-        raise ValueError(f"mode must be 'max' or 'min', not {mode!r}")
-    if metric not in trials.columns:
-        raise ValueError(f"no column {metric!r} in trials")
-    done = _completed(trials)
-    values = _numeric(done, metric).dropna()
-    if values.empty:
-        raise ValueError(f"no completed trial has a value for {metric!r}")
-    return done.loc[values.idxmax() if mode == "max" else values.idxmin()]
+        diffs, n_seeds = case_differences(values, group, baseline, metric)
+        d = diffs.to_numpy(dtype=float)
+        stat = p = float("nan")
+        if np.count_nonzero(d) >= 2:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = sps.wilcoxon(d)
+            stat, p = float(res.statistic), float(res.pvalue)
+        rows.append({"group": group, "n_seeds": n_seeds, "n_cases": d.size,
+                     "mean_diff": float(d.mean()) if d.size else float("nan"),
+                     "wilcoxon": stat, "p": p, "rank_biserial": rank_biserial(d)})
+    out = pd.DataFrame(rows, columns=[c for c in CASE_LEVEL_COLUMNS if c != "p_holm"])
+    out.insert(CASE_LEVEL_COLUMNS.index("p_holm"), "p_holm", holm(out["p"].to_numpy(dtype=float)))
+    return out.astype({"n_seeds": int, "n_cases": int})
