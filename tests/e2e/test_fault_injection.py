@@ -23,5 +23,5 @@ def test_random_kills_lose_and_rerun_nothing(tmp_path, design):
     assert out["lost"] == 0 and out["rerun"] == 0
     assert out["completed"] == out["distinct_cells_completed"] == 4
     assert any(k is not None for k in out["kills_s"])  # at least one kill landed
-    if design == "search":  # every trial told to Optuna once; proposals a kill orphaned end as FAIL
-        assert out["optuna"]["COMPLETE"] == 4 and set(out["optuna"]) <= {"COMPLETE", "FAIL"}
+    if design == "search":  # every proposal told to Optuna once, none left running or failed
+        assert out["optuna"] == {"COMPLETE": 4}

@@ -9,6 +9,7 @@ import pytest
 from tests.conftest import tiny_study_dict
 from vrsearch.orchestrate import grow
 from vrsearch.results import fragments
+from vrsearch.results.rundir import RunDir
 from vrsearch.study.design import SEED_KEY, apply_cell, cells_with_seeds, config_hash
 from vrsearch.study.load import build_study
 
@@ -81,48 +82,29 @@ def test_pending_cells_are_those_without_a_finished_trial(tmp_path):
     grown = copy.deepcopy(raw)
     grown["search"]["seeds"] = [0, 1, 2]
     new = study(grown)
-    pending = grow.pending_cells(new.model_dump(mode="json"), cells_with_seeds(new), grow.finished_hashes(run))
+    pending = grow.pending_cells(new.model_dump(mode="json"), cells_with_seeds(new), grow.finished_hashes(RunDir(run)))
     assert [(c["arm"], c[SEED_KEY]) for c in pending] == [("baseline", 2), ("ce", 2)]
-    assert grow.remove_unfinished(run) == 1 and not fragments.trial_dir(run, "killed").exists()
+    assert grow.remove_unfinished(RunDir(run)) == 1 and not fragments.trial_dir(run, "killed").exists()
 
 
 def test_experiment_names(tmp_path):
-    assert grow.next_experiment(tmp_path) == "tune"
+    run = RunDir(tmp_path)
+    assert run.next_experiment() == "tune"
     (tmp_path / "tune").mkdir()
-    assert grow.next_experiment(tmp_path) == "tune-2"
+    assert run.next_experiment() == "tune-2"
     (tmp_path / "tune-2").mkdir()
     (tmp_path / "tune-10").mkdir()
     (tmp_path / "tuner").mkdir()
-    assert grow.experiments(tmp_path) == ["tune", "tune-2", "tune-10"]
-    assert grow.next_experiment(tmp_path) == "tune-11"
+    assert run.experiments() == ["tune", "tune-2", "tune-10"]
+    assert run.next_experiment() == "tune-11"
 
 
-def _experiment(path, **damage):
-    """A Tune experiment dir as Tune leaves it: tuner.pkl, a JSON state, pickled searcher state."""
-    import json
-    import pickle
-
-    path.mkdir()
-    files = {"tuner.pkl": pickle.dumps({"param_space": {"cell": [1, 2]}}, protocol=5),
-             "experiment_state-2026-11-22_10-00-00.json": json.dumps({"trial_data": ["x" * 50]}).encode(),
-             "basic-variant-state-2026-11-22_10-00-00.json": pickle.dumps({"pending": list(range(40))}),
-             "searcher-state-2026-11-22_10-00-00.pkl": pickle.dumps(["optuna"] * 9)}
-    for name, data in files.items():
-        if damage.get("drop") == name:
-            continue
-        (path / name).write_bytes(data[: damage["cut"]] if damage.get("truncate") == name else data)
-    (path / ".validate_storage_marker").write_bytes(b"")
-    return path
-
-
-@pytest.mark.parametrize("damage", [
-    {"drop": "experiment_state-2026-11-22_10-00-00.json"},  # killed between tuner.pkl and the first state
-    {"drop": "tuner.pkl"},
-    {"truncate": "experiment_state-2026-11-22_10-00-00.json", "cut": 20},
-    {"truncate": "basic-variant-state-2026-11-22_10-00-00.json", "cut": 30},
-    {"truncate": "searcher-state-2026-11-22_10-00-00.pkl", "cut": 5},
-    {"truncate": "tuner.pkl", "cut": 0},
-])
-def test_a_damaged_experiment_is_not_restorable(tmp_path, damage):
-    assert grow.restorable(_experiment(tmp_path / "whole"))
-    assert not grow.restorable(_experiment(tmp_path / "tune", **damage))
+def test_unfinished_fragments_go_their_checkpoints_stay(tmp_path):
+    """An interrupted trial's configuration runs again under a new trial id and must find
+    its checkpoint: only the fragments go."""
+    run = RunDir(tmp_path)
+    fragments.trial_dir(tmp_path, "killed").mkdir(parents=True)
+    (run.checkpoint("abc") / "last.pt").parent.mkdir(parents=True)
+    (run.checkpoint("abc") / "last.pt").write_bytes(b"x")
+    assert grow.remove_unfinished(run) == 1
+    assert not fragments.trial_dir(tmp_path, "killed").exists() and (run.checkpoint("abc") / "last.pt").exists()

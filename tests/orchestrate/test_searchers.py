@@ -1,58 +1,97 @@
-"""Optuna bookkeeping of search designs: proposals orphaned by a killed driver."""
+"""Optuna bookkeeping of search designs, and schedulers that remember earlier experiments:
+the plan of an interrupted search from Optuna + fragments, orphans closed at the end, ASHA
+replaying the curves of trials that ended before."""
 
 from __future__ import annotations
 
 import optuna
+import pandas as pd
 import pytest
 
 from tests.conftest import tiny_study_dict
-from vrsearch.orchestrate.searchers import close_orphans, optuna_storage_url
+from vrsearch.orchestrate.searchers import _Ended, _NoLiveTrials, close_orphans, plan_search, scheduler
+from vrsearch.results import fragments, io
+from vrsearch.results.rundir import RunDir
 from vrsearch.study.load import build_study
 
 SPACE = {"train.optimizer.lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}}
+DIST = {"train.optimizer.lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)}
+
+
+def search_study(tmp_path, **search):
+    return build_study(tiny_study_dict(tmp_path, tmp_path / "run",
+                                       search={"design": "search", "space": SPACE, **search}))
+
+
+def optuna_study(study, run):
+    run.path.mkdir(parents=True, exist_ok=True)
+    return optuna.create_study(study_name=study.name, storage=run.optuna_url(None), direction="maximize")
 
 
 def test_running_proposals_are_failed_and_finished_ones_untouched(tmp_path):
-    study = build_study(tiny_study_dict(tmp_path, tmp_path / "run", search={"design": "search", "space": SPACE}))
-    (tmp_path / "run").mkdir()
-    ost = optuna.create_study(study_name=study.name, storage=optuna_storage_url(study, tmp_path / "run"),
-                              direction="maximize")
+    study, run = search_study(tmp_path), RunDir(tmp_path / "run")
+    ost = optuna_study(study, run)
     values = {}
     for i in range(5):
-        trial = ost.ask({"train.optimizer.lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)})
+        trial = ost.ask(DIST)
         if i in (0, 2):
             ost.tell(trial, 0.1 * (i + 1))
             values[trial.number] = 0.1 * (i + 1)
         elif i == 3:
             ost.tell(trial, state=optuna.trial.TrialState.PRUNED)
-    assert close_orphans(study, tmp_path / "run") == 2  # trials 1 and 4 were left RUNNING
+    assert close_orphans(study, run) == 2  # trials 1 and 4 were left RUNNING
     states = {t.number: t.state.name for t in ost.get_trials()}
     assert states == {0: "COMPLETE", 1: "FAIL", 2: "COMPLETE", 3: "PRUNED", 4: "FAIL"}
     assert {t.number: t.value for t in ost.get_trials() if t.state.name == "COMPLETE"} == values
-    assert close_orphans(study, tmp_path / "run") == 0
+    assert close_orphans(study, run) == 0
     other = build_study(tiny_study_dict(tmp_path, tmp_path / "run", name="never_proposed",
                                         search={"design": "search", "space": SPACE}))
-    assert close_orphans(other, tmp_path / "run") == 0  # no such Optuna study yet
+    assert close_orphans(other, run) == 0  # no such Optuna study yet
 
 
-def test_results_for_a_trial_optuna_has_closed_are_dropped_not_raised():
-    """A driver killed after Optuna was told a result and before Tune saved it: the restored
-    experiment replays the trial and reports it again; Ray's OptunaSearch would raise."""
-    from ray.tune.search.optuna import OptunaSearch
+def _fragment(run: RunDir, trial_id: str, number: int, seed: int, status: str | None, val: float | None) -> None:
+    d = run.fragment(trial_id)
+    fragments.write_json(d / "meta.json", {"config_hash": trial_id, "optuna_trial": number, "seed": seed})
+    if val is not None:
+        io.write_frame(d / "history.parquet", pd.DataFrame({"trial_id": [trial_id] * 2, "iteration": [3, 6],
+                                                            "val_dice": [val / 2, val]}))
+    if status is not None:
+        fragments.write_json(d / ("result.json" if status == "completed" else "status.json"), {"status": status})
 
-    from vrsearch.orchestrate.resumable_optuna import ResumableOptunaSearch
 
-    space = {"lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)}
-    for cls in (OptunaSearch, ResumableOptunaSearch):
-        searcher = cls(space=space, metric="val_dice", mode="max", sampler=optuna.samplers.RandomSampler(seed=0))
-        assert searcher.suggest("t1") is not None
-        searcher._ot_study.tell(searcher._ot_trials["t1"], 0.4)  # what the killed driver had committed
-        result = {"val_dice": 0.4, "training_iteration": 6}
-        if cls is OptunaSearch:
-            with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
-                searcher.on_trial_result("t1", result)
-            continue
-        searcher.on_trial_result("t1", result)
-        searcher.on_trial_complete("t1", result)
-        trials = searcher._ot_study.trials
-        assert [(t.state.name, t.value) for t in trials] == [("COMPLETE", 0.4)]
+def test_an_interrupted_search_plans_its_missing_seeds_and_the_proposals_left(tmp_path):
+    study, run = search_study(tmp_path, seeds=[0, 1, 2], num_samples=5), RunDir(tmp_path / "run")
+    ost = optuna_study(study, run)
+    done, cut, lost = ost.ask(DIST), ost.ask(DIST), ost.ask(DIST)  # numbers 0, 1, 2
+    ost.tell(done, 0.5)
+    ost.enqueue_trial({"train.optimizer.lr": 0.01})  # WAITING: not asked yet, a new proposal
+    _fragment(run, "a", 1, 0, "completed", 0.6)  # proposal 1: seed 0 finished,
+    _fragment(run, "b", 1, 1, "stopped_early", 0.2)  # seed 1 stopped by ASHA,
+    _fragment(run, "c", 1, 2, None, 0.3)  # seed 2 interrupted (no end)
+    interrupted, new = plan_search(study, run)
+    by_number = {p.number: p for p in interrupted}
+    assert set(by_number) == {1, 2}  # RUNNING in Optuna: asked, never told
+    assert by_number[1].todo == [2] and by_number[1].scores == {0: pytest.approx(0.6), 1: pytest.approx(0.2)}
+    assert by_number[1].params == cut.params
+    assert by_number[2].todo == [0, 1, 2] and by_number[2].scores == {}  # no trial of it ever started
+    assert new == 5 - 3  # three proposals asked; the enqueued one is still to ask
+    empty = RunDir(tmp_path / "empty")
+    assert plan_search(search_study(tmp_path, num_samples=4), empty) == ([], 4)  # nothing asked yet
+    assert not empty.optuna_file.exists()  # and no database created by looking
+
+
+def _stops(sched, value: float) -> bool:
+    sched.set_search_properties("val_dice", "max")
+    trial = _Ended("new")
+    sched.on_trial_add(_NoLiveTrials(), trial)
+    return sched.on_trial_result(_NoLiveTrials(), trial, {"iteration": 3, "val_dice": value}) == "STOP"
+
+
+@pytest.mark.parametrize("name", ["asha", "median"])
+def test_a_resumed_scheduler_compares_with_the_trials_that_ended_before(tmp_path, name):
+    study = build_study(tiny_study_dict(tmp_path, tmp_path / "run", train={"iterations": 9, "eval": {"every": 3}},
+                                        search={"design": "none", "scheduler": name, "seeds": [0, 1, 2, 3, 4]}))
+    curves = {f"old{i}": [(3, 0.2 + 0.1 * i), (6, 0.3 + 0.1 * i), (9, 0.4 + 0.1 * i)] for i in range(4)}
+    assert _stops(scheduler(study, curves), 0.05)  # far below every earlier trial at the same rung
+    assert not _stops(scheduler(study, curves), 0.9)
+    assert not _stops(scheduler(study, {}), 0.05)  # a scheduler that remembers nothing lets it go on

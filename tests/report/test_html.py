@@ -42,9 +42,10 @@ def write_run(path, trials, history=None, cases=None, study=None):
     return path
 
 
-def search_run(path):
+def search_run(path, storage_url: str | None = None):
     """The synthetic 6-trial search + a failed trial, and an Optuna storage with one
-    stored trial per configuration (params = the trials' cells)."""
+    stored trial per configuration (params = the trials' cells): the run directory's
+    optuna.db, or ``storage_url`` (the study's ``search.storage``)."""
     trials, history, cases = synthetic()
     failed = dict(trials.iloc[0])
     failed.update(trial_id="t9-s0", status="failed", error=EVIL_ERROR, best_val_dice=float("nan"),
@@ -52,9 +53,10 @@ def search_run(path):
     trials = pd.concat([trials, pd.DataFrame([failed])], ignore_index=True)
     study = {"name": NAME, "method": {"name": "arco"}, "dataset": {"layout": "phantom", "labeled_ratio": 0.1},
              "search": {"design": "search", "searcher": "tpe", "scheduler": "asha", "metric": "val_dice",
-                        "mode": "max", "seeds": [0, 1], "space": SPACE, "arms": []}}
+                        "mode": "max", "seeds": [0, 1], "space": SPACE, "arms": [], "storage": storage_url}}
     write_run(path, trials, history, cases, study)
-    storage = optuna.create_study(study_name=NAME, storage=f"sqlite:///{path}/optuna.db", direction="maximize")
+    storage = optuna.create_study(study_name=NAME, storage=storage_url or f"sqlite:///{path}/optuna.db",
+                                  direction="maximize")
     dists = {"method.params.k": optuna.distributions.CategoricalDistribution((5, 10, 15)),
              "train.optimizer.lr": optuna.distributions.FloatDistribution(0.001, 0.1, log=True),
              "method.params.sampler": optuna.distributions.CategoricalDistribution(("ns", "sg", "sag"))}
@@ -97,6 +99,18 @@ def test_search_sections_and_figures(search_report):
     assert "Could not render" not in text
     assert "Evaluator: " in text and "ANOVA" in text and "on 3 completed trials" in text
     assert "order of completion (Optuna storage)" in text
+
+
+def test_an_external_optuna_storage_is_read(tmp_path):
+    """``search.storage`` names a database outside the run directory (here a second SQLite
+    file): the report's Optuna sections read it there, and no optuna.db appears in the run."""
+    elsewhere = tmp_path / "db" / "studies.db"
+    elsewhere.parent.mkdir()
+    run_dir = search_run(tmp_path / "search", storage_url=f"sqlite:///{elsewhere}")
+    text = build_report(run_dir)
+    assert not (run_dir / "optuna.db").exists()
+    assert "on 3 completed trials" in text and "order of completion (Optuna storage)" in text
+    assert headings(text) == SEARCH_SECTIONS
 
 
 def test_escaping(search_report):

@@ -22,3 +22,15 @@ def test_shipped_study_validates(path):
     res = CliRunner().invoke(app, ["validate", str(path), *cluster])
     assert res.exit_code == 0, res.output
     assert res.stdout.startswith("name:")  # the resolved study
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
+def test_the_resolved_study_validates_again(path):
+    """``resume`` reads the resolved study.yaml, where every default is spelled out: keys
+    the design ignores appear there at their defaults and must not be refused."""
+    import yaml
+
+    from vrsearch.study import build_study, load_study, study_to_yaml
+
+    resolved = study_to_yaml(load_study(path))
+    assert study_to_yaml(build_study(yaml.safe_load(resolved))) == resolved

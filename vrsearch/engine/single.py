@@ -17,6 +17,7 @@ from vrsearch.engine.trainer import Trainer
 from vrsearch.engine.trial import TrialOutput, run_trial
 from vrsearch.errors import VrsearchError
 from vrsearch.results import io
+from vrsearch.results.rundir import RunDir
 from vrsearch.results.fragments import write_cases
 from vrsearch.study import load_study, study_to_yaml
 
@@ -25,14 +26,15 @@ TRIAL_ID = "train"
 
 def remove_run(run_dir: Path) -> None:
     """Remove what vrsearch writes in a run directory (nothing else)."""
-    for name in (io.STUDY_FILE, io.TRIALS_FILE, io.HISTORY_FILE, io.CASES_FILE):
-        (run_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    run = RunDir(run_dir)
+    for path in (run.study, run.trials, run.history, run.cases):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(run.checkpoints, ignore_errors=True)
 
 
 def claim_run_dir(run_dir: Path, text: str, fresh: bool) -> None:
     """Write study.yaml, refusing a directory that holds a different study."""
-    path = run_dir / io.STUDY_FILE
+    path = RunDir(run_dir).study
     if fresh:
         remove_run(run_dir)
     elif path.exists() and path.read_text(encoding="utf-8") != text:
@@ -55,7 +57,7 @@ def train_single(study_path: Path, overrides: Iterable[str], *, fresh: bool = Fa
                  echo: Callable[[str], None] = print) -> TrialOutput:
     study = load_study(study_path, overrides)
     run_dir = study.run_dir
-    ckpt = run_dir / "checkpoints" / TRIAL_ID
+    ckpt = RunDir(run_dir).checkpoint(TRIAL_ID)
     trainer = Trainer(study, ckpt)  # reads and checks all data before anything is written
     claim_run_dir(run_dir, study_to_yaml(study), fresh)
     total = study.train.iterations

@@ -146,6 +146,8 @@ class FitResult:
     history: list[dict]
     cases: list[dict] = field(default_factory=list)
     wall_time_s: float = 0.0
+    #: the iteration of the checkpoint training continued from (0: from the start)
+    resumed_from: int = 0
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -274,6 +276,7 @@ class Trainer:
         start, best, history, elapsed = 0, {"score": -math.inf, "iteration": 0, "rows": []}, [], 0.0
         if resume and (self.ckpt_dir / "last.pt").exists():
             start, best, history, elapsed = self._restore()
+        self.resumed_from = start
         t0 = time.perf_counter() - elapsed
         self.history = history  # live view for reporters (rows grow as training goes)
         rows_by_it = {r["iteration"]: r for r in history}
@@ -387,4 +390,5 @@ class Trainer:
             test = summarize(rows)
         best_val = summarize(best["rows"]) if best["rows"] else {}
         history.sort(key=lambda r: r["iteration"])
-        return FitResult(status, error, it, best["iteration"], best_val, final_val, test, history, cases, wall)
+        return FitResult(status, error, it, best["iteration"], best_val, final_val, test, history, cases, wall,
+                         resumed_from=getattr(self, "resumed_from", 0))

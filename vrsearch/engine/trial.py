@@ -45,6 +45,7 @@ def trial_row(study: Study, trial_id: str, fit: FitResult, trainer: Trainer) -> 
         "labeled_ratio": study.dataset.labeled_ratio,
         "split_seed": study.dataset.split_seed,
         "iterations": fit.iterations,
+        "resumed_from": fit.resumed_from,
         "best_iteration": fit.best_iteration,
         "best_val_dice": fit.best_val.get("dice", float("nan")),
         "final_val_dice": fit.final_val.get("dice", float("nan")),

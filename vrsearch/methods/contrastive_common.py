@@ -59,7 +59,7 @@ class ContrastiveParams(MethodParams):
     #: both = the first ``stage1_fraction`` of the iterations stage 1, the rest stage 2
     stage: Literal[1, 2, "both"] = "both"
     stage1_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.25
-    #: a stage-1 trial's checkpoint (``.../checkpoints/<trial>/last.pt``); the trial then runs no stage 1
+    #: a stage-1 trial's checkpoint (``.../checkpoints/<config_hash>/last.pt``); the trial then runs no stage 1
     stage1_checkpoint: str | None = None
     # stage 1: relational instance discrimination (global + local)
     tau_s: PosFloat = 0.1

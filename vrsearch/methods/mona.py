@@ -53,7 +53,7 @@ the FPN head (:class:`~vrsearch.models.heads.RepresentationHead`).
 
 An ablation switch set to false removes its term (not computed, not logged).
 **Two-stage contract**: ``stage: 1`` trials pre-train; a trial with
-``stage1_checkpoint`` (their ``checkpoints/<trial>/last.pt``) loads student,
+``stage1_checkpoint`` (their ``checkpoints/<config_hash>/last.pt``) loads student,
 teacher and predictors from it (weights only) and runs stage 2 only.
 Views: geometric transforms are undone on dense outputs, so labels, pseudo-
 labels and embeddings are compared in the patch frame. ``strong`` adds

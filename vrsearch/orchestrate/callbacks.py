@@ -11,6 +11,7 @@ from ray.tune import Callback
 from vrsearch.errors import VrsearchError
 from vrsearch.results import fragments
 from vrsearch.results.names import started_trial_names
+from vrsearch.results.rundir import RESULT_FILE
 
 
 def refresh_report(run_dir: Path, echo=print) -> Path | None:
@@ -39,7 +40,7 @@ class ResultsCallback(Callback):
     def _finished(self, trial, status: str, error: str = "") -> None:
         self.running.discard(trial.trial_id)
         d = fragments.trial_dir(self.run_dir, trial.trial_id)
-        result = fragments.read_json(d / "result.json")
+        result = fragments.read_json(d / RESULT_FILE)
         if result is None:
             fragments.record_status(self.run_dir, trial.trial_id, status, error)
         else:

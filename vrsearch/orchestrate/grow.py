@@ -13,27 +13,22 @@ schedule, the method's baseline settings, the metric, or the settings of an
 arm that keeps its name — is refused: old and new trials would sit in one
 table without being comparable.
 
-Also here: which Tune experiments a run holds, and whether the latest one
-can be restored (:func:`restorable`) or must be replaced by a new one.
+Also here: which trials of a run directory ended (:func:`finished_metas`), and
+the clean-up before a new experiment (:func:`remove_unfinished`).
 """
 
 from __future__ import annotations
 
-import json
-import pickletools
-import re
 import shutil
-from pathlib import Path
 
 from vrsearch.results import fragments, io
+from vrsearch.results.rundir import META_FILE, RunDir
 from vrsearch.study.design import SEED_KEY, apply_cell, config_hash
 from vrsearch.study.schema import Study
 
-FINISHED = ("completed", "failed", "stopped_early")
 #: what a grown study may change: the design's extent, never what a cell measures
 GROWABLE = {"description", "resources", "output", "search.seeds", "search.arms", "search.space",
             "search.axes", "search.num_samples"}
-_EXPERIMENT = re.compile(r"^tune(?:-(\d+))?$")
 
 
 def _growable(key: str) -> bool:
@@ -61,20 +56,19 @@ def growth_problem(old: Study, new: Study) -> str | None:
     return None
 
 
-def finished_metas(run_dir: Path) -> list[dict]:
-    """``meta.json`` of every trial in ``run_dir`` that ended (its fragments say so)."""
+def finished_metas(run: RunDir) -> list[dict]:
+    """``meta.json`` of every trial in ``run`` that ended (its fragments say so)."""
     done = []
-    for d in sorted((Path(run_dir) / fragments.TRIALS_DIR).glob("*/")):
-        meta = fragments.read_json(d / "meta.json") or {}
-        ended = fragments.read_json(d / "result.json") or fragments.read_json(d / "status.json") or {}
-        if meta.get("config_hash") and ended.get("status") in FINISHED:
+    for d in sorted(run.fragments.glob("*/")):
+        meta = fragments.read_json(d / META_FILE) or {}
+        if meta.get("config_hash") and fragments.ended(d) is not None:
             done.append(meta)
     return done
 
 
-def finished_hashes(run_dir: Path) -> set[str]:
-    """Identities of the trials in ``run_dir`` that ended."""
-    return {meta["config_hash"] for meta in finished_metas(run_dir)}
+def finished_hashes(run: RunDir) -> set[str]:
+    """Identities of the trials in ``run`` that ended."""
+    return {meta["config_hash"] for meta in finished_metas(run)}
 
 
 def pending_cells(base: dict, cells: list[dict], done: set[str]) -> list[dict]:
@@ -87,48 +81,13 @@ def pending_cells(base: dict, cells: list[dict], done: set[str]) -> list[dict]:
     return out
 
 
-def remove_unfinished(run_dir: Path) -> int:
-    """Drop fragments and checkpoints of trials that never ended (an interrupted
-    experiment's leftovers, which a new experiment runs again under new ids)."""
+def remove_unfinished(run: RunDir) -> int:
+    """Drop the fragments of trials that never ended (an interrupted experiment's
+    leftovers): their configurations run again under new trial ids and continue from
+    their checkpoints, which are kept (keyed by configuration, not by trial)."""
     n = 0
-    for d in sorted((Path(run_dir) / fragments.TRIALS_DIR).glob("*/")):
-        if not ((d / "result.json").exists() or (d / "status.json").exists()):
+    for d in sorted(run.fragments.glob("*/")):
+        if fragments.ended(d) is None:
             shutil.rmtree(d, ignore_errors=True)
-            shutil.rmtree(Path(run_dir) / "checkpoints" / d.name, ignore_errors=True)
             n += 1
     return n
-
-
-def experiments(run_dir: Path) -> list[str]:
-    """Tune experiment directories of a run, oldest first."""
-    found = [(int(m.group(1) or 1), p.name) for p in Path(run_dir).glob("tune*")
-             if p.is_dir() and (m := _EXPERIMENT.match(p.name))]
-    return [name for _, name in sorted(found)]
-
-
-def next_experiment(run_dir: Path) -> str:
-    done = experiments(run_dir)
-    return "tune" if not done else f"tune-{int(_EXPERIMENT.match(done[-1]).group(1) or 1) + 1}"
-
-
-def restorable(experiment_dir: Path) -> bool:
-    """Whether Tune can resume this experiment. ``Tuner.can_restore`` only looks for
-    ``tuner.pkl``, written before the first ``experiment_state-*.json``, and Tune copies
-    its state files in place (a kill can truncate one); when restoring fails, Tune logs
-    it and starts a new experiment from the bare study. So: an experiment state, every
-    one parsing as JSON, and every pickled state file (tuner, searcher, callbacks)
-    complete — checked opcode by opcode with ``pickletools``, nothing is unpickled."""
-    states = sorted(experiment_dir.glob("experiment_state-*.json"))
-    pickles = [p for p in experiment_dir.glob("*") if p.is_file() and p not in states
-               and (p.suffix == ".pkl" or p.name.startswith("basic-variant-state-"))]
-    if not states or not any(p.name == "tuner.pkl" for p in pickles):
-        return False
-    try:
-        for path in states:
-            json.loads(path.read_text(encoding="utf-8"))
-        for path in pickles:
-            for _ in pickletools.genops(path.read_bytes()):
-                pass
-    except (OSError, ValueError):
-        return False
-    return True

@@ -5,10 +5,14 @@ starts, claims the run directory (refusing one that holds another study),
 starts a loopback-only local Ray (or joins ``--address``), and runs a Tuner:
 Optuna (TPE / random / CMA-ES, persisted in an RDB storage — SQLite in the
 run directory by default; several seeds per configuration through
-:class:`~vrsearch.orchestrate.seeds.SeedRepeater`) or a fixed design (grid /
+:class:`~vrsearch.orchestrate.proposals.StudySearcher`) or a fixed design (grid /
 random / ablation / none) crossed with dataset axes and seeds, under ASHA,
-the median rule or no scheduler. An edited fixed-design study grows its run
-directory in place (:mod:`vrsearch.orchestrate.grow`).
+the median rule or no scheduler.
+
+Running, resuming and growing (an edited fixed-design study,
+:mod:`vrsearch.orchestrate.grow`) are one path: :func:`plan` reads what the
+run directory's trial fragments (and Optuna's study) say is still missing, and
+a new Tune experiment runs it. Tune's own saved state is never restored.
 """
 
 from __future__ import annotations
@@ -17,23 +21,25 @@ import functools
 import hashlib
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vrsearch.engine.single import claim_run_dir
 from vrsearch.errors import VrsearchError
 from vrsearch.orchestrate import grow
 from vrsearch.orchestrate.checks import check_study
-from vrsearch.orchestrate.searchers import close_orphans, scheduler, searcher
+from vrsearch.orchestrate.proposals import Proposal, aggregate
+from vrsearch.orchestrate.searchers import (
+    close_orphans, delete_optuna_study, plan_search, recorded_curves, scheduler, searcher, tell,
+)
 from vrsearch.orchestrate.trainable import trial_resources, vrsearch_trial
 from vrsearch.results import faults, fragments, io, storage
 from vrsearch.results.lock import run_lock
+from vrsearch.results.rundir import RunDir
 from vrsearch.study import load_study, study_to_yaml
 from vrsearch.study.design import cells_with_seeds, n_trials
 from vrsearch.study.load import build_study, read_yaml
 from vrsearch.study.schema import Study
-
-TUNE_NAME = "tune"
-
 
 def run_location(study: Study) -> str | None:
     """``<output.storage>/<study name>``, or None without storage."""
@@ -58,13 +64,14 @@ def ray_temp_dir(run_dir: Path, configured: Path | None = None) -> Path:
     short enough for Unix socket paths (≤107 bytes), else /tmp/vrs-<hash of run dir>."""
     if configured is not None:
         return Path(configured).expanduser().absolute()
-    inside = run_dir / "ray"
+    inside = RunDir(run_dir).ray_temp
     if len(str(inside)) <= 28:
         return inside
     return Path("/tmp") / f"vrs-{hashlib.sha1(str(run_dir).encode()).hexdigest()[:8]}"
 
 
 def init_ray(run_dir: Path, address: str | None, temp_dir: Path | None = None) -> None:
+    os.environ[faults.DRIVER] = str(os.getpid())  # for a test's kill-driver fault (workers inherit it)
     if not address:
         from vrsearch.orchestrate.local import loopback_env
 
@@ -81,101 +88,119 @@ def init_ray(run_dir: Path, address: str | None, temp_dir: Path | None = None) -
     loopback_init(ray_temp_dir(run_dir, temp_dir))
 
 
-def tune_setup(study: Study, run_dir: Path, cells: list[dict] | None, samples: int | None, total: int):
-    """Tune's param space and ``TuneConfig`` of a new experiment: the fixed design's
-    ``cells`` as a grid, or Optuna (``samples`` set: continuing a search) for ``total`` trials."""
+@dataclass
+class Work:
+    """What the next Tune experiment runs: a fixed design's pending ``cells`` (with seeds),
+    or a search's ``interrupted`` proposals and ``new`` ones to ask."""
+
+    cells: list[dict] | None = None
+    interrupted: list[Proposal] = field(default_factory=list)
+    new: int = 0
+    seeds: int = 1
+
+    @property
+    def trials(self) -> int:
+        if self.cells is not None:
+            return len(self.cells)
+        return sum(len(p.todo) for p in self.interrupted) + self.new * self.seeds
+
+
+def plan(study: Study, run: RunDir) -> Work:
+    """The trials the study still needs, from its fragments (and Optuna for a search)."""
+    if study.search.design != "search":
+        done = grow.finished_hashes(run)
+        return Work(cells=grow.pending_cells(study.model_dump(mode="json"), cells_with_seeds(study), done))
+    interrupted, new = plan_search(study, run)
+    for p in [p for p in interrupted if not p.todo]:  # every seed ended; Optuna was not told
+        tell(study, run, p.number, aggregate(list(p.scores.values()), study.search.aggregate, study.search.mode))
+        interrupted.remove(p)
+    return Work(interrupted=interrupted, new=new, seeds=len(study.search.seeds))
+
+
+def tune_setup(study: Study, run: RunDir, work: Work):
+    """Tune's param space and ``TuneConfig`` of a new experiment for ``work``; the
+    scheduler first replays the reports of the trials that ended before."""
     from ray import tune
 
-    if study.search.design == "search":
-        param_space, search_alg, n = {}, searcher(study, run_dir, continuing=samples is not None), total
+    sched = scheduler(study, recorded_curves(run, study.search.metric))
+    if work.cells is not None:
+        param_space, search_alg, n = {"cell": tune.grid_search(work.cells)}, None, 1
     else:
-        param_space, search_alg, n = {"cell": tune.grid_search(cells)}, None, 1
+        param_space, search_alg, n = {}, searcher(study, run, work.interrupted, work.new), work.trials
     return param_space, tune.TuneConfig(
-        metric=study.search.metric, mode=study.search.mode, search_alg=search_alg, scheduler=scheduler(study),
+        metric=study.search.metric, mode=study.search.mode, search_alg=search_alg, scheduler=sched,
         num_samples=n, max_concurrent_trials=study.resources.concurrent_trials,
     )
 
 
-def _tuner(study: Study, run_dir: Path, restore: bool, echo, experiment: str, cells: list[dict] | None,
-           where: str | None = None, samples: int | None = None):
+def _tuner(study: Study, run: RunDir, work: Work, echo, where: str | None):
     from ray import tune
 
     from vrsearch.orchestrate.callbacks import ResultsCallback
 
     base = study.model_dump(mode="json")
-    res = study.resources
     if study.search.design == "search":
         base["train"]["seed"] = study.search.seeds[0]
-    trainable = tune.with_parameters(vrsearch_trial, base=base, run_dir=str(run_dir))
+    trainable = tune.with_parameters(vrsearch_trial, base=base, run_dir=str(run.path))
     trainable = tune.with_resources(trainable, functools.partial(trial_resources, base))
-    total = len(cells) if cells is not None else samples if samples is not None else n_trials(study)
-    callback = ResultsCallback(run_dir, total, echo, storage=where)
-    path = run_dir / experiment
-    if restore:
-        return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True), callback
-    param_space, tune_config = tune_setup(study, run_dir, cells, samples, total)
+    callback = ResultsCallback(run.path, work.trials, echo, storage=where)
+    param_space, tune_config = tune_setup(study, run, work)
     run_config = tune.RunConfig(
-        name=experiment, storage_path=str(run_dir), verbose=0, callbacks=[callback],
-        failure_config=tune.FailureConfig(max_failures=res.max_failures),
+        name=run.next_experiment(), storage_path=str(run.path), verbose=0, callbacks=[callback],
+        failure_config=tune.FailureConfig(max_failures=study.resources.max_failures),
     )
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config), callback
 
 
-def _pending(study: Study, run_dir: Path) -> list[dict]:
-    """Cells (with seeds) of a fixed design that have no finished trial in ``run_dir``."""
-    return grow.pending_cells(study.model_dump(mode="json"), cells_with_seeds(study), grow.finished_hashes(run_dir))
-
-
-def _execute(study: Study, run_dir: Path, address: str | None, restore: bool, echo, *,
-             experiment: str = TUNE_NAME, cells: list[dict] | None = None, where: str | None = None,
-             samples: int | None = None) -> Path:
+def _execute(study: Study, run: RunDir, address: str | None, echo, where: str | None = None) -> Path:
+    """Run what the study still needs in a new Tune experiment: every trial of a new
+    study; after an interruption or an edit, the trials without a finished fragment
+    (continuing from their configurations' checkpoints) and a search's open proposals."""
     import ray
 
-    fixed = study.search.design != "search"
-    if fixed and cells is None and not restore:
-        cells = _pending(study, run_dir)
-    if not restore and ((fixed and not cells) or samples == 0):  # grid_search([]) would run the bare study
-        fragments.compact(run_dir)
-        push_results(run_dir, where or run_location(study), echo, final=True)
-        echo(f"nothing to run: all {n_trials(study)} trials of {study.name} are already in {run_dir}")
-        return run_dir
+    grow.remove_unfinished(run)  # their configurations run again, from their checkpoints
+    work = plan(study, run)
     where = where or run_location(study)
+    if work.trials == 0:
+        fragments.compact(run.path)
+        push_results(run.path, where, echo, final=True)
+        echo(f"nothing to run: all {n_trials(study)} trials of {study.name} are already in {run.path}")
+        return run.path
     if where is not None:  # before Ray starts: an unwritable storage fails now, not after the study
-        storage.push(run_dir, where)
+        storage.push(run.path, where)
         echo(f"storing results at {where}")
-    init_ray(run_dir, address, study.resources.ray_temp_dir)
+    init_ray(run.path, address, study.resources.ray_temp_dir)
     try:
-        tuner, callback = _tuner(study, run_dir, restore, echo, experiment, cells, where, samples)
-        if restore:  # the restored experiment keeps its own callbacks list; ours must be there too
-            tuner._local_tuner._run_config.callbacks = [callback]
-        echo(f"study {study.name}: {callback.total} trials, design {study.search.design}, run dir {run_dir}")
+        tuner, callback = _tuner(study, run, work, echo, where)
+        echo(f"study {study.name}: {callback.total} trials, design {study.search.design}, run dir {run.path}")
         try:
-            faults.point("tuner")  # tuner.pkl is written, Tune's experiment state not yet
+            faults.point("tuner")  # the experiment is set up; no trial has started
             tuner.fit()
         except VrsearchError:
             raise
         except Exception as exc:  # noqa: BLE001 - a Tune/Ray failure: one line, the traceback in a file
-            raise _driver_error(run_dir, exc) from None
+            raise _driver_error(run, exc) from None
     finally:
-        trials, _, _ = fragments.compact(run_dir)
+        trials, _, _ = fragments.compact(run.path)
         ray.shutdown()
+    return _finish(study, run, trials, where, echo)
+
+
+def _finish(study: Study, run: RunDir, trials, where: str | None, echo) -> Path:
     counts = trials.status.value_counts().to_dict() if len(trials) else {}
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no trials"
-    if fixed:
-        ended = n_trials(study) - len(_pending(study, run_dir))
-    else:
-        ended = sum(v for k, v in counts.items() if k in grow.FINISHED)
-    if ended < n_trials(study):
-        push_results(run_dir, where, echo, final=True)
+    if plan(study, run).trials:
+        push_results(run.path, where, echo, final=True)
+        ended = sum(v for k, v in counts.items() if k in fragments.FINISHED)
         raise VrsearchError(f"stopped after {ended} of {n_trials(study)} trials ({summary}); results so far are in "
-                            f"{run_dir}; continue with 'vrsearch resume {run_dir}'")
-    if not fixed and (orphans := close_orphans(study, run_dir)):
-        echo(f"{orphans} Optuna proposals left running by an interrupted driver marked failed")
+                            f"{run.path}; continue with 'vrsearch resume {run.path}'")
+    if study.search.design == "search" and (orphans := close_orphans(study, run)):
+        echo(f"{orphans} Optuna proposals that no trial evaluated marked failed")
     from vrsearch.orchestrate.callbacks import refresh_report
 
-    report = refresh_report(run_dir, echo)
-    push_results(run_dir, where, echo, final=True)
-    echo(f"finished: {summary}; results in {run_dir}" + (f" and {where}" if where else ""))
+    report = refresh_report(run.path, echo)
+    push_results(run.path, where, echo, final=True)
+    echo(f"finished: {summary}; results in {run.path}" + (f" and {where}" if where else ""))
     if report is not None:
         echo(f"report: {report}")
     best = trials.dropna(subset=["best_val_dice"]).sort_values("best_val_dice", ascending=False).head(1)
@@ -183,38 +208,28 @@ def _execute(study: Study, run_dir: Path, address: str | None, restore: bool, ec
         b = best.iloc[0]
         echo(f"best: trial {b.trial_id}, val dice {b.best_val_dice:.4f} at iteration {int(b.best_iteration)}, "
              f"cell {b.cell}")
-    return run_dir
+    return run.path
 
 
-def _driver_error(run_dir: Path, exc: Exception) -> VrsearchError:
+def _driver_error(run: RunDir, exc: Exception) -> VrsearchError:
     import traceback
 
-    log = run_dir / "driver-error.log"
-    io.write_text_atomic(log, "".join(traceback.format_exception(exc)))
+    io.write_text_atomic(run.driver_log, "".join(traceback.format_exception(exc)))
     text = " ".join(str(exc).split())[:200]
-    return VrsearchError(f"the study stopped on {type(exc).__name__}: {text} (traceback in {log}); results so far "
-                         f"are in {run_dir}; continue with 'vrsearch resume {run_dir}'")
+    return VrsearchError(f"the study stopped on {type(exc).__name__}: {text} (traceback in {run.driver_log}); "
+                         f"results so far are in {run.path}; continue with 'vrsearch resume {run.path}'")
 
 
-def discard_trial_state(run_dir: Path) -> None:
-    """Remove Tune's state, trial fragments, checkpoints and Train worker dirs of a run."""
-    for name in (*grow.experiments(run_dir), fragments.TRIALS_DIR, "checkpoints", "ray_train"):
-        shutil.rmtree(run_dir / name, ignore_errors=True)
+def discard_trial_state(study: Study, run: RunDir) -> None:
+    """Forget a run's trials: Tune's experiments, fragments, checkpoints, Train's folders
+    and the Optuna study (``--fresh``)."""
+    for name in (*run.experiments(), run.fragments.name, run.checkpoints.name, run.ray_train.name):
+        shutil.rmtree(run / name, ignore_errors=True)
+    delete_optuna_study(study, run)
 
 
-def _grow(study: Study, run_dir: Path, address: str | None, echo) -> Path:
-    """Run the cells of an edited fixed-design study that the run directory lacks."""
-    io.write_text_atomic(run_dir / io.STUDY_FILE, study_to_yaml(study))
-    grow.remove_unfinished(run_dir)
-    cells = _pending(study, run_dir)
-    if cells:
-        echo(f"growing {run_dir}: {len(cells)} new trials, {n_trials(study) - len(cells)} finished trials reused")
-    return _execute(study, run_dir, address, restore=False, echo=echo,
-                    experiment=grow.next_experiment(run_dir), cells=cells)
-
-
-def _prior_study(run_dir: Path) -> tuple[str, Study] | None:
-    path = run_dir / io.STUDY_FILE
+def _prior_study(run: RunDir) -> tuple[str, Study] | None:
+    path = run.study
     if not path.exists():
         return None
     try:
@@ -226,33 +241,36 @@ def _prior_study(run_dir: Path) -> tuple[str, Study] | None:
 def run_study(study_path: Path, overrides, *, address: str | None = None, fresh: bool = False, echo=print) -> Path:
     study = load_study(study_path, overrides)
     check_study(study, address, warn=lambda line: echo(f"warning: {line}"))
-    run_dir = study.run_dir
-    prior = None if fresh else _prior_study(run_dir)
-    started = bool(grow.experiments(run_dir)) or (run_dir / fragments.TRIALS_DIR).exists()
+    run = RunDir(study.run_dir)
+    prior = None if fresh else _prior_study(run)
+    started = bool(run.experiments()) or run.fragments.exists()
     if prior is not None and started:
         text, old = prior
         if text == study_to_yaml(study):
-            raise VrsearchError(f"{run_dir} already holds a run of this study; continue it with "
-                                f"'vrsearch resume {run_dir}' or start over with --fresh")
+            raise VrsearchError(f"{run.path} already holds a run of this study; continue it with "
+                                f"'vrsearch resume {run.path}' or start over with --fresh")
         problem = grow.growth_problem(old, study)
         if problem:
             raise VrsearchError(problem)
-        with run_lock(run_dir):
-            return _grow(study, run_dir, address, echo)
+        with run_lock(run.path):
+            io.write_text_atomic(run.study, study_to_yaml(study))
+            grow.remove_unfinished(run)
+            new = plan(study, run).trials
+            echo(f"growing {run.path}: {new} new trials, {n_trials(study) - new} finished trials reused")
+            return _execute(study, run, address, echo)
     where = run_location(study)
-    if where is not None and not fresh and not storage.synced_with(run_dir, where) \
+    if where is not None and not fresh and not storage.synced_with(run.path, where) \
             and storage.read_bytes(where, io.STUDY_FILE, must_exist=False) is not None:
         raise VrsearchError(f"{where} already holds a run of study {study.name!r}; continue it with "
                             f"'vrsearch resume {where}' or start over with --fresh")
-    claim_run_dir(run_dir, study_to_yaml(study), fresh)
-    with run_lock(run_dir):
+    claim_run_dir(run.path, study_to_yaml(study), fresh)
+    with run_lock(run.path):
         if fresh:
-            discard_trial_state(run_dir)
-            (run_dir / "optuna.db").unlink(missing_ok=True)
-            storage.forget(run_dir)
+            discard_trial_state(study, run)
+            storage.forget(run.path)
             if where is not None:
                 storage.remove(where)
-        return _execute(study, run_dir, address, restore=False, echo=echo)
+        return _execute(study, run, address, echo)
 
 
 def _pull_run(uri: str, into: Path | None, echo) -> Path:
@@ -267,7 +285,7 @@ def _pull_run(uri: str, into: Path | None, echo) -> Path:
     except (VrsearchError, yaml.YAMLError, UnicodeDecodeError) as exc:
         raise VrsearchError(f"{uri}/{io.STUDY_FILE}: {' '.join(str(exc).split())[:300]}") from None
     run_dir = Path(into if into is not None else stored.run_dir).expanduser().absolute()
-    prior = _prior_study(run_dir)
+    prior = _prior_study(RunDir(run_dir))
     if prior is not None and prior[1].name != stored.name:
         raise VrsearchError(f"{run_dir} holds a run of study {prior[1].name!r}, not {stored.name!r}; "
                             "pass --into DIR to resume elsewhere")
@@ -278,51 +296,21 @@ def _pull_run(uri: str, into: Path | None, echo) -> Path:
 
 def resume_study(run_dir: Path | str, *, address: str | None = None, echo=print, into: Path | None = None) -> Path:
     """Continue an interrupted study in ``run_dir`` — or, given a storage URI, in the local
-    copy pulled from it (``into``, else the study's ``output.dir``), storing results back there."""
+    copy pulled from it (``into``, else the study's ``output.dir``), storing results back there.
+
+    One path, whatever the interruption: a new Tune experiment runs what the run directory's
+    fragments (and, for a search, Optuna's study) say is missing; finished trials are kept,
+    unfinished ones continue from their configurations' checkpoints."""
     where = None
     if storage.is_uri(run_dir):
         where = str(run_dir)
         run_dir = _pull_run(where, into, echo)
-    run_dir = Path(run_dir).absolute()
-    study_file = run_dir / io.STUDY_FILE
-    if not study_file.exists():
-        raise VrsearchError(f"{run_dir}: not a vrsearch run directory (no {io.STUDY_FILE})")
-    study = build_study(read_yaml(study_file))
+    run = RunDir(Path(run_dir).absolute())
+    if not run.study.exists():
+        raise VrsearchError(f"{run.path}: not a vrsearch run directory (no {io.STUDY_FILE})")
+    study = build_study(read_yaml(run.study))
     check_study(study, address, warn=lambda line: echo(f"warning: {line}"))
-    with run_lock(run_dir):
-        return _resume_locked(study, run_dir, address, echo, where)
-
-
-def _resume_locked(study: Study, run_dir: Path, address: str | None, echo, where: str | None) -> Path:
-    if not address:
-        from vrsearch.orchestrate.local import loopback_env
-
-        loopback_env()
-    names = grow.experiments(run_dir)
-    experiment = names[-1] if names else TUNE_NAME
-    if grow.restorable(run_dir / experiment):
-        return _execute(study, run_dir, address, restore=True, echo=echo, experiment=experiment, where=where)
-    why = "no saved experiment state"
-    if names:  # killed before (or while) Tune saved its state: what it holds cannot be restored
-        if any((run_dir / experiment).glob("experiment_state-*.json")):
-            why = f"the experiment state in {run_dir / experiment} is unreadable"
-        shutil.rmtree(run_dir / experiment, ignore_errors=True)
-    grow.remove_unfinished(run_dir)  # finished trials are in trials/; the rest run again under new ids
-    if study.search.design != "search":
-        echo(f"{why}; running the trials that have not finished")
-        return _execute(study, run_dir, address, restore=False, echo=echo,
-                        experiment=grow.next_experiment(run_dir), where=where)
-    done = len(grow.finished_metas(run_dir))
-    if done:  # keep them: Optuna's study (loaded again) already knows their results
-        close_orphans(study, run_dir)  # the lost experiment's proposals in flight
-        seeds = len(study.search.seeds)
-        left = -(-max(n_trials(study) - done, 0) // seeds) * seeds  # whole configurations
-        echo(f"{why}; continuing the search: {done} finished trials kept, {left} to run")
-        return _execute(study, run_dir, address, restore=False, echo=echo,
-                        experiment=grow.next_experiment(run_dir), where=where, samples=left)
-    discard_trial_state(run_dir)
-    if not study.search.storage:  # Optuna's history must start over with Tune's
-        (run_dir / "optuna.db").unlink(missing_ok=True)
-    echo(f"{why}; starting the study from the beginning")
-    return _execute(study, run_dir, address, restore=False, echo=echo, where=where)
-
+    with run_lock(run.path):
+        kept = len(grow.finished_metas(run))
+        echo(f"resuming {run.path}: {kept} finished trials kept")
+        return _execute(study, run, address, echo, where)

@@ -1,35 +1,105 @@
 """What proposes and stops a study's trials: the Tune scheduler (ASHA, the median
 rule or none) and, for ``search`` designs, Optuna behind Ray's ``OptunaSearch``
-(:class:`~vrsearch.orchestrate.resumable_optuna.ResumableOptunaSearch`,
-persisted in an RDB storage — SQLite in the run directory by default — and
-wrapped in :class:`~vrsearch.orchestrate.seeds.SeedRepeater` for several seeds
-per configuration)."""
+(persisted in an RDB storage — SQLite in the run directory by default, or
+``search.storage``), wrapped in :class:`~vrsearch.orchestrate.proposals.StudySearcher`
+for seeds and for continuing interrupted proposals.
+
+A resumed study runs in a new Tune experiment; its scheduler first replays the
+recorded reports of the trials that ended before (:func:`scheduler`), so ASHA's
+rungs and the median rule compare new reports with everything the study has seen.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import math
+from typing import Any
 
+from vrsearch.orchestrate.proposals import Proposal, StudySearcher
+from vrsearch.results import fragments
+from vrsearch.results.rundir import HISTORY_FILE, META_FILE, RunDir
 from vrsearch.study.design import default_point, optuna_space
 from vrsearch.study.rules import scheduler_plan
 from vrsearch.study.schema import Study
 
+#: one recorded report: (iteration, metric value)
+Curve = list[tuple[int, float]]
 
-def scheduler(study: Study):
+
+class _Ended:
+    """A trial of an earlier experiment, as a scheduler sees it (its id only)."""
+
+    def __init__(self, trial_id: str):
+        self.trial_id = trial_id
+
+
+class _NoLiveTrials:
+    """The controller a scheduler is handed while replaying: nothing is running yet."""
+
+    @staticmethod
+    def get_live_trials() -> list:
+        return []
+
+    @staticmethod
+    def get_trials() -> list:
+        return []
+
+
+def _replaying(cls):
+    """``cls`` (a Tune scheduler) that, once Tune gives it its metric and mode, replays
+    the curves of trials that ended in earlier experiments through its own methods."""
+
+    class Replaying(cls):
+        def __init__(self, *args, curves: dict[str, Curve] | None = None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._curves = dict(curves or {})
+
+        def set_search_properties(self, metric, mode, **spec) -> bool:
+            ok = super().set_search_properties(metric, mode, **spec)
+            ctrl, time_attr = _NoLiveTrials(), self._time_attr
+            for trial_id, curve in self._curves.items():
+                trial, last = _Ended(trial_id), None
+                self.on_trial_add(ctrl, trial)
+                for iteration, value in curve:
+                    last = {time_attr: iteration, self._metric: value}
+                    self.on_trial_result(ctrl, trial, last)
+                self.on_trial_complete(ctrl, trial, last or {})
+            self._curves = {}
+            return ok
+
+    Replaying.__name__ = cls.__name__
+    return Replaying
+
+
+def recorded_curves(run: RunDir, metric: str) -> dict[str, Curve]:
+    """The reports (iteration, ``metric``) of every trial in ``run`` that ended."""
+    import pandas as pd
+
+    out = {}
+    for d in sorted(run.fragments.glob("*/")):
+        ended = fragments.ended(d)
+        hist = d / HISTORY_FILE
+        if ended is None or not hist.exists():
+            continue
+        frame = pd.read_parquet(hist)
+        if metric in frame:
+            rows = frame.dropna(subset=[metric]).sort_values("iteration")
+            out[d.name] = [(int(i), float(v)) for i, v in zip(rows.iteration, rows[metric]) if i > 0]
+    return out
+
+
+def scheduler(study: Study, curves: dict[str, Curve] | None = None):
+    """ASHA, the median rule or FIFO; ``curves``: earlier trials' reports to replay first."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 
-    s = study.search
     plan = scheduler_plan(study)  # checked when the study was validated
     if plan is None:
         return FIFOScheduler()
     grace, max_t = plan
-    if s.scheduler == "asha":
-        return ASHAScheduler(time_attr="iteration", max_t=max_t, grace_period=grace,
-                             reduction_factor=s.reduction_factor)
-    return MedianStoppingRule(time_attr="iteration", grace_period=grace, min_samples_required=2)
-
-
-def optuna_storage_url(study: Study, run_dir: Path) -> str:
-    return study.search.storage or f"sqlite:///{run_dir / 'optuna.db'}"
+    if study.search.scheduler == "asha":
+        return _replaying(ASHAScheduler)(time_attr="iteration", max_t=max_t, grace_period=grace,
+                                         reduction_factor=study.search.reduction_factor, curves=curves)
+    return _replaying(MedianStoppingRule)(time_attr="iteration", grace_period=grace, min_samples_required=2,
+                                          curves=curves)
 
 
 def _optuna():
@@ -40,13 +110,93 @@ def _optuna():
     return optuna
 
 
-def searcher(study: Study, run_dir: Path, continuing: bool = False):
-    """Optuna behind Tune; ``continuing``: a new experiment on an Optuna study that has
-    results already (its start point, the study's defaults, was evaluated then)."""
+def load_optuna_study(study: Study, run: RunDir):
+    """The study's Optuna study, or None if its storage holds none yet (a run directory's
+    SQLite file is never created by looking)."""
+    optuna = _optuna()
+    if not study.search.storage and not run.optuna_file.is_file():
+        return None
+    try:
+        return optuna.load_study(study_name=study.name, storage=run.optuna_url(study.search.storage))
+    except KeyError:
+        return None
+
+
+def delete_optuna_study(study: Study, run: RunDir) -> None:
+    """Forget the study's Optuna history (``--fresh``): its SQLite file, or the study in
+    an external ``search.storage`` (where other studies may live)."""
+    optuna = _optuna()
+    if not study.search.storage:
+        run.optuna_file.unlink(missing_ok=True)
+        return
+    try:
+        optuna.delete_study(study_name=study.name, storage=study.search.storage)
+    except KeyError:
+        pass
+
+
+def _score(d, metric: str) -> float | None:
+    """A seed's score: the metric of its last report (what OptunaSearch would be told)."""
+    import pandas as pd
+
+    hist = d / HISTORY_FILE
+    if not hist.exists():
+        return None
+    frame = pd.read_parquet(hist)
+    if metric not in frame:
+        return None
+    values = frame.dropna(subset=[metric]).sort_values("iteration")[metric]
+    return fragments.finite(values.iloc[-1]) if len(values) else None
+
+
+def plan_search(study: Study, run: RunDir) -> tuple[list[Proposal], int]:
+    """(interrupted proposals with the seeds still to run, proposals still to ask)."""
+    optuna = _optuna()
+    ost = load_optuna_study(study, run)
+    if ost is None:
+        return [], study.search.num_samples
+    ended: dict[int, dict[int, float | None]] = {}
+    for d in sorted(run.fragments.glob("*/")):
+        meta, end = fragments.read_json(d / META_FILE) or {}, fragments.ended(d)
+        if end is not None and meta.get("optuna_trial") is not None:
+            ended.setdefault(int(meta["optuna_trial"]), {})[int(meta["seed"])] = (
+                None if end["status"] == "failed" else _score(d, study.search.metric))
+    interrupted, asked = [], 0
+    for t in ost.get_trials(deepcopy=False):
+        if t.state == optuna.trial.TrialState.WAITING:  # enqueued, not asked yet: a new proposal
+            continue
+        asked += 1
+        if t.state == optuna.trial.TrialState.RUNNING:
+            scores = ended.get(t.number, {})
+            todo = [s for s in study.search.seeds if s not in scores]
+            interrupted.append(Proposal(t.number, dict(t.params), todo, dict(scores)))
+    return interrupted, max(study.search.num_samples - asked, 0)
+
+
+def tell(study: Study, run: RunDir, number: int, value: float) -> None:
+    """Close Optuna trial ``number`` with ``value`` (FAIL when it has none)."""
+    optuna = _optuna()
+    ost = load_optuna_study(study, run)
+    state = optuna.trial.TrialState.FAIL if not math.isfinite(value) else optuna.trial.TrialState.COMPLETE
+    ost.tell(number, None if state == optuna.trial.TrialState.FAIL else value, state=state)
+
+
+class _Tell:
+    """Picklable ``tell`` for one study and run directory."""
+
+    def __init__(self, study: Study, run: RunDir):
+        self.study, self.run = study, run
+
+    def __call__(self, number: int, value: float) -> None:
+        tell(self.study, self.run, number, value)
+
+
+def searcher(study: Study, run: RunDir, interrupted: list[Proposal], new: int) -> Any:
+    """Optuna behind Tune for a search design: interrupted proposals first, then ``new``
+    ones (the study's defaults first with ``start_from_defaults``, in a fresh study)."""
     optuna = _optuna()
     from ray.tune.search import ConcurrencyLimiter
-
-    from vrsearch.orchestrate.resumable_optuna import ResumableOptunaSearch
+    from ray.tune.search.optuna import OptunaSearch
 
     s = study.search
     seed = s.seeds[0]
@@ -55,27 +205,21 @@ def searcher(study: Study, run_dir: Path, continuing: bool = False):
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
         "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
     }[s.searcher]()
-    storage = optuna.storages.RDBStorage(optuna_storage_url(study, run_dir))
-    start = [default_point(study)] if s.start_from_defaults and not continuing else None
-    algo = ResumableOptunaSearch(space=optuna_space(study), metric=s.metric, mode=s.mode, sampler=sampler,
-                                 study_name=study.name, storage=storage, points_to_evaluate=start)
-    if len(s.seeds) > 1:
-        from vrsearch.orchestrate.seeds import SeedRepeater
-
-        algo = SeedRepeater(algo, s.seeds, s.aggregate)
+    fresh = load_optuna_study(study, run) is None
+    start = [default_point(study)] if s.start_from_defaults and fresh else None
+    storage = optuna.storages.RDBStorage(run.optuna_url(s.storage))
+    inner = OptunaSearch(space=optuna_space(study), metric=s.metric, mode=s.mode, sampler=sampler,
+                         study_name=study.name, storage=storage, points_to_evaluate=start)
+    algo = StudySearcher(inner, s.seeds, s.aggregate, tell=_Tell(study, run), interrupted=interrupted, new=new)
     return ConcurrencyLimiter(algo, max_concurrent=study.resources.concurrent_trials)
 
 
-def close_orphans(study: Study, run_dir: Path) -> int:
-    """Mark failed the Optuna trials still RUNNING when no Tune trial can finish them — at
-    the end of a search, or before continuing one whose Tune state was lost: proposals
-    whose Tune trial a killed driver never recorded (or lost). Left RUNNING they would
-    read as in flight forever. Returns their count."""
+def close_orphans(study: Study, run: RunDir) -> int:
+    """Mark failed the Optuna trials still RUNNING when the search has ended (a proposal
+    no trial evaluated); returns their count."""
     optuna = _optuna()
-
-    try:
-        ost = optuna.load_study(study_name=study.name, storage=optuna_storage_url(study, run_dir))
-    except KeyError:  # no such study in the storage: nothing proposed
+    ost = load_optuna_study(study, run)
+    if ost is None:
         return 0
     orphans = [t.number for t in ost.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
     for number in orphans:

@@ -7,9 +7,12 @@ on CPU, nccl on GPU) whose workers run the same engine, and Train's
 ``TuneReportCallback`` forwards rank 0's reports to Tune (Train V2: a Tuner
 cannot wrap a trainer, so the trainable calls ``fit()`` itself).
 
-Checkpoints live in ``<run>/checkpoints/<trial_id>/`` and fragments of the
-results in ``<run>/trials/<trial_id>/``: a retried or resumed trial picks up
-its own last checkpoint.
+Checkpoints live in ``<run>/checkpoints/<config_hash>/`` — keyed by the
+trial's configuration (seed included), claimed by one live trial at a time
+(:func:`~vrsearch.results.lock.checkpoint_claim`) — and fragments of the
+results in ``<run>/trials/<trial_id>/``: a retried trial, and any later trial
+of the same configuration (a resumed study runs its unfinished trials again
+under new ids), continues from the last checkpoint.
 """
 
 from __future__ import annotations
@@ -26,8 +29,12 @@ from vrsearch.data.prepare import prepare_data
 from vrsearch.engine.trainer import Trainer
 from vrsearch.engine.trial import run_trial
 from vrsearch.registry import get_method
-from vrsearch.results import fragments
-from vrsearch.study.design import ARM_KEY, GROUP_KEY, LABEL_KEYS, SEED_KEY, apply_cell, config_hash, group_label
+from vrsearch.results import faults, fragments
+from vrsearch.results.lock import checkpoint_claim
+from vrsearch.results.rundir import META_FILE, RESULT_FILE, RunDir
+from vrsearch.study.design import (
+    ARM_KEY, GROUP_KEY, LABEL_KEYS, OPTUNA_KEY, SEED_KEY, apply_cell, config_hash, group_label,
+)
 from vrsearch.study.rules import REPORTED
 from vrsearch.study.schema import Study
 
@@ -47,6 +54,7 @@ def trial_meta(study: Study, cell: dict, seed: int) -> dict[str, Any]:
     """What a trial's fragment records before training (``meta.json``)."""
     return {
         "seed": seed, "arm": cell.get(ARM_KEY, ""), "group": cell.get(GROUP_KEY, ""),
+        "optuna_trial": cell.get(OPTUNA_KEY),
         "cell": {k: v for k, v in cell.items() if k not in LABEL_KEYS},
         "config_hash": config_hash(study), "group_hash": config_hash(study, with_seed=False),
         "method": study.method.name, "labeled_ratio": study.dataset.labeled_ratio,
@@ -65,15 +73,15 @@ def _metrics(r: dict) -> dict[str, Any]:
     return out
 
 
-def _engine(study: Study, cell: dict, seed: int, run_dir: Path, trial_id: str, report_fn,
+def _engine(study: Study, cell: dict, seed: int, run_dir: Path, trial_id: str, report_fn, ckpt: Path,
             rank: int = 0, world: int = 1, wrap=None) -> None:
-    """Train one trial with the engine; rank 0 writes the fragments."""
+    """Train one trial with the engine (checkpoints in ``ckpt``); rank 0 writes the fragments."""
     spec = get_method(study.method.name)
     data = prepare_data(study.dataset, method=spec.name, needs_unlabeled=spec.needs_unlabeled,
                         all_labels=bool(study.method.params.get("all_labels", False)), check=False)
     if rank == 0:
-        fragments.write_json(fragments.trial_dir(run_dir, trial_id) / "meta.json", trial_meta(study, cell, seed))
-    trainer = Trainer(study, run_dir / "checkpoints" / trial_id, data=data, rank=rank, world_size=world)
+        fragments.write_json(fragments.trial_dir(run_dir, trial_id) / META_FILE, trial_meta(study, cell, seed))
+    trainer = Trainer(study, ckpt, data=data, rank=rank, world_size=world)
     if wrap is not None:
         trainer.step_module = wrap(trainer.method)
 
@@ -86,15 +94,16 @@ def _engine(study: Study, cell: dict, seed: int, run_dir: Path, trial_id: str, r
         report_fn(_metrics(r))
 
     out = run_trial(study, trial_id, trainer.ckpt_dir, report=report, trainer=trainer)
+    faults.point("final")  # the final checkpoint is written, the result not yet
     if rank == 0:
         out.trial.update(arm=cell.get(ARM_KEY, ""), group=cell.get(GROUP_KEY, ""))
         fragments.write_final(run_dir, trial_id, out.trial, out.history, out.cases)
     if out.trial["status"] == "failed":
         report_fn({"iteration": int(out.trial["iterations"]), "val_dice": float("nan"), "diverged": 1})
     elif not reported:
-        # restarted from a checkpoint at the last iteration, nothing left to train: Tune must
-        # still get the metric, or its strict check stops the whole study when the trial's
-        # earlier results were not in the experiment state it restored
+        # continued from a checkpoint at the last iteration, nothing left to train: Tune must
+        # still get the metric (a trial that never reports stops the study on Tune's strict
+        # metric check), and so must the searcher
         report_fn(final_metrics(out.trial))
 
 
@@ -116,7 +125,8 @@ def train_worker(cfg: dict) -> None:
         # gradients are views into DDP's all-reduce buckets (no copy, less memory)
         return DDP(method, find_unused_parameters=True, gradient_as_bucket_view=True)
 
-    _engine(study, cell, seed, Path(cfg["run_dir"]), cfg["trial_id"], ray.train.report, rank, world, wrap)
+    _engine(study, cell, seed, Path(cfg["run_dir"]), cfg["trial_id"], ray.train.report, Path(cfg["ckpt"]),
+            rank, world, wrap)
 
 
 def trial_resources(base: dict, config: dict) -> dict:
@@ -136,7 +146,7 @@ def final_metrics(result: dict) -> dict:
 def _replay_finished(run_dir: Path, trial_id: str, report_fn) -> bool:
     """A trial whose result is already written is never trained again (e.g. after a
     driver crash that Tune's experiment state did not record): report and return."""
-    result = fragments.read_json(fragments.trial_dir(run_dir, trial_id) / "result.json")
+    result = fragments.read_json(fragments.trial_dir(run_dir, trial_id) / RESULT_FILE)
     if result is None:
         return False
     report_fn(final_metrics(result))
@@ -166,27 +176,32 @@ def vrsearch_trial(config: dict, base: dict | None = None, run_dir: str = "") ->
     res = study.resources.model_dump()
     threads = max(1, int(res["cpus_per_worker"]))
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    if res["workers_per_trial"] <= 1:
-        torch.set_num_threads(threads)
-        _engine(study, cell, seed, Path(run_dir), trial_id, tune.report)
-        return
+    with checkpoint_claim(RunDir(run_dir), config_hash(study), trial_id) as ckpt:
+        if res["workers_per_trial"] <= 1:
+            torch.set_num_threads(threads)
+            _engine(study, cell, seed, Path(run_dir), trial_id, tune.report, ckpt)
+        else:
+            _torch_trainer(config, base, run_dir, trial_id, threads, res, ckpt).fit()
+
+
+def _torch_trainer(config: dict, base: dict, run_dir: str, trial_id: str, threads: int, res: dict, ckpt: Path):
+    """Ray Train's DDP worker group for one trial (its workers run :func:`train_worker`)."""
     import ray.train
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     use_gpu = res["gpus_per_worker"] > 0
     worker_res = {"CPU": res["cpus_per_worker"], **({"GPU": res["gpus_per_worker"]} if use_gpu else {})}
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_worker,
         train_loop_config={"base": base, "config": config, "run_dir": run_dir, "trial_id": trial_id,
-                           "threads": threads},
+                           "threads": threads, "ckpt": str(ckpt)},
         torch_config=_torch_config(use_gpu),
         scaling_config=ray.train.ScalingConfig(num_workers=res["workers_per_trial"], use_gpu=use_gpu,
                                                resources_per_worker=worker_res),
         run_config=ray.train.RunConfig(
-            name=trial_id, storage_path=str(Path(run_dir) / "ray_train"),
+            name=trial_id, storage_path=str(RunDir(run_dir).ray_train),
             callbacks=[TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=res["max_failures"]),
         ),
     )
-    trainer.fit()

@@ -33,12 +33,12 @@ from vrsearch.errors import VrsearchError
 from vrsearch.report import figures as F
 from vrsearch.report import importance as I  # noqa: E741
 from vrsearch.results import faults, io
+from vrsearch.results.rundir import REPORT_FILE, RunDir
 from vrsearch.results.stats import group_labels, select_best
 from vrsearch.results.table import AblationTable, load_tables
 
 METRIC, MODE = "best_val_dice", "max"
 SEARCH_DESIGNS = ("search", "grid", "random")
-REPORT_FILE = "report.html"
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
 h1{margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;margin:.8em 0;font-size:.9em}th,td{border:1px solid #ddd;padding:.25em .6em}
@@ -192,17 +192,27 @@ def _best(trials: pd.DataFrame, knobs: list[str]) -> str:
                               "selected trial are reported, never used to choose.</p>")
 
 
-def _completion_order(run_dir: Path, study_name: str, trials: pd.DataFrame) -> pd.Series | None:
-    """Completion time of each trial from ``optuna.db`` (matching Optuna params to the
-    trial's ``cell``), or None without storage or matches."""
-    if not (run_dir / "optuna.db").is_file() or "cell" not in trials.columns or not study_name:
+def optuna_storage(run_dir: Path, study: dict) -> str | None:
+    """The run's Optuna storage: ``search.storage`` (any SQLAlchemy URL, e.g. an external
+    database), else the run directory's SQLite file if there is one."""
+    external = (study.get("search") or {}).get("storage")
+    if external:
+        return str(external)
+    run = RunDir(Path(run_dir).resolve())
+    return run.optuna_url(None) if run.optuna_file.is_file() else None
+
+
+def _completion_order(storage: str | None, study_name: str, trials: pd.DataFrame) -> pd.Series | None:
+    """Completion time of each trial from the Optuna storage (matching Optuna params to
+    the trial's ``cell``), or None without storage or matches."""
+    if storage is None or "cell" not in trials.columns or not study_name:
         return None
     import optuna
 
     previous = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{(run_dir / 'optuna.db').resolve()}")
+        study = optuna.load_study(study_name=study_name, storage=storage)
     except Exception:  # noqa: BLE001 - a missing/other-version study just loses the ordering
         return None
     finally:
@@ -225,7 +235,8 @@ def _completion_order(run_dir: Path, study_name: str, trials: pd.DataFrame) -> p
 
 def _search_sections(run_dir: Path, results: io.Results, name: str, knobs: list[str]) -> list[tuple[str, str, str]]:
     trials, space = results.trials, ((results.study.get("search") or {}).get("space") or {})
-    order = _completion_order(run_dir, str(results.study.get("name") or ""), trials)
+    storage = optuna_storage(run_dir, results.study)
+    order = _completion_order(storage, str(results.study.get("name") or ""), trials)
     note = ("x: trials in order of completion (Optuna storage)" if order is not None
             else "x: trials in the order of trials.parquet")
     ordered = trials.assign(_completed_at=order) if order is not None else trials
@@ -234,8 +245,8 @@ def _search_sections(run_dir: Path, results: io.Results, name: str, knobs: list[
                                                 f"(their value when stopped).</p>" + figure_html(hist)),
            ("parallel", "Parallel coordinates", figure_html(F.parallel_coordinates(trials, knobs, METRIC))),
            ("slices", "Slices", figure_html(F.slices(trials, knobs, METRIC)))]
-    if (run_dir / "optuna.db").is_file():
-        imp, evaluator = I.param_importances(run_dir, str(results.study.get("name") or name))
+    if storage is not None:
+        imp, evaluator = I.param_importances(storage, str(results.study.get("name") or name))
         objective = "the values stored in the Optuna study (search metric " \
                     f"{(results.study.get('search') or {}).get('metric', '?')})"
     else:

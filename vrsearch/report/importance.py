@@ -56,12 +56,14 @@ def param_importances(run_dir_or_storage, study_name: str) -> tuple[dict[str, fl
 
     import optuna
 
+    from vrsearch.results.rundir import RunDir
+
     target = str(run_dir_or_storage)
     if "://" in target:
         storage = target
     else:
         path = Path(target)
-        db = path / "optuna.db" if path.is_dir() else path
+        db = RunDir(path).optuna_file if path.is_dir() else path
         if not db.is_file():  # never let SQLAlchemy create an empty database
             return {}, f"no Optuna storage at {db}"
         storage = f"sqlite:///{db.resolve()}"

@@ -1,8 +1,9 @@
 """Named fault points, armed only by the fault-injection tests.
 
 ``VRSEARCH_FAULT=<action>:<point>[:<n>]`` makes the process that reaches
-``point(<point>[, n])`` either SIGKILL itself (``kill``) or fail as a full
-disk would (``enospc``). With ``VRSEARCH_FAULT_ONCE=<marker file>`` the
+``point(<point>[, n])`` either SIGKILL itself (``kill``), SIGKILL the study's
+driver (``kill-driver``: a Ray worker taking the driver down with it, as a
+lost head node would) or fail as a full disk would (``enospc``). With ``VRSEARCH_FAULT_ONCE=<marker file>`` the
 fault fires once across all processes (whoever creates the marker first),
 so a resumed or retried run goes through. Unset (always, outside tests) a
 point costs one environment lookup.
@@ -11,8 +12,9 @@ Points: ``write`` (any atomic write, between the temporary file and the
 rename), ``tuner`` (the driver after Tune wrote ``tuner.pkl`` and before its
 first experiment state), ``compact`` (the driver rebuilding the top-level
 parquet files: its history.parquet, after trials.parquet was replaced),
-``report`` (the driver writing report.html) and ``step`` (a training worker
-after optimizer step ``n``).
+``report`` (the driver writing report.html), ``step`` (a training worker
+after optimizer step ``n``) and ``final`` (a training worker after the final
+checkpoint, before the trial's result is written).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import os
 import signal
 
 ENV, ONCE = "VRSEARCH_FAULT", "VRSEARCH_FAULT_ONCE"
+#: the driver's pid, exported by the driver for ``kill-driver`` (inherited by Ray's workers)
+DRIVER = "VRSEARCH_FAULT_DRIVER"
 
 
 def point(name: str, index: int | None = None) -> None:
@@ -39,6 +43,9 @@ def point(name: str, index: int | None = None) -> None:
         except FileExistsError:
             return
     if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "kill-driver":  # and this worker with it: nothing more of the trial is written
+        os.kill(int(os.environ[DRIVER]), signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "enospc":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

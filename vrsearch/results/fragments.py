@@ -24,8 +24,11 @@ from typing import Any
 import pandas as pd
 
 from vrsearch.results import io
+from vrsearch.results.rundir import FRAGMENTS_DIR, META_FILE, RESULT_FILE, STATUS_FILE
 
-TRIALS_DIR = "trials"
+TRIALS_DIR = FRAGMENTS_DIR
+#: the statuses of a trial that ended (a ``running`` one has not)
+FINISHED = ("completed", "failed", "stopped_early")
 #: meta.json entries that are not trial-row columns (``config`` is flattened instead)
 META_ONLY = ("config", "resources")
 
@@ -54,7 +57,7 @@ def write_final(run_dir: Path, trial_id: str, trial: dict, history: list[dict], 
     d = trial_dir(run_dir, trial_id)
     write_history(run_dir, trial_id, history)
     write_cases(d / io.CASES_FILE, io.frame(cases, io.CASE_COLUMNS), io.trial_conventions(trial))
-    write_json(d / "result.json", trial)
+    write_json(d / RESULT_FILE, trial)
 
 
 def write_cases(path: Path, cases: pd.DataFrame, conventions: dict) -> None:
@@ -64,7 +67,14 @@ def write_cases(path: Path, cases: pd.DataFrame, conventions: dict) -> None:
 
 def record_status(run_dir: Path, trial_id: str, status: str, error: str = "") -> None:
     """What the orchestrator saw (``stopped_early`` or ``failed``) for a trial without result.json."""
-    write_json(trial_dir(run_dir, trial_id) / "status.json", {"status": status, "error": error})
+    write_json(trial_dir(run_dir, trial_id) / STATUS_FILE, {"status": status, "error": error})
+
+
+def ended(d: Path) -> dict | None:
+    """How the trial whose fragments are in ``d`` ended (its result, or the status the
+    orchestrator recorded), or None if it has not."""
+    end = read_json(d / RESULT_FILE) or read_json(d / STATUS_FILE)
+    return end if end and end.get("status") in FINISHED else None
 
 
 def device_hours_row(meta: dict, wall_time_s: float) -> dict[str, Any]:
@@ -79,7 +89,7 @@ def device_hours_row(meta: dict, wall_time_s: float) -> dict[str, Any]:
 
 
 def _row_without_result(d: Path, meta: dict, history: pd.DataFrame) -> dict[str, Any]:
-    status = read_json(d / "status.json") or {"status": "running", "error": ""}
+    status = read_json(d / STATUS_FILE) or {"status": "running", "error": ""}
     row: dict[str, Any] = {"trial_id": d.name, **{k: v for k, v in meta.items() if k not in META_ONLY}}
     row.update(status)
     if "val_dice" in history:
@@ -102,11 +112,11 @@ def compact(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     run_dir = Path(run_dir)
     rows, histories, cases, conventions = [], [], [], []
     for d in sorted((run_dir / TRIALS_DIR).glob("*/")):
-        meta = read_json(d / "meta.json")
+        meta = read_json(d / META_FILE)
         if meta is None:
             continue
         hist = io.renamed(pd.read_parquet(d / io.HISTORY_FILE)) if (d / io.HISTORY_FILE).exists() else pd.DataFrame()
-        result = read_json(d / "result.json")
+        result = read_json(d / RESULT_FILE)
         if result is not None:
             row = {**result, **{k: v for k, v in meta.items() if k not in META_ONLY and k not in result}}
             if (d / io.CASES_FILE).exists():

@@ -36,10 +36,7 @@ import pyarrow.parquet as pq
 from vrsearch.errors import VrsearchError
 from vrsearch.results import faults
 
-STUDY_FILE = "study.yaml"
-TRIALS_FILE = "trials.parquet"
-HISTORY_FILE = "history.parquet"
-CASES_FILE = "cases.parquet"
+from vrsearch.results.rundir import CASES_FILE, HISTORY_FILE, STUDY_FILE, TRIALS_FILE, RunDir  # noqa: F401
 
 CASE_COLUMNS = [
     "trial_id", "split", "iteration", "case_id", "class_index", "class_name",
@@ -47,7 +44,7 @@ CASE_COLUMNS = [
 ]
 TRIAL_COLUMNS = [
     "trial_id", "study", "method", "status", "error", "seed", "labeled_ratio", "split_seed",
-    "iterations", "best_iteration", "best_val_dice", "final_val_dice",
+    "iterations", "resumed_from", "best_iteration", "best_val_dice", "final_val_dice",
     "test_dice", "test_jaccard", "test_hd95_mm", "test_assd_mm", "wall_time_s",
     "n_labeled", "n_unlabeled", "n_val", "n_test", "config_json",
     "arm", "group", "config_hash", "group_hash", "device", "device_hours", "metric_conventions",
@@ -252,7 +249,7 @@ def require_run_dir(path: Path, name: str | None = None) -> None:
     name = name or str(path)
     if not path.is_dir():
         raise VrsearchError(f"{name}: no such run directory")
-    if not ((path / STUDY_FILE).is_file() or (path / TRIALS_FILE).is_file()):
+    if not RunDir(path).is_run():
         raise VrsearchError(f"{name}: not a vrsearch run directory (no {STUDY_FILE} or {TRIALS_FILE}); "
                             "pass the output.dir of a study started with 'vrsearch run' or 'vrsearch train'")
 

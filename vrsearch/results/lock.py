@@ -3,6 +3,9 @@
 process on the same directory refuses in one line instead of interleaving
 trials, fragments and parquet writes. The kernel drops the lock when the
 holder dies (even by SIGKILL), so a killed study never leaves a stale lock.
+
+Likewise one trial per checkpoint folder (:func:`checkpoint_claim`): folders
+are keyed by configuration, and a search may propose one configuration twice.
 """
 
 from __future__ import annotations
@@ -14,8 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from vrsearch.errors import VrsearchError
-
-LOCK_FILE = ".vrsearch.lock"
+from vrsearch.results.rundir import LOCK_FILE, RunDir
 
 
 def _acquire(path: Path, run_dir: Path) -> int:
@@ -55,3 +57,28 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     finally:
         path.unlink(missing_ok=True)  # still locked: whoever opened it before retries
         os.close(fd)  # releases the lock
+
+
+@contextmanager
+def checkpoint_claim(run: RunDir, key: str, trial_id: str) -> Iterator[Path]:
+    """The checkpoint folder of configuration ``key`` for this trial, held while the trial
+    trains: ``checkpoints/<key>`` — whatever an earlier trial of the same configuration
+    left there is continued (an interrupted one) or reused (a finished one trains no
+    more) — unless a live trial holds it (a search proposed the configuration twice at
+    once); then ``checkpoints/<key>-<trial_id>``, a fresh start."""
+    for name in (key, f"{key}-{trial_id}"):
+        folder = run.checkpoint(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / ".claim", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        break
+    else:  # pragma: no cover - the trial's own folder cannot be held by another trial
+        raise VrsearchError(f"checkpoint folder {folder} is held by another trial")
+    try:
+        yield folder
+    finally:
+        os.close(fd)

@@ -16,6 +16,7 @@ import pandas as pd
 import yaml
 
 from vrsearch.results import fragments, io
+from vrsearch.results.rundir import META_FILE, RunDir
 from vrsearch.results.stats import group_labels
 
 
@@ -50,8 +51,8 @@ def started_trial_names(run_dir: Path | str) -> pd.Series:
     seed is named when the study (``study.yaml``) trains several."""
     run_dir = Path(run_dir)
     rows = []
-    for d in sorted((run_dir / fragments.TRIALS_DIR).glob("*/")):
-        meta = fragments.read_json(d / "meta.json")
+    for d in sorted(RunDir(run_dir).fragments.glob("*/")):
+        meta = fragments.read_json(d / META_FILE)
         if meta is not None:
             rows.append({"trial_id": d.name, **{k: meta.get(k) for k in ("group", "arm", "seed")}})
     try:

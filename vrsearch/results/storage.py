@@ -10,8 +10,9 @@ machine). Filesystems are pyarrow's: ``s3://bucket/prefix``, ``gs://bucket/prefi
 a URI that carries keys is refused, so no key ever reaches study.yaml or a log.
 
 What is mirrored: the top-level files (study.yaml, the parquet files,
-report.html, table files, optuna.db), ``trials/``, ``checkpoints/`` and Tune's
-experiment dirs ``tune*/`` — not Ray's temp dirs, sockets or temporaries.
+report.html, table files, optuna.db), ``trials/`` and ``checkpoints/`` —
+everything a resume needs — not Tune's experiment dirs (a resume never
+restores them), Ray's temp dirs, sockets, locks or temporaries.
 Each file is written whole: to a temporary name and moved on filesystems whose
 move is a rename (local / mounted paths); directly on object stores, where an
 object appears only once its upload is complete. A manifest in the run dir
@@ -31,16 +32,13 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from vrsearch.errors import VrsearchError
-from vrsearch.results.lock import LOCK_FILE
+from vrsearch.results.rundir import LOCK_FILE, MIRRORED_DIRS, SMALL_FILES
 
 MANIFEST = ".storage-manifest.json"
-#: top-level directories that are mirrored (besides Tune's ``tune``, ``tune-2``, ...)
-MIRRORED_DIRS = ("trials", "checkpoints")
-#: what ``vrsearch report`` needs of a stored run
-SMALL_FILES = ("study.yaml", "trials.parquet", "history.parquet", "cases.parquet", "optuna.db")
+#: files never mirrored: a run's lock, a checkpoint folder's claim (held by live processes)
+_LOCAL_ONLY = (LOCK_FILE, ".claim")
 SECRET_PARAMS = {"access_key", "secret_key", "session_token", "aws_access_key_id", "aws_secret_access_key",
                  "aws_session_token", "access_token", "token", "password", "credentials"}
-_EXPERIMENT = re.compile(r"^tune(?:-\d+)?$")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
 _TEMP = re.compile(r"^\..+\.tmp$")
 _CHUNK = 1 << 20
@@ -136,11 +134,11 @@ def forget(run_dir: Path | str) -> None:
 
 def _mirrored(rel: str) -> bool:
     parts = rel.split("/")
-    if _TEMP.match(parts[-1]) or parts[-1].endswith("-journal") or parts[-1] == LOCK_FILE:
+    if _TEMP.match(parts[-1]) or parts[-1].endswith("-journal") or parts[-1] in _LOCAL_ONLY:
         return False
     if len(parts) == 1:
         return parts[0] != MANIFEST
-    return parts[0] in MIRRORED_DIRS or bool(_EXPERIMENT.match(parts[0]))
+    return parts[0] in MIRRORED_DIRS
 
 
 def _stat(path: Path) -> list[int] | None:
@@ -159,7 +157,7 @@ def local_files(run_dir: Path) -> dict[str, list[int]]:
     for root, dirs, files in os.walk(run_dir):
         rel_root = Path(root).relative_to(run_dir).as_posix()
         if rel_root == ".":
-            dirs[:] = [d for d in dirs if d in MIRRORED_DIRS or _EXPERIMENT.match(d)]
+            dirs[:] = [d for d in dirs if d in MIRRORED_DIRS]
         for name in files:
             rel = name if rel_root == "." else f"{rel_root}/{name}"
             st = _stat(Path(root) / name) if _mirrored(rel) else None

@@ -37,8 +37,10 @@ from vrsearch.study.schema import Dimension, Study
 
 SEED_KEY = "train.seed"
 ARM_KEY, GROUP_KEY = "arm", "group"
+#: the Optuna trial a search's trial evaluates (its number in the Optuna study)
+OPTUNA_KEY = "optuna_trial"
 #: keys of a cell that label it rather than set a field of the study
-LABEL_KEYS = (ARM_KEY, GROUP_KEY)
+LABEL_KEYS = (ARM_KEY, GROUP_KEY, OPTUNA_KEY)
 #: the sections that determine a trial's results (resources and output do not)
 IDENTITY_SECTIONS = ("method", "dataset", "model", "train")
 
@@ -72,7 +74,9 @@ def config_hash(study: Study, *, with_seed: bool = True) -> str:
 
     Only values that differ from their defaults (the schema's, and the method's for
     its params) enter the hash, so a release that adds a knob with a default does not
-    make every finished trial of a grown study look new; changing a default does."""
+    make every finished trial of a grown study look new; changing a default does.
+    Of the resources only ``workers_per_trial`` counts: DDP workers each train on their
+    own batch, so their number changes what is trained (CPUs and GPUs do not)."""
     from vrsearch.registry import get_method
 
     lean = study.model_dump(mode="json", exclude_defaults=True)
@@ -82,6 +86,8 @@ def config_hash(study: Study, *, with_seed: bool = True) -> str:
                           "params": {k: v for k, v in study.method.params.items() if defaults.get(k, ...) != v}}
     if not with_seed:
         identity["train"] = {k: v for k, v in identity["train"].items() if k != "seed"}
+    if study.resources.workers_per_trial != 1:
+        identity["workers_per_trial"] = study.resources.workers_per_trial
     text = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -133,14 +139,25 @@ def _draw(dim: Dimension, rng: np.random.Generator) -> Any:
 
 
 def random_cells(study: Study, seed: int = 0) -> list[dict[str, Any]]:
+    """``num_samples`` distinct cells drawn with a seeded generator (a draw that repeats an
+    earlier cell is drawn again: two equal cells would be one configuration)."""
     rng = np.random.default_rng([seed, 7919])
-    cells = []
-    for _ in range(study.search.num_samples):
+    cells: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for _ in range(100 * study.search.num_samples):
+        if len(cells) == study.search.num_samples:
+            break
         cell: dict[str, Any] = {}
         for key, dim in ordered_space(study):
             if active(dim, cell):
                 cell[key] = _draw(dim, rng)
-        cells.append(cell)
+        key = json.dumps(cell, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            cells.append(cell)
+    if len(cells) < study.search.num_samples:
+        raise StudyError(f"search.num_samples: {study.search.num_samples} random cells asked, but the space gave "
+                         f"only {len(cells)} distinct ones; lower num_samples or use design 'grid'")
     return cells
 
 

@@ -85,6 +85,24 @@ def check_schedule(study: Study) -> None:
                         f"lower it {fix}")
 
 
+def check_distinct_cells(study: Study) -> None:
+    """Every cell of a fixed design trains its own configuration: two that resolve to the
+    same one (an arm setting a knob to the value the baseline already has, say) would
+    share an identity, results and checkpoints."""
+    from vrsearch.study.design import GROUP_KEY, apply_cell, config_hash, design_cells
+
+    if study.search.design == "search":
+        return
+    base, seen = study.model_dump(mode="json"), {}
+    for cell in design_cells(study):
+        key = config_hash(apply_cell(base, cell), with_seed=False)
+        if key in seen:
+            raise RuleError(f"search: {cell[GROUP_KEY]!r} trains the same configuration as {seen[key]!r}; "
+                            "give it a setting that differs or remove it")
+        seen[key] = cell[GROUP_KEY]
+
+
 def check_rules(study: Study) -> None:
     check_metric(study)
     check_schedule(study)
+    check_distinct_cells(study)

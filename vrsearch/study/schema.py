@@ -306,8 +306,10 @@ class SearchConfig(StrictModel):
 
     def _ignored_keys(self) -> None:
         for key, (by, users) in self._USED_BY.items():
+            # a default value (as a resolved study.yaml spells out every key) has nothing to ignore
+            value_set = getattr(self, key)
+            given = key in self.model_fields_set and value_set != type(self).model_fields[key].default
             value = getattr(self, by)
-            given = key in self.model_fields_set and getattr(self, key) not in ([], {})  # empty: nothing to ignore
             if given and value not in users:
                 raise PydanticCustomError(
                     "ignored_key", "{key} {by} {value} ignores it (it applies to {by} {users} only); remove it",
