@@ -70,7 +70,7 @@ import torch
 
 SAMPLERS = ("ns", "sg", "sag")
 GRIDS = (9, 16, 25)
-ROUNDINGS = ("largest", "random")
+ROUNDINGS = ("auto", "largest", "random")
 _CELLS = {9: 3, 16: 4, 25: 5}
 
 
@@ -116,7 +116,7 @@ def sample_voxels(
     classes: Sequence[int] | None = None,
     per_image: bool = True,
     mask: torch.Tensor | None = None,
-    rounding: str = "largest",
+    rounding: str = "auto",
 ) -> VoxelSample:
     """Draw ``per_class`` voxels (with replacement) of every class present in each
     image (``per_image=True``) or in the batch (``per_image=False``).
@@ -206,16 +206,27 @@ def sample_voxels(
     num = n * counts
     base, rem = num // popg, (num % popg).view(n_units, gpu)
     left = torch.where(pop > 0, n - base.view(n_units, gpu).sum(1), 0).unsqueeze(1)
-    if rounding == "largest":  # ties: lower group index first
-        order = torch.sort(-torch.where(counts.view(n_units, gpu) > 0, rem, -1), dim=1, stable=True).indices
+    nonempty = counts.view(n_units, gpu) > 0
+    if rounding != "random":  # largest remainder; ties: lower group index first
+        order = torch.sort(-torch.where(nonempty, rem, -1), dim=1, stable=True).indices
         rank = torch.empty_like(order).scatter_(1, order, torch.arange(gpu, device=dev).expand(n_units, gpu))
         extra = rank < left
-    else:  # systematic: points t, t+N, ... over the cumulated remainders
+        # fixed quotas: always with "largest"; with "auto" where every non-empty group of
+        # the unit gets at least one draw (the unit is covered)
+        fixed = ~(nonempty & (base.view(n_units, gpu) + extra == 0)).any(1)
+        if rounding == "largest":
+            fixed = torch.ones_like(fixed)
+    if rounding != "largest":  # systematic: points t, t+N, ... over the cumulated remainders
         N = pop.clamp(min=1).unsqueeze(1)
         t = (torch.rand(n_units, 1, generator=generator, device=dev, dtype=torch.float64) * N).long()
         t = torch.minimum(t, N - 1)
         hi_c = torch.cumsum(rem, 1)
-        extra = torch.div(t - (hi_c - rem), N, rounding_mode="floor") - torch.div(t - hi_c, N, rounding_mode="floor")
+        systematic = (torch.div(t - (hi_c - rem), N, rounding_mode="floor")
+                      - torch.div(t - hi_c, N, rounding_mode="floor"))
+        if rounding == "random":
+            extra, fixed = systematic, torch.zeros(n_units, dtype=torch.bool, device=dev)
+        else:  # auto: largest remainder where it covers the unit, systematic elsewhere
+            extra = torch.where(fixed.unsqueeze(1), extra, systematic.bool())
     quota = base + extra.reshape(-1).long()
 
     # uniform draws inside groups (with replacement)
@@ -227,10 +238,9 @@ def sample_voxels(
     u = torch.rand(T, generator=generator, device=dev, dtype=torch.float64)
     mpos = offsets[sgrp] + torch.minimum((u * size).long(), size - 1)
     flat = members[mpos]
-    if rounding == "largest":
-        weight = (counts.double() / popg.double() / quota.clamp(min=1).double())[sgrp]
-    else:
-        weight = torch.full((T,), 1.0 / n, dtype=torch.float64, device=dev)
+    # fixed quotas: (N_m/N)/n_m; random quotas: 1/n (module doc)
+    weight = torch.where(fixed.repeat_interleave(gpu), counts.double() / popg.double() / quota.clamp(min=1).double(),
+                         1.0 / n)[sgrp]
 
     n_reflected = n_outside = 0
     if method == "sag":

@@ -72,30 +72,54 @@ def relational_kl(student: Tensor, teacher: Tensor, bank: Tensor,
 
 
 def sample_negative_indices(query_cls: Tensor, negative_count: Tensor, num_negatives: int,
-                            generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """Draw ``num_negatives`` bank entries per query, uniformly with replacement
-    from the pooled entries of the classes other than the query's.
+                            generator: torch.Generator | None = None,
+                            negative_weight: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Draw ``num_negatives`` bank entries per query, with replacement, from the
+    pooled entries of the classes other than the query's, each with probability
+    proportional to its weight (``negative_weight [C, S]``; default 1: uniform).
 
-    The pool of a class-``c`` query is ``{(k, s): k ≠ c, s < negative_count[k]}``,
-    of size ``P_c``; a draw ``r ~ U{0..P_c−1}`` is mapped to ``(k, s)`` by a
-    ``searchsorted`` over the cumulative counts with class ``c`` removed
-    (vectorised, no host synchronisation). Returns ``(cls [Q, n], slot [Q, n],
-    has_pool [Q] bool)``; rows with an empty pool hold the dummy entry (0, 0).
-    Consumes ``Q·n`` integers of ``generator``."""
+    The pool of a class-``c`` query is ``{(k, s): k ≠ c, s < negative_count[k]}``.
+    Inverse-CDF sampling, vectorised, without host synchronisation: one uniform
+    ``u`` per draw picks the class ``k`` from the cumulated class totals ``W_k``
+    (class ``c`` removed), then the slot from the cumulated weights of class ``k``
+    (one ``searchsorted`` over the whole bank). Entries of weight 0 are never
+    drawn. Returns ``(cls [Q, n], slot [Q, n], has_pool [Q] bool)``; rows with an
+    empty (or zero-weight) pool hold the dummy entry (0, 0). Consumes ``Q·n``
+    float64 uniforms of ``generator``.
+
+    Why weights: bank entries drawn by SG/SAG carry the sampler's weights
+    (:mod:`vrsearch.components.banks`); drawing ∝ weight makes every negative,
+    marginally, a uniform draw from its class's voxels, as NS keys would be.
+    """
     if num_negatives < 1:
         raise ValueError("num_negatives must be >= 1")
     dev = negative_count.device
     C, Q = negative_count.shape[0], query_cls.shape[0]
+    if negative_weight is None:
+        S = max(int(negative_count.max()) if C else 0, 1)
+    else:
+        S = negative_weight.shape[1]
+    valid = torch.arange(S, device=dev)[None, :] < negative_count.to(torch.long)[:, None]  # [C, S]
+    w = valid.double() if negative_weight is None else torch.where(valid, negative_weight.to(dev, torch.float64), 0.0)
+    cum = w.reshape(-1).cumsum(0)  # [C*S], class-major
+    total = w.sum(1)  # W_k
     cls = query_cls.to(dev, torch.long)
-    counts = negative_count.to(torch.long)[None, :].expand(Q, C).clone()
-    counts[torch.arange(Q, device=dev), cls] = 0  # the query's own class is no negative
-    cum = counts.cumsum(dim=1)  # [Q, C]
-    pool = cum[:, -1] if C else torch.zeros(Q, dtype=torch.long, device=dev)
+    per_class = total[None, :].expand(Q, C).clone()
+    per_class[torch.arange(Q, device=dev), cls] = 0.0  # the query's own class is no negative
+    class_cum = per_class.cumsum(1)  # [Q, C]
+    pool = class_cum[:, -1] if C else torch.zeros(Q, dtype=torch.float64, device=dev)
     gen_dev = generator.device if generator is not None else dev
-    raw = torch.randint(0, 2**62, (Q, num_negatives), generator=generator, device=gen_dev).to(dev)
-    r = raw % pool.clamp_min(1)[:, None]  # uniform on [0, P_c) up to a 2^-62 modulo bias
-    k = torch.searchsorted(cum, r, right=True).clamp_max(max(C - 1, 0))
-    slot = r - (cum.gather(1, k) - counts.gather(1, k))
+    u = torch.rand(Q, num_negatives, generator=generator, device=gen_dev, dtype=torch.float64).to(dev)
+    r = u * pool[:, None]
+    last = torch.where(per_class > 0, torch.arange(C, device=dev), -1).amax(1, keepdim=True).clamp_min(0)
+    k = torch.minimum(torch.searchsorted(class_cum, r, right=True), last)  # rounding at the top end
+    within = r - (class_cum.gather(1, k) - per_class.gather(1, k))  # position inside class k's total
+    start = torch.cat([cum.new_zeros(1), cum[:-1]])[k * S]  # cumulated weight before class k
+    slots = torch.arange(S, device=dev)
+    first_slot = torch.where(w > 0, slots, S).amin(1).clamp_max(S - 1)  # [C] first / last drawable slot
+    last_slot = torch.where(w > 0, slots, -1).amax(1).clamp_min(0)
+    flat = torch.searchsorted(cum, start + within, right=True)  # zero-weight entries are never the answer
+    slot = torch.maximum(torch.minimum(flat - k * S, last_slot[k]), first_slot[k])  # float rounding at the ends
     has_pool = pool > 0
     k = torch.where(has_pool[:, None], k, torch.zeros_like(k))
     slot = torch.where(has_pool[:, None], slot, torch.zeros_like(slot))
@@ -105,7 +129,9 @@ def sample_negative_indices(query_cls: Tensor, negative_count: Tensor, num_negat
 def anatomical_contrastive(queries: Tensor, query_cls: Tensor, positives: Tensor, positive_valid: Tensor,
                            negatives: Tensor, negative_count: Tensor, tau: float = 0.5,
                            num_negatives: int | None = None,
-                           generator: torch.Generator | None = None) -> Tensor:
+                           generator: torch.Generator | None = None, *,
+                           query_weight: Tensor | None = None,
+                           negative_weight: Tensor | None = None) -> Tensor:
     """Anatomical contrastive loss ``L_contrast`` (MONA Eq. 3-5, ARCO Eq. E.2-E.3).
 
     For a query ``r_q`` (``queries [Q, D]``) of class ``c = query_cls[q]``::
@@ -122,13 +148,21 @@ def anatomical_contrastive(queries: Tensor, query_cls: Tensor, positives: Tensor
     that pool (:func:`sample_negative_indices`, ``generator``).
 
     Decisions: ``·`` is cosine similarity (L2-normalised inside). Eq. (3) sums
-    over classes and queries; we average over the *counted* queries, those
-    whose class has ``positive_valid`` (the query selection, e.g. hard queries
-    with confidence ≤ δ, Eq. 5, and the per-class query budget are the
-    caller's). A counted query with an empty negative pool contributes
-    ``−log 1 = 0`` (as in :mod:`vrsearch.losses.lcl`). Gradient reaches
-    ``queries`` and ``positives`` (detach positives to stop it); bank
-    ``negatives`` are detached. 0 with a graph when nothing counts.
+    over classes and queries; we take the weighted mean ``Σ w_q ℓ_q / Σ w_q``
+    over the *counted* queries, those whose class has ``positive_valid`` (the
+    query selection, e.g. hard queries with confidence ≤ δ, Eq. 5, and the
+    per-class query budget are the caller's). ``query_weight [Q]`` are the
+    sampler's weights (default 1: the plain mean); they sum to 1 per class for
+    every NS/SG/SAG draw (:mod:`vrsearch.components.samplers`), so the loss is
+    the mean over counted classes of an unbiased estimate of the class's mean
+    ``ℓ`` over its (hard) voxels. ``negative_weight [C, S]`` are the bank
+    entries' weights (default 1): sampled negatives are drawn ∝ weight
+    (:func:`sample_negative_indices`); with ``num_negatives=None`` the sum over
+    the pool becomes ``P_c · Σ w e^s / Σ w`` (``P_c`` entries in the pool), the
+    plain sum when every weight is 1. A counted query with an empty negative
+    pool contributes ``−log 1 = 0`` (as in :mod:`vrsearch.losses.lcl`).
+    Gradient reaches ``queries`` and ``positives`` (detach positives to stop
+    it); bank ``negatives`` are detached. 0 with a graph when nothing counts.
     """
     _check_2d("queries", queries)
     Q, D = queries.shape
@@ -151,18 +185,28 @@ def anatomical_contrastive(queries: Tensor, query_cls: Tensor, positives: Tensor
     keys = F.normalize(negatives.detach().to(q.dtype).reshape(C * S, D), dim=1)
     sim = q @ keys.T / tau  # [Q, C*S]: one matmul against the whole bank
     count = negative_count.to(dev, torch.long)
+    stored = torch.arange(S, device=dev)[None, :] < count[:, None]  # [C, S]
+    nw = torch.ones(C, S, dtype=torch.float64, device=dev) if negative_weight is None else \
+        negative_weight.detach().to(dev, torch.float64)
+    nw = torch.where(stored, nw, 0.0)
     if num_negatives is None:
         bank_cls = torch.arange(C, device=dev).repeat_interleave(S)  # [C*S]
-        bank_slot = torch.arange(S, device=dev).repeat(C)
-        valid = (bank_slot < count[bank_cls])[None, :] & (bank_cls[None, :] != cls[:, None])
-        neg = sim.masked_fill(~valid, float("-inf"))
+        other = bank_cls[None, :] != cls[:, None]  # [Q, C*S]
+        w_flat = nw.reshape(-1)[None, :] * other
+        # P_c · w / Σ_pool w: each entry's share of a pool sum of P_c terms (1 when unweighted)
+        scale = (stored.reshape(-1)[None, :] & other).sum(1, keepdim=True) / w_flat.sum(1, keepdim=True).clamp_min(
+            torch.finfo(torch.float64).tiny)
+        neg = sim + torch.log(w_flat * scale).to(sim.dtype)  # log 0 = −inf: not in the pool
     else:
-        k, slot, has_pool = sample_negative_indices(cls, count, num_negatives, generator)
+        k, slot, has_pool = sample_negative_indices(cls, count, num_negatives, generator, nw)
         neg = sim.gather(1, k * S + slot).masked_fill(~has_pool[:, None], float("-inf"))
     logits = torch.cat([pos[:, None], neg], dim=1)
     nll = torch.logsumexp(logits, dim=1) - pos  # −log of the Eq. (3) ratio
-    nll = torch.where(counted, nll, torch.zeros_like(nll))
-    return nll.sum() / counted.sum().clamp_min(1).to(nll.dtype)
+    w = torch.ones_like(nll) if query_weight is None else query_weight.to(dev, nll.dtype)
+    if w.shape != (Q,):
+        raise ValueError(f"query_weight must be [{Q}], got {tuple(w.shape)}")
+    w = torch.where(counted, w, torch.zeros_like(w))
+    return (w * nll).sum() / w.sum().clamp_min(torch.finfo(nll.dtype).tiny)
 
 
 def equivariance_kl(f_tx: Tensor, t_fx: Tensor, mask: Tensor | None = None) -> Tensor:

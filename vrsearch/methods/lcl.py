@@ -78,9 +78,10 @@ class LCLParams(MethodParams):
     gate: Annotated[float, Field(ge=0, le=1)] = 0.0
     sampler: Literal["ns", "sg", "sag"] = "ns"
     grid: Literal[9, 16, 25] = 16
-    #: SG/SAG quota rounding: ``largest`` remainder (ARCO) leaves small groups unsampled when
-    #: samples_per_class is small (3 anchors, 16 cells); ``random`` keeps every group reachable
-    rounding: Literal["largest", "random"] = "largest"
+    #: SG/SAG quota rounding (see vrsearch.components.samplers): ``auto`` (unbiased) uses
+    #: ARCO's largest remainder where it gives every group a draw and systematic random
+    #: rounding elsewhere; ``largest`` leaves small groups unsampled with 3 anchors (biased)
+    rounding: Literal["auto", "largest", "random"] = "auto"
     include_background: bool = False
 
 

@@ -38,6 +38,12 @@ the FPN head (:class:`~vrsearch.models.heads.RepresentationHead`).
   class drawn by the same sampler are pushed into a class-aware FIFO bank
   (``negative_bank_size`` per class) *before* the loss, and ``keys`` negatives
   per query are drawn from the bank entries of the other classes.
+  **Sampler weights** (METHODS.md Ruling 2026-12): the queries' SG/SAG weights
+  weight their mean (per class they sum to 1, so ``L_contrast`` is the mean over
+  classes of unbiased class means); keys enter the bank in random order with
+  weight ``keys·w`` and negatives are drawn ∝ that weight, so each negative is,
+  marginally, a uniform draw from its class's voxels under NS, SG and SAG alike
+  (Monte-Carlo checked in ``tests/methods/test_sampler_bias.py``).
   ``contrast_spread`` = ``loss_spread`` of ``L_contrast`` under a second,
   independent draw of queries and negatives (no gradient; ARCO Fig. 5), and
   ``reflect_outside`` counts SAG partners replaced by uniform draws.
@@ -220,7 +226,9 @@ class MONA(Method):
         hard = conf <= p.delta
         draw = dict(method=p.sampler, grid=p.grid, classes=classes, per_image=False, rounding=p.rounding)
         keys = sample_voxels(labels, p.keys, generator=g, **draw)
-        self.negatives.push(gather_voxels(rep_t, keys.index), keys.cls)
+        shuffled = torch.randperm(len(keys), generator=g, device=labels.device)  # FIFO overwrites stay unbiased
+        self.negatives.push(gather_voxels(rep_t, keys.index[shuffled]), keys.cls[shuffled],
+                            keys.weight[shuffled] * p.keys)
         sums, counts = class_sums(rep_t, labels, self.C)
         total = counts.sum(0)
         positives = sums.sum(0) / total.clamp_min(1).unsqueeze(1).to(sums.dtype)
@@ -229,7 +237,8 @@ class MONA(Method):
         def contrast(gen: torch.Generator):
             q = sample_voxels(labels, p.queries, generator=gen, mask=hard, **draw)
             value = anatomical_contrastive(gather_voxels(rep_s, q.index), q.cls, *bank, tau=p.tau,
-                                           num_negatives=p.keys, generator=gen)
+                                           num_negatives=p.keys, generator=gen, query_weight=q.weight,
+                                           negative_weight=self.negatives.weight)
             return value, q.n_outside
 
         value, outside = contrast(g)
