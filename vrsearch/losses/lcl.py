@@ -70,6 +70,8 @@ class LCLStats(NamedTuple):
     n_images: int
     #: anchors that contributed
     n_anchors: int
+    #: the loss of each image (Eq. 3 for its pair; NaN where no class is used), detached
+    per_image: torch.Tensor | None = None
 
 
 def _unpack(sample, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -164,20 +166,21 @@ def local_contrastive_terms(
     else:
         nll = -own.log_softmax(dim=1).gather(1, cls[:, None])[:, 0]  # −log L_{i,c}, Eq. (4)
 
-    group = F.one_hot(batch * K + cls, B * K).to(nll.dtype)  # [M, B*K]
-    num = ((weight * nll) @ group).reshape(B, K)
-    den = (weight.to(nll.dtype) @ group).reshape(B, K)
+    group, w = batch * K + cls, weight.to(nll.dtype)  # (image, class) of every anchor
+    num = nll.new_zeros(B * K).index_add(0, group, w * nll).reshape(B, K)
+    den = nll.new_zeros(B * K).index_add(0, group, w).reshape(B, K)
     used = den > 0
     per_class = num / den.clamp_min(torch.finfo(nll.dtype).tiny)  # 1/|S̃_c| Σ_i, Eq. (3)
     n_used = used.sum(1)
     per_image = (per_class * used).sum(1) / n_used.clamp_min(1)  # 1/C Σ_c over used classes
     contributing = n_used > 0
+    each = torch.where(contributing, per_image, float("nan")).detach()
     if not bool(contributing.any()):
         zero = emb.sum() * 0.0
-        return LCLStats(zero, zero.detach(), 0, 0)
+        return LCLStats(zero, zero.detach(), 0, 0, each)
     loss = per_image[contributing].mean()
     n_classes = n_used[contributing].to(loss.dtype).mean().detach()
-    return LCLStats(loss, n_classes, int(contributing.sum()), int(index.shape[0]))
+    return LCLStats(loss, n_classes, int(contributing.sum()), int(index.shape[0]), each)
 
 
 def local_contrastive_loss(*args, **kwargs) -> torch.Tensor:

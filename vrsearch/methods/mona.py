@@ -220,15 +220,25 @@ class MONA(Method):
             terms["nn"] = nn_loss.detach()
         return StepOutput(loss, terms)
 
+    def _draw(self) -> dict:
+        p = self.params
+        return dict(method=p.sampler, grid=p.grid, classes=range(self.C), per_image=False, rounding=p.rounding)
+
+    def _push_keys(self, rep_t, labels, g) -> int:
+        """Draw ``keys`` teacher embeddings per class and push them, in random order (a
+        partly overwritten push stays a random subset) with weight ``keys·w``, into
+        the class-aware negative bank. Returns the SAG replacement count."""
+        keys = sample_voxels(labels, self.params.keys, generator=g, **self._draw())
+        shuffled = torch.randperm(len(keys), generator=g, device=labels.device)
+        self.negatives.push(gather_voxels(rep_t, keys.index[shuffled]), keys.cls[shuffled],
+                            keys.weight[shuffled] * self.params.keys)
+        return keys.n_outside
+
     def _contrast(self, rep_s, rep_t, labels, conf, g, iteration):
         """``L_contrast`` and its diagnostics (see the module docstring)."""
-        p, classes = self.params, range(self.C)
+        p, draw = self.params, self._draw()
         hard = conf <= p.delta
-        draw = dict(method=p.sampler, grid=p.grid, classes=classes, per_image=False, rounding=p.rounding)
-        keys = sample_voxels(labels, p.keys, generator=g, **draw)
-        shuffled = torch.randperm(len(keys), generator=g, device=labels.device)  # FIFO overwrites stay unbiased
-        self.negatives.push(gather_voxels(rep_t, keys.index[shuffled]), keys.cls[shuffled],
-                            keys.weight[shuffled] * p.keys)
+        keys_outside = self._push_keys(rep_t, labels, g)
         sums, counts = class_sums(rep_t, labels, self.C)
         total = counts.sum(0)
         positives = sums.sum(0) / total.clamp_min(1).unsqueeze(1).to(sums.dtype)
@@ -244,7 +254,7 @@ class MONA(Method):
         value, outside = contrast(g)
         with torch.no_grad():
             again, _ = contrast(step_generator(self.seed, iteration, 1, labels.device))
-        extra = {"contrast_spread": loss_spread(value, again), "reflect_outside": _scalar(outside + keys.n_outside),
+        extra = {"contrast_spread": loss_spread(value, again), "reflect_outside": _scalar(outside + keys_outside),
                  "hard_fraction": hard.float().mean()}
         return value, extra
 
