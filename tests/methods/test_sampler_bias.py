@@ -21,7 +21,8 @@ What is sampled, per method, and what is checked:
   teacher field constant per class, two classes present, so every negative
   of a query is the same vector and ``L_contrast``'s expectation has a closed
   form; (b) with a varying teacher field, the negatives the method draws from
-  its bank are, on average, uniform draws from the other classes' voxels.
+  its bank, with their importance weights, average to the mean over the other
+  classes' voxels.
 * DVCL: HqC anchors and the class centre ``P_c`` (a bank mean of anchors of
   the same step, so the loss is not linear in the anchors either): (a) ``P_c``
   after one ``DVCL._hqc`` is unbiased for the raw-feature mean of the class's
@@ -189,17 +190,19 @@ def test_arco_contrast_queries_are_unbiased(monkeypatch):
 
 def negative_means(m, labels, rep_t, R, n_draws=2048, weighted=True):
     """(b): per step, push the keys as ``_contrast`` does, draw negatives for one query
-    of each class as ``anatomical_contrastive`` does, and average their first feature."""
-    from vrsearch.losses.mona import sample_negative_indices
+    of each class and weight them as ``anatomical_contrastive`` does (ω = e^{log ω}),
+    and average ω × their first feature."""
+    from vrsearch.losses.mona import negative_log_weights, sample_negative_indices
 
-    C, out = m.C, []
+    cls, out = torch.arange(m.C), []
     for r in range(R):
         g = gen(r)
         m._push_keys(rep_t, labels, g)
         bank = m.negatives
-        k, slot, _ = sample_negative_indices(torch.arange(C), bank.count, n_draws, g,
-                                             bank.weight if weighted else None)
-        out.append(bank.bank[k, slot, 0].double().mean(1))
+        k, slot, _ = sample_negative_indices(cls, bank.count, n_draws, g)
+        log_w, log_scale = negative_log_weights(cls, bank.count, bank.weight)
+        omega = (log_w[k, slot] + log_scale[:, None]).exp() if weighted else 1.0
+        out.append((omega * bank.bank[k, slot, 0].double()).mean(1))
     return torch.stack(out)  # [R, C]
 
 
@@ -221,7 +224,7 @@ def test_arco_negatives_are_uniform_draws_from_the_other_classes():
     for c in range(3):
         ok, v_sg, v_ns = var_not_above(draws["sg"][:, c], draws["ns"][:, c])
         assert ok, (c, v_sg, v_ns)
-    # teeth: uniform draws from a bank filled by SG/SAG ignore its weights and are caught
+    # teeth: plain uniform draws from a bank filled by SG/SAG (its weights ignored) are caught
     plain = negative_means(arco("sag", keys=keys, negative_bank_size=keys, grid=9), labels, rep_t, R, weighted=False)
     assert max(abs(z_score(plain[:, c], float(truth[c]))) for c in range(3)) > 2 * Z
 

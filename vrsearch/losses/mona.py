@@ -72,58 +72,55 @@ def relational_kl(student: Tensor, teacher: Tensor, bank: Tensor,
 
 
 def sample_negative_indices(query_cls: Tensor, negative_count: Tensor, num_negatives: int,
-                            generator: torch.Generator | None = None,
-                            negative_weight: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """Draw ``num_negatives`` bank entries per query, with replacement, from the
-    pooled entries of the classes other than the query's, each with probability
-    proportional to its weight (``negative_weight [C, S]``; default 1: uniform).
+                            generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Draw ``num_negatives`` bank entries per query, uniformly with replacement
+    from the pooled entries of the classes other than the query's.
 
-    The pool of a class-``c`` query is ``{(k, s): k ≠ c, s < negative_count[k]}``.
-    Inverse-CDF sampling, vectorised, without host synchronisation: one uniform
-    ``u`` per draw picks the class ``k`` from the cumulated class totals ``W_k``
-    (class ``c`` removed), then the slot from the cumulated weights of class ``k``
-    (one ``searchsorted`` over the whole bank). Entries of weight 0 are never
-    drawn. Returns ``(cls [Q, n], slot [Q, n], has_pool [Q] bool)``; rows with an
-    empty (or zero-weight) pool hold the dummy entry (0, 0). Consumes ``Q·n``
-    float64 uniforms of ``generator``.
-
-    Why weights: bank entries drawn by SG/SAG carry the sampler's weights
-    (:mod:`vrsearch.components.banks`); drawing ∝ weight makes every negative,
-    marginally, a uniform draw from its class's voxels, as NS keys would be.
-    """
+    The pool of a class-``c`` query is ``{(k, s): k ≠ c, s < negative_count[k]}``,
+    of size ``P_c``; a draw ``r ~ U{0..P_c−1}`` is mapped to ``(k, s)`` by a
+    ``searchsorted`` over the cumulative counts with class ``c`` removed
+    (vectorised, no host synchronisation). Returns ``(cls [Q, n], slot [Q, n],
+    has_pool [Q] bool)``; rows with an empty pool hold the dummy entry (0, 0).
+    Consumes ``Q·n`` integers of ``generator``."""
     if num_negatives < 1:
         raise ValueError("num_negatives must be >= 1")
     dev = negative_count.device
     C, Q = negative_count.shape[0], query_cls.shape[0]
-    if negative_weight is None:
-        S = max(int(negative_count.max()) if C else 0, 1)
-    else:
-        S = negative_weight.shape[1]
-    valid = torch.arange(S, device=dev)[None, :] < negative_count.to(torch.long)[:, None]  # [C, S]
-    w = valid.double() if negative_weight is None else torch.where(valid, negative_weight.to(dev, torch.float64), 0.0)
-    cum = w.reshape(-1).cumsum(0)  # [C*S], class-major
-    total = w.sum(1)  # W_k
     cls = query_cls.to(dev, torch.long)
-    per_class = total[None, :].expand(Q, C).clone()
-    per_class[torch.arange(Q, device=dev), cls] = 0.0  # the query's own class is no negative
-    class_cum = per_class.cumsum(1)  # [Q, C]
-    pool = class_cum[:, -1] if C else torch.zeros(Q, dtype=torch.float64, device=dev)
+    counts = negative_count.to(torch.long)[None, :].expand(Q, C).clone()
+    counts[torch.arange(Q, device=dev), cls] = 0  # the query's own class is no negative
+    cum = counts.cumsum(dim=1)  # [Q, C]
+    pool = cum[:, -1] if C else torch.zeros(Q, dtype=torch.long, device=dev)
     gen_dev = generator.device if generator is not None else dev
-    u = torch.rand(Q, num_negatives, generator=generator, device=gen_dev, dtype=torch.float64).to(dev)
-    r = u * pool[:, None]
-    last = torch.where(per_class > 0, torch.arange(C, device=dev), -1).amax(1, keepdim=True).clamp_min(0)
-    k = torch.minimum(torch.searchsorted(class_cum, r, right=True), last)  # rounding at the top end
-    within = r - (class_cum.gather(1, k) - per_class.gather(1, k))  # position inside class k's total
-    start = torch.cat([cum.new_zeros(1), cum[:-1]])[k * S]  # cumulated weight before class k
-    slots = torch.arange(S, device=dev)
-    first_slot = torch.where(w > 0, slots, S).amin(1).clamp_max(S - 1)  # [C] first / last drawable slot
-    last_slot = torch.where(w > 0, slots, -1).amax(1).clamp_min(0)
-    flat = torch.searchsorted(cum, start + within, right=True)  # zero-weight entries are never the answer
-    slot = torch.maximum(torch.minimum(flat - k * S, last_slot[k]), first_slot[k])  # float rounding at the ends
+    raw = torch.randint(0, 2**62, (Q, num_negatives), generator=generator, device=gen_dev).to(dev)
+    r = raw % pool.clamp_min(1)[:, None]  # uniform on [0, P_c) up to a 2^-62 modulo bias
+    k = torch.searchsorted(cum, r, right=True).clamp_max(max(C - 1, 0))
+    slot = r - (cum.gather(1, k) - counts.gather(1, k))
     has_pool = pool > 0
     k = torch.where(has_pool[:, None], k, torch.zeros_like(k))
     slot = torch.where(has_pool[:, None], slot, torch.zeros_like(slot))
     return k, slot, has_pool
+
+
+def negative_log_weights(query_cls: Tensor, negative_count: Tensor,
+                         negative_weight: Tensor) -> tuple[Tensor, Tensor]:
+    """``(log w [C, S], log(P_c/W_c) [Q])``: a bank entry ``e`` drawn uniformly from the
+    pool of a class-``c`` query (``P_c`` entries of total weight ``W_c``) gets the
+    importance weight ``ω_e = w_e · P_c / W_c`` (``log w = −inf`` at empty slots and
+    weight 0).
+
+    Why: bank entries drawn by SG/SAG carry the sampler's weights
+    (:mod:`vrsearch.components.banks`); then ``E[ω_e g(e)] = Σ_pool w g / Σ_pool w``,
+    the weighted pool mean, which is unbiased for the (class-balanced) mean of
+    ``g`` over the other classes' voxels. With every weight 1, ``ω = 1``."""
+    dev = negative_count.device
+    S = negative_weight.shape[1]
+    stored = torch.arange(S, device=dev)[None, :] < negative_count.to(torch.long)[:, None]  # [C, S]
+    w = torch.where(stored, negative_weight.to(dev, torch.float64), 0.0)
+    cls = query_cls.to(dev, torch.long)
+    n_class, w_class = stored.sum(1), w.sum(1)
+    pool_n, pool_w = n_class.sum() - n_class[cls], w_class.sum() - w_class[cls]  # P_c, W_c per query
+    return torch.log(w), torch.log(pool_n / pool_w.clamp_min(torch.finfo(torch.float64).tiny))
 
 
 def anatomical_contrastive(queries: Tensor, query_cls: Tensor, positives: Tensor, positive_valid: Tensor,
@@ -156,10 +153,11 @@ def anatomical_contrastive(queries: Tensor, query_cls: Tensor, positives: Tensor
     every NS/SG/SAG draw (:mod:`vrsearch.components.samplers`), so the loss is
     the mean over counted classes of an unbiased estimate of the class's mean
     ``ℓ`` over its (hard) voxels. ``negative_weight [C, S]`` are the bank
-    entries' weights (default 1): sampled negatives are drawn ∝ weight
-    (:func:`sample_negative_indices`); with ``num_negatives=None`` the sum over
-    the pool becomes ``P_c · Σ w e^s / Σ w`` (``P_c`` entries in the pool), the
-    plain sum when every weight is 1. A counted query with an empty negative
+    entries' weights (default 1): a negative ``e`` enters the denominator as
+    ``ω_e e^{s_e}`` with ``ω = w · P_c / W_c`` (:func:`negative_log_weights`), so
+    a sum over ``n`` uniform draws (or over the whole pool, ``P_c`` entries)
+    estimates ``n`` (``P_c``) times the weighted pool mean of ``e^s``; with every
+    weight 1 this is the plain sum. A counted query with an empty negative
     pool contributes ``−log 1 = 0`` (as in :mod:`vrsearch.losses.lcl`).
     Gradient reaches ``queries`` and ``positives`` (detach positives to stop
     it); bank ``negatives`` are detached. 0 with a graph when nothing counts.
@@ -185,21 +183,16 @@ def anatomical_contrastive(queries: Tensor, query_cls: Tensor, positives: Tensor
     keys = F.normalize(negatives.detach().to(q.dtype).reshape(C * S, D), dim=1)
     sim = q @ keys.T / tau  # [Q, C*S]: one matmul against the whole bank
     count = negative_count.to(dev, torch.long)
-    stored = torch.arange(S, device=dev)[None, :] < count[:, None]  # [C, S]
-    nw = torch.ones(C, S, dtype=torch.float64, device=dev) if negative_weight is None else \
-        negative_weight.detach().to(dev, torch.float64)
-    nw = torch.where(stored, nw, 0.0)
+    nw = torch.ones(C, S, device=dev) if negative_weight is None else negative_weight.detach()
+    log_w, log_scale = (t.to(sim.dtype) for t in negative_log_weights(cls, count, nw))  # log ω = log w + log_scale
+    log_w = log_w.reshape(-1)
     if num_negatives is None:
-        bank_cls = torch.arange(C, device=dev).repeat_interleave(S)  # [C*S]
-        other = bank_cls[None, :] != cls[:, None]  # [Q, C*S]
-        w_flat = nw.reshape(-1)[None, :] * other
-        # P_c · w / Σ_pool w: each entry's share of a pool sum of P_c terms (1 when unweighted)
-        scale = (stored.reshape(-1)[None, :] & other).sum(1, keepdim=True) / w_flat.sum(1, keepdim=True).clamp_min(
-            torch.finfo(torch.float64).tiny)
-        neg = sim + torch.log(w_flat * scale).to(sim.dtype)  # log 0 = −inf: not in the pool
+        own = torch.arange(C, device=dev).repeat_interleave(S)[None, :] == cls[:, None]  # [Q, C*S]
+        neg = (sim + log_w[None, :] + log_scale[:, None]).masked_fill(own, float("-inf"))
     else:
-        k, slot, has_pool = sample_negative_indices(cls, count, num_negatives, generator, nw)
-        neg = sim.gather(1, k * S + slot).masked_fill(~has_pool[:, None], float("-inf"))
+        k, slot, has_pool = sample_negative_indices(cls, count, num_negatives, generator)
+        idx = k * S + slot
+        neg = (sim.gather(1, idx) + log_w[idx] + log_scale[:, None]).masked_fill(~has_pool[:, None], float("-inf"))
     logits = torch.cat([pos[:, None], neg], dim=1)
     nll = torch.logsumexp(logits, dim=1) - pos  # −log of the Eq. (3) ratio
     w = torch.ones_like(nll) if query_weight is None else query_weight.to(dev, nll.dtype)
@@ -277,5 +270,5 @@ def loss_spread(a: Tensor, b: Tensor) -> Tensor:
     return ((a.detach() - b.detach()) ** 2 / 2)
 
 
-__all__ = ["anatomical_contrastive", "equivariance_kl", "knn_loss", "loss_spread",
+__all__ = ["anatomical_contrastive", "equivariance_kl", "knn_loss", "loss_spread", "negative_log_weights",
            "relational_kl", "sample_negative_indices"]

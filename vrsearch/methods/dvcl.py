@@ -31,9 +31,10 @@ unlabeled, through both networks)::
   paper moves the misclassified voxels away from class c); ``P_c`` does not
   (bank entries are detached).
 * DVCL (Eq. 12-17): at most ``queries`` unreliable voxels of A ∪ B per step
-  (uniform without replacement) search a FIFO queue (``queue_size``) of
-  earlier unreliable voxels (detached features and probabilities) for their
-  K nearest and K' furthest entries; the term is
+  (uniform without replacement: a simple random sample, whose plain mean is
+  already unbiased for the mean over U_R) search a FIFO queue
+  (``queue_size``) of earlier unreliable voxels (detached features and
+  probabilities) for their K nearest and K' furthest entries; the term is
   :func:`vrsearch.losses.dvcl.dvcl_terms`. The queue is searched before
   the step's queries join it and the term is 0 until it holds
   ``max(K, K')`` entries. Queries carry gradient through their
