@@ -19,8 +19,9 @@ entries of one class arrive at once only the newest ``S`` are kept.
 Weighted entries.  A :class:`ClassFIFOBank` entry carries a weight (default 1):
 entries drawn by a stratified sampler (SG/SAG, :mod:`vrsearch.components.samplers`)
 are not equally likely, and their sampler weights are what keeps a mean over
-them unbiased.  ``means()`` is the weighted mean ``Σ w·x / Σ w`` per class and
-``weight`` is there for weighted draws (MONA/ARCO negatives).  Callers store
+them unbiased.  ``means()`` is the weighted mean ``Σ w·x / Σ w`` per class (DVCL's
+``P_c``) and ``weight`` gives importance weights to entries drawn uniformly
+(MONA/ARCO negatives, :func:`vrsearch.losses.mona.negative_log_weights`).  Callers store
 ``n·w`` for a push of ``n`` entries of one class whose sampler weights ``w`` sum
 to 1, so every push has mean weight 1 and pushes of equal size count equally.
 """

@@ -41,9 +41,10 @@ the FPN head (:class:`~vrsearch.models.heads.RepresentationHead`).
   **Sampler weights** (METHODS.md Ruling 2026-12): the queries' SG/SAG weights
   weight their mean (per class they sum to 1, so ``L_contrast`` is the mean over
   classes of unbiased class means); keys enter the bank in random order with
-  weight ``keys·w`` and negatives are drawn ∝ that weight, so each negative is,
-  marginally, a uniform draw from its class's voxels under NS, SG and SAG alike
-  (Monte-Carlo checked in ``tests/methods/test_sampler_bias.py``).
+  weight ``keys·w``, and a negative drawn uniformly from the bank enters the
+  denominator with the importance weight ``w·P_c/W_c``, so the sum over the
+  negatives estimates the mean over the other classes' voxels under NS, SG and
+  SAG alike (Monte-Carlo checked in ``tests/methods/test_sampler_bias.py``).
   ``contrast_spread`` = ``loss_spread`` of ``L_contrast`` under a second,
   independent draw of queries and negatives (no gradient; ARCO Fig. 5), and
   ``reflect_outside`` counts SAG partners replaced by uniform draws.
