@@ -168,6 +168,7 @@ def main() -> None:
     ap.add_argument("--arco-draws", type=int, default=200, help="L_contrast draws per sampler and grid in (b)")
     ap.add_argument("--train-steps", type=int, default=20)
     ap.add_argument("--only", choices=["rounding", "arco"], default=None)
+    ap.add_argument("--grids", type=int, nargs="*", default=[9, 16, 25], help="ARCO grids in (b)")
     ap.add_argument("--quick", action="store_true", help="fewer draws, one ARCO grid, no training steps")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, default=None)
@@ -179,7 +180,7 @@ def main() -> None:
         result["rounding"] = rounding_table(draws)
     if args.only in (None, "arco"):
         result["arco"] = arco_table(arco_draws, 0 if args.quick else args.train_steps,
-                                    (16,) if args.quick else (9, 16, 25))
+                                    (16,) if args.quick else tuple(args.grids))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 
