@@ -8,7 +8,8 @@ table and writes ``benchmarks/results/<name>.json`` plus ``summary.json``
 (a) orchestration: study wall / bare engine, per-trial overhead with and
     without a worker group;  (b) per method: step time / its networks'
     forward+backward;  (b') DVCL step and memory;  (c) sampler time for 256
-    anchors per class on a 64×128×128 batch;  (d) data-loader stall
+    anchors per class on a 64×128×128 batch;  (c') sampler bias per rounding
+    and ARCO's L_contrast variance per sampler;  (d) data-loader stall
     fraction;  (e) search efficiency of TPE+ASHA vs a grid;  (f) on a GPU
     machine only: UNet throughput / MFU with and without bf16 and
     channels_last, and an nccl DDP step.
@@ -35,6 +36,7 @@ SUITE = {
     "method_step": ("method_step.py", [], ["--repeats", "3"]),
     "dvcl_step": ("dvcl_step.py", [], ["--repeats", "3"]),
     "sampler_speed": ("sampler_speed.py", [], ["--repeats", "3"]),
+    "sampler_variance": ("sampler_variance.py", [], ["--quick"]),
     "dataloader_stall": ("dataloader_stall.py", [], ["--iterations", "8"]),
     "search_efficiency": ("search_efficiency.py", [], ["--repeats", "2", "--iterations", "20", "--samples", "4"]),
     "gpu": ("gpu_throughput.py", [], ["--steps", "5"]),
@@ -67,6 +69,11 @@ def headline(name: str, data) -> str:
         return f"{steps}; DVCL-term peak {peaks}" if peaks else steps
     if name == "sampler_speed":
         return ", ".join(f"{r['sampler']}/{r['grid']} {r['ms']:.1f} ms ({r['x_ns']:.2f}x NS)" for r in data["rows"])
+    if name == "sampler_variance":
+        worst = {r: max(x["max_abs_bias_se"] for x in data["rounding"] if x["rounding"] == r) for r in ("largest", "auto")}
+        arco = ", ".join(f"{r['sampler']}/{r['grid']} {r['var_vs_ns']:.2f}" for r in data["arco"] if r["sampler"] != "ns")
+        return (f"max |bias|/SE: largest {worst['largest']:.0f}, auto {worst['auto']:.1f}; "
+                f"ARCO L_contrast var × NS: {arco}")
     if name == "dataloader_stall":
         return ", ".join(f"{k}: stall {v['stall']:.2f}" for k, v in data.items() if isinstance(v, dict) and "stall" in v)
     if name == "search_efficiency":

@@ -142,3 +142,34 @@ def test_queue_mirrors_follow_buffers_overwritten_like_ddp_broadcast():
     assert len(other) == 5 and torch.equal(other.items(), rank0.items())
     other.push(torch.full((4, 2), 7.0))
     assert len(other) == 8 and torch.equal(other.items()[-4:], torch.full((4, 2), 7.0))
+
+
+def test_class_bank_weights_follow_their_entries_and_weight_the_means():
+    """Weights ride with their entries through the ring buffer (newest S kept) and
+    ``means()`` is Σ w·x / Σ w over the valid entries; a class whose entries all have
+    weight 0 is not valid."""
+    C, S, D = 3, 4, 2
+    bank = ClassFIFOBank(C, S, D)
+    ref = [deque(maxlen=S) for _ in range(C)]
+    g = torch.Generator().manual_seed(3)
+    for feats, classes in _random_pushes(7, C, D, steps=20):
+        w = torch.rand(len(classes), generator=g) * 2
+        bank.push(feats, classes, w)
+        for f, c, wi in zip(feats, classes.tolist(), w, strict=True):
+            ref[c].append((f.clone(), float(wi)))
+    mean, valid = bank.means()
+    for c in range(C):
+        if not ref[c]:
+            assert not bool(valid[c])
+            continue
+        want = sum(wi * f for f, wi in ref[c]) / sum(wi for _, wi in ref[c])
+        torch.testing.assert_close(mean[c], want, rtol=1e-5, atol=1e-6)
+        k = int(bank.count[c])
+        slots = (bank.ptr[c] - k + torch.arange(k)) % S
+        assert bank.weight[c, slots].tolist() == pytest.approx([wi for _, wi in ref[c]])
+    assert "weight" in bank.state_dict()
+    zero = ClassFIFOBank(2, 3, 1)
+    zero.push(torch.ones(2, 1), torch.tensor([0, 1]), torch.tensor([0.0, 2.0]))
+    assert zero.means()[1].tolist() == [False, True]
+    with pytest.raises(ValueError, match="weight"):
+        zero.push(torch.ones(2, 1), torch.tensor([0, 1]), torch.ones(3))

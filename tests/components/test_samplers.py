@@ -85,7 +85,8 @@ def test_group_quotas_match_naive_reference(shape, grid, method, per_image):
         members, quota = ref_groups(labels, grid, per_class, per_image=per_image, **kw)
         expected = {k: q for k, q in quota.items() if q > 0}
         for seed in range(3):
-            s = sample_voxels(labels, per_class, method=method, grid=grid, generator=gen(seed), per_image=per_image, **kw)
+            s = sample_voxels(labels, per_class, method=method, grid=grid, generator=gen(seed), per_image=per_image,
+                              rounding="largest", **kw)
             groups, coords = sample_groups(s, labels, grid)
             assert Counter(groups) == expected  # every draw: per-group counts == quotas
             # weights: (N_g/N_unit)/n_g, exactly (ρ aside for SAG partners)
@@ -124,7 +125,7 @@ def check_sag_pairs(s, groups, coords, members, quota, spatial):
 
 def test_tie_break_is_lower_cell_first():
     labels = torch.ones(1, 6, 6, dtype=torch.long)  # 9 cells of 2×2: 4/9 each, all ties
-    s = sample_voxels(labels, 4, method="sg", grid=9, generator=gen(0))
+    s = sample_voxels(labels, 4, method="sg", grid=9, generator=gen(0), rounding="largest")
     cells = Counter(sample_groups(s, labels, 9)[0])
     assert cells == {(0, 1, (0, 0)): 1, (0, 1, (0, 1)): 1, (0, 1, (0, 2)): 1, (0, 1, (1, 0)): 1}
 
@@ -324,12 +325,12 @@ def test_small_quota_largest_remainder_misses_groups_random_rounding_is_unbiased
     labels, f = structured_case(2)
     truth = f[labels == 0].mean()
     D = 3000
-    _, wsum = mc_estimates(labels, f, 50, 3, method="sg", grid=25, generator=gen(0))
+    _, wsum = mc_estimates(labels, f, 50, 3, method="sg", grid=25, generator=gen(0), rounding="largest")
     assert (wsum[:, 0] < 0.99).all()
-    for method in SAMPLERS:
-        est, wsum = mc_estimates(labels, f, D, 3, method=method, grid=25, generator=gen(1), rounding="random")
+    for method, rounding in itertools.product(SAMPLERS, ["random", "auto"]):
+        est, wsum = mc_estimates(labels, f, D, 3, method=method, grid=25, generator=gen(1), rounding=rounding)
         se = float(est[:, 0].std()) / math.sqrt(D)
-        assert abs(float(est[:, 0].mean()) - float(truth)) < 4 * se, method
+        assert abs(float(est[:, 0].mean()) - float(truth)) < 4 * se, (method, rounding)
         assert torch.allclose(wsum[:, 0], torch.ones(D, dtype=torch.float64))
     s = sample_voxels(labels.expand(D, 24, 24), 3, method="sg", grid=25, generator=gen(2), rounding="random")
     assert Counter(zip(s.batch.tolist(), s.cls.tolist())) == {(b, c): 3 for b in range(D) for c in range(4)}
@@ -351,3 +352,36 @@ def test_sort_paths_agree_and_wide_label_values(monkeypatch):
     expect = {(b, int(c)): 6 for b in range(2) for c in torch.unique(wide[b])}
     assert Counter(zip(s.batch.tolist(), s.cls.tolist())) == expect
     assert torch.equal(wide.reshape(-1)[s.index], s.cls)
+
+
+@pytest.mark.parametrize("method", ["sg", "sag"])
+def test_auto_rounding_keeps_largest_remainder_only_where_it_covers_every_group(method):
+    """``auto`` (the default): a unit whose largest-remainder quotas give every
+    non-empty group a draw keeps them, every call, with weights (N_m/N)/n_m; any
+    other unit gets systematic random quotas (E n_m = n·N_m/N, total n) and
+    weights 1/n.  Here class 3 (the thin diagonal stripe) is covered by 7 draws
+    at grid 25 and the other classes are not."""
+    labels, _ = structured_case(2)
+    n, D = 7, 4000
+    members, quota = ref_groups(labels[None], 25, n)
+    covered = {c for c in range(4) if all(quota[k] > 0 for k in members if k[1] == c)}
+    assert covered == {3}
+    s = sample_voxels(labels.expand(D, 24, 24), n, method=method, grid=25, generator=gen(4))
+    groups = Counter((c, cell) for _, c, cell in sample_groups(s, labels.expand(D, 24, 24), 25)[0])
+    for (_, c, cell), q in quota.items():
+        N = sum(len(v) for k, v in members.items() if k[1] == c)
+        if c in covered:  # exactly the largest-remainder quota in every one of the D draws
+            assert groups[(c, cell)] == D * q
+        else:  # E[n_m] = n·N_m/N; n_m ∈ {floor, floor + 1}, so Var ≤ 1/4 per draw
+            expect = D * n * len(members[(0, c, cell)]) / N
+            assert abs(groups[(c, cell)] - expect) <= 4 * math.sqrt(D / 4) + 1e-9, (c, cell)
+    w = s.weight.double().view(D, -1)
+    cls = s.cls.view(D, -1)[0]
+    if method == "sg":
+        assert torch.allclose(w[:, cls != 3], torch.full_like(w[:, cls != 3], 1 / n))
+        stripe = [(cell, q) for (_, c, cell), q in quota.items() if c == 3]  # raster order = output order
+        n3 = sum(len(members[(0, 3, cell)]) for cell, _ in stripe)
+        want = [len(members[(0, 3, cell)]) / n3 / q for cell, q in stripe for _ in range(q)]
+        assert torch.allclose(w[:, cls == 3], torch.tensor(want, dtype=torch.float64).expand(D, -1))
+    unit_sums = torch.zeros(D, 4, dtype=torch.float64).index_add_(1, cls, w)
+    assert torch.allclose(unit_sums, torch.ones_like(unit_sums))  # weights of every unit sum to 1

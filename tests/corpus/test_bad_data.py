@@ -230,3 +230,25 @@ def test_bad_data_is_one_line_before_ray_and_writes_nothing(case, tiny_phantom, 
         # the run stopped on the data: no Ray session, no run directory, nothing else written
         assert snapshot(tmp_path) == before, command
         assert not out.exists()
+
+
+def test_singleton_5d_nifti_is_squeezed_validated_and_trained(tiny_phantom, tmp_path):
+    """Issue 17: an image and label stored as (X, Y, Z, 1, 1) passed ``validate
+    --check-data`` and then died in ``train`` with a 91-line traceback. Every case of
+    the copy is re-saved that way: the data check and a real ``train`` both succeed."""
+    root = tmp_path / "ds"
+    shutil.copytree(tiny_phantom, root)
+    desc = _desc(root)
+    for entry in (*desc["training"], *desc.get("unlabeled", []), *desc.get("test", [])):
+        for key in ("image", "label"):
+            if key in entry:
+                path = (root / entry[key]).resolve()
+                arr = np.asarray(nib.load(path).dataobj)
+                _resave(path, arr.reshape(arr.shape + (1, 1)))
+    assert nib.load(_file(root, "image")).shape[3:] == (1, 1)
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(tiny_study_dict(root, tmp_path / "run", train={"iterations": 2})))
+    checked = cli("validate", study, "--check-data", cwd=tmp_path)
+    assert checked.returncode == 0 and "data ok" in checked.stderr, checked.stderr
+    trained = cli("train", study, cwd=tmp_path)
+    assert trained.returncode == 0 and "Traceback" not in trained.stderr, trained.stderr

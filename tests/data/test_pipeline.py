@@ -47,3 +47,25 @@ def test_patch_positions_match_the_crop(tmp_path):
         centre = batch.image[:, 0].mean(dim=(1, 2, 3))  # mean z index of each patch
         assert torch.allclose(batch.positions * 30, centre + 0.5, atol=1e-4)
         assert batch.label.dtype == torch.int64 and batch.cases == ["c"] * 4
+
+
+def test_trailing_singleton_axes_are_squeezed_for_training_and_evaluation(tmp_path):
+    """A NIfTI image and label of shape (X, Y, Z, 1, 1) (or (X, Y, Z, 1)) pass the data
+    checks and load as the 3D volume they are, for training patches and for evaluation
+    (they used to reach Orientationd with 4 spatial axes and die there)."""
+    from vrsearch.data.validate import check_case
+    from vrsearch.engine.evaluate import load_eval_cases
+
+    case = z_ramp_case(tmp_path)
+    plain = load_eval_cases([case], DatasetConfig())[0]
+    for path, extra in ((case.image, (1, 1)), (case.label, (1,))):
+        img = nib.load(path)
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj).reshape(img.shape + extra), img.affine), path)
+    assert nib.load(case.image).shape == (12, 12, 30, 1, 1)
+    check_case(case, 3, require_label=True)
+    cfg = DatasetConfig(patch_size=(8, 8, 6), intensity={"scale": "none", "clip": None})
+    ds = cached(case_dicts([case], True), labeled_train_transform(cfg, 3), cfg)
+    batch = BatchSource(PatchStream(ds, 2, 0, 0, 0), None, 0, 10).batch(0)
+    assert batch.image.shape == (2, 1, 8, 8, 6) and batch.label.shape == (2, 1, 8, 8, 6)
+    squeezed = load_eval_cases([case], DatasetConfig())[0]
+    assert torch.equal(squeezed.image, plain.image) and torch.equal(squeezed.label, plain.label)

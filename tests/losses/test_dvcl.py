@@ -3,6 +3,7 @@ the bound of Eq. 16 and its reversal for K < K', and gradient routing."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -146,6 +147,31 @@ def test_ecps_weights_match_eq4(w_max):
     assert unrel.numel() > 0 and torch.all(unrel < w_max) and torch.all(unrel >= w_max / math.e - 1e-6)
     with pytest.raises(ValueError):
         ecps_weights(e, rel, 1)
+
+
+@pytest.mark.parametrize("num_classes", [2, 4, 14])
+def test_entropy_is_in_bits_so_eq4_uses_the_normalised_entropy(num_classes):
+    """Ruling (METHODS.md): ``e`` in bits, so ``e / log2 C`` is the normalised entropy in
+    [0, 1]: 1 for a uniform prediction (weight W_max/e), 0 for a one-hot one (W_max).
+    Entropy in nats would give ln C / log2 C = ln 2 for a uniform prediction, i.e. the
+    weight W_max/2 instead of W_max/e: the check below tells the two apart. (The
+    weights carry no gradient: ``esm`` runs under no_grad, see the gradient tests.)"""
+    Cn = num_classes
+    probs = torch.softmax(1.5 * rnd(3, Cn, 2, 2, 1, seed=Cn), 1)
+    probs[0, :, 0, 0, 0] = 1.0 / Cn  # uniform
+    probs[0, :, 1, 0, 0] = 0.0
+    probs[0, 0, 1, 0, 0] = 1.0  # one-hot
+    e, _, _ = esm(probs, 0.5)
+    for u, x, y in itertools.product(range(3), range(2), range(2)):  # −Σ p log2 p by hand
+        want = -sum(f(p) * math.log2(f(p)) for p in probs[u, :, x, y, 0] if f(p) > 0)
+        assert f(e[u, x, y, 0]) == pytest.approx(want, rel=1e-5, abs=1e-6)
+    normalised = e / math.log2(Cn)
+    assert f(normalised[0, 0, 0, 0]) == pytest.approx(1.0, rel=1e-5)
+    assert f(normalised[0, 1, 0, 0]) == pytest.approx(0.0, abs=1e-6)
+    assert f(normalised.min()) >= 0 and f(normalised.max()) <= 1 + 1e-6
+    w = ecps_weights(e, torch.zeros_like(e, dtype=torch.bool), Cn, 2.0)  # every voxel unreliable
+    assert f(w[0, 0, 0, 0]) == pytest.approx(2.0 / math.e, rel=1e-5)  # uniform: W_max / e (nats: W_max / 2)
+    assert f(w[0, 1, 0, 0]) == pytest.approx(2.0, rel=1e-6)
 
 
 def test_ecps_loss_matches_eq5():

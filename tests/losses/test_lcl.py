@@ -29,24 +29,36 @@ def naive_lcl(emb, labels, batch, index, cls, weight, K, tau, matching, classes,
     def cos(a, b):
         return (a @ b) / (a.norm() * b.norm())
 
+    def present_means(b):
+        means = {k: mean(b, k) for k in classes}
+        return {k: m for k, m in means.items() if m is not None}
+
+    def anchor_loss(zi, c, own, other):
+        """intra/partner: one ratio against ``own``; inter: one term per positive
+        (own and other image), each over the pool of both images' means."""
+        if other is None:
+            pos = torch.exp(cos(zi, own[c]) / tau)
+            neg = sum(torch.exp(cos(zi, own[k]) / tau) for k in own if k != c)
+            return -torch.log(pos / (pos + neg))
+        pool = sum(torch.exp(cos(zi, m) / tau) for m in [*own.values(), *other.values()])
+        terms = [-torch.log(torch.exp(cos(zi, means[c]) / tau) / pool) for means in (own, other) if c in means]
+        return sum(terms) / len(terms)
+
     image_losses = []
     for b in range(B):
-        p = b if matching == "intra" else (b + 1) % B
-        means = {k: mean(p, k) for k in classes}
-        means = {k: m for k, m in means.items() if m is not None}
+        p = (b + 1) % B
+        own = present_means(p if matching == "partner" else b)
+        other = present_means(p) if matching == "inter" and p != b else None
         class_losses = []
         for c in classes:
-            if c not in means:
+            if c not in own:
                 continue
             num, den = 0.0, 0.0
             for i in range(len(index)):
                 if int(batch[i]) != b or int(cls[i]) != c:
                     continue
-                j = int(index[i]) - b * N
-                zi = flat_emb[b, :, j]
-                pos = torch.exp(cos(zi, means[c]) / tau)
-                neg = sum(torch.exp(cos(zi, means[k]) / tau) for k in means if k != c)
-                num = num + weight[i] * -torch.log(pos / (pos + neg))
+                zi = flat_emb[b, :, int(index[i]) - b * N]
+                num = num + weight[i] * anchor_loss(zi, c, own, other)
                 den = den + weight[i]
             if den:
                 class_losses.append(num / den)
@@ -77,7 +89,7 @@ def make_case(seed=0, K=4):
     return emb, labels, torch.tensor(batch), torch.tensor(index), torch.tensor(cls), weight
 
 
-@pytest.mark.parametrize("matching", ["intra", "inter"])
+@pytest.mark.parametrize("matching", ["intra", "inter", "partner"])
 @pytest.mark.parametrize("classes", [None, [0, 1, 2, 3]])
 @pytest.mark.parametrize("normalize_first", [False, True])
 def test_matches_naive_reference(matching, classes, normalize_first):
@@ -105,9 +117,25 @@ def test_absent_classes_are_skipped_and_counted():
     # image 0 has classes {2, 3} in foreground, image 1 has {1, 3}
     assert float(out.n_classes) == pytest.approx(2.0)
     assert out.n_images == 2
+    partner = local_contrastive_terms(emb, labels, (batch, index, cls, weight), 4, 0.1, "partner")
+    # partner: each image's anchors meet the other image's means -> only class 3 is in both
+    assert float(partner.n_classes) == pytest.approx(1.0)
+    # inter pools both images' means: every class with anchors has its own mean, so all are used
     inter = local_contrastive_terms(emb, labels, (batch, index, cls, weight), 4, 0.1, "inter")
-    # inter: each image's anchors meet the other image's means -> only class 3 is in both
-    assert float(inter.n_classes) == pytest.approx(1.0)
+    assert float(inter.n_classes) == pytest.approx(2.0) and inter.n_anchors == out.n_anchors
+
+
+def test_inter_pools_both_images_and_single_image_batches_reduce_to_intra():
+    """The pooled loss differs from both one-image readings on a generic case, and
+    with B = 1 (x' = x) every matching is intra (no duplicated means in the pool)."""
+    emb, labels, batch, index, cls, weight = make_case(seed=6, K=4)
+    value = {m: float(local_contrastive_loss(emb, labels, (batch, index, cls, weight), 4, 0.1, m))
+             for m in ("intra", "inter", "partner")}
+    assert len({round(v, 9) for v in value.values()}) == 3
+    one = batch == 0
+    single = (batch[one], index[one], cls[one], weight[one])
+    alone = [float(local_contrastive_loss(emb[:1], labels[:1], single, 4, 0.1, m)) for m in ("intra", "inter", "partner")]
+    assert alone[0] == pytest.approx(alone[1], rel=1e-12) and alone[0] == pytest.approx(alone[2], rel=1e-12)
 
 
 def test_single_class_gives_zero_and_no_anchor_gives_zero_with_graph():
@@ -130,7 +158,7 @@ def test_shape_and_argument_checks():
         local_contrastive_loss(emb, torch.zeros(2, 4, 4, 1, dtype=torch.long), empty, 2, matching="cross")
 
 
-@pytest.mark.parametrize("matching", ["intra", "inter"])
+@pytest.mark.parametrize("matching", ["intra", "inter", "partner"])
 def test_gradient_reaches_anchors_and_mean_sources(matching):
     K = 3
     g = torch.Generator().manual_seed(1)
@@ -166,3 +194,17 @@ def test_scatter_and_matmul_class_means_agree():
     (m1, c1), (m2, c2) = class_means(emb, labels, 5, matmul=False), class_means(emb, labels, 5, matmul=True)
     torch.testing.assert_close(m1, m2)
     assert torch.equal(c1, c2) and float(c1[:, 4].sum()) == 0.0
+
+
+@pytest.mark.parametrize("matching", ["intra", "inter", "partner"])
+def test_gradient_equals_the_naive_references(matching):
+    """Autograd through the vectorised loss equals autograd through the double-loop
+    reference: the same function of every embedding, anchors and mean sources alike."""
+    emb, labels, batch, index, cls, weight = make_case(seed=8, K=4)
+    emb = emb.requires_grad_()
+    local_contrastive_loss(emb, labels, (batch, index, cls, weight), 4, 0.2, matching).backward()
+    got = emb.grad.clone()
+    emb.grad = None
+    naive_lcl(emb, labels, batch, index, cls, weight, 4, 0.2, matching, [1, 2, 3]).backward()
+    assert got.abs().sum() > 0
+    torch.testing.assert_close(got, emb.grad, rtol=1e-9, atol=1e-12)

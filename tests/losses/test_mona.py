@@ -140,6 +140,48 @@ def test_negative_sampling_is_uniform_over_the_pool():
             assert abs(f - 1 / len(pool)) < 5 * sd
 
 
+def naive_weighted_contrast(queries, query_cls, positives, positive_valid, negatives, negative_count, tau,
+                            query_weight, negative_weight, draws=None):
+    """Loops: each negative e of the pool of a class-c query enters as ω_e·e^{s}, with
+    ω_e = w_e·P_c/W_c (P_c entries, W_c their total weight); the loss is the
+    query-weighted mean Σ w_q ℓ_q / Σ w_q over counted queries."""
+    C = negatives.shape[0]
+    num = den = 0.0
+    for i in range(queries.shape[0]):
+        c = int(query_cls[i])
+        if not bool(positive_valid[c]):
+            continue
+        pool = [(k, s) for k in range(C) if k != c for s in range(int(negative_count[k]))]
+        scale = len(pool) / sum(float(negative_weight[k, s]) for k, s in pool) if pool else 0.0
+        keys = pool if draws is None else draws[i]
+        pos = math.exp(cos(queries[i], positives[c]) / tau)
+        neg = sum(float(negative_weight[k, s]) * scale * math.exp(cos(queries[i], negatives[k, s]) / tau)
+                  for k, s in keys)
+        num += float(query_weight[i]) * -math.log(pos / (pos + neg))
+        den += float(query_weight[i])
+    return num / den
+
+
+@pytest.mark.parametrize("num_negatives", [None, 9])
+def test_weighted_contrast_matches_reference(num_negatives):
+    case = contrast_case(seed=13)
+    queries, query_cls, _, _, _, negative_count = case
+    g = torch.Generator().manual_seed(21)
+    qw = torch.rand(queries.shape[0], generator=g, dtype=torch.float64) + 0.2
+    nw = torch.rand(4, 5, generator=g, dtype=torch.float64) * 2
+    nw[0, 1] = 0.0  # a stored entry of weight 0 never counts
+    got = anatomical_contrastive(*case, tau=0.5, num_negatives=num_negatives, generator=torch.Generator().manual_seed(4),
+                                 query_weight=qw, negative_weight=nw)
+    draws = None
+    if num_negatives is not None:
+        k, s, _ = sample_negative_indices(query_cls, negative_count, num_negatives, torch.Generator().manual_seed(4))
+        draws = [list(zip(k[i].tolist(), s[i].tolist())) for i in range(queries.shape[0])]
+    want = naive_weighted_contrast(*case, 0.5, qw, nw, draws)
+    assert val(got) == pytest.approx(want, rel=1e-9)
+    ones = anatomical_contrastive(*case, tau=0.5, query_weight=torch.ones_like(qw), negative_weight=torch.ones(4, 5))
+    assert val(ones) == pytest.approx(naive_contrast(*case, 0.5), rel=1e-9)  # unit weights: the plain loss
+
+
 def test_contrast_empty_pool_and_nothing_counted():
     q = rnd(3, 4, seed=7, grad=True)
     pos = rnd(2, 4, seed=8, grad=True)

@@ -13,6 +13,7 @@ from vrsearch.engine.trainer import Trainer
 from vrsearch.methods.base import StepOutput
 from vrsearch.registry import all_methods, get_method
 from vrsearch.study import load_study, study_to_yaml
+from vrsearch.study.load import StudyError
 
 METHODS = [spec.name for spec in all_methods()]
 
@@ -61,3 +62,44 @@ def test_method_trains_logs_terms_and_is_deterministic(name, tiny_study, tmp_pat
     fit2 = Trainer(load_study(path), tmp_path / "b").fit()
     cols = lambda f: pd.DataFrame(f.history).drop(columns="time_s")  # noqa: E731
     assert cols(fit).equals(cols(fit2))
+
+
+#: MONA/ARCO's paper-sized representation head (512 channels at full resolution) costs
+#: ~12 s per tiny run; the batch is what this test is about
+LIGHT = {name: {"embedding_dim": 8, "queries": 16, "keys": 32, "negative_bank_size": 32, "local_crops": 4,
+                "local_crop_size": 4} for name in ("mona", "arco")}
+
+
+def smallest_batch(name: str) -> dict:
+    """The smallest batch a study may give the method: one labeled image, plus one
+    unlabeled image when the method trains on unlabeled data (0 is refused then)."""
+    spec = next(s for s in all_methods() if s.name == name)
+    return {"labeled": 1, "unlabeled": 1 if spec.needs_unlabeled else 0}
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_method_trains_on_its_smallest_valid_batch(name, tiny_study, tmp_path):
+    """Every stage of every method runs with batch 1 (+1): 4 iterations cover MONA's and
+    ARCO's stage 1 and 2, LCL's warm-up and joint phase and SPCL's ramp."""
+    batch = smallest_batch(name)
+    params = LIGHT.get(name, {})
+    path = tiny_study(method={"name": name, "params": params},
+                      train={"iterations": 4, "batch": batch, "log_every": 1,
+                             "eval": {"every": 4, "sw_batch_size": 4}, "threads": 1})
+    fit = Trainer(load_study(path), tmp_path / "small").fit()
+    assert fit.status == "completed", fit.error
+    hist = pd.DataFrame(fit.history).dropna(subset=["loss"])
+    assert len(hist) == 4 and hist.loss.map(math.isfinite).all()
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_zero_unlabeled_is_refused_where_the_method_needs_unlabeled_images(name, tiny_study):
+    spec = next(s for s in all_methods() if s.name == name)
+    path = tiny_study(method={"name": name}, train={"batch": {"labeled": 1, "unlabeled": 0}})
+    if not spec.needs_unlabeled:
+        assert load_study(path).train.batch.unlabeled == 0
+        return
+    with pytest.raises(StudyError) as info:
+        load_study(path)
+    msg = str(info.value)
+    assert msg.startswith("train.batch.unlabeled: ") and name in msg and "\n" not in msg

@@ -260,6 +260,82 @@ def test_logged_bound_queue_and_bank(k, k_prime):
     assert full_steps >= 3 and len(m.queue) == SMALL["queue_size"]
 
 
+# -- Ruling 2026-12: P_c is the mean of the raw features (Eq. 9) ----------------------------------------------
+
+
+def naive_hqc_with_raw_centres(anchors, cls, negatives, valid, tau):
+    """Eq. 9 and Eq. 11 by loops: P_c = plain mean of the raw anchor features of class c
+    (every anchor of this step is in a fresh bank; NS weights are equal), then the
+    cosine of Eq. 11 normalises anchor, centre and negatives. P_c is a constant."""
+    A, N, D = negatives.shape
+    centre = {}
+    for c in set(cls.tolist()):
+        rows = [anchors[a].detach() for a in range(A) if int(cls[a]) == c]
+        centre[c] = sum(rows) / len(rows)
+
+    def cosine(u, v):
+        return (u * v).sum() / (u.norm() * v.norm())
+
+    total = 0.0
+    for a in range(A):
+        pos = cosine(anchors[a], centre[int(cls[a])]) / tau
+        terms = [pos] + [cosine(anchors[a], negatives[a, j]) / tau for j in range(N) if bool(valid[a, j])]
+        total = total + torch.logsumexp(torch.stack(terms), 0) - pos
+    return total / A, centre
+
+
+def test_class_centre_is_the_raw_feature_mean_and_carries_no_gradient(monkeypatch):
+    import vrsearch.methods.dvcl as dvcl_mod
+
+    m = build(anchors=6, negatives=3, bank_size=64, tau=0.5)
+    seen = {}
+    real = dvcl_mod.hqc_loss
+
+    def spy(*args):
+        seen["args"] = args
+        return real(*args)
+
+    monkeypatch.setattr(dvcl_mod, "hqc_loss", spy)
+    batch = make_batch(3)
+    x = torch.cat([batch.image, batch.unlabeled])
+    logits_a, r_a = m.net_a(x, features=True)
+    logits_b, r_b = m.net_b(x, features=True)
+    r_a, r_b = 3 * r_a + 1, r_b - 0.5  # features far from the unit sphere: raw and normalised means differ
+    pa, pb = logits_a.softmax(1), logits_b.softmax(1)
+    _, rel_a, _ = dvcl_mod.esm(pa[2:], 0.5)
+    _, rel_b, _ = dvcl_mod.esm(pb[2:], 0.5)
+    g = torch.Generator().manual_seed(0)
+    loss, n, _ = m._hqc(batch.label[:, 0], pa.argmax(1), pb.argmax(1), rel_a, rel_b, r_a, r_b, g)
+    anchors, cls, centres, negatives, valid, tau, weight = seen["args"]
+    assert n == anchors.shape[0] > 0 and bool(valid.any())
+    want, centre = naive_hqc_with_raw_centres(anchors, cls, negatives, valid, tau)
+    for c, v in centre.items():  # the bank's P_c is the raw mean (not the mean of normalised features)
+        assert torch.allclose(centres[c], v, rtol=1e-5, atol=1e-6)
+        rows = anchors[cls == c].detach()
+        normalised_mean = torch.nn.functional.normalize(rows, dim=-1).mean(0)
+        assert not torch.allclose(torch.nn.functional.normalize(v, dim=0),
+                                  torch.nn.functional.normalize(normalised_mean, dim=0), atol=1e-3)
+    assert float(loss.detach()) == pytest.approx(float(want.detach()), rel=1e-5)
+    # gradient flow: the same gradient into both feature maps as the naive loss with P_c constant
+    g_got = torch.autograd.grad(loss, (r_a, r_b), retain_graph=True)
+    g_want = torch.autograd.grad(want, (r_a, r_b))
+    for got, ref in zip(g_got, g_want):
+        assert got.abs().sum() > 0
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-6)
+    assert not m.bank.bank.requires_grad and m.bank.bank.grad_fn is None
+
+
+@pytest.mark.parametrize("sampler", ["ns", "sg", "sag"])
+def test_reflection_replacements_are_logged(sampler):
+    m = build(sampler=sampler, grid=9, anchors=32)
+    outside = [val(m(make_batch(it), it).terms["reflect_outside"]) for it in range(3)]
+    if sampler == "sag":  # random labels: most reflections leave their group
+        assert sum(outside) > 0
+    else:
+        assert outside == [0.0, 0.0, 0.0]
+    assert val(build(sampler=sampler, hqc=False)(make_batch(), 0).terms["reflect_outside"]) == 0.0
+
+
 # -- state_dict round-trip --------------------------------------------------------------------------------------
 
 

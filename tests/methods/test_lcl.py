@@ -85,6 +85,13 @@ def test_warmup_is_supervised_only_and_joint_logs_terms():
     assert step_seed(0, 1) != step_seed(1, 1) != step_seed(0, 2)
 
 
+@pytest.mark.parametrize("matching", ["intra", "inter", "partner"])
+def test_every_matching_runs_a_joint_step(matching):
+    m = build(warmup_iterations=0, matching=matching)
+    out = m(make_batch(), 0)
+    assert math.isfinite(float(out.terms["cont"])) and float(out.terms["cont"]) > 0
+
+
 # -- gradient flow ----------------------------------------------------------------
 
 

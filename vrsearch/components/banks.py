@@ -15,6 +15,15 @@ an empty class) contributes nothing: there are no random initial vectors.
 host (no ``.item()``/``.tolist()``/boolean-mask indexing): per-class ranks
 come from a stable sort and ``searchsorted``, and when more than ``S``
 entries of one class arrive at once only the newest ``S`` are kept.
+
+Weighted entries.  A :class:`ClassFIFOBank` entry carries a weight (default 1):
+entries drawn by a stratified sampler (SG/SAG, :mod:`vrsearch.components.samplers`)
+are not equally likely, and their sampler weights are what keeps a mean over
+them unbiased.  ``means()`` is the weighted mean ``Σ w·x / Σ w`` per class (DVCL's
+``P_c``) and ``weight`` gives importance weights to entries drawn uniformly
+(MONA/ARCO negatives, :func:`vrsearch.losses.mona.negative_log_weights`).  Callers store
+``n·w`` for a push of ``n`` entries of one class whose sampler weights ``w`` sum
+to 1, so every push has mean weight 1 and pushes of equal size count equally.
 """
 
 from __future__ import annotations
@@ -27,8 +36,9 @@ class ClassFIFOBank(nn.Module):
     """Class-aware FIFO bank: ``bank [C, S, D]``, ``ptr [C]``, ``count [C]``.
 
     ``ptr[c]`` is the slot the next class-``c`` entry goes to; ``count[c]`` the
-    number of valid entries (``≤ S``). ``get(c)`` returns the valid entries
-    oldest → newest; ``means()`` the per-class mean with a validity mask.
+    number of valid entries (``≤ S``); ``weight [C, S]`` the entries' weights (0 in
+    empty slots). ``get(c)`` returns the valid entries oldest → newest; ``means()``
+    the per-class weighted mean with a validity mask.
     """
 
     def __init__(self, num_classes: int, size_per_class: int, dim: int, dtype: torch.dtype = torch.float32):
@@ -39,10 +49,12 @@ class ClassFIFOBank(nn.Module):
         self.register_buffer("bank", torch.zeros(num_classes, size_per_class, dim, dtype=dtype))
         self.register_buffer("ptr", torch.zeros(num_classes, dtype=torch.long))
         self.register_buffer("count", torch.zeros(num_classes, dtype=torch.long))
+        self.register_buffer("weight", torch.zeros(num_classes, size_per_class, dtype=dtype))
 
     @torch.no_grad()
-    def push(self, features: torch.Tensor, classes: torch.Tensor) -> None:
-        """Append ``features [N, D]`` with integer ``classes [N]`` in ``[0, C)``.
+    def push(self, features: torch.Tensor, classes: torch.Tensor, weight: torch.Tensor | None = None) -> None:
+        """Append ``features [N, D]`` with integer ``classes [N]`` in ``[0, C)`` and
+        non-negative ``weight [N]`` (default 1).
 
         Entries of one class are appended in their order in ``features``; a
         class receiving more than ``S`` entries keeps its newest ``S``."""
@@ -54,8 +66,12 @@ class ClassFIFOBank(nn.Module):
         if n_items == 0:
             return
         dev, S = self.bank.device, self.size
+        if weight is not None and weight.shape != features.shape[:1]:
+            raise ValueError(f"weight must be [{features.shape[0]}], got {tuple(weight.shape)}")
         classes = classes.to(dev, torch.long)
         features = features.detach().to(dev, self.bank.dtype)
+        weight = (torch.ones(n_items, dtype=self.weight.dtype, device=dev) if weight is None
+                  else weight.detach().to(dev, self.weight.dtype))
         sorted_c, order = torch.sort(classes, stable=True)  # grouped by class, arrival order kept
         ids = torch.arange(self.num_classes, device=dev)
         start = torch.searchsorted(sorted_c, ids)  # first sorted position of each class
@@ -67,7 +83,9 @@ class ClassFIFOBank(nn.Module):
         # the result is deterministic: only the newest S per class survive.
         newest = rank + S * torch.div(c_n - 1 - rank, S, rounding_mode="floor")
         slot = (self.ptr[sorted_c] + rank) % S
-        self.bank[sorted_c, slot] = features[order[c_start + newest]]
+        src = order[c_start + newest]
+        self.bank[sorted_c, slot] = features[src]
+        self.weight[sorted_c, slot] = weight[src]
         self.ptr.copy_((self.ptr + n) % S)
         self.count.copy_(torch.clamp(self.count + n, max=S))
 
@@ -78,16 +96,21 @@ class ClassFIFOBank(nn.Module):
         return self.bank[c, idx]
 
     def means(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(mean [C, D], valid [C] bool)``; an empty class has mean 0 and ``valid=False``."""
+        """``(mean [C, D], valid [C] bool)``: the weighted mean ``Σ w·x / Σ w`` of each
+        class's valid entries (the plain mean when every weight is 1); a class with
+        no entry or zero total weight has mean 0 and ``valid=False``."""
         mask = torch.arange(self.size, device=self.bank.device)[None, :] < self.count[:, None]
-        total = (self.bank * mask[..., None].to(self.bank.dtype)).sum(1)
-        mean = total / self.count.clamp_min(1)[:, None].to(self.bank.dtype)
-        return mean, self.count > 0
+        w = torch.where(mask, self.weight, 0.0)
+        total = torch.einsum("cs,csd->cd", w, self.bank)
+        wsum = w.sum(1)
+        mean = total / wsum.clamp_min(torch.finfo(w.dtype).tiny)[:, None]
+        return mean, wsum > 0
 
     def reset(self) -> None:
         self.bank.zero_()
         self.ptr.zero_()
         self.count.zero_()
+        self.weight.zero_()
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, size_per_class={self.size}, dim={self.dim}"

@@ -53,7 +53,12 @@ def patch_position(item: dict, axis: int = 2) -> float:
 
 
 def load_transforms(keys: Sequence[str]) -> list:
-    return [T.LoadImaged(keys=list(keys), image_only=True), T.EnsureChannelFirstd(keys=list(keys))]
+    """Load and add a channel axis. Trailing singleton dimensions of a NIfTI file
+    (``(X, Y, Z, 1)``, ``(X, Y, Z, 1, 1)``: some tools write time/vector axes of
+    length 1) are squeezed by MONAI's NibabelReader, so every accepted volume is
+    ``[1, X, Y, Z]`` here; ``validate --check-data`` accepts exactly these shapes."""
+    return [T.LoadImaged(keys=list(keys), image_only=True, squeeze_non_spatial_dims=True),
+            T.EnsureChannelFirstd(keys=list(keys))]
 
 
 def geometry_transforms(cfg: DatasetConfig, keys: Sequence[str]) -> list:

@@ -4,7 +4,8 @@ Every file is read once and fully decoded (a ``.nii.gz`` is inflated to its
 end, so truncation and CRC errors show), then parsed with nibabel; a broken
 file is found here and not hours into a run. Each problem
 raises :class:`~vrsearch.errors.DataError` with a one-line message naming the
-file: missing or unreadable files, images that are not 3D, NaN/Inf voxels,
+file: missing or unreadable files, images that are not 3D (trailing singleton
+axes such as ``(X, Y, Z, 1, 1)`` are 3D: the loader squeezes them), NaN/Inf voxels,
 bad spacing or a singular affine, image/label shape or geometry mismatch,
 label values that are not integers in ``0..num_classes-1``.
 """

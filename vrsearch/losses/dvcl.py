@@ -97,14 +97,19 @@ def ecps_loss(logits_a: torch.Tensor, logits_b: torch.Tensor, w_a: torch.Tensor,
 
 
 def hqc_loss(anchors: torch.Tensor, anchor_cls: torch.Tensor, centres: torch.Tensor,
-             negatives: torch.Tensor, neg_valid: torch.Tensor, tau: float) -> torch.Tensor:
+             negatives: torch.Tensor, neg_valid: torch.Tensor, tau: float,
+             weight: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 11, averaged over anchors (the paper's double sum, normalised).
 
     anchors ``[A, D]`` (with gradient), ``anchor_cls [A]``; ``centres [C, D]``
-    the class centres ``P_c`` (Eq. 9, detached bank means); ``negatives
-    [A, N, D]`` with ``neg_valid [A, N]`` (an anchor whose class has no
-    misclassified voxel has no negatives and its term is 0). Cosine
-    similarities: every vector is L2-normalised here."""
+    the class centres ``P_c`` (Eq. 9: the mean of the bank's *raw* anchor
+    features, detached); ``negatives [A, N, D]`` with ``neg_valid [A, N]`` (an
+    anchor whose class has no misclassified voxel has no negatives and its term
+    is 0). Cosine similarities: every vector, ``P_c`` included, is L2-normalised
+    here and only here. ``weight [A]``: the sampler's weights of the anchors
+    (default 1); the result is ``Σ w_a ℓ_a / Σ w_a`` — with weights that sum to 1
+    per class (NS/SG/SAG draws) the mean over classes of unbiased estimates of
+    each class's mean ``ℓ`` over its candidate anchors (Eq. 8)."""
     if anchors.shape[0] == 0:
         return anchors.sum() * 0.0
     a = F.normalize(anchors, dim=-1)
@@ -112,7 +117,11 @@ def hqc_loss(anchors: torch.Tensor, anchor_cls: torch.Tensor, centres: torch.Ten
     neg = torch.einsum("ad,and->an", a, F.normalize(negatives, dim=-1)) / tau
     neg = neg.masked_fill(~neg_valid, float("-inf"))
     logits = torch.cat([pos, neg], 1)
-    return (torch.logsumexp(logits, 1) - pos[:, 0]).mean()
+    nll = torch.logsumexp(logits, 1) - pos[:, 0]
+    if weight is None:
+        return nll.mean()
+    w = weight.to(nll.dtype)
+    return (w * nll).sum() / w.sum().clamp_min(torch.finfo(nll.dtype).tiny)
 
 
 def select_queries(mask: torch.Tensor, cap: int, generator: torch.Generator | None = None) -> torch.Tensor:

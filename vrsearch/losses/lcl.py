@@ -30,9 +30,25 @@ similarity. Decisions where the paper is silent or ambiguous:
   mean Σ w_i ℓ_i / Σ w_i (the plain mean for equal weights).
 * Eq. (2) averages L_cont over pairs; images with no used class are skipped
   (mean over the images that contribute; 0 with a graph when none does).
-* Matching: ``intra`` pairs each image with itself (x' = x); ``inter``
-  pairs image b with image (b+1) mod B of the batch (callers shuffle the
-  batch to make the pairs random; with B = 1 inter equals intra).
+* Matching (x' of image b is image (b+1) mod B of the batch; callers shuffle
+  the batch to make the pairs random; with B = 1, x' = x and every matching
+  equals ``intra``):
+
+  - ``intra``: x' = x, the class means of the anchor's own image (Eq. 3-4 with
+    (x, y) = (x', y')).
+  - ``inter`` — **Ruling (METHODS.md, 2026-12)**: the class means of *both*
+    images are pooled, as the paper's Sec. III prose says ("for similar pairs,
+    the mean representation of a class is computed from within the same image
+    as well as from different images in the batch. Similarly, the dissimilar
+    mean representations ...") and as the authors' public code computes it.
+    An anchor i of class c in x has one term per positive ``p ∈ {z̄_c(x),
+    z̄_c(x')}`` present, each ``−log(e^{sim(z_i,p)/τ} / Σ_{m∈M} e^{sim(z_i,m)/τ})``
+    over the pool ``M = {z̄_k(x)} ∪ {z̄_k(x')}`` of the eligible classes present
+    in either image (so the other positive sits in the denominator too, as in
+    the authors' code), and ``ℓ_i`` is the mean of its terms (one or two). The
+    class is used whenever it has anchors in x: its own mean always exists.
+  - ``partner``: the earlier ruling, kept as an ablation arm: Eq. 3-4 with the
+    means of x' only; a class is used only if it is present in x' too.
 """
 
 from __future__ import annotations
@@ -42,7 +58,8 @@ from typing import Literal, NamedTuple
 import torch
 import torch.nn.functional as F
 
-Matching = Literal["intra", "inter"]
+Matching = Literal["intra", "inter", "partner"]
+MATCHINGS = ("intra", "inter", "partner")
 
 
 class LCLStats(NamedTuple):
@@ -53,6 +70,8 @@ class LCLStats(NamedTuple):
     n_images: int
     #: anchors that contributed
     n_anchors: int
+    #: the loss of each image (Eq. 3 for its pair; NaN where no class is used), detached
+    per_image: torch.Tensor | None = None
 
 
 def _unpack(sample, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -112,8 +131,8 @@ def local_contrastive_terms(
     ``(batch, index, cls[, weight])`` tuple)."""
     if emb.dim() < 3 or labels.shape != (emb.shape[0], *emb.shape[2:]):
         raise ValueError(f"labels {tuple(labels.shape)} must be emb {tuple(emb.shape)} without the channel axis")
-    if matching not in ("intra", "inter"):
-        raise ValueError(f"matching must be 'intra' or 'inter', got {matching!r}")
+    if matching not in MATCHINGS:
+        raise ValueError(f"matching must be one of {MATCHINGS}, got {matching!r}")
     if tau <= 0:
         raise ValueError("tau must be > 0")
     B, V, K, dev = emb.shape[0], emb.shape[1], num_classes, emb.device
@@ -124,30 +143,44 @@ def local_contrastive_terms(
 
     means, counts = class_means(emb, labels, K, normalize_first)
     present = (counts > 0) & eligible  # [B, K]: classes with a mean in each image
-    partner = batch if matching == "intra" else (batch + 1) % B
-    keep = eligible[cls] & present[partner, cls]  # anchor's class exists in x'
-    batch, index, cls, weight, partner = batch[keep], index[keep], cls[keep], weight[keep], partner[keep]
+    partner = batch if matching == "intra" or B == 1 else (batch + 1) % B
+    source = partner if matching == "partner" else batch  # the image whose means Eq. (4) uses
+    keep = eligible[cls] & present[source, cls]  # the anchor's class has a positive there
+    batch, index, cls, weight, partner, source = (t[keep] for t in (batch, index, cls, weight, partner, source))
 
     voxel = index - batch * (labels[0].numel())
     anchors = F.normalize(emb.reshape(B, V, -1)[batch, :, voxel], dim=-1)  # [M, V], no copy of emb
-    logits = torch.einsum("mv,mkv->mk", anchors, means[partner]) / tau  # [M, K]
-    logits = logits.masked_fill(~present[partner], float("-inf"))
-    nll = -logits.log_softmax(dim=1).gather(1, cls[:, None])[:, 0]  # −log L_{i,c}, Eq. (4)
 
-    group = F.one_hot(batch * K + cls, B * K).to(nll.dtype)  # [M, B*K]
-    num = ((weight * nll) @ group).reshape(B, K)
-    den = (weight.to(nll.dtype) @ group).reshape(B, K)
+    def logits_against(image: torch.Tensor) -> torch.Tensor:  # [M, K], −inf where a class is absent
+        out = torch.einsum("mv,mkv->mk", anchors, means[image]) / tau
+        return out.masked_fill(~present[image], float("-inf"))
+
+    own = logits_against(source)
+    if matching == "inter" and B > 1:  # pooled means of x and x' (module doc)
+        other = logits_against(partner)
+        lse = torch.logsumexp(torch.cat([own, other], dim=1), dim=1)
+        pos_other = other.gather(1, cls[:, None])[:, 0]
+        has_other = present[partner, cls]
+        nll = (lse - own.gather(1, cls[:, None])[:, 0]
+               + torch.where(has_other, lse - pos_other, torch.zeros_like(lse))) / (1 + has_other.to(own.dtype))
+    else:
+        nll = -own.log_softmax(dim=1).gather(1, cls[:, None])[:, 0]  # −log L_{i,c}, Eq. (4)
+
+    group, w = batch * K + cls, weight.to(nll.dtype)  # (image, class) of every anchor
+    num = nll.new_zeros(B * K).index_add(0, group, w * nll).reshape(B, K)
+    den = nll.new_zeros(B * K).index_add(0, group, w).reshape(B, K)
     used = den > 0
     per_class = num / den.clamp_min(torch.finfo(nll.dtype).tiny)  # 1/|S̃_c| Σ_i, Eq. (3)
     n_used = used.sum(1)
     per_image = (per_class * used).sum(1) / n_used.clamp_min(1)  # 1/C Σ_c over used classes
     contributing = n_used > 0
+    each = torch.where(contributing, per_image, float("nan")).detach()
     if not bool(contributing.any()):
         zero = emb.sum() * 0.0
-        return LCLStats(zero, zero.detach(), 0, 0)
+        return LCLStats(zero, zero.detach(), 0, 0, each)
     loss = per_image[contributing].mean()
     n_classes = n_used[contributing].to(loss.dtype).mean().detach()
-    return LCLStats(loss, n_classes, int(contributing.sum()), int(index.shape[0]))
+    return LCLStats(loss, n_classes, int(contributing.sum()), int(index.shape[0]), each)
 
 
 def local_contrastive_loss(*args, **kwargs) -> torch.Tensor:

@@ -102,10 +102,33 @@ def sample_negative_indices(query_cls: Tensor, negative_count: Tensor, num_negat
     return k, slot, has_pool
 
 
+def negative_log_weights(query_cls: Tensor, negative_count: Tensor,
+                         negative_weight: Tensor) -> tuple[Tensor, Tensor]:
+    """``(log w [C, S], log(P_c/W_c) [Q])``: a bank entry ``e`` drawn uniformly from the
+    pool of a class-``c`` query (``P_c`` entries of total weight ``W_c``) gets the
+    importance weight ``ω_e = w_e · P_c / W_c`` (``log w = −inf`` at empty slots and
+    weight 0).
+
+    Why: bank entries drawn by SG/SAG carry the sampler's weights
+    (:mod:`vrsearch.components.banks`); then ``E[ω_e g(e)] = Σ_pool w g / Σ_pool w``,
+    the weighted pool mean, which is unbiased for the (class-balanced) mean of
+    ``g`` over the other classes' voxels. With every weight 1, ``ω = 1``."""
+    dev = negative_count.device
+    S = negative_weight.shape[1]
+    stored = torch.arange(S, device=dev)[None, :] < negative_count.to(torch.long)[:, None]  # [C, S]
+    w = torch.where(stored, negative_weight.to(dev, torch.float64), 0.0)
+    cls = query_cls.to(dev, torch.long)
+    n_class, w_class = stored.sum(1), w.sum(1)
+    pool_n, pool_w = n_class.sum() - n_class[cls], w_class.sum() - w_class[cls]  # P_c, W_c per query
+    return torch.log(w), torch.log(pool_n / pool_w.clamp_min(torch.finfo(torch.float64).tiny))
+
+
 def anatomical_contrastive(queries: Tensor, query_cls: Tensor, positives: Tensor, positive_valid: Tensor,
                            negatives: Tensor, negative_count: Tensor, tau: float = 0.5,
                            num_negatives: int | None = None,
-                           generator: torch.Generator | None = None) -> Tensor:
+                           generator: torch.Generator | None = None, *,
+                           query_weight: Tensor | None = None,
+                           negative_weight: Tensor | None = None) -> Tensor:
     """Anatomical contrastive loss ``L_contrast`` (MONA Eq. 3-5, ARCO Eq. E.2-E.3).
 
     For a query ``r_q`` (``queries [Q, D]``) of class ``c = query_cls[q]``::
@@ -122,13 +145,22 @@ def anatomical_contrastive(queries: Tensor, query_cls: Tensor, positives: Tensor
     that pool (:func:`sample_negative_indices`, ``generator``).
 
     Decisions: ``·`` is cosine similarity (L2-normalised inside). Eq. (3) sums
-    over classes and queries; we average over the *counted* queries, those
-    whose class has ``positive_valid`` (the query selection, e.g. hard queries
-    with confidence ≤ δ, Eq. 5, and the per-class query budget are the
-    caller's). A counted query with an empty negative pool contributes
-    ``−log 1 = 0`` (as in :mod:`vrsearch.losses.lcl`). Gradient reaches
-    ``queries`` and ``positives`` (detach positives to stop it); bank
-    ``negatives`` are detached. 0 with a graph when nothing counts.
+    over classes and queries; we take the weighted mean ``Σ w_q ℓ_q / Σ w_q``
+    over the *counted* queries, those whose class has ``positive_valid`` (the
+    query selection, e.g. hard queries with confidence ≤ δ, Eq. 5, and the
+    per-class query budget are the caller's). ``query_weight [Q]`` are the
+    sampler's weights (default 1: the plain mean); they sum to 1 per class for
+    every NS/SG/SAG draw (:mod:`vrsearch.components.samplers`), so the loss is
+    the mean over counted classes of an unbiased estimate of the class's mean
+    ``ℓ`` over its (hard) voxels. ``negative_weight [C, S]`` are the bank
+    entries' weights (default 1): a negative ``e`` enters the denominator as
+    ``ω_e e^{s_e}`` with ``ω = w · P_c / W_c`` (:func:`negative_log_weights`), so
+    a sum over ``n`` uniform draws (or over the whole pool, ``P_c`` entries)
+    estimates ``n`` (``P_c``) times the weighted pool mean of ``e^s``; with every
+    weight 1 this is the plain sum. A counted query with an empty negative
+    pool contributes ``−log 1 = 0`` (as in :mod:`vrsearch.losses.lcl`).
+    Gradient reaches ``queries`` and ``positives`` (detach positives to stop
+    it); bank ``negatives`` are detached. 0 with a graph when nothing counts.
     """
     _check_2d("queries", queries)
     Q, D = queries.shape
@@ -151,18 +183,23 @@ def anatomical_contrastive(queries: Tensor, query_cls: Tensor, positives: Tensor
     keys = F.normalize(negatives.detach().to(q.dtype).reshape(C * S, D), dim=1)
     sim = q @ keys.T / tau  # [Q, C*S]: one matmul against the whole bank
     count = negative_count.to(dev, torch.long)
+    nw = torch.ones(C, S, device=dev) if negative_weight is None else negative_weight.detach()
+    log_w, log_scale = (t.to(sim.dtype) for t in negative_log_weights(cls, count, nw))  # log ω = log w + log_scale
+    log_w = log_w.reshape(-1)
     if num_negatives is None:
-        bank_cls = torch.arange(C, device=dev).repeat_interleave(S)  # [C*S]
-        bank_slot = torch.arange(S, device=dev).repeat(C)
-        valid = (bank_slot < count[bank_cls])[None, :] & (bank_cls[None, :] != cls[:, None])
-        neg = sim.masked_fill(~valid, float("-inf"))
+        own = torch.arange(C, device=dev).repeat_interleave(S)[None, :] == cls[:, None]  # [Q, C*S]
+        neg = (sim + log_w[None, :] + log_scale[:, None]).masked_fill(own, float("-inf"))
     else:
         k, slot, has_pool = sample_negative_indices(cls, count, num_negatives, generator)
-        neg = sim.gather(1, k * S + slot).masked_fill(~has_pool[:, None], float("-inf"))
+        idx = k * S + slot
+        neg = (sim.gather(1, idx) + log_w[idx] + log_scale[:, None]).masked_fill(~has_pool[:, None], float("-inf"))
     logits = torch.cat([pos[:, None], neg], dim=1)
     nll = torch.logsumexp(logits, dim=1) - pos  # −log of the Eq. (3) ratio
-    nll = torch.where(counted, nll, torch.zeros_like(nll))
-    return nll.sum() / counted.sum().clamp_min(1).to(nll.dtype)
+    w = torch.ones_like(nll) if query_weight is None else query_weight.to(dev, nll.dtype)
+    if w.shape != (Q,):
+        raise ValueError(f"query_weight must be [{Q}], got {tuple(w.shape)}")
+    w = torch.where(counted, w, torch.zeros_like(w))
+    return (w * nll).sum() / w.sum().clamp_min(torch.finfo(nll.dtype).tiny)
 
 
 def equivariance_kl(f_tx: Tensor, t_fx: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -233,5 +270,5 @@ def loss_spread(a: Tensor, b: Tensor) -> Tensor:
     return ((a.detach() - b.detach()) ** 2 / 2)
 
 
-__all__ = ["anatomical_contrastive", "equivariance_kl", "knn_loss", "loss_spread",
+__all__ = ["anatomical_contrastive", "equivariance_kl", "knn_loss", "loss_spread", "negative_log_weights",
            "relational_kl", "sample_negative_indices"]

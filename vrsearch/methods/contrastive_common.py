@@ -89,7 +89,7 @@ class ContrastiveParams(MethodParams):
     ema_decay: Annotated[float, Field(ge=0, le=1)] = 0.99
     sampler: Literal["ns", "sg", "sag"] = "ns"
     grid: Literal[9, 16, 25] = 16
-    rounding: Literal["largest", "random"] = "largest"
+    rounding: Literal["auto", "largest", "random"] = "auto"
     evaluate: Literal["student", "teacher"] = "student"
 
     @model_validator(mode="after")

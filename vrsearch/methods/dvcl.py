@@ -18,16 +18,23 @@ unlabeled, through both networks)::
 * HqC (Eq. 6-11): anchors of class c are labeled voxels of class c that a
   network predicts as c and reliable unlabeled voxels pseudo-labelled c,
   pooled over both networks. ``anchors`` (M) per class are drawn with the
-  shared sampler (``sampler``/``grid``), pushed (detached) into a
-  class-aware FIFO bank whose class mean is the positive ``P_c`` (Eq. 9);
-  each anchor gets ``negatives`` (N) labeled voxels predicted c whose label
-  is not c (Eq. 10), drawn with replacement. Negatives keep their gradient
-  (the paper moves the misclassified voxels away from class c); ``P_c``
-  does not (bank entries are detached).
+  shared sampler (``sampler``/``grid``/``rounding``), pushed (detached, in
+  random order) into a class-aware FIFO bank whose class mean is the
+  positive ``P_c`` (Eq. 9). **Ruling (2026-12)**: ``P_c`` is the mean of the
+  *raw* features (Eq. 9), L2-normalised only inside the cosine of Eq. 11.
+  Sampler weights (Ruling 2026-12): the anchors' weights weight the mean of
+  Eq. 11 and are stored with them in the bank, so ``P_c`` is the weighted mean
+  ``Σ w·r / Σ w`` — both unbiased under NS, SG and SAG (Monte-Carlo checked in
+  ``tests/methods/test_sampler_bias.py``). Each anchor gets ``negatives`` (N)
+  labeled voxels predicted c whose label is not c (Eq. 10), drawn uniformly
+  with replacement (NS: equal weights). Negatives keep their gradient (the
+  paper moves the misclassified voxels away from class c); ``P_c`` does not
+  (bank entries are detached).
 * DVCL (Eq. 12-17): at most ``queries`` unreliable voxels of A ∪ B per step
-  (uniform without replacement) search a FIFO queue (``queue_size``) of
-  earlier unreliable voxels (detached features and probabilities) for their
-  K nearest and K' furthest entries; the term is
+  (uniform without replacement: a simple random sample, whose plain mean is
+  already unbiased for the mean over U_R) search a FIFO queue
+  (``queue_size``) of earlier unreliable voxels (detached features and
+  probabilities) for their K nearest and K' furthest entries; the term is
   :func:`vrsearch.losses.dvcl.dvcl_terms`. The queue is searched before
   the step's queries join it and the term is 0 until it holds
   ``max(K, K')`` entries. Queries carry gradient through their
@@ -36,7 +43,9 @@ unlabeled, through both networks)::
 Logged: both supervised terms, ``ecps``, ``hqc``, ``dvcl`` (the optimised
 part), ``dvcl_const`` = (K−K')(log L+1), ``dvcl_psi_bar`` = dvcl + const and
 the exact ``dvcl_psi`` (so the bound of Eq. 16 can be checked on a run),
-each network's reliable fraction and ``τ_e``, the ramp, and the counts.
+each network's reliable fraction and ``τ_e``, the ramp, the counts and
+``reflect_outside`` (SAG anchors whose reflection left their group and were
+replaced by a uniform draw; 0 for NS/SG), as LCL and MONA/ARCO log it.
 """
 
 from __future__ import annotations
@@ -91,6 +100,7 @@ class DVCLParams(MethodParams):
     feature_dim: PosInt | None = None
     sampler: Literal["ns", "sg", "sag"] = "ns"
     grid: Literal[9, 16, 25] = 16
+    rounding: Literal["auto", "largest", "random"] = "auto"
     evaluate: Literal["a", "b", "mean"] = "a"
 
     @model_validator(mode="after")
@@ -133,7 +143,7 @@ class DVCL(Method):
         self.queue = FIFOQueue(params.queue_size, self.dim + ctx.num_classes)
 
     # -- HqC ---------------------------------------------------------------------------
-    def _hqc(self, y, pred_a, pred_b, rel_a, rel_b, r_a, r_b, g) -> tuple[torch.Tensor, int]:
+    def _hqc(self, y, pred_a, pred_b, rel_a, rel_b, r_a, r_b, g) -> tuple[torch.Tensor, int, int]:
         p, C, n_l = self.params, self.num_classes, y.shape[0]
         none = torch.full_like(y, -1)
         lab_a, lab_b = torch.where(pred_a[:n_l] == y, y, none), torch.where(pred_b[:n_l] == y, y, none)
@@ -141,13 +151,17 @@ class DVCL(Method):
         unl_b = torch.where(rel_b, pred_b[n_l:], -1)
         cand = torch.cat([lab_a, unl_a, lab_b, unl_b])  # stack [A; B] of [B_l + B_u, *S]
         draw = dict(per_image=False, classes=range(C), generator=g)
-        s = sample_voxels(cand.clamp_min(0), p.anchors, method=p.sampler, grid=p.grid, mask=cand >= 0, **draw)
+        s = sample_voxels(cand.clamp_min(0), p.anchors, method=p.sampler, grid=p.grid, mask=cand >= 0,
+                          rounding=p.rounding, **draw)
         if len(s) == 0:
-            return r_a.new_zeros(()), 0
+            return r_a.new_zeros(()), 0, 0
         order = torch.argsort(s.cls, stable=True)
-        a_cls, a_flat = s.cls[order], s.index[order]
+        a_cls, a_flat, a_w = s.cls[order], s.index[order], s.weight[order]
         anchors = _twin_gather(r_a, r_b, a_flat).float()
-        self.bank.push(F.normalize(anchors.detach(), dim=-1), a_cls)
+        # Eq. 9: raw features (normalised only inside the cosine), weighted by the sampler,
+        # pushed in random order so that a partly overwritten push is a random subset
+        shuffled = torch.randperm(a_cls.numel(), generator=g, device=a_cls.device)
+        self.bank.push(anchors.detach()[shuffled], a_cls[shuffled], a_w[shuffled] * p.anchors)
         centres, _ = self.bank.means()
         # negatives (Eq. 10): labeled voxels predicted c whose label is not c, N per anchor
         neg_c = torch.cat([torch.where(pred_a[:n_l] != y, pred_a[:n_l], none),
@@ -166,7 +180,7 @@ class DVCL(Method):
             negatives = negatives.reshape(*pick.shape, -1)
         else:
             negatives = anchors.new_zeros(anchors.shape[0], p.negatives, anchors.shape[1])
-        return hqc_loss(anchors, a_cls, centres, negatives, valid, p.tau), anchors.shape[0]
+        return hqc_loss(anchors, a_cls, centres, negatives, valid, p.tau, a_w), anchors.shape[0], s.n_outside
 
     # -- DVCL --------------------------------------------------------------------------
     def _dvcl(self, rel_a, rel_b, r_a, r_b, p_a, p_b, g) -> dict[str, torch.Tensor]:
@@ -204,9 +218,9 @@ class DVCL(Method):
         t["ecps"] = ecps_loss(logits_a[n_l:], logits_b[n_l:], w_a, w_b, pred_a[n_l:], pred_b[n_l:])
         g = step_generator(self.seed, iteration, 0, x.device)
         zero = t["ecps"].new_zeros(())
-        t["hqc"], n_anchors = (self._hqc(batch.label[:, 0], pred_a, pred_b, rel_a, rel_b, r_a, r_b, g)
-                               if p.hqc else (zero, 0))
-        t["anchors"] = zero + n_anchors
+        t["hqc"], n_anchors, outside = (self._hqc(batch.label[:, 0], pred_a, pred_b, rel_a, rel_b, r_a, r_b, g)
+                                        if p.hqc else (zero, 0, 0))
+        t["anchors"], t["reflect_outside"] = zero + n_anchors, zero + outside
         t.update(self._dvcl(rel_a, rel_b, r_a[n_l:], r_b[n_l:], prob_a[n_l:], prob_b[n_l:], g) if p.dvcl
                  else {"dvcl": zero, "dvcl_const": zero, "dvcl_psi": zero, "queries": zero})
         t["dvcl_psi_bar"] = t["dvcl"] + t["dvcl_const"]

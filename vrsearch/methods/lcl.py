@@ -22,10 +22,16 @@ Algorithm (paper Sec. III and IV-D, Eq. 1-2):
 ``L_cont`` is :func:`vrsearch.losses.lcl.local_contrastive_terms` (Eq. 3-4,
 negative log). Anchors ``S̃_c(x)`` (``samples_per_class`` per class per
 image, foreground classes as in the paper unless ``include_background``)
-come from the shared sampler (``sampler: ns|sg|sag``, ``grid``). For
-``inter`` matching the joint batch is shuffled with the step's generator
-and image b is paired with image (b+1) mod B: a random pairing, as the
-paper's "two random samples" of Eq. (2), without self-pairs.
+come from the shared sampler (``sampler: ns|sg|sag``, ``grid``,
+``rounding``); their weights keep each class's anchor mean unbiased under
+NS, SG and SAG (Monte-Carlo checked in ``tests/methods/test_sampler_bias.py``).
+For ``inter`` and ``partner`` matching the joint batch is shuffled with the
+step's generator and image b is paired with image (b+1) mod B: a random
+pairing, as the paper's "two random samples" of Eq. (2), without self-pairs.
+``inter`` pools the class means of both images of a pair (**Ruling**,
+METHODS.md 2026-12: the paper's Sec. III prose and the authors' code);
+``partner`` keeps the earlier reading, the means of the partner image only
+(see :mod:`vrsearch.losses.lcl`).
 
 Optional quality gate (paper Table VII, ``gate`` > 0): the snapshot
 predicts each unlabeled patch under two random intensity transforms
@@ -67,7 +73,8 @@ class LCLParams(MethodParams):
     lambda_cont: Annotated[float, Field(ge=0)] = 0.1
     tau: Annotated[float, Field(gt=0)] = 0.1
     samples_per_class: Annotated[int, Field(ge=1)] = 3
-    matching: Literal["intra", "inter"] = "intra"
+    #: intra | inter (pooled class means of both images, the paper) | partner (x' only)
+    matching: Literal["intra", "inter", "partner"] = "intra"
     #: T0 as a fraction of ``train.iterations`` (paper: 5000 of 20000)
     warmup_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.25
     #: T0 in iterations; overrides ``warmup_fraction`` when set
@@ -78,9 +85,10 @@ class LCLParams(MethodParams):
     gate: Annotated[float, Field(ge=0, le=1)] = 0.0
     sampler: Literal["ns", "sg", "sag"] = "ns"
     grid: Literal[9, 16, 25] = 16
-    #: SG/SAG quota rounding: ``largest`` remainder (ARCO) leaves small groups unsampled when
-    #: samples_per_class is small (3 anchors, 16 cells); ``random`` keeps every group reachable
-    rounding: Literal["largest", "random"] = "largest"
+    #: SG/SAG quota rounding (see vrsearch.components.samplers): ``auto`` (unbiased) uses
+    #: ARCO's largest remainder where it gives every group a draw and systematic random
+    #: rounding elsewhere; ``largest`` leaves small groups unsampled with 3 anchors (biased)
+    rounding: Literal["auto", "largest", "random"] = "auto"
     include_background: bool = False
 
 
@@ -177,7 +185,7 @@ class LCL(Method):
                 embs.append(emb_u)
                 labels.append(pseudo[keep])
         emb, lab = torch.cat(embs), torch.cat(labels)
-        if p.matching == "inter" and emb.shape[0] > 1:
+        if p.matching != "intra" and emb.shape[0] > 1:
             order = torch.randperm(emb.shape[0], generator=g, device=emb.device)
             emb, lab = emb[order], lab[order]
         sample = sample_voxels(lab, p.samples_per_class, method=p.sampler, grid=p.grid, generator=g,

@@ -38,6 +38,13 @@ the FPN head (:class:`~vrsearch.models.heads.RepresentationHead`).
   class drawn by the same sampler are pushed into a class-aware FIFO bank
   (``negative_bank_size`` per class) *before* the loss, and ``keys`` negatives
   per query are drawn from the bank entries of the other classes.
+  **Sampler weights** (METHODS.md Ruling 2026-12): the queries' SG/SAG weights
+  weight their mean (per class they sum to 1, so ``L_contrast`` is the mean over
+  classes of unbiased class means); keys enter the bank in random order with
+  weight ``keys·w``, and a negative drawn uniformly from the bank enters the
+  denominator with the importance weight ``w·P_c/W_c``, so the sum over the
+  negatives estimates the mean over the other classes' voxels under NS, SG and
+  SAG alike (Monte-Carlo checked in ``tests/methods/test_sampler_bias.py``).
   ``contrast_spread`` = ``loss_spread`` of ``L_contrast`` under a second,
   independent draw of queries and negatives (no gradient; ARCO Fig. 5), and
   ``reflect_outside`` counts SAG partners replaced by uniform draws.
@@ -214,13 +221,25 @@ class MONA(Method):
             terms["nn"] = nn_loss.detach()
         return StepOutput(loss, terms)
 
+    def _draw(self) -> dict:
+        p = self.params
+        return dict(method=p.sampler, grid=p.grid, classes=range(self.C), per_image=False, rounding=p.rounding)
+
+    def _push_keys(self, rep_t, labels, g) -> int:
+        """Draw ``keys`` teacher embeddings per class and push them, in random order (a
+        partly overwritten push stays a random subset) with weight ``keys·w``, into
+        the class-aware negative bank. Returns the SAG replacement count."""
+        keys = sample_voxels(labels, self.params.keys, generator=g, **self._draw())
+        shuffled = torch.randperm(len(keys), generator=g, device=labels.device)
+        self.negatives.push(gather_voxels(rep_t, keys.index[shuffled]), keys.cls[shuffled],
+                            keys.weight[shuffled] * self.params.keys)
+        return keys.n_outside
+
     def _contrast(self, rep_s, rep_t, labels, conf, g, iteration):
         """``L_contrast`` and its diagnostics (see the module docstring)."""
-        p, classes = self.params, range(self.C)
+        p, draw = self.params, self._draw()
         hard = conf <= p.delta
-        draw = dict(method=p.sampler, grid=p.grid, classes=classes, per_image=False, rounding=p.rounding)
-        keys = sample_voxels(labels, p.keys, generator=g, **draw)
-        self.negatives.push(gather_voxels(rep_t, keys.index), keys.cls)
+        keys_outside = self._push_keys(rep_t, labels, g)
         sums, counts = class_sums(rep_t, labels, self.C)
         total = counts.sum(0)
         positives = sums.sum(0) / total.clamp_min(1).unsqueeze(1).to(sums.dtype)
@@ -229,13 +248,14 @@ class MONA(Method):
         def contrast(gen: torch.Generator):
             q = sample_voxels(labels, p.queries, generator=gen, mask=hard, **draw)
             value = anatomical_contrastive(gather_voxels(rep_s, q.index), q.cls, *bank, tau=p.tau,
-                                           num_negatives=p.keys, generator=gen)
+                                           num_negatives=p.keys, generator=gen, query_weight=q.weight,
+                                           negative_weight=self.negatives.weight)
             return value, q.n_outside
 
         value, outside = contrast(g)
         with torch.no_grad():
             again, _ = contrast(step_generator(self.seed, iteration, 1, labels.device))
-        extra = {"contrast_spread": loss_spread(value, again), "reflect_outside": _scalar(outside + keys.n_outside),
+        extra = {"contrast_spread": loss_spread(value, again), "reflect_outside": _scalar(outside + keys_outside),
                  "hard_fraction": hard.float().mean()}
         return value, extra
 

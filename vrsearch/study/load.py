@@ -119,6 +119,9 @@ def _validate_params(study: Study) -> MethodParams:
         spec = get_method(study.method.name)
     except VrsearchError as exc:
         raise StudyError(f"method.name: {exc}") from None
+    if spec.needs_unlabeled and study.train.batch.unlabeled == 0:
+        raise StudyError(f"train.batch.unlabeled: method {spec.name!r} trains on unlabeled images, "
+                         "so the batch needs at least 1 (got 0)")
     try:
         return spec.validate(study.method.params)
     except ValidationError as exc:
