@@ -37,14 +37,20 @@ import numpy as np
 from scipy import ndimage
 
 from vrsearch.data import phantom_anatomy as anat
+from vrsearch.data import phantom_cohort as cohort
 from vrsearch.data.phantom_anatomy import LABEL_NAMES, ORGANS, OrganSpec
 
 __all__ = ["ORGANS", "LABEL_NAMES", "OrganSpec", "PhantomConfig", "generate_case", "write_phantom",
            "gallbladder_absent", "phantom_affine"]
 
-PHANTOM_VERSION = 1
+#: generator version per population: bump it whenever the bytes a population generates change,
+#: so that data written by an older generator is never taken for the current one
+#: (``tests/data/test_phantom.py::test_generator_output_is_pinned`` fails until you do)
+PHANTOM_VERSION = {"classic": 1, "cohort": 2}
+POPULATIONS = tuple(PHANTOM_VERSION)
 GALLBLADDER_ABSENT_P = 0.08
 ABSENCE_BLOCK = 24
+_FAR = 1e6  # sdf value (mm) standing for "farther than any threshold"
 
 
 @dataclass(frozen=True)
@@ -57,8 +63,13 @@ class PhantomConfig:
     seed: int = 0
     size: tuple[int, int, int] = (96, 96, 64)
     spacing: tuple[float, float, float] = (3.5, 3.5, 4.0)
+    #: ``cohort``: subjects and scans vary like a multi-centre cohort (:mod:`~vrsearch.data.phantom_cohort`);
+    #: ``classic``: the population of vrsearch <= 0.1 (one reference body, one scanner, portal-venous)
+    population: str = "cohort"
 
     def __post_init__(self):
+        if self.population not in POPULATIONS:
+            raise ValueError(f"population must be one of {', '.join(POPULATIONS)}, got {self.population!r}")
         object.__setattr__(self, "size", tuple(int(n) for n in self.size))
         object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
         if len(self.size) != 3 or min(self.size) < 8:
@@ -151,14 +162,35 @@ class _Frames:
         self.pad = warp_max + 3 * self.spacing.max() + 10.0  # > threshold limits
 
     def organ(self, o: OrganSpec):
+        """(centre, R, shift, grow) of organ ``o``; ``grow`` is a scalar or, for a stretched
+        cohort organ, three factors along the organ's reference axes."""
         d = self.s["organs"][o.label]
         grow = 1.0 if o.fit == "radius" else (d["volume"] / o.volume_ml) ** (1 / 3)
+        if d.get("stretch") is not None:
+            grow = grow * d["stretch"]
         return o.center, d["rot"], d["shift"], grow
 
     def evaluate(self, shape, frame):
-        """(slices, sdf in mm) of ``shape`` posed by ``frame`` = (centre, R, shift, grow)."""
+        """(slices, sdf in mm) of ``shape`` posed by ``frame`` = (centre, R, shift, grow).
+
+        Under a stretch the sdf is scaled by the smallest factor (a bound, not an exact
+        distance; the organ's threshold is fitted to its volume anyway)."""
         c, rot, shift, grow = frame
-        lo, hi = shape.bounds()
+        g = [float(v) for v in np.broadcast_to(grow, 3)]
+        sl = self._box(*shape.bounds(), frame)
+        if sl is None:
+            return None, None
+        r, c0, off = rot.tolist(), c.tolist(), (c + shift).tolist()  # python floats keep float32
+        d = [self.q[i][sl] - off[i] for i in range(3)]
+        local = [(d[0] * r[0][i] + d[1] * r[1][i] + d[2] * r[2][i]) * (1 / g[i]) + c0[i] for i in range(3)]
+        tube = shape if isinstance(shape, anat.Tube) else getattr(shape, "tube", None)
+        if tube is None:
+            return sl, shape.sdf(local) * min(g)
+        return sl, self._tube_sdf(tube, local, sl, frame) * min(g)
+
+    def _box(self, lo, hi, frame) -> tuple[slice, ...] | None:
+        """Grid slices holding every voxel within ``pad`` of the local box [lo, hi] posed by ``frame``."""
+        c, rot, shift, grow = frame
         corners = np.array(np.meshgrid(*zip(lo, hi), indexing="ij")).reshape(3, -1).T
         pts = ((corners - c) * grow) @ rot.T + c + shift
         pts = pts @ self.s["rot"].T + self.s["shift"]
@@ -167,26 +199,46 @@ class _Frames:
             a = np.searchsorted(ax, pts[:, i].min() - self.pad)
             b = np.searchsorted(ax, pts[:, i].max() + self.pad)
             if b <= a:
-                return None, None
+                return None
             sl.append(slice(int(a), int(b)))
-        sl = tuple(sl)
-        r, c0, off = rot.tolist(), c.tolist(), (c + shift).tolist()  # python floats keep float32
-        d = [self.q[i][sl] - off[i] for i in range(3)]
-        local = [(d[0] * r[0][i] + d[1] * r[1][i] + d[2] * r[2][i]) * (1 / grow) + c0[i] for i in range(3)]
-        return sl, shape.sdf(local) * grow
+        return tuple(sl)
+
+    def _tube_sdf(self, tube, local, sl, frame) -> np.ndarray:
+        """``tube.sdf(local)``, each segment evaluated only in its own box (:meth:`_box`).
+
+        Equal to the full evaluation wherever a segment can decide the value (within ``pad``
+        of it); elsewhere the result is only known to exceed every threshold used (there it
+        is ``_FAR``). Tested equal where it matters in tests/data/test_phantom.py."""
+        out = np.full(local[0].shape, _FAR, np.float32)
+        for seg in tube.segments:
+            sub = self._box(*tube.segment_bounds(*seg), frame)
+            if sub is None:
+                continue
+            rel = tuple(slice(max(s.start, r.start) - r.start, min(s.stop, r.stop) - r.start) for s, r in zip(sub, sl))
+            if all(r.stop > r.start for r in rel):
+                np.minimum(out[rel], tube.segment_sdf([v[rel] for v in local], *seg), out=out[rel])
+        return out
 
 
-def _render(index: int, config: PhantomConfig):
+def _subject(index: int, config: PhantomConfig, rng) -> dict:
+    if config.population == "classic":
+        return _draw_subject(rng, config.seed, index)
+    gone = cohort.absent_organs(config.seed, index, gallbladder_absent(config.seed, index))
+    return cohort.draw_subject(rng, gone)
+
+
+def _render(index: int, config: PhantomConfig, acq: cohort.Acquisition | None = None):
+    """(image, label, tissue) of subject ``index``; ``acq`` overrides a cohort subject's scan."""
     rng = np.random.default_rng([config.seed, index, 0])
-    subj = _draw_subject(rng, config.seed, index)
+    subj = _subject(index, config, rng)
     axes = [((np.arange(n) - (n - 1) / 2) * s).astype(np.float32) for n, s in zip(config.size, config.spacing)]
-    warp = [3.0 * _smooth_field(rng, axes, 25.0, 30.0) for _ in range(3)]
+    warp = [subj.get("warp_mm", 3.0) * _smooth_field(rng, axes, 25.0, 30.0) for _ in range(3)]
     tex, bowel_a, bowel_b = (_smooth_field(rng, axes, 10.0, 10.0) for _ in range(3))
     # warped anatomical coordinates q = R^T (p - t) + w(p)
     p = np.meshgrid(*axes, indexing="ij", sparse=True)
     r, t = subj["rot"].tolist(), subj["shift"].tolist()
     q = [sum((p[j] - t[j]) * r[j][i] for j in range(3)) + warp[i] for i in range(3)]
-    tissue, inside, cavity, bone = anat.background(q, subj["fat"], subj["scale"])
+    tissue, inside, cavity, bone = anat.background(q, subj["fat"], subj["scale"], subj.get("aspect", 1.0))
     frames = _Frames(q, subj, axes, config.spacing, float(np.sqrt(sum(w * w for w in warp)).max()))
     allowed = inside & ~bone
     label = np.zeros(config.size, np.uint8)
@@ -227,7 +279,19 @@ def _render(index: int, config: PhantomConfig):
         y = np.broadcast_to(axes[1][sl[1]][None, :, None], inner.shape)
         level = np.quantile(y[inner], 1.0 - subj["gas"])
         tissue[sl][inner & (y > level)] = anat.GAS
-    return _image(tissue, tex, subj, np.random.default_rng([config.seed, index, 1])), label, tissue
+    noise_rng = np.random.default_rng([config.seed, index, 1])
+    if config.population == "classic":
+        return _image(tissue, tex, subj, noise_rng), label, tissue
+    for organ, cls, shape in subj["lesions"]:
+        if subj["organs"][organ]["volume"] > 0:
+            sl, f = frames.evaluate(shape, frames.organ(anat.ORGAN_BY_LABEL[organ]))
+            if sl is not None:
+                tissue[sl][(f < 0) & (label[sl] == organ)] = cls
+    bias = _smooth_field(np.random.default_rng([config.seed, index, 5]), axes, 40.0, 60.0)
+    semi = [a * subj["scale"] * k for a, k in zip(anat.TORSO_SEMI, (subj["aspect"], 1 / subj["aspect"]))]
+    radius2 = (q[0] / semi[0]) ** 2 + (q[1] / semi[1]) ** 2
+    acq = acq if acq is not None else cohort.acquisition(config.seed, index)
+    return cohort.acquire(tissue, tex, bias, radius2, config.spacing, subj, acq, noise_rng), label, tissue
 
 
 def _image(tissue, tex, subj, noise_rng) -> np.ndarray:
@@ -266,18 +330,29 @@ def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
 
 
 def _stamp(config: PhantomConfig) -> dict:
-    return {"generator": "vrsearch.data.phantom", "version": PHANTOM_VERSION,
-            "config": json.loads(json.dumps(asdict(config)))}
+    """What ``phantom.json`` records: generator, its version for the population, every setting.
+    A classic phantom's stamp is the one vrsearch <= 0.1 wrote, so its data stay valid."""
+    cfg = json.loads(json.dumps(asdict(config)))
+    if config.population == "classic":
+        del cfg["population"]
+    return {"generator": "vrsearch.data.phantom", "version": PHANTOM_VERSION[config.population], "config": cfg}
+
+
+_DESCRIPTION = {
+    "classic": "Synthetic portal-venous abdominal CT with the 13 FLARE22 organs (vrsearch phantom, seed {seed}). "
+               "'unlabeled' is a vrsearch extension listing images without labels.",
+    "cohort": "Synthetic multi-phase, multi-scanner abdominal CT with the 13 FLARE22 organs (vrsearch phantom, "
+              "cohort population, seed {seed}). 'unlabeled' is a vrsearch extension listing images without labels.",
+}
 
 
 def _dataset_json(config: PhantomConfig, entries: dict[str, list[dict]]) -> dict:
     return {
         "name": "vrsearch-phantom",
-        "description": "Synthetic portal-venous abdominal CT with the 13 FLARE22 organs (vrsearch phantom, "
-                       f"seed {config.seed}). 'unlabeled' is a vrsearch extension listing images without labels.",
+        "description": _DESCRIPTION[config.population].format(seed=config.seed),
         "reference": "vrsearch.data.phantom",
         "licence": "CC0",
-        "release": str(PHANTOM_VERSION),
+        "release": str(PHANTOM_VERSION[config.population]),
         "tensorImageSize": "3D",
         "modality": {"0": "CT"},
         "channel_names": {"0": "CT"},
