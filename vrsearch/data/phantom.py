@@ -372,14 +372,27 @@ def _finished(out: Path, stamp: dict) -> bool:
     marker = out / "phantom.json"
     if out.is_dir() and marker.is_file():
         try:
-            if json.loads(marker.read_text()) == stamp:
-                return True
+            found = json.loads(marker.read_text())
         except (OSError, ValueError):
-            pass
-        raise FileExistsError(f"{out} holds a phantom with a different config; remove it or pick another path")
+            found = None
+        if found == stamp:
+            return True
+        raise FileExistsError(f"{out} holds a phantom made with other settings ({_difference(found, stamp)}); "
+                              "remove it or pick another path")
     if not out.is_dir() or any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not a phantom dataset; refusing to overwrite it")
     return False
+
+
+def _difference(found, wanted: dict) -> str:
+    """What differs between two stamps, e.g. ``population classic, wanted cohort``."""
+    if not isinstance(found, dict):
+        return "unreadable phantom.json"
+    flat = lambda st: {**{k: v for k, v in st.items() if k != "config"},  # noqa: E731
+                       "population": "classic", **(st.get("config") or {})}
+    a, b = flat(found), flat(wanted)
+    diff = [f"{k} {a.get(k)}, wanted {b[k]}" for k in b if a.get(k) != b[k]]
+    return "; ".join(diff) or "unknown fields " + ", ".join(sorted(set(a) - set(b)))
 
 
 def begin(out: Path, stamp: dict) -> Path | None:
