@@ -7,7 +7,14 @@ small low-contrast organs.  Anatomy lives in millimetres
 ``(seed, index)`` alone and then sampled on the requested grid, so ``size``
 and ``spacing`` change the resolution and field of view, never the anatomy.
 
-Per subject: a log-normal volume factor per organ (sigma 0.15; 0.2-0.4 for
+Two populations (``PhantomConfig.population``). ``cohort``, the default,
+varies subjects and scans like a multi-centre cohort -- habitus, organ
+shape/position, lesions, absent organs, scanner calibration, contrast phase,
+slice thickness, noise texture, bias field -- see
+:mod:`vrsearch.data.phantom_cohort`. ``classic`` is the population of
+vrsearch <= 0.1, byte for byte, described next.
+
+Classic, per subject: a log-normal volume factor per organ (sigma 0.15; 0.2-0.4 for
 pancreas, duodenum, spleen, stomach, gallbladder, adrenals), mildly correlated
 through a shared body-size factor; each organ moves (up to +-8 mm, tubes +-3 mm)
 and rotates (+-10 deg) about its centre; the whole body shifts +-10 mm and
@@ -20,7 +27,9 @@ texture, vessels in the liver, bowel loops with gas, stomach gas with a
 horizontal air-fluid level, partial-volume blur (sigma 0.6 voxel) and
 spatially correlated noise (sd 10-25 HU), clipped to int16.
 
-The dataset is written by :func:`write_phantom` in the nnU-Net / MSD layout.
+The dataset is written by :func:`write_phantom` in the nnU-Net / MSD layout,
+with ``phantom.json`` recording every setting and the population's generator
+version (:data:`PHANTOM_VERSION`): a folder is reused only when both match.
 """
 from __future__ import annotations
 
