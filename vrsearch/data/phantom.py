@@ -179,11 +179,12 @@ class _Frames:
             grow = grow * d["stretch"]
         return o.center, d["rot"], d["shift"], grow
 
-    def evaluate(self, shape, frame):
+    def evaluate(self, shape, frame, piecewise: bool = True):
         """(slices, sdf in mm) of ``shape`` posed by ``frame`` = (centre, R, shift, grow).
 
         Under a stretch the sdf is scaled by the smallest factor (a bound, not an exact
-        distance; the organ's threshold is fitted to its volume anyway)."""
+        distance; the organ's threshold is fitted to its volume anyway). ``piecewise``:
+        a tube's segments are evaluated in their own boxes (:meth:`_tube_sdf`)."""
         c, rot, shift, grow = frame
         g = [float(v) for v in np.broadcast_to(grow, 3)]
         sl = self._box(*shape.bounds(), frame)
@@ -193,7 +194,7 @@ class _Frames:
         d = [self.q[i][sl] - off[i] for i in range(3)]
         local = [(d[0] * r[0][i] + d[1] * r[1][i] + d[2] * r[2][i]) * (1 / g[i]) + c0[i] for i in range(3)]
         tube = shape if isinstance(shape, anat.Tube) else getattr(shape, "tube", None)
-        if tube is None:
+        if tube is None or not piecewise:
             return sl, shape.sdf(local) * min(g)
         return sl, self._tube_sdf(tube, local, sl, frame) * min(g)
 
@@ -217,7 +218,7 @@ class _Frames:
 
         Equal to the full evaluation wherever a segment can decide the value (within ``pad``
         of it); elsewhere the result is only known to exceed every threshold used (there it
-        is ``_FAR``). Tested equal where it matters in tests/data/test_phantom.py."""
+        is ``_FAR``); never below it (a minimum over fewer segments)."""
         out = np.full(local[0].shape, _FAR, np.float32)
         for seg in tube.segments:
             sub = self._box(*tube.segment_bounds(*seg), frame)
@@ -236,20 +237,21 @@ def _subject(index: int, config: PhantomConfig, rng) -> dict:
     return cohort.draw_subject(rng, gone)
 
 
-def _render(index: int, config: PhantomConfig, acq: cohort.Acquisition | None = None):
-    """(image, label, tissue) of subject ``index``; ``acq`` overrides a cohort subject's scan."""
+def _pose(index: int, config: PhantomConfig):
+    """(subject, its generator after the warp, grid axes, warped coordinates q, frames)."""
     rng = np.random.default_rng([config.seed, index, 0])
     subj = _subject(index, config, rng)
     axes = [((np.arange(n) - (n - 1) / 2) * s).astype(np.float32) for n, s in zip(config.size, config.spacing)]
     warp = [subj.get("warp_mm", 3.0) * _smooth_field(rng, axes, 25.0, 30.0) for _ in range(3)]
-    tex, bowel_a, bowel_b = (_smooth_field(rng, axes, 10.0, 10.0) for _ in range(3))
     # warped anatomical coordinates q = R^T (p - t) + w(p)
     p = np.meshgrid(*axes, indexing="ij", sparse=True)
     r, t = subj["rot"].tolist(), subj["shift"].tolist()
     q = [sum((p[j] - t[j]) * r[j][i] for j in range(3)) + warp[i] for i in range(3)]
-    tissue, inside, cavity, bone = anat.background(q, subj["fat"], subj["scale"], subj.get("aspect", 1.0))
-    frames = _Frames(q, subj, axes, config.spacing, float(np.sqrt(sum(w * w for w in warp)).max()))
-    allowed = inside & ~bone
+    return subj, rng, axes, q, _Frames(q, subj, axes, config.spacing, float(np.sqrt(sum(w * w for w in warp)).max()))
+
+
+def _paint_organs(frames: _Frames, subj: dict, allowed: np.ndarray, config: PhantomConfig):
+    """(label map, (slices, stomach lumen) or None): organs in PAINT_ORDER, each fitted to its volume."""
     label = np.zeros(config.size, np.uint8)
     voxel_ml = float(np.prod(config.spacing)) / 1000.0
     stomach = None
@@ -274,6 +276,15 @@ def _render(index: int, config: PhantomConfig, acq: cohort.Acquisition | None = 
         label[sl][mask] = lab
         if lab == 11:
             stomach = (sl, mask & (f <= thr - 3.0))
+    return label, stomach
+
+
+def _render(index: int, config: PhantomConfig, acq: cohort.Acquisition | None = None):
+    """(image, label, tissue) of subject ``index``; ``acq`` overrides a cohort subject's scan."""
+    subj, rng, axes, q, frames = _pose(index, config)
+    tex, bowel_a, bowel_b = (_smooth_field(rng, axes, 10.0, 10.0) for _ in range(3))
+    tissue, inside, cavity, bone = anat.background(q, subj["fat"], subj["scale"], subj.get("aspect", 1.0))
+    label, stomach = _paint_organs(frames, subj, inside & ~bone, config)
     # background tissue, then organs, veins, bowel and gas on top
     tissue[label > 0] = anat.ORGAN_TISSUE + label[label > 0]
     for frame_label, tube in anat.VESSELS:
