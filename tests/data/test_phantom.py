@@ -14,6 +14,7 @@ from scipy import ndimage
 from vrsearch.data import phantom
 from vrsearch.data import phantom_anatomy as anat
 from vrsearch.data import phantom_cohort as cohort
+from vrsearch.data import phantom_render as render
 from vrsearch.data.phantom import (
     LABEL_NAMES,
     ORGANS,
@@ -55,7 +56,7 @@ def default_cases():
 def cohort_cases():
     """Twelve cohort subjects on the SMALL grid, with the tissue map each was scanned from."""
     cfg = PhantomConfig(seed=0, **SMALL)
-    return cfg, [phantom._render(i, cfg) for i in range(12)]
+    return cfg, [render._render(i, cfg) for i in range(12)]
 
 
 def test_table_and_names_follow_flare22_order():
@@ -237,12 +238,12 @@ def test_cohort_per_scanner_calibration(monkeypatch):
     twins = tuple(dataclasses.replace(sc, slope=1.0, offset=0.0) for sc in cohort.SCANNERS)
     monkeypatch.setattr(cohort, "SCANNERS", cohort.SCANNERS + twins)
     n = len(twins)
-    ref_img, ref_lab, tissue = phantom._render(1, cfg, _scan(phase="non_contrast"))
+    ref_img, ref_lab, tissue = render._render(1, cfg, _scan(phase="non_contrast"))
     fat, liver = _core_median(ref_img, tissue == anat.FAT), _core_median(ref_img, ref_lab == 1)
     for k in range(n):
         scanner = cohort.SCANNERS[k]
-        img, lab, _ = phantom._render(1, cfg, _scan(phase="non_contrast", scanner=k))
-        twin = phantom._render(1, cfg, _scan(phase="non_contrast", scanner=n + k))[0].astype(float)
+        img, lab, _ = render._render(1, cfg, _scan(phase="non_contrast", scanner=k))
+        twin = render._render(1, cfg, _scan(phase="non_contrast", scanner=n + k))[0].astype(float)
         assert np.array_equal(lab, ref_lab)
         inside = (img > -1024) & (twin > -1000)  # not clipped
         assert inside.mean() > 0.5
@@ -258,7 +259,7 @@ def test_cohort_contrast_phases():
     cfg = PhantomConfig(seed=0, **SMALL)
     core = {}
     for phase in cohort.PHASES:
-        img, lab, _ = phantom._render(0, cfg, _scan(phase=phase))
+        img, lab, _ = render._render(0, cfg, _scan(phase=phase))
         core[phase] = {k: _core_median(img, lab == k) for k in (1, 2, 5, GB, 13)}
     aorta = [core[p][5] for p in ("arterial", "portal_venous", "delayed", "non_contrast")]
     assert aorta == sorted(aorta, reverse=True) and aorta[0] - aorta[-1] > 200
@@ -308,7 +309,7 @@ def test_piecewise_tube_sdf_equals_the_full_one(population):
     and never undercuts it elsewhere."""
     cfg = PhantomConfig(seed=2, population=population, **SMALL)
     for index in (0, 1):
-        subj, *_, frames = phantom._pose(index, cfg)
+        subj, *_, frames = render._pose(index, cfg)
         shapes = [(o, o) for o in ORGANS if o.tube is not None and subj["organs"][o.label]["volume"] > 0]
         shapes += [(anat.ORGAN_BY_LABEL[lab], tube) for lab, tube in anat.VESSELS]
         for organ, shape in shapes:
