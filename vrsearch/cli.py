@@ -274,7 +274,7 @@ def data_phantom(
     spacing: Annotated[tuple[float, float, float], typer.Option(help="mm per voxel along x y z.")] = (3.5, 3.5, 4.0),
     population: Annotated[PhantomPopulation, typer.Option(
         help="cohort: subjects and scans vary like a multi-centre cohort; "
-             "classic: the population of vrsearch <= 0.1.")] = PhantomPopulation.cohort,
+             "classic: the original population (generator version 1).")] = PhantomPopulation.cohort,
     layout: Annotated[PhantomLayout, typer.Option(
         help="nnunet: imagesTr/labelsTr/imagesUnlabeled + dataset.json (read as msd or nnunet); "
              "flare22: the FLARE22 release folders (read as flare22).")] = PhantomLayout.nnunet,

@@ -397,7 +397,7 @@ def test_changed_settings_invalidate_the_data_on_disk(tmp_path):
 
 
 def test_classic_stamp_is_the_one_earlier_versions_wrote(tmp_path):
-    """Data written by vrsearch <= 0.1 (classic, version 1) stays valid for ``population: classic``."""
+    """Data written before populations existed (generator version 1) stays valid for ``population: classic``."""
     root = write_phantom(tmp_path / "ds", dataclasses.replace(TINY, population="classic"))
     assert json.loads((root / "phantom.json").read_text()) == {
         "generator": "vrsearch.data.phantom", "version": 1,

@@ -11,8 +11,8 @@ Two populations (``PhantomConfig.population``). ``cohort``, the default,
 varies subjects and scans like a multi-centre cohort -- habitus, organ
 shape/position, lesions, absent organs, scanner calibration, contrast phase,
 slice thickness, noise texture, bias field -- see
-:mod:`vrsearch.data.phantom_cohort`. ``classic`` is the population of
-vrsearch <= 0.1, byte for byte.
+:mod:`vrsearch.data.phantom_cohort`. ``classic`` is the original
+population (generator version 1), byte for byte.
 
 The rendering (classic draws, posing, organ fitting, painting, HU) is in
 :mod:`vrsearch.data.phantom_render`; the classic population has a log-normal
@@ -61,7 +61,7 @@ class PhantomConfig:
     size: tuple[int, int, int] = (96, 96, 64)
     spacing: tuple[float, float, float] = (3.5, 3.5, 4.0)
     #: ``cohort``: subjects and scans vary like a multi-centre cohort (:mod:`~vrsearch.data.phantom_cohort`);
-    #: ``classic``: the population of vrsearch <= 0.1 (one reference body, one scanner, portal-venous)
+    #: ``classic``: the original population, generator version 1 (one body, one scanner, portal-venous)
     population: str = "cohort"
 
     def __post_init__(self):
@@ -107,7 +107,7 @@ def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
 
 def _stamp(config: PhantomConfig) -> dict:
     """What ``phantom.json`` records: generator, its version for the population, every setting.
-    A classic phantom's stamp is the one vrsearch <= 0.1 wrote, so its data stay valid."""
+    A classic stamp is the one version 1 wrote (no population key), so its data stay valid."""
     cfg = json.loads(json.dumps(asdict(config)))
     if config.population == "classic":
         del cfg["population"]

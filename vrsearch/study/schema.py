@@ -45,9 +45,9 @@ class PhantomOptions(StrictModel):
     """Options of the built-in synthetic CT (``vrsearch.data.phantom``).
 
     ``population: cohort`` varies anatomy and scans like a multi-centre cohort
-    (``vrsearch.data.phantom_cohort``); ``classic`` is the population of
-    vrsearch <= 0.1 (one reference body, one scanner, portal-venous phase),
-    kept so earlier studies can be reproduced."""
+    (``vrsearch.data.phantom_cohort``); ``classic`` is the original population
+    (generator version 1: one reference body, one scanner, portal-venous
+    phase), kept so earlier studies can be reproduced."""
 
     cases: PosInt = 24
     unlabeled: NonNegInt = 24
