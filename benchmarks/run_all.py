@@ -12,7 +12,8 @@ table and writes ``benchmarks/results/<name>.json`` plus ``summary.json``
     and ARCO's L_contrast variance per sampler;  (d) data-loader stall
     fraction;  (e) search efficiency of TPE+ASHA vs a grid;  (f) on a GPU
     machine only: UNet throughput / MFU with and without bf16 and
-    channels_last, and an nccl DDP step.
+    channels_last, and an nccl DDP step;  (g) phantom generation: cohort /
+    classic population per subject and per dataset.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ SUITE = {
     "dataloader_stall": ("dataloader_stall.py", [], ["--iterations", "8"]),
     "search_efficiency": ("search_efficiency.py", [], ["--repeats", "2", "--iterations", "20", "--samples", "4"]),
     "gpu": ("gpu_throughput.py", [], ["--steps", "5"]),
+    "phantom_speed": ("phantom_speed.py", [], ["--subjects", "4", "--cases", "8", "--unlabeled", "0"]),
 }
 
 
@@ -80,6 +82,9 @@ def headline(name: str, data) -> str:
         return (f"TPE+ASHA needs {data['fraction_median']:.2f} of the grid's compute "
                 f"(range {data['fraction_min']:.2f}-{data['fraction_max']:.2f}) to reach grid best - "
                 f"{data['tolerance']}")
+    if name == "phantom_speed":
+        return (f"cohort/classic {data['ratio_per_subject']:.2f} per subject, {data['ratio_dataset']:.2f} per dataset; "
+                + ", ".join(f"{p} {s:.1f}s for {data['subjects']}" for p, s in data["dataset_s"].items()))
     if name == "gpu" and isinstance(data, dict) and data.get("skipped"):
         return f"not run: {data['skipped']}"
     text = json.dumps(data)

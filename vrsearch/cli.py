@@ -267,6 +267,13 @@ class PhantomLayout(str, Enum):
     flare22 = "flare22"
 
 
+class PhantomPopulation(str, Enum):
+    """Subject population of ``vrsearch data phantom``."""
+
+    cohort = "cohort"
+    classic = "classic"
+
+
 @data_app.command("phantom")
 def data_phantom(
     out: Annotated[Path, typer.Argument(help="Output directory (created).")],
@@ -276,6 +283,9 @@ def data_phantom(
     seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
     size: Annotated[tuple[int, int, int], typer.Option(help="Voxels along x y z.")] = (96, 96, 64),
     spacing: Annotated[tuple[float, float, float], typer.Option(help="mm per voxel along x y z.")] = (3.5, 3.5, 4.0),
+    population: Annotated[PhantomPopulation, typer.Option(
+        help="cohort: subjects and scans vary like a multi-centre cohort; "
+             "classic: the original population (generator version 1).")] = PhantomPopulation.cohort,
     layout: Annotated[PhantomLayout, typer.Option(
         help="nnunet: imagesTr/labelsTr/imagesUnlabeled + dataset.json (read as msd or nnunet); "
              "flare22: the FLARE22 release folders (read as flare22).")] = PhantomLayout.nnunet,
@@ -287,13 +297,14 @@ def data_phantom(
     with user_errors():
         if min(size) < 16 or min(spacing) <= 0:
             raise VrsearchError("--size must be ≥ 16 voxels per axis and --spacing > 0 mm")
-        cfg = PhantomConfig(cases=cases, unlabeled=unlabeled, test=test, seed=seed, size=size, spacing=spacing)
+        cfg = PhantomConfig(cases=cases, unlabeled=unlabeled, test=test, seed=seed, size=size, spacing=spacing,
+                            population=population.value)
         try:
             writer = write_phantom_flare22 if layout is PhantomLayout.flare22 else write_phantom
             root = writer(out, cfg)
         except FileExistsError as exc:
             raise VrsearchError(str(exc)) from None
-        typer.echo(f"phantom written to {root} ({layout.value} layout; "
+        typer.echo(f"phantom written to {root} ({layout.value} layout, {population.value} population; "
                    f"{cases} labeled, {unlabeled} unlabeled, {test} test)")
 
 

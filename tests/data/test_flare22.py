@@ -181,7 +181,7 @@ def test_flare_phantom_is_indexed_by_the_flare22_reader(flare_root):
 
 def test_flare_phantom_is_idempotent_and_refuses_other_content(tmp_path, flare_root):
     assert write_phantom_flare22(flare_root, TINY_FLARE) == flare_root
-    with pytest.raises(FileExistsError, match="different config"):
+    with pytest.raises(FileExistsError, match=r"other settings \(seed 3, wanted 4\)"):
         write_phantom_flare22(flare_root, dataclasses.replace(TINY_FLARE, seed=4))
     nnunet = write_phantom(tmp_path / "nn", dataclasses.replace(TINY_FLARE, cases=2, unlabeled=0, test=0))
     with pytest.raises(FileExistsError):  # an nnU-Net phantom is not overwritten either

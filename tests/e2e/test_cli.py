@@ -149,8 +149,12 @@ def test_data_phantom_command(tmp_path):
     img = nib.load(tmp_path / "p" / ds["training"][0]["image"])
     assert img.shape == (32, 32, 24) and img.get_data_dtype() == np.int16
     assert np.allclose(img.header.get_zooms(), (10, 10, 10))
+    assert json.loads((tmp_path / "p" / "phantom.json").read_text())["config"]["population"] == "cohort"
     bad = cli("data", "phantom", tmp_path / "q", "--size", "4", "4", "4")
     assert_one_line_error(bad, "--size")
+    other = cli("data", "phantom", tmp_path / "p", "--cases", "2", "--unlabeled", "1", "--size", "32", "32", "24",
+                "--spacing", "10", "10", "10", "--population", "classic")  # other settings: not overwritten
+    assert_one_line_error(other, "population cohort, wanted classic")
 
 
 def test_gzip_header_is_really_checked(tiny_phantom):

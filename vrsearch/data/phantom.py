@@ -7,20 +7,22 @@ small low-contrast organs.  Anatomy lives in millimetres
 ``(seed, index)`` alone and then sampled on the requested grid, so ``size``
 and ``spacing`` change the resolution and field of view, never the anatomy.
 
-Per subject: a log-normal volume factor per organ (sigma 0.15; 0.2-0.4 for
-pancreas, duodenum, spleen, stomach, gallbladder, adrenals), mildly correlated
-through a shared body-size factor; each organ moves (up to +-8 mm, tubes +-3 mm)
-and rotates (+-10 deg) about its centre; the whole body shifts +-10 mm and
-rotates (yaw +-5, tilt +-3 deg); a smooth elastic warp (Gaussian-filtered
-noise, ~3 mm sd, ~30 mm correlation length) deforms everything.  The
-gallbladder is absent in ~8 % of subjects (see :func:`gallbladder_absent`).
+Two populations (``PhantomConfig.population``). ``cohort``, the default,
+varies subjects and scans like a multi-centre cohort -- habitus, organ
+shape/position, lesions, absent organs, scanner calibration, contrast phase,
+slice thickness, noise texture, bias field -- see
+:mod:`vrsearch.data.phantom_cohort`. ``classic`` is the original
+population (generator version 1), byte for byte.
 
-Image: portal-venous HU per tissue with per-subject jitter, low-frequency
-texture, vessels in the liver, bowel loops with gas, stomach gas with a
-horizontal air-fluid level, partial-volume blur (sigma 0.6 voxel) and
-spatially correlated noise (sd 10-25 HU), clipped to int16.
+The rendering (classic draws, posing, organ fitting, painting, HU) is in
+:mod:`vrsearch.data.phantom_render`; the classic population has a log-normal
+volume factor per organ, small shifts and rotations, a 3 mm elastic warp,
+the gallbladder absent in ~8 % of subjects (:func:`gallbladder_absent`) and
+portal-venous HU with 10-25 HU noise on one scanner.
 
-The dataset is written by :func:`write_phantom` in the nnU-Net / MSD layout.
+The dataset is written by :func:`write_phantom` in the nnU-Net / MSD layout,
+with ``phantom.json`` recording every setting and the population's generator
+version (:data:`PHANTOM_VERSION`): a folder is reused only when both match.
 """
 from __future__ import annotations
 
@@ -34,17 +36,18 @@ from typing import Callable
 
 import nibabel as nib
 import numpy as np
-from scipy import ndimage
 
-from vrsearch.data import phantom_anatomy as anat
 from vrsearch.data.phantom_anatomy import LABEL_NAMES, ORGANS, OrganSpec
+from vrsearch.data.phantom_render import _render, gallbladder_absent
 
 __all__ = ["ORGANS", "LABEL_NAMES", "OrganSpec", "PhantomConfig", "generate_case", "write_phantom",
            "gallbladder_absent", "phantom_affine"]
 
-PHANTOM_VERSION = 1
-GALLBLADDER_ABSENT_P = 0.08
-ABSENCE_BLOCK = 24
+#: generator version per population: bump it whenever the bytes a population generates change,
+#: so that data written by an older generator is never taken for the current one
+#: (``tests/data/test_phantom.py::test_generator_output_is_pinned`` fails until you do)
+PHANTOM_VERSION = {"classic": 1, "cohort": 2}
+POPULATIONS = tuple(PHANTOM_VERSION)
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,13 @@ class PhantomConfig:
     seed: int = 0
     size: tuple[int, int, int] = (96, 96, 64)
     spacing: tuple[float, float, float] = (3.5, 3.5, 4.0)
+    #: ``cohort``: subjects and scans vary like a multi-centre cohort (:mod:`~vrsearch.data.phantom_cohort`);
+    #: ``classic``: the original population, generator version 1 (one body, one scanner, portal-venous)
+    population: str = "cohort"
 
     def __post_init__(self):
+        if self.population not in POPULATIONS:
+            raise ValueError(f"population must be one of {', '.join(POPULATIONS)}, got {self.population!r}")
         object.__setattr__(self, "size", tuple(int(n) for n in self.size))
         object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
         if len(self.size) != 3 or min(self.size) < 8:
@@ -78,180 +86,12 @@ def phantom_affine(config: PhantomConfig) -> np.ndarray:
     return aff
 
 
-def _uniform_draw(seed: int, index: int) -> float:
-    return float(np.random.default_rng([seed, index, 2]).random())
-
-
-def gallbladder_absent(seed: int, index: int) -> bool:
-    """Whether subject ``index`` has no gallbladder (deterministic per seed).
-
-    Absent with probability 0.08 from the subject's own stream; and in every
-    block of 24 consecutive subjects (0-23, 24-47, ...) where that draw gives
-    no absence, the subject with the smallest draw loses it anyway, so the
-    default 24 labeled cases always contain an empty class.
-    """
-    if _uniform_draw(seed, index) < GALLBLADDER_ABSENT_P:
-        return True
-    start = index - index % ABSENCE_BLOCK
-    draws = [_uniform_draw(seed, j) for j in range(start, start + ABSENCE_BLOCK)]
-    return min(draws) >= GALLBLADDER_ABSENT_P and index == start + int(np.argmin(draws))
-
-
-def _smooth_field(rng, axes, step: float, sigma: float, reach=(200.0, 200.0, 400.0)) -> np.ndarray:
-    """Unit-sd Gaussian-filtered noise on the grid ``axes`` (mm), separable.
-
-    Coefficients live on a fixed mm lattice (so the field does not depend on
-    the grid) and are smoothed by a Gaussian kernel of ``sigma`` mm.
-    """
-    centres = [np.arange(-r, r + step / 2, step) for r in reach]
-    coef = rng.standard_normal(tuple(len(c) for c in centres), dtype=np.float32)
-    mats = []
-    for ax, c, dim in zip(axes, centres, range(3)):
-        w = np.exp(-0.5 * ((ax[:, None] - c[None, :]) / sigma) ** 2).astype(np.float32)
-        w[w < 1e-5] = 0.0  # no denormals: they make BLAS crawl
-        keep = w.max(0) > 0
-        mats.append(w[:, keep])
-        coef = np.compress(keep, coef, axis=dim)
-    # einsum without BLAS: multi-threaded BLAS on busy small machines is slower
-    out = np.einsum("ia,abc->ibc", mats[0], coef)
-    out = np.einsum("ibc,jb->ijc", out, mats[1])
-    out = np.einsum("ijc,kc->ijk", out, mats[2])
-    return out * np.float32((step / (sigma * np.sqrt(np.pi))) ** 1.5)
-
-
-def _draw_subject(rng, seed: int, index: int) -> dict:
-    """All anatomy draws, in a fixed order (independent of the grid)."""
-    s = {"scale": float(np.exp(rng.normal(0, 0.05))), "fat": float(rng.uniform(10, 30)),
-         "rot": _random_rotation(rng, (3, 3, 5)), "shift": rng.uniform(-10, 10, 3)}
-    body = rng.normal()
-    organs = {}
-    for o in ORGANS:
-        z = 0.3 * body + np.sqrt(1 - 0.09) * rng.normal()
-        organs[o.label] = {"volume": o.volume_ml * float(np.exp(o.vol_sigma * z)),
-                           "shift": rng.uniform(-1, 1, 3) * o.shift_mm,
-                           "rot": _random_rotation(rng, (o.rot_deg,) * 3)}
-    if gallbladder_absent(seed, index):
-        organs[9]["volume"] = 0.0
-    s["organs"] = organs
-    s["hu"] = rng.normal(size=anat.ORGAN_TISSUE + 14)
-    s["gas"] = float(rng.uniform(0, 0.3)) * float(rng.random() < 0.7)
-    s["noise"] = float(rng.uniform(10, 25))
-    return s
-
-
-def _random_rotation(rng, limits) -> np.ndarray:
-    return anat.rotation(rng.uniform(-1, 1, 3) * np.asarray(limits, dtype=float))
-
-
-class _Frames:
-    """Maps an organ's reference shape into the (warped) grid of one subject."""
-
-    def __init__(self, q, subject, axes, spacing, warp_max):
-        self.q, self.s, self.axes, self.spacing = q, subject, axes, np.asarray(spacing)
-        self.pad = warp_max + 3 * self.spacing.max() + 10.0  # > threshold limits
-
-    def organ(self, o: OrganSpec):
-        d = self.s["organs"][o.label]
-        grow = 1.0 if o.fit == "radius" else (d["volume"] / o.volume_ml) ** (1 / 3)
-        return o.center, d["rot"], d["shift"], grow
-
-    def evaluate(self, shape, frame):
-        """(slices, sdf in mm) of ``shape`` posed by ``frame`` = (centre, R, shift, grow)."""
-        c, rot, shift, grow = frame
-        lo, hi = shape.bounds()
-        corners = np.array(np.meshgrid(*zip(lo, hi), indexing="ij")).reshape(3, -1).T
-        pts = ((corners - c) * grow) @ rot.T + c + shift
-        pts = pts @ self.s["rot"].T + self.s["shift"]
-        sl = []
-        for i, ax in enumerate(self.axes):
-            a = np.searchsorted(ax, pts[:, i].min() - self.pad)
-            b = np.searchsorted(ax, pts[:, i].max() + self.pad)
-            if b <= a:
-                return None, None
-            sl.append(slice(int(a), int(b)))
-        sl = tuple(sl)
-        r, c0, off = rot.tolist(), c.tolist(), (c + shift).tolist()  # python floats keep float32
-        d = [self.q[i][sl] - off[i] for i in range(3)]
-        local = [(d[0] * r[0][i] + d[1] * r[1][i] + d[2] * r[2][i]) * (1 / grow) + c0[i] for i in range(3)]
-        return sl, shape.sdf(local) * grow
-
-
-def _render(index: int, config: PhantomConfig):
-    rng = np.random.default_rng([config.seed, index, 0])
-    subj = _draw_subject(rng, config.seed, index)
-    axes = [((np.arange(n) - (n - 1) / 2) * s).astype(np.float32) for n, s in zip(config.size, config.spacing)]
-    warp = [3.0 * _smooth_field(rng, axes, 25.0, 30.0) for _ in range(3)]
-    tex, bowel_a, bowel_b = (_smooth_field(rng, axes, 10.0, 10.0) for _ in range(3))
-    # warped anatomical coordinates q = R^T (p - t) + w(p)
-    p = np.meshgrid(*axes, indexing="ij", sparse=True)
-    r, t = subj["rot"].tolist(), subj["shift"].tolist()
-    q = [sum((p[j] - t[j]) * r[j][i] for j in range(3)) + warp[i] for i in range(3)]
-    tissue, inside, cavity, bone = anat.background(q, subj["fat"], subj["scale"])
-    frames = _Frames(q, subj, axes, config.spacing, float(np.sqrt(sum(w * w for w in warp)).max()))
-    allowed = inside & ~bone
-    label = np.zeros(config.size, np.uint8)
-    voxel_ml = float(np.prod(config.spacing)) / 1000.0
-    stomach = None
-    for lab in anat.PAINT_ORDER:
-        o = anat.ORGAN_BY_LABEL[lab]
-        vol = subj["organs"][lab]["volume"]
-        if vol <= 0:
-            continue
-        sl, f = frames.evaluate(o, frames.organ(o))
-        if sl is None:
-            continue
-        free = allowed[sl] & (label[sl] == 0)
-        if o.fit == "radius":
-            thr = (np.sqrt(vol / o.volume_ml) - 1.0) * o.mean_radius
-        else:
-            vals = f[free]
-            k = max(1, int(round(vol / voxel_ml)))
-            thr = np.partition(vals, k - 1)[k - 1] if k <= vals.size else np.inf
-            lim = 0.3 * o.thickness + 0.75 * max(config.spacing)
-            thr = float(np.clip(thr, -lim, lim))
-        mask = free & (f <= thr)
-        label[sl][mask] = lab
-        if lab == 11:
-            stomach = (sl, mask & (f <= thr - 3.0))
-    # background tissue, then organs, veins, bowel and gas on top
-    tissue[label > 0] = anat.ORGAN_TISSUE + label[label > 0]
-    for frame_label, tube in anat.VESSELS:
-        sl, f = frames.evaluate(tube, frames.organ(anat.ORGAN_BY_LABEL[frame_label]))
-        if sl is not None:
-            tissue[sl][(f < 0) & (label[sl] <= 1) & ~bone[sl]] = anat.VESSEL
-    bowel = cavity & (tissue == anat.FAT) & (q[2] < 20) & (q[1] > -30) & (bowel_a > 0.3)
-    tissue[bowel] = anat.BOWEL
-    tissue[bowel & (bowel_b > 1.5)] = anat.GAS
-    if stomach is not None and subj["gas"] > 0 and stomach[1].any():
-        sl, inner = stomach
-        y = np.broadcast_to(axes[1][sl[1]][None, :, None], inner.shape)
-        level = np.quantile(y[inner], 1.0 - subj["gas"])
-        tissue[sl][inner & (y > level)] = anat.GAS
-    return _image(tissue, tex, subj, np.random.default_rng([config.seed, index, 1])), label, tissue
-
-
-def _image(tissue, tex, subj, noise_rng) -> np.ndarray:
-    mean = np.zeros(anat.ORGAN_TISSUE + 14, np.float32)
-    amp = np.zeros_like(mean)
-    for cls, (hu, sd) in anat.TISSUE_HU.items():
-        mean[cls], amp[cls] = hu + 0.3 * sd * subj["hu"][cls], 0.7 * sd
-    for o in ORGANS:
-        cls = anat.ORGAN_TISSUE + o.label
-        mean[cls], amp[cls] = o.hu_mean + 0.35 * o.hu_sd * subj["hu"][cls], 0.5 * o.hu_sd
-    img = mean[tissue] + amp[tissue] * tex
-    img = ndimage.gaussian_filter(img, 0.6, truncate=3.0)
-    noise = noise_rng.standard_normal(tissue.shape, dtype=np.float32)
-    noise = ndimage.gaussian_filter(noise, 0.8, truncate=3.0)
-    img += noise * np.float32(subj["noise"] / max(float(noise.std()), 1e-6))
-    return np.clip(np.rint(img), -1024, 3071).astype(np.int16)
-
-
 def generate_case(index: int, config: PhantomConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image int16, label uint8, affine 4x4 float64) for subject ``index``.
 
     Arrays are indexed (x, y, z) = (right-to-left, posterior-to-anterior,
     inferior-to-superior) with a RAS affine; the result depends only on
-    ``(config.seed, index, config.size, config.spacing)``.
+    ``(config.seed, config.population, index, config.size, config.spacing)``.
     """
     image, label, _ = _render(int(index), config)
     return image, label, phantom_affine(config)
@@ -266,18 +106,29 @@ def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
 
 
 def _stamp(config: PhantomConfig) -> dict:
-    return {"generator": "vrsearch.data.phantom", "version": PHANTOM_VERSION,
-            "config": json.loads(json.dumps(asdict(config)))}
+    """What ``phantom.json`` records: generator, its version for the population, every setting.
+    A classic stamp is the one version 1 wrote (no population key), so its data stay valid."""
+    cfg = json.loads(json.dumps(asdict(config)))
+    if config.population == "classic":
+        del cfg["population"]
+    return {"generator": "vrsearch.data.phantom", "version": PHANTOM_VERSION[config.population], "config": cfg}
+
+
+_DESCRIPTION = {
+    "classic": "Synthetic portal-venous abdominal CT with the 13 FLARE22 organs (vrsearch phantom, seed {seed}). "
+               "'unlabeled' is a vrsearch extension listing images without labels.",
+    "cohort": "Synthetic multi-phase, multi-scanner abdominal CT with the 13 FLARE22 organs (vrsearch phantom, "
+              "cohort population, seed {seed}). 'unlabeled' is a vrsearch extension listing images without labels.",
+}
 
 
 def _dataset_json(config: PhantomConfig, entries: dict[str, list[dict]]) -> dict:
     return {
         "name": "vrsearch-phantom",
-        "description": "Synthetic portal-venous abdominal CT with the 13 FLARE22 organs (vrsearch phantom, "
-                       f"seed {config.seed}). 'unlabeled' is a vrsearch extension listing images without labels.",
+        "description": _DESCRIPTION[config.population].format(seed=config.seed),
         "reference": "vrsearch.data.phantom",
         "licence": "CC0",
-        "release": str(PHANTOM_VERSION),
+        "release": str(PHANTOM_VERSION[config.population]),
         "tensorImageSize": "3D",
         "modality": {"0": "CT"},
         "channel_names": {"0": "CT"},
@@ -297,14 +148,27 @@ def _finished(out: Path, stamp: dict) -> bool:
     marker = out / "phantom.json"
     if out.is_dir() and marker.is_file():
         try:
-            if json.loads(marker.read_text()) == stamp:
-                return True
+            found = json.loads(marker.read_text())
         except (OSError, ValueError):
-            pass
-        raise FileExistsError(f"{out} holds a phantom with a different config; remove it or pick another path")
+            found = None
+        if found == stamp:
+            return True
+        raise FileExistsError(f"{out} holds a phantom made with other settings ({_difference(found, stamp)}); "
+                              "remove it or pick another path")
     if not out.is_dir() or any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not a phantom dataset; refusing to overwrite it")
     return False
+
+
+def _difference(found, wanted: dict) -> str:
+    """What differs between two stamps, e.g. ``population classic, wanted cohort``."""
+    if not isinstance(found, dict):
+        return "unreadable phantom.json"
+    flat = lambda st: {**{k: v for k, v in st.items() if k != "config"},  # noqa: E731
+                       "population": "classic", **(st.get("config") or {})}
+    a, b = flat(found), flat(wanted)
+    diff = [f"{k} {a.get(k)}, wanted {b[k]}" for k in b if a.get(k) != b[k]]
+    return "; ".join(diff) or "unknown fields " + ", ".join(sorted(set(a) - set(b)))
 
 
 def begin(out: Path, stamp: dict) -> Path | None:

@@ -87,16 +87,31 @@ class Tube:
             rad.append(self.radii[i] + (self.radii[i + 1] - self.radii[i]) * t[:, 0])
         return np.vstack(out + [pts[-1:]]), np.concatenate(rad + [np.asarray(self.radii[-1:])])
 
-    def sdf(self, p):
+    @cached_property
+    def segments(self) -> tuple[tuple[list, list, float, float], ...]:
+        """(a, b, radius at a, radius at b) of each polyline segment (python floats)."""
         pts, rad = self.polyline
+        return tuple(zip(pts[:-1].tolist(), pts[1:].tolist(), rad[:-1].tolist(), rad[1:].tolist()))
+
+    @staticmethod
+    def segment_sdf(p, a, b, ra, rb):
+        """Signed distance to the capsule of one segment (radius linear along it)."""
+        ab = [b[i] - a[i] for i in range(3)]
+        d = [p[i] - a[i] for i in range(3)]
+        t = (d[0] * ab[0] + d[1] * ab[1] + d[2] * ab[2]) * (1.0 / max(sum(v * v for v in ab), 1e-9))
+        t = np.minimum(np.maximum(t, 0.0), 1.0)
+        dist = np.sqrt((d[0] - t * ab[0]) ** 2 + (d[1] - t * ab[1]) ** 2 + (d[2] - t * ab[2]) ** 2)
+        return dist - (ra + (rb - ra) * t)
+
+    @staticmethod
+    def segment_bounds(a, b, ra, rb) -> tuple[np.ndarray, np.ndarray]:
+        r = max(ra, rb)
+        return np.minimum(a, b) - r, np.maximum(a, b) + r
+
+    def sdf(self, p):
         best = None
-        for a, b, ra, rb in zip(pts[:-1].tolist(), pts[1:].tolist(), rad[:-1].tolist(), rad[1:].tolist()):
-            ab = [b[i] - a[i] for i in range(3)]
-            d = [p[i] - a[i] for i in range(3)]
-            t = (d[0] * ab[0] + d[1] * ab[1] + d[2] * ab[2]) * (1.0 / max(sum(v * v for v in ab), 1e-9))
-            t = np.minimum(np.maximum(t, 0.0), 1.0)
-            dist = np.sqrt((d[0] - t * ab[0]) ** 2 + (d[1] - t * ab[1]) ** 2 + (d[2] - t * ab[2]) ** 2)
-            f = dist - (ra + (rb - ra) * t)
+        for seg in self.segments:
+            f = self.segment_sdf(p, *seg)
             best = f if best is None else np.minimum(best, f)
         return best
 
@@ -154,6 +169,11 @@ class OrganSpec:
     @property
     def thickness(self) -> float:
         return min(part.thickness for part in self.parts)
+
+    @property
+    def tube(self) -> Tube | None:
+        """The organ's shape when it is a single tube (its sdf can be evaluated piecewise)."""
+        return self.parts[0] if len(self.parts) == 1 and not self.cuts and isinstance(self.parts[0], Tube) else None
 
     @property
     def mean_radius(self) -> float:
@@ -248,7 +268,7 @@ SPINE_Y = -42.0              # vertebral body centre (y), mm
 DOMES = ((-55.0, 118.0), (55.0, 108.0))  # (x, apex z) of the right/left hemidiaphragm
 
 
-def background(q, fat_mm: float, scale: float):
+def background(q, fat_mm: float, scale: float, aspect: float = 1.0):
     """Paint the body around the organs on warped anatomical coordinates ``q``.
 
     A superellipse torso (~320 x 220 mm) with a subcutaneous fat layer
@@ -259,8 +279,9 @@ def background(q, fat_mm: float, scale: float):
     bases above the hemidiaphragm domes and the base of the heart.
     Returns ``(tissue uint8, inside_fat bool, cavity bool, bone bool)``;
     ``inside_fat`` (deeper than the subcutaneous fat) is where organs may lie.
+    ``scale`` sizes the body in-plane; ``aspect`` > 1 makes it wider and flatter.
     """
-    x, y, z = q[0] / scale, q[1] / scale, q[2]
+    x, y, z = q[0] / (scale * aspect), q[1] / (scale / aspect), q[2]
     a, b = TORSO_SEMI
     ux, uy = np.abs(x) / a + 1e-6, np.abs(y) / b + 1e-6
     r = (ux**TORSO_POWER + uy**TORSO_POWER) ** (1 / TORSO_POWER)

@@ -55,7 +55,7 @@ def dataset_index(cfg: DatasetConfig) -> DatasetIndex:
                 cfg.root,
                 PhantomConfig(
                     cases=opts.cases, unlabeled=opts.unlabeled, test=opts.test, seed=opts.seed,
-                    size=tuple(opts.size), spacing=tuple(opts.spacing),
+                    size=tuple(opts.size), spacing=tuple(opts.spacing), population=opts.population,
                 ),
             )
         except (FileExistsError, ValueError) as exc:

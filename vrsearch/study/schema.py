@@ -42,7 +42,12 @@ class StrictModel(BaseModel):
 
 
 class PhantomOptions(StrictModel):
-    """Options of the built-in synthetic CT (``vrsearch.data.phantom``)."""
+    """Options of the built-in synthetic CT (``vrsearch.data.phantom``).
+
+    ``population: cohort`` varies anatomy and scans like a multi-centre cohort
+    (``vrsearch.data.phantom_cohort``); ``classic`` is the original population
+    (generator version 1: one reference body, one scanner, portal-venous
+    phase), kept so earlier studies can be reproduced."""
 
     cases: PosInt = 24
     unlabeled: NonNegInt = 24
@@ -50,6 +55,7 @@ class PhantomOptions(StrictModel):
     seed: NonNegInt = 0
     size: tuple[Annotated[int, Field(ge=8)], Annotated[int, Field(ge=8)], Annotated[int, Field(ge=8)]] = (96, 96, 64)
     spacing: tuple[PosFloat, PosFloat, PosFloat] = (3.5, 3.5, 4.0)
+    population: Literal["cohort", "classic"] = "cohort"
 
 
 class IntensityConfig(StrictModel):
