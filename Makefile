@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Which torch build: the CPU wheels by default (enough for the quickstart, the tests and CPU
 # studies; PyPI's Linux wheel would be the CUDA build with several GB of NVIDIA libraries).
-# On a GPU node: make setup TORCH_INDEX=https://download.pytorch.org/whl/cu128 (the CUDA
+# On a GPU node: make setup TORCH_INDEX=https://download.pytorch.org/whl/cu130 (the CUDA
 # version your driver supports), or TORCH_INDEX=https://pypi.org/simple. After changing it,
 # rm -r .venv first.
 TORCH_VERSION ?= 2.13.0
