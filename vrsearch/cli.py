@@ -155,10 +155,10 @@ def resume(
 @app.command()
 def methods() -> None:
     """List registered methods with their knobs and defaults."""
-    from vrsearch.registry import all_methods
+    from vrsearch.methods import all_methods
 
     for spec in all_methods():
-        flag = "  [needs unlabeled data]" if spec.needs_unlabeled else ""
+        flag = "  [needs unlabeled data]" if spec.data_needs().unlabeled else ""
         typer.echo(f"{spec.name}{flag}")
         if spec.summary:
             typer.echo(f"    {spec.summary}")

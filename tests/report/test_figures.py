@@ -11,7 +11,7 @@ import pytest
 
 from vrsearch.report import figures as F
 from vrsearch.report import importance as I  # noqa: E741
-from vrsearch.registry import get_method
+from vrsearch.methods import get_method
 from vrsearch.results.names import trial_names
 from vrsearch.results.table import ablation_table
 from vrsearch.results import io

@@ -27,16 +27,17 @@ import torch
 from vrsearch.data.pipeline import (
     BatchSource, PatchStream, batches, cached, case_dicts, labeled_train_transform, unlabeled_train_transform,
 )
-from vrsearch.data.prepare import PreparedData, prepare_data
+from vrsearch.data.prepare import PreparedData
 from vrsearch.engine.checkpoint import FORMAT, load_checkpoint, save_atomic
 from vrsearch.engine.evaluate import evaluate, load_eval_cases
 from vrsearch.engine.metrics import METRIC_COLUMNS, mean_foreground
+from vrsearch.engine.prepare import prepare_for
 from vrsearch.engine.performance import (
     compile_failure, compile_networks, grad_scaler, is_compile_error, resolve_precision, to_channels_last,
 )
 from vrsearch.engine.schedules import lr_at
+from vrsearch.methods import get_method
 from vrsearch.methods.base import BuildContext, Method
-from vrsearch.registry import get_method
 from vrsearch.results import faults
 from vrsearch.study.schema import Study
 
@@ -194,10 +195,9 @@ class Trainer:
         self.precision = resolve_precision(t.precision, self.device)  # a bad choice fails before data work
         self.spec = get_method(study.method.name)
         self.params = self.spec.validate(study.method.params)
-        self.data = data or prepare_data(
-            study.dataset, method=self.spec.name, needs_unlabeled=self.spec.needs_unlabeled,
-            all_labels=bool(getattr(self.params, "all_labels", False)),
-        )
+        #: what the method's step reads (unlabeled batches are drawn only when it reads them)
+        self.needs = self.spec.data_needs(self.params)
+        self.data = data or prepare_for(study)
         if self.device.type == "cuda" and not t.deterministic:
             torch.backends.cudnn.benchmark = True  # fixed patch shapes: autotuning pays off
         ctx = BuildContext(study.model, self.data.num_classes, t.iterations, t.seed, self.data.class_names)
@@ -223,7 +223,7 @@ class Trainer:
         lab = cached(case_dicts(split.labeled, True), labeled_train_transform(d, self.data.num_classes), d)
         streams = PatchStream(lab, t.batch.labeled, t.seed, 0, self.rank)
         unl = None
-        if self.method.uses_unlabeled and t.batch.unlabeled > 0:
+        if self.needs.unlabeled and t.batch.unlabeled > 0:
             ds = cached(case_dicts(split.unlabeled, False), unlabeled_train_transform(d), d)
             unl = PatchStream(ds, t.batch.unlabeled, t.seed, 1, self.rank)
         return BatchSource(streams, unl, start, t.iterations)

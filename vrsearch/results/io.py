@@ -22,9 +22,7 @@ even of a study that is still running — sees a complete old or new file.
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vrsearch.errors import VrsearchError
-from vrsearch.results import faults
+from vrsearch.results.atomic import write_atomic, write_text_atomic  # noqa: F401  (re-exported)
 
 from vrsearch.results.rundir import CASES_FILE, HISTORY_FILE, STUDY_FILE, TRIALS_FILE, RunDir  # noqa: F401
 
@@ -63,39 +61,6 @@ LEGACY_CONVENTIONS = {
 }
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
-def _full_disk(path: Path, exc: OSError) -> VrsearchError:
-    return VrsearchError(f"{path}: {exc.strerror or 'no space left on device'} while writing it; the previous "
-                         f"{path.name} is intact; free space, then 'vrsearch resume' the run")
-
-
-def _write_atomic(path: Path, write, fault_point: str) -> None:
-    """``write(tmp)`` then rename over ``path``: readers see the old file or the new one,
-    never a part; a full disk is a one-line error and leaves the previous file as it was."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    try:
-        write(tmp)
-        faults.point(fault_point)
-        os.replace(tmp, path)
-    except OSError as exc:
-        if exc.errno in FULL:
-            raise _full_disk(path, exc) from None
-        raise
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    _write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), "write")
-
-
 def write_frame(path: Path, frame: pd.DataFrame, fault_point: str = "write",
                 metadata: dict[str, Any] | None = None) -> None:
     """Write a DataFrame as parquet atomically; ``fault_point`` names it for fault injection;
@@ -104,7 +69,7 @@ def write_frame(path: Path, frame: pd.DataFrame, fault_point: str = "write",
     if metadata:
         extra = {k.encode(): json.dumps(v, sort_keys=True).encode() for k, v in metadata.items()}
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
-    _write_atomic(path, lambda tmp: pq.write_table(table, tmp), fault_point)
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp), fault_point)
 
 
 def trial_conventions(row: dict | pd.Series) -> dict:
