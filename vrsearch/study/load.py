@@ -16,6 +16,7 @@ from vrsearch.core.names import did_you_mean
 from vrsearch.methods import get_method
 from vrsearch.registry import MethodParams
 from vrsearch.study.schema import Study
+from vrsearch.study.search import DESIGNS
 from vrsearch.study.space import default_point
 
 
@@ -95,6 +96,8 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     errors = exc.errors(include_url=False)
     first = errors[0]
     loc = [str(p) for p in first["loc"]]
+    if loc[:1] == ["search"] and len(loc) > 1 and loc[1] in DESIGNS:  # the union's tag: not a key
+        del loc[1]
     ctx = first.get("ctx") or {}
     if first["type"] == "unknown_key":
         loc.append(ctx["key"])
