@@ -177,7 +177,7 @@ def test_real_oblique_headers_give_the_smallest_orthonormal_grids_that_cover_the
         assert (vox.max(0) > np.array(size) - 1.5).all()  # ... and ends within its last voxel
 
 
-def test_missing_packages_say_what_to_install(tmp_path):
+def test_missing_or_damaged_sources_are_one_line(tmp_path):
     sources = fake_sources(tmp_path)
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -191,6 +191,11 @@ def test_missing_packages_say_what_to_install(tmp_path):
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "make realdata" in lines[0] and "ch2.nii.gz" in lines[0]
     assert not (tmp_path / "out").exists() and not (tmp_path / "ds").exists()
+    t1 = sources.mricron / "ch2.nii.gz"
+    t1.write_bytes(t1.read_bytes()[:-200])  # a damaged package file
+    with pytest.raises(DataError, match=f"cannot read real-file source {t1}") as err:
+        rf.write_realfiles(tmp_path / "ds", sources)
+    assert "\n" not in str(err.value) and not (tmp_path / "ds").exists() and not list(tmp_path.glob(".ds.*"))
 
 
 def test_the_aal_table_is_read_strictly(tmp_path):

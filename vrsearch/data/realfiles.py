@@ -122,12 +122,20 @@ def axes(codes: str) -> np.ndarray:
     return out
 
 
+def load(path: Path):
+    """A source image, its voxels read (a damaged file is one DataError line naming it)."""
+    try:
+        img = nib.load(str(path))
+        img.get_fdata(dtype=np.float32)
+    except Exception as err:  # nibabel and gzip raise many types for damaged files
+        raise DataError(f"cannot read real-file source {path}: {type(err).__name__}: "
+                        + " ".join(str(err).split())) from err
+    return img
+
+
 def header_geometry(name: str, path: Path, what: str) -> Geometry:
     """The direction cosines (made exactly orthonormal) and spacing of a real header."""
-    try:
-        linear = np.asarray(nib.load(str(path)).affine, dtype=float)[:3, :3]
-    except Exception as err:  # nibabel raises many types for bad headers
-        raise DataError(f"cannot read the header of {path}: {type(err).__name__}: {err}") from err
+    linear = np.asarray(load(path).affine, dtype=float)[:3, :3]
     zooms = np.linalg.norm(linear, axis=0)
     u, _, vt = np.linalg.svd(linear / zooms)
     return Geometry(name, u @ vt, tuple(float(z) for z in zooms.round(4)), f"{what} ({path.name})")
@@ -209,8 +217,8 @@ def resample(img: nib.Nifti1Image, grid: tuple[tuple[int, int, int], np.ndarray]
 
 
 def _labeled(tmp: Path, files: dict[str, Path]) -> tuple[list[dict], dict[str, str]]:
-    t1 = nib.load(str(files["t1"]))
-    atlas = grouped_atlas(nib.load(str(files["aal"])), aal_lookup(files["aal_names"]), files["aal_names"])
+    t1 = load(files["t1"])
+    atlas = grouped_atlas(load(files["aal"]), aal_lookup(files["aal_names"]), files["aal_names"])
     if t1.shape[:3] != atlas.shape or not np.allclose(t1.affine, atlas.affine, atol=1e-3):
         raise DataError(f"{files['aal']} is not on the grid of {files['t1']}")
     entries, provenance = [], {}
@@ -230,7 +238,7 @@ def _labeled(tmp: Path, files: dict[str, Path]) -> tuple[list[dict], dict[str, s
 def _unlabeled(tmp: Path, files: dict[str, Path]) -> tuple[list[dict], dict[str, str]]:
     (tmp / "imagesUnlabeled").mkdir(exist_ok=True)
     shutil.copyfile(files["itk_t1"], tmp / "imagesUnlabeled" / "itk_t1_0000.nii.gz")
-    macaque = nib.load(str(files["macaque"]))
+    macaque = load(files["macaque"])
     grid = target_grid(macaque.shape, macaque.affine, Geometry("lia", axes("LIA"), (1.5, 1.5, 1.5), ""))
     _save(resample(macaque, grid, 1).astype(np.float32), grid[1], tmp / "imagesUnlabeled" / "macaque_0000.nii.gz")
     return ([{"image": "./imagesUnlabeled/itk_t1_0000.nii.gz"}, {"image": "./imagesUnlabeled/macaque_0000.nii.gz"}],
@@ -239,13 +247,13 @@ def _unlabeled(tmp: Path, files: dict[str, Path]) -> tuple[list[dict], dict[str,
 
 
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def write_realfiles(out: Path | str, sources: Sources = Sources()) -> Path:
     """Write the smoke-test dataset under ``out`` (MSD layout that also reads as nnU-Net;
     modality MRI) and return it. Idempotent: a folder built from the same source files
-    (``realfiles.json`` holds their SHA-256) is returned as is; other content raises
+    (``realfiles.json`` holds their SHA-256, 16 hex digits) is returned as is; other content raises
     FileExistsError; a missing source raises DataError naming the package to install.
     Files go to a temporary sibling renamed into place at the end."""
     out = Path(out)
