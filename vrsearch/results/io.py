@@ -32,9 +32,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vrsearch.errors import VrsearchError
-from vrsearch.results.atomic import write_atomic, write_text_atomic  # noqa: F401  (re-exported)
-
-from vrsearch.results.rundir import CASES_FILE, HISTORY_FILE, STUDY_FILE, TRIALS_FILE, RunDir  # noqa: F401
+from vrsearch.results import schema
+from vrsearch.results.atomic import write_atomic, write_text_atomic
+from vrsearch.results.rundir import CASES_FILE, HISTORY_FILE, STUDY_FILE, TRIALS_FILE, RunDir
 
 CASE_COLUMNS = [
     "trial_id", "split", "iteration", "case_id", "class_index", "class_name",
@@ -47,8 +47,6 @@ TRIAL_COLUMNS = [
     "n_labeled", "n_unlabeled", "n_val", "n_test", "config_json",
     "arm", "group", "config_hash", "group_hash", "device", "device_hours", "metric_conventions",
 ]
-_TEXT_COLUMNS = ("trial_id", "error", "status", "arm", "group", "config_hash", "group_hash", "device",
-                 "metric_conventions")
 HISTORY_COLUMNS = ["trial_id", "iteration"]
 #: old column name → new, in every table (``asd_mm`` was always the symmetric pooled ASSD)
 RENAMED = {"asd_mm": "assd_mm", "test_asd_mm": "test_assd_mm", "val_asd_mm": "val_assd_mm"}
@@ -63,9 +61,10 @@ LEGACY_CONVENTIONS = {
 
 def write_frame(path: Path, frame: pd.DataFrame, fault_point: str = "write",
                 metadata: dict[str, Any] | None = None) -> None:
-    """Write a DataFrame as parquet atomically; ``fault_point`` names it for fault injection;
-    ``metadata`` entries join the parquet schema metadata (values as JSON)."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    """Write a DataFrame as parquet atomically, typed by its file name
+    (:func:`vrsearch.results.schema.to_table`); ``fault_point`` names it for fault
+    injection; ``metadata`` entries join the parquet schema metadata (values as JSON)."""
+    table = schema.to_table(frame, Path(path).name)
     if metadata:
         extra = {k.encode(): json.dumps(v, sort_keys=True).encode() for k, v in metadata.items()}
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
@@ -97,16 +96,16 @@ def read_conventions(path: str | Path, filesystem=None) -> dict:
     """The conventions of a cases parquet file: its schema metadata, else
     :data:`LEGACY_CONVENTIONS` if it has the old ``asd_mm`` column, else {}."""
     try:
-        schema = pq.read_schema(str(path), filesystem=filesystem)
+        found = pq.read_schema(str(path), filesystem=filesystem)
     except (OSError, ValueError, pa.ArrowException):
         return {}
-    raw = (schema.metadata or {}).get(CONVENTIONS_KEY.encode())
+    raw = (found.metadata or {}).get(CONVENTIONS_KEY.encode())
     if raw is not None:
         try:
             return json.loads(raw)
         except ValueError:
             return {}
-    return dict(LEGACY_CONVENTIONS) if "asd_mm" in schema.names else {}
+    return dict(LEGACY_CONVENTIONS) if "asd_mm" in found.names else {}
 
 
 def renamed(df: pd.DataFrame) -> pd.DataFrame:
@@ -128,7 +127,7 @@ def frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     for c in columns:
         if c not in df.columns:
-            df[c] = pd.Series(dtype="object" if c in _TEXT_COLUMNS else "float64")
+            df[c] = pd.Series(dtype="object" if c in schema.TEXT_COLUMNS else "float64")
     return df[columns + [c for c in df.columns if c not in columns]]
 
 
@@ -166,7 +165,7 @@ def _results(trials, history, cases, study, conventions: dict) -> Results:
 
 def _read(path: Path, columns: list[str]) -> pd.DataFrame:
     if path.exists():
-        return pd.read_parquet(path)
+        return schema.conform(pd.read_parquet(path), path.name)
     return frame([], columns)
 
 
@@ -194,7 +193,7 @@ def _load_uri(uri: str) -> Results:
 
         def read(name: str, columns: list[str]) -> pd.DataFrame:
             if name in present:
-                return pd.read_parquet(f"{base}/{name}", filesystem=fs)
+                return schema.conform(pd.read_parquet(f"{base}/{name}", filesystem=fs), name)
             return frame([], columns)
 
         conventions = read_conventions(f"{base}/{CASES_FILE}", fs) if CASES_FILE in present else {}
