@@ -22,8 +22,6 @@ and buffers), so a resumed run continues exactly.
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -32,17 +30,19 @@ from vrsearch.components.pseudo import pseudo_labels
 from vrsearch.components.schedules import fraction_of
 from vrsearch.components.teachers import FrozenCopy
 from vrsearch.losses import SupervisedLoss
-from vrsearch.losses.supervised import SupervisedKind
-from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
+from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput, SupervisedLossKnob
 from vrsearch.models import build_segnet
 from vrsearch.registry import MethodParams, register_method, unlabeled
 
 
 class SelfTrainingParams(MethodParams):
-    loss: SupervisedKind = "dice_ce"
-    lambda_pseudo: Annotated[float, Field(ge=0.0)] = 1.0
-    refresh_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.2
-    threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    loss: SupervisedLossKnob = "dice_ce"
+    lambda_pseudo: float = Field(1.0, ge=0.0, description="λ_pseudo: weight of CE_masked(student(x_u), ŷ) "
+                                 "in L = L_sup + λ_pseudo·CE_masked")
+    refresh_fraction: float = Field(0.2, gt=0.0, le=1.0, description="P/iterations: the snapshot giving ŷ is "
+                                    "refreshed every P = round(refresh_fraction·iterations) steps (also the warm-up)")
+    threshold: float = Field(0.0, ge=0.0, le=1.0, description="confidence mask of CE_masked: voxels with "
+                             "snapshot max p below it are ignored (0 = keep all)")
 
 
 class SelfTraining(Method):

@@ -71,7 +71,7 @@ def _guard(key: str, title: str, make: Callable[[], list[B.Section]]) -> list[B.
     """Sections from ``make()``; an unexpected error becomes a visible note, not a crash."""
     try:
         return make()
-    except Exception as exc:  # a half-written running study must still render
+    except Exception as exc:  # noqa: BLE001 - a half-written running study must still render
         return [B.Section(key, title, [B.warn(f"Could not render: {type(exc).__name__}: {exc}")])]
 
 

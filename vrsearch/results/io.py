@@ -33,7 +33,8 @@ import pyarrow.parquet as pq
 
 from vrsearch.errors import VrsearchError
 from vrsearch.results import schema
-from vrsearch.results.atomic import write_atomic, write_text_atomic
+from vrsearch.results.atomic import write_atomic
+from vrsearch.results.atomic import write_text_atomic as write_text_atomic  # io.write_text_atomic
 from vrsearch.results.rundir import CASES_FILE, HISTORY_FILE, STUDY_FILE, TRIALS_FILE, RunDir
 
 CASE_COLUMNS = [
@@ -174,7 +175,6 @@ def _load_uri(uri: str) -> Results:
     import pyarrow.fs as pafs
     import yaml
 
-    from vrsearch.errors import VrsearchError
     from vrsearch.results import storage
 
     fs, base = storage.parse(uri)
@@ -208,8 +208,6 @@ def _load_uri(uri: str) -> Results:
 def require_run_dir(path: Path, name: str | None = None) -> None:
     """Refuse (one line) a folder that is not a vrsearch run directory: no ``study.yaml``
     and no ``trials.parquet``. ``name``: how to call it in the message (e.g. its URI)."""
-    from vrsearch.errors import VrsearchError
-
     name = name or str(path)
     if not path.is_dir():
         raise VrsearchError(f"{name}: no such run directory")

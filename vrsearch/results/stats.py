@@ -84,9 +84,20 @@ import pandas as pd
 from scipy import optimize
 from scipy import stats as sps
 
-from vrsearch.results.summary import (  # noqa: F401 - the public API of results statistics
-    CLASS_METRICS, EMPTY_FLAGS, ID_COLUMNS, METRIC_INFO, METRICS, budget, case_values, empty_counts, group_labels,
-    metric_columns, select_best, summarize, trial_metrics,
+from vrsearch.results.summary import (  # the public API of results statistics
+    CLASS_METRICS,
+    EMPTY_FLAGS,
+    ID_COLUMNS,
+    METRIC_INFO,
+    METRICS,
+    budget,
+    case_values,
+    empty_counts,
+    group_labels,
+    metric_columns,
+    select_best,
+    summarize,
+    trial_metrics,
 )
 
 __all__ = [

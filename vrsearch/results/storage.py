@@ -33,7 +33,8 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from vrsearch.errors import VrsearchError
 from vrsearch.results.atomic import write_atomic, write_text_atomic
-from vrsearch.results.rundir import LOCK_FILE, MIRRORED_DIRS, SMALL_FILES
+from vrsearch.results.rundir import LOCK_FILE, MIRRORED_DIRS
+from vrsearch.results.rundir import SMALL_FILES as SMALL_FILES  # storage.SMALL_FILES
 
 MANIFEST = ".storage-manifest.json"
 #: files never mirrored: a run's lock, a checkpoint folder's claim (held by live processes)

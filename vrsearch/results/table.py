@@ -26,11 +26,19 @@ import pandas as pd
 
 from vrsearch.errors import VrsearchError
 from vrsearch.results import io
-from vrsearch.results.table_view import Column, Section, latex, markdown, terminal_view
 from vrsearch.results.stats import (
-    METRIC_INFO, METRICS, budget, case_level_tests, empty_counts, group_labels, headline_tests, metric_columns,
-    summarize, trial_metrics,
+    METRIC_INFO,
+    METRICS,
+    budget,
+    case_level_tests,
+    empty_counts,
+    group_labels,
+    headline_tests,
+    metric_columns,
+    summarize,
+    trial_metrics,
 )
+from vrsearch.results.table_view import Column, Section, latex, markdown, terminal_view
 
 DASH = "-"
 ALPHA, POWER, LEVEL = 0.05, 0.80, 0.95

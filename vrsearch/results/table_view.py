@@ -5,8 +5,8 @@ The terminal puts the headline first, fitted to the width: it always shows group
 n, Dice ± CI, Δ ± CI, p (Holm) with stars, the minimal detectable difference and
 the budget (iterations, wall hours); then, while they fit in the width at their
 full natural size (numbers are never cut), trials, device hours and the other
-metrics, and the per-class Dice columns only if all of them fit. ``classes=True`` prints the per-class Dice and empty-mask
-counts below, split into as many tables as the width needs. The case-level view
+metrics, and the per-class Dice columns only if all of them fit. ``classes=True`` prints
+the per-class Dice and empty-mask counts below, split into as many tables as the width needs. The case-level view
 follows the headline. The files (``table.md/.tex/.csv``) keep everything.
 """
 
