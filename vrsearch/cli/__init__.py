@@ -10,8 +10,6 @@ run, resume), :mod:`~vrsearch.cli.method_commands` (methods),
 
 from __future__ import annotations
 
-import sys
-
 from vrsearch.cli import data_commands, method_commands, result_commands, study_commands
 from vrsearch.cli.base import app, data_app, fail, user_errors
 
@@ -27,4 +25,4 @@ def main() -> None:  # pragma: no cover - console entry point
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -109,6 +109,7 @@ def agreement_dice(a: torch.Tensor, b: torch.Tensor, num_classes: int) -> torch.
 
 
 class LCL(Method):
+    refresh_count: torch.Tensor  # buffer: pseudo-labelling steps taken so far
 
     def __init__(self, params: LCLParams, ctx: BuildContext):
         super().__init__()
@@ -136,7 +137,7 @@ class LCL(Method):
             self.labeller.copy_from(self.net)
             self.refresh_count.fill_(due)
 
-    def train(self, mode: bool = True):
+    def train(self, mode: bool = True) -> LCL:
         super().train(mode)
         self.labeller.eval()  # a frozen pseudo-labeller infers; its BN statistics never move
         return self

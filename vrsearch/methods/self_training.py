@@ -46,6 +46,7 @@ class SelfTrainingParams(MethodParams):
 
 
 class SelfTraining(Method):
+    refreshes: torch.Tensor  # buffer: snapshots taken so far
 
     def __init__(self, params: SelfTrainingParams, ctx: BuildContext):
         super().__init__()
@@ -62,16 +63,16 @@ class SelfTraining(Method):
 
     def terms(self, batch: Batch, iteration: int) -> dict[str, torch.Tensor]:
         """Live terms ``sup``, ``pseudo`` and ``pseudo_fraction`` (kept voxels / all)."""
-        n_l = batch.image.shape[0]
-        use_u = batch.unlabeled is not None and batch.unlabeled.shape[0] > 0 and self.active(iteration)
-        x = torch.cat([batch.image, batch.unlabeled]) if use_u else batch.image
-        logits = self.student(x)
+        n_l, u = batch.image.shape[0], batch.unlabeled
+        if u is not None and (u.shape[0] == 0 or not self.active(iteration)):
+            u = None
+        logits = self.student(batch.image if u is None else torch.cat([batch.image, u]))
         t = {"sup": self.sup(logits[:n_l], batch.label)}
-        if not use_u:
+        if u is None:
             t["pseudo"] = t["pseudo_fraction"] = logits.new_zeros(())
             return t
         with torch.no_grad():
-            labels, conf = pseudo_labels(torch.softmax(self.snapshot(batch.unlabeled), 1))
+            labels, conf = pseudo_labels(torch.softmax(self.snapshot(u), 1))
             keep = (conf >= self.params.threshold).to(logits.dtype)
         ce = F.cross_entropy(logits[n_l:], labels, reduction="none")
         t["pseudo"] = (ce * keep).sum() / keep.sum().clamp_min(1.0)

@@ -76,7 +76,7 @@ def _guard(key: str, title: str, make: Callable[[], list[B.Section]]) -> list[B.
 
 
 def _figure(key: str, title: str, make: Callable[[], object]) -> list[B.Section]:
-    return _guard(key, title, lambda: [B.Section(key, title, [B.figure(make())])])  # type: ignore[arg-type]
+    return _guard(key, title, lambda: [B.Section(key, title, [B.figure(make())])])
 
 
 def _has_values(frame: pd.DataFrame, columns: list[str]) -> bool:
