@@ -1,6 +1,6 @@
 # Two commands on a fresh machine (Python 3.11):
 #   make quickstart   set up .venv and run the quickstart study on the built-in phantom
-#   make test         set up .venv (with test extras) and run the whole test suite
+#   make test         set up .venv (with test extras), lint and type-check, run the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -15,7 +15,7 @@ TORCH_INDEX   ?= https://download.pytorch.org/whl/cpu
 
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup browser realdata quickstart test test-fast bench clean
+.PHONY: setup browser realdata quickstart lint test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,12 @@ realdata:
 quickstart: $(STAMP)
 	$(BIN)/vrsearch run studies/quickstart.yaml --fresh
 
-test: $(STAMP) browser realdata
+# lint and types (settings in pyproject.toml); `ruff format --check` joins once the tree is formatted
+lint: $(STAMP)
+	$(BIN)/ruff check vrsearch tests benchmarks
+	$(BIN)/mypy
+
+test: $(STAMP) browser realdata lint
 	$(BIN)/python -m pytest -q --durations=15
 
 test-fast: $(STAMP)

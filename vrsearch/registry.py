@@ -56,6 +56,11 @@ class MethodSpec:
         values.update(self.defaults)
         return values
 
+    def description(self, knob: str) -> str:
+        """The knob's ``Field(description=...)`` (paper symbol and equation); ``""`` for none."""
+        field = self.params.model_fields.get(knob)
+        return (field.description or "") if field is not None else ""
+
     def validate(self, raw: Mapping[str, Any] | None) -> MethodParams:
         """Validate user params; raises pydantic ValidationError (see study.errors)."""
         merged = {**self.defaults, **dict(raw or {})}

@@ -8,16 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
+from tests.methods.common import MODEL, C, make_batch  # noqa: F401
+from tests.methods.common import build_method as build
 from vrsearch.engine.trainer import Trainer
 from vrsearch.engine.trial import run_trial
-from vrsearch.methods.base import Batch, BuildContext
-from vrsearch.methods import get_method
+from vrsearch.methods.base import Batch
 from vrsearch.study import load_study
-from vrsearch.study.schema import ModelConfig
-
-from tests.methods.common import C, MODEL, make_batch  # noqa: F401
-from tests.methods.common import build_method as build
-
 
 
 def grads(module: torch.nn.Module) -> list[torch.Tensor | None]:

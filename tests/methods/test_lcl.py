@@ -9,16 +9,15 @@ import pytest
 import torch
 import yaml
 
+from tests.methods.common import MODEL, C, build_method, make_batch  # noqa: F401
 from vrsearch.engine.trainer import Trainer
 from vrsearch.engine.trial import run_trial
-from vrsearch.methods.base import Batch, BuildContext
-from vrsearch.methods.lcl import LCL, agreement_dice, step_seed
 from vrsearch.methods import get_method
+from vrsearch.methods.base import BuildContext
+from vrsearch.methods.lcl import LCL, agreement_dice, step_seed
 from vrsearch.study import load_study
 from vrsearch.study.load import StudyError
 from vrsearch.study.schema import ModelConfig
-
-from tests.methods.common import C, MODEL, build_method, make_batch  # noqa: F401
 
 
 def build(iterations: int = 20, **params) -> LCL:

@@ -9,13 +9,13 @@ import optuna
 import pandas as pd
 import pytest
 
-from vrsearch.report import figures as F
-from vrsearch.report import importance as I  # noqa: E741
-from vrsearch.report import studies as S
 from vrsearch.methods import get_method
+from vrsearch.report import figures as F
+from vrsearch.report import importance as I
+from vrsearch.report import studies as S
+from vrsearch.results import io
 from vrsearch.results.names import trial_names
 from vrsearch.results.table import ablation_table
-from vrsearch.results import io
 
 CLASSES = ["liver", "right_kidney", "spleen"]
 #: three configurations × two seeds = six trials

@@ -13,13 +13,12 @@ import yaml
 from plotly.offline import get_plotlyjs
 from typer.testing import CliRunner
 
+from tests.report.test_figures import CONFIGS, synthetic
 from vrsearch.cli import app
 from vrsearch.engine.metrics import conventions
 from vrsearch.errors import VrsearchError
 from vrsearch.report.html import build_report, searched_knobs, write_report
 from vrsearch.results import io
-
-from tests.report.test_figures import CONFIGS, synthetic
 
 NAME = "<script>alert(1)</script>"
 EVIL_ERROR = "<img src=x onerror=alert(2)>"

@@ -11,14 +11,13 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from tests.results.test_stats import synthetic
 from vrsearch.cli import app
 from vrsearch.errors import VrsearchError
 from vrsearch.results import io
 from vrsearch.results import stats as S
 from vrsearch.results.table import ablation_table, stars, write_table
 from vrsearch.results.table_view import latex_escape
-
-from tests.results.test_stats import synthetic
 
 STUDY = {"name": "abl", "search": {"design": "ablation", "arms": [{"name": "no_mem", "set": {"a": 1}},
                                                                    {"name": "no_dvcl", "set": {"b": 2}}]}}

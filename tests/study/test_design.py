@@ -6,12 +6,17 @@ import optuna
 import pytest
 import yaml
 
+from tests.study.test_schema import BASE, with_
 from vrsearch.study import load_study
 from vrsearch.study.design import (
-    OptunaSpace, apply_cell, cells_with_seeds, design_cells, grid_cells, n_trials, random_cells,
+    OptunaSpace,
+    apply_cell,
+    cells_with_seeds,
+    design_cells,
+    grid_cells,
+    n_trials,
+    random_cells,
 )
-
-from tests.study.test_schema import BASE, with_
 
 SPACE = {
     "method.params.loss": {"type": "categorical", "choices": ["dice_ce", "ce"]},

@@ -5,6 +5,7 @@ returns, and the :class:`BuildContext` a method is built with."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -33,19 +34,23 @@ class Batch:
     case_meta: list[dict] = field(default_factory=list)
     unlabeled_meta: list[dict] = field(default_factory=list)
 
+    def map_tensors(self, f: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
+        """A copy with ``f`` applied to every tensor field (an absent one stays None)."""
+
+        def maybe(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else f(t)
+
+        return dataclasses.replace(self, image=f(self.image), label=f(self.label), unlabeled=maybe(self.unlabeled),
+                                   positions=maybe(self.positions),
+                                   unlabeled_positions=maybe(self.unlabeled_positions))
+
     def to(self, device: torch.device | str) -> Batch:
-        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return dataclasses.replace(self, image=move(self.image), label=move(self.label),
-                                   unlabeled=move(self.unlabeled), positions=move(self.positions),
-                                   unlabeled_positions=move(self.unlabeled_positions))
+        return self.map_tensors(lambda t: t.to(device, non_blocking=True))
 
     def pin_memory(self) -> Batch:
         """Page-locked copies of the tensors, so ``to(cuda)`` copies asynchronously
         (DataLoader's ``pin_memory=True`` calls this on every batch)."""
-        pin = lambda t: None if t is None else t.pin_memory()  # noqa: E731
-        return dataclasses.replace(self, image=pin(self.image), label=pin(self.label),
-                                   unlabeled=pin(self.unlabeled), positions=pin(self.positions),
-                                   unlabeled_positions=pin(self.unlabeled_positions))
+        return self.map_tensors(lambda t: t.pin_memory())
 
 
 @dataclass

@@ -25,7 +25,7 @@ predictor's output are those of the ensemble).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -35,18 +35,21 @@ from torch import nn
 from vrsearch.components.schedules import fraction_of, sigmoid_rampup
 from vrsearch.components.teachers import twin_networks
 from vrsearch.losses import SupervisedLoss
-from vrsearch.losses.supervised import SupervisedKind
-from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
+from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput, SupervisedLossKnob
 from vrsearch.models import build_segnet
 from vrsearch.registry import MethodParams, register_method, unlabeled
 
 
 class CPSParams(MethodParams):
-    loss: SupervisedKind = "dice_ce"
-    lambda_cps: Annotated[float, Field(ge=0.0)] = 0.1
-    rampup_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.4
-    cps_on: Literal["all", "unlabeled"] = "all"
-    evaluate: Literal["a", "b", "mean"] = "a"
+    loss: SupervisedLossKnob = "dice_ce"
+    lambda_cps: float = Field(0.1, ge=0.0, description="λ_cps: weight of the cross term "
+                              "CE(p_A, ŷ_B) + CE(p_B, ŷ_A) (CPS paper: 1.5; DVCL's ECPS: 0.1)")
+    rampup_fraction: float = Field(0.4, ge=0.0, le=1.0, description="ramp-up length of r(t) = exp(−5(1−t)²) "
+                                   "on λ_cps, as a fraction of train.iterations (0 = none, the CPS paper)")
+    cps_on: Literal["all", "unlabeled"] = Field(
+        "all", description="patches of the cross term: labeled ∪ unlabeled (the paper) or unlabeled only")
+    evaluate: Literal["a", "b", "mean"] = Field(
+        "a", description="network evaluated on val/test: A, B, or the mean of their softmaxes")
 
 
 class MeanOfTwins(nn.Module):

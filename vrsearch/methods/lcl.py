@@ -49,7 +49,7 @@ a resumed run is bit-identical.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -60,8 +60,7 @@ from vrsearch.components.samplers import sample_voxels
 from vrsearch.components.teachers import FrozenCopy
 from vrsearch.losses import SupervisedLoss
 from vrsearch.losses.lcl import local_contrastive_terms
-from vrsearch.losses.supervised import SupervisedKind
-from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
+from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput, SupervisedLossKnob
 from vrsearch.models import build_segnet
 from vrsearch.registry import MethodParams, register_method, unlabeled
 
@@ -69,27 +68,28 @@ from vrsearch.registry import MethodParams, register_method, unlabeled
 class LCLParams(MethodParams):
     """Paper defaults (Sec. IV-D/E); search space of Tables IV-VII in METHODS.md."""
 
-    loss: SupervisedKind = "dice"
-    lambda_cont: Annotated[float, Field(ge=0)] = 0.1
-    tau: Annotated[float, Field(gt=0)] = 0.1
-    samples_per_class: Annotated[int, Field(ge=1)] = 3
-    #: intra | inter (pooled class means of both images, the paper) | partner (x' only)
-    matching: Literal["intra", "inter", "partner"] = "intra"
-    #: T0 as a fraction of ``train.iterations`` (paper: 5000 of 20000)
-    warmup_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.25
-    #: T0 in iterations; overrides ``warmup_fraction`` when set
-    warmup_iterations: Annotated[int, Field(ge=0)] | None = None
-    #: S, the number of pseudo-labelling steps (paper: 3)
-    refreshes: Annotated[int, Field(ge=1)] = 3
-    #: Dice threshold of the two-transform quality gate; 0 = off
-    gate: Annotated[float, Field(ge=0, le=1)] = 0.0
-    sampler: Literal["ns", "sg", "sag"] = "ns"
-    grid: Literal[9, 16, 25] = 16
-    #: SG/SAG quota rounding (see vrsearch.components.samplers): ``auto`` (unbiased) uses
-    #: ARCO's largest remainder where it gives every group a draw and systematic random
-    #: rounding elsewhere; ``largest`` leaves small groups unsampled with 3 anchors (biased)
-    rounding: Literal["auto", "largest", "random"] = "auto"
-    include_background: bool = False
+    loss: SupervisedLossKnob = "dice"
+    lambda_cont: float = Field(0.1, ge=0, description="λ_cont: weight of L_cont in L = L_sup + λ_cont·L_cont (Eq. 2)")
+    tau: float = Field(0.1, gt=0, description="τ: temperature of sim(z_i, z̄_c)/τ in L_cont (Eq. 3)")
+    samples_per_class: int = Field(3, ge=1, description="|S̃_c(x)|: anchors sampled per class per image (Eq. 3)")
+    matching: Literal["intra", "inter", "partner"] = Field("intra", description=(
+        "x' of L_cont((x,y),(x',y')) (Eq. 2-3): intra (x' = x), inter (class means pooled over both images of a "
+        "random pair, the paper) or partner (the partner image's means only)"))
+    warmup_fraction: float = Field(0.25, ge=0, lt=1, description=(
+        "T0, the L_sup-only warm-up of Eq. 1, as a fraction of train.iterations (paper: 5000 of 20000)"))
+    warmup_iterations: int | None = Field(None, ge=0, description="T0 of Eq. 1 in iterations; overrides "
+                                          "warmup_fraction when set")
+    refreshes: int = Field(3, ge=1, description="S: pseudo-labelling steps, at T0 + s·P (Sec. IV-D; paper: 3)")
+    gate: float = Field(0.0, ge=0, le=1, description="Dice threshold of the two-transform pseudo-label quality "
+                        "gate (Table VII); 0 = off")
+    sampler: Literal["ns", "sg", "sag"] = Field("ns", description=(
+        "how S̃_c(x) is drawn (Sec. III): ns (naive), sg (stratified groups) or sag (stratified antithetic groups)"))
+    grid: Literal[9, 16, 25] = Field(16, description="V: number of groups (cells) of the sg/sag samplers")
+    rounding: Literal["auto", "largest", "random"] = Field("auto", description=(
+        "sg/sag per-group quota rounding (vrsearch.components.samplers): auto (unbiased: largest remainder where "
+        "every group gets a draw, systematic random rounding elsewhere), largest (biased for small groups) or random"))
+    include_background: bool = Field(False, description="also anchor the background class in L_cont "
+                                      "(the paper: foreground classes only)")
 
 
 def step_seed(seed: int, iteration: int) -> int:
@@ -109,6 +109,7 @@ def agreement_dice(a: torch.Tensor, b: torch.Tensor, num_classes: int) -> torch.
 
 
 class LCL(Method):
+    refresh_count: torch.Tensor  # buffer: pseudo-labelling steps taken so far
 
     def __init__(self, params: LCLParams, ctx: BuildContext):
         super().__init__()
@@ -136,7 +137,7 @@ class LCL(Method):
             self.labeller.copy_from(self.net)
             self.refresh_count.fill_(due)
 
-    def train(self, mode: bool = True):
+    def train(self, mode: bool = True) -> LCL:
         super().train(mode)
         self.labeller.eval()  # a frozen pseudo-labeller infers; its BN statistics never move
         return self

@@ -24,7 +24,7 @@ the EMA teacher, usually the better model; ``student`` the student.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,24 +33,23 @@ from pydantic import Field
 from vrsearch.components.schedules import fraction_of, sigmoid_rampup
 from vrsearch.components.teachers import EMATeacher
 from vrsearch.losses import SupervisedLoss
-from vrsearch.losses.supervised import SupervisedKind
-from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
+from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput, SupervisedLossKnob
 from vrsearch.models import build_segnet
 from vrsearch.registry import MethodParams, register_method, unlabeled
 
-Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
-NonNegFloat = Annotated[float, Field(ge=0.0)]
-
 
 class MeanTeacherParams(MethodParams):
-    loss: SupervisedKind = "dice_ce"
-    ema_decay: Fraction = 0.999
-    ema_warmup: bool = True
-    lambda_u: NonNegFloat = 0.1
-    rampup_fraction: Fraction = 0.4
-    noise_std: NonNegFloat = 0.1
-    consistency_on: Literal["unlabeled", "all"] = "unlabeled"
-    evaluate: Literal["teacher", "student"] = "teacher"
+    loss: SupervisedLossKnob = "dice_ce"
+    ema_decay: float = Field(0.999, ge=0.0, le=1.0, description="α: EMA decay of the teacher, ξ ← α·ξ + (1−α)·θ")
+    ema_warmup: bool = Field(True, description="α_t = min(1 − 1/(t+1), α): the reference EMA warm-up")
+    lambda_u: float = Field(0.1, ge=0.0, description="λ_u: weight of L_cons in L = L_sup + λ_u·r(t)·L_cons")
+    rampup_fraction: float = Field(0.4, ge=0.0, le=1.0, description="ramp-up length of r(t) = exp(−5(1−t)²), "
+                                   "as a fraction of train.iterations (0 = none)")
+    noise_std: float = Field(0.1, ge=0.0, description="std of the Gaussian input noise ε_s, ε_t of student and teacher")
+    consistency_on: Literal["unlabeled", "all"] = Field(
+        "unlabeled", description="patches L_cons is averaged over: the unlabeled ones or labeled ∪ unlabeled")
+    evaluate: Literal["teacher", "student"] = Field(
+        "teacher", description="network evaluated on val/test: the EMA teacher ξ or the student θ")
 
 
 def step_noise(x: torch.Tensor, std: float, seed: int, iteration: int, stream: int) -> torch.Tensor:

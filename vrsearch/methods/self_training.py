@@ -22,8 +22,6 @@ and buffers), so a resumed run continues exactly.
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -32,20 +30,23 @@ from vrsearch.components.pseudo import pseudo_labels
 from vrsearch.components.schedules import fraction_of
 from vrsearch.components.teachers import FrozenCopy
 from vrsearch.losses import SupervisedLoss
-from vrsearch.losses.supervised import SupervisedKind
-from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
+from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput, SupervisedLossKnob
 from vrsearch.models import build_segnet
 from vrsearch.registry import MethodParams, register_method, unlabeled
 
 
 class SelfTrainingParams(MethodParams):
-    loss: SupervisedKind = "dice_ce"
-    lambda_pseudo: Annotated[float, Field(ge=0.0)] = 1.0
-    refresh_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.2
-    threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    loss: SupervisedLossKnob = "dice_ce"
+    lambda_pseudo: float = Field(1.0, ge=0.0, description="λ_pseudo: weight of CE_masked(student(x_u), ŷ) "
+                                 "in L = L_sup + λ_pseudo·CE_masked")
+    refresh_fraction: float = Field(0.2, gt=0.0, le=1.0, description="P/iterations: the snapshot giving ŷ is "
+                                    "refreshed every P = round(refresh_fraction·iterations) steps (also the warm-up)")
+    threshold: float = Field(0.0, ge=0.0, le=1.0, description="confidence mask of CE_masked: voxels with "
+                             "snapshot max p below it are ignored (0 = keep all)")
 
 
 class SelfTraining(Method):
+    refreshes: torch.Tensor  # buffer: snapshots taken so far
 
     def __init__(self, params: SelfTrainingParams, ctx: BuildContext):
         super().__init__()
@@ -62,16 +63,16 @@ class SelfTraining(Method):
 
     def terms(self, batch: Batch, iteration: int) -> dict[str, torch.Tensor]:
         """Live terms ``sup``, ``pseudo`` and ``pseudo_fraction`` (kept voxels / all)."""
-        n_l = batch.image.shape[0]
-        use_u = batch.unlabeled is not None and batch.unlabeled.shape[0] > 0 and self.active(iteration)
-        x = torch.cat([batch.image, batch.unlabeled]) if use_u else batch.image
-        logits = self.student(x)
+        n_l, u = batch.image.shape[0], batch.unlabeled
+        if u is not None and (u.shape[0] == 0 or not self.active(iteration)):
+            u = None
+        logits = self.student(batch.image if u is None else torch.cat([batch.image, u]))
         t = {"sup": self.sup(logits[:n_l], batch.label)}
-        if not use_u:
+        if u is None:
             t["pseudo"] = t["pseudo_fraction"] = logits.new_zeros(())
             return t
         with torch.no_grad():
-            labels, conf = pseudo_labels(torch.softmax(self.snapshot(batch.unlabeled), 1))
+            labels, conf = pseudo_labels(torch.softmax(self.snapshot(u), 1))
             keep = (conf >= self.params.threshold).to(logits.dtype)
         ce = F.cross_entropy(logits[n_l:], labels, reduction="none")
         t["pseudo"] = (ce * keep).sum() / keep.sum().clamp_min(1.0)

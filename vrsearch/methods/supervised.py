@@ -8,16 +8,18 @@ gives the upper bound a semi-supervised method is measured against.
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from vrsearch.losses import SupervisedLoss
-from vrsearch.losses.supervised import SupervisedKind
-from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
+from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput, SupervisedLossKnob
 from vrsearch.models import build_segnet
 from vrsearch.registry import DataNeeds, MethodParams, register_method
 
 
 class SupervisedParams(MethodParams):
-    loss: SupervisedKind = "dice_ce"
-    all_labels: bool = False
+    loss: SupervisedLossKnob = "dice_ce"
+    all_labels: bool = Field(False, description="train on every training label (L = L_sup on all cases): "
+                             "the fully-supervised upper bound")
 
 
 class Supervised(Method):

@@ -30,15 +30,32 @@ import pandas as pd
 import plotly.graph_objects as go
 from optuna.importance import PedAnovaImportanceEvaluator
 from optuna.visualization import (
-    plot_contour, plot_optimization_history, plot_parallel_coordinate, plot_param_importances,
+    plot_contour,
+    plot_optimization_history,
+    plot_parallel_coordinate,
+    plot_param_importances,
 )
 from plotly.subplots import make_subplots
 
 from vrsearch.report.plotting import (
-    NO_DATA, PALETTE, categories, knob_values, label, log_axis, no_data, numeric, subplot_grid,
+    NO_DATA,
+    PALETTE,
+    categories,
+    knob_values,
+    label,
+    log_axis,
+    no_data,
+    numeric,
+    subplot_grid,
 )
 from vrsearch.report.run_figures import (
-    SAMPLER, case_boxes, class_heatmap, learning_curves, loss_terms, sampler_panel, term_descriptions,
+    SAMPLER,
+    case_boxes,
+    class_heatmap,
+    learning_curves,
+    loss_terms,
+    sampler_panel,
+    term_descriptions,
 )
 from vrsearch.report.studies import EVALUATOR, completed, quiet, varying
 

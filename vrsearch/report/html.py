@@ -71,12 +71,12 @@ def _guard(key: str, title: str, make: Callable[[], list[B.Section]]) -> list[B.
     """Sections from ``make()``; an unexpected error becomes a visible note, not a crash."""
     try:
         return make()
-    except Exception as exc:  # a half-written running study must still render
+    except Exception as exc:  # noqa: BLE001 - a half-written running study must still render
         return [B.Section(key, title, [B.warn(f"Could not render: {type(exc).__name__}: {exc}")])]
 
 
 def _figure(key: str, title: str, make: Callable[[], object]) -> list[B.Section]:
-    return _guard(key, title, lambda: [B.Section(key, title, [B.figure(make())])])  # type: ignore[arg-type]
+    return _guard(key, title, lambda: [B.Section(key, title, [B.figure(make())])])
 
 
 def _has_values(frame: pd.DataFrame, columns: list[str]) -> bool:

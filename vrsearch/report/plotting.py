@@ -5,6 +5,8 @@ values, stable colours, category ordering (used by :mod:`vrsearch.report.figures
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,7 +31,7 @@ def label(knob: str) -> str:
     return knob.removeprefix("config.").removeprefix("method.params.")
 
 
-def colors(keys) -> dict:
+def colors(keys: Iterable[Any]) -> dict[Any, str]:
     """A stable colour per key (in order of first appearance)."""
     return {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(dict.fromkeys(keys))}
 
@@ -45,7 +47,7 @@ def numeric(frame: pd.DataFrame, column: str) -> pd.Series:
     return pd.to_numeric(frame[column], errors="coerce").astype(float)
 
 
-def fmt(x) -> str:
+def fmt(x: object) -> str:
     return f"{x:.4g}" if isinstance(x, (float, np.floating)) else str(x)
 
 

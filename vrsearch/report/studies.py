@@ -94,7 +94,7 @@ def stored_study(run_dir_or_storage: Path | str, study_name: str) -> tuple[optun
             return relabeled(optuna.load_study(study_name=study_name, storage=storage)), ""
         except KeyError:
             return None, f"no Optuna study named {study_name!r} in the storage"
-        except Exception as exc:  # a storage of another Optuna version, a database that is down
+        except Exception as exc:  # noqa: BLE001 - another Optuna version's storage, a database that is down
             return None, f"cannot read the Optuna storage ({type(exc).__name__}: {exc})"
 
 
@@ -159,6 +159,6 @@ def evaluate(study: optuna.Study | None) -> tuple[dict[str, float], str]:
     try:
         with quiet():
             result = get_param_importances(study, evaluator=PedAnovaImportanceEvaluator(), params=params)
-    except Exception as exc:  # optuna raises various errors on degenerate studies
+    except Exception as exc:  # noqa: BLE001 - optuna raises various errors on degenerate studies
         return {}, f"{EVALUATOR} failed: {exc}"
     return {str(k): float(v) for k, v in result.items()}, f"{EVALUATOR} on {len(done)} completed trials"

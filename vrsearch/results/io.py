@@ -23,6 +23,7 @@ even of a study that is still running — sees a complete old or new file.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,8 @@ import pyarrow.parquet as pq
 
 from vrsearch.errors import VrsearchError
 from vrsearch.results import schema
-from vrsearch.results.atomic import write_atomic, write_text_atomic
+from vrsearch.results.atomic import write_atomic
+from vrsearch.results.atomic import write_text_atomic as write_text_atomic  # io.write_text_atomic
 from vrsearch.results.rundir import CASES_FILE, HISTORY_FILE, STUDY_FILE, TRIALS_FILE, RunDir
 
 CASE_COLUMNS = [
@@ -80,7 +82,7 @@ def trial_conventions(row: dict | pd.Series) -> dict:
         return {}
 
 
-def merge_conventions(items) -> dict:
+def merge_conventions(items: Iterable[dict]) -> dict:
     """The conventions shared by ``items`` (dicts; empty ones ignored), or
     ``{"mixed": [...]}`` listing each distinct one if trials differ."""
     distinct: list[dict] = []
@@ -92,7 +94,7 @@ def merge_conventions(items) -> dict:
     return {"mixed": distinct}
 
 
-def read_conventions(path: str | Path, filesystem=None) -> dict:
+def read_conventions(path: str | Path, filesystem: Any = None) -> dict:
     """The conventions of a cases parquet file: its schema metadata, else
     :data:`LEGACY_CONVENTIONS` if it has the old ``asd_mm`` column, else {}."""
     try:
@@ -155,7 +157,8 @@ class Results:
     conventions: dict[str, Any] = field(default_factory=dict)
 
 
-def _results(trials, history, cases, study, conventions: dict) -> Results:
+def _results(trials: pd.DataFrame, history: pd.DataFrame, cases: pd.DataFrame, study: dict,
+             conventions: dict) -> Results:
     """Results with today's column names; conventions from cases.parquet, else the trial rows."""
     trials, history, cases = renamed(trials), renamed(history), renamed(cases)
     if not conventions and "metric_conventions" in trials.columns:
@@ -174,7 +177,6 @@ def _load_uri(uri: str) -> Results:
     import pyarrow.fs as pafs
     import yaml
 
-    from vrsearch.errors import VrsearchError
     from vrsearch.results import storage
 
     fs, base = storage.parse(uri)
@@ -186,7 +188,7 @@ def _load_uri(uri: str) -> Results:
         present = {n for n, info in zip(names, infos[1:]) if info.type == pafs.FileType.File}
         if not present & {STUDY_FILE, TRIALS_FILE}:
             raise VrsearchError(f"{uri}: not a vrsearch run directory (no {STUDY_FILE} or {TRIALS_FILE})")
-        study = {}
+        study: dict[str, Any] = {}
         if STUDY_FILE in present:
             with fs.open_input_stream(f"{base}/{STUDY_FILE}", compression=None) as f:
                 study = yaml.safe_load(f.read().decode("utf-8")) or {}
@@ -208,8 +210,6 @@ def _load_uri(uri: str) -> Results:
 def require_run_dir(path: Path, name: str | None = None) -> None:
     """Refuse (one line) a folder that is not a vrsearch run directory: no ``study.yaml``
     and no ``trials.parquet``. ``name``: how to call it in the message (e.g. its URI)."""
-    from vrsearch.errors import VrsearchError
-
     name = name or str(path)
     if not path.is_dir():
         raise VrsearchError(f"{name}: no such run directory")
@@ -225,7 +225,7 @@ def load(run_dir: Path | str) -> Results:
 
     from vrsearch.results.storage import is_uri
 
-    if is_uri(run_dir):
+    if isinstance(run_dir, str) and is_uri(run_dir):
         return _load_uri(run_dir)
     run_dir = Path(run_dir)
     require_run_dir(run_dir)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -20,7 +21,7 @@ from vrsearch.results.rundir import META_FILE, RunDir
 from vrsearch.results.stats import group_labels
 
 
-def _seed_text(seed) -> str:
+def _seed_text(seed: Any) -> str:
     try:
         value = float(seed)
     except (TypeError, ValueError):

@@ -131,7 +131,8 @@ class RunDir:
 
     def next_experiment(self) -> str:
         done = self.experiments()
-        return "tune" if not done else f"tune-{int(_EXPERIMENT.match(done[-1]).group(1) or 1) + 1}"
+        last = _EXPERIMENT.match(done[-1]) if done else None
+        return "tune" if last is None else f"tune-{int(last.group(1) or 1) + 1}"
 
     def is_run(self) -> bool:
         """Whether this folder holds a vrsearch run (its study or its trials table)."""

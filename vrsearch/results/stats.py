@@ -81,12 +81,24 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 from scipy import optimize
 from scipy import stats as sps
 
-from vrsearch.results.summary import (  # noqa: F401 - the public API of results statistics
-    CLASS_METRICS, EMPTY_FLAGS, ID_COLUMNS, METRIC_INFO, METRICS, budget, case_values, empty_counts, group_labels,
-    metric_columns, select_best, summarize, trial_metrics,
+from vrsearch.results.summary import (  # the public API of results statistics
+    CLASS_METRICS,
+    EMPTY_FLAGS,
+    ID_COLUMNS,
+    METRIC_INFO,
+    METRICS,
+    budget,
+    case_values,
+    empty_counts,
+    group_labels,
+    metric_columns,
+    select_best,
+    summarize,
+    trial_metrics,
 )
 
 __all__ = [
@@ -101,7 +113,7 @@ HEADLINE_COLUMNS = ["group", "n_seeds", "n_cases", "mean_diff", "ci_low", "ci_hi
 CASE_LEVEL_COLUMNS = ["group", "n_seeds", "n_cases", "mean_diff", "wilcoxon", "p", "p_holm", "rank_biserial"]
 
 
-def holm(p) -> np.ndarray:
+def holm(p: ArrayLike) -> np.ndarray:
     """Holm–Bonferroni step-down adjusted p-values (controls the family-wise
     error rate across all tests, without assuming they are independent).
 
@@ -124,7 +136,7 @@ def holm(p) -> np.ndarray:
     return out
 
 
-def seed_test(diffs, level: float = 0.95) -> dict[str, np.ndarray]:
+def seed_test(diffs: ArrayLike, level: float = 0.95) -> dict[str, np.ndarray]:
     """The headline test on per-seed differences ``diffs[..., seed]`` (arm − baseline),
     vectorised over any leading axes: one-sample t-test of mean 0 with n − 1 df.
 
@@ -155,7 +167,7 @@ def _power_multiplier(n: int, alpha: float, power: float) -> float:
     return float(optimize.brentq(excess, 0.0, high, xtol=1e-10))
 
 
-def min_detectable(sd, n_seeds: int, alpha: float = 0.05, power: float = 0.80):
+def min_detectable(sd: ArrayLike, n_seeds: float, alpha: float = 0.05, power: float = 0.80) -> float | np.ndarray:
     """Minimal detectable difference of :func:`seed_test`: the true mean difference it
     rejects with probability ``power`` at two-sided level ``alpha`` when the per-seed
     differences have standard deviation ``sd`` (``k·sd/√n``, ``k`` from the noncentral
@@ -201,13 +213,13 @@ def headline_tests(trials: pd.DataFrame, cases: pd.DataFrame, baseline: str = "b
         diffs, n_cases = seed_differences(values, group, baseline)
         res = seed_test(diffs.to_numpy(), level)
         rows.append({"group": group, "n_cases": n_cases, **res,
-                     "mdd": float(min_detectable(res["sd"], res["n_seeds"], alpha, power))})
+                     "mdd": float(min_detectable(res["sd"], float(res["n_seeds"]), alpha, power))})
     out = pd.DataFrame(rows, columns=[c for c in HEADLINE_COLUMNS if c != "p_holm"])
     out.insert(HEADLINE_COLUMNS.index("p_holm"), "p_holm", holm(out["p"].to_numpy(dtype=float)))
     return out.astype({"n_seeds": int, "n_cases": int})
 
 
-def rank_biserial(diffs) -> float:
+def rank_biserial(diffs: ArrayLike) -> float:
     """Matched-pairs rank-biserial correlation (W+ − W−)/(W+ + W−) over the
     non-zero differences ranked by magnitude: +1 = the arm wins every pair,
     −1 = it loses every pair (the effect size that goes with Wilcoxon)."""

@@ -25,79 +25,28 @@ only files changed remotely.
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from vrsearch.errors import VrsearchError
-from vrsearch.results.atomic import write_atomic, write_text_atomic
-from vrsearch.results.rundir import LOCK_FILE, MIRRORED_DIRS, SMALL_FILES
+from vrsearch.results.atomic import write_text_atomic
+from vrsearch.results.rundir import SMALL_FILES as SMALL_FILES  # storage.SMALL_FILES
+from vrsearch.results.storage_fs import (
+    MANIFEST,
+    _download,
+    _remote_files,
+    _require,
+    _short,
+    _stat,
+    _upload,
+    check_uri,
+    is_uri,
+    local_files,
+    location,
+    parse,
+)
 
-MANIFEST = ".storage-manifest.json"
-#: files never mirrored: a run's lock, a checkpoint folder's claim (held by live processes)
-_LOCAL_ONLY = (LOCK_FILE, ".claim")
-SECRET_PARAMS = {"access_key", "secret_key", "session_token", "aws_access_key_id", "aws_secret_access_key",
-                 "aws_session_token", "access_token", "token", "password", "credentials"}
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
-_TEMP = re.compile(r"^\..+\.tmp$")
-_CHUNK = 1 << 20
-
-
-def is_uri(text) -> bool:
-    """``scheme://...`` (``file://`` included); a plain path or a Path is not."""
-    return isinstance(text, str) and bool(_SCHEME.match(text))
-
-
-def _bare(uri: str) -> str:
-    """The URI without user info and query (for messages about a refused URI)."""
-    p = urlsplit(uri)
-    return urlunsplit((p.scheme, p.hostname or "", p.path, "", ""))
-
-
-def check_uri(uri: str) -> None:
-    """Refuse credentials inside a storage URI (they belong in the environment)."""
-    if not is_uri(uri):
-        return
-    p = urlsplit(uri)
-    keys = {k.lower() for k, _ in parse_qsl(p.query, keep_blank_values=True)}
-    if "@" in p.netloc or keys & SECRET_PARAMS:
-        raise VrsearchError(
-            f"{_bare(uri)}: credentials in a storage URI are refused (they would be written to study.yaml "
-            "and logs); pass them through the environment (e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, "
-            "GOOGLE_APPLICATION_CREDENTIALS)")
-
-
-def location(storage: str, name: str) -> str:
-    """A study's place under ``storage``: ``<storage>/<name>`` (query options kept)."""
-    if not is_uri(storage):
-        return str(Path(storage).expanduser().absolute() / name)
-    p = urlsplit(storage)
-    return urlunsplit(p._replace(path=p.path.rstrip("/") + "/" + name))
-
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
-def parse(uri: str):
-    """``(pyarrow filesystem, base path)`` of a URI or plain path."""
-    import pyarrow.fs as pafs
-
-    check_uri(uri)
-    if not is_uri(uri):
-        return pafs.LocalFileSystem(), str(Path(uri).expanduser().absolute())
-    try:
-        fs, path = pafs.FileSystem.from_uri(uri)
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid/OSError/ValueError
-        raise VrsearchError(f"{uri}: not a usable storage URI ({_short(exc)})") from None
-    return fs, path.rstrip("/") or path
-
-
-def _object_store(fs) -> bool:
-    return fs.type_name in ("s3", "gcs")
+__all__ = ["MANIFEST", "SMALL_FILES", "check_uri", "forget", "is_uri", "local_files", "location", "parse", "pull",
+           "push", "put", "read_bytes", "remove", "synced_with"]
 
 
 # --- the manifest ---------------------------------------------------------
@@ -128,93 +77,7 @@ def forget(run_dir: Path | str) -> None:
     (Path(run_dir) / MANIFEST).unlink(missing_ok=True)
 
 
-# --- listing --------------------------------------------------------------
-
-
-def _mirrored(rel: str) -> bool:
-    parts = rel.split("/")
-    if _TEMP.match(parts[-1]) or parts[-1].endswith("-journal") or parts[-1] in _LOCAL_ONLY:
-        return False
-    if len(parts) == 1:
-        return parts[0] != MANIFEST
-    return parts[0] in MIRRORED_DIRS
-
-
-def _stat(path: Path) -> list[int] | None:
-    try:
-        st = path.lstat()
-    except OSError:
-        return None
-    import stat
-
-    return [st.st_size, st.st_mtime_ns] if stat.S_ISREG(st.st_mode) else None
-
-
-def local_files(run_dir: Path) -> dict[str, list[int]]:
-    """``{relative path: [size, mtime_ns]}`` of the files of ``run_dir`` that are mirrored."""
-    out: dict[str, list[int]] = {}
-    for root, dirs, files in os.walk(run_dir):
-        rel_root = Path(root).relative_to(run_dir).as_posix()
-        if rel_root == ".":
-            dirs[:] = [d for d in dirs if d in MIRRORED_DIRS]
-        for name in files:
-            rel = name if rel_root == "." else f"{rel_root}/{name}"
-            st = _stat(Path(root) / name) if _mirrored(rel) else None
-            if st is not None:
-                out[rel] = st
-    return out
-
-
-def _remote_files(fs, base: str) -> dict[str, list]:
-    import pyarrow.fs as pafs
-
-    out = {}
-    for info in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
-        if info.type == pafs.FileType.File:
-            rel = info.path[len(base):].lstrip("/")
-            if _mirrored(rel):
-                out[rel] = [info.size, info.mtime_ns]
-    return out
-
-
-def _require(fs, base: str, uri: str) -> None:
-    import pyarrow.fs as pafs
-
-    try:
-        info = fs.get_file_info(base)
-    except Exception as exc:  # noqa: BLE001
-        raise VrsearchError(f"{uri}: cannot read ({_short(exc)})") from None
-    if info.type == pafs.FileType.NotFound:
-        raise VrsearchError(f"{uri}: no such run directory")
-
-
-# --- transfers ------------------------------------------------------------
-
-
-def _upload(fs, local: Path, dest: str) -> None:
-    if _object_store(fs):  # an object is visible only once complete
-        with local.open("rb") as src, fs.open_output_stream(dest, compression=None) as out:
-            shutil.copyfileobj(src, out, _CHUNK)
-        return
-    parent, name = dest.rsplit("/", 1)
-    fs.create_dir(parent, recursive=True)
-    tmp = f"{parent}/.{name}.{os.getpid()}.tmp"
-    with local.open("rb") as src, fs.open_output_stream(tmp, compression=None) as out:
-        shutil.copyfileobj(src, out, _CHUNK)
-    try:
-        fs.move(tmp, dest)
-    except NotImplementedError:  # pyarrow's ArrowNotImplementedError is one
-        fs.delete_file(tmp)
-        with local.open("rb") as src, fs.open_output_stream(dest, compression=None) as out:
-            shutil.copyfileobj(src, out, _CHUNK)
-
-
-def _download(fs, src: str, dest: Path) -> None:
-    def write(tmp: Path) -> None:
-        with fs.open_input_stream(src, compression=None) as inp, tmp.open("wb") as out:
-            shutil.copyfileobj(inp, out, _CHUNK)
-
-    write_atomic(dest, write)
+# --- push, pull, single files ---------------------------------------------
 
 
 def push(run_dir: Path | str, uri: str) -> dict[str, int]:
@@ -229,8 +92,8 @@ def push(run_dir: Path | str, uri: str) -> dict[str, int]:
     deleted = 0
     try:
         local = local_files(run_dir)
-        for rel, stat in sorted(local.items()):
-            if files.get(rel, {}).get("local") == stat:
+        for rel, listed in sorted(local.items()):
+            if files.get(rel, {}).get("local") == listed:
                 continue
             stat = _stat(run_dir / rel)  # just before reading: a later change is pushed next time
             if stat is None:

@@ -20,76 +20,27 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from vrsearch.errors import VrsearchError
 from vrsearch.results import io
-from vrsearch.results.table_view import Column, Section, latex, markdown, terminal_view
 from vrsearch.results.stats import (
-    METRIC_INFO, METRICS, budget, case_level_tests, empty_counts, group_labels, headline_tests, metric_columns,
-    summarize, trial_metrics,
+    METRIC_INFO,
+    METRICS,
+    budget,
+    case_level_tests,
+    empty_counts,
+    group_labels,
+    headline_tests,
+    metric_columns,
+    summarize,
+    trial_metrics,
 )
+from vrsearch.results.table_cells import finite, format_cell, group_order, pp_span, span, stars
+from vrsearch.results.table_view import Column, Section, latex, markdown, terminal_view
 
-DASH = "-"
 ALPHA, POWER, LEVEL = 0.05, 0.80, 0.95
-
-
-def stars(p: float) -> str:
-    """Significance marker of a Holm-adjusted p-value."""
-    if p is None or not math.isfinite(p):
-        return ""
-    return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else ""
-
-
-def _finite(x: Any) -> bool:
-    try:
-        return math.isfinite(float(x))
-    except (TypeError, ValueError):
-        return False
-
-
-def _format(row: pd.Series, col: Column) -> str:
-    if col.kind == "text":
-        return str(row[col.key])
-    if col.kind == "counts":  # "pred_empty/label_empty" of one class
-        flags = [row.get(f"{f}/{col.key.split('/', 1)[1]}") for f in ("pred_empty", "label_empty")]
-        return "/".join(f"{float(v):.0f}" if _finite(v) else "?" for v in flags)
-    x = row[col.key]
-    if not _finite(x):
-        return DASH
-    if col.kind == "pair":  # paired seeds × cases of the headline test
-        return f"{x:.0f} × {float(row['n_cases']):.0f}"
-    x = float(x)
-    if col.kind in ("pct_ci", "delta_ci"):
-        half = row.get(col.key.replace("_mean", "_ci95") if col.kind == "pct_ci" else "delta_ci95", math.nan)
-        value = f"{100 * x:.1f}" if col.kind == "pct_ci" else f"{100 * x:+.1f}"
-        return f"{value} ± {100 * float(half):.1f}" if _finite(half) else value
-    if col.kind == "int":
-        return f"{x:.0f}"
-    if col.kind == "pct":
-        return f"{100 * x:.1f}"
-    if col.kind == "delta":
-        return f"{100 * x:+.1f}"
-    if col.kind in ("p", "p_sig"):
-        text = "<0.001" if x < 0.001 else f"{x:.3f}"
-        return f"{text} {stars(x)}".rstrip() if col.kind == "p_sig" else text
-    if col.kind == "r":
-        return f"{x:+.2f}"
-    return f"{x:.2f}"  # mm, hours
-
-
-def _span(values) -> str:
-    """"3" or "2–3" for the distinct finite counts in ``values``."""
-    v = sorted({int(x) for x in values if _finite(x)})
-    return "?" if not v else str(v[0]) if len(v) == 1 else f"{v[0]}–{v[-1]}"
-
-
-def _pp_span(values) -> str:
-    """"3.2" or "3.2–4.1" (percentage points) for the finite ``values``; "?" without any."""
-    v = sorted(100 * float(x) for x in values if _finite(x))
-    return "?" if not v else f"{v[0]:.1f}" if f"{v[0]:.1f}" == f"{v[-1]:.1f}" else f"{v[0]:.1f}–{v[-1]:.1f}"
 
 
 @dataclass
@@ -154,11 +105,11 @@ class AblationTable:
         arms = self._arms()
         where = f"{self.slice}; " if self.slice else ""
         return (f"{where}{self.split} split. Dice: mean over seeds ± 95 % t-CI. Δ, p vs '{self.baseline}': paired "
-                f"t-test over the {_span(arms['n_seeds'])} seeds both groups share (per seed: the trial's "
-                f"{self.split} Dice over {_span(arms['n_cases'])} cases), ± = 95 % CI, Holm across "
+                f"t-test over the {span(arms['n_seeds'])} seeds both groups share (per seed: the trial's "
+                f"{self.split} Dice over {span(arms['n_cases'])} cases), ± = 95 % CI, Holm across "
                 f"{len(arms)} arm(s) (* p<0.05, ** p<0.01, *** p<0.001). MDD: the difference this test detects "
                 f"with 80 % power (α = 0.05, before Holm) given the observed seed-to-seed spread; with "
-                f"{_span(arms['n_seeds'])} seeds, true differences smaller than {_pp_span(arms['mdd'])} pp are "
+                f"{span(arms['n_seeds'])} seeds, true differences smaller than {pp_span(arms['mdd'])} pp are "
                 "likely to be missed. Bold = best per column; iterations and hours summed over the group's trials.")
 
     def case_caption(self) -> str:
@@ -190,11 +141,11 @@ class AblationTable:
         column); ``arms_only`` leaves the baseline row out."""
         frame = self._arms() if arms_only else self.frame
         best: dict[str, float] = {}
-        for col in cols:
-            values = pd.to_numeric(self.frame[col.key], errors="coerce").dropna() if col.best else None
-            if col.best and values.nunique() > 1:  # a tie across every row highlights nothing
+        for col in (c for c in cols if c.best):
+            values = pd.to_numeric(self.frame[col.key], errors="coerce").dropna()
+            if values.nunique() > 1:  # a tie across every row highlights nothing
                 best[col.key] = values.max() if col.best == "max" else values.min()
-        return [[(_format(row, c), c.key in best and _finite(row[c.key]) and float(row[c.key]) == best[c.key])
+        return [[(format_cell(row, c), c.key in best and finite(row[c.key]) and float(row[c.key]) == best[c.key])
                  for c in cols] for _, row in frame.iterrows()]
 
     # -- files -------------------------------------------------------------------------------------------
@@ -227,16 +178,6 @@ class AblationTable:
         io.write_text_atomic(md, self.to_markdown())
         io.write_text_atomic(tex, self.to_latex())
         return [md, tex, self.to_csv(out_dir / f"{stem}.csv")]
-
-
-def group_order(groups: list[str], study: dict | None, baseline: str | None) -> list[str]:
-    """Baseline first, then the study's ablation arms in study order, then the rest sorted."""
-    search = (study or {}).get("search") or {}
-    arms = [a.get("name") for a in (search.get("arms") or []) if isinstance(a, dict)]
-    present = list(dict.fromkeys(groups))
-    order = [baseline] if baseline in present else []
-    order += [a for a in arms if a in present and a not in order]
-    return order + sorted(g for g in present if g not in order)
 
 
 def _per_class(trials: pd.DataFrame, cases: pd.DataFrame, split: str, order: list[str]) -> pd.DataFrame:

@@ -34,8 +34,8 @@ import numpy as np
 
 from vrsearch.errors import StudyError
 from vrsearch.study.load import build_study, set_path
-from vrsearch.study.space import active, default_point, ordered_space  # noqa: F401  (re-exported)
 from vrsearch.study.schema import Dimension, Study
+from vrsearch.study.space import active, default_point, ordered_space  # noqa: F401  (re-exported)
 
 SEED_KEY = "train.seed"
 ARM_KEY, GROUP_KEY = "arm", "group"

@@ -11,8 +11,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from vrsearch.errors import StudyError, VrsearchError
 from vrsearch.core.names import did_you_mean
+from vrsearch.errors import StudyError, VrsearchError
 from vrsearch.methods import get_method
 from vrsearch.registry import MethodParams
 from vrsearch.study.schema import Study
@@ -132,7 +132,9 @@ def _validate_params(study: Study) -> MethodParams:
                 f"method.params.{key}: unknown parameter of method {spec.name!r}"
                 f"{did_you_mean(key, spec.params.model_fields)}"
             ) from None
-        raise StudyError(format_validation_error(exc, "method.params")) from None
+        knob = str(first["loc"][0]) if first["loc"] else ""
+        about = f" — {spec.description(knob)}" if spec.description(knob) else ""
+        raise StudyError(format_validation_error(exc, "method.params") + about) from None
     if spec.data_needs(params).unlabeled and study.train.batch.unlabeled == 0:
         raise StudyError(f"train.batch.unlabeled: method {spec.name!r} trains on unlabeled images, "
                          "so the batch needs at least 1 (got 0)")

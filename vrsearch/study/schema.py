@@ -17,11 +17,32 @@ from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from vrsearch.core.config import (  # noqa: F401  (the sections, re-exported: a Study is made of them)
-    AugmentConfig, BatchConfig, DatasetConfig, EvalConfig, IntensityConfig, MethodConfig, ModelConfig, NonNegInt,
-    OptimizerConfig, PhantomOptions, PosFloat, PosInt, ResourcesConfig, ScheduleConfig, StrictModel, TrainConfig,
+    AugmentConfig,
+    BatchConfig,
+    DatasetConfig,
+    EvalConfig,
+    IntensityConfig,
+    MethodConfig,
+    ModelConfig,
+    NonNegInt,
+    OptimizerConfig,
+    PhantomOptions,
+    PosFloat,
+    PosInt,
+    ResourcesConfig,
+    ScheduleConfig,
+    StrictModel,
+    TrainConfig,
 )
 from vrsearch.study.search import (  # noqa: F401  (re-exported)
-    AblationArm, AblationDesign, Dimension, GridDesign, NoneDesign, RandomDesign, SearchConfig, SearchDesign,
+    AblationArm,
+    AblationDesign,
+    Dimension,
+    GridDesign,
+    NoneDesign,
+    RandomDesign,
+    SearchConfig,
+    SearchDesign,
 )
 
 
