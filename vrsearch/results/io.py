@@ -48,9 +48,10 @@ TRIAL_COLUMNS = [
     "test_dice", "test_jaccard", "test_hd95_mm", "test_assd_mm", "wall_time_s",
     "n_labeled", "n_unlabeled", "n_val", "n_test", "config_json",
     "arm", "group", "config_hash", "group_hash", "device", "device_hours", "metric_conventions",
+    "node_id", "worker_nodes",
 ]
 _TEXT_COLUMNS = ("trial_id", "error", "status", "arm", "group", "config_hash", "group_hash", "device",
-                 "metric_conventions")
+                 "metric_conventions", "node_id", "worker_nodes")
 HISTORY_COLUMNS = ["trial_id", "iteration"]
 #: old column name → new, in every table (``asd_mm`` was always the symmetric pooled ASSD)
 RENAMED = {"asd_mm": "assd_mm", "test_asd_mm": "test_assd_mm", "val_asd_mm": "val_assd_mm"}
