@@ -61,7 +61,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 
 #: how long a retried trial waits for the claim of its own earlier attempt (on NFS a dead
-#: node's lock lasts until the server's lease for that node expires: 90 s on EFS)
+#: node's lock lasts until the server's lease for that node expires, commonly 90 s on NFSv4)
 CLAIM_WAIT_S = 300.0
 
 
