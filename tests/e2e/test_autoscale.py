@@ -161,9 +161,8 @@ def test_a_ddp_trial_spans_two_nodes_and_matches_a_one_node_run(cluster, tiny_ph
     assert len(set(trials["local"].worker_nodes.split(","))) == 1
     assert trials["cluster"].status == trials["local"].status == "completed"
     hist = {w: pd.read_parquet(r / "history.parquet").set_index("iteration") for w, r in runs.items()}
-    assert list(hist["cluster"].index) == list(hist["local"].index) == list(range(0, 7)) or \
-        list(hist["cluster"].index) == list(hist["local"].index)
-    diffs = {"loss": (hist["cluster"].loss - hist["local"].loss).abs().max()}
+    assert list(hist["cluster"].index) == list(hist["local"].index) and hist["cluster"].index.max() == 6
+    diffs = {col: (hist["cluster"][col] - hist["local"][col]).abs().max() for col in ("loss", "val_dice")}
     for col in ("best_val_dice", "final_val_dice", "test_dice", "test_hd95_mm"):
         diffs[col] = abs(float(trials["cluster"][col]) - float(trials["local"][col]))
     record(capsys, f"DDP trial's workers on {', '.join(short(n) for n in nodes)} (gloo across nodes)",
