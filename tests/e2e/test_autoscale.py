@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -22,7 +21,6 @@ import optuna
 import pandas as pd
 import pytest
 
-from tests.conftest import tiny_study_dict
 from tests.e2e.cluster import LoopbackAutoscalingCluster
 from tests.e2e.test_cli import VRSEARCH
 from tests.e2e.test_run import finished_results, write_study
@@ -95,7 +93,7 @@ def test_a_study_scales_up_survives_a_lost_node_and_scales_down(cluster, tiny_ph
     before = finished_results(run)
     launched_before = cluster.workers()
     assert cluster.kill_node(lost), "no process of the node was found"
-    assert proc.wait(timeout=600) == 0, (tmp_path / "run.log").read_text()[-3000:]
+    assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
 
     trials = pd.read_parquet(run / "trials.parquet").set_index("trial_id", drop=False)
     after = finished_results(run)
@@ -137,7 +135,7 @@ def test_a_ddp_trial_spans_two_nodes_and_matches_a_one_node_run(cluster, tiny_ph
     rendezvous). The same study on a local Ray (one node, two workers, the loopback
     rendezvous) must give rank 0 the same curve and scores: each rank trains on the same
     seeded shard either way, every kernel runs single-threaded, and the only cross-rank
-    arithmetic — gloo's all-reduce of two gradient buckets — adds two numbers per
+    arithmetic — gloo's all-reduce of the gradients over two ranks — adds two numbers per
     element, which no placement can reorder. So the runs should agree to the bit;
     ``DDP_TOL`` (1e-6, a few float32 ulps of values near 1) would still let through a
     reduction that reassociated sums, and nothing bigger."""
