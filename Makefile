@@ -15,7 +15,7 @@ TORCH_INDEX   ?= https://download.pytorch.org/whl/cpu
 
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup browser quickstart test test-fast bench clean
+.PHONY: setup browser realdata quickstart test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,10 +32,18 @@ setup: $(STAMP)
 browser:
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
 
+# real scanner files for the real-file smoke test (tests/e2e/test_realfiles.py): Debian's
+# mricron-data (Colin27 T1 + AAL atlas, macaque T1) and insighttoolkit5-examples (a T1 in
+# LSA axes; its files live under /usr/share/doc, which a dpkg path-exclude would drop)
+REALDATA_FILES := /usr/share/mricron/templates/ch2.nii.gz \
+                  /usr/share/doc/insighttoolkit5-examples/examples/Data/KmeansTest_T1UCharRaw.nii.gz
+realdata:
+	@ls $(REALDATA_FILES) >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends mricron-data insighttoolkit5-examples; }
+
 quickstart: $(STAMP)
 	$(BIN)/vrsearch run studies/quickstart.yaml --fresh
 
-test: $(STAMP) browser
+test: $(STAMP) browser realdata
 	$(BIN)/python -m pytest -q --durations=15
 
 test-fast: $(STAMP)

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from vrsearch.engine.memory import peak_allocation
 from vrsearch.losses import SupervisedLoss
 from vrsearch.methods.base import Batch, BuildContext
-from vrsearch.registry import get_method
+from vrsearch.methods import get_method
 from vrsearch.study.schema import ModelConfig
 
 C = 14

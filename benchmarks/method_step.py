@@ -23,7 +23,7 @@ import torch
 
 from vrsearch.engine.trainer import Trainer
 from vrsearch.models.nets import SegNet
-from vrsearch.registry import all_methods
+from vrsearch.methods import all_methods
 from vrsearch.study import load_study
 
 
@@ -58,7 +58,7 @@ def measure(study_path: Path, name: str, patch: list[int], repeats: int, scratch
     steps, floors = [], []
     for k in range(repeats + 2):
         batch = src.batch(start + k)
-        x = batch.image if batch.unlabeled is None or not trainer.method.uses_unlabeled else \
+        x = batch.image if batch.unlabeled is None or not trainer.needs.unlabeled else \
             torch.cat([batch.image, batch.unlabeled])
         s = full_step(trainer, batch, start + k)
         f = floor_step(nets, x)

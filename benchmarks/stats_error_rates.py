@@ -7,7 +7,8 @@ table), all normal. Under the null μ_arm = μ_base. Compared, at α = 0.05:
 
 * paired t over shared seeds of per-seed means (``stats.seed_test``, the chosen one);
 * two-sample t over per-seed means (ignores the seed pairing);
-* hierarchical bootstrap: resample seeds, then cases within each, percentile p;
+* hierarchical bootstrap: resample seeds (``scipy.stats.bootstrap``), then cases within each,
+  percentile p;
 * the old pairing: Wilcoxon over (seed, case) pairs as if independent;
 * the case-level view: Wilcoxon over cases of seed-averaged differences.
 
@@ -59,14 +60,23 @@ def case_level(y):
 
 
 def hierarchical_bootstrap(y, rng, n_boot=999):
+    """Two-level percentile bootstrap of the mean difference: :func:`scipy.stats.bootstrap`
+    resamples the seeds (its percentile machinery gives the bootstrap distribution); the
+    statistic resamples the cases within each drawn seed (scipy has no nested resampling).
+    p = twice the smaller tail of the distribution beyond 0."""
     d = y[:, 0] - y[:, 1]
     n, seeds, cases = d.shape
     p = np.empty(n)
     for i in range(n):
-        si = rng.integers(0, seeds, (n_boot, seeds))
-        ci = rng.integers(0, cases, (n_boot, seeds, cases))
-        means = d[i][si[:, :, None], ci].mean(axis=(1, 2))
-        p[i] = min(1.0, 2 * min((means <= 0).mean(), (means >= 0).mean()))
+        def mean_of_resampled_cases(idx, axis=-1, di=d[i]):
+            idx = np.asarray(idx, dtype=int)
+            ci = rng.integers(0, cases, idx.shape + (cases,))
+            return di[idx[..., None], ci].mean(axis=(-2, -1))
+
+        res = sps.bootstrap((np.arange(seeds),), mean_of_resampled_cases, n_resamples=n_boot, vectorized=True,
+                            method="percentile", rng=rng)
+        dist = res.bootstrap_distribution
+        p[i] = min(1.0, 2 * min((dist <= 0).mean(), (dist >= 0).mean()))
     return p
 
 

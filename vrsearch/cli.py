@@ -26,7 +26,8 @@ app = typer.Typer(
     rich_markup_mode=None,
     add_completion=False,
 )
-data_app = typer.Typer(help="Datasets: generate the built-in phantom (nnU-Net or FLARE22 layout).", no_args_is_help=True, rich_markup_mode=None)
+data_app = typer.Typer(help="Datasets: generate the built-in phantom (nnU-Net or FLARE22 layout) or build the "
+                       "real-file smoke-test dataset.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 
 SetOption = Annotated[
@@ -155,10 +156,10 @@ def resume(
 @app.command()
 def methods() -> None:
     """List registered methods with their knobs and defaults."""
-    from vrsearch.registry import all_methods
+    from vrsearch.methods import all_methods
 
     for spec in all_methods():
-        flag = "  [needs unlabeled data]" if spec.needs_unlabeled else ""
+        flag = "  [needs unlabeled data]" if spec.data_needs().unlabeled else ""
         typer.echo(f"{spec.name}{flag}")
         if spec.summary:
             typer.echo(f"    {spec.summary}")
@@ -306,6 +307,28 @@ def data_phantom(
             raise VrsearchError(str(exc)) from None
         typer.echo(f"phantom written to {root} ({layout.value} layout, {population.value} population; "
                    f"{cases} labeled, {unlabeled} unlabeled, {test} test)")
+
+
+@data_app.command("realfiles")
+def data_realfiles(
+    out: Annotated[Path, typer.Argument(help="Output directory (created).")],
+    mricron: Annotated[Optional[Path], typer.Option(
+        help="Debian mricron-data's templates folder (default /usr/share/mricron/templates).")] = None,
+    itk: Annotated[Optional[Path], typer.Option(
+        help="Debian insighttoolkit5-examples' Data folder (default "
+             "/usr/share/doc/insighttoolkit5-examples/examples/Data).")] = None,
+) -> None:
+    """Build the real-file smoke-test dataset (MSD layout, MRI): blocks of a real T1 with AAL lobes on
+    grids of real headers, plus two real unlabeled T1s. A smoke test, not a benchmark."""
+    from vrsearch.data.realfiles import Sources, write_realfiles
+
+    with user_errors():
+        try:
+            where = {k: v for k, v in {"mricron": mricron, "itk": itk}.items() if v is not None}
+            root = write_realfiles(out, Sources(**where))
+        except FileExistsError as exc:
+            raise VrsearchError(str(exc)) from None
+        typer.echo(f"real-file smoke-test dataset written to {root} (msd layout, MRI; 6 labeled, 2 unlabeled)")
 
 
 def main() -> None:  # pragma: no cover - console entry point

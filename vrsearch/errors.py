@@ -12,3 +12,7 @@ class VrsearchError(Exception):
 
 class DataError(VrsearchError):
     """Bad or missing data; the message names the file."""
+
+
+class StudyError(VrsearchError):
+    """A study file (or an override of it) is invalid; the message names the field."""

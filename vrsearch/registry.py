@@ -2,19 +2,23 @@
 
 A method is data, not a subclass tree: its name, citation, a pydantic
 ``Params`` model whose fields are every knob the paper searches or ablates
-(with the paper's defaults), capability flags and a builder. Ablation arms
-are *values* of those fields in a study file.
+(with the paper's defaults), the data it needs (a function of its Params) and a
+builder. Ablation arms are *values* of those fields in a study file.
+
+This module only holds the specs; :mod:`vrsearch.methods` discovers and imports
+every method module and is where they are looked up (``get_method``).
 """
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from vrsearch.core.names import did_you_mean
+from vrsearch.core.step import DataNeeds
 from vrsearch.errors import VrsearchError
 
 
@@ -29,6 +33,7 @@ class MethodSpec:
     """A registered method.
 
     ``build(params, ctx)`` returns a :class:`vrsearch.methods.base.Method`.
+    ``needs(params)`` says what data the step reads (:class:`~vrsearch.core.step.DataNeeds`).
     ``defaults`` overrides the Params defaults (used for variants such as
     ``fully_supervised``, which is ``supervised`` with ``all_labels=True``).
     ``terms`` maps every logged term (``loss`` and the names of ``StepOutput.terms``,
@@ -41,7 +46,7 @@ class MethodSpec:
     build: Callable[..., Any]
     citation: str = ""
     summary: str = ""
-    needs_unlabeled: bool = False
+    needs: Callable[[Any], DataNeeds] = lambda params: DataNeeds()
     defaults: Mapping[str, Any] = field(default_factory=dict)
     terms: Mapping[str, str] = field(default_factory=dict)
 
@@ -56,6 +61,17 @@ class MethodSpec:
         merged = {**self.defaults, **dict(raw or {})}
         return self.params.model_validate(merged)
 
+    def data_needs(self, params: MethodParams | Mapping[str, Any] | None = None) -> DataNeeds:
+        """The data the step reads with these params (the defaults when None)."""
+        if not isinstance(params, MethodParams):
+            params = self.validate(params)
+        return self.needs(params)
+
+
+def unlabeled(params: Any = None) -> DataNeeds:
+    """The needs of a semi-supervised step: unlabeled images besides the labeled ones."""
+    return DataNeeds(unlabeled=True)
+
 
 _REGISTRY: dict[str, MethodSpec] = {}
 
@@ -66,7 +82,7 @@ def register_method(
     params: type[MethodParams],
     citation: str = "",
     summary: str = "",
-    needs_unlabeled: bool = False,
+    needs: Callable[[Any], DataNeeds] | None = None,
     defaults: Mapping[str, Any] | None = None,
     terms: Mapping[str, str] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -84,7 +100,7 @@ def register_method(
             build=build,
             citation=citation,
             summary=summary,
-            needs_unlabeled=needs_unlabeled,
+            needs=needs or (lambda params: DataNeeds()),
             defaults=dict(defaults or {}),
             terms=dict(terms or {}),
         )
@@ -93,19 +109,9 @@ def register_method(
     return deco
 
 
-def did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    """``"; did you mean 'x'?"`` for the closest candidate, or ``""``."""
-    close = difflib.get_close_matches(str(word), list(candidates), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def _ensure_loaded() -> None:
-    import vrsearch.methods  # noqa: F401  (registers every method)
-
-
-def get_method(name: str) -> MethodSpec:
-    """Look a method up by name; unknown names raise with a suggestion."""
-    _ensure_loaded()
+def lookup(name: str) -> MethodSpec:
+    """The spec registered under ``name``; unknown names raise with a suggestion. The
+    methods must have been imported (:func:`vrsearch.methods.get_method` does that)."""
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -115,17 +121,17 @@ def get_method(name: str) -> MethodSpec:
         ) from None
 
 
-def all_methods() -> list[MethodSpec]:
-    _ensure_loaded()
+def registered() -> list[MethodSpec]:
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
 
 
 __all__ = [
+    "DataNeeds",
     "MethodParams",
     "MethodSpec",
     "ValidationError",
-    "all_methods",
-    "did_you_mean",
-    "get_method",
+    "lookup",
     "register_method",
+    "registered",
+    "unlabeled",
 ]

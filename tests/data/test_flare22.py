@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from vrsearch.data.layouts import FLARE22_LABELS, LAYOUTS, Case, DatasetIndex, read_dataset
 from vrsearch.data.phantom import PhantomConfig, generate_case, phantom_affine, write_phantom
 from vrsearch.data.phantom_flare import write_phantom_flare22
+from vrsearch.core.step import DataNeeds
 from vrsearch.data.prepare import prepare_data
 from vrsearch.data.splits import make_split, pool_cases
 from vrsearch.errors import DataError
@@ -196,11 +197,11 @@ def test_flare_phantom_is_idempotent_and_refuses_other_content(tmp_path, flare_r
 def test_prepare_data_threads_the_pool_through(flare_root):
     cfg = DatasetConfig(layout="flare22", root=flare_root, labeled_ratio=1.0, val_fraction=0.2,
                         test_fraction=0.2, unlabeled_pool=2, patch_size=(16, 16, 16))
-    data = prepare_data(cfg, method="supervised", needs_unlabeled=True)
+    data = prepare_data(cfg, method="supervised", needs=DataNeeds(unlabeled=True))
     assert (len(data.split.labeled), len(data.split.val), len(data.split.test)) == (3, 1, 1)
     assert data.split.unlabeled == pool_cases(data.index, 0, 2) and len(data.split.unlabeled) == 2
     assert data.class_names == tuple(FLARE22_LABELS.values())
     with pytest.raises(DataError, match="dataset.unlabeled_pool is 4 but .* has only 3 unlabeled images"):
-        prepare_data(cfg.model_copy(update={"unlabeled_pool": 4}), method="supervised", needs_unlabeled=True)
+        prepare_data(cfg.model_copy(update={"unlabeled_pool": 4}), method="supervised", needs=DataNeeds(unlabeled=True))
     with pytest.raises(DataError, match="dataset.unlabeled_pool is 0"):
-        prepare_data(cfg.model_copy(update={"unlabeled_pool": 0}), method="mean_teacher", needs_unlabeled=True)
+        prepare_data(cfg.model_copy(update={"unlabeled_pool": 0}), method="mean_teacher", needs=DataNeeds(unlabeled=True))

@@ -52,7 +52,7 @@ def write_mr_dataset(root: Path, n: int = 4, scale: float = 1.0) -> Path:
 def prepared(root: Path, **intensity):
     cfg = DatasetConfig(layout="msd", root=root, labeled_ratio=0.5, val_fraction=0.25, test_fraction=0.25,
                         patch_size=(16, 16, 16), **({"intensity": intensity} if intensity else {}))
-    return prepare_data(cfg, method="supervised", needs_unlabeled=False)
+    return prepare_data(cfg, method="supervised")
 
 
 def scaled_image(data, case) -> np.ndarray:

@@ -31,7 +31,8 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     return lines[0]
 
 
-@pytest.mark.parametrize("args", [[], ["validate"], ["train"], ["methods"], ["data"], ["data", "phantom"]])
+@pytest.mark.parametrize("args", [[], ["validate"], ["train"], ["methods"], ["data"], ["data", "phantom"],
+                                  ["data", "realfiles"]])
 def test_help_everywhere(args):
     proc = cli(*args, "--help")
     assert proc.returncode == 0 and "Usage" in proc.stdout

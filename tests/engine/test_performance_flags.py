@@ -14,13 +14,15 @@ import torch
 from torch import nn
 
 from vrsearch.data import pipeline
+from vrsearch.engine import monitor as monitor_module
 from vrsearch.engine import trainer as trainer_module
 from vrsearch.engine.performance import CompileError, resolve_precision
 from vrsearch.engine.trainer import Trainer
 from vrsearch.errors import VrsearchError
 from vrsearch.study import load_study
 
-TRAINER_FILE = trainer_module.__file__
+#: the training loop's own files (the loop and its loss monitor)
+LOOP_FILES = {trainer_module.__file__, monitor_module.__file__}
 
 
 def quick(tiny_study, iterations: int = 3, **train):
@@ -177,13 +179,13 @@ def test_ddp_wrap_uses_bucket_views():
 
 # -- no host syncs in the step -------------------------------------------------
 def count_host_syncs(monkeypatch) -> list[str]:
-    """Count ``item``/``__float__``/``__bool__`` calls made from trainer.py's frames."""
+    """Count ``item``/``__float__``/``__bool__`` calls made from the loop's frames."""
     calls: list[str] = []
     for name in ("item", "__float__", "__bool__"):
         real = getattr(torch.Tensor, name)
 
         def wrapper(self, *a, _real=real, _name=name, **k):
-            if sys._getframe(1).f_code.co_filename == TRAINER_FILE:
+            if sys._getframe(1).f_code.co_filename in LOOP_FILES:
                 calls.append(_name)
             return _real(self, *a, **k)
 

@@ -18,7 +18,7 @@ import torch
 
 from vrsearch.engine.memory import peak_allocation
 from vrsearch.methods.base import BuildContext
-from vrsearch.registry import get_method
+from vrsearch.methods import get_method
 from vrsearch.study.schema import ModelConfig
 
 MB = 1_000_000

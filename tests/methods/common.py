@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from vrsearch.methods.base import Batch, BuildContext
-from vrsearch.registry import get_method
+from vrsearch.methods import get_method
 from vrsearch.study.schema import ModelConfig
 
 C = 3
@@ -17,7 +17,7 @@ def build_method(name: str, iterations: int = 10, **params):
     spec = get_method(name)
     torch.manual_seed(0)
     method = spec.build(spec.validate(params), BuildContext(MODEL, C, iterations, seed=0))
-    assert spec.needs_unlabeled and method.uses_unlabeled
+    assert spec.data_needs(params).unlabeled
     return method.train()
 
 

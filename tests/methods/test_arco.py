@@ -10,7 +10,7 @@ import torch
 
 from vrsearch.engine.trainer import Trainer
 from vrsearch.methods.mona import MONA
-from vrsearch.registry import get_method
+from vrsearch.methods import get_method
 from vrsearch.study import load_study
 
 from tests.methods.test_mona import SMALL, batch, build, fit
@@ -27,7 +27,7 @@ def test_defaults_are_the_papers():
     assert not {"lambda_eqv", "consistency", "student_augmentation", "teacher_augmentation"} & set(k)
     with pytest.raises(Exception, match="lambda_eqv"):
         get_method("arco").validate({"lambda_eqv": 1.0})
-    assert get_method("arco").needs_unlabeled
+    assert get_method("arco").data_needs().unlabeled
 
 
 def test_arco_is_mona_without_equivariance_and_heavy_augmentation():

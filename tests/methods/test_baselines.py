@@ -11,7 +11,7 @@ import torch
 from vrsearch.engine.trainer import Trainer
 from vrsearch.engine.trial import run_trial
 from vrsearch.methods.base import Batch, BuildContext
-from vrsearch.registry import get_method
+from vrsearch.methods import get_method
 from vrsearch.study import load_study
 from vrsearch.study.schema import ModelConfig
 

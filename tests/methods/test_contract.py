@@ -11,7 +11,7 @@ import yaml
 
 from vrsearch.engine.trainer import Trainer
 from vrsearch.methods.base import StepOutput
-from vrsearch.registry import all_methods, get_method
+from vrsearch.methods import all_methods, get_method
 from vrsearch.study import load_study, study_to_yaml
 from vrsearch.study.load import StudyError
 
@@ -74,7 +74,7 @@ def smallest_batch(name: str) -> dict:
     """The smallest batch a study may give the method: one labeled image, plus one
     unlabeled image when the method trains on unlabeled data (0 is refused then)."""
     spec = next(s for s in all_methods() if s.name == name)
-    return {"labeled": 1, "unlabeled": 1 if spec.needs_unlabeled else 0}
+    return {"labeled": 1, "unlabeled": 1 if spec.data_needs().unlabeled else 0}
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -96,7 +96,7 @@ def test_method_trains_on_its_smallest_valid_batch(name, tiny_study, tmp_path):
 def test_zero_unlabeled_is_refused_where_the_method_needs_unlabeled_images(name, tiny_study):
     spec = next(s for s in all_methods() if s.name == name)
     path = tiny_study(method={"name": name}, train={"batch": {"labeled": 1, "unlabeled": 0}})
-    if not spec.needs_unlabeled:
+    if not spec.data_needs().unlabeled:
         assert load_study(path).train.batch.unlabeled == 0
         return
     with pytest.raises(StudyError) as info:

@@ -13,7 +13,7 @@ from vrsearch.engine.trainer import Trainer
 from vrsearch.engine.trial import run_trial
 from vrsearch.methods.base import Batch, BuildContext
 from vrsearch.methods.lcl import LCL, agreement_dice, step_seed
-from vrsearch.registry import get_method
+from vrsearch.methods import get_method
 from vrsearch.study import load_study
 from vrsearch.study.load import StudyError
 from vrsearch.study.schema import ModelConfig

@@ -19,7 +19,7 @@ from vrsearch.methods.contrastive_common import (
 from vrsearch.methods.mona import MONA
 from vrsearch.models import build_segnet
 from vrsearch.models.heads import RepresentationHead, capture_outputs, decoder_stages
-from vrsearch.registry import get_method
+from vrsearch.methods import get_method
 from vrsearch.study import load_study
 from vrsearch.study.load import StudyError
 from vrsearch.study.schema import ModelConfig
@@ -65,7 +65,7 @@ def test_defaults_are_the_papers():
     assert (k["student_augmentation"], k["teacher_augmentation"]) == ("weak", "strong")
     assert k["tailness"] and k["consistency"] and k["diversity"] and k["stage"] == "both"
     assert k["stage1_fraction"] == 0.25 and k["stage1_checkpoint"] is None and k["sampler"] == "ns"
-    assert get_method("mona").needs_unlabeled
+    assert get_method("mona").data_needs().unlabeled
 
 
 def test_stage_schedule():

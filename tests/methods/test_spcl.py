@@ -12,7 +12,7 @@ from vrsearch.engine.trainer import Trainer
 from vrsearch.engine.trial import run_trial
 from vrsearch.methods.base import Batch, BuildContext
 from vrsearch.methods.spcl import SPCL, SPCLParams, flip_samples, random_view
-from vrsearch.registry import get_method
+from vrsearch.methods import get_method
 from vrsearch.study import load_study
 from vrsearch.study.load import StudyError
 from vrsearch.study.schema import ModelConfig
@@ -46,7 +46,7 @@ def test_defaults_are_the_papers():
     assert (knobs["lambda_position"], knobs["lambda_patient"], knobs["lambda_phase"]) == (1.0, 1e-3, 1e-2)
     assert (knobs["lambda_reg"], knobs["lambda_sp"], knobs["loss"]) == (0.1, 5e-3, "ce")
     assert (knobs["embedding_dim"], knobs["ema_decay"]) == (256, 0.99)
-    assert get_method("spcl").needs_unlabeled
+    assert get_method("spcl").data_needs().unlabeled
 
 
 def test_meta_labels():

@@ -11,7 +11,8 @@ import pytest
 
 from vrsearch.report import figures as F
 from vrsearch.report import importance as I  # noqa: E741
-from vrsearch.registry import get_method
+from vrsearch.report import studies as S
+from vrsearch.methods import get_method
 from vrsearch.results.names import trial_names
 from vrsearch.results.table import ablation_table
 from vrsearch.results import io
@@ -76,70 +77,75 @@ def _no_data(fig) -> bool:
     return len(fig.data) == 0 and any(str(a.text).startswith("no data") for a in fig.layout.annotations)
 
 
+def _study(trials, knobs=KNOBS):
+    return S.trials_study(trials, knobs, "best_val_dice", "max", {"train.optimizer.lr": {"log": True}})
+
+
+def test_trials_study_one_trial_per_scored_trial(run):
+    trials, _, _ = run
+    study = _study(trials)
+    done = study.get_trials()
+    assert [t.user_attrs["trial_id"] for t in done] == list(trials.trial_id)
+    assert [t.value for t in done] == list(trials.best_val_dice)
+    assert done[3].user_attrs["status"] == "stopped_early" and set(done[0].params) == {"k", "train.optimizer.lr", "sampler"}
+    assert done[0].distributions["train.optimizer.lr"].log and isinstance(done[0].distributions["sampler"],
+                                                           optuna.distributions.CategoricalDistribution)
+    with pytest.raises(ValueError, match="validation"):
+        S.trials_study(trials, KNOBS, "test_dice")
+
+
 def test_optimisation_history_best_so_far(run):
     trials, _, _ = run
-    fig = F.optimisation_history(trials)
+    fig = F.optimisation_history(_study(trials), "best_val_dice")
     best = [t for t in fig.data if t.mode == "lines"]
     assert len(best) == 1 and len(best[0].y) == len(trials)
     assert list(best[0].y) == list(trials["best_val_dice"].cummax())
-    assert {t.name for t in fig.data if t.mode == "markers"} == {"completed", "stopped_early"}
+    points = fig.data[0]
+    assert list(points.y) == list(trials["best_val_dice"])
+    assert list(points.hovertext) == [t if t != STOPPED else f"{t} (stopped early)" for t in trials.trial_id]
     assert fig.layout.xaxis.title.text and fig.layout.yaxis.title.text == "best_val_dice"
-    reordered = F.optimisation_history(trials.assign(when=np.arange(len(trials))[::-1]), order="when")
-    assert list([t for t in reordered.data if t.mode == "lines"][0].y)[0] == trials["best_val_dice"].iloc[-1]
-    mins = F.optimisation_history(trials, mode="min")
+    mins = F.optimisation_history(S.trials_study(trials, KNOBS, mode="min"), "best_val_dice")
     assert list([t for t in mins.data if t.mode == "lines"][0].y) == list(trials["best_val_dice"].cummin())
-    with pytest.raises(ValueError, match="validation"):
-        F.optimisation_history(trials, metric="test_dice")
+    assert _no_data(F.optimisation_history(None)) and _no_data(F.optimisation_history(_study(trials.iloc[0:0])))
 
 
-def test_parallel_coordinates_categorical_ticks(run):
+def test_parallel_coordinates_axes(run):
     trials, _, _ = run
-    fig = F.parallel_coordinates(trials, KNOBS, "best_val_dice")
-    (pc,) = fig.data
-    labels = [d.label for d in pc.dimensions]
-    assert labels == ["k", "train.optimizer.lr", "sampler", "best_val_dice"]
-    sampler = pc.dimensions[2]
-    assert list(sampler.ticktext) == ["ns", "sag", "sg"] and set(sampler.values) == {0, 1, 2}
-    assert list(pc.line.color) == list(trials["best_val_dice"])
-    assert pc.line.colorbar.title.text == "best_val_dice"
+    fig = F.parallel_coordinates(_study(trials), "best_val_dice")
+    assert list(fig.layout.xaxis.ticktext) == ["best_val_dice", "k", "sampler", "train.optimizer.lr"]  # Optuna sorts the parameters
+    lines = [t for t in fig.data if t.mode == "lines"]
+    assert len(lines) == len(trials)
+    shown = sorted(float(t.customdata[0][1]) for t in lines)
+    np.testing.assert_allclose(shown, sorted(trials["best_val_dice"]), atol=5e-4)  # hover: 3 significant digits
+    assert "best_val_dice" in fig.layout.title.text
+    assert _no_data(F.parallel_coordinates(_study(trials, [])))
 
 
-def test_slices_mean_std_per_value(run):
+def test_contour_of_two_varying_knobs(run):
     trials, _, _ = run
-    fig = F.slices(trials, KNOBS, "best_val_dice")
-    means = [t for t in fig.data if t.name == "mean ± std over seeds"]
-    points = [t for t in fig.data if t.name == "trials"]
-    assert len(means) == len(points) == len(KNOBS)
-    k = means[0]
-    expect = trials.groupby("config.method.params.k")["best_val_dice"]
-    assert list(k.x) == [5, 10, 15]
-    np.testing.assert_allclose(k.y, expect.mean().to_numpy())
-    np.testing.assert_allclose(k.error_y.array, expect.std().to_numpy())
-    assert [fig.layout[f"xaxis{i or ''}"].title.text for i in (0, 2, 3)] == ["k", "train.optimizer.lr", "sampler"]
-    assert fig.layout.yaxis.title.text == "best_val_dice"
-    assert fig.layout.xaxis2.type == "log" and fig.layout.xaxis3.type == "category"
-
-
-def test_contour_numeric_and_categorical(run):
-    trials, _, _ = run
-    fig = F.contour(trials, "method.params.k", "train.optimizer.lr", "best_val_dice")
-    kinds = [t.type for t in fig.data]
-    assert kinds == ["contour", "scatter"] and len(fig.data[1].x) == len(trials)
+    study = _study(trials)
+    fig = F.contour(study, "k", "train.optimizer.lr", "best_val_dice")
+    assert [t.type for t in fig.data][:2] == ["contour", "scatter"] and len(fig.data[1].x) == len(trials)
     assert fig.layout.xaxis.title.text == "k" and fig.layout.yaxis.title.text == "train.optimizer.lr"
-    z = np.asarray(fig.data[0].z)
-    assert z.shape == (40, 40) and np.nanmin(z) >= trials.best_val_dice.min() - 1e-9
-    heat = F.contour(trials, "method.params.sampler", "method.params.k", "best_val_dice")
-    assert heat.data[0].type == "heatmap" and np.asarray(heat.data[0].z).shape == (3, 3)
-    few = F.contour(trials.iloc[:2], "method.params.k", "train.optimizer.lr", "best_val_dice")
-    assert few.data[0].type in ("contour", "heatmap") and len(few.data[-1].x) == 2
+    assert fig.layout.yaxis.type == "log"
+    z = np.asarray(fig.data[0].z, dtype=float)
+    assert np.nanmax(z) == trials.best_val_dice.max() and np.nanmin(z) >= trials.best_val_dice.min()
+    heat = F.contour(study, "sampler", "k", "best_val_dice")
+    assert heat.data[0].type == "contour" and heat.layout.xaxis.title.text == "k"  # alphabetical, as Optuna
+    assert heat.layout.yaxis.title.text == "sampler" and heat.layout.yaxis.type == "category"
+    assert _no_data(F.contour(study, "k", "k")) and _no_data(F.contour(_study(trials.iloc[:1]), "k", "train.optimizer.lr"))
 
 
-def test_importance_bars_sorted():
-    fig = F.importance({"a.b": 0.2, "method.params.k": 0.7, "c": 0.1}, "fANOVA")
+def test_importance_bars_sorted(run):
+    trials, _, _ = run
+    study = _study(trials)
+    imp, _ = S.evaluate(study)
+    fig = F.importance(study, "best_val_dice")
     (bar,) = fig.data
-    assert list(bar.y) == ["c", "a.b", "k"] and list(bar.x) == [0.1, 0.2, 0.7]
-    assert "fANOVA" in fig.layout.title.text and fig.layout.xaxis.title.text and fig.layout.yaxis.title.text
-    assert _no_data(F.importance({}, "reason"))
+    assert sorted(bar.y) == sorted(imp) and list(bar.x) == sorted(bar.x)
+    np.testing.assert_allclose(sorted(bar.x), sorted(imp.values()))
+    assert "ANOVA" in fig.layout.title.text and fig.layout.xaxis.title.text and fig.layout.yaxis.title.text
+    assert _no_data(F.importance(_study(trials.iloc[:1])))
 
 
 def _optuna_study(storage: str, name: str, values: list[float]) -> None:
@@ -166,13 +172,42 @@ def test_param_importances_from_storage(tmp_path):
     assert imp == {} and "no Optuna storage" in reason and not (empty / "optuna.db").exists()
 
 
+def test_stored_study_keeps_numbers_and_shortens_names(tmp_path):
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    stored = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    dist = {"method.params.k": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    stored.add_trial(optuna.trial.create_trial(params={"method.params.k": 0.2}, distributions=dist, value=0.5))
+    stored.ask()  # an interrupted proposal: RUNNING
+    stored.add_trial(optuna.trial.create_trial(params={"method.params.k": 0.7}, distributions=dist, value=0.8))
+    study, reason = S.stored_study(url, "s")
+    assert reason == "" and [t.number for t in study.trials] == [0, 1, 2]
+    assert [t.params for t in S.completed(study)] == [{"k": 0.2}, {"k": 0.7}]
+    assert study.trials[1].state == optuna.trial.TrialState.FAIL  # not drawn, number kept
+
+
 def test_trial_importances(run):
     trials, _, _ = run
     imp, name = I.trial_importances(trials, KNOBS)
-    assert set(imp) == set(KNOBS) and "6 completed trials" in name
+    assert set(imp) == {"k", "train.optimizer.lr", "sampler"} and "6 completed trials" in name
     assert I.trial_importances(trials.iloc[:1], KNOBS)[0] == {}
     with pytest.raises(ValueError):
         I.trial_importances(trials, KNOBS, metric="test_dice")
+
+
+def test_slices_mean_std_per_value(run):
+    trials, _, _ = run
+    fig = F.slices(trials, KNOBS, "best_val_dice")
+    means = [t for t in fig.data if t.name == "mean ± std over seeds"]
+    points = [t for t in fig.data if t.name == "trials"]
+    assert len(means) == len(points) == len(KNOBS)
+    k = means[0]
+    expect = trials.groupby("config.method.params.k")["best_val_dice"]
+    assert list(k.x) == [5, 10, 15]
+    np.testing.assert_allclose(k.y, expect.mean().to_numpy())
+    np.testing.assert_allclose(k.error_y.array, expect.std().to_numpy())
+    assert [fig.layout[f"xaxis{i or ''}"].title.text for i in (0, 2, 3)] == ["k", "train.optimizer.lr", "sampler"]
+    assert fig.layout.yaxis.title.text == "best_val_dice"
+    assert fig.layout.xaxis2.type == "log" and fig.layout.xaxis3.type == "category"
 
 
 def test_learning_curves_one_line_per_trial(run):
@@ -278,10 +313,10 @@ def test_sampler_panel(run):
 
 def _all(trials, history, cases):
     return [
-        F.optimisation_history(trials),
-        F.parallel_coordinates(trials, KNOBS, "best_val_dice"),
+        F.optimisation_history(_study(trials)),
+        F.parallel_coordinates(_study(trials)),
         F.slices(trials, KNOBS, "best_val_dice"),
-        F.contour(trials, "method.params.k", "train.optimizer.lr", "best_val_dice"),
+        F.contour(_study(trials), "k", "train.optimizer.lr"),
         F.learning_curves(history, trials),
         F.loss_terms(history, trials),
         F.case_boxes(trials, cases),
@@ -303,5 +338,5 @@ def test_single_trial_does_not_crash(run):
     trials, history, cases = run
     one = trials.iloc[:1]
     figs = _all(one, history[history.trial_id == "t1-s0"], cases[cases.trial_id == "t1-s0"])
-    assert len(figs[0].data) == 2 and len(figs[4].data) == 1 and len(figs[6].data) == 1
+    assert sum(1 for t in figs[0].data if len(t.x)) == 2 and len(figs[4].data) == 1 and len(figs[6].data) == 1
     assert all(f.layout.title.text for f in figs)

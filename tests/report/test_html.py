@@ -98,7 +98,7 @@ def test_search_sections_and_figures(search_report):
     assert text.count('class="plotly-graph-div"') == 10  # every section but Overview and Ablation table
     assert "Could not render" not in text
     assert "Evaluator: " in text and "ANOVA" in text and "on 3 completed trials" in text
-    assert "order of completion (Optuna storage)" in text
+    assert "draw the stored Optuna study" in text
 
 
 def test_an_external_optuna_storage_is_read(tmp_path):
@@ -109,7 +109,7 @@ def test_an_external_optuna_storage_is_read(tmp_path):
     run_dir = search_run(tmp_path / "search", storage_url=f"sqlite:///{elsewhere}")
     text = build_report(run_dir)
     assert not (run_dir / "optuna.db").exists()
-    assert "on 3 completed trials" in text and "order of completion (Optuna storage)" in text
+    assert "on 3 completed trials" in text and "draw the stored Optuna study" in text
     assert headings(text) == SEARCH_SECTIONS
 
 

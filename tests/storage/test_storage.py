@@ -146,7 +146,7 @@ def test_local_path_storage_moves_whole_files(tmp_path):
 
 
 def test_failed_push_warns_and_is_retried_final_push_raises(tmp_path):
-    from vrsearch.orchestrate.runner import push_results
+    from vrsearch.orchestrate.mirror import push_results
 
     run = synthetic_run(tmp_path / "run")
     blocker = tmp_path / "blocker"

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from vrsearch.cli import app
 
 STUDIES = sorted((Path(__file__).resolve().parents[2] / "studies").glob("*.yaml"))
-LAPTOP = ("phantom", "quickstart")
+LAPTOP = ("phantom", "quickstart", "smoke")
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)

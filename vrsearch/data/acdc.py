@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from vrsearch.data.layouts import Case, DatasetIndex
+from vrsearch.data.cases import Case, DatasetIndex
 from vrsearch.errors import DataError
 
 ACDC_LABELS = {0: "background", 1: "right_ventricle", 2: "myocardium", 3: "left_ventricle"}

@@ -14,7 +14,7 @@ import numpy as np
 
 from vrsearch.data.layouts import Case, DatasetIndex
 from vrsearch.errors import DataError
-from vrsearch.study.schema import DatasetConfig, IntensityConfig
+from vrsearch.core.config import DatasetConfig, IntensityConfig
 
 #: the abdominal soft-tissue window (HU) used for CT when no clip is given
 CT_WINDOW = (-325.0, 325.0)

@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vrsearch.data.cases import Case, DatasetIndex
 from vrsearch.errors import DataError
 
 LAYOUTS = ("msd", "nnunet", "flare22", "acdc")
@@ -44,36 +44,6 @@ FLARE22_LABELS: dict[int, str] = dict(enumerate((
     "inferior_vena_cava", "right_adrenal_gland", "left_adrenal_gland",
     "gallbladder", "esophagus", "stomach", "duodenum", "left_kidney",
 )))
-
-
-@dataclass(frozen=True)
-class Case:
-    """One image (and its label map, if any). ``id`` is unique in a dataset."""
-
-    id: str
-    image: Path
-    label: Path | None
-    meta: Mapping[str, Any] = field(default_factory=dict, hash=False)
-
-
-@dataclass(frozen=True)
-class DatasetIndex:
-    """All cases of a dataset, grouped by role, with the class names."""
-
-    root: Path
-    name: str
-    labels: dict[int, str] = field(hash=False)
-    labeled: tuple[Case, ...]
-    unlabeled: tuple[Case, ...]
-    test: tuple[Case, ...]
-    #: imaging modality as the dataset declares it (``CT``, ``MRI``, ``T2``, ...; "" unknown):
-    #: chooses the intensity defaults (:mod:`vrsearch.data.intensity`)
-    modality: str = ""
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes including background."""
-        return len(self.labels)
 
 
 def read_dataset(layout: str, root: Path | str) -> DatasetIndex:

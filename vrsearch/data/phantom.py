@@ -30,7 +30,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -38,45 +38,11 @@ import nibabel as nib
 import numpy as np
 
 from vrsearch.data.phantom_anatomy import LABEL_NAMES, ORGANS, OrganSpec
+from vrsearch.data.phantom_config import PHANTOM_VERSION, POPULATIONS, PhantomConfig
 from vrsearch.data.phantom_render import _render, gallbladder_absent
 
 __all__ = ["ORGANS", "LABEL_NAMES", "OrganSpec", "PhantomConfig", "generate_case", "write_phantom",
-           "gallbladder_absent", "phantom_affine"]
-
-#: generator version per population: bump it whenever the bytes a population generates change,
-#: so that data written by an older generator is never taken for the current one
-#: (``tests/data/test_phantom.py::test_generator_output_is_pinned`` fails until you do)
-PHANTOM_VERSION = {"classic": 1, "cohort": 2}
-POPULATIONS = tuple(PHANTOM_VERSION)
-
-
-@dataclass(frozen=True)
-class PhantomConfig:
-    """What to build; subjects are numbered labeled, then unlabeled, then test."""
-
-    cases: int = 24
-    unlabeled: int = 24
-    test: int = 0
-    seed: int = 0
-    size: tuple[int, int, int] = (96, 96, 64)
-    spacing: tuple[float, float, float] = (3.5, 3.5, 4.0)
-    #: ``cohort``: subjects and scans vary like a multi-centre cohort (:mod:`~vrsearch.data.phantom_cohort`);
-    #: ``classic``: the original population, generator version 1 (one body, one scanner, portal-venous)
-    population: str = "cohort"
-
-    def __post_init__(self):
-        if self.population not in POPULATIONS:
-            raise ValueError(f"population must be one of {', '.join(POPULATIONS)}, got {self.population!r}")
-        object.__setattr__(self, "size", tuple(int(n) for n in self.size))
-        object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
-        if len(self.size) != 3 or min(self.size) < 8:
-            raise ValueError(f"size must be three ints >= 8, got {self.size}")
-        if len(self.spacing) != 3 or min(self.spacing) <= 0:
-            raise ValueError(f"spacing must be three positive floats, got {self.spacing}")
-        if min(self.cases, self.unlabeled, self.test, self.seed) < 0:
-            raise ValueError("cases, unlabeled, test and seed must be >= 0")
-        if self.cases + self.unlabeled + self.test > 1000:
-            raise ValueError("at most 1000 subjects (three-digit case ids)")
+           "gallbladder_absent", "phantom_affine", "PHANTOM_VERSION", "POPULATIONS"]
 
 
 def phantom_affine(config: PhantomConfig) -> np.ndarray:
@@ -141,29 +107,31 @@ def _dataset_json(config: PhantomConfig, entries: dict[str, list[dict]]) -> dict
     }
 
 
-def _finished(out: Path, stamp: dict) -> bool:
-    """True if ``out`` holds this phantom; False if absent or empty; else raise."""
+def _finished(out: Path, stamp: dict, marker: str = "phantom.json") -> bool:
+    """True if ``out`` holds the dataset of ``stamp`` (its ``marker`` file says so);
+    False if absent or empty; else raise. ``marker`` names the kind of dataset in messages."""
     if not out.exists():
         return False
-    marker = out / "phantom.json"
-    if out.is_dir() and marker.is_file():
+    what = Path(marker).stem
+    stamp_file = out / marker
+    if out.is_dir() and stamp_file.is_file():
         try:
-            found = json.loads(marker.read_text())
+            found = json.loads(stamp_file.read_text())
         except (OSError, ValueError):
             found = None
         if found == stamp:
             return True
-        raise FileExistsError(f"{out} holds a phantom made with other settings ({_difference(found, stamp)}); "
+        raise FileExistsError(f"{out} holds a {what} made with other settings ({_difference(found, stamp, marker)}); "
                               "remove it or pick another path")
     if not out.is_dir() or any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not a phantom dataset; refusing to overwrite it")
+        raise FileExistsError(f"{out} exists and is not a {what} dataset; refusing to overwrite it")
     return False
 
 
-def _difference(found, wanted: dict) -> str:
+def _difference(found, wanted: dict, marker: str = "phantom.json") -> str:
     """What differs between two stamps, e.g. ``population classic, wanted cohort``."""
     if not isinstance(found, dict):
-        return "unreadable phantom.json"
+        return f"unreadable {marker}"
     flat = lambda st: {**{k: v for k, v in st.items() if k != "config"},  # noqa: E731
                        "population": "classic", **(st.get("config") or {})}
     a, b = flat(found), flat(wanted)
@@ -171,24 +139,24 @@ def _difference(found, wanted: dict) -> str:
     return "; ".join(diff) or "unknown fields " + ", ".join(sorted(set(a) - set(b)))
 
 
-def begin(out: Path, stamp: dict) -> Path | None:
-    """None when ``out`` already holds the phantom of ``stamp``; else a fresh temporary
+def begin(out: Path, stamp: dict, marker: str = "phantom.json") -> Path | None:
+    """None when ``out`` already holds the dataset of ``stamp``; else a fresh temporary
     sibling folder to write into (see :func:`publish`). Other content raises."""
-    if _finished(out, stamp):
+    if _finished(out, stamp, marker):
         return None
     out.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
 
 
-def publish(tmp: Path, out: Path, stamp: dict) -> None:
-    """Stamp the finished dataset in ``tmp`` and rename it onto ``out`` (atomic; it
-    replaces a missing or empty directory). If a twin writer got there first with
-    the same stamp, ``tmp`` is dropped; any other existing content is an error."""
-    (tmp / "phantom.json").write_text(json.dumps(stamp, indent=2) + "\n")
+def publish(tmp: Path, out: Path, stamp: dict, marker: str = "phantom.json") -> None:
+    """Stamp the finished dataset in ``tmp`` (its ``marker`` file) and rename it onto
+    ``out`` (atomic; it replaces a missing or empty directory). If a twin writer got there
+    first with the same stamp, ``tmp`` is dropped; any other existing content is an error."""
+    (tmp / marker).write_text(json.dumps(stamp, indent=2) + "\n")
     try:
         os.rename(tmp, out)
     except OSError:
-        if not _finished(out, stamp):  # raises unless a twin writer just finished
+        if not _finished(out, stamp, marker):  # raises unless a twin writer just finished
             raise
         shutil.rmtree(tmp, ignore_errors=True)
 

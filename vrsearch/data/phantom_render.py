@@ -33,7 +33,7 @@ from vrsearch.data import phantom_cohort as cohort
 from vrsearch.data.phantom_anatomy import ORGANS, OrganSpec
 
 if TYPE_CHECKING:
-    from vrsearch.data.phantom import PhantomConfig
+    from vrsearch.data.phantom_config import PhantomConfig
 
 GALLBLADDER_ABSENT_P = 0.08
 ABSENCE_BLOCK = 24

@@ -21,8 +21,8 @@ from monai import transforms as T
 from monai.data import CacheDataset, Dataset
 
 from vrsearch.data.layouts import Case
-from vrsearch.methods.base import Batch
-from vrsearch.study.schema import DatasetConfig
+from vrsearch.core.config import DatasetConfig
+from vrsearch.core.step import Batch
 
 
 RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))

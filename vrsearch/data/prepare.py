@@ -11,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from vrsearch.core.step import DataNeeds
 from vrsearch.data.intensity import resolve
 from vrsearch.data.layouts import DatasetIndex, read_dataset
 from vrsearch.data.splits import Split, make_split, pool_cases
 from vrsearch.data.validate import check_dataset
 from vrsearch.errors import DataError
-from vrsearch.study.schema import DatasetConfig
+from vrsearch.core.config import DatasetConfig
 
 
 @dataclass(frozen=True)
@@ -64,10 +65,20 @@ def dataset_index(cfg: DatasetConfig) -> DatasetIndex:
     return read_dataset(cfg.layout, cfg.root)
 
 
-def prepare_data(cfg: DatasetConfig, *, method: str, needs_unlabeled: bool, all_labels: bool = False,
+def _check_meta(split: Split, needs: DataNeeds, method: str, index: DatasetIndex) -> None:
+    """Every training case carries the meta-labels the method reads."""
+    for key in needs.meta:
+        missing = [c for c in (*split.labeled, *split.unlabeled) if key not in c.meta]
+        if missing:
+            raise DataError(f"method {method} reads the '{key}' meta-label, but {len(missing)} training cases of "
+                            f"{index.root} have none (e.g. {missing[0].id}); the acdc layout provides 'phase'")
+
+
+def prepare_data(cfg: DatasetConfig, *, method: str, needs: DataNeeds = DataNeeds(),
                  check: bool = True) -> PreparedData:
-    """Index, check and split the dataset of a study (``cfg.unlabeled_pool``
-    picks how many of the dataset's own unlabeled images join training)."""
+    """Index, check and split the dataset of a study for a method with ``needs``
+    (``cfg.unlabeled_pool`` picks how many of the dataset's own unlabeled images join
+    training)."""
     index = dataset_index(cfg)
     if check:
         checked = index
@@ -81,10 +92,11 @@ def prepare_data(cfg: DatasetConfig, *, method: str, needs_unlabeled: bool, all_
         val_fraction=cfg.val_fraction,
         test_fraction=cfg.test_fraction,
         use_dataset_test=cfg.use_dataset_test,
-        all_labels=all_labels,
+        all_labels=needs.all_labels,
         unlabeled_pool=cfg.unlabeled_pool,
     )
-    if needs_unlabeled and not split.unlabeled:
+    _check_meta(split, needs, method, index)
+    if needs.unlabeled and not split.unlabeled:
         pool = "dataset.unlabeled_pool is 0" if cfg.unlabeled_pool == 0 else _NO_POOL.get(
             cfg.layout, "no unlabeled pool").format(root=index.root)
         raise DataError(

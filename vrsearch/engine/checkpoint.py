@@ -9,25 +9,19 @@ torch RNG and the iteration counter are the whole state.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from vrsearch.errors import VrsearchError
+from vrsearch.results.atomic import write_atomic
 
 FORMAT = 1
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, lambda tmp: torch.save(obj, tmp), "checkpoint")
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from torch import nn
 from vrsearch.data.layouts import Case
 from vrsearch.data.pipeline import intensity_transforms, geometry_transforms, load_transforms
 from vrsearch.engine.metrics import case_metrics
-from vrsearch.study.schema import DatasetConfig, EvalConfig
+from vrsearch.core.config import DatasetConfig, EvalConfig
 
 
 @dataclass

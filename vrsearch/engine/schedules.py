@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from vrsearch.components.schedules import sigmoid_rampup
-from vrsearch.study.schema import ScheduleConfig
+from vrsearch.core.config import ScheduleConfig
 
 __all__ = ["lr_at", "sigmoid_rampup"]
 

@@ -7,7 +7,8 @@ model on validation, checkpoints everything needed to resume bit-for-bit,
 and finally evaluates the selected model on the test split exactly once.
 
 The step never waits for the device: losses, terms and a NaN/Inf flag stay
-on it (:class:`LossMonitor`) until a log, evaluation or checkpoint point.
+on it (:class:`~vrsearch.engine.monitor.LossMonitor`) until a log, evaluation
+or checkpoint point.
 ``train.precision``/``channels_last``/``compile`` are in
 :mod:`vrsearch.engine.performance`.
 """
@@ -15,123 +16,33 @@ on it (:class:`LossMonitor`) until a log, evaluation or checkpoint point.
 from __future__ import annotations
 
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from vrsearch.data.pipeline import (
     BatchSource, PatchStream, batches, cached, case_dicts, labeled_train_transform, unlabeled_train_transform,
 )
-from vrsearch.data.prepare import PreparedData, prepare_data
+from vrsearch.data.prepare import PreparedData
 from vrsearch.engine.checkpoint import FORMAT, load_checkpoint, save_atomic
 from vrsearch.engine.evaluate import evaluate, load_eval_cases
 from vrsearch.engine.metrics import METRIC_COLUMNS, mean_foreground
+from vrsearch.engine.monitor import LossMonitor, TrialDiverged  # noqa: F401  (TrialDiverged re-exported)
+from vrsearch.engine.prepare import prepare_for
 from vrsearch.engine.performance import (
     compile_failure, compile_networks, grad_scaler, is_compile_error, resolve_precision, to_channels_last,
 )
 from vrsearch.engine.schedules import lr_at
+from vrsearch.engine.setup import build_optimizer, pick_device, seed_everything
+from vrsearch.methods import get_method
 from vrsearch.methods.base import BuildContext, Method
-from vrsearch.registry import get_method
 from vrsearch.results import faults
 from vrsearch.study.schema import Study
 
 Reporter = Callable[[dict], None]
-
-
-class TrialDiverged(RuntimeError):
-    """The loss became NaN/Inf; the message says when and which terms.
-
-    ``completed``: the iterations completed before the first non-finite one."""
-
-    def __init__(self, message: str, completed: int | None = None):
-        super().__init__(message)
-        self.completed = completed
-
-
-#: "no non-finite loss yet" in :class:`LossMonitor` (above any iteration, so MIN over ranks works)
-NO_DIVERGENCE = 2**62
-
-
-class LossMonitor:
-    """The step's loss and terms, kept on the device: nothing here waits for the GPU
-    except :meth:`row` and :meth:`check`, which the loop calls at log, evaluation
-    and checkpoint points only.
-
-    Each iteration's ``[loss, *terms]`` is one float64 vector (exact for fp32/bf16/fp16
-    values and integer counts) appended to the log window. The first iteration
-    whose loss is not finite, and its vector, are recorded with ``torch.where``
-    on the device; ``layouts`` names the entries of each distinct set of terms."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.layouts: list[tuple[str, ...]] = []
-        self._index: dict[tuple[str, ...], int] = {}
-        self.window: list[tuple[int, torch.Tensor]] = []
-        self.first_bad = torch.full((), NO_DIVERGENCE, dtype=torch.int64, device=device)  # 1-based
-        self.bad_layout = torch.full((), -1, dtype=torch.int64, device=device)
-        self.bad_values: dict[int, torch.Tensor] = {}
-
-    def add(self, iteration: int, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
-        """Record 1-based ``iteration``'s loss and terms (no host synchronisation)."""
-        names = ("loss", *terms)
-        k = self._index.get(names)
-        if k is None:
-            k = self._index[names] = len(self.layouts)
-            self.layouts.append(names)
-        values = [loss, *terms.values()]
-        vec = torch.stack([v.detach().to(self.device, torch.float64, non_blocking=True).reshape(()) for v in values])
-        self.window.append((k, vec))
-        first = torch.logical_not(torch.isfinite(vec[0])) & (self.first_bad == NO_DIVERGENCE)
-        self.first_bad = torch.where(first, iteration, self.first_bad)
-        self.bad_layout = torch.where(first, k, self.bad_layout)
-        prev = self.bad_values.get(k)
-        self.bad_values[k] = torch.where(first, vec, vec if prev is None else prev)
-
-    def row(self) -> dict[str, float]:
-        """Window means per name (over the iterations that logged it); clears the window."""
-        host: dict[int, np.ndarray] = {}
-        for k in {k for k, _ in self.window}:
-            host[k] = torch.stack([v for j, v in self.window if j == k]).cpu().numpy()
-        seen: dict[int, int] = dict.fromkeys(host, 0)
-        series: dict[str, list[float]] = {}
-        for k, _ in self.window:  # iteration order, as the values were logged
-            for name, x in zip(self.layouts[k], host[k][seen[k]], strict=True):
-                series.setdefault("loss" if name == "loss" else f"term_{name}", []).append(float(x))
-            seen[k] += 1
-        self.window.clear()
-        return {k: float(np.mean(v)) for k, v in series.items()}
-
-    def check(self, world: int) -> None:
-        """Raise :class:`TrialDiverged` if some iteration's loss was not finite: the first
-        such one over all ranks (MIN all-reduce; every rank reaches the same points), with
-        the loss and terms of a rank where it happened (gathered, so rank 0 names them)."""
-        first = self.first_bad
-        if world > 1:
-            first = first.clone()
-            torch.distributed.all_reduce(first, op=torch.distributed.ReduceOp.MIN)
-        k = int(first.item())
-        if k == NO_DIVERGENCE:
-            return
-        message = self.message(k)
-        if world > 1:
-            parts: list = [None] * world
-            torch.distributed.all_gather_object(parts, message)
-            message = next((m for m in parts if m is not None), None)
-        raise TrialDiverged(message or f"loss became non-finite at iteration {k}", completed=k - 1)
-
-    def message(self, iteration: int) -> str | None:
-        """The divergence message of this rank (None if its loss was finite at ``iteration``)."""
-        if int(self.first_bad.item()) != iteration:
-            return None
-        names = self.layouts[int(self.bad_layout.item())]
-        values = self.bad_values[self._index[names]].tolist()
-        terms = ", ".join(f"{n}={v:.4g}" for n, v in zip(names[1:], values[1:], strict=True))
-        return f"loss became {values[0]} at iteration {iteration} ({terms})"
 
 
 @dataclass
@@ -150,19 +61,30 @@ class FitResult:
     resumed_from: int = 0
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
+@dataclass
+class _Run:
+    """The state of one :meth:`Trainer.fit`: where it started, the best model so far,
+    the history rows (one per logged/evaluated iteration), the clock and the monitor."""
 
+    start: int
+    best: dict
+    history: list[dict]
+    t0: float
+    monitor: LossMonitor
+    report: Reporter | None
+    rows: dict[int, dict] = field(default_factory=dict)
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    def __post_init__(self) -> None:
+        self.rows = {r["iteration"]: r for r in self.history}
+
+    def row(self, i: int) -> dict:
+        if i not in self.rows:
+            self.rows[i] = {"iteration": i}
+            self.history.append(self.rows[i])
+        return self.rows[i]
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
 
 
 def summarize(rows: list[dict]) -> dict[str, float]:
@@ -170,14 +92,6 @@ def summarize(rows: list[dict]) -> dict[str, float]:
     is NaN and left out (``train.eval.both_empty``), a missed organ counts as Dice 0 and the
     worst-case distance, so a checkpoint cannot win selection by predicting nothing."""
     return {m: mean_foreground(rows, m) for m in METRIC_COLUMNS}
-
-
-def build_optimizer(study: Study, params) -> torch.optim.Optimizer:
-    o = study.train.optimizer
-    if o.name == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov)
-    cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
-    return cls(params, lr=o.lr, weight_decay=o.weight_decay)
 
 
 class Trainer:
@@ -194,10 +108,9 @@ class Trainer:
         self.precision = resolve_precision(t.precision, self.device)  # a bad choice fails before data work
         self.spec = get_method(study.method.name)
         self.params = self.spec.validate(study.method.params)
-        self.data = data or prepare_data(
-            study.dataset, method=self.spec.name, needs_unlabeled=self.spec.needs_unlabeled,
-            all_labels=bool(getattr(self.params, "all_labels", False)),
-        )
+        #: what the method's step reads (unlabeled batches are drawn only when it reads them)
+        self.needs = self.spec.data_needs(self.params)
+        self.data = data or prepare_for(study)
         if self.device.type == "cuda" and not t.deterministic:
             torch.backends.cudnn.benchmark = True  # fixed patch shapes: autotuning pays off
         ctx = BuildContext(study.model, self.data.num_classes, t.iterations, t.seed, self.data.class_names)
@@ -212,7 +125,7 @@ class Trainer:
             compile_networks(self.method, self.device)  # checks the toolchain first: one-line error
         #: what the loop calls; the orchestrator may replace it with a DDP wrapper of ``method``
         self.step_module: torch.nn.Module = self.method
-        self.optimizer = build_optimizer(study, list(self.method.trainable_parameters()))
+        self.optimizer = build_optimizer(study.train.optimizer, list(self.method.trainable_parameters()))
         self.scaler = grad_scaler(self.precision, self.device)  # fp16 only
         self.roi = tuple(study.train.eval.roi_size or study.dataset.patch_size)
         self.val_cases = load_eval_cases(self.data.split.val, self.data.dataset)
@@ -223,7 +136,7 @@ class Trainer:
         lab = cached(case_dicts(split.labeled, True), labeled_train_transform(d, self.data.num_classes), d)
         streams = PatchStream(lab, t.batch.labeled, t.seed, 0, self.rank)
         unl = None
-        if self.method.uses_unlabeled and t.batch.unlabeled > 0:
+        if self.needs.unlabeled and t.batch.unlabeled > 0:
             ds = cached(case_dicts(split.unlabeled, False), unlabeled_train_transform(d), d)
             unl = PatchStream(ds, t.batch.unlabeled, t.seed, 1, self.rank)
         return BatchSource(streams, unl, start, t.iterations)
@@ -272,78 +185,83 @@ class Trainer:
         """Train to ``train.iterations`` (or until the checkpoint at ``stop_at``,
         returning status ``"paused"``), resuming from ``last.pt`` if present."""
         t = self.study.train
-        ckpt_every = t.checkpoint_every or t.eval.every
-        start, best, history, elapsed = 0, {"score": -math.inf, "iteration": 0, "rows": []}, [], 0.0
-        if resume and (self.ckpt_dir / "last.pt").exists():
-            start, best, history, elapsed = self._restore()
-        self.resumed_from = start
-        t0 = time.perf_counter() - elapsed
-        self.history = history  # live view for reporters (rows grow as training goes)
-        rows_by_it = {r["iteration"]: r for r in history}
-        monitor = LossMonitor(self.device)
-        status, error, it = "completed", "", start
+        run = self._begin(resume, report)
+        status, error, it = "completed", "", run.start
         self.method.train()
-
-        def row(i: int) -> dict:
-            if i not in rows_by_it:
-                rows_by_it[i] = {"iteration": i}
-                history.append(rows_by_it[i])
-            return rows_by_it[i]
-
-        def do_eval(i: int) -> dict:
-            rows = self.validate()
-            val = summarize(rows)
-            r = row(i)
-            r.update({f"val_{k}": v for k, v in val.items()})
-            r["time_s"] = time.perf_counter() - t0
-            if i > 0 and val["dice"] > best["score"]:
-                best.update(score=val["dice"], iteration=i, rows=rows)
-                self._save({"format": FORMAT, "method": self.method.state_dict(), "iteration": i}, "best.pt")
-            if report is not None:
-                report({"iteration": i, **r})
-            return val
-
         pin = self.device.type == "cuda"
         try:
-            if start == 0 and t.eval.at_start:
-                do_eval(0)
-            for it, batch in enumerate(batches(self._source(start), self.study.dataset.num_workers, pin), start=start):
+            if run.start == 0 and t.eval.at_start:
+                self._evaluate_at(run, 0)
+            source = batches(self._source(run.start), self.study.dataset.num_workers, pin)
+            for it, batch in enumerate(source, start=run.start):
                 lr = lr_at(it, t.optimizer.lr, t.iterations, t.schedule)
-                try:
-                    self._step(batch, it, lr, monitor)
-                except TrialDiverged:
-                    raise
-                except Exception as exc:
-                    # a step that fails after an earlier non-finite loss (NaN weights) is that divergence
-                    monitor.check(world=1)
-                    if self.study.train.compile and is_compile_error(exc):
-                        raise compile_failure(exc, self.device) from None
-                    raise
-                done = it + 1
-                faults.point("step", done)
-                log = done % t.log_every == 0 or done == t.iterations
-                evaluate_now = done % t.eval.every == 0 or done == t.iterations
-                checkpoint = done % ckpt_every == 0 or done == t.iterations
-                if log or evaluate_now or checkpoint:
-                    # the loop's only wait for the device (besides fp16's GradScaler, which reads its
-                    # overflow flag every step): never log, evaluate or save a diverged model
-                    monitor.check(self.world)
-                if log:
-                    r = row(done)
-                    r.update(monitor.row(), lr=lr)
-                    r["time_s"] = time.perf_counter() - t0
-                if evaluate_now:
-                    do_eval(done)
-                if checkpoint:
-                    self._save(self._state(done, best, history, time.perf_counter() - t0), "last.pt")
-                    if stop_at is not None and done >= stop_at and done < t.iterations:
-                        return self._finish("paused", "", done, best, history, time.perf_counter() - t0)
-            it = t.iterations if t.iterations > start else start
+                self._guarded_step(batch, it, lr, run.monitor)
+                faults.point("step", it + 1)
+                if self._at_points(run, it + 1, lr, stop_at):
+                    return self._finish("paused", "", it + 1, run.best, run.history, run.elapsed())
+            it = t.iterations if t.iterations > run.start else run.start
         except TrialDiverged as exc:
             status, error = "failed", str(exc)
             if exc.completed is not None:
                 it = exc.completed
-        return self._finish(status, error, it, best, history, time.perf_counter() - t0)
+        return self._finish(status, error, it, run.best, run.history, run.elapsed())
+
+    def _begin(self, resume: bool, report: Reporter | None) -> _Run:
+        """The loop's state: fresh, or restored from ``last.pt``."""
+        start, best, history, elapsed = 0, {"score": -math.inf, "iteration": 0, "rows": []}, [], 0.0
+        if resume and (self.ckpt_dir / "last.pt").exists():
+            start, best, history, elapsed = self._restore()
+        self.resumed_from = start
+        self.history = history  # live view for reporters (rows grow as training goes)
+        return _Run(start, best, history, time.perf_counter() - elapsed, LossMonitor(self.device), report)
+
+    def _guarded_step(self, batch, it: int, lr: float, monitor: LossMonitor) -> None:
+        """:meth:`_step`; a step that fails after an earlier non-finite loss (NaN weights)
+        is reported as that divergence, a compile error as one line."""
+        try:
+            self._step(batch, it, lr, monitor)
+        except TrialDiverged:
+            raise
+        except Exception as exc:
+            monitor.check(world=1)
+            if self.study.train.compile and is_compile_error(exc):
+                raise compile_failure(exc, self.device) from None
+            raise
+
+    def _at_points(self, run: _Run, done: int, lr: float, stop_at: int | None) -> bool:
+        """Log, evaluate and checkpoint where iteration ``done`` calls for it; True when
+        the loop pauses here (``stop_at``)."""
+        t = self.study.train
+        last = done == t.iterations
+        log = done % t.log_every == 0 or last
+        evaluate_now = done % t.eval.every == 0 or last
+        checkpoint = done % (t.checkpoint_every or t.eval.every) == 0 or last
+        if log or evaluate_now or checkpoint:
+            # the loop's only wait for the device (besides fp16's GradScaler, which reads its
+            # overflow flag every step): never log, evaluate or save a diverged model
+            run.monitor.check(self.world)
+        if log:
+            run.row(done).update(run.monitor.row(), lr=lr, time_s=run.elapsed())
+        if evaluate_now:
+            self._evaluate_at(run, done)
+        if checkpoint:
+            self._save(self._state(done, run.best, run.history, run.elapsed()), "last.pt")
+            return stop_at is not None and stop_at <= done < t.iterations
+        return False
+
+    def _evaluate_at(self, run: _Run, i: int) -> dict:
+        """Validate at iteration ``i``: record it, keep the best model, report."""
+        rows = self.validate()
+        val = summarize(rows)
+        r = run.row(i)
+        r.update({f"val_{k}": v for k, v in val.items()})
+        r["time_s"] = run.elapsed()
+        if i > 0 and val["dice"] > run.best["score"]:
+            run.best.update(score=val["dice"], iteration=i, rows=rows)
+            self._save({"format": FORMAT, "method": self.method.state_dict(), "iteration": i}, "best.pt")
+        if run.report is not None:
+            run.report({"iteration": i, **r})
+        return val
 
     def _step(self, batch, it: int, lr: float, monitor: LossMonitor) -> None:
         """One optimiser step, without waiting for the device.

@@ -38,7 +38,7 @@ from pydantic import Field
 from vrsearch.methods.base import BuildContext
 from vrsearch.methods.contrastive_common import ContrastiveParams
 from vrsearch.methods.mona import MONA, MONAParams
-from vrsearch.registry import register_method
+from vrsearch.registry import register_method, unlabeled
 
 
 class ARCOParams(ContrastiveParams):
@@ -74,7 +74,7 @@ _CITATION = ("You et al., Rethinking semi-supervised medical image segmentation:
              "perspective, NeurIPS 2023")
 
 
-@register_method("arco", params=ARCOParams, citation=_CITATION, summary=_SUMMARY, needs_unlabeled=True,
+@register_method("arco", params=ARCOParams, citation=_CITATION, summary=_SUMMARY, needs=unlabeled,
                  terms=_TERMS)
 def build_arco(params: ARCOParams, ctx: BuildContext) -> MONA:
     return MONA(params.as_mona(), ctx)

@@ -9,75 +9,15 @@ maths of one step.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-
-import torch
 from torch import nn
 
-from vrsearch.study.schema import ModelConfig
+from vrsearch.core.step import Batch, BuildContext, StepOutput
 
-
-@dataclass
-class Batch:
-    """One training step's data: labeled patches and (maybe) unlabeled ones.
-
-    image ``[B, 1, X, Y, Z]`` float; label ``[B, 1, X, Y, Z]`` int64;
-    unlabeled ``[U, 1, X, Y, Z]`` or None when the method needs none.
-    Meta-labels: ``cases`` / ``unlabeled_cases`` are case (patient) ids;
-    ``positions`` / ``unlabeled_positions`` ``[B]`` the patch centre along the
-    axial axis as a fraction of its volume (SPCL's slice-position partition)."""
-
-    image: torch.Tensor
-    label: torch.Tensor
-    unlabeled: torch.Tensor | None = None
-    cases: list[str] = field(default_factory=list)
-    unlabeled_cases: list[str] = field(default_factory=list)
-    positions: torch.Tensor | None = None
-    unlabeled_positions: torch.Tensor | None = None
-    #: per-sample case meta from the dataset layout (e.g. ACDC ``{"patient", "phase"}``)
-    case_meta: list[dict] = field(default_factory=list)
-    unlabeled_meta: list[dict] = field(default_factory=list)
-
-    def to(self, device: torch.device | str) -> Batch:
-        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return dataclasses.replace(self, image=move(self.image), label=move(self.label),
-                                   unlabeled=move(self.unlabeled), positions=move(self.positions),
-                                   unlabeled_positions=move(self.unlabeled_positions))
-
-    def pin_memory(self) -> Batch:
-        """Page-locked copies of the tensors, so ``to(cuda)`` copies asynchronously
-        (DataLoader's ``pin_memory=True`` calls this on every batch)."""
-        pin = lambda t: None if t is None else t.pin_memory()  # noqa: E731
-        return dataclasses.replace(self, image=pin(self.image), label=pin(self.label),
-                                   unlabeled=pin(self.unlabeled), positions=pin(self.positions),
-                                   unlabeled_positions=pin(self.unlabeled_positions))
-
-
-@dataclass
-class StepOutput:
-    """``loss`` is minimised; ``terms`` (scalar tensors) are logged as ``term_<name>``."""
-
-    loss: torch.Tensor
-    terms: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class BuildContext:
-    """What a method's builder may depend on besides its Params."""
-
-    model: ModelConfig
-    num_classes: int
-    iterations: int
-    seed: int = 0
-    class_names: tuple[str, ...] = ()
+__all__ = ["Batch", "BuildContext", "Method", "StepOutput"]
 
 
 class Method(nn.Module):
     """Base class: subclasses implement :meth:`forward` and :meth:`predictor`."""
-
-    #: True when the step uses unlabeled images (the engine then samples them).
-    uses_unlabeled: bool = False
 
     def forward(self, batch: Batch, iteration: int) -> StepOutput:  # pragma: no cover - abstract
         raise NotImplementedError

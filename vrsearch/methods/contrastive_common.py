@@ -39,7 +39,7 @@ from vrsearch.methods.spcl import encoder_output_block
 from vrsearch.models import build_segnet
 from vrsearch.models.heads import GlobalProjector, MLPHead, RepresentationHead, capture_outputs, decoder_stages
 from vrsearch.registry import MethodParams
-from vrsearch.study.schema import ModelConfig
+from vrsearch.core.config import ModelConfig
 
 PosInt = Annotated[int, Field(ge=1)]
 NonNeg = Annotated[float, Field(ge=0)]

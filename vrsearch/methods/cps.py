@@ -38,7 +38,7 @@ from vrsearch.losses import SupervisedLoss
 from vrsearch.losses.supervised import SupervisedKind
 from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
 from vrsearch.models import build_segnet
-from vrsearch.registry import MethodParams, register_method
+from vrsearch.registry import MethodParams, register_method, unlabeled
 
 
 class CPSParams(MethodParams):
@@ -72,7 +72,6 @@ def twin_predictor(evaluate: str, a: nn.Module, b: nn.Module) -> nn.Module:
 
 
 class CPS(Method):
-    uses_unlabeled = True
 
     def __init__(self, params: CPSParams, ctx: BuildContext):
         super().__init__()
@@ -124,7 +123,7 @@ _TERMS = {
     params=CPSParams,
     citation="Chen et al., Semi-supervised semantic segmentation with cross pseudo supervision, CVPR 2021",
     summary=_SUMMARY,
-    needs_unlabeled=True,
+    needs=unlabeled,
     terms=_TERMS,
 )
 def build_cps(params: CPSParams, ctx: BuildContext) -> CPS:

@@ -67,7 +67,7 @@ from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
 from vrsearch.methods.contrastive_common import gather_voxels, step_generator
 from vrsearch.methods.cps import twin_predictor
 from vrsearch.models import build_segnet
-from vrsearch.registry import MethodParams, register_method
+from vrsearch.registry import MethodParams, register_method, unlabeled
 
 PosInt = Annotated[int, Field(ge=1)]
 NonNeg = Annotated[float, Field(ge=0)]
@@ -128,7 +128,6 @@ def _class_bounds(cls: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, to
 
 
 class DVCL(Method):
-    uses_unlabeled = True
 
     def __init__(self, params: DVCLParams, ctx: BuildContext):
         super().__init__()
@@ -262,7 +261,7 @@ _SUMMARY = ("CPS twins with entropy-selected reliable voxels (ECPS), high-qualit
     citation="Distance-aware voxel-wise contrastive learning for semi-supervised medical image segmentation "
              "(papers/dvcl_distance_aware_vcl.txt)",
     summary=_SUMMARY,
-    needs_unlabeled=True,
+    needs=unlabeled,
     terms=_TERMS,
 )
 def build_dvcl(params: DVCLParams, ctx: BuildContext) -> DVCL:

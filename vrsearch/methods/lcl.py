@@ -63,7 +63,7 @@ from vrsearch.losses.lcl import local_contrastive_terms
 from vrsearch.losses.supervised import SupervisedKind
 from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
 from vrsearch.models import build_segnet
-from vrsearch.registry import MethodParams, register_method
+from vrsearch.registry import MethodParams, register_method, unlabeled
 
 
 class LCLParams(MethodParams):
@@ -109,7 +109,6 @@ def agreement_dice(a: torch.Tensor, b: torch.Tensor, num_classes: int) -> torch.
 
 
 class LCL(Method):
-    uses_unlabeled = True
 
     def __init__(self, params: LCLParams, ctx: BuildContext):
         super().__init__()
@@ -213,6 +212,6 @@ _CITATION = ("Chaitanya et al., Local contrastive loss with pseudo-label based s
              "semi-supervised medical image segmentation, Medical Image Analysis 87, 2023")
 
 
-@register_method("lcl", params=LCLParams, citation=_CITATION, summary=_SUMMARY, needs_unlabeled=True, terms=_TERMS)
+@register_method("lcl", params=LCLParams, citation=_CITATION, summary=_SUMMARY, needs=unlabeled, terms=_TERMS)
 def build_lcl(params: LCLParams, ctx: BuildContext) -> LCL:
     return LCL(params, ctx)

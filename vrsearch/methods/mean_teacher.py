@@ -36,7 +36,7 @@ from vrsearch.losses import SupervisedLoss
 from vrsearch.losses.supervised import SupervisedKind
 from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
 from vrsearch.models import build_segnet
-from vrsearch.registry import MethodParams, register_method
+from vrsearch.registry import MethodParams, register_method, unlabeled
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 NonNegFloat = Annotated[float, Field(ge=0.0)]
@@ -63,7 +63,6 @@ def step_noise(x: torch.Tensor, std: float, seed: int, iteration: int, stream: i
 
 
 class MeanTeacher(Method):
-    uses_unlabeled = True
 
     def __init__(self, params: MeanTeacherParams, ctx: BuildContext):
         super().__init__()
@@ -114,7 +113,7 @@ _TERMS = {
     params=MeanTeacherParams,
     citation="Tarvainen & Valpola, Mean teachers are better role models, NeurIPS 2017",
     summary=_SUMMARY,
-    needs_unlabeled=True,
+    needs=unlabeled,
     terms=_TERMS,
 )
 def build_mean_teacher(params: MeanTeacherParams, ctx: BuildContext) -> MeanTeacher:

@@ -87,7 +87,7 @@ from vrsearch.methods.contrastive_common import (
     gather_voxels, geo_apply, geo_undo, load_stage1, relational_over_images, step_generator,
 )
 from vrsearch.models.heads import MLPHead
-from vrsearch.registry import register_method
+from vrsearch.registry import register_method, unlabeled
 
 
 class MONAParams(ContrastiveParams):
@@ -104,7 +104,6 @@ def _scalar(x) -> torch.Tensor:
 
 
 class MONA(Method):
-    uses_unlabeled = True
     #: what a stage-2 trial takes from a stage-1 checkpoint
     STAGE1_PREFIXES = ("student.", "teacher.", "predictor_global.", "predictor_local.")
 
@@ -292,7 +291,7 @@ _CITATION = ("You et al., Mine your own anatomy: revisiting medical image segmen
              "limited labels, arXiv 2209.13476 (2022)")
 
 
-@register_method("mona", params=MONAParams, citation=_CITATION, summary=_SUMMARY, needs_unlabeled=True,
+@register_method("mona", params=MONAParams, citation=_CITATION, summary=_SUMMARY, needs=unlabeled,
                  terms=_TERMS)
 def build_mona(params: MONAParams, ctx: BuildContext) -> MONA:
     return MONA(params, ctx)

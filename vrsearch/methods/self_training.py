@@ -35,7 +35,7 @@ from vrsearch.losses import SupervisedLoss
 from vrsearch.losses.supervised import SupervisedKind
 from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
 from vrsearch.models import build_segnet
-from vrsearch.registry import MethodParams, register_method
+from vrsearch.registry import MethodParams, register_method, unlabeled
 
 
 class SelfTrainingParams(MethodParams):
@@ -46,7 +46,6 @@ class SelfTrainingParams(MethodParams):
 
 
 class SelfTraining(Method):
-    uses_unlabeled = True
 
     def __init__(self, params: SelfTrainingParams, ctx: BuildContext):
         super().__init__()
@@ -108,7 +107,7 @@ _TERMS = {
     params=SelfTrainingParams,
     citation="baseline: self-training with pseudo-labels (Lee 2013; Bai et al., MICCAI 2017)",
     summary=_SUMMARY,
-    needs_unlabeled=True,
+    needs=unlabeled,
     terms=_TERMS,
 )
 def build_self_training(params: SelfTrainingParams, ctx: BuildContext) -> SelfTraining:

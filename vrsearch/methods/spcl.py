@@ -34,7 +34,7 @@ Modes (``mode``):
   untransformed one.
 * ``pretrain``: the first ``round(pretrain_fraction · iterations)`` iterations
   minimise ``Σ_k λ_k L_sp^k`` (Eq. 14) on all images (the registration's
-  ``needs_unlabeled=True`` is what makes unlabeled images available to this
+  its data needs (unlabeled images; ``phase`` meta when it is a meta-label) make them available to this
   stage); the rest fine-tune the whole network on labeled images with
   ``L_sup`` (the projection head is dropped). The engine's single LR
   schedule and optimiser state run across both stages.
@@ -63,7 +63,7 @@ from vrsearch.losses.spcl import Weighting, linear_gamma, multi_meta_label_loss
 from vrsearch.losses.supervised import SupervisedKind
 from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
 from vrsearch.models import build_segnet
-from vrsearch.registry import MethodParams, register_method
+from vrsearch.registry import DataNeeds, MethodParams, register_method
 
 MetaLabel = Literal["position", "patient", "phase"]
 NonNeg = Annotated[float, Field(ge=0)]
@@ -173,7 +173,6 @@ def _codes(values: list, device: torch.device) -> torch.Tensor:
 
 
 class SPCL(Method):
-    uses_unlabeled = True
 
     def __init__(self, params: SPCLParams, ctx: BuildContext):
         super().__init__()
@@ -297,13 +296,19 @@ _SUMMARY = ("self-paced supervised-contrastive loss on global encoder embeddings
             "meta-labels; joint (with Mean Teacher) or pretrain-then-fine-tune")
 
 
+def spcl_needs(params: SPCLParams) -> DataNeeds:
+    """Unlabeled images (the contrastive term sees them), and ``phase`` meta on every
+    training case when the cardiac phase is a meta-label."""
+    return DataNeeds(unlabeled=True, meta=("phase",) if "phase" in params.meta_labels else ())
+
+
 @register_method(
     "spcl",
     params=SPCLParams,
     citation="Peng et al., Self-paced contrastive learning for semi-supervised medical image "
              "segmentation with meta-labels, NeurIPS 2021",
     summary=_SUMMARY,
-    needs_unlabeled=True,
+    needs=spcl_needs,
     terms=_TERMS,
 )
 def build_spcl(params: SPCLParams, ctx: BuildContext) -> SPCL:

@@ -12,7 +12,7 @@ from vrsearch.losses import SupervisedLoss
 from vrsearch.losses.supervised import SupervisedKind
 from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
 from vrsearch.models import build_segnet
-from vrsearch.registry import MethodParams, register_method
+from vrsearch.registry import DataNeeds, MethodParams, register_method
 
 
 class SupervisedParams(MethodParams):
@@ -42,7 +42,13 @@ _TERMS = {
 }
 
 
-@register_method("supervised", params=SupervisedParams, citation="baseline", summary=_SUMMARY, terms=_TERMS)
+def supervised_needs(params: SupervisedParams) -> DataNeeds:
+    """Labeled patches only; every training case labeled with ``all_labels``."""
+    return DataNeeds(all_labels=params.all_labels)
+
+
+@register_method("supervised", params=SupervisedParams, citation="baseline", summary=_SUMMARY, terms=_TERMS,
+                 needs=supervised_needs)
 def build_supervised(params: SupervisedParams, ctx: BuildContext) -> Supervised:
     return Supervised(params, ctx)
 
@@ -54,4 +60,5 @@ register_method(
     summary="supervised with every training label (all_labels=true)",
     defaults={"all_labels": True},
     terms=_TERMS,
+    needs=supervised_needs,
 )(build_supervised)

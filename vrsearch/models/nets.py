@@ -16,7 +16,7 @@ from monai.networks.layers import Norm
 from monai.networks.nets import BasicUNet, UNet
 from torch import nn
 
-from vrsearch.study.schema import ModelConfig
+from vrsearch.core.config import ModelConfig
 
 
 def _conv(dims: int) -> type[nn.Module]:

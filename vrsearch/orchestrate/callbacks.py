@@ -9,6 +9,7 @@ from pathlib import Path
 from ray.tune import Callback
 
 from vrsearch.errors import VrsearchError
+from vrsearch.orchestrate.mirror import push_results
 from vrsearch.results import fragments
 from vrsearch.results.names import started_trial_names
 from vrsearch.results.rundir import RESULT_FILE
@@ -53,8 +54,6 @@ class ResultsCallback(Callback):
         else:
             refresh_report(self.run_dir, self.echo)
         if getattr(self, "storage", None):  # a callback pickled before storage existed has none
-            from vrsearch.orchestrate.runner import push_results
-
             push_results(self.run_dir, self.storage, self.echo)
         self.done += 1
         self.failed += status == "failed"

@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 
 from vrsearch.data.intensity import saturation_warnings
-from vrsearch.data.prepare import prepare_data
+from vrsearch.engine.prepare import prepare_for
 from vrsearch.errors import VrsearchError
-from vrsearch.registry import get_method
 from vrsearch.results import storage
 from vrsearch.study.rules import check_rules
 from vrsearch.study.schema import Study
@@ -29,9 +28,7 @@ def check_study(study: Study, address: str | None = None, *, data: bool = True, 
         storage.parse(storage.location(study.output.storage, study.name))
     prepared = None
     if data:
-        spec = get_method(study.method.name)
-        prepared = prepare_data(study.dataset, method=spec.name, needs_unlabeled=spec.needs_unlabeled,
-                                all_labels=bool(study.method.params.get("all_labels", False)))
+        prepared = prepare_for(study)
         for line in saturation_warnings(prepared.index, prepared.dataset):
             (warn or print)(line)
     if not address:

@@ -28,6 +28,7 @@ from vrsearch.engine.single import claim_run_dir
 from vrsearch.errors import VrsearchError
 from vrsearch.orchestrate import grow
 from vrsearch.orchestrate.checks import check_study, local_custom_resources
+from vrsearch.orchestrate.mirror import push_results, run_location
 from vrsearch.orchestrate.proposals import Proposal, aggregate
 from vrsearch.orchestrate.searchers import (
     close_orphans, delete_optuna_study, plan_search, recorded_curves, scheduler, searcher, tell,
@@ -40,24 +41,6 @@ from vrsearch.study import load_study, study_to_yaml
 from vrsearch.study.design import cells_with_seeds, n_trials
 from vrsearch.study.load import build_study, read_yaml
 from vrsearch.study.schema import Study
-
-def run_location(study: Study) -> str | None:
-    """``<output.storage>/<study name>``, or None without storage."""
-    return storage.location(study.output.storage, study.name) if study.output.storage else None
-
-
-def push_results(run_dir: Path, where: str | None, echo=print, *, final: bool = False) -> None:
-    """Mirror the run dir to its storage; a failed push warns (retried at the next one),
-    a failed final push raises (naming the URI)."""
-    if where is None:
-        return
-    try:
-        storage.push(run_dir, where)
-    except VrsearchError as exc:
-        if final:
-            raise VrsearchError(f"{exc}; the results are complete locally in {run_dir}") from None
-        echo(f"warning: results not stored ({exc}); retrying at the next push")
-
 
 def ray_temp_dir(run_dir: Path, configured: Path | None = None) -> Path:
     """Ray's temp dir: ``resources.ray_temp_dir`` if set, else in the run dir when that is

@@ -25,10 +25,9 @@ from typing import Any
 import torch
 
 from vrsearch.components.banks import sync_queue_mirrors
-from vrsearch.data.prepare import prepare_data
+from vrsearch.engine.prepare import prepare_for
 from vrsearch.engine.trainer import Trainer
 from vrsearch.engine.trial import run_trial
-from vrsearch.registry import get_method
 from vrsearch.results import faults, fragments
 from vrsearch.results.lock import checkpoint_claim
 from vrsearch.results.rundir import META_FILE, RESULT_FILE, RunDir
@@ -92,9 +91,7 @@ def _metrics(r: dict) -> dict[str, Any]:
 def _engine(study: Study, cell: dict, seed: int, run_dir: Path, trial_id: str, report_fn, ckpt: Path,
             rank: int = 0, world: int = 1, wrap=None) -> None:
     """Train one trial with the engine (checkpoints in ``ckpt``); rank 0 writes the fragments."""
-    spec = get_method(study.method.name)
-    data = prepare_data(study.dataset, method=spec.name, needs_unlabeled=spec.needs_unlabeled,
-                        all_labels=bool(study.method.params.get("all_labels", False)), check=False)
+    data = prepare_for(study, check=False)
     nodes = ray_nodes(world)
     if rank == 0:
         meta = {**trial_meta(study, cell, seed), "node_id": nodes[0], "worker_nodes": ",".join(nodes)}

@@ -1,39 +1,46 @@
-"""Figures of a run's results: pure functions ``DataFrame(s) -> go.Figure``.
+"""Figures of a run's results.
 
-Every function takes the frames of :func:`vrsearch.results.io.load` (or the
-``frame`` of an ablation table), never reads files, and returns a
-:class:`plotly.graph_objects.Figure` with a title and titled axes, so it can be
-shown in a notebook or embedded in the HTML report. Empty inputs give a figure
-that says "no data" instead of raising.
+The search figures are Optuna's (:mod:`optuna.visualization`) on an Optuna study of the
+run (:mod:`vrsearch.report.studies`: the stored study of a search design, or one built
+from the trials): :func:`optimisation_history`, :func:`parallel_coordinates`,
+:func:`contour` and :func:`importance` add a title, a "no data" figure for an empty
+study and the trial ids in the hover text. :func:`slices` is drawn here because
+Optuna's slice plot has no seed aggregate: it takes the ``trials`` frame of
+:func:`vrsearch.results.io.load` and draws the mean ± std over seeds at every knob value.
+Every function returns a :class:`plotly.graph_objects.Figure` with a title and titled
+axes, so it can be shown in a notebook or embedded in the HTML report. Empty inputs give
+a figure that says "no data" instead of raising.
 
-Knobs are dotted config keys (``method.params.k``); their values come from
-the ``config.<knob>`` columns of ``trials``. A knob is *categorical* when its
-values are strings or booleans; such knobs are drawn on category axes (or as
-integer ticks labelled with the values in parallel coordinates).
+Knobs are dotted config keys (``method.params.k``); their values come from the
+``config.<knob>`` columns of ``trials``. A knob is *categorical* when its values are
+strings or booleans; such knobs are drawn on category axes.
 
-Protocol rule: nothing here ranks or selects by a test metric — the "best so
-far" line of :func:`optimisation_history` refuses metrics named ``test*``.
+Protocol rule: nothing here ranks or selects by a test metric — a study built from
+trials refuses metrics named ``test*`` (:func:`~vrsearch.report.studies.trials_study`).
 
-The search figures (history, parallel coordinates, slices, contour,
-importance) live here; the per-run figures (learning curves, loss terms,
-per-class heatmap, per-case boxes, sampler panel) in
-:mod:`vrsearch.report.run_figures` and are re-exported here, so
+The per-run figures (learning curves, loss terms, per-class heatmap, per-case boxes,
+sampler panel) live in :mod:`vrsearch.report.run_figures` and are re-exported here, so
 ``figures.<name>`` reaches every figure.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import optuna
 import pandas as pd
 import plotly.graph_objects as go
+from optuna.importance import PedAnovaImportanceEvaluator
+from optuna.visualization import (
+    plot_contour, plot_optimization_history, plot_parallel_coordinate, plot_param_importances,
+)
 from plotly.subplots import make_subplots
 
 from vrsearch.report.plotting import (
-    NO_DATA, PALETTE, categories, fmt, knob_values, label, log_axis, no_data, numeric, status_of, subplot_grid,
+    NO_DATA, PALETTE, categories, knob_values, label, log_axis, no_data, numeric, subplot_grid,
 )
 from vrsearch.report.run_figures import (
     SAMPLER, case_boxes, class_heatmap, learning_curves, loss_terms, sampler_panel, term_descriptions,
 )
+from vrsearch.report.studies import EVALUATOR, completed, quiet, varying
 
 __all__ = [
     "NO_DATA", "SAMPLER", "case_boxes", "class_heatmap", "contour", "importance", "knob_values",
@@ -42,61 +49,71 @@ __all__ = [
 ]
 
 
-def optimisation_history(trials: pd.DataFrame, metric: str = "best_val_dice", mode: str = "max",
-                         order: str | None = None) -> go.Figure:
-    """Per trial (row order, or sorted by the column ``order``) its ``metric`` as a
-    point (one trace per status) and the best-so-far line (``mode`` max or min).
-    ``metric`` must be a validation metric (a running best is a selection)."""
-    if str(metric).lower().startswith("test"):
-        raise ValueError(f"optimisation history ranks trials: use a validation metric, not {metric!r}")
+def _hover(trial: optuna.trial.FrozenTrial) -> str:
+    """A trial's hover text: its vrsearch trial id and status (studies built from trials),
+    else its Optuna number."""
+    tid, status = trial.user_attrs.get("trial_id"), trial.user_attrs.get("status")
+    if not tid:
+        return f"Optuna trial {trial.number}"
+    return f"{tid} ({status.replace('_', ' ')})" if status and status != "completed" else str(tid)
+
+
+def optimisation_history(study: optuna.Study | None, target_name: str = "objective") -> go.Figure:
+    """Optuna's optimisation history: each completed trial's value against its trial
+    number, and the best value so far in the study's direction."""
     title = "Optimisation history"
-    if mode not in ("max", "min"):
-        raise ValueError(f"mode must be 'max' or 'min', not {mode!r}")
-    df = trials.assign(_value=numeric(trials, metric), status_of=status_of(trials))
-    if order is not None and order in df.columns:
-        df = df.sort_values(order, kind="stable", na_position="last")
-    df = df.loc[df["_value"].notna()].reset_index(drop=True)
-    if df.empty:
-        return no_data(title, f"no trial has {metric}")
-    df["_n"] = np.arange(1, len(df) + 1)
-    ids = df["trial_id"].astype(str) if "trial_id" in df.columns else df["_n"].astype(str)
-    fig = go.Figure()
-    for status, part in df.groupby("status_of", sort=False):
-        fig.add_trace(go.Scatter(x=part["_n"], y=part["_value"], mode="markers", name=str(status),
-                                 hovertext=ids[part.index], marker={"size": 9}))
-    best = df["_value"].cummax() if mode == "max" else df["_value"].cummin()
-    fig.add_trace(go.Scatter(x=df["_n"], y=best, mode="lines", name=f"best so far ({mode})",
-                             line={"shape": "hv", "color": "black"}))
-    fig.update_layout(title=title, xaxis_title="trial (in order)", yaxis_title=metric, height=420)
+    done = completed(study)
+    if study is None or not done:
+        return no_data(title, "no completed trial")
+    with quiet():
+        fig = plot_optimization_history(study, target_name=target_name)
+    fig.data[0].hovertext = [_hover(t) for t in done]  # the completed trials, in number order
+    fig.update_layout(title=f"{title} ({target_name})", xaxis_title="trial (Optuna number)", height=420)
     return fig
 
 
-def parallel_coordinates(trials: pd.DataFrame, knobs: list[str], metric: str) -> go.Figure:
-    """One line per trial with a ``metric`` value across the knob axes and the
-    metric axis, coloured by the metric (categorical knobs on integer ticks)."""
+def parallel_coordinates(study: optuna.Study | None, target_name: str = "objective",
+                         params: list[str] | None = None) -> go.Figure:
+    """Optuna's parallel coordinates: one line per completed trial across the objective
+    axis and the parameter axes (``params``, default all), coloured by the objective."""
     title = "Parallel coordinates"
-    df = trials.loc[numeric(trials, metric).notna()]
-    dims = []
-    for knob in knobs:
-        values, categorical = knob_values(df, knob)
-        if df.empty or values.isna().all():
-            continue
-        if categorical:
-            cats = categories(values)
-            code = {c: i for i, c in enumerate(cats)}
-            dims.append({"label": label(knob), "values": values.map(code).tolist(),
-                         "tickvals": list(range(len(cats))), "ticktext": cats, "range": [-0.25, len(cats) - 0.75]})
-        else:
-            dims.append({"label": label(knob), "values": values.tolist()})
-    if not dims:
+    done = completed(study)
+    names = {k for t in done for k in t.params}
+    params = [p for p in params if p in names] if params is not None else sorted(names)
+    if study is None or not done or not params:
         return no_data(title, "no searched knob with values")
-    value = numeric(df, metric)
-    dims.append({"label": metric, "values": value.tolist()})
-    fig = go.Figure(go.Parcoords(dimensions=dims, line={
-        "color": value.tolist(), "colorscale": "Viridis", "showscale": True, "colorbar": {"title": {"text": metric}}}))
-    fig.update_layout(title=f"{title} (colour: {metric})", height=460, margin={"l": 80, "r": 80, "t": 100})
+    with quiet():
+        fig = plot_parallel_coordinate(study, params=params, target_name=target_name)
+    fig.update_layout(title={"text": f"{title} (colour: {target_name})"}, height=460,
+                      margin={"l": 80, "r": 80, "t": 100})
     return fig
 
+
+def contour(study: optuna.Study | None, x: str, y: str, target_name: str = "objective") -> go.Figure:
+    """Optuna's contour of the objective over two parameters that vary (each grid point
+    takes the best completed trial there; Optuna interpolates between them), trials as
+    points; Optuna puts the parameters in alphabetical order (x first)."""
+    title = f"{target_name} over {x} × {y}"
+    if study is None or x == y or not {x, y} <= set(varying(study)):
+        return no_data(title, "two parameters with at least two values each are needed")
+    with quiet():
+        fig = plot_contour(study, params=[x, y], target_name=target_name)
+    fig.update_layout(title=title, height=480)
+    return fig
+
+
+def importance(study: optuna.Study | None, target_name: str = "objective") -> go.Figure:
+    """Optuna's hyperparameter importances (PED-ANOVA) of the varying parameters as bars."""
+    title = f"Hyperparameter importance ({EVALUATOR})"
+    params = varying(study) if study is not None else []
+    if study is None or len(completed(study)) < 2 or not params:
+        return no_data(title)
+    with quiet():
+        fig = plot_param_importances(study, evaluator=PedAnovaImportanceEvaluator(), params=params,
+                                     target_name=target_name)
+    fig.update_layout(title=title, xaxis_title="importance (normalised to sum 1)", yaxis_title="hyperparameter",
+                      height=160 + 32 * len(params))
+    return fig
 
 
 def slices(trials: pd.DataFrame, knobs: list[str], metric: str) -> go.Figure:
@@ -133,75 +150,3 @@ def slices(trials: pd.DataFrame, knobs: list[str], metric: str) -> go.Figure:
     return fig
 
 
-def _idw(x: np.ndarray, y: np.ndarray, z: np.ndarray, n: int = 40) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Inverse-distance-weighted interpolation on an n×n grid of the points' box (unit-scaled)."""
-    gx, gy = np.linspace(x.min(), x.max(), n), np.linspace(y.min(), y.max(), n)
-    sx, sy = np.ptp(x) or 1.0, np.ptp(y) or 1.0
-    dx = (gx[None, :, None] - x[None, None, :]) / sx
-    dy = (gy[:, None, None] - y[None, None, :]) / sy
-    w = 1.0 / np.maximum(dx ** 2 + dy ** 2, 1e-12)
-    return gx, gy, (w * z).sum(axis=2) / w.sum(axis=2)
-
-
-def _levels(values: pd.Series, categorical: bool) -> tuple[pd.Series, list[str]]:
-    """Values as category labels: categories, ≤ 8 distinct numbers, or ≤ 5 quantile bins."""
-    if categorical:
-        return values, categories(values)
-    if values.nunique() <= 8:
-        text = values.map(fmt)
-        return text, [fmt(v) for v in sorted(values.dropna().unique())]
-    bins = pd.qcut(values, q=min(5, values.nunique()), duplicates="drop")
-    text = bins.map(lambda b: f"{b.left:.3g}–{b.right:.3g}").astype(str)
-    return text, [f"{b.left:.3g}–{b.right:.3g}" for b in bins.cat.categories]
-
-
-def contour(trials: pd.DataFrame, knob_x: str, knob_y: str, metric: str) -> go.Figure:
-    """``metric`` over two knobs: the trials as points on an inverse-distance
-    interpolated contour (two numeric knobs with ≥ 2 distinct values each), else
-    a heatmap of the mean per cell (categorical or binned knobs)."""
-    title = f"{metric} over {label(knob_x)} × {label(knob_y)}"
-    x, xcat = knob_values(trials, knob_x)
-    y, ycat = knob_values(trials, knob_y)
-    df = pd.DataFrame({"x": x, "y": y, "z": numeric(trials, metric)}).dropna()
-    if knob_x == knob_y or df.empty:
-        return no_data(title)
-    ids = trials.loc[df.index, "trial_id"].astype(str) if "trial_id" in trials.columns else None
-    fig = go.Figure()
-    if not xcat and not ycat and df["x"].nunique() > 1 and df["y"].nunique() > 1:
-        logx, logy = log_axis(df["x"]), log_axis(df["y"])
-        px = np.log10(df["x"].to_numpy()) if logx else df["x"].to_numpy()
-        py = np.log10(df["y"].to_numpy()) if logy else df["y"].to_numpy()
-        gx, gy, gz = _idw(px, py, df["z"].to_numpy())
-        fig.add_trace(go.Contour(x=10 ** gx if logx else gx, y=10 ** gy if logy else gy, z=gz, colorscale="Viridis",
-                                 colorbar={"title": {"text": metric}}, name="interpolated", opacity=0.85))
-        fig.update_xaxes(type="log" if logx else "linear")
-        fig.update_yaxes(type="log" if logy else "linear")
-        px_, py_ = df["x"], df["y"]
-    else:
-        lx, xs = _levels(df["x"], xcat)
-        ly, ys = _levels(df["y"], ycat)
-        mean = pd.DataFrame({"x": lx, "y": ly, "z": df["z"]}).groupby(["y", "x"])["z"].mean().unstack("x")
-        mean = mean.reindex(index=ys, columns=xs)
-        fig.add_trace(go.Heatmap(x=xs, y=ys, z=mean.to_numpy(), colorscale="Viridis", name="mean per cell",
-                                 colorbar={"title": {"text": metric}}, texttemplate="%{z:.3f}"))
-        fig.update_xaxes(type="category", categoryorder="array", categoryarray=xs)
-        fig.update_yaxes(type="category", categoryorder="array", categoryarray=ys)
-        px_, py_ = lx, ly
-    fig.add_trace(go.Scatter(x=px_, y=py_, mode="markers", name="trials", hovertext=ids,
-                             marker={"color": df["z"], "colorscale": "Viridis", "size": 10,
-                                     "line": {"color": "white", "width": 1.5}}))
-    fig.update_layout(title=title, xaxis_title=label(knob_x), yaxis_title=label(knob_y), height=480, showlegend=False)
-    return fig
-
-
-def importance(importances: dict[str, float], evaluator_name: str) -> go.Figure:
-    """Horizontal bars of hyperparameter importances (largest on top)."""
-    title = f"Hyperparameter importance ({evaluator_name})"
-    if not importances:
-        return no_data(title)
-    items = sorted(importances.items(), key=lambda kv: kv[1])
-    fig = go.Figure(go.Bar(x=[v for _, v in items], y=[label(k) for k, _ in items], orientation="h",
-                           hovertext=[k for k, _ in items], texttemplate="%{x:.3f}", marker={"color": PALETTE[0]}))
-    fig.update_layout(title=title, xaxis_title="importance (normalised to sum 1)", yaxis_title="hyperparameter",
-                      height=160 + 32 * len(items))
-    return fig

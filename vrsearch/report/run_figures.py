@@ -68,7 +68,7 @@ def term_descriptions(trials: pd.DataFrame) -> dict[str, str]:
     methods (``MethodSpec.terms``); a term two methods describe differently gets both,
     each prefixed by its method. Unknown methods contribute nothing."""
     from vrsearch.errors import VrsearchError
-    from vrsearch.registry import get_method
+    from vrsearch.methods import get_method
 
     found: dict[str, dict[str, str]] = {}
     methods = pd.unique(trials["method"].dropna().astype(str)) if "method" in trials.columns else []

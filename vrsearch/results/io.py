@@ -22,9 +22,7 @@ even of a study that is still running — sees a complete old or new file.
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +32,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vrsearch.errors import VrsearchError
-from vrsearch.results import faults
-
-from vrsearch.results.rundir import CASES_FILE, HISTORY_FILE, STUDY_FILE, TRIALS_FILE, RunDir  # noqa: F401
+from vrsearch.results import schema
+from vrsearch.results.atomic import write_atomic, write_text_atomic
+from vrsearch.results.rundir import CASES_FILE, HISTORY_FILE, STUDY_FILE, TRIALS_FILE, RunDir
 
 CASE_COLUMNS = [
     "trial_id", "split", "iteration", "case_id", "class_index", "class_name",
@@ -50,8 +48,6 @@ TRIAL_COLUMNS = [
     "arm", "group", "config_hash", "group_hash", "device", "device_hours", "metric_conventions",
     "node_id", "worker_nodes",
 ]
-_TEXT_COLUMNS = ("trial_id", "error", "status", "arm", "group", "config_hash", "group_hash", "device",
-                 "metric_conventions", "node_id", "worker_nodes")
 HISTORY_COLUMNS = ["trial_id", "iteration"]
 #: old column name → new, in every table (``asd_mm`` was always the symmetric pooled ASSD)
 RENAMED = {"asd_mm": "assd_mm", "test_asd_mm": "test_assd_mm", "val_asd_mm": "val_assd_mm"}
@@ -64,48 +60,16 @@ LEGACY_CONVENTIONS = {
 }
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
-def _full_disk(path: Path, exc: OSError) -> VrsearchError:
-    return VrsearchError(f"{path}: {exc.strerror or 'no space left on device'} while writing it; the previous "
-                         f"{path.name} is intact; free space, then 'vrsearch resume' the run")
-
-
-def _write_atomic(path: Path, write, fault_point: str) -> None:
-    """``write(tmp)`` then rename over ``path``: readers see the old file or the new one,
-    never a part; a full disk is a one-line error and leaves the previous file as it was."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    try:
-        write(tmp)
-        faults.point(fault_point)
-        os.replace(tmp, path)
-    except OSError as exc:
-        if exc.errno in FULL:
-            raise _full_disk(path, exc) from None
-        raise
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    _write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), "write")
-
-
 def write_frame(path: Path, frame: pd.DataFrame, fault_point: str = "write",
                 metadata: dict[str, Any] | None = None) -> None:
-    """Write a DataFrame as parquet atomically; ``fault_point`` names it for fault injection;
-    ``metadata`` entries join the parquet schema metadata (values as JSON)."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    """Write a DataFrame as parquet atomically, typed by its file name
+    (:func:`vrsearch.results.schema.to_table`); ``fault_point`` names it for fault
+    injection; ``metadata`` entries join the parquet schema metadata (values as JSON)."""
+    table = schema.to_table(frame, Path(path).name)
     if metadata:
         extra = {k.encode(): json.dumps(v, sort_keys=True).encode() for k, v in metadata.items()}
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
-    _write_atomic(path, lambda tmp: pq.write_table(table, tmp), fault_point)
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp), fault_point)
 
 
 def trial_conventions(row: dict | pd.Series) -> dict:
@@ -133,16 +97,16 @@ def read_conventions(path: str | Path, filesystem=None) -> dict:
     """The conventions of a cases parquet file: its schema metadata, else
     :data:`LEGACY_CONVENTIONS` if it has the old ``asd_mm`` column, else {}."""
     try:
-        schema = pq.read_schema(str(path), filesystem=filesystem)
+        found = pq.read_schema(str(path), filesystem=filesystem)
     except (OSError, ValueError, pa.ArrowException):
         return {}
-    raw = (schema.metadata or {}).get(CONVENTIONS_KEY.encode())
+    raw = (found.metadata or {}).get(CONVENTIONS_KEY.encode())
     if raw is not None:
         try:
             return json.loads(raw)
         except ValueError:
             return {}
-    return dict(LEGACY_CONVENTIONS) if "asd_mm" in schema.names else {}
+    return dict(LEGACY_CONVENTIONS) if "asd_mm" in found.names else {}
 
 
 def renamed(df: pd.DataFrame) -> pd.DataFrame:
@@ -164,7 +128,7 @@ def frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     for c in columns:
         if c not in df.columns:
-            df[c] = pd.Series(dtype="object" if c in _TEXT_COLUMNS else "float64")
+            df[c] = pd.Series(dtype="object" if c in schema.TEXT_COLUMNS else "float64")
     return df[columns + [c for c in df.columns if c not in columns]]
 
 
@@ -202,7 +166,7 @@ def _results(trials, history, cases, study, conventions: dict) -> Results:
 
 def _read(path: Path, columns: list[str]) -> pd.DataFrame:
     if path.exists():
-        return pd.read_parquet(path)
+        return schema.conform(pd.read_parquet(path), path.name)
     return frame([], columns)
 
 
@@ -230,7 +194,7 @@ def _load_uri(uri: str) -> Results:
 
         def read(name: str, columns: list[str]) -> pd.DataFrame:
             if name in present:
-                return pd.read_parquet(f"{base}/{name}", filesystem=fs)
+                return schema.conform(pd.read_parquet(f"{base}/{name}", filesystem=fs), name)
             return frame([], columns)
 
         conventions = read_conventions(f"{base}/{CASES_FILE}", fs) if CASES_FILE in present else {}

@@ -32,6 +32,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from vrsearch.errors import VrsearchError
+from vrsearch.results.atomic import write_atomic, write_text_atomic
 from vrsearch.results.rundir import LOCK_FILE, MIRRORED_DIRS, SMALL_FILES
 
 MANIFEST = ".storage-manifest.json"
@@ -111,8 +112,6 @@ def _read_manifest(run_dir: Path, uri: str) -> dict[str, dict]:
 
 
 def _write_manifest(run_dir: Path, uri: str, files: dict[str, dict]) -> None:
-    from vrsearch.results.io import write_text_atomic
-
     write_text_atomic(run_dir / MANIFEST, json.dumps({"location": uri, "files": files}, indent=0, sort_keys=True))
 
 
@@ -211,14 +210,11 @@ def _upload(fs, local: Path, dest: str) -> None:
 
 
 def _download(fs, src: str, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
+    def write(tmp: Path) -> None:
         with fs.open_input_stream(src, compression=None) as inp, tmp.open("wb") as out:
             shutil.copyfileobj(inp, out, _CHUNK)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_atomic(dest, write)
 
 
 def push(run_dir: Path | str, uri: str) -> dict[str, int]:

@@ -26,6 +26,7 @@ import pandas as pd
 
 from vrsearch.errors import VrsearchError
 from vrsearch.results import io
+from vrsearch.results.table_view import Column, Section, latex, markdown, terminal_view
 from vrsearch.results.stats import (
     METRIC_INFO, METRICS, budget, case_level_tests, empty_counts, group_labels, headline_tests, metric_columns,
     summarize, trial_metrics,
@@ -33,32 +34,6 @@ from vrsearch.results.stats import (
 
 DASH = "-"
 ALPHA, POWER, LEVEL = 0.05, 0.80, 0.95
-
-
-@dataclass(frozen=True)
-class Column:
-    """How one column of ``AblationTable.frame`` is shown (``short``: the terminal header)."""
-
-    header: str
-    key: str
-    kind: str  # text | int | pair | pct | pct_ci | delta_ci | delta | mm | p | p_sig | r | hours | counts
-    best: str | None = None  # "max" | "min": bold the best row
-    short: str = ""
-
-    @property
-    def label(self) -> str:
-        return self.short or self.header
-
-
-@dataclass(frozen=True)
-class Section:
-    """One table of the rendered view: a title, its columns and a caption (``arms_only``:
-    without the baseline row)."""
-
-    title: str
-    columns: list[Column]
-    caption: str
-    arms_only: bool = False
 
 
 def stars(p: float) -> str:
@@ -225,21 +200,15 @@ class AblationTable:
     # -- files -------------------------------------------------------------------------------------------
     def to_markdown(self) -> str:
         """Every section as a Markdown table with its caption (see :mod:`~vrsearch.results.table_view`)."""
-        from vrsearch.results.table_view import markdown
-
         return markdown(self)
 
     def to_latex(self) -> str:
         """Every section as a booktabs ``tabular`` (see :mod:`~vrsearch.results.table_view`)."""
-        from vrsearch.results.table_view import latex
-
         return latex(self)
 
     def to_rich(self, width: int = 200, classes: bool = False) -> list:
         """The terminal view (rich tables) fitted to ``width`` columns: see
         :func:`vrsearch.results.table_view.terminal_view`."""
-        from vrsearch.results.table_view import terminal_view
-
         return terminal_view(self, width, classes)
 
     def to_csv(self, path: Path | str) -> Path:

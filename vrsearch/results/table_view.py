@@ -15,6 +15,8 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from rich import box
 from rich.cells import cell_len
@@ -22,7 +24,45 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from vrsearch.results.table import AblationTable, Column
+
+@dataclass(frozen=True)
+class Column:
+    """How one column of ``AblationTable.frame`` is shown (``short``: the terminal header)."""
+
+    header: str
+    key: str
+    kind: str  # text | int | pair | pct | pct_ci | delta_ci | delta | mm | p | p_sig | r | hours | counts
+    best: str | None = None  # "max" | "min": bold the best row
+    short: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.short or self.header
+
+
+@dataclass(frozen=True)
+class Section:
+    """One table of the rendered view: a title, its columns and a caption (``arms_only``:
+    without the baseline row)."""
+
+    title: str
+    columns: list[Column]
+    caption: str
+    arms_only: bool = False
+
+
+class AblationTable(Protocol):
+    """What the renderers read of a :class:`vrsearch.results.table.AblationTable`
+    (which imports this module, not the other way round)."""
+
+    frame: Any
+    baseline: str
+    split: str
+    slice: str
+
+    def sections(self) -> list: ...
+    def cells(self, cols: list, arms_only: bool = False) -> list: ...
+
 
 #: widest a group name gets before it folds onto a second line
 GROUP_WIDTH = 24

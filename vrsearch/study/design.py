@@ -32,7 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from vrsearch.study.load import StudyError, build_study, set_path
+from vrsearch.errors import StudyError
+from vrsearch.study.load import build_study, set_path
+from vrsearch.study.space import active, default_point, ordered_space  # noqa: F401  (re-exported)
 from vrsearch.study.schema import Dimension, Study
 
 SEED_KEY = "train.seed"
@@ -77,7 +79,7 @@ def config_hash(study: Study, *, with_seed: bool = True) -> str:
     make every finished trial of a grown study look new; changing a default does.
     Of the resources only ``workers_per_trial`` counts: DDP workers each train on their
     own batch, so their number changes what is trained (CPUs and GPUs do not)."""
-    from vrsearch.registry import get_method
+    from vrsearch.methods import get_method
 
     lean = study.model_dump(mode="json", exclude_defaults=True)
     identity = {k: lean.get(k, {}) for k in IDENTITY_SECTIONS}
@@ -90,29 +92,6 @@ def config_hash(study: Study, *, with_seed: bool = True) -> str:
         identity["workers_per_trial"] = study.resources.workers_per_trial
     text = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def active(dim: Dimension, cell: Mapping[str, Any]) -> bool:
-    """Whether a conditional dimension applies given the parent values in ``cell``."""
-    for parent, wanted in dim.when.items():
-        values = wanted if isinstance(wanted, list) else [wanted]
-        if parent not in cell or cell[parent] not in values:
-            return False
-    return True
-
-
-def ordered_space(study: Study) -> list[tuple[str, Dimension]]:
-    """Dimensions with parents before the dimensions conditional on them."""
-    space = study.search.space
-    done: list[tuple[str, Dimension]] = []
-    pending = dict(space)
-    while pending:
-        ready = [k for k, d in pending.items() if all(p in dict(done) for p in d.when)]
-        if not ready:
-            raise StudyError(f"search.space: circular 'when' conditions among {sorted(pending)}")
-        for k in ready:
-            done.append((k, pending.pop(k)))
-    return done
 
 
 def grid_cells(study: Study) -> list[dict[str, Any]]:
@@ -202,32 +181,6 @@ class OptunaSpace:
             else:
                 cell[key] = trial.suggest_float(key, dim.low, dim.high, step=dim.step, log=dim.log)
         return None
-
-
-def _in_space(dim: Dimension, value: Any) -> bool:
-    if dim.type == "categorical":
-        return value in dim.choices
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return dim.low <= value <= dim.high and (dim.type != "int" or float(value).is_integer())
-
-
-def default_point(study: Study) -> dict[str, Any]:
-    """The study's own value of every (active) searched key: the trial that
-    ``start_from_defaults`` enqueues. A value outside its space is an error."""
-    resolved = study.model_dump(mode="json")
-    point: dict[str, Any] = {}
-    for key, dim in ordered_space(study):
-        if not active(dim, point):
-            continue
-        node: Any = resolved
-        for part in key.split("."):
-            node = node[part]
-        if not _in_space(dim, node):
-            raise StudyError(f"search.start_from_defaults: {key} is {node!r} in the study, outside its "
-                             f"search space ({dim.choices if dim.type == 'categorical' else [dim.low, dim.high]})")
-        point[key] = node
-    return point
 
 
 def optuna_space(study: Study) -> OptunaSpace:

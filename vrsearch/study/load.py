@@ -11,13 +11,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from vrsearch.errors import VrsearchError
-from vrsearch.registry import MethodParams, did_you_mean, get_method
+from vrsearch.errors import StudyError, VrsearchError
+from vrsearch.core.names import did_you_mean
+from vrsearch.methods import get_method
+from vrsearch.registry import MethodParams
 from vrsearch.study.schema import Study
-
-
-class StudyError(VrsearchError):
-    """A study file (or an override of it) is invalid."""
+from vrsearch.study.search import DESIGNS
+from vrsearch.study.space import default_point
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -96,6 +96,8 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     errors = exc.errors(include_url=False)
     first = errors[0]
     loc = [str(p) for p in first["loc"]]
+    if loc[:1] == ["search"] and len(loc) > 1 and loc[1] in DESIGNS:  # the union's tag: not a key
+        del loc[1]
     ctx = first.get("ctx") or {}
     if first["type"] == "unknown_key":
         loc.append(ctx["key"])
@@ -119,11 +121,8 @@ def _validate_params(study: Study) -> MethodParams:
         spec = get_method(study.method.name)
     except VrsearchError as exc:
         raise StudyError(f"method.name: {exc}") from None
-    if spec.needs_unlabeled and study.train.batch.unlabeled == 0:
-        raise StudyError(f"train.batch.unlabeled: method {spec.name!r} trains on unlabeled images, "
-                         "so the batch needs at least 1 (got 0)")
     try:
-        return spec.validate(study.method.params)
+        params = spec.validate(study.method.params)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         first = errors[0]
@@ -134,6 +133,10 @@ def _validate_params(study: Study) -> MethodParams:
                 f"{did_you_mean(key, spec.params.model_fields)}"
             ) from None
         raise StudyError(format_validation_error(exc, "method.params")) from None
+    if spec.data_needs(params).unlabeled and study.train.batch.unlabeled == 0:
+        raise StudyError(f"train.batch.unlabeled: method {spec.name!r} trains on unlabeled images, "
+                         "so the batch needs at least 1 (got 0)")
+    return params
 
 
 def _lookup(data: Mapping[str, Any], dotted: str) -> str | None:
@@ -182,8 +185,6 @@ def build_study(raw: dict[str, Any], *, check_design: bool = True) -> Study:
         axes = [(f"search.axes.{k}", k, list(v)) for k, v in study.search.axes.items()]
         _check_overrides(raw, resolved, space + arms + axes)
         if study.search.start_from_defaults:
-            from vrsearch.study.design import default_point  # design builds on this module
-
             default_point(study)
     return study
 

@@ -1,0 +1,260 @@
+"""The ``search`` section: how a study's trials are designed, one model per design.
+
+``design`` picks the model (a discriminated union): ``none`` (the study once per
+seed), ``grid`` (the full factorial of categorical dimensions), ``random``
+(``num_samples`` seeded draws), ``ablation`` (the study as ``baseline`` plus one
+cell per arm) and ``search`` (Optuna proposes ``num_samples`` configurations). Each
+has the keys it reads and no others: a key of another design is an error that
+says so; reading one (``study.search.arms`` of a grid, say) gives its default.
+Every design shares the scheduler that stops trials, the metric and the seeds.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from vrsearch.core.config import PosFloat, PosInt, StrictModel
+
+
+class Dimension(StrictModel):
+    """One searched knob: float/int ranges (optionally log), or categorical
+    choices; ``when`` makes it conditional on categorical parents."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: PosFloat | None = None
+    choices: list[Any] | None = None
+    when: dict[str, list[Any] | Any] = {}
+
+    @model_validator(mode="after")
+    def _check(self) -> Dimension:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("categorical needs a non-empty 'choices' list")
+            if len({repr(c) for c in self.choices}) != len(self.choices):
+                raise ValueError("categorical choices must be distinct")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.type} needs 'low' and 'high'")
+        if not self.low < self.high:
+            raise ValueError(f"empty range: low {self.low} must be < high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError("log range needs low > 0")
+        if self.log and self.step is not None and not (self.type == "int" and self.step == 1):
+            raise ValueError("a log range cannot have a step (Optuna samples it continuously in log space)")
+        if self.type == "int" and not all(float(v).is_integer() for v in (self.low, self.high, self.step or 1)):
+            raise ValueError("an int range needs whole-number low, high and step")
+        return self
+
+
+class AblationArm(StrictModel):
+    name: Annotated[str, Field(min_length=1)]
+    set: dict[str, Any] = {}
+
+
+def _check_space(space: dict[str, Dimension]) -> None:
+    for key, dim in space.items():
+        for parent, values in dim.when.items():
+            if parent not in space or space[parent].type != "categorical":
+                raise ValueError(f"{key!r} is conditional on {parent!r}, which is not a categorical in 'space'")
+            wanted = values if isinstance(values, list) else [values]
+            missing = [v for v in wanted if v not in (space[parent].choices or [])]
+            if missing:
+                raise ValueError(f"{key!r}: 'when' value(s) {missing} are not choices of {parent!r}")
+
+
+def _check_axes(axes: dict[str, list[Any]]) -> None:
+    for key, values in axes.items():
+        if not key.startswith("dataset."):
+            raise ValueError(f"axes.{key}: axes vary the data (dataset.*); put other knobs in arms or the space")
+        if not values or len({repr(v) for v in values}) != len(values):
+            raise ValueError(f"axes.{key}: needs a non-empty list of distinct values")
+
+
+class _Design(StrictModel):
+    """What every design has: the scheduler that stops trials, the search metric, the seeds."""
+
+    design: str = "none"
+    scheduler: Literal["asha", "median", "none"] = "asha"
+    metric: str = "val_dice"
+    mode: Literal["max", "min"] = "max"
+    seeds: list[int] = [0]
+    grace_period: PosInt | None = None
+    reduction_factor: Annotated[int, Field(ge=2)] = 2
+
+    #: the keys only some designs have, with their defaults: what reading one gives where absent
+    OTHER_KEYS: ClassVar[dict[str, Any]] = {
+        "space": {}, "arms": [], "axes": {}, "num_samples": 8, "searcher": "tpe", "storage": None,
+        "aggregate": "mean", "start_from_defaults": False,
+    }
+    #: scheduler keys and the schedulers that read them
+    SCHEDULER_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {"grace_period": ("asha", "median"),
+                                                            "reduction_factor": ("asha",)}
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _Design.OTHER_KEYS and name not in type(self).model_fields:
+            return copy.deepcopy(_Design.OTHER_KEYS[name])
+        return super().__getattr__(name)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unknown_keys(cls, data: Any) -> Any:
+        """Unknown keys are errors with a hint; a key of another design is an error naming
+        the designs that read it (at its default — as an older resolved study.yaml spells
+        every key out — it is dropped)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for key in [k for k in data if k in _Design.OTHER_KEYS and k not in cls.model_fields]:
+            if data[key] == _Design.OTHER_KEYS[key]:
+                del data[key]
+                continue
+            users = [d for d, c in DESIGNS.items() if key in c.model_fields]
+            raise PydanticCustomError(
+                "ignored_key", "{key} design {value} ignores it (it applies to design {users} only); remove it",
+                {"key": key, "value": repr(cls.model_fields["design"].default), "users": " or ".join(map(repr, users))})
+        return super()._unknown_keys(data)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:  # errors named search.seeds
+        if not seeds:
+            raise ValueError("seeds must not be empty")
+        twice = sorted({s for s in seeds if seeds.count(s) > 1})
+        if twice:
+            raise ValueError(f"seeds must be distinct; {', '.join(map(str, twice))} repeated")
+        return seeds
+
+    @model_validator(mode="after")
+    def _scheduler_keys(self) -> _Design:
+        for key, users in self.SCHEDULER_KEYS.items():
+            value = getattr(self, key)
+            if key in self.model_fields_set and value != type(self).model_fields[key].default \
+                    and self.scheduler not in users:
+                raise PydanticCustomError(
+                    "ignored_key", "{key} scheduler {value} ignores it (it applies to scheduler {users} only); "
+                    "remove it", {"key": key, "value": repr(self.scheduler), "users": " or ".join(map(repr, users))})
+        return self
+
+
+class NoneDesign(_Design):
+    """The study itself, once per seed (crossed with the dataset ``axes``)."""
+
+    design: Literal["none"] = "none"  # type: ignore[assignment]
+    #: dataset settings crossed with every cell (e.g. ``{"dataset.labeled_ratio": [0.1, 0.2]}``)
+    axes: dict[str, list[Any]] = {}
+
+    @model_validator(mode="after")
+    def _check(self) -> NoneDesign:
+        _check_axes(self.axes)
+        return self
+
+
+class GridDesign(NoneDesign):
+    """The full factorial of categorical dimensions (a conditional one only where its parents match)."""
+
+    design: Literal["grid"] = "grid"  # type: ignore[assignment]
+    space: dict[str, Dimension]
+
+    @model_validator(mode="after")
+    def _grid(self) -> GridDesign:
+        if not self.space:
+            raise ValueError("design 'grid' needs a non-empty 'space'")
+        for key, dim in self.space.items():
+            if dim.type != "categorical":
+                raise ValueError(f"grid design needs categorical dimensions; {key!r} is {dim.type}")
+        _check_space(self.space)
+        return self
+
+
+class RandomDesign(NoneDesign):
+    """``num_samples`` distinct cells drawn from the space with a seeded generator (no Optuna)."""
+
+    design: Literal["random"] = "random"  # type: ignore[assignment]
+    space: dict[str, Dimension]
+    num_samples: PosInt = 8
+
+    @model_validator(mode="after")
+    def _random(self) -> RandomDesign:
+        if not self.space:
+            raise ValueError("design 'random' needs a non-empty 'space'")
+        _check_space(self.space)
+        return self
+
+
+class AblationDesign(NoneDesign):
+    """The study as ``baseline`` plus one cell per arm (an arm sets one or more knobs)."""
+
+    design: Literal["ablation"] = "ablation"  # type: ignore[assignment]
+    arms: list[AblationArm]
+
+    @model_validator(mode="after")
+    def _arms(self) -> AblationDesign:
+        if not self.arms:
+            raise ValueError("design 'ablation' needs 'arms'")
+        names = [a.name for a in self.arms]
+        if "baseline" in names or len(set(names)) != len(names):
+            raise ValueError("arm names must be distinct and not 'baseline' (the study itself is the baseline)")
+        return self
+
+
+class SearchDesign(_Design):
+    """Optuna proposes ``num_samples`` configurations (each run once per seed)."""
+
+    design: Literal["search"] = "search"  # type: ignore[assignment]
+    searcher: Literal["tpe", "random", "cmaes"] = "tpe"
+    space: dict[str, Dimension]
+    num_samples: PosInt = 8
+    #: Optuna's storage (any SQLAlchemy URL); default: SQLite in the run directory
+    storage: str | None = None
+    #: with several seeds, what Optuna is told once every seed of a configuration has
+    #: finished — the mean, or ``lcb``: the mean one standard error on the pessimistic side
+    #: (mean − s/√k for ``mode: max``, mean + s/√k for ``min``)
+    aggregate: Literal["mean", "lcb"] = "mean"
+    #: the first trial runs the study's own value of every searched key (e.g. a paper's
+    #: defaults), enqueued in Optuna before the sampler proposes
+    start_from_defaults: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_axes(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("axes"):
+            raise ValueError("axes cross the cells of a fixed design (none/grid/random/ablation); "
+                             "run one search per dataset setting")
+        return data
+
+    @model_validator(mode="after")
+    def _search(self) -> SearchDesign:
+        if not self.space:
+            raise ValueError("design 'search' needs a non-empty 'space'")
+        for key, dim in self.space.items():
+            if dim.type == "categorical" and not all(isinstance(c, (str, int, float, bool, type(None)))
+                                                     for c in dim.choices):
+                raise ValueError(f"{key!r}: a search design's choices must be numbers, strings, booleans or "
+                                 "null (Optuna stores them); put list-valued choices in a grid or ablation")
+        _check_space(self.space)
+        return self
+
+
+DESIGNS: dict[str, type[_Design]] = {"none": NoneDesign, "grid": GridDesign, "random": RandomDesign,
+                                    "ablation": AblationDesign, "search": SearchDesign}
+
+
+def _design_of(value: Any) -> str:
+    """The union's tag: ``design`` (``none`` when left out)."""
+    if isinstance(value, dict):
+        return str(value.get("design", "none"))
+    return getattr(value, "design", "none")
+
+
+SearchConfig = Annotated[
+    Union[tuple(Annotated[cls, Tag(tag)] for tag, cls in DESIGNS.items())],  # noqa: UP007
+    Discriminator(_design_of, custom_error_type="design",
+                  custom_error_message=f"design must be one of {', '.join(map(repr, DESIGNS))}"),
+]
