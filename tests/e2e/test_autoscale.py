@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -81,6 +82,7 @@ def test_a_study_scales_up_survives_a_lost_node_and_scales_down(cluster, tiny_ph
     study = write_study(tmp_path, tiny_phantom, search=SEARCH,
                         resources={"concurrent_trials": 2, "max_failures": 1, **ON_WORKERS})
     run, log = tmp_path / "run", tmp_path / "run.log"
+    start = time.monotonic()
     proc = launch(cluster, "run", study, log=log)
     cluster.wait_for(lambda: alive(proc, log) and finished_results(run), 300, "a first trial to finish")
     cluster.fault_marker.unlink()  # armed: the next training process to pass step 4 stops there
@@ -94,6 +96,7 @@ def test_a_study_scales_up_survives_a_lost_node_and_scales_down(cluster, tiny_ph
     launched_before = cluster.workers()
     assert cluster.kill_node(lost), "no process of the node was found"
     assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+    study_s = time.monotonic() - start
 
     trials = pd.read_parquet(run / "trials.parquet").set_index("trial_id", drop=False)
     after = finished_results(run)
@@ -113,15 +116,21 @@ def test_a_study_scales_up_survives_a_lost_node_and_scales_down(cluster, tiny_ph
 
     down = cluster.wait_for(lambda: (w := cluster.workers()) and not any(w.values()) and w, 180,
                             "the idle worker nodes to be removed")
+    down_s = time.monotonic() - start - study_s
+    # every attempt: where each trial had started when the node was killed, and where it ended
+    attempts = Counter(m["node_id"] for m in metas.values())
+    attempts.update(node for t, node in trials.node_id.items() if metas.get(t, {}).get("node_id") != node)
     placed = Counter(trials.node_id)
     record(capsys,
            f"nodes launched by the autoscaler: {len(workers)} ({', '.join(short(n) for n in sorted(workers))})",
-           "trials per node (last attempt): " + ", ".join(f"{short(n)}: {k}" for n, k in sorted(placed.items())),
+           "trials per node (last attempt): " + ", ".join(f"{short(n)}: {k}" for n, k in sorted(placed.items()))
+           + "; attempts per node: " + ", ".join(f"{short(n)}: {k}" for n, k in sorted(attempts.items())),
            f"killed {short(lost)} while trial {victim} trained (after step 4); retried on {short(retried.node_id)} "
            f"from iteration {int(retried.resumed_from)}",
            f"trials lost: {3 - int((trials.status == 'completed').sum())}, re-run: {len(rerun)} "
            f"({len(before)} finished before the kill, unchanged)",
-           f"worker nodes alive after scale-down: {sum(down.values())}")
+           f"worker nodes alive after scale-down: {sum(down.values())}; the study took {study_s:.0f} s "
+           f"(3 trials, {HANG} hung until the kill), the scale-down {down_s:.0f} s more")
     assert sum(down.values()) == 0
 
 
@@ -140,8 +149,9 @@ def test_a_ddp_trial_spans_two_nodes_and_matches_a_one_node_run(cluster, tiny_ph
     ``DDP_TOL`` (1e-6, a few float32 ulps of values near 1) would still let through a
     reduction that reassociated sums, and nothing bigger."""
     resources = {"workers_per_trial": 2, **ON_WORKERS}
-    runs = {}
+    runs, took = {}, {}
     for where in ("cluster", "local"):
+        start = time.monotonic()
         (tmp_path / where).mkdir()
         study = write_study(tmp_path / where, tiny_phantom, search={"design": "none", "scheduler": "none"},
                             resources=resources)
@@ -153,6 +163,7 @@ def test_a_ddp_trial_spans_two_nodes_and_matches_a_one_node_run(cluster, tiny_ph
                                   env={k: v for k, v in cluster.env.items() if not k.startswith("RAY_AUTH")})
             assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         runs[where] = tmp_path / where / "run"
+        took[where] = time.monotonic() - start
     trials = {w: pd.read_parquet(r / "trials.parquet").iloc[0] for w, r in runs.items()}
     nodes = trials["cluster"].worker_nodes.split(",")
     assert len(nodes) == 2 and len(set(nodes)) == 2 and set(nodes) <= set(cluster.workers()), nodes
@@ -165,7 +176,8 @@ def test_a_ddp_trial_spans_two_nodes_and_matches_a_one_node_run(cluster, tiny_ph
         diffs[col] = abs(float(trials["cluster"][col]) - float(trials["local"][col]))
     record(capsys, f"DDP trial's workers on {', '.join(short(n) for n in nodes)} (gloo across nodes)",
            "2 nodes vs 1 node, rank 0, largest |difference|: " + ", ".join(f"{k} {v:.3g}" for k, v in diffs.items())
-           + f" (tolerance {DDP_TOL:g})")
+           + f" (tolerance {DDP_TOL:g}); took {took['cluster']:.0f} s on the cluster (nodes launched), "
+           f"{took['local']:.0f} s on a local Ray")
     assert all(v <= DDP_TOL for v in diffs.values()), diffs
 
 
@@ -189,6 +201,7 @@ def test_a_study_whose_driver_is_lost_resumes_from_its_storage_mirror(cluster, t
                         resources={"concurrent_trials": 2, **ON_WORKERS})
     run, log = tmp_path / "run", tmp_path / "run.log"
     env = {**cluster.env, **{k: v for k, v in s3.env.items() if k.startswith("AWS_")}}
+    start = time.monotonic()
     proc = launch(cluster, "run", study, env=env, log=log)
     cluster.wait_for(lambda: alive(proc, log) and mirrored_results(s3) and len(finished_results(run)) < 3, 300,
                      "a first trial to finish and be pushed")
@@ -200,6 +213,7 @@ def test_a_study_whose_driver_is_lost_resumes_from_its_storage_mirror(cluster, t
     resumed = subprocess.run([VRSEARCH, "resume", mirror, "--into", str(elsewhere), "--address", cluster.address],
                              capture_output=True, text=True, timeout=600, env=env)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    took = time.monotonic() - start
     assert f"{len(before)} finished trials kept" in resumed.stdout
 
     trials = pd.read_parquet(elsewhere / "trials.parquet").set_index("trial_id", drop=False)
@@ -212,4 +226,4 @@ def test_a_study_whose_driver_is_lost_resumes_from_its_storage_mirror(cluster, t
     new = trials[~trials.trial_id.isin(list(before))]
     record(capsys, f"driver killed with {len(before)} of 3 trials in the mirror; resumed from the S3 mirror into another "
                    f"directory: {len(new)} trials run there (resumed_from: {sorted(new.resumed_from.astype(int))}), "
-                   f"lost 0, re-run {len(rerun)}; the mirror holds all 3")
+                   f"lost 0, re-run {len(rerun)}; the mirror holds all 3; run, kill and resume took {took:.0f} s")
