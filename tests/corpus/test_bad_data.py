@@ -247,7 +247,7 @@ def test_singleton_5d_nifti_is_squeezed_validated_and_trained(tiny_phantom, tmp_
                 _resave(path, arr.reshape(arr.shape + (1, 1)))
     assert nib.load(_file(root, "image")).shape[3:] == (1, 1)
     study = tmp_path / "study.yaml"
-    study.write_text(yaml.safe_dump(tiny_study_dict(root, tmp_path / "run", train={"iterations": 2})))
+    study.write_text(yaml.safe_dump(tiny_study_dict(root, tmp_path / "run", train={"iterations": 4})))
     checked = cli("validate", study, "--check-data", cwd=tmp_path)
     assert checked.returncode == 0 and "data ok" in checked.stderr, checked.stderr
     trained = cli("train", study, cwd=tmp_path)

@@ -13,6 +13,7 @@ from scipy import ndimage
 
 from vrsearch.data import phantom
 from vrsearch.data import phantom_anatomy as anat
+from vrsearch.data import phantom_body as pb
 from vrsearch.data import phantom_cohort as cohort
 from vrsearch.data import phantom_render as render
 from vrsearch.data.phantom import (
@@ -239,7 +240,7 @@ def test_cohort_per_scanner_calibration(monkeypatch):
     monkeypatch.setattr(cohort, "SCANNERS", cohort.SCANNERS + twins)
     n = len(twins)
     ref_img, ref_lab, tissue = render._render(1, cfg, _scan(phase="non_contrast"))
-    fat, liver = _core_median(ref_img, tissue == anat.FAT), _core_median(ref_img, ref_lab == 1)
+    fat, liver = _core_median(ref_img, tissue == pb.FAT), _core_median(ref_img, ref_lab == 1)
     for k in range(n):
         scanner = cohort.SCANNERS[k]
         img, lab, _ = render._render(1, cfg, _scan(phase="non_contrast", scanner=k))
@@ -249,7 +250,7 @@ def test_cohort_per_scanner_calibration(monkeypatch):
         assert inside.mean() > 0.5
         assert np.abs(img[inside] - (scanner.slope * twin[inside] + scanner.offset)).max() <= 1.05, scanner.name
         # unenhanced: the scanner changes nothing but kernel, noise and calibration
-        for hu, mask in ((fat, tissue == anat.FAT), (liver, ref_lab == 1)):
+        for hu, mask in ((fat, tissue == pb.FAT), (liver, ref_lab == 1)):
             assert abs(_core_median(img, mask) - (scanner.slope * hu + scanner.offset)) < 4, scanner.name
 
 

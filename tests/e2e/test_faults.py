@@ -53,9 +53,12 @@ def test_a_killed_search_resumes_with_optuna_consistent(tiny_phantom, tmp_path, 
     """``tuner``: killed before any trial started; ``compact``: just after Optuna was told
     the first trial's result; ``report``: while writing the report after it. The resumed
     search asks Optuna only for what is missing: every proposal ends COMPLETE, none is
-    left running or failed, and the value Optuna was told is kept."""
+    left running or failed, and the value Optuna was told is kept. The restarted sampler
+    proposes a configuration its first life had not (two distinct lrs). No scheduler: an
+    ASHA stop of the worse trial would be a legitimate end but not what is checked here."""
     space = {"train.optimizer.lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}}
-    study = write_study(tmp_path, tiny_phantom, search={"design": "search", "num_samples": 2, "space": space},
+    search = {"design": "search", "num_samples": 2, "space": space, "scheduler": "none"}
+    study = write_study(tmp_path, tiny_phantom, search=search,
                         resources={"concurrent_trials": 1})
     marker, run = tmp_path / "fired", tmp_path / "run"
     proc = launch(["run", study], f"kill:{point}", marker, tmp_path)
@@ -73,6 +76,7 @@ def test_a_killed_search_resumes_with_optuna_consistent(tiny_phantom, tmp_path, 
     trials = pd.read_parquet(run / "trials.parquet")
     assert len(trials) == 2 and set(trials.status) == {"completed"}
     assert trials["config.train.optimizer.lr"].between(1e-3, 1e-1).all()
+    assert trials["config.train.optimizer.lr"].nunique() == 2 and set(trials.study) == {"tiny"}
     assert all(finished_results(run)[t] == stamp for t, stamp in before.items())  # kept, not re-run
     ost = optuna.load_study(study_name="tiny", storage=storage)
     assert [t.state.name for t in ost.trials] == ["COMPLETE", "COMPLETE"]  # nothing left running or failed

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import tiny_study_dict
-from vrsearch.orchestrate.searchers import _Ended, _NoLiveTrials, close_orphans, plan_search, scheduler
+from vrsearch.orchestrate.searchers import _Ended, _NoLiveTrials, close_orphans, plan_search, sampler_seed, scheduler
 from vrsearch.results import fragments, io
 from vrsearch.results.rundir import RunDir
 from vrsearch.study.load import build_study
@@ -95,3 +95,23 @@ def test_a_resumed_scheduler_compares_with_the_trials_that_ended_before(tmp_path
     assert _stops(scheduler(study, curves), 0.05)  # far below every earlier trial at the same rung
     assert not _stops(scheduler(study, curves), 0.9)
     assert not _stops(scheduler(study, {}), 0.05)  # a scheduler that remembers nothing lets it go on
+
+
+@pytest.mark.parametrize("kind", [optuna.samplers.RandomSampler, optuna.samplers.TPESampler])
+def test_a_restarted_sampler_does_not_repeat_its_first_lifes_proposals(tmp_path, kind):
+    """A resumed search rebuilds its sampler; reseeded with the study's seed alone, its
+    random draws would start over and propose the configurations already asked (the CI
+    failure of issue 16's resume test: two trials of one lr). A fresh search keeps the seed."""
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+
+    def draws(seed: int, n: int) -> list[float]:
+        ost = optuna.create_study(study_name="s", storage=storage, load_if_exists=True, sampler=kind(seed=seed))
+        return [ost.ask({"lr": DIST["train.optimizer.lr"]}).params["lr"] for _ in range(n)]
+
+    assert sampler_seed(7, 0) == 7
+    first = draws(sampler_seed(7, 0), 3)
+    again = draws(sampler_seed(7, 3), 3)
+    assert not set(first) & set(again)
+    assert sampler_seed(7, 3) == sampler_seed(7, 3) != sampler_seed(7, 4)  # deterministic per resume point
+    restarted_plainly = optuna.create_study(study_name="t", storage=storage, sampler=kind(seed=7))
+    assert restarted_plainly.ask({"lr": DIST["train.optimizer.lr"]}).params["lr"] == first[0]  # the bug, shown

@@ -48,6 +48,7 @@ import numpy as np
 from scipy import ndimage
 
 from vrsearch.data import phantom_anatomy as anat
+from vrsearch.data import phantom_body as pb
 from vrsearch.data.phantom_anatomy import ORGANS
 
 __all__ = ["Scanner", "SCANNERS", "PHASES", "PHASE_HU", "Acquisition", "acquisition", "absent_organs",
@@ -92,7 +93,7 @@ PHASE_HU: dict[str, tuple[float, float, float, float]] = {
     "vessel": (40, 100, 150, 120), "heart": (40, 280, 130, 110), "muscle": (45, 55, 50, 50),
     "bowel": (30, 45, 35, 35), "tumor": (40, 55, 60, 60), "cyst": (8, 8, 8, 8),
 }
-_BACKGROUND = {"vessel": anat.VESSEL, "heart": anat.HEART, "muscle": anat.MUSCLE, "bowel": anat.BOWEL,
+_BACKGROUND = {"vessel": pb.VESSEL, "heart": pb.HEART, "muscle": pb.MUSCLE, "bowel": pb.BOWEL,
                "tumor": TUMOR, "cyst": CYST}
 #: organs that move with the diaphragm (shared craniocaudal shift)
 _UPPER = (1, 2, 3, 4, 7, 8, 9, 11, 12, 13)
@@ -168,7 +169,7 @@ def draw_subject(rng, absent: frozenset[int]) -> dict:
                            "shift": shift, "rot": anat.rotation(rng.uniform(-1, 1, 3) * 1.5 * o.rot_deg),
                            "stretch": None if o.fit == "radius" else stretch}
     s["organs"] = organs
-    s["hu"] = rng.normal(size=anat.ORGAN_TISSUE + 14)
+    s["hu"] = rng.normal(size=pb.ORGAN_TISSUE + 14)
     s["gas"] = float(rng.uniform(0, 0.3)) * float(rng.random() < 0.7)
     s["lesions"] = _lesions(rng)
     return s
@@ -196,20 +197,20 @@ def tissue_hu(subj: dict, acq: Acquisition) -> tuple[np.ndarray, np.ndarray]:
     plus the subject's jitter (0.35 sd per organ, 0.3 per background class, as classic).
     """
     ph, gain = PHASES.index(acq.phase), acq.calibration.iodine * acq.enhancement
-    mean = np.zeros(anat.ORGAN_TISSUE + 14, np.float32)
+    mean = np.zeros(pb.ORGAN_TISSUE + 14, np.float32)
     amp = np.zeros_like(mean)
-    for cls, (hu, sd) in anat.TISSUE_HU.items():
+    for cls, (hu, sd) in pb.TISSUE_HU.items():
         mean[cls], amp[cls] = hu + 0.3 * sd * subj["hu"][cls], 0.7 * sd
     for name, cls in _BACKGROUND.items():
         nc, hu = PHASE_HU[name][0], PHASE_HU[name][ph]
         mean[cls], amp[cls] = nc + (hu - nc) * gain + 0.3 * 10.0 * subj["hu"][cls], 7.0
     for o in ORGANS:
-        cls, nc, hu = anat.ORGAN_TISSUE + o.label, PHASE_HU[o.name][0], PHASE_HU[o.name][ph]
+        cls, nc, hu = pb.ORGAN_TISSUE + o.label, PHASE_HU[o.name][0], PHASE_HU[o.name][ph]
         mean[cls], amp[cls] = nc + (hu - nc) * gain + 0.35 * o.hu_sd * subj["hu"][cls], 0.5 * o.hu_sd
     if acq.phase == "arterial":  # arterial-phase splenic heterogeneity, corticomedullary kidneys
         for lab in (2, 3, 13):
-            amp[anat.ORGAN_TISSUE + lab] *= 2.5
-    for cls in (anat.BOWEL, anat.ORGAN_TISSUE + 11, anat.ORGAN_TISSUE + 12):
+            amp[pb.ORGAN_TISSUE + lab] *= 2.5
+    for cls in (pb.BOWEL, pb.ORGAN_TISSUE + 11, pb.ORGAN_TISSUE + 12):
         mean[cls] += acq.oral_contrast
     return mean, amp
 
@@ -224,7 +225,7 @@ def acquire(tissue, tex, bias, radius2, spacing, subj: dict, acq: Acquisition, n
     mean, amp = tissue_hu(subj, acq)
     cal = acq.calibration
     img = mean[tissue] + amp[tissue] * tex
-    body = tissue != anat.AIR
+    body = tissue != pb.AIR
     img += body * (acq.bias_hu * bias - acq.cupping_hu * subj["scale"] ** 2 * np.clip(1.0 - radius2, 0.0, 1.0))
     sz = np.hypot(cal.kernel, acq.slice_mm / 2.355 / float(spacing[2]))
     img = ndimage.gaussian_filter(img, (cal.kernel, cal.kernel, sz), truncate=3.0)

@@ -29,6 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from vrsearch.data import phantom_anatomy as anat
+from vrsearch.data import phantom_body as pb
 from vrsearch.data import phantom_cohort as cohort
 from vrsearch.data.phantom_anatomy import ORGANS, OrganSpec
 
@@ -95,7 +96,7 @@ def _draw_subject(rng, seed: int, index: int) -> dict:
     if gallbladder_absent(seed, index):
         organs[9]["volume"] = 0.0
     s["organs"] = organs
-    s["hu"] = rng.normal(size=anat.ORGAN_TISSUE + 14)
+    s["hu"] = rng.normal(size=pb.ORGAN_TISSUE + 14)
     s["gas"] = float(rng.uniform(0, 0.3)) * float(rng.random() < 0.7)
     s["noise"] = float(rng.uniform(10, 25))
     return s
@@ -225,22 +226,22 @@ def _render(index: int, config: PhantomConfig, acq: cohort.Acquisition | None = 
     """(image, label, tissue) of subject ``index``; ``acq`` overrides a cohort subject's scan."""
     subj, rng, axes, q, frames = _pose(index, config)
     tex, bowel_a, bowel_b = (_smooth_field(rng, axes, 10.0, 10.0) for _ in range(3))
-    tissue, inside, cavity, bone = anat.background(q, subj["fat"], subj["scale"], subj.get("aspect", 1.0))
+    tissue, inside, cavity, bone = pb.background(q, subj["fat"], subj["scale"], subj.get("aspect", 1.0))
     label, stomach = _paint_organs(frames, subj, inside & ~bone, config)
     # background tissue, then organs, veins, bowel and gas on top
-    tissue[label > 0] = anat.ORGAN_TISSUE + label[label > 0]
+    tissue[label > 0] = pb.ORGAN_TISSUE + label[label > 0]
     for frame_label, tube in anat.VESSELS:
         sl, f = frames.evaluate(tube, frames.organ(anat.ORGAN_BY_LABEL[frame_label]))
         if sl is not None:
-            tissue[sl][(f < 0) & (label[sl] <= 1) & ~bone[sl]] = anat.VESSEL
-    bowel = cavity & (tissue == anat.FAT) & (q[2] < 20) & (q[1] > -30) & (bowel_a > 0.3)
-    tissue[bowel] = anat.BOWEL
-    tissue[bowel & (bowel_b > 1.5)] = anat.GAS
+            tissue[sl][(f < 0) & (label[sl] <= 1) & ~bone[sl]] = pb.VESSEL
+    bowel = cavity & (tissue == pb.FAT) & (q[2] < 20) & (q[1] > -30) & (bowel_a > 0.3)
+    tissue[bowel] = pb.BOWEL
+    tissue[bowel & (bowel_b > 1.5)] = pb.GAS
     if stomach is not None and subj["gas"] > 0 and stomach[1].any():
         sl, inner = stomach
         y = np.broadcast_to(axes[1][sl[1]][None, :, None], inner.shape)
         level = np.quantile(y[inner], 1.0 - subj["gas"])
-        tissue[sl][inner & (y > level)] = anat.GAS
+        tissue[sl][inner & (y > level)] = pb.GAS
     noise_rng = np.random.default_rng([config.seed, index, 1])
     if config.population == "classic":
         return _image(tissue, tex, subj, noise_rng), label, tissue
@@ -250,19 +251,19 @@ def _render(index: int, config: PhantomConfig, acq: cohort.Acquisition | None = 
             if sl is not None:
                 tissue[sl][(f < 0) & (label[sl] == organ)] = cls
     bias = _smooth_field(np.random.default_rng([config.seed, index, 5]), axes, 40.0, 60.0)
-    semi = [a * subj["scale"] * k for a, k in zip(anat.TORSO_SEMI, (subj["aspect"], 1 / subj["aspect"]))]
+    semi = [a * subj["scale"] * k for a, k in zip(pb.TORSO_SEMI, (subj["aspect"], 1 / subj["aspect"]))]
     radius2 = (q[0] / semi[0]) ** 2 + (q[1] / semi[1]) ** 2
     acq = acq if acq is not None else cohort.acquisition(config.seed, index)
     return cohort.acquire(tissue, tex, bias, radius2, config.spacing, subj, acq, noise_rng), label, tissue
 
 
 def _image(tissue, tex, subj, noise_rng) -> np.ndarray:
-    mean = np.zeros(anat.ORGAN_TISSUE + 14, np.float32)
+    mean = np.zeros(pb.ORGAN_TISSUE + 14, np.float32)
     amp = np.zeros_like(mean)
-    for cls, (hu, sd) in anat.TISSUE_HU.items():
+    for cls, (hu, sd) in pb.TISSUE_HU.items():
         mean[cls], amp[cls] = hu + 0.3 * sd * subj["hu"][cls], 0.7 * sd
     for o in ORGANS:
-        cls = anat.ORGAN_TISSUE + o.label
+        cls = pb.ORGAN_TISSUE + o.label
         mean[cls], amp[cls] = o.hu_mean + 0.35 * o.hu_sd * subj["hu"][cls], 0.5 * o.hu_sd
     img = mean[tissue] + amp[tissue] * tex
     img = ndimage.gaussian_filter(img, 0.6, truncate=3.0)

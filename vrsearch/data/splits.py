@@ -98,42 +98,51 @@ def make_split(index: DatasetIndex, *, labeled_ratio: float, split_seed: int, va
     _check_fraction("val_fraction", val_fraction)
     _check_fraction("test_fraction", test_fraction)
     pool = pool_cases(index, split_seed, unlabeled_pool)
+    shuffled = _shuffled_units(index, split_seed)
+    n = len(shuffled)
+    if use_dataset_test:
+        n_test, test = 0, _dataset_test(index)
+    else:
+        n_test = _count(test_fraction, n)
+        test = _cases(shuffled[:n_test])
+    n_val = _count(val_fraction, n)
+    n_train = n - n_test - n_val
+    if n_train < 1:
+        what = "patients" if any("patient" in c.meta for c in index.labeled) else "labeled cases"
+        raise DataError(
+            f"cannot split {n} {what} in {index.root}: test {n_test} + val {n_val} leave "
+            f"{n_train} for training (need ≥ 1); lower val_fraction/test_fraction or add cases")
+    train_units = shuffled[n_test + n_val:]
+    n_labeled = n_train if all_labels else max(1, round(labeled_ratio * n_train))
+    train = [c for u in train_units[:n_labeled] for c in u]
+    withheld = tuple(dataclasses.replace(c, label=None) for u in train_units[n_labeled:] for c in u)
+    return Split(labeled=tuple(train), unlabeled=withheld + pool, val=_cases(shuffled[n_test:n_test + n_val]),
+                 test=test)
 
-    # the unit of splitting is the patient (``meta["patient"]``, else the case), so the
-    # frames/phases of one patient never straddle train, val and test
+
+def _shuffled_units(index: DatasetIndex, split_seed: int) -> list[list[Case]]:
+    """The labeled cases grouped into splitting units — the patient (``meta["patient"]``,
+    else the case), so the frames/phases of one patient never straddle train, val and
+    test — sorted by key, then shuffled once with ``default_rng(split_seed)``."""
     groups: dict[str, list[Case]] = {}
     for c in sorted(index.labeled, key=lambda c: c.id):
         groups.setdefault(str(c.meta.get("patient", c.id)), []).append(c)
     units = [groups[k] for k in sorted(groups)]
-    n = len(units)
-    order = np.random.default_rng(split_seed).permutation(n)
-    shuffled = [units[i] for i in order]
-    flat = lambda us: [c for u in us for c in u]  # noqa: E731
+    return [units[i] for i in np.random.default_rng(split_seed).permutation(len(units))]
 
-    if use_dataset_test:
-        if not index.test:
-            raise DataError(f"use_dataset_test is set but the dataset in {index.root} has no test cases")
-        unlabeled_test = [c for c in index.test if c.label is None]
-        if unlabeled_test:
-            raise DataError(
-                f"use_dataset_test needs a label for every test case; {unlabeled_test[0].image} has none "
-                f"({len(unlabeled_test)} of {len(index.test)} unlabeled)")
-        n_test = 0
-        test = tuple(sorted(index.test, key=lambda c: c.id))
-    else:
-        n_test = _count(test_fraction, n)
-        test = tuple(sorted(flat(shuffled[:n_test]), key=lambda c: c.id))
-    n_val = _count(val_fraction, n)
-    n_train = n - n_test - n_val
-    what = "patients" if any("patient" in c.meta for c in index.labeled) else "labeled cases"
-    if n_train < 1:
+
+def _cases(units: list[list[Case]]) -> tuple[Case, ...]:
+    """The cases of ``units``, sorted by id."""
+    return tuple(sorted((c for u in units for c in u), key=lambda c: c.id))
+
+
+def _dataset_test(index: DatasetIndex) -> tuple[Case, ...]:
+    """``index.test`` as the test set (``use_dataset_test``): every case must be labeled."""
+    if not index.test:
+        raise DataError(f"use_dataset_test is set but the dataset in {index.root} has no test cases")
+    unlabeled_test = [c for c in index.test if c.label is None]
+    if unlabeled_test:
         raise DataError(
-            f"cannot split {n} {what} in {index.root}: test {n_test} + val {n_val} leave "
-            f"{n_train} for training (need ≥ 1); lower val_fraction/test_fraction or add cases")
-    val = tuple(sorted(flat(shuffled[n_test:n_test + n_val]), key=lambda c: c.id))
-    train_units = shuffled[n_test + n_val:]
-
-    n_labeled = n_train if all_labels else max(1, round(labeled_ratio * n_train))
-    train = flat(train_units[:n_labeled])
-    withheld = tuple(dataclasses.replace(c, label=None) for c in flat(train_units[n_labeled:]))
-    return Split(labeled=tuple(train), unlabeled=withheld + pool, val=val, test=test)
+            f"use_dataset_test needs a label for every test case; {unlabeled_test[0].image} has none "
+            f"({len(unlabeled_test)} of {len(index.test)} unlabeled)")
+    return tuple(sorted(index.test, key=lambda c: c.id))

@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from vrsearch.orchestrate.proposals import Proposal, StudySearcher
 from vrsearch.results import fragments
 from vrsearch.results.rundir import HISTORY_FILE, META_FILE, RunDir
@@ -191,6 +193,15 @@ class _Tell:
         tell(self.study, self.run, number, value)
 
 
+def sampler_seed(seed: int, asked: int) -> int:
+    """The sampler's seed: the study's first seed in a fresh search; after ``asked``
+    earlier proposals (a resume or ``grow``), a seed derived from both, so the restarted
+    sampler's random draws don't repeat the ones its first life already proposed."""
+    if asked == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, asked]).generate_state(1)[0])
+
+
 def searcher(study: Study, run: RunDir, interrupted: list[Proposal], new: int) -> Any:
     """Optuna behind Tune for a search design: interrupted proposals first, then ``new``
     ones (the study's defaults first with ``start_from_defaults``, in a fresh study)."""
@@ -199,14 +210,14 @@ def searcher(study: Study, run: RunDir, interrupted: list[Proposal], new: int) -
     from ray.tune.search.optuna import OptunaSearch
 
     s = study.search
-    seed = s.seeds[0]
+    existing = load_optuna_study(study, run)
+    seed = sampler_seed(s.seeds[0], len(existing.trials) if existing is not None else 0)
     sampler = {
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
         "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
     }[s.searcher]()
-    fresh = load_optuna_study(study, run) is None
-    start = [default_point(study)] if s.start_from_defaults and fresh else None
+    start = [default_point(study)] if s.start_from_defaults and existing is None else None
     storage = optuna.storages.RDBStorage(run.optuna_url(s.storage))
     inner = OptunaSearch(space=optuna_space(study), metric=s.metric, mode=s.mode, sampler=sampler,
                          study_name=study.name, storage=storage, points_to_evaluate=start)

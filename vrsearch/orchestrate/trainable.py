@@ -52,7 +52,7 @@ def trial_study(base: dict, config: dict) -> tuple[Study, dict, int]:
 def trial_meta(study: Study, cell: dict, seed: int) -> dict[str, Any]:
     """What a trial's fragment records before training (``meta.json``)."""
     return {
-        "seed": seed, "arm": cell.get(ARM_KEY, ""), "group": cell.get(GROUP_KEY, ""),
+        "study": study.name, "seed": seed, "arm": cell.get(ARM_KEY, ""), "group": cell.get(GROUP_KEY, ""),
         "optuna_trial": cell.get(OPTUNA_KEY),
         "cell": {k: v for k, v in cell.items() if k not in LABEL_KEYS},
         "config_hash": config_hash(study), "group_hash": config_hash(study, with_seed=False),
