@@ -213,6 +213,33 @@ def setup_problems(config: dict) -> list[str]:
     return problems
 
 
+_MOUNT = re.compile(r"\bmount\s+-t\s+\S+[^;]*?\s(/[^\s;]+)\s*;")
+_RUN_PATHS = re.compile(r"(?:output\.dir|dataset\.root)=['\"]?([^\s'\"]+)")
+
+
+def shared_mounts(config: dict) -> set[str]:
+    """Paths a file system is mounted at on *every* node: by ``setup_commands``, or by
+    both the head's and the workers' setup commands."""
+    def mounted(key: str) -> set[str]:
+        return {m.group(1).rstrip("/") for c in config.get(key) or [] for m in _MOUNT.finditer(str(c))}
+
+    return mounted("setup_commands") | (mounted("head_setup_commands") & mounted("worker_setup_commands"))
+
+
+def shared_storage_problems(config: dict, text: str) -> list[str]:
+    """The run directory and the data must be on a file system every node mounts at the same
+    path (trials write checkpoints there from any node; a retry on another node reads them):
+    every ``output.dir=`` / ``dataset.root=`` the file shows must lie under such a mount."""
+    mounts = shared_mounts(config)
+    if not mounts:
+        return ["no shared file system mounted on every node (setup_commands)"]
+    paths = _RUN_PATHS.findall(text)
+    if not paths:
+        return ["the file shows no output.dir=/dataset.root= on the shared file system"]
+    return [f"{p} is not under a path every node mounts ({sorted(mounts)})" for p in paths
+            if not any(p.startswith(m + "/") for m in mounts)]
+
+
 def launcher_problems(config: dict) -> list[str]:
     """Everything this project requires of a cluster-launcher config beyond the schema."""
     problems = []
@@ -417,17 +444,33 @@ def test_launcher_config_meets_project_policy(name):
     assert launcher_problems(load_launcher(name)) == []
 
 
+def dvcl_resources() -> dict:
+    return yaml.safe_load((ROOT / "studies" / "dvcl_flare.yaml").read_text(encoding="utf-8"))["resources"]
+
+
+def trials_per_node(cpus: float, gpus: float, res: dict) -> int:
+    return int(min(gpus // (res["workers_per_trial"] * res["gpus_per_worker"]),
+                   cpus // (res["workers_per_trial"] * res["cpus_per_worker"])))
+
+
 @pytest.mark.parametrize("name", LAUNCHER_CONFIGS)
-def test_launcher_gpu_capacity_covers_the_dvcl_study(name):
-    """At full use the default GPU types hold studies/dvcl_flare.yaml's 4 trials x 2 x (8 CPU, 1 GPU)."""
-    study = yaml.safe_load((ROOT / "studies" / "dvcl_flare.yaml").read_text(encoding="utf-8"))["resources"]
+def test_launcher_max_workers_are_sized_to_the_dvcl_study(name):
+    """Each GPU type that can start nodes holds studies/dvcl_flare.yaml's 4 trials x 2 x
+    (8 CPU, 1 GPU) with ceil(concurrent_trials / trials per node) nodes, and has no more:
+    Tune never runs more trials at once, so a further node would never be used."""
+    res = dvcl_resources()
     config = load_launcher(name)
-    trials = 0
-    for node_type in gpu_worker_types(config).values():
-        per_node = min(node_type["resources"]["GPU"] // (study["workers_per_trial"] * study["gpus_per_worker"]),
-                       node_type["resources"]["CPU"] // (study["workers_per_trial"] * study["cpus_per_worker"]))
-        trials += per_node * node_type.get("max_workers", 0)
-    assert trials >= study["concurrent_trials"]
+    active = {n: t for n, t in gpu_worker_types(config).items() if t.get("max_workers", 0) > 0}
+    assert active
+    for node_type in active.values():
+        per_node = trials_per_node(node_type["resources"]["CPU"], node_type["resources"]["GPU"], res)
+        assert per_node >= 1 and node_type["max_workers"] == -(-res["concurrent_trials"] // per_node)
+    assert config["max_workers"] >= max(t["max_workers"] for t in active.values())
+
+
+@pytest.mark.parametrize("name", LAUNCHER_CONFIGS)
+def test_launcher_run_dir_and_data_are_on_storage_every_node_mounts(name):
+    assert shared_storage_problems(load_launcher(name), (CLUSTERS / name).read_text(encoding="utf-8")) == []
 
 
 # --------------------------------------------------------------------------- tests: KubeRay
@@ -458,7 +501,27 @@ def test_kuberay_rayjob_entrypoint_is_a_valid_vrsearch_run():
     assert any(str(study.dataset.root).startswith(m.rstrip("/") + "/") for m in mounts)
 
 
+def test_kuberay_gpu_groups_are_sized_to_the_dvcl_study():
+    """One 2-GPU pod per trial of studies/dvcl_flare.yaml: maxReplicas = concurrent_trials."""
+    res = dvcl_resources()
+    specs = [_kuberay_cluster(load_kuberay()), _kuberay_job(load_kuberay())["rayClusterSpec"]]
+    for group in (g for spec in specs for g in spec["workerGroupSpecs"]):
+        limits = _containers(group["template"])[0]["resources"]["limits"]
+        per_pod = trials_per_node(float(limits["cpu"]), float(limits["nvidia.com/gpu"]), res)
+        assert per_pod >= 1 and group["maxReplicas"] == -(-res["concurrent_trials"] // per_pod)
+
+
 # --------------------------------------------------------------------------- tests: the checks can fail
+
+
+@pytest.mark.parametrize("name", LAUNCHER_CONFIGS)
+def test_shared_storage_checker_catches(name):
+    text = (CLUSTERS / name).read_text(encoding="utf-8")
+    config = load_launcher(name)
+    assert shared_storage_problems(config, text.replace("output.dir=/mnt/shared/", "output.dir=/home/ubuntu/"))
+    head_only = {**config, "head_setup_commands": config["setup_commands"], "setup_commands": []}
+    assert shared_storage_problems(head_only, text) == ["no shared file system mounted on every node "
+                                                        "(setup_commands)"]
 
 def _public_dashboard_rule(config: dict) -> dict:
     config["provider"]["security_group"] = {

@@ -51,3 +51,30 @@ def test_cells_and_search_spaces_are_checked(four_cpus_one_gpu):
     refused(study({"cpus_per_worker": 2}, grid), "cpus_per_worker")
     space = {"design": "search", "space": {"resources.cpus_per_worker": {"type": "float", "low": 1, "high": 6}}}
     refused(study(search=space), "cpus_per_worker")
+
+
+def test_custom_resources_are_advertised_by_a_local_ray(four_cpus_one_gpu):
+    """A local Ray has no node types to choose from: it advertises what ``concurrent_trials``
+    of the most demanding trials hold at once, so a study written for a cluster runs as is."""
+    slot = {"custom_per_worker": {"trial_slot": 1}, "concurrent_trials": 3}
+    assert checks.local_custom_resources(study()) == {}
+    assert checks.local_custom_resources(study(slot)) == {"trial_slot": 3}
+    grid = {"design": "grid", "space": {"resources.workers_per_trial": {"type": "categorical", "choices": [1, 2]}}}
+    assert checks.local_custom_resources(study(slot, grid)) == {"trial_slot": 6}
+    arms = {"design": "ablation", "arms": [{"name": "a", "set": {"resources.custom_per_worker.trial_slot": 2}},
+                                           {"name": "b", "set": {"resources": {"custom_per_worker": {"big": 0.5}}}}]}
+    assert checks.local_custom_resources(study(slot, arms)) == {"trial_slot": 6, "big": 1.5}
+    space = {"design": "search", "space": {"resources.custom_per_worker.trial_slot": {"type": "float", "low": 1,
+                                                                                      "high": 4}}}
+    assert checks.local_custom_resources(study(slot, space)) == {"trial_slot": 12}
+    checks.check_local_resources(study(slot, arms))  # custom resources never refuse a local run
+
+
+def test_trials_and_workers_ask_for_the_custom_resources():
+    from vrsearch.orchestrate.trainable import trial_resources, worker_resources
+
+    one = study({"custom_per_worker": {"trial_slot": 1}, "cpus_per_worker": 2}).model_dump(mode="json")
+    assert trial_resources(one, {}) == {"CPU": 2, "trial_slot": 1}
+    ddp = {**one, "resources": {**one["resources"], "workers_per_trial": 2, "gpus_per_worker": 1}}
+    assert trial_resources(ddp, {}) == {"CPU": 0, "memory": 256 * 2**20}  # the coordinator holds nothing
+    assert worker_resources(ddp["resources"]) == {"CPU": 2, "GPU": 1, "trial_slot": 1}

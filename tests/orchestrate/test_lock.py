@@ -72,3 +72,38 @@ def test_removing_the_file_on_release_keeps_one_holder_at_a_time(tmp_path):
     lines = log.read_text().split()
     assert sum(held) == len(lines) // 2 and sum(held) > 20
     assert lines == ["in", "out"] * (len(lines) // 2)  # strictly alternating: one holder at a time
+
+
+CLAIM = "import sys, time; from pathlib import Path; from vrsearch.results.lock import checkpoint_claim\n" \
+        "from vrsearch.results.rundir import RunDir\n" \
+        "with checkpoint_claim(RunDir(Path(sys.argv[1])), 'cfg', sys.argv[2]) as f:\n" \
+        "    print(f.name, flush=True); time.sleep(60)"
+
+
+def test_a_held_checkpoint_sends_another_trial_to_a_fresh_folder_but_a_retry_waits(tmp_path, monkeypatch):
+    """A configuration's folder held by a live trial: a second trial of that configuration
+    starts fresh in its own folder at once; a retry of the holding trial itself (whose
+    earlier attempt is dying, e.g. on a lost node whose file lock the server still keeps)
+    waits for the claim and continues in the configuration's folder."""
+    import threading
+
+    from vrsearch.results import lock
+    from vrsearch.results.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", CLAIM, str(tmp_path), "t1"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "cfg"
+        assert (tmp_path / "checkpoints" / "cfg" / ".claim").read_text() == "t1"
+        with lock.checkpoint_claim(run, "cfg", "t2") as folder:
+            assert folder.name == "cfg-t2"
+        monkeypatch.setattr(lock, "CLAIM_WAIT_S", 1.5)  # the holder outlives the wait: fresh folder
+        with lock.checkpoint_claim(run, "cfg", "t1") as folder:
+            assert folder.name == "cfg-t1"
+        monkeypatch.setattr(lock, "CLAIM_WAIT_S", 60.0)
+        threading.Timer(2.0, holder.kill).start()  # the earlier attempt dies while the retry waits
+        with lock.checkpoint_claim(run, "cfg", "t1") as folder:
+            assert folder.name == "cfg" and holder.poll() is not None
+    finally:
+        holder.kill()
+        holder.wait()

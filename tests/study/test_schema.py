@@ -99,6 +99,10 @@ def test_unknown_method_suggests(tmp_path):
         ("dataset.patch_size", [31, 32, 16], "dataset.patch_size: every size must be divisible by 2"),
         ("dataset.intensity.clip", [300, -300], "dataset.intensity: clip must be (low, high) with low < high"),
         ("name", "has space", "name: String should match pattern"),
+        ("resources.custom_per_worker", {"GPU": 1}, "resources.custom_per_worker: 'GPU' is not a custom resource"),
+        ("resources.custom_per_worker", {"memory": 1}, "resources.custom_per_worker: 'memory' is not a custom"),
+        ("resources.custom_per_worker", {"slot": 0}, "resources.custom_per_worker.slot: Input should be greater than 0"),
+        ("resources.custom_per_worker", {"slot": 0.00001}, "resources.custom_per_worker: slot: 1e-05 must be finite"),
     ],
 )
 def test_wrong_types_and_ranges(tmp_path, path, value, fragment):

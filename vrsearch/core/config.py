@@ -7,10 +7,11 @@ methods and engine can take their section without depending on the study layer.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from vrsearch.core.names import did_you_mean
@@ -23,6 +24,8 @@ NonNegFloat = Annotated[float, Field(ge=0)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 #: a share of cases held out (val/test), in [0, 1)
 SplitFraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+#: resources Ray defines itself (not custom_per_worker names)
+RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 
 
 class StrictModel(BaseModel):
@@ -232,5 +235,20 @@ class ResourcesConfig(StrictModel):
     cpus_per_worker: PosFloat = 1.0
     gpus_per_worker: Annotated[float, Field(ge=0)] = 0.0
     max_failures: NonNegInt = 1
+    #: custom Ray resources each training worker asks for besides its CPUs/GPUs, e.g.
+    #: ``{trial_slot: 1}``: a trial then runs only on nodes that advertise them (a cluster's
+    #: worker node types), never on a head that does not; a local Ray advertises them itself
+    custom_per_worker: dict[str, PosFloat] = {}
     #: temp dir of a local Ray (sessions, sockets, logs); default: RUN_DIR/ray when short enough
     ray_temp_dir: Path | None = None
+
+    @field_validator("custom_per_worker")
+    @classmethod
+    def _custom(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, amount in value.items():
+            if name in RAY_BUILTIN_RESOURCES or not name.strip() or name.startswith("node:"):
+                raise ValueError(f"{name!r} is not a custom resource name (CPUs and GPUs have their own "
+                                 "settings; memory, object_store_memory and node:<ip> are Ray's own)")
+            if not math.isfinite(amount) or round(amount, 4) != amount:
+                raise ValueError(f"{name}: {amount!r} must be finite with at most 4 decimals (Ray's precision)")
+        return value

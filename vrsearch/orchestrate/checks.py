@@ -1,6 +1,6 @@
 """Checks a study can only fail as a whole, run before anything is written and
 before Ray starts: the storage URI parses, the data are readable and complete,
-and (for a local Ray) every trial's resources fit this machine. (The rules of
+and (for a local Ray) every trial's CPUs and GPUs fit this machine. (The rules of
 the study itself — metric, scheduler — are checked when it is validated:
 :mod:`vrsearch.study.rules`.)
 """
@@ -36,35 +36,55 @@ def check_study(study: Study, address: str | None = None, *, data: bool = True, 
     return prepared
 
 
-_RESOURCE_FIELDS = ("workers_per_trial", "cpus_per_worker", "gpus_per_worker")
+_RESOURCE_FIELDS = ("workers_per_trial", "cpus_per_worker", "gpus_per_worker", "custom_per_worker")
+_CUSTOM = "custom_per_worker."
 
 
 def _trial_resources(study: Study) -> list[dict]:
-    """The (workers, CPUs, GPUs per worker) settings the study's trials can ask for: its
-    own, each fixed-design cell's, or for a search the largest value its space can give."""
+    """The (workers, CPUs, GPUs, custom resources per worker) settings the study's trials
+    can ask for: its own, each fixed-design cell's, or for a search the largest value its
+    space can give."""
     from vrsearch.study.design import design_cells
 
     base = {f: getattr(study.resources, f) for f in _RESOURCE_FIELDS}
 
     def of(cell: dict) -> dict:
         res = {**base, **{f: v for f, v in (cell.get("resources") or {}).items() if f in base}}
-        return {**res, **{f: cell[f"resources.{f}"] for f in base if f"resources.{f}" in cell}}
+        res.update({f: cell[f"resources.{f}"] for f in base if f"resources.{f}" in cell})
+        custom = {k.removeprefix(f"resources.{_CUSTOM}"): v for k, v in cell.items()
+                  if k.startswith(f"resources.{_CUSTOM}")}
+        return {**res, "custom_per_worker": {**res["custom_per_worker"], **custom}}
 
     if study.search.design != "search":
         return [base, *(of(cell) for cell in design_cells(study))]
-    top = dict(base)
+    top = {**base, "custom_per_worker": dict(base["custom_per_worker"])}
     for key, dim in study.search.space.items():
         field = key.removeprefix("resources.")
         values = dim.choices if dim.type == "categorical" else [dim.high]
         numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if field in top and numbers:
+        if field.startswith(_CUSTOM) and numbers:
+            top["custom_per_worker"][field.removeprefix(_CUSTOM)] = max(numbers)
+        elif field in top and numbers:
             top[field] = max(numbers)
     return [base, top]
 
 
+def local_custom_resources(study: Study) -> dict[str, float]:
+    """The custom resources a local Ray (one machine, no node types to choose from)
+    advertises so that trials asking for them run: each in the amount that
+    ``concurrent_trials`` of the most demanding trials hold at once."""
+    out: dict[str, float] = {}
+    for res in _trial_resources(study):
+        for name, amount in res["custom_per_worker"].items():
+            need = amount * res["workers_per_trial"] * study.resources.concurrent_trials
+            out[name] = max(out.get(name, 0.0), need)
+    return out
+
+
 def check_local_resources(study: Study) -> None:
-    """A local Ray (no ``--address``) has only this machine: every trial must fit on it,
-    else Ray would wait for resources forever."""
+    """A local Ray (no ``--address``) has only this machine: every trial's CPUs and GPUs
+    must fit on it, else Ray would wait for resources forever (its custom resources are
+    advertised by the local Ray itself: :func:`local_custom_resources`)."""
     cpus = os.cpu_count() or 1
     gpus = None
     for res in _trial_resources(study):

@@ -48,8 +48,9 @@ def reap_stale(temp_dir: Path) -> list[int]:
     return killed
 
 
-def loopback_init(temp_dir: Path, num_cpus: int | None = None) -> None:
-    """Start Ray on 127.0.0.1 with its temp files (sessions, sockets, logs) in ``temp_dir``."""
+def loopback_init(temp_dir: Path, num_cpus: int | None = None, resources: dict[str, float] | None = None) -> None:
+    """Start Ray on 127.0.0.1 with its temp files (sessions, sockets, logs) in ``temp_dir``
+    and the custom ``resources`` the study's trials ask for."""
     loopback_env()
     import ray
 
@@ -57,6 +58,7 @@ def loopback_init(temp_dir: Path, num_cpus: int | None = None) -> None:
     reap_stale(temp_dir)
     ray.init(
         num_cpus=num_cpus or os.cpu_count(),
+        resources=resources or None,
         _node_ip_address="127.0.0.1",
         dashboard_host="127.0.0.1",
         include_dashboard=False,

@@ -27,7 +27,7 @@ from pathlib import Path
 from vrsearch.engine.single import claim_run_dir
 from vrsearch.errors import VrsearchError
 from vrsearch.orchestrate import grow
-from vrsearch.orchestrate.checks import check_study
+from vrsearch.orchestrate.checks import check_study, local_custom_resources
 from vrsearch.orchestrate.mirror import push_results, run_location
 from vrsearch.orchestrate.proposals import Proposal, aggregate
 from vrsearch.orchestrate.searchers import (
@@ -53,7 +53,10 @@ def ray_temp_dir(run_dir: Path, configured: Path | None = None) -> Path:
     return Path("/tmp") / f"vrs-{hashlib.sha1(str(run_dir).encode()).hexdigest()[:8]}"
 
 
-def init_ray(run_dir: Path, address: str | None, temp_dir: Path | None = None) -> None:
+def init_ray(run_dir: Path, address: str | None, temp_dir: Path | None = None,
+             resources: dict[str, float] | None = None) -> None:
+    """Join the cluster at ``address``, or start a loopback-only local Ray that advertises
+    the custom ``resources`` (a cluster's come from its node types)."""
     os.environ[faults.DRIVER] = str(os.getpid())  # for a test's kill-driver fault (workers inherit it)
     if not address:
         from vrsearch.orchestrate.local import loopback_env
@@ -68,7 +71,7 @@ def init_ray(run_dir: Path, address: str | None, temp_dir: Path | None = None) -
         return
     from vrsearch.orchestrate.local import loopback_init
 
-    loopback_init(ray_temp_dir(run_dir, temp_dir))
+    loopback_init(ray_temp_dir(run_dir, temp_dir), resources=resources)
 
 
 @dataclass
@@ -152,7 +155,7 @@ def _execute(study: Study, run: RunDir, address: str | None, echo, where: str | 
     if where is not None:  # before Ray starts: an unwritable storage fails now, not after the study
         storage.push(run.path, where)
         echo(f"storing results at {where}")
-    init_ray(run.path, address, study.resources.ray_temp_dir)
+    init_ray(run.path, address, study.resources.ray_temp_dir, local_custom_resources(study))
     try:
         tuner, callback = _tuner(study, run, work, echo, where)
         echo(f"study {study.name}: {callback.total} trials, design {study.search.design}, run dir {run.path}")

@@ -63,6 +63,22 @@ def trial_meta(study: Study, cell: dict, seed: int) -> dict[str, Any]:
     }
 
 
+def ray_nodes(world: int = 1) -> list[str]:
+    """The Ray node id of every training worker, in rank order (gathered over the DDP
+    group when ``world`` > 1): where this attempt of the trial runs. A retried trial
+    records the nodes of its last attempt."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+    if world <= 1:
+        return [node]
+    import torch.distributed as dist
+
+    nodes: list[Any] = [None] * world
+    dist.all_gather_object(nodes, node)
+    return [str(n) for n in nodes]
+
+
 def _metrics(r: dict) -> dict[str, Any]:
     out: dict[str, Any] = {"iteration": int(r["iteration"])}
     for k in REPORTED:
@@ -76,8 +92,10 @@ def _engine(study: Study, cell: dict, seed: int, run_dir: Path, trial_id: str, r
             rank: int = 0, world: int = 1, wrap=None) -> None:
     """Train one trial with the engine (checkpoints in ``ckpt``); rank 0 writes the fragments."""
     data = prepare_for(study, check=False)
+    nodes = ray_nodes(world)
     if rank == 0:
-        fragments.write_json(fragments.trial_dir(run_dir, trial_id) / META_FILE, trial_meta(study, cell, seed))
+        meta = {**trial_meta(study, cell, seed), "node_id": nodes[0], "worker_nodes": ",".join(nodes)}
+        fragments.write_json(fragments.trial_dir(run_dir, trial_id) / META_FILE, meta)
     trainer = Trainer(study, ckpt, data=data, rank=rank, world_size=world)
     if wrap is not None:
         trainer.step_module = wrap(trainer.method)
@@ -126,12 +144,20 @@ def train_worker(cfg: dict) -> None:
             rank, world, wrap)
 
 
+def worker_resources(res: dict) -> dict:
+    """What one training worker asks Ray for: its CPUs, GPUs and ``custom_per_worker``."""
+    gpus = {"GPU": res["gpus_per_worker"]} if res["gpus_per_worker"] else {}
+    return {"CPU": res["cpus_per_worker"], **gpus, **res.get("custom_per_worker", {})}
+
+
 def trial_resources(base: dict, config: dict) -> dict:
     """Tune-side resource request of one trial (resources may differ per cell)."""
-    res = trial_study(base, config)[0].resources
-    if res.workers_per_trial <= 1:
-        return {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {})}
-    return {"CPU": 0, "memory": 256 * 2**20}  # the Train workers reserve CPUs/GPUs; this process must not
+    res = trial_study(base, config)[0].resources.model_dump()
+    if res["workers_per_trial"] <= 1:
+        return worker_resources(res)
+    # the Train workers reserve CPUs/GPUs and the custom resources; this process must not (on a
+    # cluster whose head advertises CPU 0 it waits there for them)
+    return {"CPU": 0, "memory": 256 * 2**20}
 
 
 def final_metrics(result: dict) -> dict:
@@ -188,7 +214,7 @@ def _torch_trainer(config: dict, base: dict, run_dir: str, trial_id: str, thread
     from ray.tune.integration.ray_train import TuneReportCallback
 
     use_gpu = res["gpus_per_worker"] > 0
-    worker_res = {"CPU": res["cpus_per_worker"], **({"GPU": res["gpus_per_worker"]} if use_gpu else {})}
+    worker_res = worker_resources(res)
     return TorchTrainer(
         train_worker,
         train_loop_config={"base": base, "config": config, "run_dir": run_dir, "trial_id": trial_id,

@@ -3,9 +3,11 @@
 ``VRSEARCH_FAULT=<action>:<point>[:<n>]`` makes the process that reaches
 ``point(<point>[, n])`` either SIGKILL itself (``kill``), SIGKILL the study's
 driver (``kill-driver``: a Ray worker taking the driver down with it, as a
-lost head node would) or fail as a full disk would (``enospc``). With ``VRSEARCH_FAULT_ONCE=<marker file>`` the
-fault fires once across all processes (whoever creates the marker first),
-so a resumed or retried run goes through. Unset (always, outside tests) a
+lost head node would), fail as a full disk would (``enospc``) or stop there
+until something kills it (``hang``, at most :data:`HANG_S`: a test kills the
+node it runs on). With ``VRSEARCH_FAULT_ONCE=<marker file>`` the
+fault fires once across all processes (whoever creates the marker first, and
+writes its pid into it), so a resumed or retried run goes through. Unset (always, outside tests) a
 point costs one environment lookup.
 
 Points: ``write`` (any atomic write, between the temporary file and the
@@ -22,8 +24,11 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import time
 
 ENV, ONCE = "VRSEARCH_FAULT", "VRSEARCH_FAULT_ONCE"
+#: how long ``hang`` waits to be killed before it goes on
+HANG_S = 600
 #: the driver's pid, exported by the driver for ``kill-driver`` (inherited by Ray's workers)
 DRIVER = "VRSEARCH_FAULT_DRIVER"
 
@@ -39,9 +44,11 @@ def point(name: str, index: int | None = None) -> None:
     marker = os.environ.get(ONCE)
     if marker:
         try:
-            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             return
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "kill-driver":  # and this worker with it: nothing more of the trial is written
@@ -49,3 +56,5 @@ def point(name: str, index: int | None = None) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "enospc":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    elif action == "hang":
+        time.sleep(HANG_S)

@@ -48,6 +48,7 @@ TRIAL_COLUMNS = [
     "test_dice", "test_jaccard", "test_hd95_mm", "test_assd_mm", "wall_time_s",
     "n_labeled", "n_unlabeled", "n_val", "n_test", "config_json",
     "arm", "group", "config_hash", "group_hash", "device", "device_hours", "metric_conventions",
+    "node_id", "worker_nodes",
 ]
 HISTORY_COLUMNS = ["trial_id", "iteration"]
 #: old column name → new, in every table (``asd_mm`` was always the symmetric pooled ASSD)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,26 +60,54 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+#: how long a retried trial waits for the claim of its own earlier attempt (on NFS a dead
+#: node's lock lasts until the server's lease for that node expires, commonly 90 s on NFSv4)
+CLAIM_WAIT_S = 300.0
+
+
+def _lock_now(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _wait_for_own_claim(fd: int, trial_id: str, timeout: float) -> bool:
+    """Whether the claim held by an earlier attempt of ``trial_id`` is ours within ``timeout``.
+    Tune retries a trial only after its attempt failed, so that holder is dead or dying —
+    a process on a lost node whose lock the file server has not yet dropped."""
+    if os.pread(fd, 256, 0).decode(errors="replace").strip() != trial_id:
+        return False  # another trial of the same configuration, alive: never wait for it
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        if _lock_now(fd):
+            return True
+    return False
+
+
 @contextmanager
 def checkpoint_claim(run: RunDir, key: str, trial_id: str) -> Iterator[Path]:
     """The checkpoint folder of configuration ``key`` for this trial, held while the trial
     trains: ``checkpoints/<key>`` — whatever an earlier trial of the same configuration
     left there is continued (an interrupted one) or reused (a finished one trains no
     more) — unless a live trial holds it (a search proposed the configuration twice at
-    once); then ``checkpoints/<key>-<trial_id>``, a fresh start."""
+    once); then ``checkpoints/<key>-<trial_id>``, a fresh start. The holder's trial id is
+    written in the claim: a retry of the same trial waits (up to :data:`CLAIM_WAIT_S`) for
+    its lost attempt's claim to be released and continues from its checkpoint."""
     for name in (key, f"{key}-{trial_id}"):
         folder = run.checkpoint(name)
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder / ".claim", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        break
+        if _lock_now(fd) or _wait_for_own_claim(fd, trial_id, CLAIM_WAIT_S):
+            break
+        os.close(fd)
     else:  # pragma: no cover - the trial's own folder cannot be held by another trial
         raise VrsearchError(f"checkpoint folder {folder} is held by another trial")
     try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, trial_id.encode(), 0)
         yield folder
     finally:
         os.close(fd)
