@@ -181,7 +181,7 @@ def test_a_ddp_trial_spans_two_nodes_and_matches_a_one_node_run(cluster, tiny_ph
     assert all(v <= DDP_TOL for v in diffs.values()), diffs
 
 
-def mirrored_results(s3) -> dict[str, str]:
+def mirrored_results(s3) -> dict[str, str]:  # noqa: F811 - the imported fixture
     """``{trial id: result.json}`` of the trials whose results are in the mirror."""
     import pyarrow.fs as pafs
 
@@ -191,7 +191,7 @@ def mirrored_results(s3) -> dict[str, str]:
             for f in found if f.path.endswith("/result.json")}
 
 
-def test_a_study_whose_driver_is_lost_resumes_from_its_storage_mirror(cluster, tiny_phantom, tmp_path, s3, capsys):
+def test_a_study_whose_driver_is_lost_resumes_from_its_storage_mirror(cluster, tiny_phantom, tmp_path, s3, capsys):  # noqa: F811
     """The driver's machine goes away mid-study (SIGKILL: its Tune trials on the cluster
     end with it); from another directory — another machine — ``vrsearch resume
     s3://…`` pulls the mirror (``output.storage`` on a local S3 server), runs what is
