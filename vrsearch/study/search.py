@@ -91,7 +91,8 @@ class _Design(StrictModel):
     #: the keys only some designs have, with their defaults: what reading one gives where absent
     OTHER_KEYS: ClassVar[dict[str, Any]] = {
         "space": {}, "arms": [], "axes": {}, "num_samples": 8, "searcher": "tpe", "storage": None,
-        "aggregate": "mean", "start_from_defaults": False,
+        "aggregate": "mean", "start_from_defaults": False, "n_startup_trials": 10, "multivariate": True,
+        "constant_liar": True,
     }
     #: scheduler keys and the schedulers that read them
     SCHEDULER_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {"grace_period": ("asha", "median"),
@@ -220,6 +221,12 @@ class SearchDesign(_Design):
     #: the first trial runs the study's own value of every searched key (e.g. a paper's
     #: defaults), enqueued in Optuna before the sampler proposes
     start_from_defaults: bool = False
+    #: TPE and CMA-ES: proposals drawn at random before the sampler's model is used
+    n_startup_trials: PosInt = 10
+    #: TPE: model the searched keys jointly (multivariate TPE) rather than one by one
+    multivariate: bool = True
+    #: TPE: while trials run, count their proposals as bad results, so concurrent proposals spread out
+    constant_liar: bool = True
 
     @model_validator(mode="before")
     @classmethod

@@ -1,0 +1,172 @@
+"""Replayed searches on synthetic curve tables whose answers are known: the fidelity
+check, random search's cost to the best in expectation (Monte Carlo over searcher
+seeds), ASHA that can only help when early ranks are the final ranks and can miss
+when they are reversed, and the one-line errors of ``vrsearch replay``."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from tests.conftest import tiny_study_dict
+from vrsearch.cli import app
+from vrsearch.orchestrate import replay as rp
+from vrsearch.orchestrate.tabular import CurveTable, fidelity, load_curves, recommended_grace
+from vrsearch.results import io
+from vrsearch.study.load import build_study, study_to_yaml
+
+RUNGS = np.array([10.0, 20.0, 40.0, 80.0])
+
+
+def grid_study(tmp_path, n: int):
+    space = {"method.params.loss": {"type": "categorical", "choices": ["dice_ce", "ce"]},
+             "train.optimizer.lr": {"type": "categorical", "choices": [round(0.001 * (i + 1), 4) for i in range(n)]}}
+    return build_study(tiny_study_dict(tmp_path, tmp_path / "run", search={"design": "grid", "space": space},
+                                       train={"iterations": 80, "eval": {"every": 10}}))
+
+
+def table_of(tmp_path, finals: np.ndarray, early: np.ndarray | None = None) -> CurveTable:
+    """One configuration per final value (lr choices 0.001 ... with loss dice_ce); curves
+    rise linearly from ``early`` (default: final / 4, so every rung ranks as the end)."""
+    n = len(finals)
+    early = finals / 4 if early is None else early
+    study = grid_study(tmp_path, n)
+    params = [{"method.params.loss": "dice_ce", "train.optimizer.lr": round(0.001 * (i + 1), 4)} for i in range(n)]
+    values = [np.interp(RUNGS, [RUNGS[0], RUNGS[-1]], [e, f]) for e, f in zip(early, finals)]
+    return CurveTable(study, "val_dice", 0, params, [RUNGS.copy() for _ in range(n)], values)
+
+
+def test_fidelity_is_one_when_early_ranks_are_final_ranks_and_minus_one_when_reversed(tmp_path):
+    finals = np.linspace(0.2, 0.8, 7)
+    fid = fidelity(table_of(tmp_path, finals), target=0.01)
+    assert list(fid.rung) == [10, 20, 40]
+    assert np.allclose(fid.spearman, 1.0) and np.allclose(fid.kendall, 1.0) and fid.top_kept.all()
+    assert recommended_grace(fid) == 10
+    reversed_early = fidelity(table_of(tmp_path, finals, early=finals[::-1] / 4), target=0.01)
+    assert reversed_early.spearman.iloc[0] == pytest.approx(-1.0)
+    assert reversed_early.regret.iloc[0] == pytest.approx(0.6)  # the rung's best is the worst at the end
+    assert recommended_grace(reversed_early) != 10
+
+
+def test_random_search_without_a_scheduler_needs_n_plus_1_over_2n_of_the_compute_in_expectation(tmp_path):
+    """One configuration is the best by far; a random order finds it after (n + 1) / 2 of n
+    equally costly configurations on average (concurrency 1): Monte Carlo over 200 seeds."""
+    n, repeats = 8, 200
+    finals = np.full(n, 0.3)
+    finals[5] = 0.7
+    table = table_of(tmp_path, finals)
+    cfg = rp.check(rp.ReplayConfig(searcher="random", scheduler="none", concurrency=1), table)
+    _, runs = rp.repeat(table, cfg, repeats, target=0.01)
+    assert (runs.configurations == n).all() and np.isfinite(runs.fraction).all()
+    expected, sd = (n + 1) / (2 * n), math.sqrt((n * n - 1) / 12) / n  # uniform position of the best
+    assert abs(runs.fraction.mean() - expected) < 4 * sd / math.sqrt(repeats)
+    positions = np.round(runs.fraction * n).astype(int)  # every position occurs (a uniform permutation)
+    assert set(positions) == set(range(1, n + 1))
+
+
+def test_asha_never_costs_more_than_no_scheduler_when_rungs_rank_as_the_end(tmp_path):
+    """Same searcher seed, one at a time: the same proposals in the same order; ASHA can
+    only stop configurations that are not the best (the best leads every rung)."""
+    rng = np.random.default_rng(0)
+    table = table_of(tmp_path, rng.uniform(0.1, 0.8, 12))
+    none = rp.check(rp.ReplayConfig(searcher="random", scheduler="none", concurrency=1), table)
+    asha = rp.check(rp.ReplayConfig(searcher="random", scheduler="asha", grace=10, concurrency=1), table)
+    _, a = rp.repeat(table, asha, 10, target=0.0)
+    _, b = rp.repeat(table, none, 10, target=0.0)
+    assert np.isfinite(a.fraction).all()
+    assert (a.compute_to_target <= b.compute_to_target).all()
+    assert (a.compute_total < b.compute_total).all() and (a.stopped > 0).all()
+
+
+def test_asha_misses_the_best_when_it_starts_slowest(tmp_path):
+    """The best configuration is the worst until the end: ASHA (grace 10) stops it
+    whenever another configuration already sits on the first rung."""
+    finals = np.linspace(0.2, 0.6, 8)
+    early = finals[::-1] / 4
+    table = table_of(tmp_path, finals, early=early)
+    asha = rp.check(rp.ReplayConfig(searcher="tpe", scheduler="asha", grace=10, n_startup_trials=4), table)
+    _, runs = rp.repeat(table, asha, 10, target=0.01)
+    assert not np.isfinite(runs.fraction).all()
+    none = rp.check(rp.ReplayConfig(searcher="tpe", scheduler="none", n_startup_trials=4), table)
+    _, runs = rp.repeat(table, none, 3, target=0.01)
+    assert np.isfinite(runs.fraction).all()  # without a scheduler the whole table is run at worst
+
+
+@pytest.mark.parametrize("scheduler", ["hyperband", "median"])
+@pytest.mark.parametrize("searcher", ["tpe", "cmaes", "random"])
+def test_every_searcher_and_scheduler_replays_the_table(tmp_path, searcher, scheduler):
+    table = table_of(tmp_path, np.random.default_rng(1).uniform(0.1, 0.8, 10))
+    cfg = rp.check(rp.ReplayConfig(searcher=searcher, scheduler=scheduler, n_startup_trials=3), table)
+    traces, runs = rp.repeat(table, cfg, 2, target=0.01)
+    assert (runs.configurations == 10).all()  # every proposal maps to a configuration not yet run
+    for _, t in traces.groupby("searcher_seed"):
+        assert t.compute.is_monotonic_increasing and t.best.is_monotonic_increasing
+        assert t.compute.iloc[-1] <= table.cost().sum()
+
+
+def test_quantiles_rank_never_above_every_fraction():
+    f = np.array([0.2, 0.4, math.inf, math.inf])
+    assert rp._quantile(f, 0.0) == 0.2 and rp._quantile(f, 1 / 3) == 0.4
+    assert rp._quantile(f, 0.5) == math.inf and rp._quantile(np.array([0.2, 0.4]), 0.5) == pytest.approx(0.3)
+
+
+def write_run(tmp_path, table: CurveTable, with_history: bool = True):
+    """A run directory holding ``table`` as a finished grid study would."""
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    (run / "study.yaml").write_text(study_to_yaml(table.study))
+    trials, hist = [], []
+    for i, (p, its, vals) in enumerate(zip(table.params, table.iterations, table.values)):
+        tid = f"t{i}"
+        trials.append({"trial_id": tid, "seed": 0, "status": "completed", "group_hash": f"g{i}",
+                       "cell": json.dumps(p), **{f"config.{k}": v for k, v in p.items()}})
+        hist += [{"trial_id": tid, "iteration": int(it), "val_dice": float(v)} for it, v in zip(its, vals)]
+    io.write_frame(run / "trials.parquet", pd.DataFrame(trials))
+    frame = pd.DataFrame(hist) if with_history else pd.DataFrame(hist).drop(columns="val_dice")
+    io.write_frame(run / "history.parquet", frame)
+    return run
+
+
+def test_a_run_directory_round_trips_into_the_same_table(tmp_path):
+    table = table_of(tmp_path, np.linspace(0.1, 0.5, 5))
+    back = load_curves(write_run(tmp_path, table))
+    assert back.params == table.params and back.best() == pytest.approx(0.5)
+    assert all(np.array_equal(a, b) for a, b in zip(back.values, table.values))
+
+
+def test_cli_replays_and_writes_parquet(tmp_path):
+    run = write_run(tmp_path, table_of(tmp_path, np.linspace(0.1, 0.5, 6)))
+    res = CliRunner().invoke(app, ["replay", str(run), "--repeats", "3", "--searcher", "random"])
+    assert res.exit_code == 0, res.output
+    assert "recommended grace period: 10" in res.output and "median" in res.output
+    summary = pd.read_parquet(run / "replay" / "summary.parquet")
+    assert len(summary) == 1 and summary.repeats.iloc[0] == 3
+    again = CliRunner().invoke(app, ["replay", str(run), "--repeats", "2", "--searcher", "random"])
+    assert again.exit_code == 0
+    assert pd.read_parquet(run / "replay" / "summary.parquet").repeats.tolist() == [2]  # same setting: replaced
+
+
+@pytest.mark.parametrize("case,args,message", [
+    ("not a run", [], "not a vrsearch run directory"),
+    ("no curves", [], "no recorded curves of 'val_dice'"),
+    ("searcher", ["--searcher", "bohb"], "--searcher 'bohb': not one of tpe, random, cmaes"),
+    ("scheduler", ["--scheduler", "pbt"], "--scheduler 'pbt'"),
+    ("grace", ["--grace", "80"], "--grace 80: must be above 0 and below the budget (80 iterations)"),
+])
+def test_cli_errors_are_one_line(tmp_path, case, args, message):
+    table = table_of(tmp_path, np.linspace(0.1, 0.5, 4))
+    if case == "not a run":
+        run = tmp_path / "empty"
+        run.mkdir()
+    else:
+        run = write_run(tmp_path, table, with_history=case != "no curves")
+    res = CliRunner().invoke(app, ["replay", str(run), *args])
+    assert res.exit_code == 2
+    assert res.output.count("\n") == 1 and message in res.output, res.output
+    assert not (run / "replay").exists()
