@@ -20,6 +20,7 @@ from vrsearch.orchestrate import replay as rp
 from vrsearch.orchestrate.tabular import CurveTable, fidelity, load_curves, recommended_grace
 from vrsearch.results import io
 from vrsearch.study.load import build_study, study_to_yaml
+from vrsearch.study.search import SearchDesign
 
 RUNGS = np.array([10.0, 20.0, 40.0, 80.0])
 
@@ -170,3 +171,26 @@ def test_cli_errors_are_one_line(tmp_path, case, args, message):
     assert res.exit_code == 2
     assert res.output.count("\n") == 1 and message in res.output, res.output
     assert not (run / "replay").exists()
+
+
+def test_a_search_designs_tpe_settings_reach_the_sampler_the_runner_builds(tmp_path):
+    from vrsearch.orchestrate.searchers import searcher
+    from vrsearch.results.rundir import RunDir
+
+    space = {"train.optimizer.lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}}
+    for knobs in ({"n_startup_trials": 3, "multivariate": False, "constant_liar": False}, {}):
+        study = build_study(tiny_study_dict(tmp_path, tmp_path / "run",
+                                            search={"design": "search", "space": space, **knobs}))
+        (tmp_path / "run").mkdir(exist_ok=True)
+        sampler = searcher(study, RunDir(tmp_path / "run"), [], 2).searcher.inner._sampler
+        defaults = SearchDesign.model_fields
+        want = {k: defaults[k].default for k in ("n_startup_trials", "multivariate", "constant_liar")} | knobs
+        got = {"n_startup_trials": sampler._n_startup_trials, "multivariate": sampler._multivariate,
+               "constant_liar": sampler._constant_liar}
+        assert got == want
+        (tmp_path / "run" / "optuna.db").unlink(missing_ok=True)
+    with pytest.raises(Exception, match="n_startup_trials"):
+        build_study(tiny_study_dict(tmp_path, tmp_path / "run", search={"design": "grid", "n_startup_trials": 3,
+                                                                         "space": {"method.params.loss": {
+                                                                             "type": "categorical",
+                                                                             "choices": ["ce", "dice"]}}}))

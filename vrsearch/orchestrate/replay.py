@@ -262,10 +262,11 @@ def write(replayed: Replayed, run_dir) -> list:
     for name, frame in (("traces", replayed.traces), ("runs", replayed.runs), ("curve", replayed.curve),
                         ("summary", summary)):
         path = out / f"{name}.parquet"
-        frame = frame.assign(search=label)
-        if path.exists():
+        frame = frame.assign(search=label, table_seed=replayed.table.seed)
+        if path.exists():  # a replay of the same setting on the same seed's curves replaces the last one
             old = pd.read_parquet(path)
-            frame = pd.concat([old[old.search != label], frame], ignore_index=True)
+            same = (old.search == label) & (old.get("table_seed", -1) == replayed.table.seed)
+            frame = pd.concat([old[~same], frame], ignore_index=True)
         write_frame(path, frame)
         paths.append(path)
     write_frame(out / "fidelity.parquet", replayed.fidelity)
