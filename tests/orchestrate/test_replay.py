@@ -194,3 +194,13 @@ def test_a_search_designs_tpe_settings_reach_the_sampler_the_runner_builds(tmp_p
                                                                          "space": {"method.params.loss": {
                                                                              "type": "categorical",
                                                                              "choices": ["ce", "dice"]}}}))
+
+
+def test_the_report_shows_the_replayed_searches(tmp_path):
+    from vrsearch.report.html import build_report
+
+    run = write_run(tmp_path, table_of(tmp_path, np.linspace(0.1, 0.5, 6)))
+    assert "Replayed searches" not in build_report(run)
+    assert CliRunner().invoke(app, ["replay", str(run), "--repeats", "2"]).exit_code == 0
+    page = build_report(run)
+    assert "Replayed searches" in page and "Could not render" not in page and "rung 10" in page

@@ -54,3 +54,35 @@ def print_replay(result, console: Console | None = None) -> None:
                   f"{_fraction(s['fraction_median'])} (quartiles {_fraction(s['fraction_q1'])}-"
                   f"{_fraction(s['fraction_q3'])}, range {_fraction(s['fraction_min'])}-"
                   f"{_fraction(s['fraction_max'])}); {100 * s['reached']:.0f} % of searches got there")
+
+
+def report_section(run_dir) -> list:
+    """The report's "Replayed searches" section, from what ``vrsearch replay`` wrote in
+    ``RUN_DIR/replay/`` (nothing when it has not been run)."""
+    from pathlib import Path
+
+    import plotly.graph_objects as go
+
+    from vrsearch.report import blocks as B
+
+    where = Path(run_dir) / "replay"
+    if not (where / "summary.parquet").is_file():
+        return []
+    summary, curves = pd.read_parquet(where / "summary.parquet"), pd.read_parquet(where / "curve.parquet")
+    fid = pd.read_parquet(where / "fidelity.parquet")
+    fig = go.Figure()
+    for (label, seed), c in curves.groupby(["search", "table_seed"], sort=False):
+        fig.add_scatter(x=100 * c.fraction, y=c.best_median, mode="lines+markers", name=f"{label} (seed {seed})")
+    best = float(summary.table_best.iloc[-1])
+    fig.add_hline(y=best - float(summary.target.iloc[-1]), line_dash="dot", annotation_text="table best − target")
+    fig.update_layout(xaxis_title="compute, % of the exhaustive run", yaxis_title="best found (median over seeds)")
+    rows = [(r.search, f"median {_fraction(r.fraction_median)} of the exhaustive compute (quartiles "
+             f"{_fraction(r.fraction_q1)}-{_fraction(r.fraction_q3)}); {100 * r.reached:.0f} % of {r.repeats} "
+             "searches reached the target") for r in summary.itertuples()]
+    ranks = [(f"rung {r.rung}", f"Spearman {r.spearman:.2f}, Kendall {r.kendall:.2f}, regret of its best "
+              f"{r.regret:.4f}") for r in fid.itertuples()]
+    return [B.Section("replay", "Replayed searches", [
+        B.note("Searches replayed on this run's recorded curves by 'vrsearch replay' (Optuna samplers, Ray Tune "
+               "schedulers, no training): compute to come within the target of the best configuration."),
+        B.figure(fig), B.kv(rows), B.heading("Fidelity of early rungs (rank correlation with the final metric)"),
+        B.kv(ranks)])]
