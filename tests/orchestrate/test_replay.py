@@ -136,9 +136,12 @@ def write_run(tmp_path, table: CurveTable, with_history: bool = True):
 
 def test_a_run_directory_round_trips_into_the_same_table(tmp_path):
     table = table_of(tmp_path, np.linspace(0.1, 0.5, 5))
-    back = load_curves(write_run(tmp_path, table))
-    assert back.params == table.params and back.best() == pytest.approx(0.5)
-    assert all(np.array_equal(a, b) for a, b in zip(back.values, table.values))
+    stopped = table_of(tmp_path, np.linspace(0.1, 0.9, 6))  # its last configuration ends at iteration 40
+    stopped.iterations[-1], stopped.values[-1] = stopped.iterations[-1][:3], stopped.values[-1][:3]
+    back = load_curves(write_run(tmp_path, stopped))
+    assert back.left_out == 1 and len(back) == 5
+    assert back.params == table.params[:5] and back.best() == pytest.approx(0.74)
+    assert all(np.array_equal(a, b) for a, b in zip(back.values, stopped.values[:5]))
 
 
 def test_cli_replays_and_writes_parquet(tmp_path):
