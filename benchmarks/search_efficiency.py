@@ -108,9 +108,9 @@ def main() -> None:
         rows = list(pool.map(one, jobs))
     wall = time.perf_counter() - t0
     rows.sort(key=lambda r: (r["fraction_median"], r["fraction_q3"]))
-    print(f"\n{"search":<74} {'median':>7} {'q1-q3':>12} {'reached':>8} {'best med':>9}")
+    print(f"\n{'search':<74} {'median':>7} {'q1-q3':>12} {'reached':>8} {'best med':>9}")
     for r in rows:
-        print(f"{r["search"]:<74} {fmt(r['fraction_median']):>7} "
+        print(f"{r['search']:<74} {fmt(r['fraction_median']):>7} "
               f"{fmt(r['fraction_q1']) + '-' + fmt(r['fraction_q3']):>12} {100 * r['reached']:>7.0f}% "
               f"{r['best_median']:>9.4f}")
     top = rows[0]
