@@ -207,3 +207,20 @@ def test_the_report_shows_the_replayed_searches(tmp_path):
     assert CliRunner().invoke(app, ["replay", str(run), "--repeats", "2"]).exit_code == 0
     page = build_report(run)
     assert "Replayed searches" in page and "Could not render" not in page and "rung 10" in page
+
+
+def test_the_shipped_tabular_benchmark_replays(tmp_path):
+    """benchmarks/tabular/dvcl_table: a finished random design whose every configuration has a full curve."""
+    import shutil
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[2] / "benchmarks" / "tabular" / "dvcl_table"
+    run = tmp_path / "table"
+    shutil.copytree(shipped, run)
+    table = load_curves(run)
+    assert len(table) >= 4 and table.left_out == 0
+    assert all(it[-1] == table.study.train.iterations for it in table.iterations)
+    res = CliRunner().invoke(app, ["replay", str(run), "--repeats", "2", "--searcher", "cmaes"])
+    assert res.exit_code == 0, res.output
+    runs = pd.read_parquet(run / "replay" / "runs.parquet")
+    assert (runs.best <= table.best() + 1e-12).all() and (runs.compute_total <= table.cost().sum()).all()
