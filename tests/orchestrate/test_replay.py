@@ -224,3 +224,16 @@ def test_the_shipped_tabular_benchmark_replays(tmp_path):
     assert res.exit_code == 0, res.output
     runs = pd.read_parquet(run / "replay" / "runs.parquet")
     assert (runs.best <= table.best() + 1e-12).all() and (runs.compute_total <= table.cost().sum()).all()
+
+
+def test_replay_defaults_are_the_search_designs_defaults():
+    """``vrsearch replay`` with no options replays what a default ``search`` design would run."""
+    import inspect
+
+    from vrsearch.cli import replay as replay_command
+
+    fields, cfg = SearchDesign.model_fields, rp.ReplayConfig()
+    cli_defaults = {k: p.default for k, p in inspect.signature(replay_command).parameters.items()}
+    for key in ("n_startup_trials", "multivariate", "constant_liar", "reduction_factor"):
+        assert getattr(cfg, key) == fields[key].default == cli_defaults[key], key
+    assert cfg.searcher == fields["searcher"].default == cli_defaults["searcher"]
