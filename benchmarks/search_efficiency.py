@@ -116,7 +116,8 @@ def main() -> None:
     top = rows[0]
     print(f"\n{len(rows)} settings x {args.repeats} searcher seeds in {wall:.0f} s ({args.workers} processes). "
           f"P4 (median <= 30 % of the exhaustive compute to within {args.target}): "
-          f"{'met' if top['fraction_median'] <= 0.30 else 'not met'} by {top['search']} ({fmt(top['fraction_median'])})")
+          f"{'met' if top['fraction_median'] <= 0.30 else 'not met'} by {top['search']} "
+          f"({fmt(top['fraction_median'])})")
     if args.json:
         out = {"table": str(args.table.name), "configurations": len(table), "best": table.best(),
                "exhaustive_compute": float(table.cost().sum()), "target": args.target,

@@ -237,3 +237,20 @@ def test_replay_defaults_are_the_search_designs_defaults():
     for key in ("n_startup_trials", "multivariate", "constant_liar", "reduction_factor"):
         assert getattr(cfg, key) == fields[key].default == cli_defaults[key], key
     assert cfg.searcher == fields["searcher"].default == cli_defaults["searcher"]
+
+
+def test_a_conditional_key_that_does_not_apply_is_not_part_of_a_configuration(tmp_path):
+    space = {"method.params.loss": {"type": "categorical", "choices": ["ce", "dice_ce"]},
+             "train.optimizer.lr": {"type": "categorical", "choices": [0.001, 0.01],
+                                    "when": {"method.params.loss": "ce"}}}
+    study = build_study(tiny_study_dict(tmp_path, tmp_path / "run", search={"design": "grid", "space": space},
+                                        train={"iterations": 80, "eval": {"every": 10}}))
+    params = [{"method.params.loss": "ce", "train.optimizer.lr": 0.001},
+              {"method.params.loss": "ce", "train.optimizer.lr": 0.01},
+              {"method.params.loss": "dice_ce", "train.optimizer.lr": 0.01}]  # the last: lr is the study's base value
+    table = CurveTable(study, "val_dice", 0, params, [RUNGS.copy() for _ in params],
+                       [RUNGS / 100 * (i + 1) for i in range(len(params))])
+    back = load_curves(write_run(tmp_path, table))
+    assert back.params[2] == {"method.params.loss": "dice_ce"}
+    assert back.nearest({"method.params.loss": "dice_ce"}) == 2
+    assert back.nearest({"method.params.loss": "ce", "train.optimizer.lr": 0.01}, exclude={1}) == 0

@@ -33,6 +33,7 @@ import pandas as pd
 from vrsearch.errors import VrsearchError
 from vrsearch.results import io
 from vrsearch.study.schema import Dimension, Study
+from vrsearch.study.space import active, ordered_space
 
 
 @dataclass
@@ -122,13 +123,23 @@ def load_curves(run_dir: Path, metric: str | None = None, seed: int | None = Non
         if c is None or int(c.iteration.iloc[-1]) < budget:
             left += 1
             continue
-        params.append({k: _plain(t.get(f"config.{k}")) for k in study.search.space})
+        params.append(_active_params(study, t))
         its.append(c.iteration.to_numpy(dtype=float))
         vals.append(c[metric].to_numpy(dtype=float))
     if len(params) < 2:
         raise VrsearchError(f"{run_dir}: {len(params)} configuration(s) of seed {seed} have a full curve of "
                             f"{metric!r} (to iteration {budget}); replay needs at least 2")
     return CurveTable(study, metric, seed, params, its, vals, left)
+
+
+def _active_params(study: Study, trial: pd.Series) -> dict[str, Any]:
+    """A trial's value of every searched key that applies to it (a conditional key whose
+    parents do not match holds the study's base value, which no search chose: left out)."""
+    cell: dict[str, Any] = {}
+    for key, dim in ordered_space(study):
+        if active(dim, cell):
+            cell[key] = _plain(trial.get(f"config.{key}"))
+    return cell
 
 
 def _plain(value: Any) -> Any:
