@@ -17,6 +17,7 @@ fraction of exhaustive compute to target, and the share of searches that got the
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import time
@@ -32,8 +33,9 @@ from vrsearch.orchestrate.tabular import fidelity, load_curves, recommended_grac
 TABLE = Path(__file__).resolve().parent / "tabular" / "dvcl_table"
 TPE = rp.ReplayConfig(searcher="tpe", multivariate=True, constant_liar=True, n_startup_trials=10)
 #: the searchers crossed with every scheduler
-SEARCHERS = [TPE, replace(TPE, multivariate=False), rp.ReplayConfig(searcher="random"),
-             rp.ReplayConfig(searcher="cmaes", n_startup_trials=10)]
+SEARCHERS = [TPE, replace(TPE, multivariate=False), rp.ReplayConfig(searcher="random")]
+if importlib.util.find_spec("cmaes"):  # Optuna's CMA-ES needs it; not a dependency of vrsearch
+    SEARCHERS.append(rp.ReplayConfig(searcher="cmaes", n_startup_trials=10))
 #: TPE's own knobs, with no scheduler and with ASHA at its default grace
 TPE_VARIANTS = [replace(TPE, constant_liar=False), replace(TPE, n_startup_trials=5),
                 replace(TPE, n_startup_trials=20)]

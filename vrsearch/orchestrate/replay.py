@@ -18,6 +18,7 @@ the search ends after ``samples`` proposals or when every configuration has run.
 from __future__ import annotations
 
 import heapq
+import importlib.util
 import math
 from dataclasses import asdict, dataclass
 
@@ -68,6 +69,9 @@ def check(cfg: ReplayConfig, table: CurveTable) -> ReplayConfig:
     """``cfg`` with its grace period filled in; ValueError (one line) for an option out of range."""
     if cfg.searcher not in SEARCHERS:
         raise ValueError(f"--searcher {cfg.searcher!r}: not one of {', '.join(SEARCHERS)}")
+    if cfg.searcher == "cmaes" and importlib.util.find_spec("cmaes") is None \
+            and any(d.type != "categorical" for d in table.study.search.space.values()):
+        raise ValueError("--searcher cmaes: Optuna's CMA-ES needs the 'cmaes' package (pip install cmaes)")
     if cfg.scheduler not in SCHEDULERS:
         raise ValueError(f"--scheduler {cfg.scheduler!r}: not one of {', '.join(SCHEDULERS)}")
     budget = int(table.cost().max())
