@@ -89,19 +89,32 @@ def recorded_curves(run: RunDir, metric: str) -> dict[str, Curve]:
     return out
 
 
-def scheduler(study: Study, curves: dict[str, Curve] | None = None):
-    """ASHA, the median rule or FIFO; ``curves``: earlier trials' reports to replay first."""
+def tune_scheduler(kind: str, grace: int, max_t: int, reduction_factor: int = 2, brackets: int = 3,
+                   curves: dict[str, Curve] | None = None, **metric_mode):
+    """Ray Tune's scheduler ``kind`` on the ``iteration`` clock: ``asha``, ``hyperband``
+    (Tune's asynchronous Hyperband: ASHA with ``brackets`` brackets), ``median`` (the
+    median stopping rule, from 2 trials) or ``none`` (FIFO); ``curves``: earlier trials'
+    reports to replay first; ``metric_mode``: ``metric=`` and ``mode=`` when Tune does not set them."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 
+    if kind == "none":
+        return FIFOScheduler()
+    if kind in ("asha", "hyperband"):
+        return _replaying(ASHAScheduler)(time_attr="iteration", max_t=max_t, grace_period=grace,
+                                         reduction_factor=reduction_factor,
+                                         brackets=brackets if kind == "hyperband" else 1, curves=curves,
+                                         **metric_mode)
+    return _replaying(MedianStoppingRule)(time_attr="iteration", grace_period=grace, min_samples_required=2,
+                                          curves=curves, **metric_mode)
+
+
+def scheduler(study: Study, curves: dict[str, Curve] | None = None):
+    """ASHA, the median rule or FIFO; ``curves``: earlier trials' reports to replay first."""
     plan = scheduler_plan(study)  # checked when the study was validated
     if plan is None:
-        return FIFOScheduler()
+        return tune_scheduler("none", 1, 1)
     grace, max_t = plan
-    if study.search.scheduler == "asha":
-        return _replaying(ASHAScheduler)(time_attr="iteration", max_t=max_t, grace_period=grace,
-                                         reduction_factor=study.search.reduction_factor, curves=curves)
-    return _replaying(MedianStoppingRule)(time_attr="iteration", grace_period=grace, min_samples_required=2,
-                                          curves=curves)
+    return tune_scheduler(study.search.scheduler, grace, max_t, study.search.reduction_factor, curves=curves)
 
 
 def _optuna():
@@ -202,6 +215,27 @@ def sampler_seed(seed: int, asked: int) -> int:
     return int(np.random.SeedSequence([seed, asked]).generate_state(1)[0])
 
 
+def make_sampler(name: str, seed: int, *, n_startup_trials: int, multivariate: bool = True,
+                 constant_liar: bool = True):
+    """Optuna's sampler ``name`` (``tpe``, ``random``, ``cmaes``); TPE's ``multivariate`` and
+    ``constant_liar`` (pending trials count as bad ones, so concurrent proposals spread out),
+    CMA-ES's and TPE's ``n_startup_trials`` (random proposals before the model is used)."""
+    optuna = _optuna()
+    import warnings
+
+    with warnings.catch_warnings():  # multivariate TPE and CMA-ES's fallbacks announce themselves
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "tpe":
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials,
+                                              multivariate=multivariate, constant_liar=constant_liar)
+        if name == "cmaes":
+            return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=n_startup_trials,
+                                                warn_independent_sampling=False)
+        if name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"unknown searcher {name!r}")
+
+
 def searcher(study: Study, run: RunDir, interrupted: list[Proposal], new: int) -> Any:
     """Optuna behind Tune for a search design: interrupted proposals first, then ``new``
     ones (the study's defaults first with ``start_from_defaults``, in a fresh study)."""
@@ -212,11 +246,8 @@ def searcher(study: Study, run: RunDir, interrupted: list[Proposal], new: int) -
     s = study.search
     existing = load_optuna_study(study, run)
     seed = sampler_seed(s.seeds[0], len(existing.trials) if existing is not None else 0)
-    sampler = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
-        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
-    }[s.searcher]()
+    sampler = make_sampler(s.searcher, seed, n_startup_trials=s.n_startup_trials,
+                           multivariate=s.multivariate, constant_liar=s.constant_liar)
     start = [default_point(study)] if s.start_from_defaults and existing is None else None
     storage = optuna.storages.RDBStorage(run.optuna_url(s.storage))
     inner = OptunaSearch(space=optuna_space(study), metric=s.metric, mode=s.mode, sampler=sampler,

@@ -12,7 +12,8 @@ from the network and fetches no MathJax. Sections appear only when they apply:
 * **Learning curves, Loss terms** — when the history has values;
 * **Ablation table, Per-class Dice, Per-case Dice** — when completed trials
   have test metrics;
-* **Sampler comparison** — when ``method.params.sampler`` varies.
+* **Sampler comparison** — when ``method.params.sampler`` varies;
+* **Replayed searches** — after ``vrsearch replay`` (:mod:`vrsearch.report.replay_view`).
 
 The page is rendered by Jinja2 with autoescape (``templates/``): every user-controlled
 string (study name, knobs, groups, errors) is escaped. Protocol rule: nothing is
@@ -29,7 +30,7 @@ import pandas as pd
 from vrsearch.errors import VrsearchError
 from vrsearch.report import blocks as B
 from vrsearch.report import figures as F
-from vrsearch.report import sections
+from vrsearch.report import replay_view, sections
 from vrsearch.report.sections import METRIC, conventions_text
 from vrsearch.results import faults, io
 from vrsearch.results.rundir import REPORT_FILE, RunDir
@@ -107,6 +108,7 @@ def report_sections(run_dir: Path, results: io.Results, name: str) -> list[B.Sec
         out += _figure("terms", "Loss terms", lambda: F.loss_terms(history, trials,
                                                                    descriptions=F.term_descriptions(trials)))
     out += _guard("ablation", "Ablation table", lambda: _ablation(run_dir, results))
+    out += _guard("replay", "Replayed searches", lambda: replay_view.report_section(run_dir))
     sampler = trials[F.SAMPLER].dropna().astype(str).nunique() if F.SAMPLER in trials.columns else 0
     if sampler >= 2 and "term_contrast" in history.columns:
         out += _figure("sampler", "Sampler comparison", lambda: F.sampler_panel(history, trials, "term_contrast"))
