@@ -34,7 +34,7 @@ TABLE = Path(__file__).resolve().parent / "tabular" / "dvcl_table"
 TPE = rp.ReplayConfig(searcher="tpe", multivariate=True, constant_liar=True, n_startup_trials=10)
 #: the searchers crossed with every scheduler
 SEARCHERS = [TPE, replace(TPE, multivariate=False), rp.ReplayConfig(searcher="random")]
-if importlib.util.find_spec("cmaes"):  # Optuna's CMA-ES needs it; not a dependency of vrsearch
+if importlib.util.find_spec("cmaes"):  # Optuna's CMA-ES needs it (a vrsearch dependency; absent in older installs)
     SEARCHERS.append(rp.ReplayConfig(searcher="cmaes", n_startup_trials=10))
 #: TPE's own knobs, with no scheduler and with ASHA at its default grace
 TPE_VARIANTS = [replace(TPE, constant_liar=False), replace(TPE, n_startup_trials=5),
