@@ -42,6 +42,9 @@ from vrsearch.study.design import cells_with_seeds, n_trials
 from vrsearch.study.load import build_study, read_yaml
 from vrsearch.study.schema import Study
 
+REUSE_ENV = "VRSEARCH_REUSE_ACTORS"
+
+
 def ray_temp_dir(run_dir: Path, configured: Path | None = None) -> Path:
     """Ray's temp dir: ``resources.ray_temp_dir`` if set, else in the run dir when that is
     short enough for Unix socket paths (≤107 bytes), else /tmp/vrs-<hash of run dir>."""
@@ -63,6 +66,9 @@ def init_ray(run_dir: Path, address: str | None, temp_dir: Path | None = None) -
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # a reused actor waits this long for the stopped trial's thread to end (Tune's default 2 s
+    # would fail the next trial if an early-stopped one takes longer to unwind)
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "120")
     if address:
         ray.init(address=address, log_to_driver=False)
         return
@@ -100,6 +106,15 @@ def plan(study: Study, run: RunDir) -> Work:
     return Work(interrupted=interrupted, new=new, seeds=len(study.search.seeds))
 
 
+def reuse_actors() -> bool:
+    """Warm actors: a finished trial's Tune actor (its imports, thread pools and the data it
+    prepared) runs the next trial of the same resources; ``VRSEARCH_REUSE_ACTORS=0`` starts
+    every trial in a fresh process. Each trial resets the process state it reads
+    (:func:`vrsearch.engine.setup.seed_everything`, thread counts), so both give the same
+    results (``tests/e2e/test_determinism.py``)."""
+    return os.environ.get(REUSE_ENV, "1") != "0"
+
+
 def tune_setup(study: Study, run: RunDir, work: Work):
     """Tune's param space and ``TuneConfig`` of a new experiment for ``work``; the
     scheduler first replays the reports of the trials that ended before."""
@@ -112,7 +127,7 @@ def tune_setup(study: Study, run: RunDir, work: Work):
         param_space, search_alg, n = {}, searcher(study, run, work.interrupted, work.new), work.trials
     return param_space, tune.TuneConfig(
         metric=study.search.metric, mode=study.search.mode, search_alg=search_alg, scheduler=sched,
-        num_samples=n, max_concurrent_trials=study.resources.concurrent_trials,
+        num_samples=n, max_concurrent_trials=study.resources.concurrent_trials, reuse_actors=reuse_actors(),
     )
 
 
