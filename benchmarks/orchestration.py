@@ -133,6 +133,7 @@ def measure(work: Path, root: Path, args, workers: int, startup: float) -> dict:
         rows[mode] = {"study_s": study, "ratio": study / rows["bare_s"],
                       "fixed_per_trial_s": (study - startup - rows["bare_s"]) / args.trials,
                       "breakdown_s": breakdown(run)}
+        print(f"workers {workers} {mode}: {json.dumps(rows[mode])} (bare {rows['bare_s']:.1f}s)", flush=True)
     return rows
 
 
