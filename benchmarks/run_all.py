@@ -60,8 +60,9 @@ def headline(name: str, data) -> str:
     if data is None:
         return "no result"
     if name == "orchestration":
-        return "; ".join(f"{w} worker(s)/trial: study/bare {r['ratio']:.2f}, overhead {r['overhead_per_trial_s']:.1f}s"
-                         for w, r in data.items())
+        return "; ".join(f"{w} worker(s)/trial {mode}: study/bare {r[mode]['ratio']:.2f}, "
+                         f"fixed {r[mode]['fixed_per_trial_s']:.1f}s/trial"
+                         for w, r in data["rows"].items() for mode in ("cold", "warm") if mode in r)
     if name == "method_step":
         return "step/floor " + ", ".join(f"{m} {r['ratio']:.2f}" for m, r in data.items())
     if name == "dvcl_step":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,8 +18,10 @@ import pytest
 VRSEARCH = str(Path(sys.executable).with_name("vrsearch"))
 
 
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([VRSEARCH, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+def cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The console script; ``env``: variables added to this process's environment."""
+    return subprocess.run([VRSEARCH, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:

@@ -1,6 +1,10 @@
-"""Same study and seeds on CPU → bit-identical metrics, through the real CLI and Ray."""
+"""Same study and seeds on CPU → bit-identical metrics, through the real CLI and Ray —
+and the same whether trials run in warm (reused) Tune actors reading the prepared-data
+cache or each in a fresh process that decodes every file itself."""
 
 from __future__ import annotations
+
+import json
 
 import pandas as pd
 import pytest
@@ -12,13 +16,15 @@ from tests.e2e.test_cli import cli
 pytestmark = pytest.mark.slow
 GRID = {"design": "grid", "scheduler": "none", "seeds": [0, 1],
         "space": {"method.params.loss": {"type": "categorical", "choices": ["dice_ce", "ce"]}}}
+#: every trial in a fresh actor, no prepared-data cache (the path before warm actors)
+COLD = {"VRSEARCH_REUSE_ACTORS": "0", "VRSEARCH_CACHE_DIR": "off"}
 
 
-def run_once(tiny_phantom, tmp_path, name: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def run_once(tiny_phantom, tmp_path, name: str, env: dict | None = None):
     study = tmp_path / f"{name}.yaml"
     study.write_text(yaml.safe_dump(tiny_study_dict(tiny_phantom, tmp_path / name, search=GRID,
                                                     resources={"concurrent_trials": 2})))
-    proc = cli("run", study)
+    proc = cli("run", study, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = pd.read_parquet(tmp_path / name / "trials.parquet")
     key = trials.set_index("trial_id").config_hash
@@ -26,13 +32,20 @@ def run_once(tiny_phantom, tmp_path, name: str) -> tuple[pd.DataFrame, pd.DataFr
     cases = pd.read_parquet(tmp_path / name / "cases.parquet")
     history["cell"], cases["cell"] = history.trial_id.map(key), cases.trial_id.map(key)
     trials = trials.set_index("config_hash").sort_index()
+    processes = [json.loads(m.read_text())["process"] for m in (tmp_path / name / "trials").glob("*/meta.json")]
     return (trials, history.drop(columns=["trial_id", "time_s"]).sort_values(["cell", "iteration"]).reset_index(drop=True),
-            cases.drop(columns=["trial_id"]).sort_values(["cell", "split", "case_id", "class_index"]).reset_index(drop=True))
+            cases.drop(columns=["trial_id"]).sort_values(["cell", "split", "case_id", "class_index"]).reset_index(drop=True),
+            processes)
 
 
-def test_two_runs_are_bit_identical(tiny_phantom, tmp_path):
-    t1, h1, c1 = run_once(tiny_phantom, tmp_path, "a")
-    t2, h2, c2 = run_once(tiny_phantom, tmp_path, "b")
+def test_warm_and_cold_runs_are_bit_identical(tiny_phantom, tmp_path):
+    t1, h1, c1, p1 = run_once(tiny_phantom, tmp_path, "warm")
+    t2, h2, c2, p2 = run_once(tiny_phantom, tmp_path, "cold", env=COLD)
+    # 4 trials on 2 slots: warm actors ran later trials in processes that had run one before
+    assert len(p1) == 4 and any(p["trials_before"] > 0 for p in p1), p1
+    assert len({p["pid"] for p in p1}) < 4, p1
+    assert len({p["pid"] for p in p2}) == 4 and all(p["trials_before"] == 0 for p in p2), p2
+    assert (tmp_path / "warm" / "cache").is_dir() and not (tmp_path / "cold" / "cache").exists()
     assert len(t1) == 4 and list(t1.index) == list(t2.index)
     for col in ("best_val_dice", "final_val_dice", "test_dice", "test_jaccard", "best_iteration"):
         assert t1[col].tolist() == t2[col].tolist(), col  # exact, not approx

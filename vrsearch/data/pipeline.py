@@ -8,7 +8,10 @@ seen, on every DDP rank, with or without loader workers.
 
 Deterministic preprocessing (load, orientation, spacing, intensity, padding,
 per-class voxel indices for cropping) is cached once per volume by MONAI's
-``CacheDataset``; random cropping and augmentation run per batch.
+``CacheDataset``; random cropping and augmentation run per batch. With a
+:class:`~vrsearch.data.prepared.PreparedStore` the decoding, reorientation,
+resampling and normalisation come from its files instead (:class:`LoadPreparedd`):
+done once per node for all trials, with the same arrays as the chain it replaces.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from monai import transforms as T
 from monai.data import CacheDataset, Dataset
 
 from vrsearch.data.layouts import Case
+from vrsearch.data.prepared import PreparedStore, entry_key
 from vrsearch.core.config import DatasetConfig
 from vrsearch.core.step import Batch
 
@@ -95,9 +99,46 @@ def intensity_transforms(cfg: DatasetConfig) -> list:
     return out
 
 
-def preprocess(cfg: DatasetConfig, keys: Sequence[str]) -> list:
-    """Load → channel first → orientation → spacing → intensity (deterministic)."""
-    return load_transforms(keys) + geometry_transforms(cfg, keys) + intensity_transforms(cfg)
+class LoadPreparedd(T.MapTransform):
+    """``chain`` applied to the files named under ``keys``, read from ``store`` (built and
+    stored by the first caller on the node). ``stage`` and ``settings`` name the chain in
+    the entry's key (:func:`~vrsearch.data.prepared.entry_key`)."""
+
+    def __init__(self, keys: Sequence[str], chain: list, store: PreparedStore, stage: str, settings: dict):
+        super().__init__(keys=list(keys))
+        self.chain, self.store, self.stage, self.settings = T.Compose(chain), store, stage, settings
+
+    def __call__(self, data):
+        d = dict(data)
+        files = {k: d[k] for k in self.keys}
+
+        def build() -> dict:
+            out = self.chain(dict(files))
+            return {k: out[k] for k in self.keys}
+
+        d.update(self.store.get(entry_key(self.stage, files, self.settings), build))
+        return d
+
+
+def preprocess_settings(cfg: DatasetConfig) -> dict:
+    """Every setting :func:`preprocess` reads (part of a prepared entry's key)."""
+    return {"orientation": cfg.orientation, "spacing": cfg.spacing, "intensity": cfg.intensity.model_dump(mode="json")}
+
+
+def preprocess(cfg: DatasetConfig, keys: Sequence[str], store: PreparedStore | None = None) -> list:
+    """Load → channel first → orientation → spacing → intensity (deterministic); with
+    ``store``, read from the prepared-data cache."""
+    chain = load_transforms(keys) + geometry_transforms(cfg, keys) + intensity_transforms(cfg)
+    if store is None:
+        return chain
+    return [LoadPreparedd(keys, chain, store, "preprocess", preprocess_settings(cfg))]
+
+
+def decode(keys: Sequence[str], store: PreparedStore | None = None) -> list:
+    """Load → channel first, nothing else (labels scored in their own grid); with ``store``
+    from the prepared-data cache."""
+    chain = load_transforms(keys)
+    return chain if store is None else [LoadPreparedd(keys, chain, store, "decode", {})]
 
 
 def augment_transforms(cfg: DatasetConfig, keys: Sequence[str]) -> list:
@@ -111,11 +152,11 @@ def augment_transforms(cfg: DatasetConfig, keys: Sequence[str]) -> list:
     return out
 
 
-def labeled_train_transform(cfg: DatasetConfig, num_classes: int) -> T.Compose:
+def labeled_train_transform(cfg: DatasetConfig, num_classes: int, store: PreparedStore | None = None) -> T.Compose:
     """Class-balanced crops (every present class equally likely as centre) so
     the long tail of small organs is seen; indices are precomputed and cached."""
     keys = ["image", "label"]
-    det = preprocess(cfg, keys) + [
+    det = preprocess(cfg, keys, store) + [
         T.SpatialPadd(keys=keys, spatial_size=cfg.patch_size),
         T.ClassesToIndicesd(keys="label", num_classes=num_classes),
         RecordGeometryd(),
@@ -134,8 +175,8 @@ def labeled_train_transform(cfg: DatasetConfig, num_classes: int) -> T.Compose:
     return T.Compose(det + rand + augment_transforms(cfg, keys))
 
 
-def unlabeled_train_transform(cfg: DatasetConfig) -> T.Compose:
-    det = preprocess(cfg, ["image"]) + [T.SpatialPadd(keys="image", spatial_size=cfg.patch_size), RecordGeometryd()]
+def unlabeled_train_transform(cfg: DatasetConfig, store: PreparedStore | None = None) -> T.Compose:
+    det = preprocess(cfg, ["image"], store) + [T.SpatialPadd(keys="image", spatial_size=cfg.patch_size), RecordGeometryd()]
     rand = [T.RandSpatialCropd(keys="image", roi_size=cfg.patch_size, random_size=False)]
     return T.Compose(det + rand + augment_transforms(cfg, ["image"]))
 

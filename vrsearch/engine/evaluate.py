@@ -21,7 +21,8 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 
 from vrsearch.data.layouts import Case
-from vrsearch.data.pipeline import intensity_transforms, geometry_transforms, load_transforms
+from vrsearch.data.pipeline import decode, preprocess
+from vrsearch.data.prepared import PreparedStore
 from vrsearch.engine.metrics import case_metrics
 from vrsearch.core.config import DatasetConfig, EvalConfig
 
@@ -41,10 +42,11 @@ class EvalCase:
         )
 
 
-def load_eval_cases(cases: Sequence[Case], cfg: DatasetConfig) -> list[EvalCase]:
-    """Preprocess images and load labels (untouched) for evaluation."""
-    image_t = T.Compose(load_transforms(["image"]) + geometry_transforms(cfg, ["image"]) + intensity_transforms(cfg))
-    label_t = T.Compose(load_transforms(["label"]))
+def load_eval_cases(cases: Sequence[Case], cfg: DatasetConfig, store: PreparedStore | None = None) -> list[EvalCase]:
+    """Preprocess images and load labels (untouched) for evaluation (with ``store``: from
+    the prepared-data cache)."""
+    image_t = T.Compose(preprocess(cfg, ["image"], store))
+    label_t = T.Compose(decode(["label"], store))
     out = []
     for c in cases:
         img = image_t({"image": str(c.image)})["image"]

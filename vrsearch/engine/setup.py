@@ -11,12 +11,14 @@ from vrsearch.core.config import OptimizerConfig
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed every generator and set (both ways) the process-wide determinism switches, so a
+    trial in a process that ran other trials before (a reused Tune actor) starts from the
+    same global state as one in a fresh process."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = False
 
 
 def pick_device(name: str) -> torch.device:

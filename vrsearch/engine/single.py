@@ -32,15 +32,21 @@ def remove_run(run_dir: Path) -> None:
     shutil.rmtree(run.checkpoints, ignore_errors=True)
 
 
-def claim_run_dir(run_dir: Path, text: str, fresh: bool) -> None:
-    """Write study.yaml, refusing a directory that holds a different study."""
+def refuse_other_study(run_dir: Path, text: str, fresh: bool) -> None:
+    """A directory that holds a different study is refused (unless ``fresh``)."""
     path = RunDir(run_dir).study
-    if fresh:
-        remove_run(run_dir)
-    elif path.exists() and path.read_text(encoding="utf-8") != text:
+    if not fresh and path.exists() and path.read_text(encoding="utf-8") != text:
         raise VrsearchError(
             f"{run_dir} holds results of a different study; set output.dir elsewhere or pass --fresh to replace them"
         )
+
+
+def claim_run_dir(run_dir: Path, text: str, fresh: bool) -> None:
+    """Write study.yaml, refusing a directory that holds a different study."""
+    path = RunDir(run_dir).study
+    refuse_other_study(run_dir, text, fresh)
+    if fresh:
+        remove_run(run_dir)
     try:
         io.write_text_atomic(path, text)
     except OSError as exc:
@@ -58,7 +64,9 @@ def train_single(study_path: Path, overrides: Iterable[str], *, fresh: bool = Fa
     study = load_study(study_path, overrides)
     run_dir = study.run_dir
     ckpt = RunDir(run_dir).checkpoint(TRIAL_ID)
-    trainer = Trainer(study, ckpt)  # reads and checks all data before anything is written
+    # refused before the trainer prepares data into the directory's cache/ ...
+    refuse_other_study(run_dir, study_to_yaml(study), fresh)
+    trainer = Trainer(study, ckpt)  # ... and all data read and checked before anything else is written
     claim_run_dir(run_dir, study_to_yaml(study), fresh)
     total = study.train.iterations
     best = [-math.inf]

@@ -31,7 +31,7 @@ from vrsearch.engine.checkpoint import FORMAT, load_checkpoint, save_atomic
 from vrsearch.engine.evaluate import evaluate, load_eval_cases
 from vrsearch.engine.metrics import METRIC_COLUMNS, mean_foreground
 from vrsearch.engine.monitor import LossMonitor, TrialDiverged  # noqa: F401  (TrialDiverged re-exported)
-from vrsearch.engine.prepare import prepare_for
+from vrsearch.engine.prepare import prepare_for, prepared_store
 from vrsearch.engine.performance import (
     compile_failure, compile_networks, grad_scaler, is_compile_error, resolve_precision, to_channels_last,
 )
@@ -111,6 +111,8 @@ class Trainer:
         #: what the method's step reads (unlabeled batches are drawn only when it reads them)
         self.needs = self.spec.data_needs(self.params)
         self.data = data or prepare_for(study)
+        #: the node's prepared-data cache (None: ``VRSEARCH_CACHE_DIR=off``, every file decoded here)
+        self.store = prepared_store(study)
         if self.device.type == "cuda" and not t.deterministic:
             torch.backends.cudnn.benchmark = True  # fixed patch shapes: autotuning pays off
         ctx = BuildContext(study.model, self.data.num_classes, t.iterations, t.seed, self.data.class_names)
@@ -128,16 +130,16 @@ class Trainer:
         self.optimizer = build_optimizer(study.train.optimizer, list(self.method.trainable_parameters()))
         self.scaler = grad_scaler(self.precision, self.device)  # fp16 only
         self.roi = tuple(study.train.eval.roi_size or study.dataset.patch_size)
-        self.val_cases = load_eval_cases(self.data.split.val, self.data.dataset)
+        self.val_cases = load_eval_cases(self.data.split.val, self.data.dataset, self.store)
 
     # -- data -------------------------------------------------------------
     def _source(self, start: int) -> BatchSource:
         d, t, split = self.data.dataset, self.study.train, self.data.split
-        lab = cached(case_dicts(split.labeled, True), labeled_train_transform(d, self.data.num_classes), d)
+        lab = cached(case_dicts(split.labeled, True), labeled_train_transform(d, self.data.num_classes, self.store), d)
         streams = PatchStream(lab, t.batch.labeled, t.seed, 0, self.rank)
         unl = None
         if self.needs.unlabeled and t.batch.unlabeled > 0:
-            ds = cached(case_dicts(split.unlabeled, False), unlabeled_train_transform(d), d)
+            ds = cached(case_dicts(split.unlabeled, False), unlabeled_train_transform(d, self.store), d)
             unl = PatchStream(ds, t.batch.unlabeled, t.seed, 1, self.rank)
         return BatchSource(streams, unl, start, t.iterations)
 
@@ -302,7 +304,7 @@ class Trainer:
             # the selected (best-on-validation) model, evaluated on test exactly once
             state = load_checkpoint(self.ckpt_dir / "best.pt")
             self.method.load_state_dict(state["method"])
-            test_cases = load_eval_cases(self.data.split.test, self.data.dataset)
+            test_cases = load_eval_cases(self.data.split.test, self.data.dataset, self.store)
             rows = self._evaluate(test_cases)
             cases += [{"split": "test", "iteration": best["iteration"], **r} for r in rows]
             test = summarize(rows)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -38,11 +39,18 @@ def _start_store(world_size: int, timeout_s: int) -> int:
 def _join(backend: str, world_rank: int, world_size: int, port: int, timeout_s: int) -> None:
     import torch.distributed as dist
 
+    t0 = time.perf_counter()
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     store = _HELD.get("store") or dist.TCPStore("127.0.0.1", port, world_size, False,
                                                 timeout=timedelta(seconds=timeout_s))
     dist.init_process_group(backend, store=store, rank=world_rank, world_size=world_size,
                             timeout=timedelta(seconds=timeout_s))
+    _HELD["rendezvous_s"] = time.perf_counter() - t0
+
+
+def rendezvous_seconds() -> float | None:
+    """How long this worker's process-group rendezvous took (None: not through this backend)."""
+    return _HELD.get("rendezvous_s")
 
 
 class _LoopbackBackend(_TorchBackend):

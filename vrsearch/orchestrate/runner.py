@@ -33,7 +33,7 @@ from vrsearch.orchestrate.proposals import Proposal, aggregate
 from vrsearch.orchestrate.searchers import (
     close_orphans, delete_optuna_study, plan_search, recorded_curves, scheduler, searcher, tell,
 )
-from vrsearch.orchestrate.trainable import trial_resources, vrsearch_trial
+from vrsearch.orchestrate.trainable import trial_resources, trial_study, vrsearch_trial
 from vrsearch.results import faults, fragments, io, storage
 from vrsearch.results.lock import run_lock
 from vrsearch.results.rundir import RunDir
@@ -41,6 +41,9 @@ from vrsearch.study import load_study, study_to_yaml
 from vrsearch.study.design import cells_with_seeds, n_trials
 from vrsearch.study.load import build_study, read_yaml
 from vrsearch.study.schema import Study
+
+REUSE_ENV = "VRSEARCH_REUSE_ACTORS"
+
 
 def ray_temp_dir(run_dir: Path, configured: Path | None = None) -> Path:
     """Ray's temp dir: ``resources.ray_temp_dir`` if set, else in the run dir when that is
@@ -66,6 +69,9 @@ def init_ray(run_dir: Path, address: str | None, temp_dir: Path | None = None,
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # a reused actor waits this long for the stopped trial's thread to end (Tune's default 2 s
+    # would fail the next trial if an early-stopped one takes longer to unwind)
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "120")
     if address:
         ray.init(address=address, log_to_driver=False)
         return
@@ -103,6 +109,25 @@ def plan(study: Study, run: RunDir) -> Work:
     return Work(interrupted=interrupted, new=new, seeds=len(study.search.seeds))
 
 
+def reuse_actors(study: Study, work: Work) -> bool:
+    """Warm actors: a finished trial's Tune actor (its imports, thread pools and the data it
+    prepared) runs the next trial of the same resources; ``VRSEARCH_REUSE_ACTORS=0`` starts
+    every trial in a fresh process. Each trial resets the process state it reads
+    (:func:`vrsearch.engine.setup.seed_everything`, thread counts), so both give the same
+    results (``tests/e2e/test_determinism.py``).
+
+    Not for studies with DDP trials: Ray Train (2.60, Train V2) starts a new worker group
+    in every ``fit()`` and offers no reuse of it, and a stopped DDP trial's thread waits
+    inside ``fit()`` rather than in a report, so Tune could not reset its actor in time
+    (the next trial would fail); their actors start fresh, as before."""
+    if os.environ.get(REUSE_ENV, "1") == "0":
+        return False
+    if work.cells is not None:
+        base = study.model_dump(mode="json")
+        return all(trial_study(base, {"cell": c})[0].resources.workers_per_trial <= 1 for c in work.cells)
+    return study.resources.workers_per_trial <= 1 and "resources.workers_per_trial" not in study.search.space
+
+
 def tune_setup(study: Study, run: RunDir, work: Work):
     """Tune's param space and ``TuneConfig`` of a new experiment for ``work``; the
     scheduler first replays the reports of the trials that ended before."""
@@ -115,7 +140,7 @@ def tune_setup(study: Study, run: RunDir, work: Work):
         param_space, search_alg, n = {}, searcher(study, run, work.interrupted, work.new), work.trials
     return param_space, tune.TuneConfig(
         metric=study.search.metric, mode=study.search.mode, search_alg=search_alg, scheduler=sched,
-        num_samples=n, max_concurrent_trials=study.resources.concurrent_trials,
+        num_samples=n, max_concurrent_trials=study.resources.concurrent_trials, reuse_actors=reuse_actors(study, work),
     )
 
 

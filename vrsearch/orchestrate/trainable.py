@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +31,31 @@ from vrsearch.engine.trainer import Trainer
 from vrsearch.engine.trial import run_trial
 from vrsearch.results import faults, fragments
 from vrsearch.results.lock import checkpoint_claim
-from vrsearch.results.rundir import META_FILE, RESULT_FILE, RunDir
+from vrsearch.results.rundir import META_FILE, RESULT_FILE, TIMING_FILE, RunDir
 from vrsearch.study.design import (
     ARM_KEY, GROUP_KEY, LABEL_KEYS, OPTUNA_KEY, SEED_KEY, apply_cell, config_hash, group_label,
 )
 from vrsearch.study.rules import REPORTED
 from vrsearch.study.schema import Study
 
+#: trials this process has started (a reused Tune actor runs several; recorded in meta.json)
+_STARTED = [0]
+#: when this process had the engine imported (a trial's timeline starts before it: process start)
+_IMPORTED = time.time()
+
+
+def _stamp(marks: dict | None, name: str) -> None:
+    """Record the first time the trial reached ``name`` (``timing.json``, read by
+    ``benchmarks/orchestration.py`` for the fixed-cost breakdown)."""
+    if marks is not None and name not in marks:
+        marks[name] = time.time()
+
+
+def _start_marks() -> dict:
+    import psutil
+
+    return {"process_start": psutil.Process().create_time(), "imported": _IMPORTED, "trial_start": time.time(),
+            "trials_before": max(_STARTED[0] - 1, 0)}
 
 
 def trial_study(base: dict, config: dict) -> tuple[Study, dict, int]:
@@ -60,6 +79,8 @@ def trial_meta(study: Study, cell: dict, seed: int) -> dict[str, Any]:
         "split_seed": study.dataset.split_seed,
         "config": {k: study.model_dump(mode="json")[k] for k in ("method", "dataset", "model", "train")},
         "resources": study.resources.model_dump(mode="json"),
+        # the process that ran it, and how many trials it had started before (0: a fresh one)
+        "process": {"pid": os.getpid(), "trials_before": max(_STARTED[0] - 1, 0)},
     }
 
 
@@ -89,16 +110,19 @@ def _metrics(r: dict) -> dict[str, Any]:
 
 
 def _engine(study: Study, cell: dict, seed: int, run_dir: Path, trial_id: str, report_fn, ckpt: Path,
-            rank: int = 0, world: int = 1, wrap=None) -> None:
-    """Train one trial with the engine (checkpoints in ``ckpt``); rank 0 writes the fragments."""
+            rank: int = 0, world: int = 1, wrap=None, marks: dict | None = None) -> None:
+    """Train one trial with the engine (checkpoints in ``ckpt``); rank 0 writes the fragments
+    (and, given ``marks``, the trial's timeline in ``timing.json``)."""
     data = prepare_for(study, check=False)
     nodes = ray_nodes(world)
     if rank == 0:
         meta = {**trial_meta(study, cell, seed), "node_id": nodes[0], "worker_nodes": ",".join(nodes)}
         fragments.write_json(fragments.trial_dir(run_dir, trial_id) / META_FILE, meta)
+    _stamp(marks, "data")
     trainer = Trainer(study, ckpt, data=data, rank=rank, world_size=world)
     if wrap is not None:
         trainer.step_module = wrap(trainer.method)
+    _stamp(marks, "setup")
 
     reported = []
 
@@ -106,13 +130,18 @@ def _engine(study: Study, cell: dict, seed: int, run_dir: Path, trial_id: str, r
         if rank == 0:  # everything logged so far, so an early-stopped trial keeps its curve
             fragments.write_history(run_dir, trial_id, [{"trial_id": trial_id, **h} for h in trainer.history])
         reported.append(r["iteration"])
+        _stamp(marks, "first_report")
         report_fn(_metrics(r))
 
     out = run_trial(study, trial_id, trainer.ckpt_dir, report=report, trainer=trainer)
+    _stamp(marks, "fit")
     faults.point("final")  # the final checkpoint is written, the result not yet
     if rank == 0:
         out.trial.update(arm=cell.get(ARM_KEY, ""), group=cell.get(GROUP_KEY, ""))
         fragments.write_final(run_dir, trial_id, out.trial, out.history, out.cases)
+        if marks is not None:
+            _stamp(marks, "result")
+            fragments.write_json(fragments.trial_dir(run_dir, trial_id) / TIMING_FILE, marks)
     if out.trial["status"] == "failed":
         report_fn({"iteration": int(out.trial["iterations"]), "val_dice": float("nan"), "diverged": 1})
     elif not reported:
@@ -131,6 +160,11 @@ def train_worker(cfg: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(max(1, int(cfg["threads"])))
     study, cell, seed = trial_study(cfg["base"], cfg["config"])
+    marks = None
+    if rank == 0:
+        from vrsearch.orchestrate.ddp import rendezvous_seconds
+
+        marks = {**cfg["marks"], "worker_start": time.time(), "rendezvous_s": rendezvous_seconds()}
 
     def wrap(method: torch.nn.Module) -> DDP:
         # DDP overwrites every rank's buffers with rank 0's before each forward; queues keep
@@ -141,7 +175,7 @@ def train_worker(cfg: dict) -> None:
         return DDP(method, find_unused_parameters=True, gradient_as_bucket_view=True)
 
     _engine(study, cell, seed, Path(cfg["run_dir"]), cfg["trial_id"], ray.train.report, Path(cfg["ckpt"]),
-            rank, world, wrap)
+            rank, world, wrap, marks)
 
 
 def worker_resources(res: dict) -> dict:
@@ -193,6 +227,8 @@ def vrsearch_trial(config: dict, base: dict | None = None, run_dir: str = "") ->
     from ray import tune
 
     trial_id = tune.get_context().get_trial_id()
+    _STARTED[0] += 1
+    marks = _start_marks()
     if _replay_finished(Path(run_dir), trial_id, tune.report):
         return
     study, cell, seed = trial_study(base, config)
@@ -202,12 +238,13 @@ def vrsearch_trial(config: dict, base: dict | None = None, run_dir: str = "") ->
     with checkpoint_claim(RunDir(run_dir), config_hash(study), trial_id) as ckpt:
         if res["workers_per_trial"] <= 1:
             torch.set_num_threads(threads)
-            _engine(study, cell, seed, Path(run_dir), trial_id, tune.report, ckpt)
+            _engine(study, cell, seed, Path(run_dir), trial_id, tune.report, ckpt, marks=marks)
         else:
-            _torch_trainer(config, base, run_dir, trial_id, threads, res, ckpt).fit()
+            _torch_trainer(config, base, run_dir, trial_id, threads, res, ckpt, marks).fit()
 
 
-def _torch_trainer(config: dict, base: dict, run_dir: str, trial_id: str, threads: int, res: dict, ckpt: Path):
+def _torch_trainer(config: dict, base: dict, run_dir: str, trial_id: str, threads: int, res: dict, ckpt: Path,
+                   marks: dict):
     """Ray Train's DDP worker group for one trial (its workers run :func:`train_worker`)."""
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -218,7 +255,7 @@ def _torch_trainer(config: dict, base: dict, run_dir: str, trial_id: str, thread
     return TorchTrainer(
         train_worker,
         train_loop_config={"base": base, "config": config, "run_dir": run_dir, "trial_id": trial_id,
-                           "threads": threads, "ckpt": str(ckpt)},
+                           "threads": threads, "ckpt": str(ckpt), "marks": marks},
         torch_config=_torch_config(use_gpu),
         scaling_config=ray.train.ScalingConfig(num_workers=res["workers_per_trial"], use_gpu=use_gpu,
                                                resources_per_worker=worker_res),

@@ -30,7 +30,7 @@ TRIALS_DIR = FRAGMENTS_DIR
 #: the statuses of a trial that ended (a ``running`` one has not)
 FINISHED = ("completed", "failed", "stopped_early")
 #: meta.json entries that are not trial-row columns (``config`` is flattened instead)
-META_ONLY = ("config", "resources")
+META_ONLY = ("config", "resources", "process")
 
 
 def trial_dir(run_dir: Path, trial_id: str) -> Path:

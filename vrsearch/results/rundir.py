@@ -11,12 +11,15 @@ its Optuna study lives.
       report.html             the interactive report
       optuna.db               Optuna's study (search designs; unless search.storage names another)
       trials/<trial_id>/      a trial's fragments: meta.json, history.parquet,
-                              result.json + cases.parquet when it ended on its own, status.json otherwise
+                              result.json + cases.parquet when it ended on its own, status.json otherwise;
+                              timing.json (its timeline: where its fixed cost went)
       checkpoints/<key>/      last.pt, best.pt — keyed by the trial's configuration, so any
                               later trial of the same configuration continues from them
       tune, tune-2, ...       Ray Tune's experiments (one per run or resume)
       ray_train/              Ray Train's run folders (DDP trials)
       ray/                    a local Ray's temp dir (when the path is short enough)
+      cache/                  prepared data (decoded, resampled, normalised cases; per node,
+                              never mirrored; see vrsearch.data.prepared)
       driver-error.log        the traceback of an unexpected Tune/Ray error
       .vrsearch.lock          held while a run or resume works here
 
@@ -41,8 +44,11 @@ FRAGMENTS_DIR = "trials"
 CHECKPOINTS_DIR = "checkpoints"
 RAY_TRAIN_DIR = "ray_train"
 RAY_TEMP_DIR = "ray"
+CACHE_DIR = "cache"
 #: a trial's fragment files (inside ``trials/<trial_id>/``; also HISTORY_FILE and CASES_FILE)
 META_FILE, RESULT_FILE, STATUS_FILE = "meta.json", "result.json", "status.json"
+#: a trial's timeline (process start, imports, data, set-up, first report, result written)
+TIMING_FILE = "timing.json"
 #: the small files a report or table needs (pulled from a storage mirror without checkpoints)
 SMALL_FILES = (STUDY_FILE, TRIALS_FILE, HISTORY_FILE, CASES_FILE, OPTUNA_FILE)
 #: folders mirrored to output.storage besides the small files
@@ -111,6 +117,10 @@ class RunDir:
     @property
     def ray_temp(self) -> Path:
         return self.path / RAY_TEMP_DIR
+
+    @property
+    def cache(self) -> Path:
+        return self.path / CACHE_DIR
 
     def optuna_url(self, storage: str | None) -> str:
         """Where the study's Optuna study lives: ``search.storage`` if set, else SQLite here."""

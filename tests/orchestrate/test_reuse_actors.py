@@ -1,0 +1,42 @@
+"""Which studies run their trials in warm (reused) Tune actors: all but those with DDP
+trials, unless ``VRSEARCH_REUSE_ACTORS=0``."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import tiny_study_dict
+from vrsearch.orchestrate.runner import REUSE_ENV, plan, reuse_actors, tune_setup
+from vrsearch.results.rundir import RunDir
+from vrsearch.study.load import build_study
+
+GRID = {"design": "grid", "scheduler": "none",
+        "space": {"train.optimizer.lr": {"type": "categorical", "choices": [0.01, 0.02]}}}
+SEARCH = {"design": "search", "searcher": "random", "scheduler": "none", "num_samples": 2,
+          "space": {"train.optimizer.lr": {"type": "float", "low": 0.001, "high": 0.05}}}
+
+
+def setup(tmp_path, search, **sections):
+    study = build_study(tiny_study_dict(tmp_path / "ds", tmp_path / "run", search=search, **sections))
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir(exist_ok=True)
+    work = plan(study, run)
+    return reuse_actors(study, work), tune_setup(study, run, work)[1].reuse_actors
+
+
+@pytest.mark.parametrize("search", [GRID, SEARCH])
+def test_single_process_trials_reuse_their_actors(tmp_path, monkeypatch, search):
+    monkeypatch.delenv(REUSE_ENV, raising=False)
+    assert setup(tmp_path, search) == (True, True)
+    monkeypatch.setenv(REUSE_ENV, "0")
+    assert setup(tmp_path, search) == (False, False)
+
+
+def test_studies_with_ddp_trials_start_fresh_actors(tmp_path, monkeypatch):
+    monkeypatch.delenv(REUSE_ENV, raising=False)
+    assert setup(tmp_path, GRID, resources={"workers_per_trial": 2}) == (False, False)
+    # one DDP cell among single-process ones is enough
+    grid = {**GRID, "space": {**GRID["space"],
+                              "resources.workers_per_trial": {"type": "categorical", "choices": [1, 2]}}}
+    assert setup(tmp_path, grid) == (False, False)
+    assert setup(tmp_path, SEARCH, resources={"workers_per_trial": 2}) == (False, False)
