@@ -23,6 +23,7 @@ stream) (:func:`step_generator`), on the data's device.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Literal
@@ -37,6 +38,7 @@ from vrsearch.losses.mona import relational_kl
 from vrsearch.losses.supervised import SupervisedKind
 from vrsearch.methods.spcl import encoder_output_block
 from vrsearch.models import build_segnet
+from vrsearch.models.embedding import DenseEmbedding
 from vrsearch.models.heads import GlobalProjector, MLPHead, RepresentationHead, capture_outputs, decoder_stages
 from vrsearch.registry import MethodParams
 from vrsearch.core.config import ModelConfig
@@ -128,15 +130,19 @@ class ContrastNet(nn.Module):
         self.local_proj = MLPHead(width, dim, dim)
         self.width = width
 
-    def run(self, x: torch.Tensor, rep: bool = False, enc: bool = False) -> dict[str, torch.Tensor]:
+    def run(self, x: torch.Tensor, rep: bool | str = False, enc: bool = False) -> dict:
         """``logits`` and ``h`` (last decoder features) as ``[B, C, X, Y, Z]``; with
-        ``rep`` the representation map, with ``enc`` the encoder output (net dims)."""
+        ``rep`` the representation map (``"sampled"``: a
+        :class:`~vrsearch.models.embedding.SampledEmbedding` of it, evaluated only
+        where read), with ``enc`` the encoder output (net dims)."""
         seg = self.segnet
         mods = (self._stages if rep else []) + (self._encoder if enc else [])
         with capture_outputs(mods) as box:
             h = seg.decode(x)
         out = {"logits": seg._from_net(seg.seg_head(h)), "h": seg._from_net(h)}
-        if rep:
+        if rep == "sampled":
+            out["rep"] = self.rep_head.sampled([h] + box[: len(self._stages)])
+        elif rep:
             out["rep"] = seg._from_net(self.rep_head([h] + box[: len(self._stages)]))
         if enc:
             out["enc"] = box[-1]
@@ -221,17 +227,41 @@ def crop_means(h: torch.Tensor, boxes: list[list[slice]]) -> torch.Tensor:
 
 def class_sums(rep: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image class sums ``[B, C, D]`` of ``rep [B, D, *S]`` over ``labels [B, *S]``
-    and the voxel counts ``[B, C]`` (a one-hot matmul: deterministic on every device)."""
-    onehot = torch.nn.functional.one_hot(labels.reshape(labels.shape[0], -1), num_classes).to(rep.dtype)
-    sums = torch.bmm(onehot.transpose(1, 2), rep.flatten(2).transpose(1, 2))
-    return sums, onehot.sum(1)
+    and the voxel counts ``[B, C]``."""
+    return DenseEmbedding(rep).class_sums(labels, num_classes)
 
 
 def gather_voxels(rep: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Rows ``[N, D]`` of ``rep [B, D, *S]`` at flat voxel indices (``VoxelSample.index``)."""
-    flat = rep.flatten(2)
-    v = flat.shape[2]
-    return flat[index // v, :, index % v]
+    return DenseEmbedding(rep).at(index)
+
+
+class PatchFrame:
+    """An embedding computed on a view, read in the patch frame: voxel indices are
+    mapped through the view's geometric transform (coordinates, not maps) and
+    labels are carried into the view for class sums (a sum does not care where
+    its voxels lie)."""
+
+    def __init__(self, emb, geo: Geo, spatial: Sequence[int], device: torch.device):
+        self.emb, self.geo = emb, geo
+        n, v = len(geo[1]), math.prod(spatial)
+        index = torch.arange(v, device=device).reshape(1, 1, *spatial).expand(n, 1, *spatial)
+        self.where = geo_undo(index, geo).reshape(n, v)  # view-frame index of every patch voxel
+
+    def at(self, index: torch.Tensor) -> torch.Tensor:
+        v = self.where.shape[1]
+        img = index // v
+        return self.emb.at(img * v + self.where[img, index % v])
+
+    def class_sums(self, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.emb.class_sums(geo_apply(labels.unsqueeze(1), self.geo)[:, 0], num_classes)
+
+
+def patch_frame(rep, geo: Geo, spatial: Sequence[int]):
+    """A view's embedding (dense map or sampled) readable in the patch frame."""
+    if torch.is_tensor(rep):
+        return DenseEmbedding(geo_undo(rep, geo))
+    return PatchFrame(rep, geo, spatial, rep.a.device)
 
 
 # -- stage-1 relational loss --------------------------------------------------------------

@@ -40,6 +40,7 @@ from monai.networks.layers import SkipConnection
 from monai.networks.nets import BasicUNet, UNet
 from torch import nn
 
+from vrsearch.models.embedding import SampledEmbedding
 from vrsearch.models.nets import _conv, _norm
 
 
@@ -98,14 +99,23 @@ class RepresentationHead(nn.Module):
         )
         self.dim = int(dim)
 
-    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+    def trunk(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The dense part: FPN sum → 3×3 conv → norm → ReLU, ``[B, width, *S]``."""
         if len(feats) != len(self.lateral):
             raise ValueError(f"expected {len(self.lateral)} scales, got {len(feats)}")
         size = feats[0].shape[2:]
         out = self.lateral[0](feats[0])
         for lat, f in zip(self.lateral[1:], feats[1:], strict=True):
             out = out + F.interpolate(lat(f), size=size, mode="nearest")
-        return self.fuse(out)
+        return self.fuse[:3](out)
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The dense embedding map ``[B, dim, *S]``."""
+        return self.fuse[3:](self.trunk(feats))
+
+    def sampled(self, feats: Sequence[torch.Tensor]) -> SampledEmbedding:
+        """The same embedding, evaluated only at the voxels read (:mod:`vrsearch.models.embedding`)."""
+        return SampledEmbedding(self, self.trunk(feats))
 
 
 class MLPHead(nn.Module):
