@@ -17,7 +17,8 @@ import torch
 
 from vrsearch.methods import get_method
 from vrsearch.methods.base import Batch, BuildContext
-from vrsearch.methods.contrastive_common import draw_view, patch_frame
+from vrsearch.components.views import draw_view
+from vrsearch.methods.mona import patch_frame
 from vrsearch.models.embedding import DenseEmbedding, SampledEmbedding
 from vrsearch.models.heads import RepresentationHead
 from vrsearch.study.schema import ModelConfig

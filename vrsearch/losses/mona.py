@@ -272,3 +272,23 @@ def loss_spread(a: Tensor, b: Tensor) -> Tensor:
 
 __all__ = ["anatomical_contrastive", "equivariance_kl", "knn_loss", "loss_spread", "negative_log_weights",
            "relational_kl", "sample_negative_indices"]
+
+
+def relational_over_images(u: torch.Tensor, v: torch.Tensor, w: torch.Tensor, bank,
+                           tau_s: float, tau_t: float) -> torch.Tensor:
+    """Mean over images ``i`` of ``relational_kl(u_i, v_i, bank ∪ {w_j : j ≠ i})``.
+
+    ``u`` (student predictions), ``v`` (teacher projections) and ``w`` (teacher
+    embeddings of the mined views) are ``[N, D]`` (global) or ``[N, K, D]``
+    (local: K crops per image). Mined views are other images of the step
+    (MONA: "randomly selecting from the unlabeled dataset"), plus the FIFO bank
+    of mined views of earlier steps; ``w`` is pushed into the bank afterwards."""
+    n, d = u.shape[0], u.shape[-1]
+    old = bank.items()
+    losses = []
+    for i in range(n):
+        others = torch.cat([w[:i], w[i + 1:]]).reshape(-1, d)
+        anchors = torch.cat([old.to(others.dtype), others])
+        losses.append(relational_kl(u[i].reshape(-1, d), v[i].reshape(-1, d), anchors, tau_s, tau_t))
+    bank.push(w.reshape(-1, d))
+    return torch.stack(losses).mean()

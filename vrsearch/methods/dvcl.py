@@ -59,14 +59,14 @@ from pydantic import Field, model_validator
 from vrsearch.components.banks import ClassFIFOBank, FIFOQueue
 from vrsearch.components.samplers import sample_voxels
 from vrsearch.components.schedules import fraction_of, sigmoid_rampup
-from vrsearch.components.teachers import twin_networks
+from vrsearch.components.teachers import twin_networks, twin_predictor
+from vrsearch.components.views import step_generator
 from vrsearch.losses import SupervisedLoss
 from vrsearch.losses.dvcl import FORMS, dvcl_terms, ecps_loss, ecps_weights, esm, hqc_loss, select_queries
 from vrsearch.losses.supervised import SupervisedKind
 from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
-from vrsearch.methods.contrastive_common import gather_voxels, step_generator
-from vrsearch.methods.cps import twin_predictor
 from vrsearch.models import build_segnet
+from vrsearch.models.embedding import DenseEmbedding
 from vrsearch.registry import MethodParams, register_method, unlabeled
 
 PosInt = Annotated[int, Field(ge=1)]
@@ -116,7 +116,7 @@ def _twin_gather(r_a: torch.Tensor, r_b: torch.Tensor, flat: torch.Tensor) -> to
     the order of ``flat``; each network's map is read only at its own indices."""
     per_net = r_a.shape[0] * r_a[0, 0].numel()
     in_a, in_b = torch.nonzero(flat < per_net)[:, 0], torch.nonzero(flat >= per_net)[:, 0]
-    rows = torch.cat([gather_voxels(r_a, flat[in_a]), gather_voxels(r_b, flat[in_b] - per_net)])
+    rows = torch.cat([DenseEmbedding(r_a).at(flat[in_a]), DenseEmbedding(r_b).at(flat[in_b] - per_net)])
     return rows[torch.argsort(torch.cat([in_a, in_b]))]
 
 

@@ -13,7 +13,7 @@ image of the step (labeled and unlabeled) gets a student view ``x``
 L_inst^local`` with ``L_sup`` on the labeled student views and
 ``L_inst = KL(teacher ‖ student)`` of similarity distributions over the mined
 views of the *other* images of the step plus a FIFO bank (``bank_size``) of
-earlier mined views (:func:`~.contrastive_common.relational_over_images`).
+earlier mined views (:func:`~vrsearch.losses.mona.relational_over_images`).
 Global: encoder output → projector (+ student predictor). Local:
 ``local_crops`` boxes of edge ``local_crop_size`` at the same location in
 every view (in the patch frame), last decoder features average-pooled per
@@ -77,15 +77,19 @@ import torch
 import torch.nn.functional as F
 
 from vrsearch.components.banks import ClassFIFOBank, FIFOQueue
+from vrsearch.components.checkpoints import load_stage1
 from vrsearch.components.samplers import sample_voxels
 from vrsearch.components.teachers import EMATeacher
-from vrsearch.losses import SupervisedLoss
-from vrsearch.losses.mona import anatomical_contrastive, equivariance_kl, knn_loss, loss_spread
-from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
-from vrsearch.methods.contrastive_common import (
-    Augmentation, ContrastiveParams, ContrastNet, NonNeg, crop_boxes, crop_means, draw_view, geo_apply, geo_undo,
-    load_stage1, patch_frame, relational_over_images, step_generator,
+from vrsearch.components.views import (
+    Geo, PatchFrame, crop_boxes, crop_means, draw_view, geo_apply, geo_undo, step_generator,
 )
+from vrsearch.losses import SupervisedLoss
+from vrsearch.losses.mona import (
+    anatomical_contrastive, equivariance_kl, knn_loss, loss_spread, relational_over_images,
+)
+from vrsearch.methods.anatomical_params import Augmentation, ContrastiveParams, NonNeg
+from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
+from vrsearch.models.contrast_net import ContrastNet
 from vrsearch.models.embedding import DenseEmbedding
 from vrsearch.models.heads import MLPHead
 from vrsearch.registry import register_method, unlabeled
@@ -102,6 +106,14 @@ class MONAParams(ContrastiveParams):
 
 def _embedding(rep):
     return DenseEmbedding(rep) if torch.is_tensor(rep) else rep
+
+
+def patch_frame(rep, geo: Geo, spatial) -> DenseEmbedding | PatchFrame:
+    """A view's embedding read in the patch frame: a dense map is undone (the
+    reference path), a sampled one maps coordinates."""
+    if torch.is_tensor(rep):
+        return DenseEmbedding(geo_undo(rep, geo))
+    return PatchFrame(rep, geo, spatial, rep.a.device)
 
 
 def _scalar(x) -> torch.Tensor:

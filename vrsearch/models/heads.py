@@ -65,6 +65,16 @@ def decoder_stages(backbone: nn.Module, channels: Sequence[int]) -> list[tuple[n
     raise ValueError(f"no decoder stages known for a {type(backbone).__name__}")
 
 
+def encoder_output_block(backbone: nn.Module, channels: Sequence[int]) -> tuple[nn.Module, int]:
+    """The deepest encoder block of a MONAI backbone and its output channels (the
+    global projectors of SPCL and MONA/ARCO read it)."""
+    if isinstance(backbone, BasicUNet):
+        return backbone.down_4, channels[4]
+    if isinstance(backbone, UNet):
+        return _unet_levels(backbone)[-1][1].submodule, channels[-1]
+    raise ValueError(f"cannot find the encoder output of a {type(backbone).__name__}")
+
+
 @contextmanager
 def capture_outputs(modules: Sequence[nn.Module]):
     """Yield a list that holds, after a forward pass inside the ``with`` block,
@@ -140,4 +150,5 @@ class GlobalProjector(MLPHead):
         return self.mlp(feat.flatten(2).mean(dim=2))
 
 
-__all__ = ["GlobalProjector", "MLPHead", "RepresentationHead", "capture_outputs", "decoder_stages"]
+__all__ = ["GlobalProjector", "MLPHead", "RepresentationHead", "capture_outputs", "decoder_stages",
+           "encoder_output_block"]
