@@ -84,7 +84,7 @@ def floor_step(passes: list[tuple[SegNet, tuple[int, ...], bool]]) -> float:
 
 
 def measure(study_path: Path, name: str, patch: list[int], repeats: int, scratch: Path, dense: bool = False) -> dict:
-    study = load_study(study_path, [f"method.name={name}", "method.params={}", "search.design=none",
+    study = load_study(study_path, [f"method.name={name}", "method.params={}", "search.design=none", "search.arms=[]",
                                     f"dataset.patch_size={patch}", "train.batch.unlabeled=2",
                                     "train.iterations=1000", "train.threads=2"])
     trainer = Trainer(study, scratch / f"{name}-{'x'.join(map(str, patch))}-{dense}")

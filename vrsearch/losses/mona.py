@@ -123,6 +123,22 @@ def negative_log_weights(query_cls: Tensor, negative_count: Tensor,
     return torch.log(w), torch.log(pool_n / pool_w.clamp_min(torch.finfo(torch.float64).tiny))
 
 
+def _check_contrast_shapes(queries, query_cls, positives, positive_valid, negatives, negative_count, tau) -> None:
+    _check_2d("queries", queries)
+    Q, D = queries.shape
+    if query_cls.shape != (Q,):
+        raise ValueError(f"query_cls must be [{Q}], got {tuple(query_cls.shape)}")
+    _check_2d("positives", positives, D)
+    C = positives.shape[0]
+    if positive_valid.shape != (C,) or negative_count.shape != (C,):
+        raise ValueError(f"positive_valid and negative_count must be [{C}], got "
+                         f"{tuple(positive_valid.shape)} and {tuple(negative_count.shape)}")
+    if negatives.dim() != 3 or negatives.shape[0] != C or negatives.shape[2] != D:
+        raise ValueError(f"negatives must be [{C}, S, {D}], got {tuple(negatives.shape)}")
+    if tau <= 0:
+        raise ValueError("tau must be > 0")
+
+
 def anatomical_contrastive(queries: Tensor, query_cls: Tensor, positives: Tensor, positive_valid: Tensor,
                            negatives: Tensor, negative_count: Tensor, tau: float = 0.5,
                            num_negatives: int | None = None,
@@ -162,20 +178,8 @@ def anatomical_contrastive(queries: Tensor, query_cls: Tensor, positives: Tensor
     Gradient reaches ``queries`` and ``positives`` (detach positives to stop
     it); bank ``negatives`` are detached. 0 with a graph when nothing counts.
     """
-    _check_2d("queries", queries)
-    Q, D = queries.shape
-    if query_cls.shape != (Q,):
-        raise ValueError(f"query_cls must be [{Q}], got {tuple(query_cls.shape)}")
-    _check_2d("positives", positives, D)
-    C = positives.shape[0]
-    if positive_valid.shape != (C,) or negative_count.shape != (C,):
-        raise ValueError(f"positive_valid and negative_count must be [{C}], got "
-                         f"{tuple(positive_valid.shape)} and {tuple(negative_count.shape)}")
-    if negatives.dim() != 3 or negatives.shape[0] != C or negatives.shape[2] != D:
-        raise ValueError(f"negatives must be [{C}, S, {D}], got {tuple(negatives.shape)}")
-    if tau <= 0:
-        raise ValueError("tau must be > 0")
-    S, dev = negatives.shape[1], queries.device
+    _check_contrast_shapes(queries, query_cls, positives, positive_valid, negatives, negative_count, tau)
+    (Q, D), (C, S, _), dev = queries.shape, negatives.shape, queries.device
     cls = query_cls.to(dev, torch.long)
     counted = positive_valid.to(dev, torch.bool)[cls]  # [Q]
     q = F.normalize(queries, dim=1)

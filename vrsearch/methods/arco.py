@@ -31,7 +31,7 @@ Ablations (Tables 2-3) are values of these fields: ``tailness: false``
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field
 
@@ -43,9 +43,12 @@ from vrsearch.registry import lookup, register_method, unlabeled
 class ARCOParams(ContrastiveParams):
     """ARCO App. C / N defaults; the knobs of Tables 2-3, 7 and Fig. 5, 20."""
 
-    sampler: Literal["ns", "sg", "sag"] = "sg"
-    grid: Literal[9, 16, 25] = 16
-    stage1_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.4
+    sampler: Literal["ns", "sg", "sag"] = Field(
+        "sg", description="voxel sampler of L_contrast's queries and keys: naive, stratified-group, "
+                          "stratified-antithetic (Sec. 3.3); SG is the paper's better one")
+    grid: Literal[9, 16, 25] = Field(16, description="M: groups of the SG/SAG grid per image (Table 7)")
+    stage1_fraction: float = Field(0.4, gt=0, lt=1, description="share of the iterations in stage 1 "
+                                                                "(100 of 300 epochs at batch 6 vs 8, App. C)")
 
     def as_mona(self) -> dict:
         """The MONA configuration that is ARCO: no L_eqv, weak views only."""

@@ -75,6 +75,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from vrsearch.components.banks import ClassFIFOBank, FIFOQueue
 from vrsearch.components.checkpoints import load_stage1
@@ -98,14 +99,31 @@ from vrsearch.registry import register_method, unlabeled
 class MONAParams(ContrastiveParams):
     """MONA App. A defaults; search space of App. D (METHODS.md "MONA")."""
 
-    lambda_eqv: NonNeg = 1.0
-    consistency: bool = True
-    student_augmentation: Augmentation = "weak"
-    teacher_augmentation: Augmentation = "strong"
+    lambda_eqv: NonNeg = Field(1.0, description="λ2: weight of L_eqv (Sec. 3.2)")
+    consistency: bool = Field(True, description="ablation switch: L_eqv (Table 2)")
+    student_augmentation: Augmentation = Field("weak", description="student views: weak = flips/turns, "
+                                                                   "strong = + intensity jitter (Table 3)")
+    teacher_augmentation: Augmentation = Field("strong", description="teacher and mined views (Table 3)")
 
 
 def _embedding(rep):
     return DenseEmbedding(rep) if torch.is_tensor(rep) else rep
+
+
+class _OnceSums:
+    """An embedding whose class sums are computed once per labels tensor (the teacher's
+    feed both the positive keys and the kNN bank)."""
+
+    def __init__(self, emb):
+        self.emb, self._key, self._sums = emb, None, None
+
+    def at(self, index: torch.Tensor) -> torch.Tensor:
+        return self.emb.at(index)
+
+    def class_sums(self, labels: torch.Tensor, num_classes: int):
+        if self._key is None or self._key[0] is not labels or self._key[1] != num_classes:
+            self._key, self._sums = (labels, num_classes), self.emb.class_sums(labels, num_classes)
+        return self._sums
 
 
 def patch_frame(rep, geo: Geo, spatial) -> DenseEmbedding | PatchFrame:
@@ -228,7 +246,7 @@ class MONA(Method):
         if need_rep:
             rep_s = patch_frame(s["rep"], geo_s, x.shape[2:])
             with torch.no_grad():
-                rep_t = patch_frame(t["rep"], geo_t, x.shape[2:])
+                rep_t = _OnceSums(patch_frame(t["rep"], geo_t, x.shape[2:]))
         if p.tailness:
             contrast, extra = self._contrast(rep_s, rep_t, labels, conf, g, iteration)
             loss = loss + p.lambda_contrast * contrast

@@ -76,23 +76,25 @@ VIEW_JITTER = {"contrast": 0.1, "shift": 0.1, "noise": 0.05}
 
 
 class SPCLParams(MethodParams):
-    mode: Literal["joint", "pretrain"] = "joint"
-    tau: Annotated[float, Field(gt=0)] = 0.07
-    gamma_start: Annotated[float, Field(gt=0)] = 2.0
-    gamma_end: Annotated[float, Field(gt=0)] = 50.0
-    weighting: Weighting = "linear"
-    meta_labels: list[MetaLabel] = ["position", "patient"]
-    #: S slice-position partitions (paper: 3 ACDC/hippocampus, 5 prostate/spleen, 7 MMWHS)
-    position_partitions: Annotated[int, Field(ge=1)] = 5
-    lambda_position: NonNeg = 1.0
-    lambda_patient: NonNeg = 1e-3
-    lambda_phase: NonNeg = 1e-2
-    lambda_reg: NonNeg = 0.1
-    lambda_sp: NonNeg = 5e-3
-    pretrain_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.5
-    loss: SupervisedKind = "ce"
-    embedding_dim: Annotated[int, Field(ge=1)] = 256
-    ema_decay: Annotated[float, Field(ge=0, le=1)] = 0.99
+    mode: Literal["joint", "pretrain"] = Field(
+        "joint", description="joint = Eq. 15 with Mean Teacher; pretrain = Eq. 14, then fine-tuning")
+    tau: float = Field(0.07, gt=0, description="τ: temperature of L_sp (Eq. 3)")
+    gamma_start: float = Field(2.0, gt=0, description="γ at the first contrastive iteration (Eq. 16)")
+    gamma_end: float = Field(50.0, gt=0, description="γ at the last contrastive iteration (Eq. 16)")
+    weighting: Weighting = Field("linear", description="self-paced weights w_ij: linear or hard (Eq. 6)")
+    meta_labels: list[MetaLabel] = Field(["position", "patient"], description="k: the meta-labels of Σ_k λ_k L_sp^k")
+    position_partitions: int = Field(5, ge=1, description="S: slice-position partitions (paper: 3 ACDC/"
+                                                          "hippocampus, 5 prostate/spleen, 7 MMWHS)")
+    lambda_position: NonNeg = Field(1.0, description="λ_position: weight of L_sp^position (Eq. 14)")
+    lambda_patient: NonNeg = Field(1e-3, description="λ_patient: weight of L_sp^patient (Eq. 14)")
+    lambda_phase: NonNeg = Field(1e-2, description="λ_phase: weight of L_sp^phase (Eq. 14)")
+    lambda_reg: NonNeg = Field(0.1, description="λ_reg: weight of L_MT (Eq. 15)")
+    lambda_sp: NonNeg = Field(5e-3, description="λ_sp: weight of Σ_k λ_k L_sp^k (Eq. 15)")
+    pretrain_fraction: float = Field(0.5, gt=0, lt=1, description="share of the iterations pre-training "
+                                                                  "(mode: pretrain)")
+    loss: SupervisedKind = Field("ce", description="L_sup on the labeled images")
+    embedding_dim: int = Field(256, ge=1, description="output size of the global projector")
+    ema_decay: float = Field(0.99, ge=0, le=1, description="EMA decay of the L_MT teacher")
 
     @field_validator("meta_labels")
     @classmethod
