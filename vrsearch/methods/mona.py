@@ -62,8 +62,15 @@ An ablation switch set to false removes its term (not computed, not logged).
 **Two-stage contract**: ``stage: 1`` trials pre-train; a trial with
 ``stage1_checkpoint`` (their ``checkpoints/<config_hash>/last.pt``) loads student,
 teacher and predictors from it (weights only) and runs stage 2 only.
-Views: geometric transforms are undone on dense outputs, so labels, pseudo-
-labels and embeddings are compared in the patch frame. ``strong`` adds
+Views: geometric transforms are undone on the (cheap) logits and decoder
+features, so labels, pseudo-labels and predictions are compared in the patch
+frame. Embeddings are never built as dense ``[B, dim, *S]`` maps: only the
+representation head's trunk is dense; its last 1×1 stages are evaluated at
+the sampled queries/keys and as per-class sums (exact norm statistics, see
+:mod:`vrsearch.models.embedding`), and sampled voxels are mapped to the view
+by their coordinates (:class:`~vrsearch.components.views.PatchFrame`).
+``dense_reference = True`` restores the dense maps (the reference that
+``tests/methods/test_embedding.py`` proves equal). ``strong`` adds
 intensity jitter; the paper's CutMix and diffeomorphic deformations are not
 implemented. Logged terms: stage 1 ``stage, sup, inst_global, inst_local``;
 stage 2 ``stage, sup, unsup, contrast, contrast_spread, reflect_outside,
@@ -91,7 +98,7 @@ from vrsearch.losses.mona import (
 from vrsearch.methods.anatomical_params import Augmentation, ContrastiveParams, NonNeg
 from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
 from vrsearch.models.contrast_net import ContrastNet
-from vrsearch.models.embedding import DenseEmbedding
+from vrsearch.models.embedding import DenseEmbedding, OnceSums
 from vrsearch.models.heads import MLPHead
 from vrsearch.registry import register_method, unlabeled
 
@@ -108,22 +115,6 @@ class MONAParams(ContrastiveParams):
 
 def _embedding(rep):
     return DenseEmbedding(rep) if torch.is_tensor(rep) else rep
-
-
-class _OnceSums:
-    """An embedding whose class sums are computed once per labels tensor (the teacher's
-    feed both the positive keys and the kNN bank)."""
-
-    def __init__(self, emb):
-        self.emb, self._key, self._sums = emb, None, None
-
-    def at(self, index: torch.Tensor) -> torch.Tensor:
-        return self.emb.at(index)
-
-    def class_sums(self, labels: torch.Tensor, num_classes: int):
-        if self._key is None or self._key[0] is not labels or self._key[1] != num_classes:
-            self._key, self._sums = (labels, num_classes), self.emb.class_sums(labels, num_classes)
-        return self._sums
 
 
 def patch_frame(rep, geo: Geo, spatial) -> DenseEmbedding | PatchFrame:
@@ -246,7 +237,7 @@ class MONA(Method):
         if need_rep:
             rep_s = patch_frame(s["rep"], geo_s, x.shape[2:])
             with torch.no_grad():
-                rep_t = _OnceSums(patch_frame(t["rep"], geo_t, x.shape[2:]))
+                rep_t = OnceSums(patch_frame(t["rep"], geo_t, x.shape[2:]))
         if p.tailness:
             contrast, extra = self._contrast(rep_s, rep_t, labels, conf, g, iteration)
             loss = loss + p.lambda_contrast * contrast

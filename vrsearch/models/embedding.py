@@ -131,4 +131,20 @@ class SampledEmbedding:
         return hidden @ self.w2.T + counts.unsqueeze(2) * self.b2, counts
 
 
-__all__ = ["CHUNK", "DenseEmbedding", "SampledEmbedding"]
+class OnceSums:
+    """An embedding whose class sums are computed once per labels tensor (MONA's
+    teacher sums feed both the positive keys and the kNN bank)."""
+
+    def __init__(self, emb):
+        self.emb, self._key, self._sums = emb, None, None
+
+    def at(self, index: torch.Tensor) -> torch.Tensor:
+        return self.emb.at(index)
+
+    def class_sums(self, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._key is None or self._key[0] is not labels or self._key[1] != num_classes:
+            self._key, self._sums = (labels, num_classes), self.emb.class_sums(labels, num_classes)
+        return self._sums
+
+
+__all__ = ["CHUNK", "DenseEmbedding", "OnceSums", "SampledEmbedding"]
