@@ -106,6 +106,9 @@ SAMPLERS = ("ns", "sg", "sag")
 GRIDS = (9, 16, 25)
 ROUNDINGS = ("auto", "largest", "random")
 _CELLS = {9: 3, 16: 4, 25: 5}
+#: the ``rounding`` knob's description, for every method that exposes the sampler
+ROUNDING_HELP = ("SG/SAG draws per group: largest remainder, random (systematic), or auto (largest remainder "
+                 "where every non-empty group gets a draw, else random); unbiased except 'largest'")
 
 
 @dataclass

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from vrsearch.components.samplers import ROUNDING_HELP
 from vrsearch.losses.supervised import SupervisedKind
 from vrsearch.registry import MethodParams
 
@@ -57,9 +58,7 @@ class ContrastiveParams(MethodParams):
         "ns", description="voxel sampler of L_contrast's queries and keys: naive, stratified-group, "
                           "stratified-antithetic (ARCO Sec. 3.3)")
     grid: Literal[9, 16, 25] = Field(16, description="M: groups of the SG/SAG grid per image (ARCO Table 7)")
-    rounding: Literal["auto", "largest", "random"] = Field(
-        "auto", description="SG/SAG draws per group: largest remainder, random, or auto (largest where it is "
-                            "unbiased, else random); see components/samplers.py")
+    rounding: Literal["auto", "largest", "random"] = Field("auto", description=ROUNDING_HELP)
     evaluate: Literal["student", "teacher"] = Field("student", description="network evaluated and checkpointed")
 
     @model_validator(mode="after")

@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from vrsearch.components.banks import ClassFIFOBank, FIFOQueue
-from vrsearch.components.samplers import sample_voxels
+from vrsearch.components.samplers import ROUNDING_HELP, sample_voxels
 from vrsearch.components.schedules import fraction_of, sigmoid_rampup
 from vrsearch.components.teachers import twin_networks, twin_predictor
 from vrsearch.components.views import step_generator
@@ -103,9 +103,7 @@ class DVCLParams(MethodParams):
     sampler: Literal["ns", "sg", "sag"] = Field(
         "ns", description="voxel sampler of the HqC anchors: naive, stratified-group, stratified-antithetic")
     grid: Literal[9, 16, 25] = Field(16, description="groups of the SG/SAG grid per image")
-    rounding: Literal["auto", "largest", "random"] = Field(
-        "auto", description="SG/SAG draws per group: largest remainder, random, or auto (largest where it is "
-                            "unbiased, else random); see components/samplers.py")
+    rounding: Literal["auto", "largest", "random"] = Field("auto", description=ROUNDING_HELP)
     evaluate: Literal["a", "b", "mean"] = Field("a", description="network evaluated: A, B or their ensemble")
 
     @model_validator(mode="after")
