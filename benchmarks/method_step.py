@@ -130,13 +130,14 @@ def main() -> None:
     table: dict[str, dict] = {}
     for patch in patches:
         key = "x".join(map(str, patch))
-        table[key] = {f"{n} (dense)" if d else n: measure(args.study, n, patch, args.repeats, scratch, d)
-                      for n, d in runs}
         print(f"patch {patch}, batch 2 labeled + 2 unlabeled, median of {args.repeats} paired steps")
         print(f"{'method':<18} {'nets':>4} {'passes':>6} {'step ms':>9} {'floor ms':>9} {'step/floor':>10} "
-              f"{'(min–max)':>13}")
-        for name, r in table[key].items():
-            print(_row(name, r))
+              f"{'(min–max)':>13}", flush=True)
+        table[key] = {}
+        for n, d in runs:
+            name = f"{n} (dense)" if d else n
+            table[key][name] = measure(args.study, n, patch, args.repeats, scratch, d)
+            print(_row(name, table[key][name]), flush=True)
     if len(patches) > 1:
         first, last = ("x".join(map(str, p)) for p in (patches[0], patches[-1]))
         print(f"flatness: step/floor at {last} over step/floor at {first} (≤ 1: the extra cost does not grow)")
