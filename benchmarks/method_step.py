@@ -2,12 +2,26 @@
 
 For each registered method: one full training step (the method's forward
 with all its losses, samplers, banks and teachers, backward, optimiser step)
-against the unavoidable floor — forward+backward of each network the method
-trains, once, on the same labeled+unlabeled patches. The two are timed in
-alternation (A B A B …) in one process and the ratio is taken pair by pair,
-so machine noise hits both alike.
+against the floor it cannot avoid. **The floor** is forward+backward of every
+segmentation network the method trains over every image tensor the step feeds
+it, and forward-only for every pass made without a gradient (EMA teachers,
+frozen copies, pseudo-labelling passes): the passes are *recorded* from a real
+step (a hook on each SegNet's backbone notes the input shape and whether a
+gradient flows) and replayed on random tensors of the same shapes, so
+multi-view methods (SPCL's two views in one pass, MONA's student, teacher
+and equivariance passes, CPS's two networks) are compared with what they
+must compute. A pass is backbone + output norm + segmentation head;
+training-only heads (feature/projection heads, MONA/ARCO's representation
+head) are *not* in the floor: they are the machinery being measured. The two
+are timed in alternation (A B A B …) in one process and the ratio is taken
+pair by pair, so machine noise hits both alike. With two ``--patch`` sizes
+the script also prints, per method, how the ratio changes from the first size
+to the second (flat = the method's extra cost scales like its networks').
+``--reference`` adds MONA/ARCO on their dense representation path
+(``MONA.dense_reference``, the pre-sampling implementation) for before/after.
 
-    .venv/bin/python benchmarks/method_step.py [--repeats 6] [--patch 48 48 32]
+    .venv/bin/python benchmarks/method_step.py [--repeats 6] [--patch 48 48 32] [--patch 96 96 64]
+        [--only mona arco] [--reference]
 """
 
 from __future__ import annotations
@@ -37,56 +51,101 @@ def full_step(trainer: Trainer, batch, it: int) -> float:
     return time.perf_counter() - t0
 
 
-def floor_step(nets: list[SegNet], x: torch.Tensor) -> float:
+def record_passes(trainer: Trainer, batch, it: int) -> list[tuple[SegNet, tuple[int, ...], bool]]:
+    """Run one step and return, for every segmentation-network pass it made, the
+    network, its backbone input shape and whether the pass carried a gradient."""
+    passes: list = []
+    nets = [m for m in trainer.method.modules() if isinstance(m, SegNet)]
+
+    def hook(net):
+        def note(_m, args):
+            grad = torch.is_grad_enabled() and any(p.requires_grad for p in net.parameters())
+            passes.append((net, tuple(args[0].shape), grad))
+        return note
+
+    handles = [net.backbone.register_forward_pre_hook(hook(net)) for net in nets]
+    try:
+        full_step(trainer, batch, it)
+    finally:
+        for h in handles:
+            h.remove()
+    return passes
+
+
+def floor_step(passes: list[tuple[SegNet, tuple[int, ...], bool]]) -> float:
+    inputs = [torch.randn(shape) for _, shape, _ in passes]
     t0 = time.perf_counter()
-    for net in nets:
-        logits, feats = net(x, features=True)
-        (logits.float().mean() + feats.float().mean()).backward()
+    for (net, _, grad), x in zip(passes, inputs, strict=True):
+        with torch.set_grad_enabled(grad):
+            logits = net.seg_head(net.post(net.backbone(x)))
+        if grad:
+            logits.float().mean().backward()
     return time.perf_counter() - t0
 
 
-def measure(study_path: Path, name: str, patch: list[int], repeats: int, scratch: Path) -> dict:
-    study = load_study(study_path, [f"method.name={name}", "method.params={}", "search.design=none",
+def measure(study_path: Path, name: str, patch: list[int], repeats: int, scratch: Path, dense: bool = False) -> dict:
+    study = load_study(study_path, [f"method.name={name}", "method.params={}", "search.design=none", "search.arms=[]",
                                     f"dataset.patch_size={patch}", "train.batch.unlabeled=2",
                                     "train.iterations=1000", "train.threads=2"])
-    trainer = Trainer(study, scratch / name)
-    nets = [m for m in trainer.method.modules()
-            if isinstance(m, SegNet) and any(p.requires_grad for p in m.parameters())]
+    trainer = Trainer(study, scratch / f"{name}-{'x'.join(map(str, patch))}-{dense}")
+    if dense:
+        trainer.method.dense_reference = True
     src = trainer._source(0)
-    # run past warm-ups (LCL's, self-training's first refresh) so every loss term is active
+    # run past warm-ups (LCL's, self-training's first refresh; MONA/ARCO's stage 1) so every loss term is active
     start = int(0.5 * study.train.iterations)
+    passes = record_passes(trainer, src.batch(start), start)
     steps, floors = [], []
-    for k in range(repeats + 2):
+    for k in range(1, repeats + 2):
         batch = src.batch(start + k)
-        x = batch.image if batch.unlabeled is None or not trainer.needs.unlabeled else \
-            torch.cat([batch.image, batch.unlabeled])
         s = full_step(trainer, batch, start + k)
-        f = floor_step(nets, x)
+        f = floor_step(passes)
         if k >= 2:
             steps.append(s)
             floors.append(f)
     ratios = [s / f for s, f in zip(steps, floors)]
     return {"step_ms": 1e3 * statistics.median(steps), "floor_ms": 1e3 * statistics.median(floors),
             "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
-            "networks": len(nets)}
+            "networks": len({id(n) for n, _, g in passes if g}), "passes": len(passes),
+            "grad_passes": sum(g for *_, g in passes)}
+
+
+def _row(name: str, r: dict) -> str:
+    return (f"{name:<18} {r['networks']:>4} {r['grad_passes']:>2}+{r['passes'] - r['grad_passes']:<2} "
+            f"{r['step_ms']:>9.0f} {r['floor_ms']:>9.0f} {r['ratio']:>10.2f} {r['ratio_min']:>6.2f}–{r['ratio_max']:.2f}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--study", type=Path, default=Path("studies/quickstart.yaml"))
     ap.add_argument("--repeats", type=int, default=6)
-    ap.add_argument("--patch", type=int, nargs=3, default=[48, 48, 32])
+    ap.add_argument("--patch", type=int, nargs=3, action="append", default=None)
+    ap.add_argument("--only", nargs="+", default=None, help="methods to measure (default: every registered one)")
+    ap.add_argument("--reference", action="store_true", help="also MONA/ARCO on the dense representation path")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    patches = args.patch or [[48, 48, 32]]
+    names = args.only or [spec.name for spec in all_methods()]
+    runs = [(n, False) for n in names] + [(n, True) for n in names if args.reference and n in ("mona", "arco")]
     scratch = Path(tempfile.mkdtemp(prefix="vrs-step-"))
-    rows = {spec.name: measure(args.study, spec.name, args.patch, args.repeats, scratch) for spec in all_methods()}
-    print(f"patch {args.patch}, batch 2 labeled + 2 unlabeled, median of {args.repeats} paired steps")
-    print(f"{'method':<18} {'nets':>4} {'step ms':>9} {'floor ms':>9} {'step/floor':>10} {'(min–max)':>13}")
-    for name, r in rows.items():
-        print(f"{name:<18} {r['networks']:>4} {r['step_ms']:>9.0f} {r['floor_ms']:>9.0f} {r['ratio']:>10.2f} "
-              f"{r['ratio_min']:>6.2f}–{r['ratio_max']:.2f}")
+    table: dict[str, dict] = {}
+    for patch in patches:
+        key = "x".join(map(str, patch))
+        print(f"patch {patch}, batch 2 labeled + 2 unlabeled, median of {args.repeats} paired steps")
+        print(f"{'method':<18} {'nets':>4} {'passes':>6} {'step ms':>9} {'floor ms':>9} {'step/floor':>10} "
+              f"{'(min–max)':>13}", flush=True)
+        table[key] = {}
+        for n, d in runs:
+            name = f"{n} (dense)" if d else n
+            table[key][name] = measure(args.study, n, patch, args.repeats, scratch, d)
+            print(_row(name, table[key][name]), flush=True)
+    if len(patches) > 1:
+        first, last = ("x".join(map(str, p)) for p in (patches[0], patches[-1]))
+        print(f"flatness: step/floor at {last} over step/floor at {first} (≤ 1: the extra cost does not grow)")
+        for name in table[first]:
+            print(f"{name:<18} {table[first][name]['ratio']:>6.2f} → {table[last][name]['ratio']:>6.2f}  "
+                  f"({table[last][name]['ratio'] / table[first][name]['ratio']:.2f})")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        args.json.write_text(json.dumps(table if len(patches) > 1 else table[next(iter(table))], indent=2))
 
 
 if __name__ == "__main__":

@@ -112,7 +112,7 @@ def phantom_batch(n_labeled=2, n_unlabeled=2, size=(48, 48, 32)):
 
 def arco_table(draws: int, train_steps: int, grids=(9, 16, 25)) -> list[dict]:
     from vrsearch.methods.base import BuildContext
-    from vrsearch.methods.contrastive_common import step_generator
+    from vrsearch.components.views import step_generator
     from vrsearch.methods import get_method
     from vrsearch.study.schema import ModelConfig
 

@@ -13,11 +13,10 @@ from vrsearch.engine.trainer import Trainer
 from vrsearch.engine.trial import run_trial
 from vrsearch.errors import VrsearchError
 from vrsearch.methods.base import Batch, BuildContext
-from vrsearch.methods.contrastive_common import (
-    class_sums, crop_boxes, crop_means, draw_view, gather_voxels, geo_apply, geo_undo,
-)
+from vrsearch.components.views import crop_boxes, crop_means, draw_view, geo_apply, geo_undo
 from vrsearch.methods.mona import MONA
 from vrsearch.models import build_segnet
+from vrsearch.models.embedding import DenseEmbedding
 from vrsearch.models.heads import RepresentationHead, capture_outputs, decoder_stages
 from vrsearch.methods import get_method
 from vrsearch.study import load_study
@@ -141,14 +140,14 @@ def test_views_undo_and_pooling_match_references():
     ref = torch.stack([torch.stack([x[b, :, bx[0], bx[1], bx[2]].mean((1, 2, 3)) for bx in boxes]) for b in range(6)])
     assert torch.allclose(crop_means(x, boxes), ref)
     labels = torch.randint(0, 3, (6, 4, 4, 3), generator=g)
-    sums, counts = class_sums(x, labels, 3)
+    sums, counts = DenseEmbedding(x).class_sums(labels, 3)
     for b in range(6):
         for c in range(3):
             sel = labels[b] == c
             assert counts[b, c] == sel.sum()
             assert torch.allclose(sums[b, c], x[b][:, sel].sum(1), atol=1e-5)
     idx = torch.tensor([0, 47, 48 * 5 + 7])
-    assert torch.equal(gather_voxels(x, idx), x.flatten(2).permute(0, 2, 1).reshape(-1, 2)[idx])
+    assert torch.equal(DenseEmbedding(x).at(idx), x.flatten(2).permute(0, 2, 1).reshape(-1, 2)[idx])
 
 
 # -- gradient flow ---------------------------------------------------------------------------

@@ -193,11 +193,12 @@ def negative_means(m, labels, rep_t, R, n_draws=2048, weighted=True):
     of each class and weight them as ``anatomical_contrastive`` does (ω = e^{log ω}),
     and average ω × their first feature."""
     from vrsearch.losses.mona import negative_log_weights, sample_negative_indices
+    from vrsearch.models.embedding import DenseEmbedding
 
-    cls, out = torch.arange(m.C), []
+    cls, out, emb = torch.arange(m.C), [], DenseEmbedding(rep_t)  # the method reads keys through .at()
     for r in range(R):
         g = gen(r)
-        m._push_keys(rep_t, labels, g)
+        m._push_keys(emb, labels, g)
         bank = m.negatives
         k, slot, _ = sample_negative_indices(cls, bank.count, n_draws, g)
         log_w, log_scale = negative_log_weights(cls, bank.count, bank.weight)

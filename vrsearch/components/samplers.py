@@ -106,6 +106,9 @@ SAMPLERS = ("ns", "sg", "sag")
 GRIDS = (9, 16, 25)
 ROUNDINGS = ("auto", "largest", "random")
 _CELLS = {9: 3, 16: 4, 25: 5}
+#: the ``rounding`` knob's description, for every method that exposes the sampler
+ROUNDING_HELP = ("SG/SAG draws per group: largest remainder, random (systematic), or auto (largest remainder "
+                 "where every non-empty group gets a draw, else random); unbiased except 'largest'")
 
 
 @dataclass
@@ -140,25 +143,7 @@ def _empty(device, dtype) -> VoxelSample:
     return VoxelSample(z, z.clone(), z.clone(), torch.zeros(0, dtype=dtype, device=device))
 
 
-def sample_voxels(
-    labels: torch.Tensor,
-    per_class: int,
-    *,
-    method: str = "ns",
-    grid: int = 16,
-    generator: torch.Generator | None = None,
-    classes: Sequence[int] | None = None,
-    per_image: bool = True,
-    mask: torch.Tensor | None = None,
-    rounding: str = "auto",
-) -> VoxelSample:
-    """Draw ``per_class`` voxels (with replacement) of every class present in each
-    image (``per_image=True``) or in the batch (``per_image=False``).
-
-    labels: integer ``[B, X, Y]`` or ``[B, X, Y, Z]``; classes: the class values
-    to sample (default: every value present among eligible voxels, 0 included);
-    mask: bool, labels' shape, restricts the eligible voxels.  See the module
-    docstring for the NS/SG/SAG definitions, rounding, weights and ordering."""
+def _check(labels, per_class, method, grid, mask, rounding) -> None:
     if method not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {method!r}")
     if grid not in GRIDS:
@@ -173,16 +158,27 @@ def sample_voxels(
         raise ValueError(f"mask shape {tuple(mask.shape)} != labels shape {tuple(labels.shape)}")
     if int(per_class) < 0:
         raise ValueError(f"per_class must be >= 0, got {per_class}")
-    dev, wdtype = labels.device, torch.get_default_dtype()
-    B, spatial = int(labels.shape[0]), tuple(int(s) for s in labels.shape[1:])
-    V, n = math.prod(spatial), int(per_class)
-    if n == 0 or labels.numel() == 0:
-        return _empty(dev, wdtype)
-    lab = labels.reshape(-1)
-    lab = lab.long() if lab.dtype != torch.long else lab
-    elig = None if mask is None else mask.reshape(-1).to(device=dev, dtype=torch.bool)
 
-    # candidate classes -> slots 0..K-1 (absent candidates simply get no voxels)
+
+@dataclass
+class _Groups:
+    """Voxels keyed by group, unit-major: key = slot·smult + b·boff + cell, so the
+    ``gpu`` groups of a unit are contiguous; ineligible voxels get ``n_groups``."""
+
+    cand: torch.Tensor  # [K] class values
+    key: torch.Tensor  # [B·V] group key per voxel
+    gpu: int  # groups per unit
+    n_units: int
+    cells: int  # G: grid cells per image
+
+    @property
+    def n_groups(self) -> int:
+        return self.n_units * self.gpu
+
+
+def _candidates(lab, elig, classes, dev) -> tuple[torch.Tensor, int, int, bool]:
+    """Candidate class values (absent ones simply get no voxels), the label range and
+    whether it is small enough for a lookup table."""
     lo, hi = (int(v) for v in torch.aminmax(lab))
     small = hi - lo < 2**16
     if classes is not None:
@@ -191,12 +187,12 @@ def sample_voxels(
         cand = torch.arange(lo, hi + 1, device=dev)
     else:
         cand = torch.unique(lab if elig is None else lab[elig])
-    K = int(cand.numel())
-    if K == 0:
-        return _empty(dev, wdtype)
+    return cand, lo, hi, small
 
-    # group key per voxel, unit-major: key = slot·smult + b·boff + cell, so the gpu
-    # groups of a unit are contiguous; ineligible voxels get the sentinel n_groups
+
+def _group_keys(lab, elig, cand, lo, hi, small, spatial, method, grid, per_image) -> _Groups:
+    dev, K, V = lab.device, int(cand.numel()), math.prod(spatial)
+    B = lab.numel() // V
     g = _CELLS[grid]
     G = g ** len(spatial)
     if method == "ns":
@@ -227,14 +223,14 @@ def sample_voxels(
     key.clamp_(max=n_groups)
     if elig is not None:
         key.masked_fill_(~elig, n_groups)
-    counts = torch.bincount(key, minlength=n_groups + 1)[:n_groups]
-    n_elig = int(counts.sum())
-    if n_elig == 0:
-        return _empty(dev, wdtype)
-    members = _stable_argsort(key, n_groups)[:n_elig].to(dev)  # eligible voxels by group
-    offsets = torch.cumsum(counts, 0) - counts
+    return _Groups(cand, key, gpu, n_units, G)
 
-    # proportional quotas n·N_m/N (ARCO Thm 3.2: |D_m| ∝ |P_m|), exact total n per unit
+
+def _quotas(counts, n_units, gpu, n, rounding, generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Proportional quotas ``n·N_m/N`` (ARCO Thm 3.2: |D_m| ∝ |P_m|), exact total n per
+    unit, rounded per ``rounding`` (module doc). Returns (quota per group, fixed per
+    unit, unit populations repeated per group)."""
+    dev = counts.device
     pop = counts.view(n_units, gpu).sum(1)
     popg = pop.repeat_interleave(gpu).clamp(min=1)
     num = n * counts
@@ -261,20 +257,60 @@ def sample_voxels(
             extra, fixed = systematic, torch.zeros(n_units, dtype=torch.bool, device=dev)
         else:  # auto: largest remainder where it covers the unit, systematic elsewhere
             extra = torch.where(fixed.unsqueeze(1), extra, systematic.bool())
-    quota = base + extra.reshape(-1).long()
+    return base + extra.reshape(-1).long(), fixed, popg
+
+
+def sample_voxels(
+    labels: torch.Tensor,
+    per_class: int,
+    *,
+    method: str = "ns",
+    grid: int = 16,
+    generator: torch.Generator | None = None,
+    classes: Sequence[int] | None = None,
+    per_image: bool = True,
+    mask: torch.Tensor | None = None,
+    rounding: str = "auto",
+) -> VoxelSample:
+    """Draw ``per_class`` voxels (with replacement) of every class present in each
+    image (``per_image=True``) or in the batch (``per_image=False``).
+
+    labels: integer ``[B, X, Y]`` or ``[B, X, Y, Z]``; classes: the class values
+    to sample (default: every value present among eligible voxels, 0 included);
+    mask: bool, labels' shape, restricts the eligible voxels.  See the module
+    docstring for the NS/SG/SAG definitions, rounding, weights and ordering."""
+    _check(labels, per_class, method, grid, mask, rounding)
+    dev, wdtype = labels.device, torch.get_default_dtype()
+    spatial = tuple(int(s) for s in labels.shape[1:])
+    V, n = math.prod(spatial), int(per_class)
+    if n == 0 or labels.numel() == 0:
+        return _empty(dev, wdtype)
+    lab = labels.reshape(-1)
+    lab = lab.long() if lab.dtype != torch.long else lab
+    elig = None if mask is None else mask.reshape(-1).to(device=dev, dtype=torch.bool)
+    cand, lo, hi, small = _candidates(lab, elig, classes, dev)
+    if cand.numel() == 0:
+        return _empty(dev, wdtype)
+    grp = _group_keys(lab, elig, cand, lo, hi, small, spatial, method, grid, per_image)
+    n_groups, key = grp.n_groups, grp.key
+    counts = torch.bincount(key, minlength=n_groups + 1)[:n_groups]
+    n_elig = int(counts.sum())
+    if n_elig == 0:
+        return _empty(dev, wdtype)
+    members = _stable_argsort(key, n_groups)[:n_elig].to(dev)  # eligible voxels by group
+    offsets = torch.cumsum(counts, 0) - counts
+    quota, fixed, popg = _quotas(counts, grp.n_units, grp.gpu, n, rounding, generator)
 
     # uniform draws inside groups (with replacement)
     T = int(quota.sum())
     sgrp = torch.repeat_interleave(torch.arange(n_groups, device=dev), quota)
-    pos = torch.arange(T, device=dev)
-    j = pos - (torch.cumsum(quota, 0) - quota)[sgrp]
+    j = torch.arange(T, device=dev) - (torch.cumsum(quota, 0) - quota)[sgrp]
     size = counts[sgrp]
     u = torch.rand(T, generator=generator, device=dev, dtype=torch.float64)
-    mpos = offsets[sgrp] + torch.minimum((u * size).long(), size - 1)
-    flat = members[mpos]
+    flat = members[offsets[sgrp] + torch.minimum((u * size).long(), size - 1)]
     # fixed quotas: (N_m/N)/n_m; random quotas: 1/n (module doc)
-    weight = torch.where(fixed.repeat_interleave(gpu), counts.double() / popg.double() / quota.clamp(min=1).double(),
-                         1.0 / n)[sgrp]
+    weight = torch.where(fixed.repeat_interleave(grp.gpu),
+                         counts.double() / popg.double() / quota.clamp(min=1).double(), 1.0 / n)[sgrp]
 
     n_reflected = n_outside = 0
     if method == "sag":
@@ -282,19 +318,12 @@ def sample_voxels(
         pp = torch.nonzero(j >= h).squeeze(1)  # partner slots
         n_reflected = int(pp.numel())
         if n_reflected:
+            K, G, B = int(cand.numel()), grp.cells, labels.shape[0]
             gi = torch.arange(n_groups, device=dev)
             image = gi // (K * G) if per_image else (gi // G) % B
             flat, weight, n_outside = _antithetic(flat, weight, pp, h, sgrp, key, counts, image, spatial)
-
-    unit_s = sgrp // gpu
-    return VoxelSample(
-        index=flat,
-        batch=flat // V,
-        cls=cand[unit_s % K],
-        weight=weight.to(wdtype),
-        n_reflected=n_reflected,
-        n_outside=n_outside,
-    )
+    return VoxelSample(index=flat, batch=flat // V, cls=cand[(sgrp // grp.gpu) % int(cand.numel())],
+                       weight=weight.to(wdtype), n_reflected=n_reflected, n_outside=n_outside)
 
 
 def _antithetic(flat, weight, pp, h, sgrp, key, counts, image, spatial):

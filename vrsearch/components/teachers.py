@@ -9,7 +9,8 @@
   from the student, not averaged.
 * :func:`twin_networks`: CPS twins (Chen et al., "Semi-supervised semantic
   segmentation with cross pseudo supervision", CVPR 2021): the same
-  architecture built twice with different, deterministic initialisations.
+  architecture built twice with different, deterministic initialisations;
+  :func:`twin_predictor` picks the evaluated one (or their mean, :class:`MeanOfTwins`).
 
 Mode: a teacher's ``forward`` runs under ``torch.no_grad`` in whatever mode
 its owner is in (``method.train()`` during training, as in the reference
@@ -107,3 +108,25 @@ def twin_networks(build: Callable[[], nn.Module], seed: int) -> tuple[nn.Module,
         torch.manual_seed(seed + 1)
         b = build()
     return a, b
+
+
+class MeanOfTwins(nn.Module):
+    """Ensemble predictor: ``log((softmax(A(x)) + softmax(B(x))) / 2)``."""
+
+    def __init__(self, a: nn.Module, b: nn.Module):
+        super().__init__()
+        self.a, self.b = a, b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = 0.5 * (torch.softmax(self.a(x), 1) + torch.softmax(self.b(x), 1))
+        return torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
+
+
+def twin_predictor(evaluate: str, a: nn.Module, b: nn.Module) -> nn.Module:
+    """The evaluated network of a twin method: ``a``, ``b`` or ``mean`` (the ensemble,
+    built on demand: not a submodule, so no duplicate state in checkpoints)."""
+    if evaluate == "a":
+        return a
+    if evaluate == "b":
+        return b
+    return MeanOfTwins(a, b)

@@ -123,6 +123,22 @@ def negative_log_weights(query_cls: Tensor, negative_count: Tensor,
     return torch.log(w), torch.log(pool_n / pool_w.clamp_min(torch.finfo(torch.float64).tiny))
 
 
+def _check_contrast_shapes(queries, query_cls, positives, positive_valid, negatives, negative_count, tau) -> None:
+    _check_2d("queries", queries)
+    Q, D = queries.shape
+    if query_cls.shape != (Q,):
+        raise ValueError(f"query_cls must be [{Q}], got {tuple(query_cls.shape)}")
+    _check_2d("positives", positives, D)
+    C = positives.shape[0]
+    if positive_valid.shape != (C,) or negative_count.shape != (C,):
+        raise ValueError(f"positive_valid and negative_count must be [{C}], got "
+                         f"{tuple(positive_valid.shape)} and {tuple(negative_count.shape)}")
+    if negatives.dim() != 3 or negatives.shape[0] != C or negatives.shape[2] != D:
+        raise ValueError(f"negatives must be [{C}, S, {D}], got {tuple(negatives.shape)}")
+    if tau <= 0:
+        raise ValueError("tau must be > 0")
+
+
 def anatomical_contrastive(queries: Tensor, query_cls: Tensor, positives: Tensor, positive_valid: Tensor,
                            negatives: Tensor, negative_count: Tensor, tau: float = 0.5,
                            num_negatives: int | None = None,
@@ -162,20 +178,8 @@ def anatomical_contrastive(queries: Tensor, query_cls: Tensor, positives: Tensor
     Gradient reaches ``queries`` and ``positives`` (detach positives to stop
     it); bank ``negatives`` are detached. 0 with a graph when nothing counts.
     """
-    _check_2d("queries", queries)
-    Q, D = queries.shape
-    if query_cls.shape != (Q,):
-        raise ValueError(f"query_cls must be [{Q}], got {tuple(query_cls.shape)}")
-    _check_2d("positives", positives, D)
-    C = positives.shape[0]
-    if positive_valid.shape != (C,) or negative_count.shape != (C,):
-        raise ValueError(f"positive_valid and negative_count must be [{C}], got "
-                         f"{tuple(positive_valid.shape)} and {tuple(negative_count.shape)}")
-    if negatives.dim() != 3 or negatives.shape[0] != C or negatives.shape[2] != D:
-        raise ValueError(f"negatives must be [{C}, S, {D}], got {tuple(negatives.shape)}")
-    if tau <= 0:
-        raise ValueError("tau must be > 0")
-    S, dev = negatives.shape[1], queries.device
+    _check_contrast_shapes(queries, query_cls, positives, positive_valid, negatives, negative_count, tau)
+    (Q, D), (C, S, _), dev = queries.shape, negatives.shape, queries.device
     cls = query_cls.to(dev, torch.long)
     counted = positive_valid.to(dev, torch.bool)[cls]  # [Q]
     q = F.normalize(queries, dim=1)
@@ -272,3 +276,23 @@ def loss_spread(a: Tensor, b: Tensor) -> Tensor:
 
 __all__ = ["anatomical_contrastive", "equivariance_kl", "knn_loss", "loss_spread", "negative_log_weights",
            "relational_kl", "sample_negative_indices"]
+
+
+def relational_over_images(u: torch.Tensor, v: torch.Tensor, w: torch.Tensor, bank,
+                           tau_s: float, tau_t: float) -> torch.Tensor:
+    """Mean over images ``i`` of ``relational_kl(u_i, v_i, bank ∪ {w_j : j ≠ i})``.
+
+    ``u`` (student predictions), ``v`` (teacher projections) and ``w`` (teacher
+    embeddings of the mined views) are ``[N, D]`` (global) or ``[N, K, D]``
+    (local: K crops per image). Mined views are other images of the step
+    (MONA: "randomly selecting from the unlabeled dataset"), plus the FIFO bank
+    of mined views of earlier steps; ``w`` is pushed into the bank afterwards."""
+    n, d = u.shape[0], u.shape[-1]
+    old = bank.items()
+    losses = []
+    for i in range(n):
+        others = torch.cat([w[:i], w[i + 1:]]).reshape(-1, d)
+        anchors = torch.cat([old.to(others.dtype), others])
+        losses.append(relational_kl(u[i].reshape(-1, d), v[i].reshape(-1, d), anchors, tau_s, tau_t))
+    bank.push(w.reshape(-1, d))
+    return torch.stack(losses).mean()

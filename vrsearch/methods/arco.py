@@ -5,7 +5,7 @@ perspective", NeurIPS 2023). METHODS.md "ARCO".
 ARCO is MONA (:mod:`vrsearch.methods.mona`) without the equivariance branch
 and without heavy augmentation (App. E: "a simplification of MONA ... without
 using any additional complicated augmentation strategies"): the same module
-class, :class:`~vrsearch.methods.mona.MONA`, built from these Params with
+class, :class:`~vrsearch.methods.mona.MONA` (found through the registry), built from these Params with
 ``consistency`` off and weak views for student and teacher. Stage 2 is::
 
     L = L_sup + λ1·L_contrast + λ2·L_unsup + λ3·L_nn     (λ = 0.01, 1, 1)
@@ -31,27 +31,29 @@ Ablations (Tables 2-3) are values of these fields: ``tailness: false``
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from vrsearch.methods.base import BuildContext
-from vrsearch.methods.contrastive_common import ContrastiveParams
-from vrsearch.methods.mona import MONA, MONAParams
-from vrsearch.registry import register_method, unlabeled
+from vrsearch.methods.anatomical_params import ContrastiveParams
+from vrsearch.methods.base import BuildContext, Method
+from vrsearch.registry import lookup, register_method, unlabeled
 
 
 class ARCOParams(ContrastiveParams):
     """ARCO App. C / N defaults; the knobs of Tables 2-3, 7 and Fig. 5, 20."""
 
-    sampler: Literal["ns", "sg", "sag"] = "sg"
-    grid: Literal[9, 16, 25] = 16
-    stage1_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.4
+    sampler: Literal["ns", "sg", "sag"] = Field(
+        "sg", description="voxel sampler of L_contrast's queries and keys: naive, stratified-group, "
+                          "stratified-antithetic (Sec. 3.3); SG is the paper's better one")
+    grid: Literal[9, 16, 25] = Field(16, description="M: groups of the SG/SAG grid per image (Table 7)")
+    stage1_fraction: float = Field(0.4, gt=0, lt=1, description="share of the iterations in stage 1 "
+                                                                "(100 of 300 epochs at batch 6 vs 8, App. C)")
 
-    def as_mona(self) -> MONAParams:
+    def as_mona(self) -> dict:
         """The MONA configuration that is ARCO: no L_eqv, weak views only."""
-        return MONAParams(**self.model_dump(), lambda_eqv=0.0, consistency=False,
-                          student_augmentation="weak", teacher_augmentation="weak")
+        return {**self.model_dump(), "lambda_eqv": 0.0, "consistency": False,
+                "student_augmentation": "weak", "teacher_augmentation": "weak"}
 
 
 _SUMMARY = ("MONA without equivariance/heavy augmentation; L_contrast queries and keys drawn by NS, "
@@ -76,5 +78,7 @@ _CITATION = ("You et al., Rethinking semi-supervised medical image segmentation:
 
 @register_method("arco", params=ARCOParams, citation=_CITATION, summary=_SUMMARY, needs=unlabeled,
                  terms=_TERMS)
-def build_arco(params: ARCOParams, ctx: BuildContext) -> MONA:
-    return MONA(params.as_mona(), ctx)
+def build_arco(params: ARCOParams, ctx: BuildContext) -> Method:
+    """MONA's module (looked up in the registry, not imported: one paper per file)."""
+    mona = lookup("mona")
+    return mona.build(mona.validate(params.as_mona()), ctx)

@@ -33,7 +33,7 @@ from pydantic import Field
 from torch import nn
 
 from vrsearch.components.schedules import fraction_of, sigmoid_rampup
-from vrsearch.components.teachers import twin_networks
+from vrsearch.components.teachers import twin_networks, twin_predictor
 from vrsearch.losses import SupervisedLoss
 from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput, SupervisedLossKnob
 from vrsearch.models import build_segnet
@@ -50,28 +50,6 @@ class CPSParams(MethodParams):
         "all", description="patches of the cross term: labeled ∪ unlabeled (the paper) or unlabeled only")
     evaluate: Literal["a", "b", "mean"] = Field(
         "a", description="network evaluated on val/test: A, B, or the mean of their softmaxes")
-
-
-class MeanOfTwins(nn.Module):
-    """Ensemble predictor: ``log((softmax(A(x)) + softmax(B(x))) / 2)``."""
-
-    def __init__(self, a: nn.Module, b: nn.Module):
-        super().__init__()
-        self.a, self.b = a, b
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = 0.5 * (torch.softmax(self.a(x), 1) + torch.softmax(self.b(x), 1))
-        return torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
-
-
-def twin_predictor(evaluate: str, a: nn.Module, b: nn.Module) -> nn.Module:
-    """The evaluated network of a twin method: ``a``, ``b`` or ``mean`` (the ensemble,
-    built on demand: not a submodule, so no duplicate state in checkpoints)."""
-    if evaluate == "a":
-        return a
-    if evaluate == "b":
-        return b
-    return MeanOfTwins(a, b)
 
 
 class CPS(Method):

@@ -57,16 +57,16 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from vrsearch.components.banks import ClassFIFOBank, FIFOQueue
-from vrsearch.components.samplers import sample_voxels
+from vrsearch.components.samplers import ROUNDING_HELP, sample_voxels
 from vrsearch.components.schedules import fraction_of, sigmoid_rampup
-from vrsearch.components.teachers import twin_networks
+from vrsearch.components.teachers import twin_networks, twin_predictor
+from vrsearch.components.views import step_generator
 from vrsearch.losses import SupervisedLoss
 from vrsearch.losses.dvcl import FORMS, dvcl_terms, ecps_loss, ecps_weights, esm, hqc_loss, select_queries
 from vrsearch.losses.supervised import SupervisedKind
 from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
-from vrsearch.methods.contrastive_common import gather_voxels, step_generator
-from vrsearch.methods.cps import twin_predictor
 from vrsearch.models import build_segnet
+from vrsearch.models.embedding import DenseEmbedding
 from vrsearch.registry import MethodParams, register_method, unlabeled
 
 PosInt = Annotated[int, Field(ge=1)]
@@ -77,31 +77,34 @@ PosFloat = Annotated[float, Field(gt=0)]
 class DVCLParams(MethodParams):
     """Paper defaults (Sec. 3, App. D/I, Tables 2-3, Fig. 8)."""
 
-    loss: SupervisedKind = "dice_ce"
-    lambda_u: NonNeg = 0.1
-    rampup_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.4
-    lambda_c: NonNeg = 0.1
-    beta: NonNeg = 0.3
-    alpha: Annotated[float, Field(ge=-3.0, le=3.0)] = 0.5
-    w_max: PosFloat = 1.0
-    ebl: bool = True
-    hqc: bool = True
-    dvcl: bool = True
-    tau: PosFloat = 1.0
-    anchors: PosInt = 256
-    negatives: PosInt = 50
-    bank_size: PosInt = 1024
-    k: PosInt = 10
-    k_prime: PosInt = 15
-    queries: PosInt = 1024
-    queue_size: PosInt = 8192
-    form: Literal[FORMS] = "loglik"  # type: ignore[valid-type]
-    kl_weight: NonNeg = 1.0
-    feature_dim: PosInt | None = None
-    sampler: Literal["ns", "sg", "sag"] = "ns"
-    grid: Literal[9, 16, 25] = 16
-    rounding: Literal["auto", "largest", "random"] = "auto"
-    evaluate: Literal["a", "b", "mean"] = "a"
+    loss: SupervisedKind = Field("dice_ce", description="L_sup of each network on the labeled patches")
+    lambda_u: NonNeg = Field(0.1, description="λ_u: weight of L_ecps (Eq. 19)")
+    rampup_fraction: float = Field(0.4, ge=0.0, le=1.0, description="r(it): sigmoid ramp of λ_u over this "
+                                                                   "share of the iterations")
+    lambda_c: NonNeg = Field(0.1, description="λ_c: weight of L_hqc + β·L_dvcl (Eq. 20)")
+    beta: NonNeg = Field(0.3, description="β: weight of L_dvcl inside the contrastive term (Eq. 20)")
+    alpha: float = Field(0.5, ge=-3.0, le=3.0, description="α: entropy threshold τ_e = mean + α·std (Eq. 3)")
+    w_max: PosFloat = Field(1.0, description="w_max: largest entropy-based weight of L_ecps (Eq. 4-5)")
+    ebl: bool = Field(True, description="ablation switch: entropy-based weights of L_ecps (Table 2)")
+    hqc: bool = Field(True, description="ablation switch: L_hqc (Table 2)")
+    dvcl: bool = Field(True, description="ablation switch: L_dvcl (Table 2)")
+    tau: PosFloat = Field(1.0, description="τ: temperature of L_hqc (Eq. 11)")
+    anchors: PosInt = Field(256, description="M: anchors per class of L_hqc (Eq. 6-11)")
+    negatives: PosInt = Field(50, description="N: negatives per anchor of L_hqc (Eq. 10)")
+    bank_size: PosInt = Field(1024, description="class-aware anchor bank per class; its mean is P_c (Eq. 9)")
+    k: PosInt = Field(10, description="K: nearest queue entries of each L_dvcl query (Eq. 12-17)")
+    k_prime: PosInt = Field(15, description="K': furthest queue entries of each L_dvcl query (Eq. 12-17)")
+    queries: PosInt = Field(1024, description="unreliable voxels per step that query the queue (Eq. 12-17)")
+    queue_size: PosInt = Field(8192, description="L: FIFO queue of earlier unreliable voxels (log L in Eq. 16)")
+    form: Literal[FORMS] = Field("loglik", description="the form of L_dvcl (Eq. 12-17; "  # type: ignore[valid-type]
+                                                      "losses/dvcl.py FORMS)")
+    kl_weight: NonNeg = Field(1.0, description="weight of the KL part of form kl")
+    feature_dim: PosInt | None = Field(None, description="V: feature-head channels (None: the model's)")
+    sampler: Literal["ns", "sg", "sag"] = Field(
+        "ns", description="voxel sampler of the HqC anchors: naive, stratified-group, stratified-antithetic")
+    grid: Literal[9, 16, 25] = Field(16, description="groups of the SG/SAG grid per image")
+    rounding: Literal["auto", "largest", "random"] = Field("auto", description=ROUNDING_HELP)
+    evaluate: Literal["a", "b", "mean"] = Field("a", description="network evaluated: A, B or their ensemble")
 
     @model_validator(mode="after")
     def _queue_holds_neighbours(self):
@@ -116,7 +119,7 @@ def _twin_gather(r_a: torch.Tensor, r_b: torch.Tensor, flat: torch.Tensor) -> to
     the order of ``flat``; each network's map is read only at its own indices."""
     per_net = r_a.shape[0] * r_a[0, 0].numel()
     in_a, in_b = torch.nonzero(flat < per_net)[:, 0], torch.nonzero(flat >= per_net)[:, 0]
-    rows = torch.cat([gather_voxels(r_a, flat[in_a]), gather_voxels(r_b, flat[in_b] - per_net)])
+    rows = torch.cat([DenseEmbedding(r_a).at(flat[in_a]), DenseEmbedding(r_b).at(flat[in_b] - per_net)])
     return rows[torch.argsort(torch.cat([in_a, in_b]))]
 
 

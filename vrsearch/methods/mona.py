@@ -13,7 +13,7 @@ image of the step (labeled and unlabeled) gets a student view ``x``
 L_inst^local`` with ``L_sup`` on the labeled student views and
 ``L_inst = KL(teacher ‖ student)`` of similarity distributions over the mined
 views of the *other* images of the step plus a FIFO bank (``bank_size``) of
-earlier mined views (:func:`~.contrastive_common.relational_over_images`).
+earlier mined views (:func:`~vrsearch.losses.mona.relational_over_images`).
 Global: encoder output → projector (+ student predictor). Local:
 ``local_crops`` boxes of edge ``local_crop_size`` at the same location in
 every view (in the patch frame), last decoder features average-pooled per
@@ -62,8 +62,15 @@ An ablation switch set to false removes its term (not computed, not logged).
 **Two-stage contract**: ``stage: 1`` trials pre-train; a trial with
 ``stage1_checkpoint`` (their ``checkpoints/<config_hash>/last.pt``) loads student,
 teacher and predictors from it (weights only) and runs stage 2 only.
-Views: geometric transforms are undone on dense outputs, so labels, pseudo-
-labels and embeddings are compared in the patch frame. ``strong`` adds
+Views: geometric transforms are undone on the (cheap) logits and decoder
+features, so labels, pseudo-labels and predictions are compared in the patch
+frame. Embeddings are never built as dense ``[B, dim, *S]`` maps: only the
+representation head's trunk is dense; its last 1×1 stages are evaluated at
+the sampled queries/keys and as per-class sums (exact norm statistics, see
+:mod:`vrsearch.models.embedding`), and sampled voxels are mapped to the view
+by their coordinates (:class:`~vrsearch.components.views.PatchFrame`).
+``dense_reference = True`` restores the dense maps (the reference that
+``tests/methods/test_embedding.py`` proves equal). ``strong`` adds
 intensity jitter; the paper's CutMix and diffeomorphic deformations are not
 implemented. Logged terms: stage 1 ``stage, sup, inst_global, inst_local``;
 stage 2 ``stage, sup, unsup, contrast, contrast_spread, reflect_outside,
@@ -75,17 +82,23 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from vrsearch.components.banks import ClassFIFOBank, FIFOQueue
+from vrsearch.components.checkpoints import load_stage1
 from vrsearch.components.samplers import sample_voxels
 from vrsearch.components.teachers import EMATeacher
-from vrsearch.losses import SupervisedLoss
-from vrsearch.losses.mona import anatomical_contrastive, equivariance_kl, knn_loss, loss_spread
-from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
-from vrsearch.methods.contrastive_common import (
-    Augmentation, ContrastiveParams, ContrastNet, NonNeg, class_sums, crop_boxes, crop_means, draw_view,
-    gather_voxels, geo_apply, geo_undo, load_stage1, relational_over_images, step_generator,
+from vrsearch.components.views import (
+    Geo, PatchFrame, crop_boxes, crop_means, draw_view, geo_apply, geo_undo, step_generator,
 )
+from vrsearch.losses import SupervisedLoss
+from vrsearch.losses.mona import (
+    anatomical_contrastive, equivariance_kl, knn_loss, loss_spread, relational_over_images,
+)
+from vrsearch.methods.anatomical_params import Augmentation, ContrastiveParams, NonNeg
+from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
+from vrsearch.models.contrast_net import ContrastNet
+from vrsearch.models.embedding import DenseEmbedding, OnceSums
 from vrsearch.models.heads import MLPHead
 from vrsearch.registry import register_method, unlabeled
 
@@ -93,10 +106,23 @@ from vrsearch.registry import register_method, unlabeled
 class MONAParams(ContrastiveParams):
     """MONA App. A defaults; search space of App. D (METHODS.md "MONA")."""
 
-    lambda_eqv: NonNeg = 1.0
-    consistency: bool = True
-    student_augmentation: Augmentation = "weak"
-    teacher_augmentation: Augmentation = "strong"
+    lambda_eqv: NonNeg = Field(1.0, description="λ2: weight of L_eqv (Sec. 3.2)")
+    consistency: bool = Field(True, description="ablation switch: L_eqv (Table 2)")
+    student_augmentation: Augmentation = Field("weak", description="student views: weak = flips/turns, "
+                                                                   "strong = + intensity jitter (Table 3)")
+    teacher_augmentation: Augmentation = Field("strong", description="teacher and mined views (Table 3)")
+
+
+def _embedding(rep):
+    return DenseEmbedding(rep) if torch.is_tensor(rep) else rep
+
+
+def patch_frame(rep, geo: Geo, spatial) -> DenseEmbedding | PatchFrame:
+    """A view's embedding read in the patch frame: a dense map is undone (the
+    reference path), a sampled one maps coordinates."""
+    if torch.is_tensor(rep):
+        return DenseEmbedding(geo_undo(rep, geo))
+    return PatchFrame(rep, geo, spatial, rep.a.device)
 
 
 def _scalar(x) -> torch.Tensor:
@@ -106,6 +132,8 @@ def _scalar(x) -> torch.Tensor:
 class MONA(Method):
     #: what a stage-2 trial takes from a stage-1 checkpoint
     STAGE1_PREFIXES = ("student.", "teacher.", "predictor_global.", "predictor_local.")
+    #: True: build the dense [B, dim, *S] embedding maps (the reference the sampled path is tested against)
+    dense_reference = False
 
     def __init__(self, params: MONAParams, ctx: BuildContext):
         super().__init__()
@@ -184,7 +212,7 @@ class MONA(Method):
     # -- stage 2 ---------------------------------------------------------------------
     def _stage2(self, batch: Batch, x: torch.Tensor, g: torch.Generator, iteration: int) -> StepOutput:
         p, n_l = self.params, batch.image.shape[0]
-        need_rep = p.tailness or p.diversity
+        need_rep = (p.tailness or p.diversity) and ("dense" if self.dense_reference else "sampled")
         xs, geo_s = draw_view(x, p.student_augmentation, p.geometric, g)
         xt, geo_t = draw_view(x, p.teacher_augmentation, p.geometric, g)
         s = self.student.run(xs, rep=need_rep)
@@ -207,9 +235,9 @@ class MONA(Method):
             loss = loss + p.lambda_eqv * eqv
             terms["eqv"] = eqv.detach()
         if need_rep:
-            rep_s = geo_undo(s["rep"], geo_s)
+            rep_s = patch_frame(s["rep"], geo_s, x.shape[2:])
             with torch.no_grad():
-                rep_t = geo_undo(t["rep"], geo_t)
+                rep_t = OnceSums(patch_frame(t["rep"], geo_t, x.shape[2:]))
         if p.tailness:
             contrast, extra = self._contrast(rep_s, rep_t, labels, conf, g, iteration)
             loss = loss + p.lambda_contrast * contrast
@@ -230,23 +258,26 @@ class MONA(Method):
         the class-aware negative bank. Returns the SAG replacement count."""
         keys = sample_voxels(labels, self.params.keys, generator=g, **self._draw())
         shuffled = torch.randperm(len(keys), generator=g, device=labels.device)
-        self.negatives.push(gather_voxels(rep_t, keys.index[shuffled]), keys.cls[shuffled],
+        self.negatives.push(rep_t.at(keys.index[shuffled]), keys.cls[shuffled],
                             keys.weight[shuffled] * self.params.keys)
         return keys.n_outside
 
     def _contrast(self, rep_s, rep_t, labels, conf, g, iteration):
-        """``L_contrast`` and its diagnostics (see the module docstring)."""
+        """``L_contrast`` and its diagnostics (see the module docstring). ``rep_s`` /
+        ``rep_t``: embeddings read in the patch frame (a dense map is wrapped)."""
         p, draw = self.params, self._draw()
+        rep_s, rep_t = _embedding(rep_s), _embedding(rep_t)
         hard = conf <= p.delta
         keys_outside = self._push_keys(rep_t, labels, g)
-        sums, counts = class_sums(rep_t, labels, self.C)
+        with torch.no_grad():
+            sums, counts = rep_t.class_sums(labels, self.C)
         total = counts.sum(0)
         positives = sums.sum(0) / total.clamp_min(1).unsqueeze(1).to(sums.dtype)
         bank = (positives, total > 0, self.negatives.bank, self.negatives.count)
 
         def contrast(gen: torch.Generator):
             q = sample_voxels(labels, p.queries, generator=gen, mask=hard, **draw)
-            value = anatomical_contrastive(gather_voxels(rep_s, q.index), q.cls, *bank, tau=p.tau,
+            value = anatomical_contrastive(rep_s.at(q.index), q.cls, *bank, tau=p.tau,
                                            num_negatives=p.keys, generator=gen, query_weight=q.weight,
                                            negative_weight=self.negatives.weight)
             return value, q.n_outside
@@ -260,12 +291,13 @@ class MONA(Method):
 
     def _nearest_neighbours(self, rep_s, rep_t, labels):
         """``L_nn`` on per-image class means; the teacher's means join the bank afterwards."""
-        sums, counts = class_sums(rep_s, labels, self.C)
+        rep_s, rep_t = _embedding(rep_s), _embedding(rep_t)
+        sums, counts = rep_s.class_sums(labels, self.C)
         present = counts > 0
         z = sums[present] / counts[present].unsqueeze(1).to(sums.dtype)
         loss = knn_loss(z, self.nn_bank.items().to(z.dtype), self.params.nn_k)  # 0 while the bank is empty
         with torch.no_grad():
-            t_sums, _ = class_sums(rep_t, labels, self.C)
+            t_sums, _ = rep_t.class_sums(labels, self.C)
             self.nn_bank.push(t_sums[present] / counts[present].unsqueeze(1).to(t_sums.dtype))
         return loss
 

@@ -22,7 +22,8 @@ The batch of ``2N`` images (Eq. 3) is formed from the ``N`` images of the
 step — labeled and unlabeled alike, labels unused ("all available images") —
 and one random view ``x^T`` of each (Algorithm 1: "for all x_u do random
 transformation and get x_u^T"): per-sample flips along the two in-plane axes,
-intensity scale/shift and Gaussian noise, drawn from a generator seeded by
+intensity jitter (contrast about the image mean, brightness and noise relative
+to its std: :func:`~vrsearch.components.views.intensity_jitter`), drawn from a generator seeded by
 (trial seed, iteration), so training is a pure function of the iteration.
 
 Modes (``mode``):
@@ -47,50 +48,53 @@ pretrain run logs only the terms its current stage computes.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import Annotated, Literal
 
 import torch
-from monai.networks.layers import SkipConnection
-from monai.networks.nets import BasicUNet, UNet
 from pydantic import Field, field_validator
 from torch import nn
 
 from vrsearch.components.schedules import fraction_of
 from vrsearch.components.teachers import EMATeacher
+from vrsearch.components.views import IN_PLANE, flip_samples, intensity_jitter, step_generator
 from vrsearch.losses import SupervisedLoss
 from vrsearch.losses.spcl import Weighting, linear_gamma, multi_meta_label_loss
 from vrsearch.losses.supervised import SupervisedKind
 from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
 from vrsearch.models import build_segnet
+from vrsearch.models.heads import GlobalProjector, capture_outputs, encoder_output_block
 from vrsearch.registry import DataNeeds, MethodParams, register_method
 
 MetaLabel = Literal["position", "patient", "phase"]
 NonNeg = Annotated[float, Field(ge=0)]
 
-#: random view x^T: flip probability per in-plane axis, intensity scale/shift amplitudes, noise std
-VIEW_FLIP_P, VIEW_SCALE, VIEW_SHIFT, VIEW_NOISE = 0.5, 0.1, 0.1, 0.05
-VIEW_AXES = (2, 3)  # in-plane axes of [B, C, X, Y, Z] (the axial axis Z carries the position label)
+#: random view x^T: flip probability per in-plane axis (X, Y; the axial axis Z carries the position
+#: label), intensity jitter relative to each image's mean and std (contrast 1 ± 0.1, shift ± 0.1·std,
+#: noise 0.05·std)
+VIEW_FLIP_P = 0.5
+VIEW_JITTER = {"contrast": 0.1, "shift": 0.1, "noise": 0.05}
 
 
 class SPCLParams(MethodParams):
-    mode: Literal["joint", "pretrain"] = "joint"
-    tau: Annotated[float, Field(gt=0)] = 0.07
-    gamma_start: Annotated[float, Field(gt=0)] = 2.0
-    gamma_end: Annotated[float, Field(gt=0)] = 50.0
-    weighting: Weighting = "linear"
-    meta_labels: list[MetaLabel] = ["position", "patient"]
-    #: S slice-position partitions (paper: 3 ACDC/hippocampus, 5 prostate/spleen, 7 MMWHS)
-    position_partitions: Annotated[int, Field(ge=1)] = 5
-    lambda_position: NonNeg = 1.0
-    lambda_patient: NonNeg = 1e-3
-    lambda_phase: NonNeg = 1e-2
-    lambda_reg: NonNeg = 0.1
-    lambda_sp: NonNeg = 5e-3
-    pretrain_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.5
-    loss: SupervisedKind = "ce"
-    embedding_dim: Annotated[int, Field(ge=1)] = 256
-    ema_decay: Annotated[float, Field(ge=0, le=1)] = 0.99
+    mode: Literal["joint", "pretrain"] = Field(
+        "joint", description="joint = Eq. 15 with Mean Teacher; pretrain = Eq. 14, then fine-tuning")
+    tau: float = Field(0.07, gt=0, description="τ: temperature of L_sp (Eq. 3)")
+    gamma_start: float = Field(2.0, gt=0, description="γ at the first contrastive iteration (Eq. 16)")
+    gamma_end: float = Field(50.0, gt=0, description="γ at the last contrastive iteration (Eq. 16)")
+    weighting: Weighting = Field("linear", description="self-paced weights w_ij: linear or hard (Eq. 6)")
+    meta_labels: list[MetaLabel] = Field(["position", "patient"], description="k: the meta-labels of Σ_k λ_k L_sp^k")
+    position_partitions: int = Field(5, ge=1, description="S: slice-position partitions (paper: 3 ACDC/"
+                                                          "hippocampus, 5 prostate/spleen, 7 MMWHS)")
+    lambda_position: NonNeg = Field(1.0, description="λ_position: weight of L_sp^position (Eq. 14)")
+    lambda_patient: NonNeg = Field(1e-3, description="λ_patient: weight of L_sp^patient (Eq. 14)")
+    lambda_phase: NonNeg = Field(1e-2, description="λ_phase: weight of L_sp^phase (Eq. 14)")
+    lambda_reg: NonNeg = Field(0.1, description="λ_reg: weight of L_MT (Eq. 15)")
+    lambda_sp: NonNeg = Field(5e-3, description="λ_sp: weight of Σ_k λ_k L_sp^k (Eq. 15)")
+    pretrain_fraction: float = Field(0.5, gt=0, lt=1, description="share of the iterations pre-training "
+                                                                  "(mode: pretrain)")
+    loss: SupervisedKind = Field("ce", description="L_sup on the labeled images")
+    embedding_dim: int = Field(256, ge=1, description="output size of the global projector")
+    ema_decay: float = Field(0.99, ge=0, le=1, description="EMA decay of the L_MT teacher")
 
     @field_validator("meta_labels")
     @classmethod
@@ -102,59 +106,10 @@ class SPCLParams(MethodParams):
         return v
 
 
-def encoder_output_block(backbone: nn.Module, channels: tuple[int, ...]) -> tuple[nn.Module, int]:
-    """The deepest encoder block of a MONAI backbone and its output channels."""
-    if isinstance(backbone, BasicUNet):
-        return backbone.down_4, channels[4]
-    if isinstance(backbone, UNet):
-        m = backbone.model  # Sequential(down, SkipConnection(Sequential(down, Skip(...), up)), up)
-        while isinstance(m, nn.Sequential) and len(m) == 3 and isinstance(m[1], SkipConnection):
-            m = m[1].submodule
-        return m, channels[-1]
-    raise ValueError(f"SPCL cannot find the encoder output of a {type(backbone).__name__}")
-
-
-@contextmanager
-def capture_output(module: nn.Module):
-    """Yield a dict whose ``"out"`` is ``module``'s output during the ``with`` block."""
-    box: dict[str, torch.Tensor] = {}
-    handle = module.register_forward_hook(lambda _m, _i, out: box.__setitem__("out", out))
-    try:
-        yield box
-    finally:
-        handle.remove()
-
-
-class GlobalProjector(nn.Module):
-    """Average pool over all spatial axes, then Linear → ReLU → Linear."""
-
-    def __init__(self, in_channels: int, dim: int):
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(in_channels, dim), nn.ReLU(inplace=True), nn.Linear(dim, dim))
-
-    def forward(self, feat: torch.Tensor) -> torch.Tensor:
-        return self.mlp(feat.flatten(2).mean(dim=2))
-
-
-def flip_samples(x: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-    """Flip sample ``b`` along ``VIEW_AXES[k]`` where ``flips[b, k]``; an involution."""
-    shape = (-1,) + (1,) * (x.dim() - 1)
-    for k, axis in enumerate(VIEW_AXES):
-        x = torch.where(flips[:, k].view(shape), x.flip(axis), x)
-    return x
-
-
 def random_view(x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """``x^T`` of each sample of ``x`` ``[M, 1, X, Y, Z]`` and the flips applied (``[M, 2]``)."""
-    m = x.shape[0]
-    flips = torch.rand(m, len(VIEW_AXES), generator=gen) < VIEW_FLIP_P
-    scale = 1.0 + VIEW_SCALE * (2.0 * torch.rand(m, generator=gen) - 1.0)
-    shift = VIEW_SHIFT * (2.0 * torch.rand(m, generator=gen) - 1.0)
-    noise = VIEW_NOISE * torch.randn(x.shape, generator=gen)
-    shape = (-1,) + (1,) * (x.dim() - 1)
-    y = x * scale.view(shape).to(x) + shift.view(shape).to(x) + noise.to(x)
-    flips = flips.to(x.device)
-    return flip_samples(y, flips), flips
+    flips = torch.rand(x.shape[0], len(IN_PLANE), generator=gen, device=x.device) < VIEW_FLIP_P
+    return flip_samples(intensity_jitter(x, gen, **VIEW_JITTER), flips), flips
 
 
 def _padded(meta: list[dict], n: int) -> list[dict]:
@@ -224,21 +179,19 @@ class SPCL(Method):
         return out
 
     # -- pieces -------------------------------------------------------------
-    def _generator(self, it: int) -> torch.Generator:
-        return torch.Generator().manual_seed((self.seed * 1_000_003 + it * 7_919 + 17) % (2**63 - 1))
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Student logits and global embeddings (un-normalised) of ``x``."""
-        with capture_output(self.encoder_block) as box:
+        with capture_outputs([self.encoder_block]) as box:
             logits = self.net(x)
-        return logits, self.projector(box["out"])
+        return logits, self.projector(box[0])
 
     def contrastive(self, batch: Batch, it: int):
         """``Σ_k λ_k L_sp^k`` on the 2N views; also returns the logits of every view,
         the flips of the second views and N."""
         imgs = batch.image if batch.unlabeled is None else torch.cat([batch.image, batch.unlabeled])
         n = imgs.shape[0]
-        view, flips = random_view(imgs, self._generator(it))
+        view, flips = random_view(imgs, step_generator(self.seed, it, 0, imgs.device))
         logits, z = self.embed(torch.cat([imgs, view]))
         labels = {k: v.repeat(2) for k, v in self.meta_labels(batch, imgs.device).items()}
         gamma = self.gamma(it)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import contextmanager
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +41,7 @@ from monai.networks.layers import SkipConnection
 from monai.networks.nets import BasicUNet, UNet
 from torch import nn
 
+from vrsearch.models.embedding import SampledEmbedding
 from vrsearch.models.nets import _conv, _norm
 
 
@@ -62,6 +64,16 @@ def decoder_stages(backbone: nn.Module, channels: Sequence[int]) -> list[tuple[n
         levels = _unet_levels(backbone)
         return [(levels[i][2], channels[i - 1], 2**i) for i in range(1, len(levels))]
     raise ValueError(f"no decoder stages known for a {type(backbone).__name__}")
+
+
+def encoder_output_block(backbone: nn.Module, channels: Sequence[int]) -> tuple[nn.Module, int]:
+    """The deepest encoder block of a MONAI backbone and its output channels (the
+    global projectors of SPCL and MONA/ARCO read it)."""
+    if isinstance(backbone, BasicUNet):
+        return backbone.down_4, channels[4]
+    if isinstance(backbone, UNet):
+        return cast(nn.Module, _unet_levels(backbone)[-1][1].submodule), channels[-1]
+    raise ValueError(f"cannot find the encoder output of a {type(backbone).__name__}")
 
 
 @contextmanager
@@ -98,14 +110,23 @@ class RepresentationHead(nn.Module):
         )
         self.dim = int(dim)
 
-    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+    def trunk(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The dense part: FPN sum → 3×3 conv → norm → ReLU, ``[B, width, *S]``."""
         if len(feats) != len(self.lateral):
             raise ValueError(f"expected {len(self.lateral)} scales, got {len(feats)}")
         size = feats[0].shape[2:]
         out = self.lateral[0](feats[0])
         for lat, f in zip(self.lateral[1:], feats[1:], strict=True):
             out = out + F.interpolate(lat(f), size=size, mode="nearest")
-        return self.fuse(out)
+        return self.fuse[:3](out)
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The dense embedding map ``[B, dim, *S]``."""
+        return self.fuse[3:](self.trunk(feats))
+
+    def sampled(self, feats: Sequence[torch.Tensor]) -> SampledEmbedding:
+        """The same embedding, evaluated only at the voxels read (:mod:`vrsearch.models.embedding`)."""
+        return SampledEmbedding(self, self.trunk(feats))
 
 
 class MLPHead(nn.Module):
@@ -130,4 +151,5 @@ class GlobalProjector(MLPHead):
         return self.mlp(feat.flatten(2).mean(dim=2))
 
 
-__all__ = ["GlobalProjector", "MLPHead", "RepresentationHead", "capture_outputs", "decoder_stages"]
+__all__ = ["GlobalProjector", "MLPHead", "RepresentationHead", "capture_outputs", "decoder_stages",
+           "encoder_output_block"]
