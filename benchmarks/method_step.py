@@ -73,7 +73,7 @@ def measure(study_path: Path, name: str, patch: list[int], repeats: int, scratch
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--study", type=Path, default=Path("studies/quickstart.yaml"))
+    ap.add_argument("--study", type=Path, default=Path("studies/dvcl_vs_labeled_only.yaml"))
     ap.add_argument("--repeats", type=int, default=6)
     ap.add_argument("--patch", type=int, nargs=3, default=[48, 48, 32])
     ap.add_argument("--json", type=Path, default=None)
