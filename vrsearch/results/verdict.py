@@ -77,7 +77,7 @@ def _status_line(trials: pd.DataFrame) -> str:
     counts = trials["status"].value_counts() if len(trials) else pd.Series(dtype=int)
     parts = [f"{int(counts[s])} {s.replace('_', ' ')}" for s in ("completed", "stopped_early", "failed")
              if s in counts]
-    line = f"{len(trials)} trials: " + ", ".join(parts or ["none finished"])
+    line = f"{len(trials)} trial{'s' if len(trials) != 1 else ''}: " + ", ".join(parts or ["none finished"])
     if "stopped_early" in counts:
         line += " (stopped early = ended by the scheduler at a rung, not trained to the end)"
     return line
