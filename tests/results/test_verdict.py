@@ -91,6 +91,9 @@ def test_cli_summary_and_its_errors(tmp_path):
     res = CliRunner().invoke(app, ["summary", str(search), "--baseline-run", str(base), "--baseline",
                                    "lambda_c=0.1"])
     assert res.exit_code == 2 and "already a group" in res.output
+    res = CliRunner().invoke(app, ["summary", str(base), "--baseline-run", str(search)])  # a search is no baseline
+    assert res.exit_code == 2 and res.output.count("\n") == 1
+    assert "the baseline run holds 3 configurations" in res.output
 
 
 def test_cli_table_against_a_baseline_run(tmp_path):

@@ -43,7 +43,11 @@ def with_baseline(results: io.Results, baseline: io.Results, name: str) -> io.Re
     """``results`` plus the trials and cases of another run, every trial of which is
     put in group ``name`` (the baseline run must be one configuration)."""
     if name in set(group_labels(results.trials)):
-        raise VrsearchError(f"group {name!r} is already a group of the run; pass another --baseline-name")
+        raise VrsearchError(f"group {name!r} is already a group of the run; name the baseline with --baseline")
+    done = baseline.trials[baseline.trials["status"] == "completed"] if "status" in baseline.trials else baseline.trials
+    if group_labels(done).nunique() > 1:
+        raise VrsearchError(f"the baseline run holds {group_labels(done).nunique()} configurations; --baseline-run "
+                            "takes a run of one (a study with design 'none')")
     tag = f"{name}/"  # trial ids of two runs may coincide
     other = baseline.trials.assign(group=name, arm=name, trial_id=tag + baseline.trials["trial_id"].astype(str))
     other_cases = baseline.cases.assign(trial_id=tag + baseline.cases["trial_id"].astype(str))
@@ -67,6 +71,8 @@ def _knobs(trials: pd.DataFrame, group: str) -> str:
     try:
         knobs = json.loads(cell) if cell else {}
     except (TypeError, ValueError):
+        return group
+    if knobs.get("arm"):  # an ablation arm: its name says what it sets
         return group
     parts = [f"{k.split('.')[-1]}={v:.4g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
              for k, v in knobs.items() if k not in ("train.seed", "arm", "group", "optuna_trial")]
