@@ -1,5 +1,5 @@
 # Two commands on a fresh machine (Python 3.11):
-#   make quickstart   set up .venv and run the quickstart study on the built-in phantom
+#   make quickstart   set up .venv and run the quickstart (a 4-minute search + baseline) on the built-in phantom
 #   make test         set up .venv (with test extras), lint and type-check, run the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -40,8 +40,12 @@ REALDATA_FILES := /usr/share/mricron/templates/ch2.nii.gz \
 realdata:
 	@ls $(REALDATA_FILES) >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends mricron-data insighttoolkit5-examples; }
 
+# the search, its labeled-only baseline, the table against it and the summary in plain words
 quickstart: $(STAMP)
 	$(BIN)/vrsearch run studies/quickstart.yaml --fresh
+	$(BIN)/vrsearch run studies/quickstart_labeled_only.yaml --fresh
+	$(BIN)/vrsearch table runs/quickstart --baseline-run runs/quickstart_labeled_only --split val
+	$(BIN)/vrsearch summary runs/quickstart --baseline-run runs/quickstart_labeled_only
 
 # lint and types (settings in pyproject.toml); `ruff format --check` joins once the tree is formatted
 lint: $(STAMP)

@@ -1,11 +1,11 @@
 """Data-loader stall on the phantom: the fraction of step time spent waiting for data.
 
-Runs the real training step of the quickstart study for a few iterations
+Runs the real training step of the DVCL vs labeled-only study (the former quickstart) for a few iterations
 under several loader settings, side by side in one process (so machine noise
 hits every arm alike), and prints for each: mean wait for the next batch,
 mean compute time, and stall = wait / (wait + compute).
 
-    .venv/bin/python benchmarks/dataloader_stall.py [--iterations 20] [--study studies/quickstart.yaml]
+    .venv/bin/python benchmarks/dataloader_stall.py [--iterations 20] [--study studies/dvcl_vs_labeled_only.yaml]
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def measure(study_path: Path, overrides: dict, iterations: int, scratch: Path) -
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--study", type=Path, default=Path("studies/quickstart.yaml"))
+    ap.add_argument("--study", type=Path, default=Path("studies/dvcl_vs_labeled_only.yaml"))
     ap.add_argument("--iterations", type=int, default=20)
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = ap.parse_args()

@@ -116,7 +116,7 @@ def _row(name: str, r: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--study", type=Path, default=Path("studies/quickstart.yaml"))
+    ap.add_argument("--study", type=Path, default=Path("studies/dvcl_vs_labeled_only.yaml"))
     ap.add_argument("--repeats", type=int, default=6)
     ap.add_argument("--patch", type=int, nargs=3, action="append", default=None)
     ap.add_argument("--only", nargs="+", default=None, help="methods to measure (default: every registered one)")

@@ -54,9 +54,14 @@ def test_valid_study_resolves_defaults(tmp_path):
 
 def test_shipped_quickstart_validates():
     s = load_study(REPO / "studies" / "quickstart.yaml")
+    assert s.method.name == "dvcl" and s.search.design == "search" and s.search.scheduler == "asha"
+    assert s.search.num_samples >= 8 and {"method.params.lambda_c", "method.params.tau"} <= set(s.search.space)
+    base = load_study(REPO / "studies" / "quickstart_labeled_only.yaml")
+    assert base.method.name == "supervised"  # the comparison baseline, run next to the search
+    s = load_study(REPO / "studies" / "dvcl_vs_labeled_only.yaml")  # the former quickstart
     assert s.method.name == "dvcl" and s.dataset.labeled_ratio == 0.1
     arms = {a.name: a.set for a in s.search.arms}
-    assert arms["labeled_only"]["method"]["name"] == "supervised"  # the comparison baseline
+    assert arms["labeled_only"]["method"]["name"] == "supervised"
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from vrsearch.cli import app
 
 STUDIES = sorted((Path(__file__).resolve().parents[2] / "studies").glob("*.yaml"))
-LAPTOP = ("phantom", "quickstart", "smoke")
+LAPTOP = ("phantom", "quickstart", "smoke", "labeled_only")
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
@@ -34,3 +34,16 @@ def test_the_resolved_study_validates_again(path):
 
     resolved = study_to_yaml(load_study(path))
     assert study_to_yaml(build_study(yaml.safe_load(resolved))) == resolved
+
+
+def test_quickstart_labeled_only_shares_what_it_is_compared_on():
+    """``make quickstart`` compares the search with studies/quickstart_labeled_only.yaml: both
+    must train on the same data with the same model, schedule, evaluation and seed."""
+    from vrsearch.study import load_study
+
+    search, base = (load_study(p).model_dump(mode="json") for p in
+                    (STUDIES[0].parent / "quickstart.yaml", STUDIES[0].parent / "quickstart_labeled_only.yaml"))
+    for section in ("dataset", "model", "train"):
+        assert base[section] == search[section], section
+    assert base["search"]["seeds"] == search["search"]["seeds"]
+    assert base["method"]["params"]["loss"] == search["method"]["params"]["loss"]

@@ -4,7 +4,7 @@ Every user error (study file, data, option value) prints one line
 ``error: …`` on stderr and exits with code 2 — no traceback. The commands live
 in one module per group: :mod:`~vrsearch.cli.study_commands` (validate, train,
 run, resume), :mod:`~vrsearch.cli.method_commands` (methods),
-:mod:`~vrsearch.cli.result_commands` (table, report), :mod:`~vrsearch.cli.replay_command`
+:mod:`~vrsearch.cli.result_commands` (table, summary, report), :mod:`~vrsearch.cli.replay_command`
 (replay) and
 :mod:`~vrsearch.cli.data_commands` (data phantom, data realfiles).
 """

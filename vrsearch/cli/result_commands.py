@@ -1,4 +1,4 @@
-"""Commands that read a run: table and report (a run directory or its storage URI)."""
+"""Commands that read a run: table, summary and report (a run directory or its storage URI)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ class Split(str, Enum):
     val = "val"
 
 
+BaselineRunOption = Annotated[str | None, typer.Option(
+    "--baseline-run", help="Another run directory (one configuration, e.g. the labeled-only UNet) whose trials "
+    "are the baseline, under --baseline NAME (default: its study's name).")]
+
+
 @app.command()
 def table(
     run_dir: Annotated[str, typer.Argument(
@@ -29,6 +34,7 @@ def table(
     split: Annotated[Split, typer.Option(help="Evaluation split to report.")] = Split.test,
     classes: Annotated[bool, typer.Option(
         "--classes", help="Also print per-class Dice and empty-mask counts (split to fit the terminal).")] = False,
+    baseline_run: BaselineRunOption = None,
 ) -> None:
     """Ablation table: the headline test of each arm vs the baseline over seeds (Dice ± CI, Δ ± CI,
     Holm p, minimal detectable difference, budget), then the case-level view on these trained models.
@@ -40,7 +46,14 @@ def table(
 
     with user_errors():
         remote = storage.is_uri(run_dir)
-        tables = load_tables(run_dir if remote else Path(run_dir), baseline=baseline, split=split.value)
+        if baseline_run is not None:
+            from vrsearch.results.table import ablation_table
+            from vrsearch.results.verdict import load_with_baseline
+
+            results, name = load_with_baseline(run_dir, baseline_run, baseline)
+            tables = [ablation_table(results, baseline=name, split=split.value, name=run_dir)]
+        else:
+            tables = load_tables(run_dir if remote else Path(run_dir), baseline=baseline, split=split.value)
         default = Path.cwd() if remote else Path(run_dir)
         paths = [p for t in tables for p in t.write(out if out is not None else default)]
         if remote:  # the stored run gets the table files too
@@ -52,6 +65,24 @@ def table(
             out_console.print(part)
     for path in paths:
         typer.echo(f"written {path}")
+
+
+@app.command()
+def summary(
+    run_dir: Annotated[str, typer.Argument(help="Run directory of a study, or its storage URI.")],
+    baseline_run: BaselineRunOption = None,
+    baseline: Annotated[str | None, typer.Option(
+        help="Name of the baseline group (default: 'baseline'; with --baseline-run, that run's study name).")] = None,
+) -> None:
+    """In plain words: what ran, the best configuration (chosen on validation Dice), its
+    validation and test Dice against the baseline with the headline test's CI and p
+    (with one seed: no significance can be claimed), and where the report is."""
+    from vrsearch.results.verdict import verdict
+
+    with user_errors():
+        lines = verdict(run_dir, baseline_run, baseline)
+    for line in lines:
+        typer.echo(line)
 
 
 @app.command()
