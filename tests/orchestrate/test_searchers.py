@@ -115,3 +115,27 @@ def test_a_restarted_sampler_does_not_repeat_its_first_lifes_proposals(tmp_path,
     assert sampler_seed(7, 3) == sampler_seed(7, 3) != sampler_seed(7, 4)  # deterministic per resume point
     restarted_plainly = optuna.create_study(study_name="t", storage=storage, sampler=kind(seed=7))
     assert restarted_plainly.ask({"lr": DIST["train.optimizer.lr"]}).params["lr"] == first[0]  # the bug, shown
+
+
+@pytest.mark.parametrize("final", [None, 9])
+def test_asha_never_stops_a_trial_at_its_last_iteration(final):
+    """270 iterations with grace 30 and reduction factor 3 put an ASHA rung on the last
+    iteration (30·3²): a trial that trained to the end was stopped there and lost its
+    test evaluation (found by the quickstart). Same shape here: 9 iterations, grace 1,
+    rf 3; B ties A up to rung 3 and is worse at 9 — stopped without ``final``, kept with it."""
+    sched = scheduler_for_test(final)
+    ctrl, a, b = _NoLiveTrials(), _Ended("a"), _Ended("b")
+    for t in (a, b):
+        sched.on_trial_add(ctrl, t)
+    for it in (1, 3, 9):
+        sched.on_trial_result(ctrl, a, {"iteration": it, "val_dice": 0.5})
+    actions = [sched.on_trial_result(ctrl, b, {"iteration": it, "val_dice": v}) for it, v in ((1, 0.5), (3, 0.5))]
+    assert actions == ["CONTINUE", "CONTINUE"]
+    last = sched.on_trial_result(ctrl, b, {"iteration": 9, "val_dice": 0.1})
+    assert last == ("STOP" if final is None else "CONTINUE")
+
+
+def scheduler_for_test(final):
+    from vrsearch.orchestrate.searchers import tune_scheduler
+
+    return tune_scheduler("asha", 1, 10, reduction_factor=3, final=final, metric="val_dice", mode="max")

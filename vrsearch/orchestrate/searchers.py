@@ -51,9 +51,18 @@ def _replaying(cls):
     the curves of trials that ended in earlier experiments through its own methods."""
 
     class Replaying(cls):
-        def __init__(self, *args, curves: dict[str, Curve] | None = None, **kwargs):
+        def __init__(self, *args, curves: dict[str, Curve] | None = None, final: int | None = None, **kwargs):
             super().__init__(*args, **kwargs)
-            self._curves = dict(curves or {})
+            self._curves, self._final = dict(curves or {}), final
+
+        def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+            """A trial reporting its ``final`` iteration is recorded but never stopped: it has
+            paid for its training, and a stop there would lose its test evaluation (an ASHA
+            rung falls on the last iteration when it is grace × reduction_factor^k)."""
+            action = super().on_trial_result(tune_controller, trial, result)
+            if self._final is not None and result.get(self._time_attr, -1) >= self._final:
+                return "CONTINUE"
+            return action
 
         def set_search_properties(self, metric, mode, **spec) -> bool:
             ok = super().set_search_properties(metric, mode, **spec)
@@ -90,11 +99,12 @@ def recorded_curves(run: RunDir, metric: str) -> dict[str, Curve]:
 
 
 def tune_scheduler(kind: str, grace: int, max_t: int, reduction_factor: int = 2, brackets: int = 3,
-                   curves: dict[str, Curve] | None = None, **metric_mode):
+                   curves: dict[str, Curve] | None = None, final: int | None = None, **metric_mode):
     """Ray Tune's scheduler ``kind`` on the ``iteration`` clock: ``asha``, ``hyperband``
     (Tune's asynchronous Hyperband: ASHA with ``brackets`` brackets), ``median`` (the
     median stopping rule, from 2 trials) or ``none`` (FIFO); ``curves``: earlier trials'
-    reports to replay first; ``metric_mode``: ``metric=`` and ``mode=`` when Tune does not set them."""
+    reports to replay first; ``final``: the trials' last iteration, never stopped at;
+    ``metric_mode``: ``metric=`` and ``mode=`` when Tune does not set them."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 
     if kind == "none":
@@ -103,9 +113,9 @@ def tune_scheduler(kind: str, grace: int, max_t: int, reduction_factor: int = 2,
         return _replaying(ASHAScheduler)(time_attr="iteration", max_t=max_t, grace_period=grace,
                                          reduction_factor=reduction_factor,
                                          brackets=brackets if kind == "hyperband" else 1, curves=curves,
-                                         **metric_mode)
+                                         final=final, **metric_mode)
     return _replaying(MedianStoppingRule)(time_attr="iteration", grace_period=grace, min_samples_required=2,
-                                          curves=curves, **metric_mode)
+                                          curves=curves, final=final, **metric_mode)
 
 
 def scheduler(study: Study, curves: dict[str, Curve] | None = None):
@@ -114,7 +124,8 @@ def scheduler(study: Study, curves: dict[str, Curve] | None = None):
     if plan is None:
         return tune_scheduler("none", 1, 1)
     grace, max_t = plan
-    return tune_scheduler(study.search.scheduler, grace, max_t, study.search.reduction_factor, curves=curves)
+    return tune_scheduler(study.search.scheduler, grace, max_t, study.search.reduction_factor, curves=curves,
+                          final=study.train.iterations)
 
 
 def _optuna():
