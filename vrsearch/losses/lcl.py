@@ -129,12 +129,7 @@ def local_contrastive_terms(
     (labels or pseudo-labels), sample: anchors as flat indices into
     ``labels.reshape(-1)`` with their image and class (a ``VoxelSample`` or a
     ``(batch, index, cls[, weight])`` tuple)."""
-    if emb.dim() < 3 or labels.shape != (emb.shape[0], *emb.shape[2:]):
-        raise ValueError(f"labels {tuple(labels.shape)} must be emb {tuple(emb.shape)} without the channel axis")
-    if matching not in MATCHINGS:
-        raise ValueError(f"matching must be one of {MATCHINGS}, got {matching!r}")
-    if tau <= 0:
-        raise ValueError("tau must be > 0")
+    _check_args(emb, labels, matching, tau)
     B, V, K, dev = emb.shape[0], emb.shape[1], num_classes, emb.device
     batch, index, cls, weight = _unpack(sample, dev)
     eligible = torch.zeros(K, dtype=torch.bool, device=dev)
@@ -150,23 +145,45 @@ def local_contrastive_terms(
 
     voxel = index - batch * (labels[0].numel())
     anchors = F.normalize(emb.reshape(B, V, -1)[batch, :, voxel], dim=-1)  # [M, V], no copy of emb
+    pooled = matching == "inter" and B > 1
+    nll = _anchor_nll(anchors, means, present, cls, source, partner if pooled else None, tau)
+    return _reduce(nll, batch * K + cls, weight, (B, K), emb, int(index.shape[0]))
+
+
+def _check_args(emb: torch.Tensor, labels: torch.Tensor, matching: str, tau: float) -> None:
+    if emb.dim() < 3 or labels.shape != (emb.shape[0], *emb.shape[2:]):
+        raise ValueError(f"labels {tuple(labels.shape)} must be emb {tuple(emb.shape)} without the channel axis")
+    if matching not in MATCHINGS:
+        raise ValueError(f"matching must be one of {MATCHINGS}, got {matching!r}")
+    if tau <= 0:
+        raise ValueError("tau must be > 0")
+
+
+def _anchor_nll(anchors, means, present, cls, source, partner, tau: float) -> torch.Tensor:
+    """−log L_{i,c} of every anchor (Eq. 4) against the class means of image ``source``;
+    with ``partner`` (``inter`` matching) the softmax pools the means of both images and
+    the two positives' terms are averaged (module doc)."""
 
     def logits_against(image: torch.Tensor) -> torch.Tensor:  # [M, K], −inf where a class is absent
         out = torch.einsum("mv,mkv->mk", anchors, means[image]) / tau
         return out.masked_fill(~present[image], float("-inf"))
 
     own = logits_against(source)
-    if matching == "inter" and B > 1:  # pooled means of x and x' (module doc)
-        other = logits_against(partner)
-        lse = torch.logsumexp(torch.cat([own, other], dim=1), dim=1)
-        pos_other = other.gather(1, cls[:, None])[:, 0]
-        has_other = present[partner, cls]
-        nll = (lse - own.gather(1, cls[:, None])[:, 0]
-               + torch.where(has_other, lse - pos_other, torch.zeros_like(lse))) / (1 + has_other.to(own.dtype))
-    else:
-        nll = -own.log_softmax(dim=1).gather(1, cls[:, None])[:, 0]  # −log L_{i,c}, Eq. (4)
+    if partner is None:
+        return -own.log_softmax(dim=1).gather(1, cls[:, None])[:, 0]
+    other = logits_against(partner)
+    lse = torch.logsumexp(torch.cat([own, other], dim=1), dim=1)
+    pos_other = other.gather(1, cls[:, None])[:, 0]
+    has_other = present[partner, cls]
+    return (lse - own.gather(1, cls[:, None])[:, 0]
+            + torch.where(has_other, lse - pos_other, torch.zeros_like(lse))) / (1 + has_other.to(own.dtype))
 
-    group, w = batch * K + cls, weight.to(nll.dtype)  # (image, class) of every anchor
+
+def _reduce(nll, group, weight, shape: tuple[int, int], emb: torch.Tensor, n_anchors: int) -> LCLStats:
+    """Weighted mean of the anchors' terms per (image, class) (Eq. 3), then over the used
+    classes of each image and over the images with any (Eq. 2); ``group`` = image·K + class."""
+    B, K = shape
+    w = weight.to(nll.dtype)
     num = nll.new_zeros(B * K).index_add(0, group, w * nll).reshape(B, K)
     den = nll.new_zeros(B * K).index_add(0, group, w).reshape(B, K)
     used = den > 0
@@ -180,7 +197,7 @@ def local_contrastive_terms(
         return LCLStats(zero, zero.detach(), 0, 0, each)
     loss = per_image[contributing].mean()
     n_classes = n_used[contributing].to(loss.dtype).mean().detach()
-    return LCLStats(loss, n_classes, int(contributing.sum()), int(index.shape[0]), each)
+    return LCLStats(loss, n_classes, int(contributing.sum()), n_anchors, each)
 
 
 def local_contrastive_loss(*args, **kwargs) -> torch.Tensor:
