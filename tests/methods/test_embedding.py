@@ -119,3 +119,23 @@ def test_patch_frame_reads_the_undone_map(geometric):
     assert isinstance(fast.emb, SampledEmbedding)
     assert close(fast.at(index), dense.at(index))
     assert close(fast.class_sums(labels, 4)[0], dense.class_sums(labels, 4)[0])
+
+
+def test_statistics_and_counts_stay_exact_under_low_precision():
+    """Under autocast (bf16/fp16 on a GPU) the norm statistics are sums over every voxel: in
+    the activation dtype they would overflow (fp16) or keep ~3 digits (bf16), and a class
+    count of 70001 voxels would read 70144 in bf16. They are computed in float32 with
+    autocast off, as a norm layer computes them: a bf16 trunk gives the statistics and
+    counts of its float32 copy."""
+    torch.manual_seed(2)
+    head = RepresentationHead([4], 8, 3).train()
+    trunk = torch.relu(torch.randn(1, 4, 48, 48, 32) * 3 + 5).to(torch.bfloat16)  # 73728 voxels
+    labels = torch.zeros(1, 48, 48, 32, dtype=torch.long)
+    labels.view(-1)[70001:] = 1
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        low = SampledEmbedding(head, trunk)
+        _, counts = low.class_sums(labels, 2)
+    ref = SampledEmbedding(head, trunk.float())
+    assert low.shift.dtype == torch.float32 and counts.tolist() == [[70001.0, 73728 - 70001.0]]
+    assert torch.allclose(low.shift, ref.shift, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(low.weight, ref.weight, rtol=1e-5, atol=1e-6)

@@ -53,7 +53,8 @@ def replay(
                               reduction_factor=reduction_factor, brackets=brackets,
                               n_startup_trials=n_startup_trials, multivariate=multivariate,
                               constant_liar=constant_liar, samples=samples,
-                              concurrency=concurrency or table.study.resources.concurrent_trials)
+                              concurrency=(table.study.resources.concurrent_trials if concurrency is None
+                                           else concurrency))
         try:
             result = rp.replay(table, cfg, repeats, target, min_rho)
         except ValueError as exc:

@@ -55,8 +55,10 @@ class DenseEmbedding:
     def class_sums(self, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image class sums ``[B, C, D]`` over ``labels [B, *S]`` and voxel counts ``[B, C]``
         (a one-hot matmul: deterministic on every device)."""
-        onehot = F.one_hot(labels.reshape(labels.shape[0], -1), num_classes).to(self.rep.dtype)
-        sums = torch.bmm(onehot.transpose(1, 2), self.rep.flatten(2).transpose(1, 2))
+        stat = torch.promote_types(self.rep.dtype, torch.float32)  # counts and sums over voxels
+        onehot = F.one_hot(labels.reshape(labels.shape[0], -1), num_classes).to(stat)
+        with torch.autocast(self.rep.device.type, enabled=False):
+            sums = torch.bmm(onehot.transpose(1, 2), self.rep.flatten(2).transpose(1, 2).to(stat))
         return sums, onehot.sum(1)
 
 
@@ -93,19 +95,28 @@ class SampledEmbedding:
         fuse = cast(nn.Sequential, head.fuse)
         conv1, norm, conv2 = cast(Any, fuse[3]), cast(Any, fuse[4]), cast(Any, fuse[6])  # conv, norm, conv
         self.a = a.flatten(2)  # [B, w, V]
-        b = self.a.shape[0]
-        w1 = conv1.weight.flatten(1)  # [D, w]
         self.w2, self.b2 = conv2.weight.flatten(1), conv2.bias
+        # the statistics in float32 at least, autocast off: a norm layer computes them so, and a
+        # sum over every voxel in fp16/bf16 overflows or keeps ~3 digits
+        self.stat = torch.promote_types(self.a.dtype, torch.float32)
+        with torch.autocast(self.a.device.type, enabled=False):
+            self._fold_norm(conv1, norm)
+
+    def _fold_norm(self, conv1: Any, norm: Any) -> None:
+        """``A_b``, ``t_b``: the 1×1 conv and the norm folded into one affine map per image."""
+        a, b = self.a.to(self.stat), self.a.shape[0]
+        w1 = conv1.weight.flatten(1).to(self.stat)  # [D, w]
+        bias1 = conv1.bias.to(self.stat)
         batch_norm = isinstance(norm, nn.modules.batchnorm._BatchNorm)
         if batch_norm and not (norm.training or norm.running_mean is None):
-            mean = norm.running_mean.unsqueeze(0) - conv1.bias  # of W1 a; W1 a + b1 − running mean
-            var = norm.running_var.unsqueeze(0)
+            mean = norm.running_mean.unsqueeze(0).to(self.stat) - bias1  # of W1 a; W1 a + b1 − running mean
+            var = norm.running_var.unsqueeze(0).to(self.stat)
         else:
-            mu, cov = _moments(self.a, per_image=not batch_norm)
+            mu, cov = _moments(a, per_image=not batch_norm)
             mean = mu @ w1.T  # the norm subtracts W1 μ + b1 from W1 a + b1
             var = ((w1 @ cov) * w1).sum(-1)  # diag(W1 Σ W1ᵀ)
             if batch_norm and norm.training and norm.track_running_stats:
-                _update_running(norm, (mean + conv1.bias)[0], var[0], self.a.shape[0] * self.a.shape[2])
+                _update_running(norm, (mean + bias1)[0], var[0], a.shape[0] * a.shape[2])
         scale = torch.rsqrt(var + norm.eps)
         if norm.affine:
             scale = scale * norm.weight
@@ -124,15 +135,17 @@ class SampledEmbedding:
     def class_sums(self, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image class sums ``[B, C, D]`` over ``labels [B, *S]`` and voxel counts ``[B, C]``."""
         b, _, v = self.a.shape
-        onehot = F.one_hot(labels.reshape(b, -1), num_classes).to(self.a.dtype)
-        a_t = self.a.transpose(1, 2)
-        grad = torch.is_grad_enabled() and (a_t.requires_grad or self.weight.requires_grad)
-        hidden: Any = 0
-        for s in range(0, v, CHUNK):
-            args = (a_t[:, s:s + CHUNK], self.weight, self.shift, onehot[:, s:s + CHUNK])
-            hidden = hidden + (checkpoint(_hidden_sums, *args, use_reentrant=False) if grad else _hidden_sums(*args))
-        counts = onehot.sum(1)
-        return hidden @ self.w2.T + counts.unsqueeze(2) * self.b2, counts
+        with torch.autocast(self.a.device.type, enabled=False):  # sums over every voxel: float32 at least
+            onehot = F.one_hot(labels.reshape(b, -1), num_classes).to(self.stat)
+            a_t = self.a.transpose(1, 2).to(self.stat)
+            grad = torch.is_grad_enabled() and (a_t.requires_grad or self.weight.requires_grad)
+            hidden: Any = 0
+            for s in range(0, v, CHUNK):
+                args = (a_t[:, s:s + CHUNK], self.weight, self.shift, onehot[:, s:s + CHUNK])
+                hidden = hidden + (checkpoint(_hidden_sums, *args, use_reentrant=False) if grad
+                                   else _hidden_sums(*args))
+            counts = onehot.sum(1)
+            return hidden @ self.w2.to(self.stat).T + counts.unsqueeze(2) * self.b2.to(self.stat), counts
 
 
 class OnceSums:

@@ -72,8 +72,9 @@ def init_ray(run_dir: Path, address: str | None, temp_dir: Path | None = None,
     # a reused actor waits this long for the stopped trial's thread to end (Tune's default 2 s
     # would fail the next trial if an early-stopped one takes longer to unwind)
     os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "120")
-    if address:
-        ray.init(address=address, log_to_driver=False)
+    if address:  # a cluster's actors don't inherit this process's environment: the job's runtime env
+        timeout = {"TUNE_FUNCTION_THREAD_TIMEOUT_S": os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"]}
+        ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": timeout})
         return
     from vrsearch.orchestrate.local import loopback_init
 
