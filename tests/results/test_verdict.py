@@ -100,3 +100,15 @@ def test_cli_table_against_a_baseline_run(tmp_path):
     md = (search / "table_val.md").read_text()
     rows = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ")]
     assert rows[1] == "labeled_only"  # the baseline row first, after the header
+
+
+def test_a_baseline_run_on_other_cases_is_refused(tmp_path):
+    """Per-case values pair only on one dataset and split: a baseline evaluated on other
+    cases (another split seed, another dataset) is one line, not a silent pairing."""
+    search, base = make_runs(tmp_path)
+    cases = pd.read_parquet(base / "cases.parquet")
+    cases["case_id"] = "other_" + cases["case_id"].astype(str)
+    cases.to_parquet(base / "cases.parquet")
+    res = CliRunner().invoke(app, ["summary", str(search), "--baseline-run", str(base)])
+    assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
+    assert "cases differ from the run's" in res.output

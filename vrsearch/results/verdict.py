@@ -48,12 +48,24 @@ def with_baseline(results: io.Results, baseline: io.Results, name: str) -> io.Re
     if group_labels(done).nunique() > 1:
         raise VrsearchError(f"the baseline run holds {group_labels(done).nunique()} configurations; --baseline-run "
                             "takes a run of one (a study with design 'none')")
+    _check_same_cases(results.cases, baseline.cases)
     tag = f"{name}/"  # trial ids of two runs may coincide
     other = baseline.trials.assign(group=name, arm=name, trial_id=tag + baseline.trials["trial_id"].astype(str))
     other_cases = baseline.cases.assign(trial_id=tag + baseline.cases["trial_id"].astype(str))
     trials = pd.concat([results.trials, other], ignore_index=True)
     cases = pd.concat([results.cases, other_cases], ignore_index=True)
     return io.Results(trials, results.history, cases, results.study, results.conventions)
+
+
+def _check_same_cases(cases: pd.DataFrame, baseline: pd.DataFrame) -> None:
+    """The two runs were evaluated on the same cases of each split (one dataset, one
+    split): otherwise their per-case values cannot be paired."""
+    for split in sorted(set(cases["split"]) & set(baseline["split"])):
+        mine = set(cases.loc[cases["split"] == split, "case_id"])
+        theirs = set(baseline.loc[baseline["split"] == split, "case_id"])
+        if mine != theirs:
+            raise VrsearchError(f"the baseline run's {split} cases differ from the run's ({len(mine ^ theirs)} not "
+                                "shared): --baseline-run needs a run on the same dataset and split")
 
 
 def load_with_baseline(run_dir: Path | str, baseline_run: Path | str,
