@@ -35,6 +35,10 @@ import torch
 from monai.data import MetaTensor
 
 FORMAT = 1
+#: the code that turns a file into a prepared case: an edit to it (orientation, resampling,
+#: interpolation, intensity) changes every key, so no entry made by older code is served
+_CODE = hashlib.sha256(b"".join((Path(__file__).parent / name).read_bytes()
+                                for name in ("pipeline.py", "intensity.py", "prepared.py"))).hexdigest()
 ENTRY_FILE = "entry.json"
 #: entries this process has verified: folder -> {name: (read-only memory map, affine)}
 _OPEN: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
@@ -50,8 +54,10 @@ def file_identity(path: str | Path) -> list:
 def entry_key(stage: str, files: dict[str, str], settings: dict) -> str:
     """The content key of the entry that ``stage`` (with ``settings``) makes of ``files``."""
     import monai
+    import nibabel
 
-    doc = {"format": FORMAT, "versions": [monai.__version__, torch.__version__, np.__version__],
+    doc = {"format": FORMAT, "code": _CODE,
+           "versions": [monai.__version__, torch.__version__, np.__version__, nibabel.__version__],
            "stage": stage, "settings": settings, "files": {k: file_identity(v) for k, v in sorted(files.items())}}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
