@@ -32,7 +32,10 @@ SLOT = {"CPU": 1, "trial_slot": 1}
 ON_WORKERS = {"cpus_per_worker": 1, "custom_per_worker": {"trial_slot": 1}}
 SEARCH = {"design": "search", "searcher": "random", "scheduler": "none", "num_samples": 3,
           "space": {"train.optimizer.lr": {"type": "float", "low": 0.005, "high": 0.05, "log": True}}}
-HANG = "hang:step:4"  # once armed, the first training process to pass step 4 (checkpoint at 3) stops there
+HANG = "hang:step:4"  # once armed, a training process that passes step 4 (checkpoint at 3) stops there
+#: armed, the first two trials to pass step 4 go on and the third stops there: with 2 concurrent trials
+#: it starts only after one of the first two finished, whatever the machine's speed
+SKIP = 2
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +44,8 @@ def cluster(tmp_path_factory):
     marker.write_text("disarmed")
     c = LoopbackAutoscalingCluster(
         {"CPU": 0}, {"slot": {"resources": SLOT, "node_config": {}, "min_workers": 0, "max_workers": 2}})
-    c.start(override_env={"VRSEARCH_FAULT": HANG, "VRSEARCH_FAULT_ONCE": str(marker)})
+    c.start(override_env={"VRSEARCH_FAULT": HANG, "VRSEARCH_FAULT_ONCE": str(marker),
+                          "VRSEARCH_FAULT_SKIP": str(SKIP)})
     c.fault_marker = marker
     try:
         yield c
@@ -83,16 +87,20 @@ def test_a_study_scales_up_survives_a_lost_node_and_scales_down(cluster, tiny_ph
                         resources={"concurrent_trials": 2, "max_failures": 1, **ON_WORKERS})
     run, log = tmp_path / "run", tmp_path / "run.log"
     start = time.monotonic()
-    proc = launch(cluster, "run", study, log=log)
-    cluster.wait_for(lambda: alive(proc, log) and finished_results(run), 300, "a first trial to finish")
-    cluster.fault_marker.unlink()  # armed: the next training process to pass step 4 stops there
-    pid = cluster.wait_for(lambda: alive(proc, log) and cluster.fault_marker.exists()
-                           and cluster.fault_marker.read_text().strip(), 300, "a trial to reach step 4")
+    cluster.fault_marker.unlink()  # armed: the third trial to pass step 4 stops there
+    try:
+        proc = launch(cluster, "run", study, log=log)
+        pid = cluster.wait_for(lambda: alive(proc, log) and cluster.fault_marker.exists()
+                               and cluster.fault_marker.read_text().strip(), 300, "the third trial to reach step 4")
+    finally:  # fired, or disarmed for the next tests
+        if not cluster.fault_marker.exists():
+            cluster.fault_marker.write_text("disarmed")
     lost = cluster.node_of(int(pid))
     assert lost, "the stopped training process is not on a worker node"
     metas = {m.parent.name: json.loads(m.read_text()) for m in run.glob("trials/*/meta.json")}
     victim = next(t for t, m in metas.items() if m["node_id"] == lost and not (run / "trials" / t / "result.json").exists())
     before = finished_results(run)
+    assert before, "no trial had finished when the third reached step 4"
     launched_before = cluster.workers()
     assert cluster.kill_node(lost), "no process of the node was found"
     assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]

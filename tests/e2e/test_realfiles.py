@@ -77,7 +77,7 @@ def test_preprocessing_keeps_image_and_label_on_the_anatomy(realfiles):
     resampling can give no other), and both label and image agree with the 1 mm source they
     were cut from (a flipped label agrees on ~15-35 % of its foreground, an aligned one on 87-100 %)."""
     study = load_study(STUDY, [f"dataset.root={realfiles}"])
-    data = prepare_data(study.dataset, method="supervised", needs_unlabeled=False)
+    data = prepare_data(study.dataset, method="supervised")
     assert data.dataset.spacing == (3.0, 3.0, 3.0) and data.dataset.orientation == "RAS"
     files = Sources().files()
     source_t1 = nib.load(str(files["t1"]))

@@ -7,7 +7,10 @@ lost head node would), fail as a full disk would (``enospc``) or stop there
 until something kills it (``hang``, at most :data:`HANG_S`: a test kills the
 node it runs on). With ``VRSEARCH_FAULT_ONCE=<marker file>`` the
 fault fires once across all processes (whoever creates the marker first, and
-writes its pid into it), so a resumed or retried run goes through. Unset (always, outside tests) a
+writes its pid into it), so a resumed or retried run goes through; with
+``VRSEARCH_FAULT_SKIP=<k>`` as well, the first ``k`` arrivals at the point pass
+(each claims a ``<marker>.pass<i>`` file) and the next one fires, so a test can
+pick "the third trial to reach step 4" without racing the study. Unset (always, outside tests) a
 point costs one environment lookup.
 
 Points: ``write`` (any atomic write, between the temporary file and the
@@ -26,7 +29,7 @@ import os
 import signal
 import time
 
-ENV, ONCE = "VRSEARCH_FAULT", "VRSEARCH_FAULT_ONCE"
+ENV, ONCE, SKIP = "VRSEARCH_FAULT", "VRSEARCH_FAULT_ONCE", "VRSEARCH_FAULT_SKIP"
 #: how long ``hang`` waits to be killed before it goes on
 HANG_S = 600
 #: the driver's pid, exported by the driver for ``kill-driver`` (inherited by Ray's workers)
@@ -42,13 +45,33 @@ def point(name: str, index: int | None = None) -> None:
     if target != name or (n and (index is None or int(n) != index)):
         return
     marker = os.environ.get(ONCE)
-    if marker:
-        try:
-            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
+    if marker and not _claim(marker, int(os.environ.get(SKIP) or 0)):
+        return
+    _fire(action)
+
+
+def _create(path: str) -> bool:
+    """Create ``path`` holding this pid unless it exists (atomic across processes)."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return True
+
+
+def _claim(marker: str, skip: int) -> bool:
+    """Whether this arrival fires: not once the marker exists (fired or disarmed), not
+    while one of the ``skip`` pass slots is free (this arrival takes it)."""
+    if os.path.exists(marker):
+        return False
+    if any(_create(f"{marker}.pass{i}") for i in range(skip)):
+        return False
+    return _create(marker)
+
+
+def _fire(action: str) -> None:
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "kill-driver":  # and this worker with it: nothing more of the trial is written
