@@ -8,10 +8,12 @@ breaks ONE thing with nibabel/numpy.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import shutil
 import struct
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,7 @@ import pytest
 import yaml
 
 from tests.conftest import tiny_study_dict
-from tests.corpus._util import snapshot
+from tests.corpus._util import cli_in_process, snapshot
 from tests.e2e.test_cli import assert_one_line_error, cli
 
 pytestmark = pytest.mark.slow
@@ -214,8 +216,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_bad_data_is_one_line_before_ray_and_writes_nothing(case, tiny_phantom, tmp_path):
+def _refused(case: Case, tiny_phantom: Path, tmp_path: Path, cli_call) -> None:
+    """Break a copy of the phantom as ``case`` says; ``validate --check-data`` and ``run``
+    (through ``cli_call``) each stop with one line naming the problem and write nothing."""
     root = tmp_path / "ds"
     shutil.copytree(tiny_phantom, root)
     fragments = case.damage(root)
@@ -224,12 +227,30 @@ def test_bad_data_is_one_line_before_ray_and_writes_nothing(case, tiny_phantom, 
     study.write_text(yaml.safe_dump(tiny_study_dict(root, out, **case.study)))
     before = snapshot(tmp_path)
     for command in (("validate", "--check-data"), ("run",)):
-        proc = cli(*command[:1], study, *command[1:], cwd=tmp_path)
+        proc = cli_call(*command[:1], study, *command[1:])
         line = assert_one_line_error(proc, *fragments)
         assert line.startswith("error: "), line
         # the run stopped on the data: no Ray session, no run directory, nothing else written
         assert snapshot(tmp_path) == before, command
         assert not out.exists()
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_bad_data_is_one_line_before_ray_and_writes_nothing(case, tiny_phantom, tmp_path, monkeypatch):
+    """In this interpreter (the same command code as the console script, without its start-up):
+    Ray must not have been started by the time the one line is printed."""
+    monkeypatch.chdir(tmp_path)  # a relative path the CLI might write to lands in the snapshot
+    _refused(case, tiny_phantom, tmp_path, cli_in_process)
+    ray = sys.modules.get("ray")
+    assert ray is None or not ray.is_initialized(), "run started Ray before refusing the data"
+
+
+def test_the_console_script_refuses_bad_data_in_one_line(tiny_phantom, tmp_path):
+    """The same through the real ``vrsearch`` executable, for one file-level and one field-level defect."""
+    for case in (Case(truncated_gzip), Case(invalid_json)):
+        sub = tmp_path / str(case)
+        sub.mkdir()
+        _refused(case, tiny_phantom, sub, functools.partial(cli, cwd=sub))
 
 
 def test_singleton_5d_nifti_is_squeezed_validated_and_trained(tiny_phantom, tmp_path):
