@@ -55,7 +55,7 @@ def claim_run_dir(run_dir: Path, text: str, fresh: bool) -> None:
                             f"({exc.strerror or exc}{where})") from None
 
 
-def _fmt(x: float) -> str:
+def _fmt(x: float | None) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
 
 
