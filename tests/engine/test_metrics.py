@@ -13,7 +13,7 @@ from scipy.ndimage import gaussian_filter
 from scipy.spatial import cKDTree
 
 from vrsearch.engine.metrics import METRIC_COLUMNS, case_metrics, mean_foreground, worst_distance_mm
-from vrsearch.engine.trainer import summarize
+from vrsearch.engine.fit_state import summarize
 
 SPACING = (1.0, 2.0, 3.0)  # mm along x, y, z
 

@@ -29,7 +29,7 @@ class Precision:
     #: fp16: the loss is scaled by a ``GradScaler`` (fp16 gradients underflow otherwise)
     scaled: bool
 
-    def autocast(self, device: torch.device):
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager[object]:
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device.type, dtype=self.dtype)

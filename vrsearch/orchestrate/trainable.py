@@ -28,7 +28,8 @@ import torch
 
 from vrsearch.components.banks import sync_queue_mirrors
 from vrsearch.engine.prepare import prepare_for
-from vrsearch.engine.trainer import Reporter, Trainer
+from vrsearch.engine.fit_state import Reporter
+from vrsearch.engine.trainer import Trainer
 from vrsearch.engine.trial import run_trial
 from vrsearch.results import faults, fragments
 from vrsearch.results.lock import checkpoint_claim
