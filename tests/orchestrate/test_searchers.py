@@ -74,6 +74,7 @@ def test_an_interrupted_search_plans_its_missing_seeds_and_the_proposals_left(tm
     assert by_number[1].todo == [2] and by_number[1].scores == {0: pytest.approx(0.6), 1: pytest.approx(0.2)}
     assert by_number[1].params == cut.params
     assert by_number[2].todo == [0, 1, 2] and by_number[2].scores == {}  # no trial of it ever started
+    assert by_number[2].params == lost.params
     assert new == 5 - 3  # three proposals asked; the enqueued one is still to ask
     empty = RunDir(tmp_path / "empty")
     assert plan_search(search_study(tmp_path, num_samples=4), empty) == ([], 4)  # nothing asked yet

@@ -21,8 +21,8 @@ the FLARE22 order (``FLARE22_LABELS``; 1 liver ... 13 left kidney).
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from vrsearch.data.phantom import PhantomConfig, _save, _stamp, begin, generate_case, phantom_affine, publish
 

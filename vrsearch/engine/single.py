@@ -17,8 +17,8 @@ from vrsearch.engine.trainer import Trainer
 from vrsearch.engine.trial import TrialOutput, run_trial
 from vrsearch.errors import VrsearchError
 from vrsearch.results import io
-from vrsearch.results.rundir import RunDir
 from vrsearch.results.fragments import write_cases
+from vrsearch.results.rundir import RunDir
 from vrsearch.study import load_study, study_to_yaml
 
 TRIAL_ID = "train"

@@ -23,26 +23,38 @@ from typing import Any
 
 import torch
 
+from vrsearch.core.step import Batch
 from vrsearch.data.pipeline import (
-    BatchSource, PatchStream, batches, cached, case_dicts, labeled_train_transform, unlabeled_train_transform,
+    BatchSource,
+    PatchStream,
+    batches,
+    cached,
+    case_dicts,
+    labeled_train_transform,
+    unlabeled_train_transform,
 )
 from vrsearch.data.prepare import PreparedData
 from vrsearch.engine.checkpoint import FORMAT, load_checkpoint, save_atomic
-from vrsearch.core.step import Batch
 from vrsearch.engine.evaluate import EvalCase, evaluate, load_eval_cases
 from vrsearch.engine.fit_state import FitResult, Reporter, RunState, summarize
 from vrsearch.engine.metrics import METRIC_COLUMNS
 from vrsearch.engine.monitor import LossMonitor, TrialDiverged
-from vrsearch.engine.prepare import prepare_for, prepared_store
 from vrsearch.engine.performance import (
-    compile_failure, compile_networks, grad_scaler, is_compile_error, resolve_precision, to_channels_last,
+    compile_failure,
+    compile_networks,
+    grad_scaler,
+    is_compile_error,
+    resolve_precision,
+    to_channels_last,
 )
+from vrsearch.engine.prepare import prepare_for, prepared_store
 from vrsearch.engine.schedules import lr_at
 from vrsearch.engine.setup import build_optimizer, pick_device, seed_everything
 from vrsearch.methods import get_method
 from vrsearch.methods.base import BuildContext, Method
 from vrsearch.results import faults
 from vrsearch.study.schema import Study
+
 
 class Trainer:
     """Train one configuration. ``ckpt_dir`` holds ``last.pt`` and ``best.pt``."""

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 
-from vrsearch.data.intensity import saturation_warnings
 from vrsearch.core.config import Echo
+from vrsearch.data.intensity import saturation_warnings
 from vrsearch.data.prepare import PreparedData
 from vrsearch.engine.prepare import prepare_for
 from vrsearch.errors import VrsearchError

@@ -27,15 +27,22 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from vrsearch.components.banks import sync_queue_mirrors
-from vrsearch.engine.prepare import prepare_for
 from vrsearch.engine.fit_state import Reporter
+from vrsearch.engine.prepare import prepare_for
 from vrsearch.engine.trainer import Trainer
 from vrsearch.engine.trial import run_trial
 from vrsearch.results import faults, fragments
 from vrsearch.results.lock import checkpoint_claim
 from vrsearch.results.rundir import META_FILE, RESULT_FILE, TIMING_FILE, RunDir
 from vrsearch.study.design import (
-    ARM_KEY, GROUP_KEY, LABEL_KEYS, OPTUNA_KEY, SEED_KEY, apply_cell, config_hash, group_label,
+    ARM_KEY,
+    GROUP_KEY,
+    LABEL_KEYS,
+    OPTUNA_KEY,
+    SEED_KEY,
+    apply_cell,
+    config_hash,
+    group_label,
 )
 from vrsearch.study.rules import REPORTED
 from vrsearch.study.schema import Study
