@@ -14,7 +14,7 @@ import torch
 from monai import transforms as T
 
 from vrsearch.data import prepared
-from vrsearch.data.layouts import Case
+from vrsearch.data.cases import Case
 from vrsearch.data.pipeline import (
     BatchSource,
     PatchStream,

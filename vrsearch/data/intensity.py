@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from vrsearch.core.config import DatasetConfig, IntensityConfig
-from vrsearch.data.layouts import Case, DatasetIndex
+from vrsearch.data.cases import Case, DatasetIndex
 from vrsearch.errors import DataError
 
 #: the abdominal soft-tissue window (HU) used for CT when no clip is given

@@ -26,7 +26,7 @@ from monai.data import CacheDataset, Dataset
 
 from vrsearch.core.config import DatasetConfig
 from vrsearch.core.step import Batch
-from vrsearch.data.layouts import Case
+from vrsearch.data.cases import Case
 from vrsearch.data.prepared import PreparedStore, entry_key
 
 RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from vrsearch.core.config import DatasetConfig
 from vrsearch.core.step import DataNeeds
+from vrsearch.data.cases import DatasetIndex
 from vrsearch.data.intensity import resolve
-from vrsearch.data.layouts import DatasetIndex, read_dataset
+from vrsearch.data.layouts import read_dataset
 from vrsearch.data.splits import Split, make_split, pool_cases
 from vrsearch.data.validate import check_dataset
 from vrsearch.errors import DataError

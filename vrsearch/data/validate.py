@@ -24,7 +24,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from vrsearch.data.layouts import Case, DatasetIndex
+from vrsearch.data.cases import Case, DatasetIndex
 from vrsearch.errors import DataError
 
 AFFINE_ATOL_MM = 1e-3

@@ -21,7 +21,7 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 
 from vrsearch.core.config import DatasetConfig, EvalConfig
-from vrsearch.data.layouts import Case
+from vrsearch.data.cases import Case
 from vrsearch.data.pipeline import decode, preprocess
 from vrsearch.data.prepared import PreparedStore
 from vrsearch.engine.metrics import case_metrics
