@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from tests.conftest import tiny_study_dict
-from vrsearch.orchestrate.searchers import _Ended, _NoLiveTrials, close_orphans, plan_search, sampler_seed, scheduler
+from vrsearch.orchestrate.schedulers import _Ended, _NoLiveTrials, scheduler
+from vrsearch.orchestrate.searchers import close_orphans, plan_search, sampler_seed
 from vrsearch.results import fragments, io
 from vrsearch.results.rundir import RunDir
 from vrsearch.study.load import build_study
@@ -137,6 +138,6 @@ def test_asha_never_stops_a_trial_at_its_last_iteration(final):
 
 
 def scheduler_for_test(final):
-    from vrsearch.orchestrate.searchers import tune_scheduler
+    from vrsearch.orchestrate.schedulers import tune_scheduler
 
     return tune_scheduler("asha", 1, 10, reduction_factor=3, final=final, metric="val_dice", mode="max")

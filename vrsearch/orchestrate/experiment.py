@@ -27,7 +27,8 @@ from vrsearch.orchestrate import grow
 from vrsearch.orchestrate.checks import local_custom_resources
 from vrsearch.orchestrate.mirror import push_results, run_location
 from vrsearch.orchestrate.proposals import Proposal, aggregate
-from vrsearch.orchestrate.searchers import close_orphans, plan_search, recorded_curves, scheduler, searcher, tell
+from vrsearch.orchestrate.schedulers import recorded_curves, scheduler
+from vrsearch.orchestrate.searchers import close_orphans, plan_search, searcher, tell
 from vrsearch.orchestrate.trainable import trial_resources, trial_study, vrsearch_trial
 from vrsearch.results import faults, fragments, io, storage
 from vrsearch.results.rundir import RunDir

@@ -2,7 +2,7 @@
 
 The real parts decide: an Optuna sampler (:func:`~vrsearch.orchestrate.searchers.make_sampler`,
 asked and told in process) proposes configurations; Ray Tune's scheduler objects
-(:func:`~vrsearch.orchestrate.searchers.tune_scheduler`: ASHA, asynchronous Hyperband,
+(:func:`~vrsearch.orchestrate.schedulers.tune_scheduler`: ASHA, asynchronous Hyperband,
 the median rule, FIFO) are handed each recorded report in the order the reports would
 arrive, and stop trials. No trial trains: the event loop below plays the part of
 Tune's controller on a simulated clock counted in iterations, with ``concurrency``
@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vrsearch.orchestrate.searchers import _optuna, ended_trial, make_sampler, no_live_trials, tune_scheduler
+from vrsearch.orchestrate.schedulers import ended_trial, no_live_trials, tune_scheduler
+from vrsearch.orchestrate.searchers import _optuna, make_sampler
 from vrsearch.orchestrate.tabular import CurveTable
 from vrsearch.study.design import optuna_space
 
