@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from vrsearch.data.layouts import FLARE22_LABELS, LAYOUTS, Case, DatasetIndex, read_dataset
+from vrsearch.core.step import DataNeeds
+from vrsearch.data.cases import Case, DatasetIndex
+from vrsearch.data.flare22 import FLARE22_LABELS
+from vrsearch.data.layouts import LAYOUTS, read_dataset
 from vrsearch.data.phantom import PhantomConfig, generate_case, phantom_affine, write_phantom
 from vrsearch.data.phantom_flare import write_phantom_flare22
-from vrsearch.core.step import DataNeeds
 from vrsearch.data.prepare import prepare_data
 from vrsearch.data.splits import make_split, pool_cases
 from vrsearch.errors import DataError

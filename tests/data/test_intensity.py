@@ -14,8 +14,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.corpus._util import cli_in_process
 from tests.conftest import tiny_study_dict
+from tests.corpus._util import cli_in_process
 from vrsearch.data.intensity import CT_WINDOW, resolve, saturation_warnings
 from vrsearch.data.pipeline import preprocess
 from vrsearch.data.prepare import prepare_data

@@ -9,7 +9,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from vrsearch.data.layouts import FLARE22_LABELS, LAYOUTS, Case, case_id, read_dataset
+from vrsearch.data.cases import Case, case_id
+from vrsearch.data.flare22 import FLARE22_LABELS
+from vrsearch.data.layouts import LAYOUTS, read_dataset
 from vrsearch.errors import DataError
 
 MSD_LABELS = {"0": "background", "1": "liver", "2": "spleen"}

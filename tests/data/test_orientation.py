@@ -10,7 +10,7 @@ import pytest
 import torch
 from monai import transforms as T
 
-from vrsearch.data.layouts import Case
+from vrsearch.data.cases import Case
 from vrsearch.data.pipeline import preprocess
 from vrsearch.engine.evaluate import load_eval_cases, to_label_grid
 from vrsearch.engine.metrics import case_metrics

@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from vrsearch.data.layouts import Case
+from vrsearch.data.cases import Case
 from vrsearch.data.pipeline import BatchSource, PatchStream, cached, case_dicts, labeled_train_transform
 from vrsearch.study.schema import DatasetConfig
 

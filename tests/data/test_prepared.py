@@ -14,9 +14,15 @@ import torch
 from monai import transforms as T
 
 from vrsearch.data import prepared
-from vrsearch.data.layouts import Case
+from vrsearch.data.cases import Case
 from vrsearch.data.pipeline import (
-    BatchSource, PatchStream, cached, case_dicts, labeled_train_transform, preprocess, preprocess_settings,
+    BatchSource,
+    PatchStream,
+    cached,
+    case_dicts,
+    labeled_train_transform,
+    preprocess,
+    preprocess_settings,
 )
 from vrsearch.data.prepared import PreparedStore, entry_key
 from vrsearch.engine.evaluate import load_eval_cases

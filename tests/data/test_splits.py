@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vrsearch.data.layouts import Case, DatasetIndex
+from vrsearch.data.cases import Case, DatasetIndex
 from vrsearch.data.splits import Split, make_split
 from vrsearch.errors import DataError
 
@@ -127,7 +127,7 @@ def test_fraction_range(name):
 def test_phases_of_one_patient_never_straddle_splits():
     from pathlib import Path
 
-    from vrsearch.data.layouts import Case, DatasetIndex
+    from vrsearch.data.cases import Case, DatasetIndex
 
     cases = tuple(
         Case(f"p{p:03d}_{ph}", Path(f"/d/p{p}_{ph}.nii.gz"), Path(f"/d/p{p}_{ph}_gt.nii.gz"),

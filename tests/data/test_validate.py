@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from vrsearch.data.layouts import Case, DatasetIndex
+from vrsearch.data.cases import Case, DatasetIndex
 from vrsearch.data.validate import check_case, check_dataset
 from vrsearch.errors import DataError
 

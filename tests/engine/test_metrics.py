@@ -8,12 +8,11 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from scipy.ndimage import gaussian_filter
 from scipy.spatial import cKDTree
 
+from vrsearch.engine.fit_state import summarize
 from vrsearch.engine.metrics import METRIC_COLUMNS, case_metrics, mean_foreground, worst_distance_mm
-from vrsearch.engine.trainer import summarize
 
 SPACING = (1.0, 2.0, 3.0)  # mm along x, y, z
 
@@ -173,7 +172,7 @@ def _reference(p: np.ndarray, y: np.ndarray, spacing) -> tuple[float, float]:
 def test_distances_agree_with_an_independent_nearest_neighbour_reference():
     rng = np.random.default_rng(0)
     checked = 0
-    for trial in range(6):
+    for _ in range(6):
         shape = tuple(int(n) for n in rng.integers(14, 22, size=3))
         spacing = tuple(float(s) for s in rng.uniform(0.5, 3.0, size=3))
         # irregular organs: smoothed noise thresholded into 3 classes, prediction = truth perturbed

@@ -338,9 +338,12 @@ def naive_psi(qp, kp, near, far):
     out = []
     for m in range(qp.shape[0]):
         z = sum(math.exp(dot(qp[m], kp[q])) for q in range(kp.shape[0]))
-        O = lambda j: math.exp(dot(qp[m], kp[j])) / z  # noqa: E731
-        num = math.prod(O(n) for n in near[m])
-        den = math.prod(O(j) for j in far[m])
+
+        def odds(j: int, m: int = m, z: float = z) -> float:  # O_{m,j}
+            return math.exp(dot(qp[m], kp[j])) / z
+
+        num = math.prod(odds(n) for n in near[m])
+        den = math.prod(odds(j) for j in far[m])
         out.append(-math.log(num / den))
     return out
 

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from vrsearch.engine.memory import peak_allocation
-from vrsearch.methods.base import BuildContext
 from vrsearch.methods import get_method
+from vrsearch.methods.base import BuildContext
 from vrsearch.study.schema import ModelConfig
 
 MB = 1_000_000

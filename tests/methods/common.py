@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from vrsearch.methods.base import Batch, BuildContext
 from vrsearch.methods import get_method
+from vrsearch.methods.base import Batch, BuildContext
 from vrsearch.study.schema import ModelConfig
 
 C = 3

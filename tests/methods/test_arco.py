@@ -8,12 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from vrsearch.engine.trainer import Trainer
-from vrsearch.methods.mona import MONA
-from vrsearch.methods import get_method
-from vrsearch.study import load_study
-
 from tests.methods.test_mona import SMALL, batch, build, fit
+from vrsearch.engine.trainer import Trainer
+from vrsearch.methods import get_method
+from vrsearch.methods.mona import MONA
+from vrsearch.study import load_study
 
 ARCO_STAGE2 = {"stage", "sup", "unsup", "contrast", "contrast_spread", "reflect_outside", "hard_fraction", "nn"}
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from vrsearch.engine.trainer import Trainer
-from vrsearch.methods.base import StepOutput
 from vrsearch.methods import all_methods, get_method
+from vrsearch.methods.base import StepOutput
 from vrsearch.study import load_study, study_to_yaml
 from vrsearch.study.load import StudyError
 

@@ -9,16 +9,16 @@ import pytest
 import torch
 from monai.networks.nets import BasicUNet
 
+from vrsearch.components.views import crop_boxes, crop_means, draw_view, geo_apply, geo_undo
 from vrsearch.engine.trainer import Trainer
 from vrsearch.engine.trial import run_trial
 from vrsearch.errors import VrsearchError
+from vrsearch.methods import get_method
 from vrsearch.methods.base import Batch, BuildContext
-from vrsearch.components.views import crop_boxes, crop_means, draw_view, geo_apply, geo_undo
 from vrsearch.methods.mona import MONA
 from vrsearch.models import build_segnet
 from vrsearch.models.embedding import DenseEmbedding
 from vrsearch.models.heads import RepresentationHead, capture_outputs, decoder_stages
-from vrsearch.methods import get_method
 from vrsearch.study import load_study
 from vrsearch.study.load import StudyError
 from vrsearch.study.schema import ModelConfig

@@ -283,7 +283,7 @@ def hqc_draws(m, case, centres, R):
     losses, estimates = [], []
     for r in range(R):
         m.bank.reset()
-        m.bank.means = lambda: fixed  # noqa: B023 - (a): the anchors' average alone
+        m.bank.means = lambda: fixed  # (a): the anchors' average alone
         loss, _, _ = m._hqc(y, pred_a, pred_b, rel_a, rel_b, r_a, r_b, gen(r))
         del m.bank.means
         losses.append(float(loss))

@@ -10,9 +10,9 @@ import torch
 
 from vrsearch.engine.trainer import Trainer
 from vrsearch.engine.trial import run_trial
+from vrsearch.methods import get_method
 from vrsearch.methods.base import Batch, BuildContext
 from vrsearch.methods.spcl import SPCL, SPCLParams, flip_samples, random_view
-from vrsearch.methods import get_method
 from vrsearch.study import load_study
 from vrsearch.study.load import StudyError
 from vrsearch.study.schema import ModelConfig

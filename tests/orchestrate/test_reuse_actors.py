@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import tiny_study_dict
-from vrsearch.orchestrate.runner import REUSE_ENV, plan, reuse_actors, tune_setup
+from vrsearch.orchestrate.experiment import REUSE_ENV, plan, reuse_actors, tune_setup
 from vrsearch.results.rundir import RunDir
 from vrsearch.study.load import build_study
 

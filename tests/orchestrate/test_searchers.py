@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from tests.conftest import tiny_study_dict
-from vrsearch.orchestrate.searchers import _Ended, _NoLiveTrials, close_orphans, plan_search, sampler_seed, scheduler
+from vrsearch.orchestrate.schedulers import _Ended, _NoLiveTrials, scheduler
+from vrsearch.orchestrate.searchers import close_orphans, plan_search, sampler_seed
 from vrsearch.results import fragments, io
 from vrsearch.results.rundir import RunDir
 from vrsearch.study.load import build_study
@@ -74,6 +75,7 @@ def test_an_interrupted_search_plans_its_missing_seeds_and_the_proposals_left(tm
     assert by_number[1].todo == [2] and by_number[1].scores == {0: pytest.approx(0.6), 1: pytest.approx(0.2)}
     assert by_number[1].params == cut.params
     assert by_number[2].todo == [0, 1, 2] and by_number[2].scores == {}  # no trial of it ever started
+    assert by_number[2].params == lost.params
     assert new == 5 - 3  # three proposals asked; the enqueued one is still to ask
     empty = RunDir(tmp_path / "empty")
     assert plan_search(search_study(tmp_path, num_samples=4), empty) == ([], 4)  # nothing asked yet
@@ -136,6 +138,6 @@ def test_asha_never_stops_a_trial_at_its_last_iteration(final):
 
 
 def scheduler_for_test(final):
-    from vrsearch.orchestrate.searchers import tune_scheduler
+    from vrsearch.orchestrate.schedulers import tune_scheduler
 
     return tune_scheduler("asha", 1, 10, reduction_factor=3, final=final, metric="val_dice", mode="max")

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from tests.conftest import tiny_study_dict
 from vrsearch.errors import VrsearchError
 from vrsearch.orchestrate.checks import check_study
-from vrsearch.orchestrate.runner import plan, tune_setup
+from vrsearch.orchestrate.experiment import plan, tune_setup
 from vrsearch.orchestrate.trainable import trial_resources, trial_study
 from vrsearch.results.rundir import RunDir
 from vrsearch.study.load import build_study

@@ -41,6 +41,11 @@ class ClassFIFOBank(nn.Module):
     the per-class weighted mean with a validity mask.
     """
 
+    bank: torch.Tensor
+    ptr: torch.Tensor
+    count: torch.Tensor
+    weight: torch.Tensor
+
     def __init__(self, num_classes: int, size_per_class: int, dim: int, dtype: torch.dtype = torch.float32):
         super().__init__()
         if num_classes < 1 or size_per_class < 1 or dim < 1:
@@ -124,6 +129,10 @@ class FIFOQueue(nn.Module):
     the device. The mirrors are refreshed from the buffers after
     ``load_state_dict``."""
 
+    queue: torch.Tensor
+    ptr: torch.Tensor
+    count: torch.Tensor
+
     def __init__(self, size: int, dim: int, dtype: torch.dtype = torch.float32):
         super().__init__()
         if size < 1 or dim < 1:
@@ -136,7 +145,7 @@ class FIFOQueue(nn.Module):
         self.register_load_state_dict_post_hook(FIFOQueue._sync_mirrors)
 
     @staticmethod
-    def _sync_mirrors(module: FIFOQueue, incompatible=None) -> None:
+    def _sync_mirrors(module: FIFOQueue, incompatible: object = None) -> None:
         module._ptr, module._count = int(module.ptr), int(module.count)
 
     @torch.no_grad()
@@ -174,7 +183,7 @@ class FIFOQueue(nn.Module):
         return f"size={self.size}, dim={self.dim}"
 
 
-def sync_queue_mirrors(module: nn.Module, *_) -> None:
+def sync_queue_mirrors(module: nn.Module, *_: object) -> None:
     """Refresh the host mirrors of every :class:`FIFOQueue` inside ``module`` from
     their buffers. Needed whenever the buffers are overwritten behind the queues'
     backs — DDP broadcasts rank 0's buffers before each forward — so it has the

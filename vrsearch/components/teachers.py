@@ -45,7 +45,7 @@ class FrozenCopy(nn.Module):
         with torch.no_grad():
             return self.module(*args, **kwargs)
 
-    def _pairs(self, source: nn.Module):
+    def _pairs(self, source: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         mine, theirs = list(self.module.parameters()), list(source.parameters())
         if len(mine) != len(theirs):
             raise ValueError("source does not have the teacher's architecture")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 
@@ -96,13 +97,21 @@ def draw_view(x: torch.Tensor, strength: str, geometric: bool, g: torch.Generato
     return (intensity_jitter(y, g, **STRONG) if strength == "strong" else y), geo
 
 
+class VoxelEmbedding(Protocol):
+    """An embedding read voxel by voxel (e.g. :class:`vrsearch.models.embedding.SampledEmbedding`)."""
+
+    def at(self, index: torch.Tensor) -> torch.Tensor: ...
+
+    def class_sums(self, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
 class PatchFrame:
     """An embedding computed on a view (anything with ``at(index)`` and
     ``class_sums(labels, C)``), read in the patch frame: voxel indices are mapped
     through the view's geometric transform, and labels are carried into the view
     for class sums (a sum does not care where its voxels lie)."""
 
-    def __init__(self, emb, geo: Geo, spatial: Sequence[int], device: torch.device):
+    def __init__(self, emb: VoxelEmbedding, geo: Geo, spatial: Sequence[int], device: torch.device):
         self.emb, self.geo = emb, geo
         n, v = len(geo[1]), math.prod(spatial)
         index = torch.arange(v, device=device).reshape(1, 1, *spatial).expand(n, 1, *spatial)

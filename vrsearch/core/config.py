@@ -8,6 +8,7 @@ methods and engine can take their section without depending on the study layer.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,6 +25,8 @@ NonNegFloat = Annotated[float, Field(ge=0)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 #: a share of cases held out (val/test), in [0, 1)
 SplitFraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+#: where a command's progress and warning lines go (``print``, a rich console)
+Echo = Callable[[str], None]
 #: resources Ray defines itself (not custom_per_worker names)
 RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 
@@ -36,6 +39,11 @@ class StrictModel(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _unknown_keys(cls, data: Any) -> Any:
+        return cls._known_keys_only(data)
+
+    @classmethod
+    def _known_keys_only(cls, data: Any) -> Any:
+        """``data`` itself; an error naming the first key that is not a field (with a hint)."""
         if isinstance(data, dict):
             known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
             for key in data:

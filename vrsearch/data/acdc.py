@@ -49,8 +49,8 @@ def _patient_cases(folder: Path, *, need_labels: bool) -> list[Case]:
         if not m or int(m.group(2)) not in phases:
             continue
         phase = phases[int(m.group(2))]
-        label = image.with_name(image.name.replace(f"frame{m.group(2)}", f"frame{m.group(2)}_gt"))
-        if not label.is_file():
+        label: Path | None = image.with_name(image.name.replace(f"frame{m.group(2)}", f"frame{m.group(2)}_gt"))
+        if label is not None and not label.is_file():
             if need_labels:
                 raise DataError(f"ACDC label not found for {image}: expected {label}")
             label = None
@@ -66,7 +66,8 @@ def read_acdc(root: Path) -> DatasetIndex:
     training = base / "training"
     if not training.is_dir():
         raise DataError(f"ACDC data not found under {root}: expected training/patientXXX/"
-                        f"{{Info.cfg, patientXXX_frameYY.nii.gz, patientXXX_frameYY_gt.nii.gz}} (and optional testing/)")
+                        "{Info.cfg, patientXXX_frameYY.nii.gz, patientXXX_frameYY_gt.nii.gz} "
+                        "(and optional testing/)")
     labeled = [c for d in sorted(training.glob("patient*")) if d.is_dir() for c in _patient_cases(d, need_labels=True)]
     if not labeled:
         raise DataError(f"no ACDC patients found in {training}")

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from vrsearch.data.layouts import Case, DatasetIndex
-from vrsearch.errors import DataError
 from vrsearch.core.config import DatasetConfig, IntensityConfig
+from vrsearch.data.cases import Case, DatasetIndex
+from vrsearch.errors import DataError
 
 #: the abdominal soft-tissue window (HU) used for CT when no clip is given
 CT_WINDOW = (-325.0, 325.0)
@@ -76,7 +76,10 @@ def saturation_warnings(index: DatasetIndex, cfg: DatasetConfig) -> list[str]:
         return []
     out = []
     for case in _sample(index):
-        low, high = clipped_shares(np.asanyarray(nib.load(str(case.image)).dataobj), clip)
+        img = nib.load(str(case.image))
+        if not isinstance(img, nib.spatialimages.SpatialImage):
+            raise DataError(f"{case.image}: a {type(img).__name__}, not a volume")
+        low, high = clipped_shares(np.asanyarray(img.dataobj), clip)
         if high > UPPER_SHARE or low + high > TOTAL_SHARE:
             out.append(f"dataset.intensity.clip [{clip[0]:g}, {clip[1]:g}] saturates {100 * (low + high):.0f}% of "
                        f"the voxels of {case.image} ({100 * high:.0f}% at the upper bound); set a clip that fits "

@@ -30,9 +30,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -128,7 +129,7 @@ def _finished(out: Path, stamp: dict, marker: str = "phantom.json") -> bool:
     return False
 
 
-def _difference(found, wanted: dict, marker: str = "phantom.json") -> str:
+def _difference(found: object, wanted: dict[str, Any], marker: str = "phantom.json") -> str:
     """What differs between two stamps, e.g. ``population classic, wanted cohort``."""
     if not isinstance(found, dict):
         return f"unreadable {marker}"

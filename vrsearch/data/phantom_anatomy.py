@@ -24,13 +24,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
 Vec = tuple[float, float, float]
+#: one subject's draws (size, pose, per-organ volume/shift/rotation, HU jitter, ...), keyed by name
+Subject = dict[str, Any]
 
 
-def rotation(deg: Vec) -> np.ndarray:
+def rotation(deg: Vec | np.ndarray) -> np.ndarray:
     """Rotation matrix Rz @ Ry @ Rx for Euler angles (about x, y, z) in degrees."""
     ax, ay, az = np.deg2rad(np.asarray(deg, dtype=float))
     cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
@@ -104,7 +107,7 @@ class Tube:
         return dist - (ra + (rb - ra) * t)
 
     @staticmethod
-    def segment_bounds(a, b, ra, rb) -> tuple[np.ndarray, np.ndarray]:
+    def segment_bounds(a: list[float], b: list[float], ra: float, rb: float) -> tuple[np.ndarray, np.ndarray]:
         r = max(ra, rb)
         return np.minimum(a, b) - r, np.maximum(a, b) + r
 

@@ -31,7 +31,8 @@ DOMES = ((-55.0, 118.0), (55.0, 108.0))  # (x, apex z) of the right/left hemidia
 
 
 
-def background(q, fat_mm: float, scale: float, aspect: float = 1.0):
+def background(q: list[np.ndarray], fat_mm: float, scale: float,
+               aspect: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Paint the body (module doc) around the organs on warped anatomical coordinates ``q``.
 
     Returns ``(tissue uint8, inside_fat bool, cavity bool, bone bool)``;
@@ -53,7 +54,7 @@ def background(q, fat_mm: float, scale: float, aspect: float = 1.0):
     return tissue, inside, cavity, bone
 
 
-def _skin_depth(x, y, scale: float):
+def _skin_depth(x: np.ndarray, y: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
     """(mm below the superellipse skin, sin of the angle: +1 anterior, -1 posterior)."""
     a, b = TORSO_SEMI
     ux, uy = np.abs(x) / a + 1e-6, np.abs(y) / b + 1e-6
@@ -62,7 +63,8 @@ def _skin_depth(x, y, scale: float):
     return -(r - 1.0) / grad * scale, y / (np.sqrt(x * x + y * y) + 1.0)
 
 
-def _ribs(x, y, z, depth, sin_t, fat, wall, inside):
+def _ribs(x: np.ndarray, y: np.ndarray, z: np.ndarray, depth: np.ndarray, sin_t: np.ndarray, fat: np.ndarray,
+          wall: np.ndarray, inside: np.ndarray) -> np.ndarray:
     """Bands in the wall, sloping down anteriorly, above the costal margin."""
     band = inside & (depth < fat + wall - 1.0) & (depth > fat + 1.0)
     rib = band & (np.cos(2 * np.pi * (z + 40 * sin_t) / 28.0) > 0.6)
@@ -71,7 +73,8 @@ def _ribs(x, y, z, depth, sin_t, fat, wall, inside):
     return rib
 
 
-def _muscles_and_spine(tissue, x, ys, z, depth, cavity) -> None:
+def _muscles_and_spine(tissue: np.ndarray, x: np.ndarray, ys: np.ndarray, z: np.ndarray, depth: np.ndarray,
+                       cavity: np.ndarray) -> None:
     """Paraspinal and psoas muscles, then the spine: body with cortical ring and discs,
     canal, arch, processes (``ys``: y relative to the vertebral body centre)."""
     para = ((np.abs(x) - 35) / 22) ** 2 + ((ys + 44) / 16) ** 2 < 1
@@ -93,7 +96,7 @@ def _muscles_and_spine(tissue, x, ys, z, depth, cavity) -> None:
     tissue[canal < 9] = CSF
 
 
-def _thorax(tissue, x, y, z, cavity) -> None:
+def _thorax(tissue: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray, cavity: np.ndarray) -> None:
     """Lung bases above the diaphragm domes, the heart anteriorly on top."""
     dome = np.maximum.reduce([h - ((x - cx) ** 2 + (y + 5) ** 2) / 250.0 for cx, h in DOMES])
     above = cavity & (z > dome) & (tissue == FAT)

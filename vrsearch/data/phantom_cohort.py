@@ -42,14 +42,16 @@ and ``spacing`` change resolution and field of view, not the subject.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from vrsearch.data import phantom_anatomy as anat
 from vrsearch.data import phantom_body as pb
-from vrsearch.data.phantom_anatomy import ORGANS
+from vrsearch.data.phantom_anatomy import ORGANS, Subject
 
 __all__ = ["Scanner", "SCANNERS", "PHASES", "PHASE_HU", "Acquisition", "acquisition", "absent_organs",
            "draw_subject", "tissue_hu", "acquire", "CYST", "TUMOR"]
@@ -143,22 +145,22 @@ def absent_organs(seed: int, index: int, gallbladder: bool) -> frozenset[int]:
     return frozenset(gone | ({9} if gallbladder else set()))
 
 
-def _stretch(rng, sd: float) -> np.ndarray:
+def _stretch(rng: np.random.Generator, sd: float) -> np.ndarray:
     """Per-axis log-normal factors with product 1 (volume kept; the grid fit restores it anyway)."""
     f = rng.normal(0, sd, 3)
     return np.exp(f - f.mean())
 
 
-def draw_subject(rng, absent: frozenset[int]) -> dict:
+def draw_subject(rng: np.random.Generator, absent: frozenset[int]) -> Subject:
     """All anatomy draws of one cohort subject, in a fixed order (grid-independent)."""
     scale = float(np.exp(rng.normal(0, 0.08)))
-    s = {"scale": scale, "aspect": float(np.exp(rng.normal(0, 0.06))),
+    s: Subject = {"scale": scale, "aspect": float(np.exp(rng.normal(0, 0.06))),
          "fat": float(np.clip(18.0 * np.exp(rng.normal(0, 0.5)) * scale, 4, 60)),
          "rot": anat.rotation(rng.uniform(-1, 1, 3) * np.array([5.0, 5.0, 8.0])),
          "shift": rng.uniform(-1, 1, 3) * np.array([10.0, 15.0, 25.0]),
          "warp_mm": float(rng.uniform(3, 7))}
     body, diaphragm, visceral = rng.normal(), rng.normal(0, 10.0), float(rng.uniform(-0.05, 0.15))
-    organs = {}
+    organs: dict[int, dict[str, Any]] = {}
     for o in ORGANS:
         z = 0.3 * body + np.sqrt(1 - 0.09) * rng.normal()
         shift = rng.uniform(-1, 1, 3) * 1.5 * o.shift_mm
@@ -175,7 +177,7 @@ def draw_subject(rng, absent: frozenset[int]) -> dict:
     return s
 
 
-def _lesions(rng) -> list[tuple[int, int, anat.Ellipsoid]]:
+def _lesions(rng: np.random.Generator) -> list[tuple[int, int, anat.Ellipsoid]]:
     """(organ label, tissue class, shape in the organ's reference frame) of each lesion."""
     out = []
     n_liver = int(rng.integers(1, 4)) if rng.random() < 0.4 else 0
@@ -190,7 +192,7 @@ def _lesions(rng) -> list[tuple[int, int, anat.Ellipsoid]]:
     return out
 
 
-def tissue_hu(subj: dict, acq: Acquisition) -> tuple[np.ndarray, np.ndarray]:
+def tissue_hu(subj: Subject, acq: Acquisition) -> tuple[np.ndarray, np.ndarray]:
     """(mean HU, texture amplitude) per tissue class for this subject and scan, before calibration.
 
     Enhancing classes: ``nc + (phase - nc) * scanner.iodine * acq.enhancement`` (:data:`PHASE_HU`),
@@ -215,7 +217,8 @@ def tissue_hu(subj: dict, acq: Acquisition) -> tuple[np.ndarray, np.ndarray]:
     return mean, amp
 
 
-def acquire(tissue, tex, bias, radius2, spacing, subj: dict, acq: Acquisition, noise_rng) -> np.ndarray:
+def acquire(tissue: np.ndarray, tex: np.ndarray, bias: np.ndarray, radius2: np.ndarray, spacing: Sequence[float],
+            subj: Subject, acq: Acquisition, noise_rng: np.random.Generator) -> np.ndarray:
     """The scan of a tissue map: intensities, blur, bias, noise, calibration -> int16 HU.
 
     ``tex``/``bias`` are unit-sd smooth fields on the grid; ``radius2`` is the squared normalised

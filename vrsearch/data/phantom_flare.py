@@ -16,13 +16,13 @@ the real release::
 Subjects are numbered as in ``write_phantom`` (labeled, then unlabeled, then
 test), so ``FLARE22_Tr_0001`` holds the same volume as ``phantom_000``. Case
 numbers inside each group start at 1, like the release. Label values follow
-the FLARE22 order (``FLARE22_LABELS``; 1 liver ... 13 left kidney).
+the FLARE22 order (``vrsearch.data.flare22.FLARE22_LABELS``; 1 liver ... 13 left kidney).
 """
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from vrsearch.data.phantom import PhantomConfig, _save, _stamp, begin, generate_case, phantom_affine, publish
 

@@ -23,7 +23,8 @@ spatially correlated noise (sd 10-25 HU), clipped to int16.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import ndimage
@@ -31,7 +32,7 @@ from scipy import ndimage
 from vrsearch.data import phantom_anatomy as anat
 from vrsearch.data import phantom_body as pb
 from vrsearch.data import phantom_cohort as cohort
-from vrsearch.data.phantom_anatomy import ORGANS, OrganSpec
+from vrsearch.data.phantom_anatomy import ORGANS, OrganSpec, Subject
 
 if TYPE_CHECKING:
     from vrsearch.data.phantom_config import PhantomConfig
@@ -39,6 +40,12 @@ if TYPE_CHECKING:
 GALLBLADDER_ABSENT_P = 0.08
 ABSENCE_BLOCK = 24
 _FAR = 1e6  # sdf value (mm) standing for "farther than any threshold"
+#: an organ's pose: (centre, rotation, shift, growth: a scalar or one factor per reference axis)
+Frame = tuple[np.ndarray, np.ndarray, np.ndarray, Any]
+#: what can be posed and evaluated as a signed distance
+Shape = anat.Ellipsoid | anat.Tube | OrganSpec
+#: grid slices of a box and the signed distance (mm) inside it (None: off the grid)
+Evaluated = tuple[tuple[slice, ...], np.ndarray] | None
 
 
 def _uniform_draw(seed: int, index: int) -> float:
@@ -60,7 +67,8 @@ def gallbladder_absent(seed: int, index: int) -> bool:
     return min(draws) >= GALLBLADDER_ABSENT_P and index == start + int(np.argmin(draws))
 
 
-def _smooth_field(rng, axes, step: float, sigma: float, reach=(200.0, 200.0, 400.0)) -> np.ndarray:
+def _smooth_field(rng: np.random.Generator, axes: Sequence[np.ndarray], step: float, sigma: float,
+                  reach: tuple[float, float, float] = (200.0, 200.0, 400.0)) -> np.ndarray:
     """Unit-sd Gaussian-filtered noise on the grid ``axes`` (mm), separable.
 
     Coefficients live on a fixed mm lattice (so the field does not depend on
@@ -82,12 +90,12 @@ def _smooth_field(rng, axes, step: float, sigma: float, reach=(200.0, 200.0, 400
     return out * np.float32((step / (sigma * np.sqrt(np.pi))) ** 1.5)
 
 
-def _draw_subject(rng, seed: int, index: int) -> dict:
+def _draw_subject(rng: np.random.Generator, seed: int, index: int) -> Subject:
     """All anatomy draws, in a fixed order (independent of the grid)."""
-    s = {"scale": float(np.exp(rng.normal(0, 0.05))), "fat": float(rng.uniform(10, 30)),
+    s: Subject = {"scale": float(np.exp(rng.normal(0, 0.05))), "fat": float(rng.uniform(10, 30)),
          "rot": _random_rotation(rng, (3, 3, 5)), "shift": rng.uniform(-10, 10, 3)}
     body = rng.normal()
-    organs = {}
+    organs: dict[int, dict[str, Any]] = {}
     for o in ORGANS:
         z = 0.3 * body + np.sqrt(1 - 0.09) * rng.normal()
         organs[o.label] = {"volume": o.volume_ml * float(np.exp(o.vol_sigma * z)),
@@ -102,18 +110,19 @@ def _draw_subject(rng, seed: int, index: int) -> dict:
     return s
 
 
-def _random_rotation(rng, limits) -> np.ndarray:
+def _random_rotation(rng: np.random.Generator, limits: Sequence[float]) -> np.ndarray:
     return anat.rotation(rng.uniform(-1, 1, 3) * np.asarray(limits, dtype=float))
 
 
 class _Frames:
     """Maps an organ's reference shape into the (warped) grid of one subject."""
 
-    def __init__(self, q, subject, axes, spacing, warp_max):
+    def __init__(self, q: list[np.ndarray], subject: Subject, axes: list[np.ndarray], spacing: Sequence[float],
+                 warp_max: float):
         self.q, self.s, self.axes, self.spacing = q, subject, axes, np.asarray(spacing)
         self.pad = warp_max + 3 * self.spacing.max() + 10.0  # > threshold limits
 
-    def organ(self, o: OrganSpec):
+    def organ(self, o: OrganSpec) -> Frame:
         """(centre, R, shift, grow) of organ ``o``; ``grow`` is a scalar or, for a stretched
         cohort organ, three factors along the organ's reference axes."""
         d = self.s["organs"][o.label]
@@ -122,8 +131,8 @@ class _Frames:
             grow = grow * d["stretch"]
         return o.center, d["rot"], d["shift"], grow
 
-    def evaluate(self, shape, frame, piecewise: bool = True):
-        """(slices, sdf in mm) of ``shape`` posed by ``frame`` = (centre, R, shift, grow).
+    def evaluate(self, shape: Shape, frame: Frame, piecewise: bool = True) -> Evaluated:
+        """(slices, sdf in mm) of ``shape`` posed by ``frame`` = (centre, R, shift, grow); None off the grid.
 
         Under a stretch the sdf is scaled by the smallest factor (a bound, not an exact
         distance; the organ's threshold is fitted to its volume anyway). ``piecewise``:
@@ -132,7 +141,7 @@ class _Frames:
         g = [float(v) for v in np.broadcast_to(grow, 3)]
         sl = self._box(*shape.bounds(), frame)
         if sl is None:
-            return None, None
+            return None
         r, c0, off = rot.tolist(), c.tolist(), (c + shift).tolist()  # python floats keep float32
         d = [self.q[i][sl] - off[i] for i in range(3)]
         local = [(d[0] * r[0][i] + d[1] * r[1][i] + d[2] * r[2][i]) * (1 / g[i]) + c0[i] for i in range(3)]
@@ -141,7 +150,7 @@ class _Frames:
             return sl, shape.sdf(local) * min(g)
         return sl, self._tube_sdf(tube, local, sl, frame) * min(g)
 
-    def _box(self, lo, hi, frame) -> tuple[slice, ...] | None:
+    def _box(self, lo: np.ndarray, hi: np.ndarray, frame: Frame) -> tuple[slice, ...] | None:
         """Grid slices holding every voxel within ``pad`` of the local box [lo, hi] posed by ``frame``."""
         c, rot, shift, grow = frame
         corners = np.array(np.meshgrid(*zip(lo, hi), indexing="ij")).reshape(3, -1).T
@@ -156,7 +165,7 @@ class _Frames:
             sl.append(slice(int(a), int(b)))
         return tuple(sl)
 
-    def _tube_sdf(self, tube, local, sl, frame) -> np.ndarray:
+    def _tube_sdf(self, tube: anat.Tube, local: list[np.ndarray], sl: tuple[slice, ...], frame: Frame) -> np.ndarray:
         """``tube.sdf(local)``, each segment evaluated only in its own box (:meth:`_box`).
 
         Equal to the full evaluation wherever a segment can decide the value (within ``pad``
@@ -173,14 +182,15 @@ class _Frames:
         return out
 
 
-def _subject(index: int, config: PhantomConfig, rng) -> dict:
+def _subject(index: int, config: PhantomConfig, rng: np.random.Generator) -> Subject:
     if config.population == "classic":
         return _draw_subject(rng, config.seed, index)
     gone = cohort.absent_organs(config.seed, index, gallbladder_absent(config.seed, index))
     return cohort.draw_subject(rng, gone)
 
 
-def _pose(index: int, config: PhantomConfig):
+def _pose(index: int, config: PhantomConfig) -> tuple[Subject, np.random.Generator, list[np.ndarray],
+                                                     list[np.ndarray], _Frames]:
     """(subject, its generator after the warp, grid axes, warped coordinates q, frames)."""
     rng = np.random.default_rng([config.seed, index, 0])
     subj = _subject(index, config, rng)
@@ -193,7 +203,8 @@ def _pose(index: int, config: PhantomConfig):
     return subj, rng, axes, q, _Frames(q, subj, axes, config.spacing, float(np.sqrt(sum(w * w for w in warp)).max()))
 
 
-def _paint_organs(frames: _Frames, subj: dict, allowed: np.ndarray, config: PhantomConfig):
+def _paint_organs(frames: _Frames, subj: Subject, allowed: np.ndarray,
+                  config: PhantomConfig) -> tuple[np.ndarray, tuple[tuple[slice, ...], np.ndarray] | None]:
     """(label map, (slices, stomach lumen) or None): organs in PAINT_ORDER, each fitted to its volume."""
     label = np.zeros(config.size, np.uint8)
     voxel_ml = float(np.prod(config.spacing)) / 1000.0
@@ -203,9 +214,10 @@ def _paint_organs(frames: _Frames, subj: dict, allowed: np.ndarray, config: Phan
         vol = subj["organs"][lab]["volume"]
         if vol <= 0:
             continue
-        sl, f = frames.evaluate(o, frames.organ(o))
-        if sl is None:
+        got = frames.evaluate(o, frames.organ(o))
+        if got is None:
             continue
+        sl, f = got
         free = allowed[sl] & (label[sl] == 0)
         if o.fit == "radius":
             thr = (np.sqrt(vol / o.volume_ml) - 1.0) * o.mean_radius
@@ -222,7 +234,8 @@ def _paint_organs(frames: _Frames, subj: dict, allowed: np.ndarray, config: Phan
     return label, stomach
 
 
-def _render(index: int, config: PhantomConfig, acq: cohort.Acquisition | None = None):
+def _render(index: int, config: PhantomConfig,
+            acq: cohort.Acquisition | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image, label, tissue) of subject ``index``; ``acq`` overrides a cohort subject's scan."""
     subj, rng, axes, q, frames = _pose(index, config)
     tex, bowel_a, bowel_b = (_smooth_field(rng, axes, 10.0, 10.0) for _ in range(3))
@@ -231,8 +244,9 @@ def _render(index: int, config: PhantomConfig, acq: cohort.Acquisition | None = 
     # background tissue, then organs, veins, bowel and gas on top
     tissue[label > 0] = pb.ORGAN_TISSUE + label[label > 0]
     for frame_label, tube in anat.VESSELS:
-        sl, f = frames.evaluate(tube, frames.organ(anat.ORGAN_BY_LABEL[frame_label]))
-        if sl is not None:
+        got = frames.evaluate(tube, frames.organ(anat.ORGAN_BY_LABEL[frame_label]))
+        if got is not None:
+            sl, f = got
             tissue[sl][(f < 0) & (label[sl] <= 1) & ~bone[sl]] = pb.VESSEL
     bowel = cavity & (tissue == pb.FAT) & (q[2] < 20) & (q[1] > -30) & (bowel_a > 0.3)
     tissue[bowel] = pb.BOWEL
@@ -247,8 +261,9 @@ def _render(index: int, config: PhantomConfig, acq: cohort.Acquisition | None = 
         return _image(tissue, tex, subj, noise_rng), label, tissue
     for organ, cls, shape in subj["lesions"]:
         if subj["organs"][organ]["volume"] > 0:
-            sl, f = frames.evaluate(shape, frames.organ(anat.ORGAN_BY_LABEL[organ]))
-            if sl is not None:
+            got = frames.evaluate(shape, frames.organ(anat.ORGAN_BY_LABEL[organ]))
+            if got is not None:
+                sl, f = got
                 tissue[sl][(f < 0) & (label[sl] == organ)] = cls
     bias = _smooth_field(np.random.default_rng([config.seed, index, 5]), axes, 40.0, 60.0)
     semi = [a * subj["scale"] * k for a, k in zip(pb.TORSO_SEMI, (subj["aspect"], 1 / subj["aspect"]))]
@@ -257,7 +272,7 @@ def _render(index: int, config: PhantomConfig, acq: cohort.Acquisition | None = 
     return cohort.acquire(tissue, tex, bias, radius2, config.spacing, subj, acq, noise_rng), label, tissue
 
 
-def _image(tissue, tex, subj, noise_rng) -> np.ndarray:
+def _image(tissue: np.ndarray, tex: np.ndarray, subj: Subject, noise_rng: np.random.Generator) -> np.ndarray:
     mean = np.zeros(pb.ORGAN_TISSUE + 14, np.float32)
     amp = np.zeros_like(mean)
     for cls, (hu, sd) in pb.TISSUE_HU.items():

@@ -16,18 +16,18 @@ done once per node for all trials, with the same arrays as the chain it replaces
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from monai import transforms as T
 from monai.data import CacheDataset, Dataset
 
-from vrsearch.data.layouts import Case
-from vrsearch.data.prepared import PreparedStore, entry_key
 from vrsearch.core.config import DatasetConfig
 from vrsearch.core.step import Batch
-
+from vrsearch.data.cases import Case
+from vrsearch.data.prepared import PreparedStore, entry_key
 
 RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
@@ -86,6 +86,8 @@ def intensity_transforms(cfg: DatasetConfig) -> list:
     it = cfg.intensity
     out: list = []
     if it.scale == "window":
+        if it.clip is None:
+            raise ValueError("dataset.intensity.scale 'window' needs dataset.intensity.clip")
         lo, hi = it.clip
         return [T.ScaleIntensityRanged(keys="image", a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)]
     if it.clip is not None:
@@ -108,13 +110,13 @@ class LoadPreparedd(T.MapTransform):
         super().__init__(keys=list(keys))
         self.chain, self.store, self.stage, self.settings = T.Compose(chain), store, stage, settings
 
-    def __call__(self, data):
-        d = dict(data)
-        files = {k: d[k] for k in self.keys}
+    def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        d, keys = dict(data), [str(k) for k in self.keys]
+        files = {k: d[k] for k in keys}
 
-        def build() -> dict:
+        def build() -> dict[str, Any]:
             out = self.chain(dict(files))
-            return {k: out[k] for k in self.keys}
+            return {k: out[k] for k in keys}
 
         d.update(self.store.get(entry_key(self.stage, files, self.settings), build))
         return d
@@ -176,7 +178,8 @@ def labeled_train_transform(cfg: DatasetConfig, num_classes: int, store: Prepare
 
 
 def unlabeled_train_transform(cfg: DatasetConfig, store: PreparedStore | None = None) -> T.Compose:
-    det = preprocess(cfg, ["image"], store) + [T.SpatialPadd(keys="image", spatial_size=cfg.patch_size), RecordGeometryd()]
+    det = preprocess(cfg, ["image"], store) + [T.SpatialPadd(keys="image", spatial_size=cfg.patch_size),
+                                                 RecordGeometryd()]
     rand = [T.RandSpatialCropd(keys="image", roi_size=cfg.patch_size, random_size=False)]
     return T.Compose(det + rand + augment_transforms(cfg, ["image"]))
 
@@ -188,7 +191,7 @@ def cached(data: list[dict], transform: T.Compose, cfg: DatasetConfig) -> Datase
     return Dataset(data, transform=transform)
 
 
-def _plain(x) -> torch.Tensor:
+def _plain(x: Any) -> torch.Tensor:
     return x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
 
 

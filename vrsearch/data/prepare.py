@@ -11,13 +11,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from vrsearch.core.config import DatasetConfig
 from vrsearch.core.step import DataNeeds
+from vrsearch.data.cases import DatasetIndex
 from vrsearch.data.intensity import resolve
-from vrsearch.data.layouts import DatasetIndex, read_dataset
+from vrsearch.data.layouts import read_dataset
 from vrsearch.data.splits import Split, make_split, pool_cases
 from vrsearch.data.validate import check_dataset
 from vrsearch.errors import DataError
-from vrsearch.core.config import DatasetConfig
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ def dataset_index(cfg: DatasetConfig) -> DatasetIndex:
                 cfg.root,
                 PhantomConfig(
                     cases=opts.cases, unlabeled=opts.unlabeled, test=opts.test, seed=opts.seed,
-                    size=tuple(opts.size), spacing=tuple(opts.spacing), population=opts.population,
+                    size=opts.size, spacing=opts.spacing, population=opts.population,
                 ),
             )
         except (FileExistsError, ValueError) as exc:

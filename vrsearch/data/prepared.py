@@ -22,6 +22,7 @@ get their own copies of the arrays, so nothing downstream can write into the cac
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -132,7 +133,7 @@ class PreparedStore:
         for name, t in tensors.items():
             arr = np.ascontiguousarray(t.as_tensor().numpy() if isinstance(t, MetaTensor) else np.asarray(t))
             path = folder / f"{name}.npy"
-            _replace_atomic(path, lambda tmp, a=arr: _save_npy(tmp, a))
+            _replace_atomic(path, functools.partial(_save_npy, arr=arr))
             arrays[name] = {"shape": list(arr.shape), "dtype": str(arr.dtype), "size": path.stat().st_size,
                             "sha256": _digest(path), "affine": np.asarray(t.affine, dtype=np.float64).tolist()}
         text = json.dumps({"format": FORMAT, "key": key, "arrays": arrays})

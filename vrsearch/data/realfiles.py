@@ -45,6 +45,7 @@ import hashlib
 import itertools
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,10 +123,12 @@ def axes(codes: str) -> np.ndarray:
     return out
 
 
-def load(path: Path):
+def load(path: Path) -> nib.spatialimages.SpatialImage:
     """A source image, its voxels read (a damaged file is one DataError line naming it)."""
     try:
         img = nib.load(str(path))
+        if not isinstance(img, nib.spatialimages.SpatialImage):
+            raise TypeError(f"a {type(img).__name__}, not a volume")
         img.get_fdata(dtype=np.float32)
     except Exception as err:  # nibabel and gzip raise many types for damaged files
         raise DataError(f"cannot read real-file source {path}: {type(err).__name__}: "
@@ -138,7 +141,8 @@ def header_geometry(name: str, path: Path, what: str) -> Geometry:
     linear = np.asarray(load(path).affine, dtype=float)[:3, :3]
     zooms = np.linalg.norm(linear, axis=0)
     u, _, vt = np.linalg.svd(linear / zooms)
-    return Geometry(name, u @ vt, tuple(float(z) for z in zooms.round(4)), f"{what} ({path.name})")
+    zx, zy, zz = (float(z) for z in zooms.round(4))
+    return Geometry(name, u @ vt, (zx, zy, zz), f"{what} ({path.name})")
 
 
 def geometries(files: dict[str, Path]) -> list[Geometry]:
@@ -154,7 +158,8 @@ def geometries(files: dict[str, Path]) -> list[Geometry]:
     ]
 
 
-def target_grid(shape, affine: np.ndarray, geometry: Geometry) -> tuple[tuple[int, int, int], np.ndarray]:
+def target_grid(shape: Sequence[int], affine: np.ndarray,
+                geometry: Geometry) -> tuple[tuple[int, int, int], np.ndarray]:
     """Shape and affine of the smallest grid of ``geometry`` covering the volume ``(shape, affine)``."""
     corners = np.array(list(itertools.product(*[(-0.5, n - 0.5) for n in shape[:3]])))
     along = nib.affines.apply_affine(affine, corners) @ geometry.direction  # mm along each target axis
@@ -164,7 +169,8 @@ def target_grid(shape, affine: np.ndarray, geometry: Geometry) -> tuple[tuple[in
     out = np.eye(4)
     out[:3, :3] = geometry.direction * zooms
     out[:3, 3] = geometry.direction @ (low + zooms / 2)
-    return tuple(int(s) for s in size), out
+    sx, sy, sz = (int(s) for s in size)
+    return (sx, sy, sz), out
 
 
 def aal_lookup(path: Path) -> np.ndarray:
@@ -184,7 +190,7 @@ def aal_lookup(path: Path) -> np.ndarray:
     return lut
 
 
-def grouped_atlas(aal: nib.Nifti1Image, lut: np.ndarray, names: Path) -> nib.Nifti1Image:
+def grouped_atlas(aal: nib.spatialimages.SpatialImage, lut: np.ndarray, names: Path) -> nib.Nifti1Image:
     """The atlas with every region replaced by its class (uint8, same grid)."""
     data = np.asarray(aal.dataobj).astype(np.int64)
     values = np.unique(data)
@@ -210,7 +216,8 @@ def blocks(label: nib.Nifti1Image) -> list[tuple[str, tuple[slice, slice, slice]
             for h in HEMISPHERES for i, s in enumerate(SLABS)]
 
 
-def resample(img: nib.Nifti1Image, grid: tuple[tuple[int, int, int], np.ndarray], order: int) -> np.ndarray:
+def resample(img: nib.spatialimages.SpatialImage, grid: tuple[tuple[int, int, int], np.ndarray],
+             order: int) -> np.ndarray:
     """``img`` sampled on ``grid`` (zero outside it): order 1 trilinear, 0 nearest."""
     src = nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32), img.affine)
     return np.asarray(resample_from_to(src, grid, order=order, mode="constant", cval=0.0).dataobj)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vrsearch.data.layouts import Case, DatasetIndex
+from vrsearch.data.cases import Case, DatasetIndex
 from vrsearch.errors import DataError
 
 

@@ -16,6 +16,7 @@ import gzip
 import io
 import logging
 import threading
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from vrsearch.data.layouts import Case, DatasetIndex
+from vrsearch.data.cases import Case, DatasetIndex
 from vrsearch.errors import DataError
 
 AFFINE_ATOL_MM = 1e-3
@@ -63,7 +64,7 @@ def _decompress(path: Path) -> bytes:
     return gzip.decompress(raw) if path.name.lower().endswith(".gz") else raw
 
 
-def _from_bytes(raw: bytes) -> tuple[nib.Nifti1Image, tuple[float, ...]]:
+def _from_bytes(raw: bytes) -> tuple[nib.spatialimages.SpatialImage, tuple[float, ...]]:
     """NIfTI-1/2 image from file bytes, plus the spacing exactly as stored.
 
     nibabel silently replaces zero spacing by 1 and negative spacing by its
@@ -83,7 +84,7 @@ def _from_bytes(raw: bytes) -> tuple[nib.Nifti1Image, tuple[float, ...]]:
     return img, tuple(float(z) for z in stored["pixdim"][1:4])
 
 
-def _read(path: Path, what: str) -> tuple[nib.Nifti1Image, np.ndarray, tuple[float, ...]]:
+def _read(path: Path, what: str) -> tuple[nib.spatialimages.SpatialImage, np.ndarray, tuple[float, ...]]:
     """Header, whole (unscaled when possible) array and stored spacing of ``path``."""
     path = Path(path)
     if not path.is_file():
@@ -97,7 +98,10 @@ def _read(path: Path, what: str) -> tuple[nib.Nifti1Image, np.ndarray, tuple[flo
         if single_file:
             img, zooms = _from_bytes(raw)
         else:  # other formats nibabel knows (e.g. .hdr/.img pairs, .mgz)
-            img = nib.load(str(path))
+            loaded = nib.load(str(path))
+            if not isinstance(loaded, nib.spatialimages.SpatialImage):
+                raise ValueError(f"a {type(loaded).__name__}, not a volume")
+            img = loaded
             zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
     except Exception as err:  # nibabel raises many types for bad headers
         raise DataError(f"cannot read {what} {path}: {_one_line(err)}") from err
@@ -115,7 +119,7 @@ def _spatial_shape(shape: tuple[int, ...], path: Path, what: str) -> tuple[int, 
     return tuple(int(s) for s in shape[:3])  # type: ignore[return-value]
 
 
-def _geometry(img: nib.Nifti1Image, zooms: tuple[float, ...], shape: tuple[int, ...], path: Path,
+def _geometry(img: nib.spatialimages.SpatialImage, zooms: tuple[float, ...], shape: tuple[int, ...], path: Path,
               what: str) -> _Volume:
     if len(zooms) < 3 or not all(np.isfinite(z) and z > 0 for z in zooms):
         raise DataError(f"{what} {path} has invalid voxel spacing {zooms}; spacing must be finite and > 0")
@@ -135,7 +139,7 @@ def _check_image(path: Path) -> _Volume:
     return _geometry(img, zooms, shape, path, "image")
 
 
-def _fmt(values) -> str:
+def _fmt(values: Iterable[float]) -> str:
     return "(" + ", ".join(f"{v:.3f}" for v in values) + ")"
 
 

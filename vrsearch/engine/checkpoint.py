@@ -30,7 +30,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise VrsearchError(f"{path}: checkpoint not found") from None
-    except Exception as exc:  # corrupt/truncated/unsafe payloads all land here
+    except Exception as exc:  # noqa: BLE001 - corrupt/truncated/unsafe payloads all land here
         raise VrsearchError(f"{path}: cannot load checkpoint ({exc.__class__.__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise VrsearchError(f"{path}: not a vrsearch checkpoint (format {FORMAT} expected)")

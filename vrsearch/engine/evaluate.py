@@ -10,7 +10,7 @@ labels that were resampled for its convenience.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,11 +20,11 @@ from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-from vrsearch.data.layouts import Case
+from vrsearch.core.config import DatasetConfig, EvalConfig
+from vrsearch.data.cases import Case
 from vrsearch.data.pipeline import decode, preprocess
 from vrsearch.data.prepared import PreparedStore
 from vrsearch.engine.metrics import case_metrics
-from vrsearch.core.config import DatasetConfig, EvalConfig
 
 
 @dataclass
@@ -52,8 +52,8 @@ def load_eval_cases(cases: Sequence[Case], cfg: DatasetConfig, store: PreparedSt
         img = image_t({"image": str(c.image)})["image"]
         lab = label_t({"label": str(c.label)})["label"]
         affine = np.asarray(lab.affine, dtype=np.float64)
-        spacing = tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
-        out.append(EvalCase(c.id, img, lab.as_tensor()[0].round().long(), affine, spacing))
+        sx, sy, sz = (float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
+        out.append(EvalCase(c.id, img, lab.as_tensor()[0].round().long(), affine, (sx, sy, sz)))
     return out
 
 
@@ -65,12 +65,12 @@ def predict_probs(net: nn.Module, image: torch.Tensor, roi: Sequence[int], cfg: 
     With ``amp_dtype`` each window runs under autocast and its logits are cast
     back to fp32, so the Gaussian blending and the softmax stay in fp32."""
     x = image.as_tensor() if isinstance(image, MetaTensor) else image
-    predictor = net
-    if amp_dtype is not None:
-        def predictor(w: torch.Tensor) -> torch.Tensor:
-            with torch.autocast(device.type, dtype=amp_dtype):
-                out = net(w)
-            return out.float()
+    def autocast_fp32(w: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=amp_dtype):
+            out = net(w)
+        return out.float()
+
+    predictor: Callable[[torch.Tensor], torch.Tensor] = net if amp_dtype is None else autocast_fp32
     logits = sliding_window_inference(
         x[None].to(device),
         roi_size=tuple(roi),
@@ -79,6 +79,8 @@ def predict_probs(net: nn.Module, image: torch.Tensor, roi: Sequence[int], cfg: 
         overlap=cfg.overlap,
         mode="gaussian",
     )
+    if not isinstance(logits, torch.Tensor):  # a network that returns one tensor gets one back
+        raise TypeError(f"sliding-window inference returned {type(logits).__name__}, not logits")
     return torch.softmax(logits.float(), dim=1)[0].cpu()
 
 
@@ -86,7 +88,7 @@ def to_label_grid(probs: torch.Tensor, case: EvalCase) -> torch.Tensor:
     """Arg-max segmentation in the label's original grid."""
     if not case.same_grid:
         src = MetaTensor(probs, affine=torch.as_tensor(np.asarray(case.image.affine)))
-        probs = T.SpatialResample(mode="bilinear", padding_mode="border", dtype=torch.float32)(
+        probs = T.SpatialResample(mode="bilinear", padding_mode="border", dtype=np.float32)(
             src, dst_affine=torch.as_tensor(case.label_affine), spatial_size=tuple(case.label.shape)
         )
         probs = probs.as_tensor() if isinstance(probs, MetaTensor) else probs

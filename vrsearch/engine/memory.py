@@ -42,7 +42,8 @@ def infer_device(*args: Any, **kwargs: Any) -> torch.device:
     return torch.device("cpu")
 
 
-def _cuda_peak(fn: Callable[..., T], device: torch.device, args, kwargs) -> tuple[T, int]:
+def _cuda_peak(fn: Callable[..., T], device: torch.device, args: tuple[Any, ...],
+               kwargs: dict[str, Any]) -> tuple[T, int]:
     torch.cuda.synchronize(device)
     base = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
@@ -53,20 +54,24 @@ def _cuda_peak(fn: Callable[..., T], device: torch.device, args, kwargs) -> tupl
 
 def _allocation_events(prof: torch.profiler.profile) -> list[tuple[int, int, int]]:
     """``(time ns, address, signed bytes)`` of every CPU allocation/free the profiler saw, in time order."""
-    from torch._C._profiler import _EventType  # the profiler's (private) typed event tree
+    from torch._C._profiler import _ExtraFields_Allocation  # the profiler's (private) typed event tree
 
-    events, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
+    results = prof.profiler.kineto_results if prof.profiler is not None else None
+    if results is None:
+        raise RuntimeError("the profiler recorded no events (was it stopped before its block ended?)")
+    events: list[tuple[int, int, int]] = []
+    stack = list(results.experimental_event_tree())
     while stack:
         node = stack.pop()
         stack.extend(node.children)
-        if node.tag == _EventType.Allocation and node.extra_fields.device.type == "cpu":
-            fields = node.extra_fields
+        fields = node.extra_fields  # an allocation's fields are of this type (its tag is Allocation)
+        if isinstance(fields, _ExtraFields_Allocation) and fields.device.type == "cpu":
             events.append((node.start_time_ns, int(fields.ptr), int(fields.alloc_size)))
     events.sort(key=lambda e: e[0])
     return events
 
 
-def _cpu_peak(fn: Callable[..., T], args, kwargs) -> tuple[T, int]:
+def _cpu_peak(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[T, int]:
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:

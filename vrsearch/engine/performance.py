@@ -29,7 +29,7 @@ class Precision:
     #: fp16: the loss is scaled by a ``GradScaler`` (fp16 gradients underflow otherwise)
     scaled: bool
 
-    def autocast(self, device: torch.device):
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager[object]:
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device.type, dtype=self.dtype)
@@ -59,7 +59,7 @@ def grad_scaler(precision: Precision, device: torch.device) -> torch.amp.GradSca
         return None
     try:
         return torch.amp.GradScaler(device.type)
-    except Exception as exc:  # e.g. an old torch without a CPU GradScaler
+    except Exception as exc:  # noqa: BLE001 - e.g. an old torch without a CPU GradScaler
         raise VrsearchError(f"train.precision: fp16 needs torch.amp.GradScaler on {device.type}, which this torch "
                             f"({torch.__version__}) cannot make ({one_line(exc)}); use bf16 or fp32") from None
 
@@ -101,7 +101,7 @@ def check_compiler(device: torch.device) -> None:
         conv = nn.Conv3d(1, 2, 3, padding=1).to(device)
         fn = torch.compile(lambda x: torch.relu(conv(x)).sum())
         fn(torch.randn(1, 1, 4, 4, 4, device=device, requires_grad=True)).backward()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any toolchain failure (compiler, triton, inductor) is one line
         raise compile_failure(exc, device) from None
 
 

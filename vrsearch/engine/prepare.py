@@ -10,8 +10,8 @@ from pathlib import Path
 from vrsearch.core.step import DataNeeds
 from vrsearch.data.prepare import PreparedData, prepare_data
 from vrsearch.data.prepared import PreparedStore
-from vrsearch.results.rundir import RunDir
 from vrsearch.methods import get_method
+from vrsearch.results.rundir import RunDir
 from vrsearch.study.schema import Study
 
 

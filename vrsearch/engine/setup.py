@@ -6,6 +6,7 @@ import random
 
 import numpy as np
 import torch
+from torch.optim.optimizer import ParamsT
 
 from vrsearch.core.config import OptimizerConfig
 
@@ -27,7 +28,7 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_optimizer(o: OptimizerConfig, params) -> torch.optim.Optimizer:
+def build_optimizer(o: OptimizerConfig, params: ParamsT) -> torch.optim.Optimizer:
     if o.name == "sgd":
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov)
     cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam

@@ -17,8 +17,8 @@ from vrsearch.engine.trainer import Trainer
 from vrsearch.engine.trial import TrialOutput, run_trial
 from vrsearch.errors import VrsearchError
 from vrsearch.results import io
-from vrsearch.results.rundir import RunDir
 from vrsearch.results.fragments import write_cases
+from vrsearch.results.rundir import RunDir
 from vrsearch.study import load_study, study_to_yaml
 
 TRIAL_ID = "train"
@@ -55,7 +55,7 @@ def claim_run_dir(run_dir: Path, text: str, fresh: bool) -> None:
                             f"({exc.strerror or exc}{where})") from None
 
 
-def _fmt(x: float) -> str:
+def _fmt(x: float | None) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
 
 

@@ -17,81 +17,43 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from vrsearch.core.step import Batch
 from vrsearch.data.pipeline import (
-    BatchSource, PatchStream, batches, cached, case_dicts, labeled_train_transform, unlabeled_train_transform,
+    BatchSource,
+    PatchStream,
+    batches,
+    cached,
+    case_dicts,
+    labeled_train_transform,
+    unlabeled_train_transform,
 )
 from vrsearch.data.prepare import PreparedData
 from vrsearch.engine.checkpoint import FORMAT, load_checkpoint, save_atomic
-from vrsearch.engine.evaluate import evaluate, load_eval_cases
-from vrsearch.engine.metrics import METRIC_COLUMNS, mean_foreground
-from vrsearch.engine.monitor import LossMonitor, TrialDiverged  # noqa: F401  (TrialDiverged re-exported)
-from vrsearch.engine.prepare import prepare_for, prepared_store
+from vrsearch.engine.evaluate import EvalCase, evaluate, load_eval_cases
+from vrsearch.engine.fit_state import FitResult, Reporter, RunState, summarize
+from vrsearch.engine.metrics import METRIC_COLUMNS
+from vrsearch.engine.monitor import LossMonitor, TrialDiverged
 from vrsearch.engine.performance import (
-    compile_failure, compile_networks, grad_scaler, is_compile_error, resolve_precision, to_channels_last,
+    compile_failure,
+    compile_networks,
+    grad_scaler,
+    is_compile_error,
+    resolve_precision,
+    to_channels_last,
 )
+from vrsearch.engine.prepare import prepare_for, prepared_store
 from vrsearch.engine.schedules import lr_at
 from vrsearch.engine.setup import build_optimizer, pick_device, seed_everything
 from vrsearch.methods import get_method
 from vrsearch.methods.base import BuildContext, Method
 from vrsearch.results import faults
 from vrsearch.study.schema import Study
-
-Reporter = Callable[[dict], None]
-
-
-@dataclass
-class FitResult:
-    status: str  # "completed" | "failed"
-    error: str
-    iterations: int
-    best_iteration: int
-    best_val: dict[str, float]
-    final_val: dict[str, float]
-    test: dict[str, float]
-    history: list[dict]
-    cases: list[dict] = field(default_factory=list)
-    wall_time_s: float = 0.0
-    #: the iteration of the checkpoint training continued from (0: from the start)
-    resumed_from: int = 0
-
-
-@dataclass
-class _Run:
-    """The state of one :meth:`Trainer.fit`: where it started, the best model so far,
-    the history rows (one per logged/evaluated iteration), the clock and the monitor."""
-
-    start: int
-    best: dict
-    history: list[dict]
-    t0: float
-    monitor: LossMonitor
-    report: Reporter | None
-    rows: dict[int, dict] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.rows = {r["iteration"]: r for r in self.history}
-
-    def row(self, i: int) -> dict:
-        if i not in self.rows:
-            self.rows[i] = {"iteration": i}
-            self.history.append(self.rows[i])
-        return self.rows[i]
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.t0
-
-
-def summarize(rows: list[dict]) -> dict[str, float]:
-    """Mean of each metric over the (case, class) rows; a class empty in truth and prediction
-    is NaN and left out (``train.eval.both_empty``), a missed organ counts as Dice 0 and the
-    worst-case distance, so a checkpoint cannot win selection by predicting nothing."""
-    return {m: mean_foreground(rows, m) for m in METRIC_COLUMNS}
 
 
 class Trainer:
@@ -144,7 +106,7 @@ class Trainer:
         return BatchSource(streams, unl, start, t.iterations)
 
     # -- state ------------------------------------------------------------
-    def _state(self, it: int, best: dict, history: list[dict], elapsed: float) -> dict:
+    def _state(self, it: int, best: dict[str, Any], history: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
         return {
             "format": FORMAT, "iteration": it, "method": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
@@ -152,7 +114,7 @@ class Trainer:
             **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
         }
 
-    def _restore(self) -> tuple[int, dict, list[dict], float]:
+    def _restore(self) -> tuple[int, dict[str, Any], list[dict[str, Any]], float]:
         state = load_checkpoint(self.ckpt_dir / "last.pt")
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -161,25 +123,25 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         return state["iteration"], state["best"], state["history"], state["elapsed"]
 
-    def _evaluate(self, cases) -> list[dict]:
+    def _evaluate(self, cases: Sequence[EvalCase]) -> list[dict[str, Any]]:
         """Evaluate ``cases``; with several ranks each scores a shard and all get every row."""
         mine = cases[self.rank :: self.world]
         rows = evaluate(self.method.predictor(), mine, self.data.num_classes, self.roi,
                         self.study.train.eval, self.device, amp_dtype=self.precision.dtype)
         if self.world > 1:
-            parts: list = [None] * self.world
+            parts: list[Any] = [None] * self.world
             torch.distributed.all_gather_object(parts, rows)
             order = {c.case_id: i for i, c in enumerate(cases)}
             rows = sorted((r for part in parts for r in part), key=lambda r: (order[r["case_id"]], r["class_index"]))
         return rows
 
-    def _save(self, obj: dict, name: str) -> None:
+    def _save(self, obj: dict[str, Any], name: str) -> None:
         if self.rank == 0:
             save_atomic(obj, self.ckpt_dir / name)
         if self.world > 1:
             torch.distributed.barrier()
 
-    def validate(self) -> list[dict]:
+    def validate(self) -> list[dict[str, Any]]:
         return self._evaluate(self.val_cases)
 
     # -- loop -------------------------------------------------------------
@@ -208,16 +170,18 @@ class Trainer:
                 it = exc.completed
         return self._finish(status, error, it, run.best, run.history, run.elapsed())
 
-    def _begin(self, resume: bool, report: Reporter | None) -> _Run:
+    def _begin(self, resume: bool, report: Reporter | None) -> RunState:
         """The loop's state: fresh, or restored from ``last.pt``."""
-        start, best, history, elapsed = 0, {"score": -math.inf, "iteration": 0, "rows": []}, [], 0.0
+        best: dict[str, Any] = {"score": -math.inf, "iteration": 0, "rows": []}
+        history: list[dict[str, Any]] = []
+        start, elapsed = 0, 0.0
         if resume and (self.ckpt_dir / "last.pt").exists():
             start, best, history, elapsed = self._restore()
         self.resumed_from = start
         self.history = history  # live view for reporters (rows grow as training goes)
-        return _Run(start, best, history, time.perf_counter() - elapsed, LossMonitor(self.device), report)
+        return RunState(start, best, history, time.perf_counter() - elapsed, LossMonitor(self.device), report)
 
-    def _guarded_step(self, batch, it: int, lr: float, monitor: LossMonitor) -> None:
+    def _guarded_step(self, batch: Batch, it: int, lr: float, monitor: LossMonitor) -> None:
         """:meth:`_step`; a step that fails after an earlier non-finite loss (NaN weights)
         is reported as that divergence, a compile error as one line."""
         try:
@@ -230,7 +194,7 @@ class Trainer:
                 raise compile_failure(exc, self.device) from None
             raise
 
-    def _at_points(self, run: _Run, done: int, lr: float, stop_at: int | None) -> bool:
+    def _at_points(self, run: RunState, done: int, lr: float, stop_at: int | None) -> bool:
         """Log, evaluate and checkpoint where iteration ``done`` calls for it; True when
         the loop pauses here (``stop_at``)."""
         t = self.study.train
@@ -251,7 +215,7 @@ class Trainer:
             return stop_at is not None and stop_at <= done < t.iterations
         return False
 
-    def _evaluate_at(self, run: _Run, i: int) -> dict:
+    def _evaluate_at(self, run: RunState, i: int) -> dict[str, float]:
         """Validate at iteration ``i``: record it, keep the best model, report."""
         rows = self.validate()
         val = summarize(rows)
@@ -265,7 +229,7 @@ class Trainer:
             run.report({"iteration": i, **r})
         return val
 
-    def _step(self, batch, it: int, lr: float, monitor: LossMonitor) -> None:
+    def _step(self, batch: Batch, it: int, lr: float, monitor: LossMonitor) -> None:
         """One optimiser step, without waiting for the device.
 
         A non-finite loss is only recorded here (on the device); the loop fails the
@@ -295,7 +259,8 @@ class Trainer:
             self.optimizer.step()
         self.method.after_step(it)
 
-    def _finish(self, status: str, error: str, it: int, best: dict, history: list[dict], wall: float) -> FitResult:
+    def _finish(self, status: str, error: str, it: int, best: dict[str, Any], history: list[dict[str, Any]],
+                wall: float) -> FitResult:
         evals = [r for r in history if "val_dice" in r]
         final_val = {k: evals[-1][f"val_{k}"] for k in METRIC_COLUMNS} if evals else {}
         cases = [{"split": "val", "iteration": best["iteration"], **r} for r in best["rows"]]

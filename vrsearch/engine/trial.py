@@ -11,8 +11,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from vrsearch.engine.fit_state import FitResult, Reporter
 from vrsearch.engine.metrics import METRIC_COLUMNS, conventions
-from vrsearch.engine.trainer import FitResult, Reporter, Trainer
+from vrsearch.engine.trainer import Trainer
 from vrsearch.results.fragments import device_hours_row
 from vrsearch.results.io import flatten
 from vrsearch.study.design import config_hash

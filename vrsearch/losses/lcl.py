@@ -53,13 +53,24 @@ similarity. Decisions where the paper is silent or ambiguous:
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from collections.abc import Iterable
+from typing import Any, Literal, NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
 
 Matching = Literal["intra", "inter", "partner"]
 MATCHINGS = ("intra", "inter", "partner")
+
+
+class Anchors(Protocol):
+    """Sampled anchor voxels (e.g. :class:`vrsearch.components.samplers.VoxelSample`): flat
+    ``index`` into ``labels.reshape(-1)``, image ``batch`` and class ``cls`` (``[N]`` each);
+    an optional ``weight [N]`` attribute is read when present."""
+
+    index: torch.Tensor
+    batch: torch.Tensor
+    cls: torch.Tensor
 
 
 class LCLStats(NamedTuple):
@@ -74,7 +85,8 @@ class LCLStats(NamedTuple):
     per_image: torch.Tensor | None = None
 
 
-def _unpack(sample, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _unpack(sample: Anchors | tuple[torch.Tensor, ...] | list[torch.Tensor],
+            device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(batch, index, cls, weight) from a VoxelSample-like object or a 3/4-tuple."""
     if isinstance(sample, (tuple, list)):
         batch, index, cls, *rest = sample
@@ -116,11 +128,11 @@ def class_means(emb: torch.Tensor, labels: torch.Tensor, num_classes: int,
 def local_contrastive_terms(
     emb: torch.Tensor,
     labels: torch.Tensor,
-    sample,
+    sample: Anchors | tuple[torch.Tensor, ...] | list[torch.Tensor],
     num_classes: int,
     tau: float = 0.1,
     matching: Matching = "intra",
-    classes=None,
+    classes: Iterable[int] | None = None,
     normalize_first: bool = False,
 ) -> LCLStats:
     """Eq. (3)-(4) averaged over the pairs of a batch (Eq. 2); see the module doc.
@@ -159,7 +171,8 @@ def _check_args(emb: torch.Tensor, labels: torch.Tensor, matching: str, tau: flo
         raise ValueError("tau must be > 0")
 
 
-def _anchor_nll(anchors, means, present, cls, source, partner, tau: float) -> torch.Tensor:
+def _anchor_nll(anchors: torch.Tensor, means: torch.Tensor, present: torch.Tensor, cls: torch.Tensor,
+                source: torch.Tensor, partner: torch.Tensor | None, tau: float) -> torch.Tensor:
     """−log L_{i,c} of every anchor (Eq. 4) against the class means of image ``source``;
     with ``partner`` (``inter`` matching) the softmax pools the means of both images and
     the two positives' terms are averaged (module doc)."""
@@ -179,7 +192,8 @@ def _anchor_nll(anchors, means, present, cls, source, partner, tau: float) -> to
             + torch.where(has_other, lse - pos_other, torch.zeros_like(lse))) / (1 + has_other.to(own.dtype))
 
 
-def _reduce(nll, group, weight, shape: tuple[int, int], emb: torch.Tensor, n_anchors: int) -> LCLStats:
+def _reduce(nll: torch.Tensor, group: torch.Tensor, weight: torch.Tensor, shape: tuple[int, int], emb: torch.Tensor,
+            n_anchors: int) -> LCLStats:
     """Weighted mean of the anchors' terms per (image, class) (Eq. 3), then over the used
     classes of each image and over the images with any (Eq. 2); ``group`` = image·K + class."""
     B, K = shape
@@ -200,10 +214,10 @@ def _reduce(nll, group, weight, shape: tuple[int, int], emb: torch.Tensor, n_anc
     return LCLStats(loss, n_classes, int(contributing.sum()), n_anchors, each)
 
 
-def local_contrastive_loss(*args, **kwargs) -> torch.Tensor:
+def local_contrastive_loss(*args: Any, **kwargs: Any) -> torch.Tensor:
     """The LCL loss (Chaitanya et al. 2023, Eq. 3-4, negative log): the ``loss`` of
     :func:`local_contrastive_terms`, which takes the same arguments."""
     return local_contrastive_terms(*args, **kwargs).loss
 
 
-__all__ = ["LCLStats", "class_means", "local_contrastive_loss", "local_contrastive_terms"]
+__all__ = ["Anchors", "LCLStats", "class_means", "local_contrastive_loss", "local_contrastive_terms"]

@@ -26,6 +26,7 @@ class SupervisedLoss(nn.Module):
     def __init__(self, kind: SupervisedKind = "dice_ce"):
         super().__init__()
         self.kind = kind
+        self.loss: nn.Module
         if kind == "dice_ce":
             self.loss = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=0.5, lambda_ce=0.5, batch=True)
         elif kind == "dice":

@@ -50,6 +50,7 @@ replaced by a uniform draw; 0 for NS/SG), as LCL and MONA/ARCO log it.
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Literal
 
 import torch
@@ -145,16 +146,17 @@ class DVCL(Method):
         self.queue = FIFOQueue(params.queue_size, self.dim + ctx.num_classes)
 
     # -- HqC ---------------------------------------------------------------------------
-    def _hqc(self, y, pred_a, pred_b, rel_a, rel_b, r_a, r_b, g) -> tuple[torch.Tensor, int, int]:
+    def _hqc(self, y: torch.Tensor, pred_a: torch.Tensor, pred_b: torch.Tensor, rel_a: torch.Tensor,
+             rel_b: torch.Tensor, r_a: torch.Tensor, r_b: torch.Tensor,
+             g: torch.Generator) -> tuple[torch.Tensor, int, int]:
         p, C, n_l = self.params, self.num_classes, y.shape[0]
         none = torch.full_like(y, -1)
         lab_a, lab_b = torch.where(pred_a[:n_l] == y, y, none), torch.where(pred_b[:n_l] == y, y, none)
         unl_a = torch.where(rel_a, pred_a[n_l:], -1)
         unl_b = torch.where(rel_b, pred_b[n_l:], -1)
         cand = torch.cat([lab_a, unl_a, lab_b, unl_b])  # stack [A; B] of [B_l + B_u, *S]
-        draw = dict(per_image=False, classes=range(C), generator=g)
-        s = sample_voxels(cand.clamp_min(0), p.anchors, method=p.sampler, grid=p.grid, mask=cand >= 0,
-                          rounding=p.rounding, **draw)
+        draw = functools.partial(sample_voxels, per_image=False, classes=range(C), generator=g)
+        s = draw(cand.clamp_min(0), p.anchors, method=p.sampler, grid=p.grid, mask=cand >= 0, rounding=p.rounding)
         if len(s) == 0:
             return r_a.new_zeros(()), 0, 0
         order = torch.argsort(s.cls, stable=True)
@@ -169,7 +171,7 @@ class DVCL(Method):
         neg_c = torch.cat([torch.where(pred_a[:n_l] != y, pred_a[:n_l], none),
                            torch.where(pred_b[:n_l] != y, pred_b[:n_l], none)])
         total = p.anchors * p.negatives
-        sn = sample_voxels(neg_c.clamp_min(0), total, method="ns", mask=neg_c >= 0, **draw)
+        sn = draw(neg_c.clamp_min(0), total, method="ns", mask=neg_c >= 0)
         rank = torch.arange(a_cls.numel(), device=a_cls.device) - _class_bounds(a_cls, C)[0][a_cls]
         n_order = torch.argsort(sn.cls, stable=True)
         n_cls, n_flat = sn.cls[n_order], sn.index[n_order]
@@ -185,7 +187,8 @@ class DVCL(Method):
         return hqc_loss(anchors, a_cls, centres, negatives, valid, p.tau, a_w), anchors.shape[0], s.n_outside
 
     # -- DVCL --------------------------------------------------------------------------
-    def _dvcl(self, rel_a, rel_b, r_a, r_b, p_a, p_b, g) -> dict[str, torch.Tensor]:
+    def _dvcl(self, rel_a: torch.Tensor, rel_b: torch.Tensor, r_a: torch.Tensor, r_b: torch.Tensor,
+              p_a: torch.Tensor, p_b: torch.Tensor, g: torch.Generator) -> dict[str, torch.Tensor]:
         p = self.params
         q = select_queries(torch.stack([~rel_a, ~rel_b]), p.queries, g)
         qr = _twin_gather(r_a, r_b, q).float()
@@ -203,6 +206,8 @@ class DVCL(Method):
 
     def forward(self, batch: Batch, iteration: int) -> StepOutput:
         p, n_l = self.params, batch.image.shape[0]
+        if batch.unlabeled is None:
+            raise ValueError("DVCL needs unlabeled images in every batch")
         x = torch.cat([batch.image, batch.unlabeled])
         logits_a, r_a = self.net_a(x, features=True)
         logits_b, r_b = self.net_b(x, features=True)

@@ -36,15 +36,16 @@ METHODS.md 2026-12: the paper's Sec. III prose and the authors' code);
 Optional quality gate (paper Table VII, ``gate`` > 0): the snapshot
 predicts each unlabeled patch under two random intensity transforms
 (contrast/brightness jitter and Gaussian noise, relative to the patch's
-std); the patch is kept only if the mean foreground Dice of the two
+std: :func:`~vrsearch.components.views.intensity_jitter` at
+:data:`~vrsearch.components.views.STRONG`); the patch is kept only if the mean foreground Dice of the two
 predictions (classes present in either; 1 when both are empty) reaches the
 threshold. Flips are not used: left/right organs are distinct classes.
 The paper's intensity augmentation of the contrastive batch is the
 dataset's ``augment.intensity_*`` setting.
 
 Every random draw of a step comes from a generator seeded by (trial seed,
-iteration); the snapshot and the refresh counter live in ``state_dict``, so
-a resumed run is bit-identical.
+iteration) (:func:`~vrsearch.components.views.step_generator`); the snapshot
+and the refresh counter live in ``state_dict``, so a resumed run is bit-identical.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from pydantic import Field
 from vrsearch.components.pseudo import pseudo_labels
 from vrsearch.components.samplers import sample_voxels
 from vrsearch.components.teachers import FrozenCopy
+from vrsearch.components.views import STRONG, intensity_jitter, step_generator
 from vrsearch.losses import SupervisedLoss
 from vrsearch.losses.lcl import local_contrastive_terms
 from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput, SupervisedLossKnob
@@ -90,11 +92,6 @@ class LCLParams(MethodParams):
         "every group gets a draw, systematic random rounding elsewhere), largest (biased for small groups) or random"))
     include_background: bool = Field(False, description="also anchor the background class in L_cont "
                                       "(the paper: foreground classes only)")
-
-
-def step_seed(seed: int, iteration: int) -> int:
-    """The seed of one step's generator: distinct per (trial seed, iteration)."""
-    return ((seed % 2**31) * 2**32 + iteration) % 2**63
 
 
 def agreement_dice(a: torch.Tensor, b: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -143,16 +140,6 @@ class LCL(Method):
         return self
 
     # -- pseudo-labels -----------------------------------------------------
-    def _jitter(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        n, dev = x.shape[0], x.device
-        shape = (n,) + (1,) * (x.dim() - 1)
-        std = x.reshape(n, -1).std(1).reshape(shape).clamp_min(1e-6)
-        contrast = 0.8 + 0.4 * torch.rand(shape, generator=g, device=dev)
-        mean = x.reshape(n, -1).mean(1).reshape(shape)
-        shift = (torch.rand(shape, generator=g, device=dev) - 0.5) * 0.2 * std
-        noise = torch.randn(x.shape, generator=g, device=dev) * 0.05 * std
-        return (x - mean) * contrast + mean + shift + noise
-
     @torch.no_grad()
     def pseudo_label(self, images: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``(labels [U, *S], keep [U] bool)`` from the frozen snapshot."""
@@ -160,8 +147,8 @@ class LCL(Method):
         labels, _ = pseudo_labels(self.labeller(images).softmax(1))
         keep = torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
         if self.params.gate > 0:
-            a = self.labeller(self._jitter(images, g)).argmax(1)
-            b = self.labeller(self._jitter(images, g)).argmax(1)
+            a = self.labeller(intensity_jitter(images, g, **STRONG)).argmax(1)
+            b = self.labeller(intensity_jitter(images, g, **STRONG)).argmax(1)
             keep = agreement_dice(a, b, self.num_classes) >= self.params.gate
         return labels, keep
 
@@ -174,8 +161,7 @@ class LCL(Method):
             return StepOutput(sup, {"sup": sup.detach()})
         logits, emb = self.net(batch.image, features=True)
         sup = self.sup(logits, batch.label)
-        g = torch.Generator(device=batch.image.device)
-        g.manual_seed(step_seed(self.seed, iteration))
+        g = step_generator(self.seed, iteration, 0, batch.image.device)
         embs, labels, terms = [emb], [batch.label[:, 0].long()], {}
         if batch.unlabeled is not None and batch.unlabeled.shape[0] > 0:
             pseudo, keep = self.pseudo_label(batch.unlabeled, g)

@@ -15,7 +15,8 @@ the unlabeled patches (``consistency_on: unlabeled``) or all of them
 same at any iteration budget; 0 = no ramp-up). MSE is averaged over classes
 and voxels, as in the reference implementations.
 
-The noise is drawn from a generator seeded by (trial seed, iteration), so it
+The noise is drawn from a generator seeded by (trial seed, iteration)
+(:func:`~vrsearch.components.views.step_generator`, one stream per branch), so it
 is the same on CPU and GPU, independent of the global RNG, and a resumed run
 draws exactly the same noise. Teacher weights are buffers/parameters of this
 module, hence in every checkpoint. ``evaluate: teacher`` (default) evaluates
@@ -32,6 +33,7 @@ from pydantic import Field
 
 from vrsearch.components.schedules import fraction_of, sigmoid_rampup
 from vrsearch.components.teachers import EMATeacher
+from vrsearch.components.views import step_generator
 from vrsearch.losses import SupervisedLoss
 from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput, SupervisedLossKnob
 from vrsearch.models import build_segnet
@@ -56,8 +58,7 @@ def step_noise(x: torch.Tensor, std: float, seed: int, iteration: int, stream: i
     """``x + std·N(0, 1)`` drawn from a generator seeded by (seed, iteration, stream)."""
     if std == 0.0 or x.numel() == 0:
         return x
-    g = torch.Generator(device=x.device)
-    g.manual_seed((seed * 1_000_003 + iteration * 16 + stream) % (2**63 - 1))
+    g = step_generator(seed, iteration, stream, x.device)
     return x + std * torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
 
 

@@ -138,7 +138,7 @@ class SPCL(Method):
         self.sup = SupervisedLoss(params.loss)
         self.teacher = EMATeacher(self.net, params.ema_decay) if params.mode == "joint" else None
         self.pretrain_iters = fraction_of(params.pretrain_fraction, ctx.iterations) if params.mode == "pretrain" else 0
-        self.lambdas = {k: getattr(params, f"lambda_{k}") for k in params.meta_labels}
+        self.lambdas: dict[str, float] = {k: getattr(params, f"lambda_{k}") for k in params.meta_labels}
 
     # -- schedule -----------------------------------------------------------
     def contrastive_stage(self, it: int) -> bool:
@@ -156,9 +156,10 @@ class SPCL(Method):
         out: dict[str, torch.Tensor] = {}
         if "position" in self.params.meta_labels:
             parts = [batch.positions] + ([batch.unlabeled_positions] if has_u else [])
-            if any(p is None for p in parts):
+            known = [p for p in parts if p is not None]
+            if len(known) != len(parts):
                 raise ValueError("SPCL position meta-label: the batch carries no patch positions")
-            pos = torch.cat([p.to(device) for p in parts]).float()
+            pos = torch.cat([p.to(device) for p in known]).float()
             if not bool(torch.isfinite(pos).all()):
                 raise ValueError("SPCL position meta-label: a patch position is unknown (NaN)")
             s = self.params.position_partitions
@@ -186,7 +187,8 @@ class SPCL(Method):
             logits = self.net(x)
         return logits, self.projector(box[0])
 
-    def contrastive(self, batch: Batch, it: int):
+    def contrastive(self, batch: Batch,
+                    it: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor, int]:
         """``Σ_k λ_k L_sp^k`` on the 2N views; also returns the logits of every view,
         the flips of the second views and N."""
         imgs = batch.image if batch.unlabeled is None else torch.cat([batch.image, batch.unlabeled])
@@ -203,6 +205,8 @@ class SPCL(Method):
 
     def consistency(self, student_logits: torch.Tensor, flips: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``L_MT`` (supplement Eq. 3) between the EMA teacher on ``x`` and the student on ``x^T``."""
+        if self.teacher is None:
+            raise RuntimeError("SPCL's consistency term needs the EMA teacher of mode 'joint'")
         with torch.no_grad():
             target = torch.softmax(self.teacher(x), dim=1)
         prob = torch.softmax(flip_samples(student_logits, flips), dim=1)

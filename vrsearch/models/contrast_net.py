@@ -9,6 +9,8 @@ for one forward pass only.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -43,7 +45,7 @@ class ContrastNet(nn.Module):
         self.local_proj = MLPHead(width, dim, dim)
         self.width = width
 
-    def run(self, x: torch.Tensor, rep: bool | str = False, enc: bool = False) -> dict:
+    def run(self, x: torch.Tensor, rep: bool | str = False, enc: bool = False) -> dict[str, Any]:
         """``logits`` and ``h`` (last decoder features) as ``[B, C, X, Y, Z]``; with
         ``rep`` the representation map (``"sampled"``: a
         :class:`~vrsearch.models.embedding.SampledEmbedding` of it, evaluated only
@@ -52,7 +54,7 @@ class ContrastNet(nn.Module):
         mods = (self._stages if rep else []) + (self._encoder if enc else [])
         with capture_outputs(mods) as box:
             h = seg.decode(x)
-        out = {"logits": seg._from_net(seg.seg_head(h)), "h": seg._from_net(h)}
+        out: dict[str, Any] = {"logits": seg._from_net(seg.seg_head(h)), "h": seg._from_net(h)}
         if rep == "sampled":
             out["rep"] = self.rep_head.sampled([h] + box[: len(self._stages)])
         elif rep:

@@ -31,9 +31,9 @@ heads is part of ``SegNet``, so ``predictor()`` (the SegNet) never runs them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -77,10 +77,10 @@ def encoder_output_block(backbone: nn.Module, channels: Sequence[int]) -> tuple[
 
 
 @contextmanager
-def capture_outputs(modules: Sequence[nn.Module]):
+def capture_outputs(modules: Sequence[nn.Module]) -> Iterator[list[Any]]:
     """Yield a list that holds, after a forward pass inside the ``with`` block,
     the output of each of ``modules`` (in the order given)."""
-    box: list = [None] * len(modules)
+    box: list[Any] = [None] * len(modules)
     handles = [m.register_forward_hook(lambda _m, _i, out, k=k: box.__setitem__(k, out))
                for k, m in enumerate(modules)]
     try:

@@ -33,6 +33,7 @@ def build_backbone(cfg: ModelConfig, in_channels: int = 1) -> tuple[nn.Module, i
     """A MONAI encoder/decoder and the number of channels it outputs."""
     dims = cfg.spatial_dims
     norm = Norm.BATCH if cfg.norm == "batch" else ("instance", {"affine": True})
+    net: nn.Module
     if cfg.arch == "basic_unet":
         out = cfg.channels[5]
         net = BasicUNet(
@@ -94,7 +95,7 @@ class SegNet(nn.Module):
         """Last decoder features, in the network's own dimensionality."""
         return self.post(self.backbone(self._to_net(x)))
 
-    def forward(self, x: torch.Tensor, features: bool = False):
+    def forward(self, x: torch.Tensor, features: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         h = self.decode(x)
         logits = self._from_net(self.seg_head(h))
         if not features:

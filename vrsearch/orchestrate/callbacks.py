@@ -5,9 +5,13 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 from ray.tune import Callback
+from ray.tune.experiment import Trial
 
+from vrsearch.core.config import Echo
 from vrsearch.errors import VrsearchError
 from vrsearch.orchestrate.mirror import push_results
 from vrsearch.results import fragments
@@ -15,7 +19,7 @@ from vrsearch.results.names import started_trial_names
 from vrsearch.results.rundir import RESULT_FILE
 
 
-def refresh_report(run_dir: Path, echo=print) -> Path | None:
+def refresh_report(run_dir: Path, echo: Echo = print) -> Path | None:
     """(Re)write ``report.html``; a report that cannot be built never stops a study."""
     try:
         from vrsearch.report.html import write_report
@@ -31,14 +35,14 @@ class ResultsCallback(Callback):
     report and (with ``storage``, a URI) mirror the run dir there; a failed push is one
     warning line and is retried after the next trial."""
 
-    def __init__(self, run_dir: Path, total: int, echo=print, storage: str | None = None):
+    def __init__(self, run_dir: Path, total: int, echo: Echo = print, storage: str | None = None):
         self.run_dir, self.total, self.echo, self.storage = Path(run_dir), total, echo, storage
         self.done = self.failed = self.stopped = 0
         self.best = -math.inf
         self.t0 = time.perf_counter()
         self.running: set[str] = set()
 
-    def _finished(self, trial, status: str, error: str = "") -> None:
+    def _finished(self, trial: Trial, status: str, error: str = "") -> None:
         self.running.discard(trial.trial_id)
         d = fragments.trial_dir(self.run_dir, trial.trial_id)
         result = fragments.read_json(d / RESULT_FILE)
@@ -46,6 +50,7 @@ class ResultsCallback(Callback):
             fragments.record_status(self.run_dir, trial.trial_id, status, error)
         else:
             status = result["status"]
+        trials: pd.DataFrame | None
         try:
             trials, _, _ = fragments.compact(self.run_dir)
         except VrsearchError as exc:  # e.g. a full disk: the fragments hold everything, the study goes on
@@ -58,8 +63,8 @@ class ResultsCallback(Callback):
         self.done += 1
         self.failed += status == "failed"
         self.stopped += status == "stopped_early"
-        row = trials[trials.trial_id == trial.trial_id] if trials is not None else []
-        score = fragments.finite(row.best_val_dice.iloc[0]) if len(row) else None
+        row = trials[trials.trial_id == trial.trial_id] if trials is not None else None
+        score = fragments.finite(row.best_val_dice.iloc[0]) if row is not None and len(row) else None
         if score is not None:
             self.best = max(self.best, score)
         self.echo(self.line(trial.trial_id, status, score, result.get("error", "") if result else error))
@@ -76,13 +81,13 @@ class ResultsCallback(Callback):
                 f"running {len(self.running)}, failed {self.failed}, stopped early {self.stopped}, "
                 f"best so far {best}, elapsed {elapsed:.0f}s, ETA {eta:.0f}s")
 
-    def on_trial_start(self, iteration, trials, trial, **info):
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self.running.add(trial.trial_id)
 
-    def on_trial_complete(self, iteration, trials, trial, **info):
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._finished(trial, "stopped_early")
 
-    def on_trial_error(self, iteration, trials, trial, **info):
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         err = ""
         path = getattr(trial, "error_file", None) or ""
         if path and Path(path).exists():

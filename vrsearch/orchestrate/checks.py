@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 
+from vrsearch.core.config import Echo
 from vrsearch.data.intensity import saturation_warnings
+from vrsearch.data.prepare import PreparedData
 from vrsearch.engine.prepare import prepare_for
 from vrsearch.errors import VrsearchError
 from vrsearch.results import storage
@@ -17,7 +19,8 @@ from vrsearch.study.rules import check_rules
 from vrsearch.study.schema import Study
 
 
-def check_study(study: Study, address: str | None = None, *, data: bool = True, warn=None):
+def check_study(study: Study, address: str | None = None, *, data: bool = True,
+                warn: Echo | None = None) -> PreparedData | None:
     """Everything ``vrsearch run`` refuses before Ray starts (``vrsearch validate`` calls
     it too): the study's rules, the storage URI, the data (``data``: read and check every
     volume; ``warn`` gets a line for each doubtful setting, e.g. a clip that saturates
@@ -60,7 +63,7 @@ def _trial_resources(study: Study) -> list[dict]:
     top = {**base, "custom_per_worker": dict(base["custom_per_worker"])}
     for key, dim in study.search.space.items():
         field = key.removeprefix("resources.")
-        values = dim.choices if dim.type == "categorical" else [dim.high]
+        values = dim.options() if dim.type == "categorical" else [dim.bounds()[1]]
         numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
         if field.startswith(_CUSTOM) and numbers:
             top["custom_per_worker"][field.removeprefix(_CUSTOM)] = max(numbers)

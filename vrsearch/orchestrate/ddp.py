@@ -16,11 +16,14 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import ray
+from ray.train import BackendConfig
+from ray.train._internal.base_worker_group import BaseWorkerGroup
 from ray.train.torch.config import TorchConfig, _set_torch_distributed_env_vars, _TorchBackend
 
-_HELD: dict = {}  # keeps rank 0's listening socket and store alive in its worker process
+_HELD: dict[str, Any] = {}  # keeps rank 0's listening socket and store alive in its worker process
 
 
 def _start_store(world_size: int, timeout_s: int) -> int:
@@ -54,12 +57,14 @@ def rendezvous_seconds() -> float | None:
 
 
 class _LoopbackBackend(_TorchBackend):
-    def on_start(self, worker_group, backend_config: TorchConfig) -> None:
+    def on_start(self, worker_group: BaseWorkerGroup, backend_config: BackendConfig) -> None:
+        if not isinstance(backend_config, TorchConfig):
+            raise TypeError(f"the loopback backend needs a TorchConfig, not {type(backend_config).__name__}")
         n = len(worker_group)
         port = worker_group.execute_single(0, _start_store, world_size=n, timeout_s=backend_config.timeout_s)
         worker_group.execute(_set_torch_distributed_env_vars)
         backend = backend_config.backend or "gloo"
-        ray.get([
+        ray.get([  # type: ignore[arg-type]  # ray's async refs and ray.get's name two ObjectRef types
             worker_group.execute_single_async(i, _join, backend=backend, world_rank=i, world_size=n, port=port,
                                               timeout_s=backend_config.timeout_s)
             for i in range(n)
@@ -71,5 +76,5 @@ class LoopbackTorchConfig(TorchConfig):
     """``TorchConfig`` whose rendezvous store listens on 127.0.0.1 only."""
 
     @property
-    def backend_cls(self):
+    def backend_cls(self) -> type[_LoopbackBackend]:
         return _LoopbackBackend

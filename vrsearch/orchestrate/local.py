@@ -9,6 +9,7 @@ and the Train rendezvous uses :mod:`vrsearch.orchestrate.ddp`.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -64,7 +65,7 @@ def loopback_init(temp_dir: Path, num_cpus: int | None = None, resources: dict[s
         include_dashboard=False,
         _temp_dir=str(temp_dir),
         log_to_driver=False,
-        logging_level="ERROR",
+        logging_level=logging.ERROR,
     )
     node_ip = ray.util.get_node_ip_address()
     if node_ip != "127.0.0.1":  # never run a study on a Ray that is reachable from outside

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vrsearch.core.config import Echo
 from vrsearch.errors import VrsearchError
 from vrsearch.results import storage
 from vrsearch.study.schema import Study
@@ -15,7 +16,7 @@ def run_location(study: Study) -> str | None:
     return storage.location(study.output.storage, study.name) if study.output.storage else None
 
 
-def push_results(run_dir: Path, where: str | None, echo=print, *, final: bool = False) -> None:
+def push_results(run_dir: Path, where: str | None, echo: Echo = print, *, final: bool = False) -> None:
     """Mirror the run dir to its storage; a failed push warns (retried at the next one),
     a failed final push raises (naming the URI)."""
     if where is None:

@@ -27,13 +27,17 @@ scheduler (ASHA), which decides what stops.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ray.tune.search import Searcher
 
 from vrsearch.study.design import OPTUNA_KEY, SEED_KEY
+
+if TYPE_CHECKING:
+    from ray.tune.search.optuna import OptunaSearch
 
 
 def aggregate(scores: list[float | None], how: str, mode: str) -> float:
@@ -68,15 +72,16 @@ class StudySearcher(Searcher):
     """Optuna's proposals × seeds, continuing ``interrupted`` proposals first; at most
     ``new`` proposals are asked. ``tell(number, value)`` closes an interrupted one."""
 
-    def __init__(self, optuna_search: Searcher, seeds: list[int], how: str, *, tell,
-                 interrupted: list[Proposal] = (), new: int):
+    def __init__(self, optuna_search: OptunaSearch, seeds: list[int], how: str, *,
+                 tell: Callable[[int, float], None], interrupted: Sequence[Proposal] = (), new: int):
         super().__init__(metric=optuna_search.metric, mode=optuna_search.mode)
         self.inner, self.seeds, self.how, self.tell = optuna_search, list(seeds), how, tell
         self.open: list[Proposal] = list(interrupted)
         self.new = new
         self.by_trial: dict[str, Proposal] = {}
 
-    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict[str, Any],
+                              **spec: Any) -> bool:
         ok = self.inner.set_search_properties(metric, mode, config, **spec)
         self._metric, self._mode = self.inner.metric, self.inner.mode
         return ok
@@ -88,7 +93,7 @@ class StudySearcher(Searcher):
         if self.new <= 0:
             return None
         config = self.inner.suggest(trial_id)
-        if config is None or config == Searcher.FINISHED:
+        if config is None or config == Searcher.FINISHED:  # type: ignore[comparison-overlap]  # ray: suggest() may return FINISHED, a str
             return None
         number = self.inner._ot_trials[trial_id].number  # OptunaSearch's own record (ray 2.60)
         self.new -= 1
@@ -96,7 +101,7 @@ class StudySearcher(Searcher):
         self.open.append(p)
         return p
 
-    def suggest(self, trial_id: str) -> dict | None:
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]  # ray's Searcher returns FINISHED, a str, too
         p = self._next(trial_id)
         if p is None:
             return Searcher.FINISHED if self.new <= 0 and not any(q.todo for q in self.open) else None

@@ -2,7 +2,7 @@
 
 The real parts decide: an Optuna sampler (:func:`~vrsearch.orchestrate.searchers.make_sampler`,
 asked and told in process) proposes configurations; Ray Tune's scheduler objects
-(:func:`~vrsearch.orchestrate.searchers.tune_scheduler`: ASHA, asynchronous Hyperband,
+(:func:`~vrsearch.orchestrate.schedulers.tune_scheduler`: ASHA, asynchronous Hyperband,
 the median rule, FIFO) are handed each recorded report in the order the reports would
 arrive, and stop trials. No trial trains: the event loop below plays the part of
 Tune's controller on a simulated clock counted in iterations, with ``concurrency``
@@ -20,12 +20,15 @@ from __future__ import annotations
 import heapq
 import importlib.util
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from vrsearch.orchestrate.searchers import _Ended, _NoLiveTrials, _optuna, make_sampler, tune_scheduler
+from vrsearch.orchestrate.schedulers import ended_trial, no_live_trials, tune_scheduler
+from vrsearch.orchestrate.searchers import _optuna, make_sampler
 from vrsearch.orchestrate.tabular import CurveTable
 from vrsearch.study.design import optuna_space
 
@@ -92,6 +95,8 @@ def search(table: CurveTable, cfg: ReplayConfig, seed: int) -> pd.DataFrame:
     ``time`` (simulated clock, iterations), ``compute`` (iterations trained by all
     trials so far), ``trial``, ``config``, ``iteration``, ``value``, ``best`` (best report
     so far) and ``stopped`` (the scheduler stopped the trial here)."""
+    if cfg.grace is None:
+        raise ValueError("search() needs a checked config (check() fills in the grace period)")
     optuna = _optuna()
     np.random.seed(seed)  # Tune's Hyperband draws each trial's bracket from numpy's global generator
     ties = np.random.default_rng([seed, 1])  # which of equally near configurations a proposal takes
@@ -102,7 +107,7 @@ def search(table: CurveTable, cfg: ReplayConfig, seed: int) -> pd.DataFrame:
     sampler = make_sampler(cfg.searcher, seed, n_startup_trials=cfg.n_startup_trials,
                            multivariate=cfg.multivariate, constant_liar=cfg.constant_liar)
     ost = optuna.create_study(direction=direction, sampler=sampler)
-    suggest, ctrl = optuna_space(table.study), _NoLiveTrials()
+    suggest, ctrl = optuna_space(table.study), no_live_trials()
     samples = min(cfg.samples or len(table), len(table))
     used: set[int] = set()
     running: dict[int, tuple] = {}
@@ -117,7 +122,7 @@ def search(table: CurveTable, cfg: ReplayConfig, seed: int) -> pd.DataFrame:
         config = table.nearest(asked.params, used, ties)
         used.add(config)
         number = len(used) - 1
-        trial = _Ended(str(number))
+        trial = ended_trial(str(number))
         sched.on_trial_add(ctrl, trial)
         running[number] = (asked, trial, now)
         heapq.heappush(events, (now + table.iterations[config][0], number, config, 0))
@@ -209,15 +214,14 @@ class Replayed:
     cfg: ReplayConfig
     traces: pd.DataFrame
     runs: pd.DataFrame
-    summary: dict
+    summary: dict[str, Any]
     fidelity: pd.DataFrame
     grace: int | None
     min_rho: float
-    curve: pd.DataFrame | None = None
+    curve: pd.DataFrame = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.curve is None:
-            self.curve = curve(self)
+        self.curve = curve(self)
 
 
 def best_at(traces: pd.DataFrame, compute: float) -> pd.Series:
@@ -226,7 +230,7 @@ def best_at(traces: pd.DataFrame, compute: float) -> pd.Series:
     return seen.groupby("searcher_seed").best.last().reindex(traces.searcher_seed.unique())
 
 
-def curve(replayed) -> pd.DataFrame:
+def curve(replayed: Replayed) -> pd.DataFrame:
     """Compute (as a fraction of the exhaustive compute) vs the best found: median and
     quartiles over the searcher seeds, at :data:`CURVE_POINTS`."""
     exhaustive = float(replayed.table.cost().sum())
@@ -249,13 +253,11 @@ def replay(table: CurveTable, cfg: ReplayConfig, repeats: int, target: float, mi
                     recommended_grace(fid, min_rho), min_rho)
 
 
-def write(replayed: Replayed, run_dir) -> list:
+def write(replayed: Replayed, run_dir: Path | str) -> list[Path]:
     """``replay/`` in the run directory: ``traces.parquet`` (every report of every
     replayed search), ``runs.parquet`` (one row per search), ``curve.parquet``,
     ``fidelity.parquet`` and ``summary.parquet`` (one row per replayed search setting;
     a replay of the same setting replaces its row)."""
-    from pathlib import Path
-
     from vrsearch.results.io import write_frame
 
     out = Path(run_dir) / REPLAY_DIR

@@ -2,234 +2,35 @@
 
 The driver validates the study and checks every data file *before* Ray
 starts, claims the run directory (refusing one that holds another study),
-starts a loopback-only local Ray (or joins ``--address``), and runs a Tuner:
-Optuna (TPE / random / CMA-ES, persisted in an RDB storage — SQLite in the
-run directory by default; several seeds per configuration through
-:class:`~vrsearch.orchestrate.proposals.StudySearcher`) or a fixed design (grid /
-random / ablation / none) crossed with dataset axes and seeds, under ASHA,
-the median rule or no scheduler.
+starts a loopback-only local Ray (or joins ``--address``) and runs what the
+study still needs in a new Tune experiment (:mod:`vrsearch.orchestrate.experiment`).
 
 Running, resuming and growing (an edited fixed-design study,
-:mod:`vrsearch.orchestrate.grow`) are one path: :func:`plan` reads what the
-run directory's trial fragments (and Optuna's study) say is still missing, and
-a new Tune experiment runs it. Tune's own saved state is never restored.
+:mod:`vrsearch.orchestrate.grow`) are one path: the experiment runs what the
+run directory's trial fragments (and Optuna's study) say is still missing.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import os
 import shutil
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 
+from vrsearch.core.config import Echo
 from vrsearch.engine.single import claim_run_dir
 from vrsearch.errors import VrsearchError
 from vrsearch.orchestrate import grow
-from vrsearch.orchestrate.checks import check_study, local_custom_resources
-from vrsearch.orchestrate.mirror import push_results, run_location
-from vrsearch.orchestrate.proposals import Proposal, aggregate
-from vrsearch.orchestrate.searchers import (
-    close_orphans, delete_optuna_study, plan_search, recorded_curves, scheduler, searcher, tell,
-)
-from vrsearch.orchestrate.trainable import trial_resources, trial_study, vrsearch_trial
-from vrsearch.results import faults, fragments, io, storage
+from vrsearch.orchestrate.checks import check_study
+from vrsearch.orchestrate.experiment import execute, plan
+from vrsearch.orchestrate.mirror import run_location
+from vrsearch.orchestrate.searchers import delete_optuna_study
+from vrsearch.results import io, storage
 from vrsearch.results.lock import run_lock
 from vrsearch.results.rundir import RunDir
 from vrsearch.study import load_study, study_to_yaml
-from vrsearch.study.design import cells_with_seeds, n_trials
+from vrsearch.study.design import n_trials
 from vrsearch.study.load import build_study, read_yaml
 from vrsearch.study.schema import Study
-
-REUSE_ENV = "VRSEARCH_REUSE_ACTORS"
-
-
-def ray_temp_dir(run_dir: Path, configured: Path | None = None) -> Path:
-    """Ray's temp dir: ``resources.ray_temp_dir`` if set, else in the run dir when that is
-    short enough for Unix socket paths (≤107 bytes), else /tmp/vrs-<hash of run dir>."""
-    if configured is not None:
-        return Path(configured).expanduser().absolute()
-    inside = RunDir(run_dir).ray_temp
-    if len(str(inside)) <= 28:
-        return inside
-    return Path("/tmp") / f"vrs-{hashlib.sha1(str(run_dir).encode()).hexdigest()[:8]}"
-
-
-def init_ray(run_dir: Path, address: str | None, temp_dir: Path | None = None,
-             resources: dict[str, float] | None = None) -> None:
-    """Join the cluster at ``address``, or start a loopback-only local Ray that advertises
-    the custom ``resources`` (a cluster's come from its node types)."""
-    os.environ[faults.DRIVER] = str(os.getpid())  # for a test's kill-driver fault (workers inherit it)
-    if not address:
-        from vrsearch.orchestrate.local import loopback_env
-
-        loopback_env()  # before ray is imported
-    import ray
-
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    # a reused actor waits this long for the stopped trial's thread to end (Tune's default 2 s
-    # would fail the next trial if an early-stopped one takes longer to unwind)
-    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "120")
-    if address:  # a cluster's actors don't inherit this process's environment: the job's runtime env
-        timeout = {"TUNE_FUNCTION_THREAD_TIMEOUT_S": os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"]}
-        ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": timeout})
-        return
-    from vrsearch.orchestrate.local import loopback_init
-
-    loopback_init(ray_temp_dir(run_dir, temp_dir), resources=resources)
-
-
-@dataclass
-class Work:
-    """What the next Tune experiment runs: a fixed design's pending ``cells`` (with seeds),
-    or a search's ``interrupted`` proposals and ``new`` ones to ask."""
-
-    cells: list[dict] | None = None
-    interrupted: list[Proposal] = field(default_factory=list)
-    new: int = 0
-    seeds: int = 1
-
-    @property
-    def trials(self) -> int:
-        if self.cells is not None:
-            return len(self.cells)
-        return sum(len(p.todo) for p in self.interrupted) + self.new * self.seeds
-
-
-def plan(study: Study, run: RunDir) -> Work:
-    """The trials the study still needs, from its fragments (and Optuna for a search)."""
-    if study.search.design != "search":
-        done = grow.finished_hashes(run)
-        return Work(cells=grow.pending_cells(study.model_dump(mode="json"), cells_with_seeds(study), done))
-    interrupted, new = plan_search(study, run)
-    for p in [p for p in interrupted if not p.todo]:  # every seed ended; Optuna was not told
-        tell(study, run, p.number, aggregate(list(p.scores.values()), study.search.aggregate, study.search.mode))
-        interrupted.remove(p)
-    return Work(interrupted=interrupted, new=new, seeds=len(study.search.seeds))
-
-
-def reuse_actors(study: Study, work: Work) -> bool:
-    """Warm actors: a finished trial's Tune actor (its imports, thread pools and the data it
-    prepared) runs the next trial of the same resources; ``VRSEARCH_REUSE_ACTORS=0`` starts
-    every trial in a fresh process. Each trial resets the process state it reads
-    (:func:`vrsearch.engine.setup.seed_everything`, thread counts), so both give the same
-    results (``tests/e2e/test_determinism.py``).
-
-    Not for studies with DDP trials: Ray Train (2.60, Train V2) starts a new worker group
-    in every ``fit()`` and offers no reuse of it, and a stopped DDP trial's thread waits
-    inside ``fit()`` rather than in a report, so Tune could not reset its actor in time
-    (the next trial would fail); their actors start fresh, as before."""
-    if os.environ.get(REUSE_ENV, "1") == "0":
-        return False
-    if work.cells is not None:
-        base = study.model_dump(mode="json")
-        return all(trial_study(base, {"cell": c})[0].resources.workers_per_trial <= 1 for c in work.cells)
-    return study.resources.workers_per_trial <= 1 and "resources.workers_per_trial" not in study.search.space
-
-
-def tune_setup(study: Study, run: RunDir, work: Work):
-    """Tune's param space and ``TuneConfig`` of a new experiment for ``work``; the
-    scheduler first replays the reports of the trials that ended before."""
-    from ray import tune
-
-    sched = scheduler(study, recorded_curves(run, study.search.metric))
-    if work.cells is not None:
-        param_space, search_alg, n = {"cell": tune.grid_search(work.cells)}, None, 1
-    else:
-        param_space, search_alg, n = {}, searcher(study, run, work.interrupted, work.new), work.trials
-    return param_space, tune.TuneConfig(
-        metric=study.search.metric, mode=study.search.mode, search_alg=search_alg, scheduler=sched,
-        num_samples=n, max_concurrent_trials=study.resources.concurrent_trials, reuse_actors=reuse_actors(study, work),
-    )
-
-
-def _tuner(study: Study, run: RunDir, work: Work, echo, where: str | None):
-    from ray import tune
-
-    from vrsearch.orchestrate.callbacks import ResultsCallback
-
-    base = study.model_dump(mode="json")
-    if study.search.design == "search":
-        base["train"]["seed"] = study.search.seeds[0]
-    trainable = tune.with_parameters(vrsearch_trial, base=base, run_dir=str(run.path))
-    trainable = tune.with_resources(trainable, functools.partial(trial_resources, base))
-    callback = ResultsCallback(run.path, work.trials, echo, storage=where)
-    param_space, tune_config = tune_setup(study, run, work)
-    run_config = tune.RunConfig(
-        name=run.next_experiment(), storage_path=str(run.path), verbose=0, callbacks=[callback],
-        failure_config=tune.FailureConfig(max_failures=study.resources.max_failures),
-    )
-    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config), callback
-
-
-def _execute(study: Study, run: RunDir, address: str | None, echo, where: str | None = None) -> Path:
-    """Run what the study still needs in a new Tune experiment: every trial of a new
-    study; after an interruption or an edit, the trials without a finished fragment
-    (continuing from their configurations' checkpoints) and a search's open proposals."""
-    import ray
-
-    grow.remove_unfinished(run)  # their configurations run again, from their checkpoints
-    work = plan(study, run)
-    where = where or run_location(study)
-    if work.trials == 0:
-        fragments.compact(run.path)
-        push_results(run.path, where, echo, final=True)
-        echo(f"nothing to run: all {n_trials(study)} trials of {study.name} are already in {run.path}")
-        return run.path
-    if where is not None:  # before Ray starts: an unwritable storage fails now, not after the study
-        storage.push(run.path, where)
-        echo(f"storing results at {where}")
-    init_ray(run.path, address, study.resources.ray_temp_dir, local_custom_resources(study))
-    try:
-        tuner, callback = _tuner(study, run, work, echo, where)
-        echo(f"study {study.name}: {callback.total} trials, design {study.search.design}, run dir {run.path}")
-        try:
-            faults.point("tuner")  # the experiment is set up; no trial has started
-            tuner.fit()
-        except VrsearchError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a Tune/Ray failure: one line, the traceback in a file
-            raise _driver_error(run, exc) from None
-    finally:
-        trials, _, _ = fragments.compact(run.path)
-        ray.shutdown()
-    return _finish(study, run, trials, where, echo)
-
-
-def _finish(study: Study, run: RunDir, trials, where: str | None, echo) -> Path:
-    counts = trials.status.value_counts().to_dict() if len(trials) else {}
-    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no trials"
-    if plan(study, run).trials:
-        push_results(run.path, where, echo, final=True)
-        ended = sum(v for k, v in counts.items() if k in fragments.FINISHED)
-        raise VrsearchError(f"stopped after {ended} of {n_trials(study)} trials ({summary}); results so far are in "
-                            f"{run.path}; continue with 'vrsearch resume {run.path}'")
-    if study.search.design == "search" and (orphans := close_orphans(study, run)):
-        echo(f"{orphans} Optuna proposals that no trial evaluated marked failed")
-    from vrsearch.orchestrate.callbacks import refresh_report
-
-    report = refresh_report(run.path, echo)
-    push_results(run.path, where, echo, final=True)
-    echo(f"finished: {summary}; results in {run.path}" + (f" and {where}" if where else ""))
-    if report is not None:
-        echo(f"report: {report}")
-    best = trials.dropna(subset=["best_val_dice"]).sort_values("best_val_dice", ascending=False).head(1)
-    if len(best):
-        b = best.iloc[0]
-        echo(f"best: trial {b.trial_id}, val dice {b.best_val_dice:.4f} at iteration {int(b.best_iteration)}, "
-             f"cell {b.cell}")
-    return run.path
-
-
-def _driver_error(run: RunDir, exc: Exception) -> VrsearchError:
-    import traceback
-
-    io.write_text_atomic(run.driver_log, "".join(traceback.format_exception(exc)))
-    text = " ".join(str(exc).split())[:200]
-    return VrsearchError(f"the study stopped on {type(exc).__name__}: {text} (traceback in {run.driver_log}); "
-                         f"results so far are in {run.path}; continue with 'vrsearch resume {run.path}'")
 
 
 def discard_trial_state(study: Study, run: RunDir) -> None:
@@ -250,7 +51,8 @@ def _prior_study(run: RunDir) -> tuple[str, Study] | None:
         return None
 
 
-def run_study(study_path: Path, overrides, *, address: str | None = None, fresh: bool = False, echo=print) -> Path:
+def run_study(study_path: Path, overrides: Iterable[str], *, address: str | None = None, fresh: bool = False,
+              echo: Echo = print) -> Path:
     study = load_study(study_path, overrides)
     check_study(study, address, warn=lambda line: echo(f"warning: {line}"))
     run = RunDir(study.run_dir)
@@ -269,7 +71,7 @@ def run_study(study_path: Path, overrides, *, address: str | None = None, fresh:
             grow.remove_unfinished(run)
             new = plan(study, run).trials
             echo(f"growing {run.path}: {new} new trials, {n_trials(study) - new} finished trials reused")
-            return _execute(study, run, address, echo)
+            return execute(study, run, address, echo)
     where = run_location(study)
     if where is not None and not fresh and not storage.synced_with(run.path, where) \
             and storage.read_bytes(where, io.STUDY_FILE, must_exist=False) is not None:
@@ -282,10 +84,10 @@ def run_study(study_path: Path, overrides, *, address: str | None = None, fresh:
             storage.forget(run.path)
             if where is not None:
                 storage.remove(where)
-        return _execute(study, run, address, echo)
+        return execute(study, run, address, echo)
 
 
-def _pull_run(uri: str, into: Path | None, echo) -> Path:
+def _pull_run(uri: str, into: Path | None, echo: Echo) -> Path:
     """Bring the run stored at ``uri`` into ``into`` or the local dir its study names."""
     import yaml
 
@@ -306,7 +108,8 @@ def _pull_run(uri: str, into: Path | None, echo) -> Path:
     return run_dir
 
 
-def resume_study(run_dir: Path | str, *, address: str | None = None, echo=print, into: Path | None = None) -> Path:
+def resume_study(run_dir: Path | str, *, address: str | None = None, echo: Echo = print,
+                 into: Path | None = None) -> Path:
     """Continue an interrupted study in ``run_dir`` — or, given a storage URI, in the local
     copy pulled from it (``into``, else the study's ``output.dir``), storing results back there.
 
@@ -325,4 +128,4 @@ def resume_study(run_dir: Path | str, *, address: str | None = None, echo=print,
     with run_lock(run.path):
         kept = len(grow.finished_metas(run))
         echo(f"resuming {run.path}: {kept} finished trials kept")
-        return _execute(study, run, address, echo, where)
+        return execute(study, run, address, echo, where)

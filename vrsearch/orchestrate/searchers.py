@@ -1,18 +1,17 @@
-"""What proposes and stops a study's trials: the Tune scheduler (ASHA, the median
-rule or none) and, for ``search`` designs, Optuna behind Ray's ``OptunaSearch``
+"""What proposes a ``search`` design's trials: Optuna behind Ray's ``OptunaSearch``
 (persisted in an RDB storage — SQLite in the run directory by default, or
 ``search.storage``), wrapped in :class:`~vrsearch.orchestrate.proposals.StudySearcher`
-for seeds and for continuing interrupted proposals.
-
-A resumed study runs in a new Tune experiment; its scheduler first replays the
-recorded reports of the trials that ended before (:func:`scheduler`), so ASHA's
-rungs and the median rule compare new reports with everything the study has seen.
+for seeds and for continuing interrupted proposals; what is still to propose after
+an interruption (:func:`plan_search`). What stops trials is in
+:mod:`vrsearch.orchestrate.schedulers`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,115 +19,12 @@ from vrsearch.orchestrate.proposals import Proposal, StudySearcher
 from vrsearch.results import fragments
 from vrsearch.results.rundir import HISTORY_FILE, META_FILE, RunDir
 from vrsearch.study.design import default_point, optuna_space
-from vrsearch.study.rules import scheduler_plan
 from vrsearch.study.schema import Study
 
-#: one recorded report: (iteration, metric value)
-Curve = list[tuple[int, float]]
+if TYPE_CHECKING:
+    import optuna
 
-
-class _Ended:
-    """A trial of an earlier experiment, as a scheduler sees it (its id only)."""
-
-    def __init__(self, trial_id: str):
-        self.trial_id = trial_id
-
-
-class _NoLiveTrials:
-    """The controller a scheduler is handed while replaying: nothing is running yet."""
-
-    @staticmethod
-    def get_live_trials() -> list:
-        return []
-
-    @staticmethod
-    def get_trials() -> list:
-        return []
-
-
-def _replaying(cls):
-    """``cls`` (a Tune scheduler) that, once Tune gives it its metric and mode, replays
-    the curves of trials that ended in earlier experiments through its own methods."""
-
-    class Replaying(cls):
-        def __init__(self, *args, curves: dict[str, Curve] | None = None, final: int | None = None, **kwargs):
-            super().__init__(*args, **kwargs)
-            self._curves, self._final = dict(curves or {}), final
-
-        def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-            """A trial reporting its ``final`` iteration is recorded but never stopped: it has
-            paid for its training, and a stop there would lose its test evaluation (an ASHA
-            rung falls on the last iteration when it is grace × reduction_factor^k)."""
-            action = super().on_trial_result(tune_controller, trial, result)
-            if self._final is not None and result.get(self._time_attr, -1) >= self._final:
-                return "CONTINUE"
-            return action
-
-        def set_search_properties(self, metric, mode, **spec) -> bool:
-            ok = super().set_search_properties(metric, mode, **spec)
-            ctrl, time_attr = _NoLiveTrials(), self._time_attr
-            for trial_id, curve in self._curves.items():
-                trial, last = _Ended(trial_id), None
-                self.on_trial_add(ctrl, trial)
-                for iteration, value in curve:
-                    last = {time_attr: iteration, self._metric: value}
-                    self.on_trial_result(ctrl, trial, last)
-                self.on_trial_complete(ctrl, trial, last or {})
-            self._curves = {}
-            return ok
-
-    Replaying.__name__ = cls.__name__
-    return Replaying
-
-
-def recorded_curves(run: RunDir, metric: str) -> dict[str, Curve]:
-    """The reports (iteration, ``metric``) of every trial in ``run`` that ended."""
-    import pandas as pd
-
-    out = {}
-    for d in sorted(run.fragments.glob("*/")):
-        ended = fragments.ended(d)
-        hist = d / HISTORY_FILE
-        if ended is None or not hist.exists():
-            continue
-        frame = pd.read_parquet(hist)
-        if metric in frame:
-            rows = frame.dropna(subset=[metric]).sort_values("iteration")
-            out[d.name] = [(int(i), float(v)) for i, v in zip(rows.iteration, rows[metric]) if i > 0]
-    return out
-
-
-def tune_scheduler(kind: str, grace: int, max_t: int, reduction_factor: int = 2, brackets: int = 3,
-                   curves: dict[str, Curve] | None = None, final: int | None = None, **metric_mode):
-    """Ray Tune's scheduler ``kind`` on the ``iteration`` clock: ``asha``, ``hyperband``
-    (Tune's asynchronous Hyperband: ASHA with ``brackets`` brackets), ``median`` (the
-    median stopping rule, from 2 trials) or ``none`` (FIFO); ``curves``: earlier trials'
-    reports to replay first; ``final``: the trials' last iteration, never stopped at;
-    ``metric_mode``: ``metric=`` and ``mode=`` when Tune does not set them."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
-
-    if kind == "none":
-        return FIFOScheduler()
-    if kind in ("asha", "hyperband"):
-        return _replaying(ASHAScheduler)(time_attr="iteration", max_t=max_t, grace_period=grace,
-                                         reduction_factor=reduction_factor,
-                                         brackets=brackets if kind == "hyperband" else 1, curves=curves,
-                                         final=final, **metric_mode)
-    return _replaying(MedianStoppingRule)(time_attr="iteration", grace_period=grace, min_samples_required=2,
-                                          curves=curves, final=final, **metric_mode)
-
-
-def scheduler(study: Study, curves: dict[str, Curve] | None = None):
-    """ASHA, the median rule or FIFO; ``curves``: earlier trials' reports to replay first."""
-    plan = scheduler_plan(study)  # checked when the study was validated
-    if plan is None:
-        return tune_scheduler("none", 1, 1)
-    grace, max_t = plan
-    return tune_scheduler(study.search.scheduler, grace, max_t, study.search.reduction_factor, curves=curves,
-                          final=study.train.iterations)
-
-
-def _optuna():
+def _optuna() -> ModuleType:
     """Optuna, without its INFO lines ("A new study created ...") in the study's console."""
     import optuna
 
@@ -136,7 +32,7 @@ def _optuna():
     return optuna
 
 
-def load_optuna_study(study: Study, run: RunDir):
+def load_optuna_study(study: Study, run: RunDir) -> optuna.Study | None:
     """The study's Optuna study, or None if its storage holds none yet (a run directory's
     SQLite file is never created by looking)."""
     optuna = _optuna()
@@ -161,7 +57,7 @@ def delete_optuna_study(study: Study, run: RunDir) -> None:
         pass
 
 
-def _score(d, metric: str) -> float | None:
+def _score(d: Path, metric: str) -> float | None:
     """A seed's score: the metric of its last report (what OptunaSearch would be told)."""
     import pandas as pd
 
@@ -187,7 +83,8 @@ def plan_search(study: Study, run: RunDir) -> tuple[list[Proposal], int]:
         if end is not None and meta.get("optuna_trial") is not None:
             ended.setdefault(int(meta["optuna_trial"]), {})[int(meta["seed"])] = (
                 None if end["status"] == "failed" else _score(d, study.search.metric))
-    interrupted, asked = [], 0
+    interrupted: list[Proposal] = []
+    asked = 0
     for t in ost.get_trials(deepcopy=False):
         if t.state == optuna.trial.TrialState.WAITING:  # enqueued, not asked yet: a new proposal
             continue
@@ -203,6 +100,8 @@ def tell(study: Study, run: RunDir, number: int, value: float) -> None:
     """Close Optuna trial ``number`` with ``value`` (FAIL when it has none)."""
     optuna = _optuna()
     ost = load_optuna_study(study, run)
+    if ost is None:
+        raise RuntimeError(f"no Optuna study {study.name!r} to tell trial {number}")
     state = optuna.trial.TrialState.FAIL if not math.isfinite(value) else optuna.trial.TrialState.COMPLETE
     ost.tell(number, None if state == optuna.trial.TrialState.FAIL else value, state=state)
 
@@ -227,7 +126,7 @@ def sampler_seed(seed: int, asked: int) -> int:
 
 
 def make_sampler(name: str, seed: int, *, n_startup_trials: int, multivariate: bool = True,
-                 constant_liar: bool = True):
+                 constant_liar: bool = True) -> optuna.samplers.BaseSampler:
     """Optuna's sampler ``name`` (``tpe``, ``random``, ``cmaes``); TPE's ``multivariate`` and
     ``constant_liar`` (pending trials count as bad ones, so concurrent proposals spread out),
     CMA-ES's and TPE's ``n_startup_trials`` (random proposals before the model is used)."""

@@ -88,7 +88,7 @@ def _distance(dim: Dimension, a: Any, b: Any) -> float:
         return 0.0 if a is None and b is None else 1.0
     if dim.type == "categorical":
         return 0.0 if a == b else 1.0
-    lo, hi, x, y = float(dim.low), float(dim.high), float(a), float(b)
+    (lo, hi), x, y = dim.bounds(), float(a), float(b)
     if dim.log:
         lo, hi, x, y = math.log(lo), math.log(hi), math.log(x), math.log(y)
     return min(abs(x - y) / (hi - lo), 1.0)

@@ -20,12 +20,14 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from vrsearch.components.banks import sync_queue_mirrors
+from vrsearch.engine.fit_state import Reporter
 from vrsearch.engine.prepare import prepare_for
 from vrsearch.engine.trainer import Trainer
 from vrsearch.engine.trial import run_trial
@@ -33,10 +35,20 @@ from vrsearch.results import faults, fragments
 from vrsearch.results.lock import checkpoint_claim
 from vrsearch.results.rundir import META_FILE, RESULT_FILE, TIMING_FILE, RunDir
 from vrsearch.study.design import (
-    ARM_KEY, GROUP_KEY, LABEL_KEYS, OPTUNA_KEY, SEED_KEY, apply_cell, config_hash, group_label,
+    ARM_KEY,
+    GROUP_KEY,
+    LABEL_KEYS,
+    OPTUNA_KEY,
+    SEED_KEY,
+    apply_cell,
+    config_hash,
+    group_label,
 )
 from vrsearch.study.rules import REPORTED
 from vrsearch.study.schema import Study
+
+if TYPE_CHECKING:
+    from ray.train.torch import TorchConfig, TorchTrainer
 
 #: trials this process has started (a reused Tune actor runs several; recorded in meta.json)
 _STARTED = [0]
@@ -109,8 +121,9 @@ def _metrics(r: dict) -> dict[str, Any]:
     return out
 
 
-def _engine(study: Study, cell: dict, seed: int, run_dir: Path, trial_id: str, report_fn, ckpt: Path,
-            rank: int = 0, world: int = 1, wrap=None, marks: dict | None = None) -> None:
+def _engine(study: Study, cell: dict[str, Any], seed: int, run_dir: Path, trial_id: str, report_fn: Reporter,
+            ckpt: Path, rank: int = 0, world: int = 1, wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+            marks: dict[str, Any] | None = None) -> None:
     """Train one trial with the engine (checkpoints in ``ckpt``); rank 0 writes the fragments
     (and, given ``marks``, the trial's timeline in ``timing.json``)."""
     data = prepare_for(study, check=False)
@@ -200,7 +213,7 @@ def final_metrics(result: dict) -> dict:
     return {"iteration": int(result.get("iterations", 0)), "val_dice": float("nan") if val is None else val}
 
 
-def _replay_finished(run_dir: Path, trial_id: str, report_fn) -> bool:
+def _replay_finished(run_dir: Path, trial_id: str, report_fn: Reporter) -> bool:
     """A trial whose result is already written is never trained again (e.g. after a
     driver crash that Tune's experiment state did not record): report and return."""
     result = fragments.read_json(fragments.trial_dir(run_dir, trial_id) / RESULT_FILE)
@@ -210,7 +223,7 @@ def _replay_finished(run_dir: Path, trial_id: str, report_fn) -> bool:
     return True
 
 
-def _torch_config(use_gpu: bool):
+def _torch_config(use_gpu: bool) -> TorchConfig:
     from ray.train.torch import TorchConfig
 
     if use_gpu:
@@ -222,9 +235,12 @@ def _torch_config(use_gpu: bool):
     return TorchConfig(backend="gloo")
 
 
-def vrsearch_trial(config: dict, base: dict | None = None, run_dir: str = "") -> None:
+def vrsearch_trial(config: dict[str, Any], base: dict[str, Any] | None = None, run_dir: str = "") -> None:
     """Tune function trainable (``tune.with_parameters(vrsearch_trial, base=..., run_dir=...)``)."""
     from ray import tune
+
+    if base is None:
+        raise TypeError("vrsearch_trial needs base= (the resolved study; tune.with_parameters passes it)")
 
     trial_id = tune.get_context().get_trial_id()
     _STARTED[0] += 1
@@ -235,7 +251,7 @@ def vrsearch_trial(config: dict, base: dict | None = None, run_dir: str = "") ->
     res = study.resources.model_dump()
     threads = max(1, int(res["cpus_per_worker"]))
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    with checkpoint_claim(RunDir(run_dir), config_hash(study), trial_id) as ckpt:
+    with checkpoint_claim(RunDir(Path(run_dir)), config_hash(study), trial_id) as ckpt:
         if res["workers_per_trial"] <= 1:
             torch.set_num_threads(threads)
             _engine(study, cell, seed, Path(run_dir), trial_id, tune.report, ckpt, marks=marks)
@@ -243,8 +259,8 @@ def vrsearch_trial(config: dict, base: dict | None = None, run_dir: str = "") ->
             _torch_trainer(config, base, run_dir, trial_id, threads, res, ckpt, marks).fit()
 
 
-def _torch_trainer(config: dict, base: dict, run_dir: str, trial_id: str, threads: int, res: dict, ckpt: Path,
-                   marks: dict):
+def _torch_trainer(config: dict[str, Any], base: dict[str, Any], run_dir: str, trial_id: str, threads: int,
+                   res: dict[str, Any], ckpt: Path, marks: dict[str, Any]) -> TorchTrainer:
     """Ray Train's DDP worker group for one trial (its workers run :func:`train_worker`)."""
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -260,8 +276,8 @@ def _torch_trainer(config: dict, base: dict, run_dir: str, trial_id: str, thread
         scaling_config=ray.train.ScalingConfig(num_workers=res["workers_per_trial"], use_gpu=use_gpu,
                                                resources_per_worker=worker_res),
         run_config=ray.train.RunConfig(
-            name=trial_id, storage_path=str(RunDir(run_dir).ray_train),
-            callbacks=[TuneReportCallback()],
+            name=trial_id, storage_path=str(RunDir(Path(run_dir)).ray_train),
+            callbacks=[TuneReportCallback()],  # type: ignore[list-item]  # ray: a ray.train Callback, typed as ray.tune's
             failure_config=ray.train.FailureConfig(max_failures=res["max_failures"]),
         ),
     )

@@ -34,7 +34,8 @@ from vrsearch.report import replay_view, sections
 from vrsearch.report.sections import METRIC, conventions_text
 from vrsearch.results import faults, io
 from vrsearch.results.rundir import REPORT_FILE, RunDir
-from vrsearch.results.table import AblationTable, load_tables
+from vrsearch.results.table import load_tables
+from vrsearch.results.table_model import AblationTable
 
 SEARCH_DESIGNS = ("search", "grid", "random")
 

@@ -17,7 +17,7 @@ from vrsearch.report import figures as F
 from vrsearch.report.studies import completed, evaluate, stored_study, trials_study, varying
 from vrsearch.results import io
 from vrsearch.results.stats import group_labels, select_best
-from vrsearch.results.table import AblationTable
+from vrsearch.results.table_model import AblationTable
 
 METRIC, MODE = "best_val_dice", "max"
 

@@ -1,4 +1,4 @@
-"""Renderers of an :class:`~vrsearch.results.table.AblationTable`: Markdown and LaTeX (every
+"""Renderers of an :class:`~vrsearch.results.table_model.AblationTable`: Markdown and LaTeX (every
 section with its caption: what the files keep) and the terminal view of ``vrsearch table``.
 
 The terminal puts the headline first, fitted to the width: it always shows group,
@@ -52,7 +52,7 @@ class Section:
 
 
 class AblationTable(Protocol):
-    """What the renderers read of a :class:`vrsearch.results.table.AblationTable`
+    """What the renderers read of a :class:`vrsearch.results.table_model.AblationTable`
     (which imports this module, not the other way round)."""
 
     frame: Any

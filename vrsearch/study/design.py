@@ -28,7 +28,7 @@ import itertools
 import json
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from vrsearch.errors import StudyError
 from vrsearch.study.load import build_study, set_path
 from vrsearch.study.schema import Dimension, Study
 from vrsearch.study.space import active, default_point, ordered_space  # noqa: F401  (re-exported)
+
+if TYPE_CHECKING:
+    import optuna
 
 SEED_KEY = "train.seed"
 ARM_KEY, GROUP_KEY = "arm", "group"
@@ -97,10 +100,10 @@ def config_hash(study: Study, *, with_seed: bool = True) -> str:
 def grid_cells(study: Study) -> list[dict[str, Any]]:
     cells: list[dict[str, Any]] = [{}]
     for key, dim in ordered_space(study):
-        nxt = []
+        nxt: list[dict[str, Any]] = []
         for cell in cells:
             if active(dim, cell):
-                nxt.extend({**cell, key: choice} for choice in dim.choices)
+                nxt.extend({**cell, key: choice} for choice in dim.options())
             else:
                 nxt.append(cell)
         cells = nxt
@@ -109,8 +112,9 @@ def grid_cells(study: Study) -> list[dict[str, Any]]:
 
 def _draw(dim: Dimension, rng: np.random.Generator) -> Any:
     if dim.type == "categorical":
-        return dim.choices[int(rng.integers(len(dim.choices)))]
-    lo, hi = float(dim.low), float(dim.high)
+        choices = dim.options()
+        return choices[int(rng.integers(len(choices)))]
+    lo, hi = dim.bounds()
     x = math.exp(rng.uniform(math.log(lo), math.log(hi))) if dim.log else rng.uniform(lo, hi)
     if dim.step:
         x = lo + round((x - lo) / dim.step) * dim.step
@@ -169,17 +173,19 @@ class OptunaSpace:
     def __init__(self, study: Study):
         self.dims = ordered_space(study)
 
-    def __call__(self, trial) -> None:
+    def __call__(self, trial: optuna.Trial) -> None:
         cell: dict[str, Any] = {}
         for key, dim in self.dims:
             if not active(dim, cell):
                 continue
             if dim.type == "categorical":
-                cell[key] = trial.suggest_categorical(key, dim.choices)
-            elif dim.type == "int":
-                cell[key] = trial.suggest_int(key, int(dim.low), int(dim.high), step=int(dim.step or 1), log=dim.log)
+                cell[key] = trial.suggest_categorical(key, dim.options())
+                continue
+            low, high = dim.bounds()
+            if dim.type == "int":
+                cell[key] = trial.suggest_int(key, int(low), int(high), step=int(dim.step or 1), log=dim.log)
             else:
-                cell[key] = trial.suggest_float(key, dim.low, dim.high, step=dim.step, log=dim.log)
+                cell[key] = trial.suggest_float(key, low, high, step=dim.step, log=dim.log)
         return None
 
 

@@ -180,7 +180,7 @@ def build_study(raw: dict[str, Any], *, check_design: bool = True) -> Study:
     if check_design:
         resolved = study.model_dump(mode="json")
         space = [
-            (f"search.space.{k}", k, list(d.choices) if d.type == "categorical" else [d.low, d.high])
+            (f"search.space.{k}", k, d.named_values())
             for k, d in study.search.space.items()
         ]
         arms = [(f"search.arms.{a.name}.set.{k}", k, [v]) for a in study.search.arms for k, v in a.set.items()]

@@ -40,8 +40,7 @@ def values_of(study: Study, key: str) -> list[Any]:
     out = [node]
     s = study.search
     if key in s.space:
-        dim = s.space[key]
-        out += list(dim.choices) if dim.type == "categorical" else [dim.low, dim.high]
+        out += s.space[key].named_values()
     out += [a.set[key] for a in s.arms if key in a.set]
     out += list(s.axes.get(key, []))
     return out
@@ -93,7 +92,8 @@ def check_distinct_cells(study: Study) -> None:
 
     if study.search.design == "search":
         return
-    base, seen = study.model_dump(mode="json"), {}
+    base = study.model_dump(mode="json")
+    seen: dict[str, Any] = {}
     for cell in design_cells(study):
         key = config_hash(apply_cell(base, cell), with_seed=False)
         if key in seen:

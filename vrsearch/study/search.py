@@ -12,7 +12,7 @@ Every design shares the scheduler that stops trials, the metric and the seeds.
 from __future__ import annotations
 
 import copy
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -52,6 +52,22 @@ class Dimension(StrictModel):
             raise ValueError("an int range needs whole-number low, high and step")
         return self
 
+    def options(self) -> list[Any]:
+        """A categorical's choices (the validator made them a non-empty list)."""
+        if self.choices is None:
+            raise TypeError(f"a {self.type} dimension has no choices")
+        return self.choices
+
+    def bounds(self) -> tuple[float, float]:
+        """A float/int range's ``(low, high)`` (the validator made both present)."""
+        if self.low is None or self.high is None:
+            raise TypeError(f"a {self.type} dimension has no range")
+        return self.low, self.high
+
+    def named_values(self) -> list[Any]:
+        """The values the study file names: the choices, or the range's two ends."""
+        return list(self.options()) if self.type == "categorical" else list(self.bounds())
+
 
 class AblationArm(StrictModel):
     name: Annotated[str, Field(min_length=1)]
@@ -64,7 +80,7 @@ def _check_space(space: dict[str, Dimension]) -> None:
             if parent not in space or space[parent].type != "categorical":
                 raise ValueError(f"{key!r} is conditional on {parent!r}, which is not a categorical in 'space'")
             wanted = values if isinstance(values, list) else [values]
-            missing = [v for v in wanted if v not in (space[parent].choices or [])]
+            missing = [v for v in wanted if v not in space[parent].options()]
             if missing:
                 raise ValueError(f"{key!r}: 'when' value(s) {missing} are not choices of {parent!r}")
 
@@ -105,11 +121,10 @@ class _Design(StrictModel):
     def __getattr__(self, name: str) -> Any:
         if name in _Design.OTHER_KEYS and name not in type(self).model_fields:
             return copy.deepcopy(_Design.OTHER_KEYS[name])
-        return super().__getattr__(name)
+        return super().__getattr__(name)  # type: ignore[misc]  # pydantic defines it only when not TYPE_CHECKING
 
-    @model_validator(mode="before")
     @classmethod
-    def _unknown_keys(cls, data: Any) -> Any:
+    def _known_keys_only(cls, data: Any) -> Any:
         """Unknown keys are errors with a hint; a key of another design is an error naming
         the designs that read it (at its default — as an older resolved study.yaml spells
         every key out — it is dropped)."""
@@ -124,7 +139,7 @@ class _Design(StrictModel):
             raise PydanticCustomError(
                 "ignored_key", "{key} design {value} ignores it (it applies to design {users} only); remove it",
                 {"key": key, "value": repr(cls.model_fields["design"].default), "users": " or ".join(map(repr, users))})
-        return super()._unknown_keys(data)
+        return super()._known_keys_only(data)
 
     @field_validator("seeds")
     @classmethod
@@ -148,23 +163,28 @@ class _Design(StrictModel):
         return self
 
 
-class NoneDesign(_Design):
-    """The study itself, once per seed (crossed with the dataset ``axes``)."""
+class _FixedDesign(_Design):
+    """What the fixed designs (every one but ``search``) have: the dataset ``axes``."""
 
-    design: Literal["none"] = "none"  # type: ignore[assignment]
     #: dataset settings crossed with every cell (e.g. ``{"dataset.labeled_ratio": [0.1, 0.2]}``)
     axes: dict[str, list[Any]] = {}
 
     @model_validator(mode="after")
-    def _check(self) -> NoneDesign:
+    def _check(self) -> _FixedDesign:
         _check_axes(self.axes)
         return self
 
 
-class GridDesign(NoneDesign):
+class NoneDesign(_FixedDesign):
+    """The study itself, once per seed (crossed with the dataset ``axes``)."""
+
+    design: Literal["none"] = "none"
+
+
+class GridDesign(_FixedDesign):
     """The full factorial of categorical dimensions (a conditional one only where its parents match)."""
 
-    design: Literal["grid"] = "grid"  # type: ignore[assignment]
+    design: Literal["grid"] = "grid"
     space: dict[str, Dimension]
 
     @model_validator(mode="after")
@@ -178,10 +198,10 @@ class GridDesign(NoneDesign):
         return self
 
 
-class RandomDesign(NoneDesign):
+class RandomDesign(_FixedDesign):
     """``num_samples`` distinct cells drawn from the space with a seeded generator (no Optuna)."""
 
-    design: Literal["random"] = "random"  # type: ignore[assignment]
+    design: Literal["random"] = "random"
     space: dict[str, Dimension]
     num_samples: PosInt = 8
 
@@ -193,10 +213,10 @@ class RandomDesign(NoneDesign):
         return self
 
 
-class AblationDesign(NoneDesign):
+class AblationDesign(_FixedDesign):
     """The study as ``baseline`` plus one cell per arm (an arm sets one or more knobs)."""
 
-    design: Literal["ablation"] = "ablation"  # type: ignore[assignment]
+    design: Literal["ablation"] = "ablation"
     arms: list[AblationArm]
 
     @model_validator(mode="after")
@@ -212,7 +232,7 @@ class AblationDesign(NoneDesign):
 class SearchDesign(_Design):
     """Optuna proposes ``num_samples`` configurations (each run once per seed)."""
 
-    design: Literal["search"] = "search"  # type: ignore[assignment]
+    design: Literal["search"] = "search"
     searcher: Literal["tpe", "random", "cmaes"] = "tpe"
     space: dict[str, Dimension]
     num_samples: PosInt = 8
@@ -250,7 +270,7 @@ class SearchDesign(_Design):
             raise ValueError("design 'search' needs a non-empty 'space'")
         for key, dim in self.space.items():
             if dim.type == "categorical" and not all(isinstance(c, (str, int, float, bool, type(None)))
-                                                     for c in dim.choices):
+                                                     for c in dim.options()):
                 raise ValueError(f"{key!r}: a search design's choices must be numbers, strings, booleans or "
                                  "null (Optuna stores them); put list-valued choices in a grid or ablation")
         _check_space(self.space)
@@ -268,8 +288,13 @@ def _design_of(value: Any) -> str:
     return getattr(value, "design", "none")
 
 
+#: the section's type: a union discriminated on ``design`` (``none`` when left out)
 SearchConfig = Annotated[
-    Union[tuple(Annotated[cls, Tag(tag)] for tag, cls in DESIGNS.items())],  # noqa: UP007
-    Discriminator(_design_of, custom_error_type="design",
-                  custom_error_message=f"design must be one of {', '.join(map(repr, DESIGNS))}"),
+    Annotated[NoneDesign, Tag("none")]
+    | Annotated[GridDesign, Tag("grid")]
+    | Annotated[RandomDesign, Tag("random")]
+    | Annotated[AblationDesign, Tag("ablation")]
+    | Annotated[SearchDesign, Tag("search")],
+    Field(discriminator=Discriminator(_design_of, custom_error_type="design",
+                                      custom_error_message=f"design must be one of {', '.join(map(repr, DESIGNS))}")),
 ]

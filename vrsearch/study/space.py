@@ -37,10 +37,11 @@ def ordered_space(study: Study) -> list[tuple[str, Dimension]]:
 
 def _in_space(dim: Dimension, value: Any) -> bool:
     if dim.type == "categorical":
-        return value in dim.choices
+        return value in dim.options()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
-    return dim.low <= value <= dim.high and (dim.type != "int" or float(value).is_integer())
+    low, high = dim.bounds()
+    return low <= value <= high and (dim.type != "int" or float(value).is_integer())
 
 
 def default_point(study: Study) -> dict[str, Any]:
