@@ -67,3 +67,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+#: session fixtures that run a tiny study through real Ray (tests/e2e/conftest.py): every test file
+#: that uses one runs in the same xdist process, so each study is run once per `make test`
+SHARED_STUDIES = {"ablation_run", "search_run"}
+
+
+def pytest_collection_modifyitems(items):
+    """``make test`` distributes by ``xdist_group`` (``--dist loadgroup``): one group per test file
+    (its module fixtures, e.g. the autoscaling cluster, start once), and one for every file that
+    uses a :data:`SHARED_STUDIES` fixture."""
+    shared = {item.nodeid.split("::")[0] for item in items if SHARED_STUDIES & set(item.fixturenames)}
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group("shared-studies" if path in shared else path))
