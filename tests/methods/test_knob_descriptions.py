@@ -31,7 +31,8 @@ def test_baselines_and_lcl_are_described(name):
     assert name not in undescribed()
 
 
-def test_methods_command_prints_a_table_with_descriptions():
+def test_methods_command_prints_a_table_with_descriptions(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # a wide terminal (pytest-xdist's workers say 80): one row per knob
     proc = cli_in_process("methods", "lcl")
     assert proc.returncode == 0, proc.stderr
     spec = get_method("lcl")
