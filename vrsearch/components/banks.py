@@ -75,8 +75,11 @@ class ClassFIFOBank(nn.Module):
             raise ValueError(f"weight must be [{features.shape[0]}], got {tuple(weight.shape)}")
         classes = classes.to(dev, torch.long)
         features = features.detach().to(dev, self.bank.dtype)
-        weight = (torch.ones(n_items, dtype=self.weight.dtype, device=dev) if weight is None
-                  else weight.detach().to(dev, self.weight.dtype))
+        weight = (
+            torch.ones(n_items, dtype=self.weight.dtype, device=dev)
+            if weight is None
+            else weight.detach().to(dev, self.weight.dtype)
+        )
         sorted_c, order = torch.sort(classes, stable=True)  # grouped by class, arrival order kept
         ids = torch.arange(self.num_classes, device=dev)
         start = torch.searchsorted(sorted_c, ids)  # first sorted position of each class

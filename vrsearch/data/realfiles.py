@@ -62,8 +62,7 @@ NIBABEL_DATA = Path(nib.__file__).parent / "tests" / "data"
 MARKER = "realfiles.json"
 VERSION = 1
 
-CLASSES = ("background", "frontal", "insula_limbic", "occipital", "parietal", "deep_gray", "temporal",
-           "cerebellum")
+CLASSES = ("background", "frontal", "insula_limbic", "occipital", "parietal", "deep_gray", "temporal", "cerebellum")
 #: AAL lobe code (thousands digit of a region's code) -> class index in :data:`CLASSES`
 LOBES = {2: 1, 3: 2, 4: 2, 5: 3, 6: 4, 7: 5, 8: 6, 9: 7}
 #: mm added around the atlas's labels before the brain is cut into blocks
@@ -76,9 +75,13 @@ _PACKAGE = {"mricron": "mricron-data", "itk": "insighttoolkit5-examples"}
 
 #: role -> (folder of :class:`Sources`, file name)
 SOURCE_FILES = {
-    "t1": ("mricron", "ch2.nii.gz"), "aal": ("mricron", "aal.nii.gz"), "aal_names": ("mricron", "aal.nii.txt"),
-    "macaque": ("mricron", "inia19-t1-brain.nii.gz"), "itk_t1": ("itk", ITK_T1),
-    "oblique_x": ("nibabel", "example4d.nii.gz"), "oblique_y": ("nibabel", "phantom_EPI_asc_CLEAR_2_1.PAR"),
+    "t1": ("mricron", "ch2.nii.gz"),
+    "aal": ("mricron", "aal.nii.gz"),
+    "aal_names": ("mricron", "aal.nii.txt"),
+    "macaque": ("mricron", "inia19-t1-brain.nii.gz"),
+    "itk_t1": ("itk", ITK_T1),
+    "oblique_x": ("nibabel", "example4d.nii.gz"),
+    "oblique_y": ("nibabel", "phantom_EPI_asc_CLEAR_2_1.PAR"),
 }
 
 
@@ -96,8 +99,11 @@ class Sources:
         for role, (where, name) in SOURCE_FILES.items():
             path = Path(getattr(self, where)) / name
             if not path.is_file():
-                how = (f"install Debian's {_PACKAGE[where]}: make realdata" if where in _PACKAGE
-                       else "nibabel's test data is missing: reinstall nibabel (pip install --force-reinstall nibabel)")
+                how = (
+                    f"install Debian's {_PACKAGE[where]}: make realdata"
+                    if where in _PACKAGE
+                    else "nibabel's test data is missing: reinstall nibabel (pip install --force-reinstall nibabel)"
+                )
                 raise DataError(f"real-file source not found: {path}; {how}")
             out[role] = path
         return out
@@ -131,8 +137,9 @@ def load(path: Path) -> nib.spatialimages.SpatialImage:
             raise TypeError(f"a {type(img).__name__}, not a volume")
         img.get_fdata(dtype=np.float32)
     except Exception as err:  # nibabel and gzip raise many types for damaged files
-        raise DataError(f"cannot read real-file source {path}: {type(err).__name__}: "
-                        + " ".join(str(err).split())) from err
+        raise DataError(
+            f"cannot read real-file source {path}: {type(err).__name__}: " + " ".join(str(err).split())
+        ) from err
     return img
 
 
@@ -152,14 +159,16 @@ def geometries(files: dict[str, Path]) -> list[Geometry]:
         Geometry("lps1p5mm", axes("LPS"), (1.5, 1.5, 1.5), "DICOM patient axes (LPS), 1.5 mm"),
         header_geometry("itk_lsa", files["itk_t1"], "ITK example T1: coronal slices, LSA, 2x2x3 mm"),
         header_geometry("oblique_x", files["oblique_x"], "nibabel example: oblique about left-right, 2x2x2.2 mm"),
-        header_geometry("oblique_y", files["oblique_y"], "Philips PAR: oblique about anterior-posterior, LPS, "
-                                                         "3.75x3.75x8 mm"),
+        header_geometry(
+            "oblique_y", files["oblique_y"], "Philips PAR: oblique about anterior-posterior, LPS, 3.75x3.75x8 mm"
+        ),
         Geometry("pir_sagittal", axes("PIR"), (1.5, 1.5, 3.0), "sagittal slices (PIR), 1.5x1.5x3 mm"),
     ]
 
 
-def target_grid(shape: Sequence[int], affine: np.ndarray,
-                geometry: Geometry) -> tuple[tuple[int, int, int], np.ndarray]:
+def target_grid(
+    shape: Sequence[int], affine: np.ndarray, geometry: Geometry
+) -> tuple[tuple[int, int, int], np.ndarray]:
     """Shape and affine of the smallest grid of ``geometry`` covering the volume ``(shape, affine)``."""
     corners = np.array(list(itertools.product(*[(-0.5, n - 0.5) for n in shape[:3]])))
     along = nib.affines.apply_affine(affine, corners) @ geometry.direction  # mm along each target axis
@@ -212,12 +221,16 @@ def blocks(label: nib.Nifti1Image) -> list[tuple[str, tuple[slice, slice, slice]
     midline = int(round(nib.affines.apply_affine(np.linalg.inv(label.affine), [0.0, 0.0, 0.0])[0]))
     cuts = np.linspace(low[2], high[2], len(SLABS) + 1).round().astype(int)
     x_ranges = {"L": slice(low[0], midline), "R": slice(midline, high[0])}  # RAS: x < 0 is left
-    return [(f"{h}_{s}", (x_ranges[h], slice(low[1], high[1]), slice(cuts[i], cuts[i + 1])))
-            for h in HEMISPHERES for i, s in enumerate(SLABS)]
+    return [
+        (f"{h}_{s}", (x_ranges[h], slice(low[1], high[1]), slice(cuts[i], cuts[i + 1])))
+        for h in HEMISPHERES
+        for i, s in enumerate(SLABS)
+    ]
 
 
-def resample(img: nib.spatialimages.SpatialImage, grid: tuple[tuple[int, int, int], np.ndarray],
-             order: int) -> np.ndarray:
+def resample(
+    img: nib.spatialimages.SpatialImage, grid: tuple[tuple[int, int, int], np.ndarray], order: int
+) -> np.ndarray:
     """``img`` sampled on ``grid`` (zero outside it): order 1 trilinear, 0 nearest."""
     src = nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32), img.affine)
     return np.asarray(resample_from_to(src, grid, order=order, mode="constant", cval=0.0).dataobj)
@@ -233,8 +246,10 @@ def _labeled(tmp: Path, files: dict[str, Path]) -> tuple[list[dict], dict[str, s
         case = f"ch2_{block}_{geometry.name}"
         grid = target_grid(atlas.slicer[where].shape, atlas.slicer[where].affine, geometry)
         image = np.clip(np.rint(resample(t1.slicer[where], grid, 1)), 0, None).astype(np.int16)
-        for folder, name, data in (("imagesTr", f"{case}_0000.nii.gz", image),
-                                   ("labelsTr", f"{case}.nii.gz", resample(atlas.slicer[where], grid, 0))):
+        for folder, name, data in (
+            ("imagesTr", f"{case}_0000.nii.gz", image),
+            ("labelsTr", f"{case}.nii.gz", resample(atlas.slicer[where], grid, 0)),
+        ):
             (tmp / folder).mkdir(exist_ok=True)
             _save(data.astype(np.int16 if folder == "imagesTr" else np.uint8), grid[1], tmp / folder / name)
         entries.append({"image": f"./imagesTr/{case}_0000.nii.gz", "label": f"./labelsTr/{case}.nii.gz"})
@@ -248,9 +263,13 @@ def _unlabeled(tmp: Path, files: dict[str, Path]) -> tuple[list[dict], dict[str,
     macaque = load(files["macaque"])
     grid = target_grid(macaque.shape, macaque.affine, Geometry("lia", axes("LIA"), (1.5, 1.5, 1.5), ""))
     _save(resample(macaque, grid, 1).astype(np.float32), grid[1], tmp / "imagesUnlabeled" / "macaque_0000.nii.gz")
-    return ([{"image": "./imagesUnlabeled/itk_t1_0000.nii.gz"}, {"image": "./imagesUnlabeled/macaque_0000.nii.gz"}],
-            {"itk_t1": f"{files['itk_t1'].name}, copied byte for byte",
-             "macaque": f"{files['macaque'].name}, resampled to 1.5 mm in LIA axes"})
+    return (
+        [{"image": "./imagesUnlabeled/itk_t1_0000.nii.gz"}, {"image": "./imagesUnlabeled/macaque_0000.nii.gz"}],
+        {
+            "itk_t1": f"{files['itk_t1'].name}, copied byte for byte",
+            "macaque": f"{files['macaque'].name}, resampled to 1.5 mm in LIA axes",
+        },
+    )
 
 
 def _sha256(path: Path) -> str:
@@ -265,22 +284,36 @@ def write_realfiles(out: Path | str, sources: Sources = Sources()) -> Path:
     Files go to a temporary sibling renamed into place at the end."""
     out = Path(out)
     files = sources.files()
-    stamp = {"generator": "vrsearch.data.realfiles", "version": VERSION,
-             "sources": {role: _sha256(path) for role, path in files.items()}}
+    stamp = {
+        "generator": "vrsearch.data.realfiles",
+        "version": VERSION,
+        "sources": {role: _sha256(path) for role, path in files.items()},
+    }
     tmp = begin(out, stamp, MARKER)
     if tmp is None:
         return out
     try:
         training, about = _labeled(tmp, files)
         unlabeled, more = _unlabeled(tmp, files)
-        desc = {"name": "vrsearch-realfiles", "description": "SMOKE TEST, NOT A BENCHMARK: six disjoint blocks of one "
-                "subject's T1 (Colin27) with AAL lobes, on grids of real headers, plus two real unlabeled T1s "
-                "(vrsearch.data.realfiles). 'unlabeled' is a vrsearch extension.",
-                "reference": "Debian packages mricron-data and insighttoolkit5-examples; nibabel test data",
-                "tensorImageSize": "3D", "modality": {"0": "MRI"}, "channel_names": {"0": "MRI"},
-                "labels": {str(i): name for i, name in enumerate(CLASSES)}, "numTraining": len(training),
-                "numTest": 0, "numUnlabeled": len(unlabeled), "file_ending": ".nii.gz", "training": training,
-                "test": [], "unlabeled": unlabeled, "provenance": {**about, **more}}
+        desc = {
+            "name": "vrsearch-realfiles",
+            "description": "SMOKE TEST, NOT A BENCHMARK: six disjoint blocks of one "
+            "subject's T1 (Colin27) with AAL lobes, on grids of real headers, plus two real unlabeled T1s "
+            "(vrsearch.data.realfiles). 'unlabeled' is a vrsearch extension.",
+            "reference": "Debian packages mricron-data and insighttoolkit5-examples; nibabel test data",
+            "tensorImageSize": "3D",
+            "modality": {"0": "MRI"},
+            "channel_names": {"0": "MRI"},
+            "labels": {str(i): name for i, name in enumerate(CLASSES)},
+            "numTraining": len(training),
+            "numTest": 0,
+            "numUnlabeled": len(unlabeled),
+            "file_ending": ".nii.gz",
+            "training": training,
+            "test": [],
+            "unlabeled": unlabeled,
+            "provenance": {**about, **more},
+        }
         (tmp / "dataset.json").write_text(json.dumps(desc, indent=2) + "\n")
         publish(tmp, out, stamp, MARKER)
     except BaseException:

@@ -72,8 +72,11 @@ def check(cfg: ReplayConfig, table: CurveTable) -> ReplayConfig:
     """``cfg`` with its grace period filled in; ValueError (one line) for an option out of range."""
     if cfg.searcher not in SEARCHERS:
         raise ValueError(f"--searcher {cfg.searcher!r}: not one of {', '.join(SEARCHERS)}")
-    if cfg.searcher == "cmaes" and importlib.util.find_spec("cmaes") is None \
-            and any(d.type != "categorical" for d in table.study.search.space.values()):
+    if (
+        cfg.searcher == "cmaes"
+        and importlib.util.find_spec("cmaes") is None
+        and any(d.type != "categorical" for d in table.study.search.space.values())
+    ):
         raise ValueError("--searcher cmaes: Optuna's CMA-ES needs the 'cmaes' package (pip install cmaes)")
     if cfg.scheduler not in SCHEDULERS:
         raise ValueError(f"--scheduler {cfg.scheduler!r}: not one of {', '.join(SCHEDULERS)}")
@@ -102,10 +105,22 @@ def search(table: CurveTable, cfg: ReplayConfig, seed: int) -> pd.DataFrame:
     ties = np.random.default_rng([seed, 1])  # which of equally near configurations a proposal takes
     budget = int(table.cost().max())
     direction = "maximize" if table.sign > 0 else "minimize"
-    sched = tune_scheduler(cfg.scheduler, cfg.grace, budget + 1, cfg.reduction_factor, cfg.brackets,
-                           metric=table.metric, mode=table.study.search.mode)
-    sampler = make_sampler(cfg.searcher, seed, n_startup_trials=cfg.n_startup_trials,
-                           multivariate=cfg.multivariate, constant_liar=cfg.constant_liar)
+    sched = tune_scheduler(
+        cfg.scheduler,
+        cfg.grace,
+        budget + 1,
+        cfg.reduction_factor,
+        cfg.brackets,
+        metric=table.metric,
+        mode=table.study.search.mode,
+    )
+    sampler = make_sampler(
+        cfg.searcher,
+        seed,
+        n_startup_trials=cfg.n_startup_trials,
+        multivariate=cfg.multivariate,
+        constant_liar=cfg.constant_liar,
+    )
     ost = optuna.create_study(direction=direction, sampler=sampler)
     suggest, ctrl = optuna_space(table.study), no_live_trials()
     samples = min(cfg.samples or len(table), len(table))
@@ -148,8 +163,7 @@ def search(table: CurveTable, cfg: ReplayConfig, seed: int) -> pd.DataFrame:
             start(now)
         else:
             heapq.heappush(events, (began + its[j + 1], number, config, j + 1))
-    return pd.DataFrame(rows, columns=["time", "compute", "trial", "config", "iteration", "value", "best",
-                                       "stopped"])
+    return pd.DataFrame(rows, columns=["time", "compute", "trial", "config", "iteration", "value", "best", "stopped"])
 
 
 def cost_to_target(trace: pd.DataFrame, table: CurveTable, target: float) -> float:
@@ -158,8 +172,13 @@ def cost_to_target(trace: pd.DataFrame, table: CurveTable, target: float) -> flo
     return float(hit.compute.iloc[0]) if len(hit) else math.inf
 
 
-def repeat(table: CurveTable, cfg: ReplayConfig, repeats: int, target: float, first_seed: int = 0,
-           ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def repeat(
+    table: CurveTable,
+    cfg: ReplayConfig,
+    repeats: int,
+    target: float,
+    first_seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``repeats`` searches (searcher seeds ``first_seed`` ...): their traces (with a
     ``searcher_seed`` column) and one row per search — compute to target and its
     fraction of the exhaustive compute, the best found, the compute spent."""
@@ -168,9 +187,17 @@ def repeat(table: CurveTable, cfg: ReplayConfig, repeats: int, target: float, fi
     for seed in range(first_seed, first_seed + repeats):
         trace = search(table, cfg, seed).assign(searcher_seed=seed)
         cost = cost_to_target(trace, table, target)
-        rows.append({"searcher_seed": seed, "best": float(trace.best.iloc[-1]), "compute_to_target": cost,
-                     "fraction": cost / exhaustive, "compute_total": float(trace.compute.iloc[-1]),
-                     "configurations": int(trace.trial.nunique()), "stopped": int(trace.stopped.sum())})
+        rows.append(
+            {
+                "searcher_seed": seed,
+                "best": float(trace.best.iloc[-1]),
+                "compute_to_target": cost,
+                "fraction": cost / exhaustive,
+                "compute_total": float(trace.compute.iloc[-1]),
+                "configurations": int(trace.trial.nunique()),
+                "stopped": int(trace.stopped.sum()),
+            }
+        )
         traces.append(trace)
     return pd.concat(traces, ignore_index=True), pd.DataFrame(rows)
 
@@ -193,11 +220,21 @@ def summarize(cfg: ReplayConfig, runs: pd.DataFrame, table: CurveTable, target: 
     f = runs.fraction.to_numpy()
     reached = np.isfinite(f)
     q = [_quantile(f, p) for p in (0.0, 0.25, 0.5, 0.75, 1.0)]
-    return {"search": cfg.label(), **asdict(cfg), "repeats": len(f), "target": target,
-            "table_best": table.best(), "exhaustive_compute": float(table.cost().sum()),
-            "fraction_median": float(q[2]), "fraction_q1": float(q[1]), "fraction_q3": float(q[3]),
-            "fraction_min": float(q[0]), "fraction_max": float(q[4]), "reached": float(reached.mean()),
-            "best_median": float(np.median(runs.best))}
+    return {
+        "search": cfg.label(),
+        **asdict(cfg),
+        "repeats": len(f),
+        "target": target,
+        "table_best": table.best(),
+        "exhaustive_compute": float(table.cost().sum()),
+        "fraction_median": float(q[2]),
+        "fraction_q1": float(q[1]),
+        "fraction_q3": float(q[3]),
+        "fraction_min": float(q[0]),
+        "fraction_max": float(q[4]),
+        "reached": float(reached.mean()),
+        "best_median": float(np.median(runs.best)),
+    }
 
 
 #: where ``vrsearch replay`` writes, inside the run directory
@@ -237,8 +274,15 @@ def curve(replayed: Replayed) -> pd.DataFrame:
     rows = []
     for f in CURVE_POINTS:
         b = best_at(replayed.traces, f * exhaustive)
-        rows.append({"fraction": f, "best_median": float(b.median()), "best_q1": float(b.quantile(0.25)),
-                     "best_q3": float(b.quantile(0.75)), "searches_started": int(b.notna().sum())})
+        rows.append(
+            {
+                "fraction": f,
+                "best_median": float(b.median()),
+                "best_q1": float(b.quantile(0.25)),
+                "best_q3": float(b.quantile(0.75)),
+                "searches_started": int(b.notna().sum()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -249,8 +293,9 @@ def replay(table: CurveTable, cfg: ReplayConfig, repeats: int, target: float, mi
     cfg = check(cfg, table)
     traces, runs = repeat(table, cfg, repeats, target)
     fid = fidelity(table, target)
-    return Replayed(table, cfg, traces, runs, summarize(cfg, runs, table, target), fid,
-                    recommended_grace(fid, min_rho), min_rho)
+    return Replayed(
+        table, cfg, traces, runs, summarize(cfg, runs, table, target), fid, recommended_grace(fid, min_rho), min_rho
+    )
 
 
 def write(replayed: Replayed, run_dir: Path | str) -> list[Path]:
@@ -265,8 +310,12 @@ def write(replayed: Replayed, run_dir: Path | str) -> list[Path]:
     label = replayed.summary["search"]
     summary = pd.DataFrame([{**replayed.summary, "recommended_grace": replayed.grace}])
     paths = []
-    for name, frame in (("traces", replayed.traces), ("runs", replayed.runs), ("curve", replayed.curve),
-                        ("summary", summary)):
+    for name, frame in (
+        ("traces", replayed.traces),
+        ("runs", replayed.runs),
+        ("curve", replayed.curve),
+        ("summary", summary),
+    ):
         path = out / f"{name}.parquet"
         frame = frame.assign(search=label, table_seed=replayed.table.seed)
         if path.exists():  # a replay of the same setting on the same seed's curves replaces the last one

@@ -66,8 +66,12 @@ def _stamp(marks: dict | None, name: str) -> None:
 def _start_marks() -> dict:
     import psutil
 
-    return {"process_start": psutil.Process().create_time(), "imported": _IMPORTED, "trial_start": time.time(),
-            "trials_before": max(_STARTED[0] - 1, 0)}
+    return {
+        "process_start": psutil.Process().create_time(),
+        "imported": _IMPORTED,
+        "trial_start": time.time(),
+        "trials_before": max(_STARTED[0] - 1, 0),
+    }
 
 
 def trial_study(base: dict, config: dict) -> tuple[Study, dict, int]:
@@ -83,11 +87,16 @@ def trial_study(base: dict, config: dict) -> tuple[Study, dict, int]:
 def trial_meta(study: Study, cell: dict, seed: int) -> dict[str, Any]:
     """What a trial's fragment records before training (``meta.json``)."""
     return {
-        "study": study.name, "seed": seed, "arm": cell.get(ARM_KEY, ""), "group": cell.get(GROUP_KEY, ""),
+        "study": study.name,
+        "seed": seed,
+        "arm": cell.get(ARM_KEY, ""),
+        "group": cell.get(GROUP_KEY, ""),
         "optuna_trial": cell.get(OPTUNA_KEY),
         "cell": {k: v for k, v in cell.items() if k not in LABEL_KEYS},
-        "config_hash": config_hash(study), "group_hash": config_hash(study, with_seed=False),
-        "method": study.method.name, "labeled_ratio": study.dataset.labeled_ratio,
+        "config_hash": config_hash(study),
+        "group_hash": config_hash(study, with_seed=False),
+        "method": study.method.name,
+        "labeled_ratio": study.dataset.labeled_ratio,
         "split_seed": study.dataset.split_seed,
         "config": {k: study.model_dump(mode="json")[k] for k in ("method", "dataset", "model", "train")},
         "resources": study.resources.model_dump(mode="json"),
@@ -121,9 +130,19 @@ def _metrics(r: dict) -> dict[str, Any]:
     return out
 
 
-def _engine(study: Study, cell: dict[str, Any], seed: int, run_dir: Path, trial_id: str, report_fn: Reporter,
-            ckpt: Path, rank: int = 0, world: int = 1, wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
-            marks: dict[str, Any] | None = None) -> None:
+def _engine(
+    study: Study,
+    cell: dict[str, Any],
+    seed: int,
+    run_dir: Path,
+    trial_id: str,
+    report_fn: Reporter,
+    ckpt: Path,
+    rank: int = 0,
+    world: int = 1,
+    wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+    marks: dict[str, Any] | None = None,
+) -> None:
     """Train one trial with the engine (checkpoints in ``ckpt``); rank 0 writes the fragments
     (and, given ``marks``, the trial's timeline in ``timing.json``)."""
     data = prepare_for(study, check=False)
@@ -187,8 +206,19 @@ def train_worker(cfg: dict) -> None:
         # gradients are views into DDP's all-reduce buckets (no copy, less memory)
         return DDP(method, find_unused_parameters=True, gradient_as_bucket_view=True)
 
-    _engine(study, cell, seed, Path(cfg["run_dir"]), cfg["trial_id"], ray.train.report, Path(cfg["ckpt"]),
-            rank, world, wrap, marks)
+    _engine(
+        study,
+        cell,
+        seed,
+        Path(cfg["run_dir"]),
+        cfg["trial_id"],
+        ray.train.report,
+        Path(cfg["ckpt"]),
+        rank,
+        world,
+        wrap,
+        marks,
+    )
 
 
 def worker_resources(res: dict) -> dict:
@@ -259,8 +289,16 @@ def vrsearch_trial(config: dict[str, Any], base: dict[str, Any] | None = None, r
             _torch_trainer(config, base, run_dir, trial_id, threads, res, ckpt, marks).fit()
 
 
-def _torch_trainer(config: dict[str, Any], base: dict[str, Any], run_dir: str, trial_id: str, threads: int,
-                   res: dict[str, Any], ckpt: Path, marks: dict[str, Any]) -> TorchTrainer:
+def _torch_trainer(
+    config: dict[str, Any],
+    base: dict[str, Any],
+    run_dir: str,
+    trial_id: str,
+    threads: int,
+    res: dict[str, Any],
+    ckpt: Path,
+    marks: dict[str, Any],
+) -> TorchTrainer:
     """Ray Train's DDP worker group for one trial (its workers run :func:`train_worker`)."""
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -270,13 +308,22 @@ def _torch_trainer(config: dict[str, Any], base: dict[str, Any], run_dir: str, t
     worker_res = worker_resources(res)
     return TorchTrainer(
         train_worker,
-        train_loop_config={"base": base, "config": config, "run_dir": run_dir, "trial_id": trial_id,
-                           "threads": threads, "ckpt": str(ckpt), "marks": marks},
+        train_loop_config={
+            "base": base,
+            "config": config,
+            "run_dir": run_dir,
+            "trial_id": trial_id,
+            "threads": threads,
+            "ckpt": str(ckpt),
+            "marks": marks,
+        },
         torch_config=_torch_config(use_gpu),
-        scaling_config=ray.train.ScalingConfig(num_workers=res["workers_per_trial"], use_gpu=use_gpu,
-                                               resources_per_worker=worker_res),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=res["workers_per_trial"], use_gpu=use_gpu, resources_per_worker=worker_res
+        ),
         run_config=ray.train.RunConfig(
-            name=trial_id, storage_path=str(RunDir(Path(run_dir)).ray_train),
+            name=trial_id,
+            storage_path=str(RunDir(Path(run_dir)).ray_train),
             callbacks=[TuneReportCallback()],  # type: ignore[list-item]  # ray: a ray.train Callback, typed as ray.tune's
             failure_config=ray.train.FailureConfig(max_failures=res["max_failures"]),
         ),

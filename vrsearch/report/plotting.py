@@ -86,8 +86,6 @@ def status_of(trials: pd.DataFrame) -> pd.Series:
     return trials["status"].astype(str) if "status" in trials.columns else pd.Series("completed", index=trials.index)
 
 
-
 def subplot_grid(n: int, per_row: int = 3) -> tuple[int, int]:
     cols = min(per_row, max(n, 1))
     return math.ceil(n / cols), cols
-

@@ -22,8 +22,14 @@ def _trial_info(trials: pd.DataFrame) -> pd.DataFrame:
     """trial_id → group, display name (:func:`trial_names`), status (indexed by trial_id as str)."""
     if trials.empty or "trial_id" not in trials.columns:
         return pd.DataFrame(columns=["group", "name", "status"])
-    return pd.DataFrame({"group": group_labels(trials).to_numpy(), "name": trial_names(trials).to_numpy(),
-                         "status": status_of(trials).to_numpy()}, index=trials["trial_id"].astype(str))
+    return pd.DataFrame(
+        {
+            "group": group_labels(trials).to_numpy(),
+            "name": trial_names(trials).to_numpy(),
+            "status": status_of(trials).to_numpy(),
+        },
+        index=trials["trial_id"].astype(str),
+    )
 
 
 _STATUS_DASH = {"stopped_early": "dash", "failed": "dot", "running": "dashdot"}
@@ -49,16 +55,31 @@ def learning_curves(history: pd.DataFrame, trials: pd.DataFrame) -> go.Figure:
         group, name = info["group"].get(tid, "?"), info["name"].get(tid, tid)
         status = info["status"].get(tid, "")
         suffix = f" ({status.replace('_', ' ')})" if status in _STATUS_DASH else ""
-        fig.add_trace(go.Scatter(x=part["iteration"], y=part["val_dice"], mode="lines+markers", name=f"{name}{suffix}",
-                                 legendgroup=group, hovertext=f"{name} · trial {tid}",
-                                 line={"color": palette.get(group), "dash": _STATUS_DASH.get(status, "solid")}))
+        fig.add_trace(
+            go.Scatter(
+                x=part["iteration"],
+                y=part["val_dice"],
+                mode="lines+markers",
+                name=f"{name}{suffix}",
+                legendgroup=group,
+                hovertext=f"{name} · trial {tid}",
+                line={"color": palette.get(group), "dash": _STATUS_DASH.get(status, "solid")},
+            )
+        )
         if status == "stopped_early":
             ends.append(part.iloc[-1])
     if ends:
         end = pd.DataFrame(ends)
-        fig.add_trace(go.Scatter(x=end["iteration"], y=end["val_dice"], mode="markers", name="stopped early",
-                                 marker={"symbol": "x", "size": 12, "color": "black"},
-                                 hovertext=end["trial_id"].map(info["name"]).fillna(end["trial_id"])))
+        fig.add_trace(
+            go.Scatter(
+                x=end["iteration"],
+                y=end["val_dice"],
+                mode="markers",
+                name="stopped early",
+                marker={"symbol": "x", "size": 12, "color": "black"},
+                hovertext=end["trial_id"].map(info["name"]).fillna(end["trial_id"]),
+            )
+        )
     fig.update_layout(title=title, xaxis_title="iteration", yaxis_title="validation Dice", height=460)
     return fig
 
@@ -79,8 +100,12 @@ def term_descriptions(trials: pd.DataFrame) -> dict[str, str]:
             continue
         for term, text in terms.items():
             found.setdefault(term if term == "loss" else f"term_{term}", {})[method] = text
-    return {term: next(iter(texts.values())) if len(set(texts.values())) == 1
-            else " | ".join(f"{m}: {t}" for m, t in texts.items()) for term, texts in found.items()}
+    return {
+        term: next(iter(texts.values()))
+        if len(set(texts.values())) == 1
+        else " | ".join(f"{m}: {t}" for m, t in texts.items())
+        for term, texts in found.items()
+    }
 
 
 def _panel_title(term: str, description: str | None, width: int = 42) -> str:
@@ -92,16 +117,16 @@ def _panel_title(term: str, description: str | None, width: int = 42) -> str:
     return f'{term}<br><span style="font-size:11px">{"<br>".join(lines)}</span>'
 
 
-def loss_terms(history: pd.DataFrame, trials: pd.DataFrame, by: str = "auto",
-               descriptions: dict[str, str] | None = None) -> go.Figure:
+def loss_terms(
+    history: pd.DataFrame, trials: pd.DataFrame, by: str = "auto", descriptions: dict[str, str] | None = None
+) -> go.Figure:
     """``loss`` and every ``term_*`` against iteration, one subplot per term, titled
     with the term's description when ``descriptions`` (e.g. :func:`term_descriptions`)
     has one; ``by="trial"`` draws a line per trial (named by group and seed),
     ``"group"`` the mean per group, and ``"auto"`` per trial up to 12 trials, else
     per group."""
     title = "Loss terms"
-    terms = [c for c in history.columns
-             if (c == "loss" or c.startswith("term_")) and numeric(history, c).notna().any()]
+    terms = [c for c in history.columns if (c == "loss" or c.startswith("term_")) and numeric(history, c).notna().any()]
     if history.empty or not terms:
         return no_data(title)
     h = history.copy()
@@ -119,8 +144,13 @@ def loss_terms(history: pd.DataFrame, trials: pd.DataFrame, by: str = "auto",
         height, top, spacing = 380 * rows + 150, 200, 150 / (380 * rows + 150 - 200 - 80)
     else:
         height, top, spacing = 260 * rows + 100, None, min(0.12, 0.5 / rows)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[_panel_title(t, descriptions.get(t)) for t in terms],
-                        horizontal_spacing=0.07, vertical_spacing=spacing)
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=[_panel_title(t, descriptions.get(t)) for t in terms],
+        horizontal_spacing=0.07,
+        vertical_spacing=spacing,
+    )
     for i, term in enumerate(terms):
         r, c = i // cols + 1, i % cols + 1
         part = h.assign(v=numeric(h, term)).dropna(subset=["v"])
@@ -128,9 +158,19 @@ def loss_terms(history: pd.DataFrame, trials: pd.DataFrame, by: str = "auto",
         for name, line in lines.groupby(key, sort=False):
             group = name if by == "group" else group_of[name]
             label = str(name) if by == "group" else str(name_of.get(name, name))
-            fig.add_trace(go.Scatter(x=line["iteration"], y=line["v"], mode="lines", name=label,
-                                     legendgroup=str(name), showlegend=i == 0, line={"color": palette[group]}),
-                          row=r, col=c)
+            fig.add_trace(
+                go.Scatter(
+                    x=line["iteration"],
+                    y=line["v"],
+                    mode="lines",
+                    name=label,
+                    legendgroup=str(name),
+                    showlegend=i == 0,
+                    line={"color": palette[group]},
+                ),
+                row=r,
+                col=c,
+            )
         fig.update_xaxes(title_text="iteration", row=r, col=c)
         fig.update_yaxes(title_text=term, row=r, col=c)
     suffix = "per trial" if by == "trial" else "mean per group"
@@ -150,10 +190,22 @@ def class_heatmap(table_frame: pd.DataFrame, classes: list[str] | None = None) -
     groups = table_frame["group"].astype(str).tolist()
     z = 100 * np.column_stack([numeric(table_frame, f"dice/{c}").to_numpy() for c in classes])
     text = [["–" if math.isnan(v) else f"{v:.1f}" for v in row] for row in z]
-    fig = go.Figure(go.Heatmap(z=z, x=classes, y=groups, text=text, texttemplate="%{text}", zmin=0, zmax=100,
-                               colorscale="Viridis", colorbar={"title": {"text": "Dice (%)"}}))
-    fig.update_xaxes(title_text="class (organ)", type="category", tickmode="array", tickvals=classes,
-                     ticktext=classes, tickangle=-45)
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=classes,
+            y=groups,
+            text=text,
+            texttemplate="%{text}",
+            zmin=0,
+            zmax=100,
+            colorscale="Viridis",
+            colorbar={"title": {"text": "Dice (%)"}},
+        )
+    )
+    fig.update_xaxes(
+        title_text="class (organ)", type="category", tickmode="array", tickvals=classes, ticktext=classes, tickangle=-45
+    )
     fig.update_yaxes(title_text="group", type="category", autorange="reversed")
     fig.update_layout(title=title, height=220 + 34 * len(groups))
     return fig
@@ -175,9 +227,17 @@ def case_boxes(trials: pd.DataFrame, cases: pd.DataFrame, split: str = "test") -
     fig = go.Figure()
     for g in groups:
         part = values.loc[values["group"] == g]
-        fig.add_trace(go.Box(y=part["dice"], name=str(g), boxpoints="all", jitter=0.4, pointpos=0,
-                             marker={"color": palette[g], "size": 5},
-                             hovertext=part["case_id"].astype(str) + " · seed " + part["seed"].astype(str)))
+        fig.add_trace(
+            go.Box(
+                y=part["dice"],
+                name=str(g),
+                boxpoints="all",
+                jitter=0.4,
+                pointpos=0,
+                marker={"color": palette[g], "size": 5},
+                hovertext=part["case_id"].astype(str) + " · seed " + part["seed"].astype(str),
+            )
+        )
     fig.update_layout(title=title, xaxis_title="group", yaxis_title="Dice per case", showlegend=False, height=460)
     return fig
 
@@ -194,8 +254,9 @@ def sampler_panel(history: pd.DataFrame, trials: pd.DataFrame, term: str = "term
         return no_data(title)
     sampler = pd.Series(trials[SAMPLER].astype(str).to_numpy(), index=trials["trial_id"].astype(str))
     spread_col = f"{term}_spread"
-    h = history.assign(sampler=history["trial_id"].astype(str).map(sampler), v=numeric(history, term),
-                       s=numeric(history, spread_col)).dropna(subset=["sampler", "v"])
+    h = history.assign(
+        sampler=history["trial_id"].astype(str).map(sampler), v=numeric(history, term), s=numeric(history, spread_col)
+    ).dropna(subset=["sampler", "v"])
     if h.empty:
         return no_data(title)
     has_spread = spread_col in history.columns and h["s"].notna().any()
@@ -203,19 +264,60 @@ def sampler_panel(history: pd.DataFrame, trials: pd.DataFrame, term: str = "term
     fig = make_subplots(rows=1, cols=2, subplot_titles=[f"{term}: mean ± std over seeds", f"spread: {spread_name}"])
     palette = colors(sorted(h["sampler"].unique()))
     for name in palette:
-        g = h.loc[h["sampler"] == name].groupby("iteration").agg(mean=("v", "mean"), std=("v", "std"),
-                                                                 spread=("s", "mean")).reset_index()
+        g = (
+            h.loc[h["sampler"] == name]
+            .groupby("iteration")
+            .agg(mean=("v", "mean"), std=("v", "std"), spread=("s", "mean"))
+            .reset_index()
+        )
         std = g["std"].fillna(0)
         color = palette[name]
-        fig.add_trace(go.Scatter(x=g["iteration"], y=g["mean"] + std, mode="lines", line={"width": 0},
-                                 showlegend=False, hoverinfo="skip", legendgroup=name), row=1, col=1)
-        fig.add_trace(go.Scatter(x=g["iteration"], y=g["mean"] - std, mode="lines", line={"width": 0},
-                                 fill="tonexty", fillcolor=rgba(color, 0.2), showlegend=False, hoverinfo="skip",
-                                 legendgroup=name), row=1, col=1)
-        fig.add_trace(go.Scatter(x=g["iteration"], y=g["mean"], mode="lines", name=name, legendgroup=name,
-                                 line={"color": color}), row=1, col=1)
-        fig.add_trace(go.Scatter(x=g["iteration"], y=g["spread"] if has_spread else g["std"], mode="lines",
-                                 name=name, legendgroup=name, showlegend=False, line={"color": color}), row=1, col=2)
+        fig.add_trace(
+            go.Scatter(
+                x=g["iteration"],
+                y=g["mean"] + std,
+                mode="lines",
+                line={"width": 0},
+                showlegend=False,
+                hoverinfo="skip",
+                legendgroup=name,
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=g["iteration"],
+                y=g["mean"] - std,
+                mode="lines",
+                line={"width": 0},
+                fill="tonexty",
+                fillcolor=rgba(color, 0.2),
+                showlegend=False,
+                hoverinfo="skip",
+                legendgroup=name,
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(x=g["iteration"], y=g["mean"], mode="lines", name=name, legendgroup=name, line={"color": color}),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=g["iteration"],
+                y=g["spread"] if has_spread else g["std"],
+                mode="lines",
+                name=name,
+                legendgroup=name,
+                showlegend=False,
+                line={"color": color},
+            ),
+            row=1,
+            col=2,
+        )
     fig.update_xaxes(title_text="iteration")
     fig.update_yaxes(title_text=term, row=1, col=1)
     fig.update_yaxes(title_text="spread", row=1, col=2)

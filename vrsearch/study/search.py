@@ -110,13 +110,23 @@ class _Design(StrictModel):
 
     #: the keys only some designs have, with their defaults: what reading one gives where absent
     OTHER_KEYS: ClassVar[dict[str, Any]] = {
-        "space": {}, "arms": [], "axes": {}, "num_samples": 8, "searcher": "tpe", "storage": None,
-        "aggregate": "mean", "start_from_defaults": False, "n_startup_trials": 10, "multivariate": True,
+        "space": {},
+        "arms": [],
+        "axes": {},
+        "num_samples": 8,
+        "searcher": "tpe",
+        "storage": None,
+        "aggregate": "mean",
+        "start_from_defaults": False,
+        "n_startup_trials": 10,
+        "multivariate": True,
         "constant_liar": True,
     }
     #: scheduler keys and the schedulers that read them
-    SCHEDULER_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {"grace_period": ("asha", "median"),
-                                                            "reduction_factor": ("asha",)}
+    SCHEDULER_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "grace_period": ("asha", "median"),
+        "reduction_factor": ("asha",),
+    }
 
     def __getattr__(self, name: str) -> Any:
         if name in _Design.OTHER_KEYS and name not in type(self).model_fields:
@@ -137,8 +147,10 @@ class _Design(StrictModel):
                 continue
             users = [d for d, c in DESIGNS.items() if key in c.model_fields]
             raise PydanticCustomError(
-                "ignored_key", "{key} design {value} ignores it (it applies to design {users} only); remove it",
-                {"key": key, "value": repr(cls.model_fields["design"].default), "users": " or ".join(map(repr, users))})
+                "ignored_key",
+                "{key} design {value} ignores it (it applies to design {users} only); remove it",
+                {"key": key, "value": repr(cls.model_fields["design"].default), "users": " or ".join(map(repr, users))},
+            )
         return super()._known_keys_only(data)
 
     @field_validator("seeds")
@@ -155,11 +167,16 @@ class _Design(StrictModel):
     def _scheduler_keys(self) -> _Design:
         for key, users in self.SCHEDULER_KEYS.items():
             value = getattr(self, key)
-            if key in self.model_fields_set and value != type(self).model_fields[key].default \
-                    and self.scheduler not in users:
+            if (
+                key in self.model_fields_set
+                and value != type(self).model_fields[key].default
+                and self.scheduler not in users
+            ):
                 raise PydanticCustomError(
-                    "ignored_key", "{key} scheduler {value} ignores it (it applies to scheduler {users} only); "
-                    "remove it", {"key": key, "value": repr(self.scheduler), "users": " or ".join(map(repr, users))})
+                    "ignored_key",
+                    "{key} scheduler {value} ignores it (it applies to scheduler {users} only); remove it",
+                    {"key": key, "value": repr(self.scheduler), "users": " or ".join(map(repr, users))},
+                )
         return self
 
 
@@ -260,8 +277,9 @@ class SearchDesign(_Design):
     @classmethod
     def _no_axes(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("axes"):
-            raise ValueError("axes cross the cells of a fixed design (none/grid/random/ablation); "
-                             "run one search per dataset setting")
+            raise ValueError(
+                "axes cross the cells of a fixed design (none/grid/random/ablation); run one search per dataset setting"
+            )
         return data
 
     @model_validator(mode="after")
@@ -269,16 +287,24 @@ class SearchDesign(_Design):
         if not self.space:
             raise ValueError("design 'search' needs a non-empty 'space'")
         for key, dim in self.space.items():
-            if dim.type == "categorical" and not all(isinstance(c, (str, int, float, bool, type(None)))
-                                                     for c in dim.options()):
-                raise ValueError(f"{key!r}: a search design's choices must be numbers, strings, booleans or "
-                                 "null (Optuna stores them); put list-valued choices in a grid or ablation")
+            if dim.type == "categorical" and not all(
+                isinstance(c, (str, int, float, bool, type(None))) for c in dim.options()
+            ):
+                raise ValueError(
+                    f"{key!r}: a search design's choices must be numbers, strings, booleans or "
+                    "null (Optuna stores them); put list-valued choices in a grid or ablation"
+                )
         _check_space(self.space)
         return self
 
 
-DESIGNS: dict[str, type[_Design]] = {"none": NoneDesign, "grid": GridDesign, "random": RandomDesign,
-                                    "ablation": AblationDesign, "search": SearchDesign}
+DESIGNS: dict[str, type[_Design]] = {
+    "none": NoneDesign,
+    "grid": GridDesign,
+    "random": RandomDesign,
+    "ablation": AblationDesign,
+    "search": SearchDesign,
+}
 
 
 def _design_of(value: Any) -> str:
@@ -295,6 +321,11 @@ SearchConfig = Annotated[
     | Annotated[RandomDesign, Tag("random")]
     | Annotated[AblationDesign, Tag("ablation")]
     | Annotated[SearchDesign, Tag("search")],
-    Field(discriminator=Discriminator(_design_of, custom_error_type="design",
-                                      custom_error_message=f"design must be one of {', '.join(map(repr, DESIGNS))}")),
+    Field(
+        discriminator=Discriminator(
+            _design_of,
+            custom_error_type="design",
+            custom_error_message=f"design must be one of {', '.join(map(repr, DESIGNS))}",
+        )
+    ),
 ]
