@@ -146,11 +146,10 @@ def _difference(found: object, wanted: dict[str, Any], marker: str = "phantom.js
     """What differs between two stamps, e.g. ``population classic, wanted cohort``."""
     if not isinstance(found, dict):
         return f"unreadable {marker}"
-    flat = lambda st: {
-        **{k: v for k, v in st.items() if k != "config"},  # noqa: E731
-        "population": "classic",
-        **(st.get("config") or {}),
-    }
+
+    def flat(st: dict[str, Any]) -> dict[str, Any]:
+        return {**{k: v for k, v in st.items() if k != "config"}, "population": "classic", **(st.get("config") or {})}
+
     a, b = flat(found), flat(wanted)
     diff = [f"{k} {a.get(k)}, wanted {b[k]}" for k in b if a.get(k) != b[k]]
     return "; ".join(diff) or "unknown fields " + ", ".join(sorted(set(a) - set(b)))

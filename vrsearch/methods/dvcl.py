@@ -98,10 +98,8 @@ class DVCLParams(MethodParams):
     k_prime: PosInt = Field(15, description="K': furthest queue entries of each L_dvcl query (Eq. 12-17)")
     queries: PosInt = Field(1024, description="unreliable voxels per step that query the queue (Eq. 12-17)")
     queue_size: PosInt = Field(8192, description="L: FIFO queue of earlier unreliable voxels (log L in Eq. 16)")
-    form: Literal[FORMS] = Field(
-        "loglik",
-        description="the form of L_dvcl (Eq. 12-17; "  # type: ignore[valid-type]
-        "losses/dvcl.py FORMS)",
+    form: Literal[FORMS] = Field(  # type: ignore[valid-type]
+        "loglik", description="the form of L_dvcl (Eq. 12-17; losses/dvcl.py FORMS)"
     )
     kl_weight: NonNeg = Field(1.0, description="weight of the KL part of form kl")
     feature_dim: PosInt | None = Field(None, description="V: feature-head channels (None: the model's)")

@@ -107,8 +107,9 @@ class LCLParams(MethodParams):
     rounding: Literal["auto", "largest", "random"] = Field(
         "auto",
         description=(
-            "sg/sag per-group quota rounding (vrsearch.components.samplers): auto (unbiased: largest remainder where "
-            "every group gets a draw, systematic random rounding elsewhere), largest (biased for small groups) or random"
+            "sg/sag per-group quota rounding (vrsearch.components.samplers): auto (unbiased: largest remainder "
+            "where every group gets a draw, systematic random rounding elsewhere), largest (biased for small groups) "
+            "or random"
         ),
     )
     include_background: bool = Field(
