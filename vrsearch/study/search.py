@@ -17,80 +17,8 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from vrsearch.core.config import PosFloat, PosInt, StrictModel
-
-
-class Dimension(StrictModel):
-    """One searched knob: float/int ranges (optionally log), or categorical
-    choices; ``when`` makes it conditional on categorical parents."""
-
-    type: Literal["float", "int", "categorical"]
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: PosFloat | None = None
-    choices: list[Any] | None = None
-    when: dict[str, list[Any] | Any] = {}
-
-    @model_validator(mode="after")
-    def _check(self) -> Dimension:
-        if self.type == "categorical":
-            if not self.choices:
-                raise ValueError("categorical needs a non-empty 'choices' list")
-            if len({repr(c) for c in self.choices}) != len(self.choices):
-                raise ValueError("categorical choices must be distinct")
-            return self
-        if self.low is None or self.high is None:
-            raise ValueError(f"{self.type} needs 'low' and 'high'")
-        if not self.low < self.high:
-            raise ValueError(f"empty range: low {self.low} must be < high {self.high}")
-        if self.log and self.low <= 0:
-            raise ValueError("log range needs low > 0")
-        if self.log and self.step is not None and not (self.type == "int" and self.step == 1):
-            raise ValueError("a log range cannot have a step (Optuna samples it continuously in log space)")
-        if self.type == "int" and not all(float(v).is_integer() for v in (self.low, self.high, self.step or 1)):
-            raise ValueError("an int range needs whole-number low, high and step")
-        return self
-
-    def options(self) -> list[Any]:
-        """A categorical's choices (the validator made them a non-empty list)."""
-        if self.choices is None:
-            raise TypeError(f"a {self.type} dimension has no choices")
-        return self.choices
-
-    def bounds(self) -> tuple[float, float]:
-        """A float/int range's ``(low, high)`` (the validator made both present)."""
-        if self.low is None or self.high is None:
-            raise TypeError(f"a {self.type} dimension has no range")
-        return self.low, self.high
-
-    def named_values(self) -> list[Any]:
-        """The values the study file names: the choices, or the range's two ends."""
-        return list(self.options()) if self.type == "categorical" else list(self.bounds())
-
-
-class AblationArm(StrictModel):
-    name: Annotated[str, Field(min_length=1)]
-    set: dict[str, Any] = {}
-
-
-def _check_space(space: dict[str, Dimension]) -> None:
-    for key, dim in space.items():
-        for parent, values in dim.when.items():
-            if parent not in space or space[parent].type != "categorical":
-                raise ValueError(f"{key!r} is conditional on {parent!r}, which is not a categorical in 'space'")
-            wanted = values if isinstance(values, list) else [values]
-            missing = [v for v in wanted if v not in space[parent].options()]
-            if missing:
-                raise ValueError(f"{key!r}: 'when' value(s) {missing} are not choices of {parent!r}")
-
-
-def _check_axes(axes: dict[str, list[Any]]) -> None:
-    for key, values in axes.items():
-        if not key.startswith("dataset."):
-            raise ValueError(f"axes.{key}: axes vary the data (dataset.*); put other knobs in arms or the space")
-        if not values or len({repr(v) for v in values}) != len(values):
-            raise ValueError(f"axes.{key}: needs a non-empty list of distinct values")
+from vrsearch.core.config import PosInt, StrictModel
+from vrsearch.study.dimensions import AblationArm, Dimension, check_axes, check_space
 
 
 class _Design(StrictModel):
@@ -188,7 +116,7 @@ class _FixedDesign(_Design):
 
     @model_validator(mode="after")
     def _check(self) -> _FixedDesign:
-        _check_axes(self.axes)
+        check_axes(self.axes)
         return self
 
 
@@ -211,7 +139,7 @@ class GridDesign(_FixedDesign):
         for key, dim in self.space.items():
             if dim.type != "categorical":
                 raise ValueError(f"grid design needs categorical dimensions; {key!r} is {dim.type}")
-        _check_space(self.space)
+        check_space(self.space)
         return self
 
 
@@ -226,7 +154,7 @@ class RandomDesign(_FixedDesign):
     def _random(self) -> RandomDesign:
         if not self.space:
             raise ValueError("design 'random' needs a non-empty 'space'")
-        _check_space(self.space)
+        check_space(self.space)
         return self
 
 
@@ -294,7 +222,7 @@ class SearchDesign(_Design):
                     f"{key!r}: a search design's choices must be numbers, strings, booleans or "
                     "null (Optuna stores them); put list-valued choices in a grid or ablation"
                 )
-        _check_space(self.space)
+        check_space(self.space)
         return self
 
 
