@@ -19,7 +19,8 @@ Protocol rule: nothing here ranks or selects by a test metric — a study built 
 trials refuses metrics named ``test*`` (:func:`~vrsearch.report.studies.trials_study`).
 
 The per-run figures (learning curves, loss terms, per-class heatmap, per-case boxes,
-sampler panel) live in :mod:`vrsearch.report.run_figures` and are re-exported here, so
+sampler panel) live in :mod:`vrsearch.report.run_figures` and
+:mod:`vrsearch.report.trial_curves` and are re-exported here, so
 ``figures.<name>`` reaches every figure.
 """
 
@@ -48,16 +49,9 @@ from vrsearch.report.plotting import (
     numeric,
     subplot_grid,
 )
-from vrsearch.report.run_figures import (
-    SAMPLER,
-    case_boxes,
-    class_heatmap,
-    learning_curves,
-    loss_terms,
-    sampler_panel,
-    term_descriptions,
-)
+from vrsearch.report.run_figures import SAMPLER, case_boxes, class_heatmap, sampler_panel
 from vrsearch.report.studies import EVALUATOR, completed, quiet, varying
+from vrsearch.report.trial_curves import learning_curves, loss_terms, term_descriptions
 
 __all__ = [
     "NO_DATA",

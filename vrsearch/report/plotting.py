@@ -1,6 +1,7 @@
 """Shared pieces of the report's figures: the "no data" figure, knob labels and
 values, stable colours, category ordering (used by :mod:`vrsearch.report.figures`,
-:mod:`vrsearch.report.run_figures` and :mod:`vrsearch.report.importance`)."""
+:mod:`vrsearch.report.run_figures`, :mod:`vrsearch.report.trial_curves` and
+:mod:`vrsearch.report.importance`)."""
 
 from __future__ import annotations
 
