@@ -31,7 +31,7 @@ Labeled cases: the bounding box of the atlas's labels plus :data:`MARGIN_MM`, cu
 the midline (x = 0 mm) and into three slabs along inferior-superior, gives six
 disjoint blocks; block ``k`` is written on a grid of geometry ``k`` of
 :func:`geometries` (the voxel axes' directions and spacing of a real header or of a
-common convention) that covers the block, zero outside it (the field of view ends
+common convention; :mod:`vrsearch.data.realfiles_grids`) that covers the block, zero outside it (the field of view ends
 there). Image (trilinear, no anti-aliasing) and label (nearest) are resampled with
 ``nibabel.processing`` from the same 1 mm source, so they stay aligned in world
 coordinates by construction. Unlabeled: the ITK T1 copied byte for byte, and the
@@ -42,18 +42,16 @@ tissue map and the macaque's NeuroMaps labels are other label sets and are not u
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from nibabel.processing import resample_from_to
 
 from vrsearch.data.phantom import _save, begin, publish
+from vrsearch.data.realfiles_grids import Geometry, axes, header_geometry, load, resample, target_grid
 from vrsearch.errors import DataError
 
 MRICRON_DIR = Path("/usr/share/mricron/templates")
@@ -109,49 +107,6 @@ class Sources:
         return out
 
 
-@dataclass(frozen=True)
-class Geometry:
-    """Voxel axes of a grid: ``direction`` columns are unit world (RAS) vectors."""
-
-    name: str
-    direction: np.ndarray
-    zooms: tuple[float, float, float]
-    source: str
-
-
-def axes(codes: str) -> np.ndarray:
-    """Direction matrix whose voxel axes point to ``codes`` (e.g. ``"LPS"``)."""
-    unit = {"R": (0, 1), "L": (0, -1), "A": (1, 1), "P": (1, -1), "S": (2, 1), "I": (2, -1)}
-    out = np.zeros((3, 3))
-    for col, code in enumerate(codes):
-        row, sign = unit[code]
-        out[row, col] = sign
-    return out
-
-
-def load(path: Path) -> nib.spatialimages.SpatialImage:
-    """A source image, its voxels read (a damaged file is one DataError line naming it)."""
-    try:
-        img = nib.load(str(path))
-        if not isinstance(img, nib.spatialimages.SpatialImage):
-            raise TypeError(f"a {type(img).__name__}, not a volume")
-        img.get_fdata(dtype=np.float32)
-    except Exception as err:  # nibabel and gzip raise many types for damaged files
-        raise DataError(
-            f"cannot read real-file source {path}: {type(err).__name__}: " + " ".join(str(err).split())
-        ) from err
-    return img
-
-
-def header_geometry(name: str, path: Path, what: str) -> Geometry:
-    """The direction cosines (made exactly orthonormal) and spacing of a real header."""
-    linear = np.asarray(load(path).affine, dtype=float)[:3, :3]
-    zooms = np.linalg.norm(linear, axis=0)
-    u, _, vt = np.linalg.svd(linear / zooms)
-    zx, zy, zz = (float(z) for z in zooms.round(4))
-    return Geometry(name, u @ vt, (zx, zy, zz), f"{what} ({path.name})")
-
-
 def geometries(files: dict[str, Path]) -> list[Geometry]:
     """The six grids of the labeled blocks, in block order (see module doc)."""
     return [
@@ -164,22 +119,6 @@ def geometries(files: dict[str, Path]) -> list[Geometry]:
         ),
         Geometry("pir_sagittal", axes("PIR"), (1.5, 1.5, 3.0), "sagittal slices (PIR), 1.5x1.5x3 mm"),
     ]
-
-
-def target_grid(
-    shape: Sequence[int], affine: np.ndarray, geometry: Geometry
-) -> tuple[tuple[int, int, int], np.ndarray]:
-    """Shape and affine of the smallest grid of ``geometry`` covering the volume ``(shape, affine)``."""
-    corners = np.array(list(itertools.product(*[(-0.5, n - 0.5) for n in shape[:3]])))
-    along = nib.affines.apply_affine(affine, corners) @ geometry.direction  # mm along each target axis
-    zooms = np.asarray(geometry.zooms)
-    low, high = along.min(0), along.max(0)
-    size = np.maximum(np.ceil((high - low) / zooms - 1e-6), 1).astype(int)
-    out = np.eye(4)
-    out[:3, :3] = geometry.direction * zooms
-    out[:3, 3] = geometry.direction @ (low + zooms / 2)
-    sx, sy, sz = (int(s) for s in size)
-    return (sx, sy, sz), out
 
 
 def aal_lookup(path: Path) -> np.ndarray:
@@ -226,14 +165,6 @@ def blocks(label: nib.Nifti1Image) -> list[tuple[str, tuple[slice, slice, slice]
         for h in HEMISPHERES
         for i, s in enumerate(SLABS)
     ]
-
-
-def resample(
-    img: nib.spatialimages.SpatialImage, grid: tuple[tuple[int, int, int], np.ndarray], order: int
-) -> np.ndarray:
-    """``img`` sampled on ``grid`` (zero outside it): order 1 trilinear, 0 nearest."""
-    src = nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32), img.affine)
-    return np.asarray(resample_from_to(src, grid, order=order, mode="constant", cval=0.0).dataobj)
 
 
 def _labeled(tmp: Path, files: dict[str, Path]) -> tuple[list[dict], dict[str, str]]:
