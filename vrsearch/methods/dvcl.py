@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from vrsearch.components.banks import ClassFIFOBank, FIFOQueue
+from vrsearch.components.banks import ClassFIFOBank, FIFOQueue, class_bounds
 from vrsearch.components.samplers import ROUNDING_HELP, sample_voxels
 from vrsearch.components.schedules import fraction_of, sigmoid_rampup
 from vrsearch.components.teachers import twin_networks, twin_predictor
@@ -129,13 +129,6 @@ def _twin_gather(r_a: torch.Tensor, r_b: torch.Tensor, flat: torch.Tensor) -> to
     return rows[torch.argsort(torch.cat([in_a, in_b]))]
 
 
-def _class_bounds(cls: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """For class-sorted ``cls [N]``: (first position, number of entries) of every class."""
-    ids = torch.arange(num_classes, device=cls.device)
-    start = torch.searchsorted(cls, ids)
-    return start, torch.searchsorted(cls, ids, right=True) - start
-
-
 class DVCL(Method):
     def __init__(self, params: DVCLParams, ctx: BuildContext):
         super().__init__()
@@ -188,10 +181,10 @@ class DVCL(Method):
         )
         total = p.anchors * p.negatives
         sn = draw(neg_c.clamp_min(0), total, method="ns", mask=neg_c >= 0)
-        rank = torch.arange(a_cls.numel(), device=a_cls.device) - _class_bounds(a_cls, C)[0][a_cls]
+        rank = torch.arange(a_cls.numel(), device=a_cls.device) - class_bounds(a_cls, C)[0][a_cls]
         n_order = torch.argsort(sn.cls, stable=True)
         n_cls, n_flat = sn.cls[n_order], sn.index[n_order]
-        n_start, n_count = _class_bounds(n_cls, C)
+        n_start, n_count = class_bounds(n_cls, C)
         slot = (rank % p.anchors)[:, None] * p.negatives + torch.arange(p.negatives, device=rank.device)
         valid = slot < n_count[a_cls][:, None]
         if n_flat.numel():
