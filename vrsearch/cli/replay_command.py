@@ -44,7 +44,10 @@ def replay(
     Optuna samplers and Ray Tune schedulers, no training, seconds. Prints and writes RUN_DIR/replay/:
     compute vs best found, the fraction of the exhaustive compute needed to come within --target of
     the table's best (median and spread over --repeats), and per rung the rank correlation with the
-    final metric (Spearman, Kendall) with a recommended grace period."""
+    final metric (Spearman, Kendall) with a recommended grace period.
+    \f
+    Over 60 lines only by its signature: one typer option per ReplayConfig field (after the
+    form feed: not shown by --help)."""
     from vrsearch.orchestrate import replay as rp
     from vrsearch.orchestrate.tabular import load_curves
     from vrsearch.results.io import require_run_dir

@@ -21,6 +21,7 @@ import heapq
 import importlib.util
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -91,22 +92,12 @@ def check(cfg: ReplayConfig, table: CurveTable) -> ReplayConfig:
     return ReplayConfig(**{**asdict(cfg), "grace": grace})
 
 
-def search(table: CurveTable, cfg: ReplayConfig, seed: int) -> pd.DataFrame:
-    """One replayed search (searcher seed ``seed``): a row per report, in arrival order —
-    ``time`` (simulated clock, iterations), ``compute`` (iterations trained by all
-    trials so far), ``trial``, ``config``, ``iteration``, ``value``, ``best`` (best report
-    so far) and ``stopped`` (the scheduler stopped the trial here)."""
-    if cfg.grace is None:
-        raise ValueError("search() needs a checked config (check() fills in the grace period)")
-    optuna = _optuna()
-    np.random.seed(seed)  # Tune's Hyperband draws each trial's bracket from numpy's global generator
-    ties = np.random.default_rng([seed, 1])  # which of equally near configurations a proposal takes
-    budget = int(table.cost().max())
-    direction = "maximize" if table.sign > 0 else "minimize"
+def _scheduler_and_study(table: CurveTable, cfg: ReplayConfig, grace: int, seed: int) -> tuple[Any, Any]:
+    """Tune's scheduler object and an in-process Optuna study with the searcher's sampler."""
     sched = tune_scheduler(
         cfg.scheduler,
-        cfg.grace,
-        budget + 1,
+        grace,
+        int(table.cost().max()) + 1,
         cfg.reduction_factor,
         cfg.brackets,
         metric=table.metric,
@@ -119,7 +110,20 @@ def search(table: CurveTable, cfg: ReplayConfig, seed: int) -> pd.DataFrame:
         multivariate=cfg.multivariate,
         constant_liar=cfg.constant_liar,
     )
-    ost = optuna.create_study(direction=direction, sampler=sampler)
+    direction = "maximize" if table.sign > 0 else "minimize"
+    return sched, _optuna().create_study(direction=direction, sampler=sampler)
+
+
+def search(table: CurveTable, cfg: ReplayConfig, seed: int) -> pd.DataFrame:
+    """One replayed search (searcher seed ``seed``): a row per report, in arrival order —
+    ``time`` (simulated clock, iterations), ``compute`` (iterations trained by all
+    trials so far), ``trial``, ``config``, ``iteration``, ``value``, ``best`` (best report
+    so far) and ``stopped`` (the scheduler stopped the trial here)."""
+    if cfg.grace is None:
+        raise ValueError("search() needs a checked config (check() fills in the grace period)")
+    np.random.seed(seed)  # Tune's Hyperband draws each trial's bracket from numpy's global generator
+    ties = np.random.default_rng([seed, 1])  # which of equally near configurations a proposal takes
+    sched, ost = _scheduler_and_study(table, cfg, cfg.grace, seed)
     suggest, ctrl = optuna_space(table.study), no_live_trials()
     samples = min(cfg.samples or len(table), len(table))
     used: set[int] = set()

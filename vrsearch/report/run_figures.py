@@ -84,6 +84,16 @@ def case_boxes(trials: pd.DataFrame, cases: pd.DataFrame, split: str = "test") -
 SAMPLER = "config.method.params.sampler"
 
 
+def _band(x: pd.Series, mean: pd.Series, std: pd.Series, name: str, color: str) -> list[go.Scatter]:
+    """A line at ``mean`` in a filled band mean ± std (one legend entry, ``name``)."""
+    edge = {"mode": "lines", "line": {"width": 0}, "showlegend": False, "hoverinfo": "skip", "legendgroup": name}
+    return [
+        go.Scatter(x=x, y=mean + std, **edge),
+        go.Scatter(x=x, y=mean - std, fill="tonexty", fillcolor=rgba(color, 0.2), **edge),
+        go.Scatter(x=x, y=mean, mode="lines", name=name, legendgroup=name, line={"color": color}),
+    ]
+
+
 def sampler_panel(history: pd.DataFrame, trials: pd.DataFrame, term: str = "term_contrast") -> go.Figure:
     """Per sampler (``method.params.sampler``): ``term`` over iterations as the
     mean ± std band over seeds, and its spread — the logged ``<term>_spread``
@@ -109,41 +119,8 @@ def sampler_panel(history: pd.DataFrame, trials: pd.DataFrame, term: str = "term
             .agg(mean=("v", "mean"), std=("v", "std"), spread=("s", "mean"))
             .reset_index()
         )
-        std = g["std"].fillna(0)
-        color = palette[name]
-        fig.add_trace(
-            go.Scatter(
-                x=g["iteration"],
-                y=g["mean"] + std,
-                mode="lines",
-                line={"width": 0},
-                showlegend=False,
-                hoverinfo="skip",
-                legendgroup=name,
-            ),
-            row=1,
-            col=1,
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=g["iteration"],
-                y=g["mean"] - std,
-                mode="lines",
-                line={"width": 0},
-                fill="tonexty",
-                fillcolor=rgba(color, 0.2),
-                showlegend=False,
-                hoverinfo="skip",
-                legendgroup=name,
-            ),
-            row=1,
-            col=1,
-        )
-        fig.add_trace(
-            go.Scatter(x=g["iteration"], y=g["mean"], mode="lines", name=name, legendgroup=name, line={"color": color}),
-            row=1,
-            col=1,
-        )
+        for trace in _band(g["iteration"], g["mean"], g["std"].fillna(0), str(name), palette[name]):
+            fig.add_trace(trace, row=1, col=1)
         fig.add_trace(
             go.Scatter(
                 x=g["iteration"],
@@ -152,7 +129,7 @@ def sampler_panel(history: pd.DataFrame, trials: pd.DataFrame, term: str = "term
                 name=name,
                 legendgroup=name,
                 showlegend=False,
-                line={"color": color},
+                line={"color": palette[name]},
             ),
             row=1,
             col=2,
