@@ -153,23 +153,8 @@ def test_bad_data_stops_before_training_with_one_line(tiny_phantom, tmp_path, da
 
 
 def test_data_phantom_command(tmp_path):
-    proc = cli(
-        "data",
-        "phantom",
-        tmp_path / "p",
-        "--cases",
-        "2",
-        "--unlabeled",
-        "1",
-        "--size",
-        "32",
-        "32",
-        "24",
-        "--spacing",
-        "10",
-        "10",
-        "10",
-    )
+    args = ("data", "phantom", tmp_path / "p", *"--cases 2 --unlabeled 1 --size 32 32 24 --spacing 10 10 10".split())
+    proc = cli(*args)
     assert proc.returncode == 0, proc.stderr
     ds = json.loads((tmp_path / "p" / "dataset.json").read_text())
     assert len(ds["training"]) == 2 and len(ds["unlabeled"]) == 1
@@ -179,25 +164,7 @@ def test_data_phantom_command(tmp_path):
     assert json.loads((tmp_path / "p" / "phantom.json").read_text())["config"]["population"] == "cohort"
     bad = cli("data", "phantom", tmp_path / "q", "--size", "4", "4", "4")
     assert_one_line_error(bad, "--size")
-    other = cli(
-        "data",
-        "phantom",
-        tmp_path / "p",
-        "--cases",
-        "2",
-        "--unlabeled",
-        "1",
-        "--size",
-        "32",
-        "32",
-        "24",
-        "--spacing",
-        "10",
-        "10",
-        "10",
-        "--population",
-        "classic",
-    )  # other settings: not overwritten
+    other = cli(*args, "--population", "classic")  # other settings: not overwritten
     assert_one_line_error(other, "population cohort, wanted classic")
 
 

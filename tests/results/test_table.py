@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from tests.results.test_stats import synthetic
 from vrsearch.cli import app
+from vrsearch.data.flare22 import FLARE22_LABELS
 from vrsearch.errors import VrsearchError
 from vrsearch.results import io
 from vrsearch.results import stats as S
@@ -229,21 +230,7 @@ def test_cli_table(tmp_path):
     assert not np.allclose(val["dice_mean"], pd.read_csv(tmp_path / "o" / "table.csv")["dice_mean"])
 
 
-FLARE = [
-    "liver",
-    "right_kidney",
-    "spleen",
-    "pancreas",
-    "aorta",
-    "inferior_vena_cava",
-    "right_adrenal_gland",
-    "left_adrenal_gland",
-    "gallbladder",
-    "esophagus",
-    "stomach",
-    "duodenum",
-    "left_kidney",
-]
+FLARE = [name for label, name in sorted(FLARE22_LABELS.items()) if label]  # the 13 organs, in label order
 LONG = "no_memory_bank_and_no_sag_sampler"  # folds onto two lines in the terminal
 
 
