@@ -21,9 +21,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vrsearch"
 #: components, models, data, results), the methods, the study (it validates method params),
 #: the engine, the report, Ray orchestration, the command line
 LAYERS = {
-    "vrsearch": 0, "vrsearch.errors": 0, "vrsearch.core": 0,
+    "vrsearch": 0,
+    "vrsearch.errors": 0,
+    "vrsearch.core": 0,
     "vrsearch.registry": 1,
-    "vrsearch.losses": 2, "vrsearch.components": 2, "vrsearch.models": 2, "vrsearch.data": 2, "vrsearch.results": 2,
+    "vrsearch.losses": 2,
+    "vrsearch.components": 2,
+    "vrsearch.models": 2,
+    "vrsearch.data": 2,
+    "vrsearch.results": 2,
     "vrsearch.methods": 3,
     "vrsearch.study": 4,
     "vrsearch.engine": 5,
@@ -133,8 +139,13 @@ def test_ray_is_imported_only_by_orchestrate():
         if layer(mod)[0] == "vrsearch.orchestrate":
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
             assert not any(n == "ray" or n.startswith("ray.") for n in names), f"{mod} imports ray"
 
 
@@ -148,8 +159,9 @@ def toy(tmp_path) -> Path:
         (folder / "__init__.py").write_text("")
     (root / "core" / "a.py").write_text("def f():\n    from vrsearch.core import b\n")
     (root / "core" / "b.py").write_text("from . import a\n")
-    (root / "core" / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
-                                        "    from vrsearch.engine.run import X\n")
+    (root / "core" / "c.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from vrsearch.engine.run import X\n"
+    )
     (root / "engine" / "run.py").write_text("from vrsearch.core.c import *\n")
     return root
 

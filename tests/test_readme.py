@@ -39,12 +39,33 @@ def test_every_named_path_exists():
 
 def test_every_named_file_exists_somewhere():
     """Bare file names (``method_step.py``, ``table.md`` written into a run dir excepted)."""
-    written = {"table.md", "table.tex", "table.csv", "report.html", "study.yaml", "summary.json",
-               "driver-error.log", "trials.parquet", "history.parquet", "cases.parquet", "optuna.db",
-               "last.pt", "best.pt", "dataset.json", "result.json", "meta.json", "Info.cfg", "phantom.json",
-               "timing.json"}
-    names = {t for span in re.findall(r"`([^`\n]+)`", README) for t in re.split(r"[\s,;()]+", span)
-             if re.fullmatch(r"[\w.-]+\.(py|yaml|md|ipynb|json|toml)", t) and t not in written}
+    written = {
+        "table.md",
+        "table.tex",
+        "table.csv",
+        "report.html",
+        "study.yaml",
+        "summary.json",
+        "driver-error.log",
+        "trials.parquet",
+        "history.parquet",
+        "cases.parquet",
+        "optuna.db",
+        "last.pt",
+        "best.pt",
+        "dataset.json",
+        "result.json",
+        "meta.json",
+        "Info.cfg",
+        "phantom.json",
+        "timing.json",
+    }
+    names = {
+        t
+        for span in re.findall(r"`([^`\n]+)`", README)
+        for t in re.split(r"[\s,;()]+", span)
+        if re.fullmatch(r"[\w.-]+\.(py|yaml|md|ipynb|json|toml)", t) and t not in written
+    }
     files = {p.name for p in REPO.rglob("*") if ".venv" not in p.parts and ".git" not in p.parts}
     assert names and not sorted(names - files), sorted(names - files)
 

@@ -121,9 +121,7 @@ def lookup(name: str) -> MethodSpec:
         return _REGISTRY[name]
     except KeyError:
         hint = did_you_mean(name, _REGISTRY)
-        raise VrsearchError(
-            f"unknown method {name!r}{hint} (registered: {', '.join(sorted(_REGISTRY))})"
-        ) from None
+        raise VrsearchError(f"unknown method {name!r}{hint} (registered: {', '.join(sorted(_REGISTRY))})") from None
 
 
 def registered() -> list[MethodSpec]:

@@ -36,11 +36,18 @@ PUBLIC_CIDRS = {"0.0.0.0/0", "::/0"}
 PUBLIC_HOSTS = {"0.0.0.0", "::", "[::]", "*"}
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 MIN_DISK_GB = 200
-COMMAND_KEYS = ("initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands",
-                "head_start_ray_commands", "worker_start_ray_commands")
+COMMAND_KEYS = (
+    "initialization_commands",
+    "setup_commands",
+    "head_setup_commands",
+    "worker_setup_commands",
+    "head_start_ray_commands",
+    "worker_start_ray_commands",
+)
 
 
 # --------------------------------------------------------------------------- loading
+
 
 def load_launcher(name: str) -> dict:
     return yaml.safe_load((CLUSTERS / name).read_text(encoding="utf-8"))
@@ -61,11 +68,14 @@ def schema_errors(config: dict) -> list[str]:
     schema = ray_schema()
     validator_cls = jsonschema.validators.validator_for(schema)
     validator_cls.check_schema(schema)
-    return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
-            for e in validator_cls(schema).iter_errors(config)]
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+        for e in validator_cls(schema).iter_errors(config)
+    ]
 
 
 # --------------------------------------------------------------------------- launcher checks
+
 
 def node_types(config: dict) -> dict[str, dict]:
     return config.get("available_node_types") or {}
@@ -200,9 +210,13 @@ def setup_problems(config: dict) -> list[str]:
         if torch and torch_at is None:
             torch_at = i
             if not re.fullmatch(r"https://download\.pytorch\.org/whl/cu\d+/?", torch.group(1)):
-                problems.append(f"setup_commands: torch must come from a CUDA index of download.pytorch.org, "
-                                f"not {torch.group(1)}")
-        if re.search(r"pip install\b.*(-e\s+\S*vrsearch|vrsearch\s*@|git\+\S*vrsearch)", command) and project_at is None:
+                problems.append(
+                    f"setup_commands: torch must come from a CUDA index of download.pytorch.org, not {torch.group(1)}"
+                )
+        if (
+            re.search(r"pip install\b.*(-e\s+\S*vrsearch|vrsearch\s*@|git\+\S*vrsearch)", command)
+            and project_at is None
+        ):
             project_at = i
     if torch_at is None:
         problems.append("setup_commands: no `pip install torch==2.13.0 --index-url <PyTorch CUDA index>`")
@@ -220,6 +234,7 @@ _RUN_PATHS = re.compile(r"(?:output\.dir|dataset\.root)=['\"]?([^\s'\"]+)")
 def shared_mounts(config: dict) -> set[str]:
     """Paths a file system is mounted at on *every* node: by ``setup_commands``, or by
     both the head's and the workers' setup commands."""
+
     def mounted(key: str) -> set[str]:
         return {m.group(1).rstrip("/") for c in config.get(key) or [] for m in _MOUNT.finditer(str(c))}
 
@@ -236,8 +251,11 @@ def shared_storage_problems(config: dict, text: str) -> list[str]:
     paths = _RUN_PATHS.findall(text)
     if not paths:
         return ["the file shows no output.dir=/dataset.root= on the shared file system"]
-    return [f"{p} is not under a path every node mounts ({sorted(mounts)})" for p in paths
-            if not any(p.startswith(m + "/") for m in mounts)]
+    return [
+        f"{p} is not under a path every node mounts ({sorted(mounts)})"
+        for p in paths
+        if not any(p.startswith(m + "/") for m in mounts)
+    ]
 
 
 def launcher_problems(config: dict) -> list[str]:
@@ -253,8 +271,11 @@ def launcher_problems(config: dict) -> list[str]:
             problems.append(f"head {head_name}: has GPUs")
         if (head.get("resources") or {}).get("CPU") != 0:
             problems.append(f"head {head_name}: must advertise CPU: 0 so that no trial lands on it")
-        machine = str((head.get("node_config") or {}).get("InstanceType")
-                      or (head.get("node_config") or {}).get("machineType") or "")
+        machine = str(
+            (head.get("node_config") or {}).get("InstanceType")
+            or (head.get("node_config") or {}).get("machineType")
+            or ""
+        )
         if re.match(r"^(g\d|p\d|a2-|a3-|g2-)", machine):
             problems.append(f"head {head_name}: {machine} is a GPU instance type")
     gpu_types = gpu_worker_types(config)
@@ -275,11 +296,17 @@ def launcher_problems(config: dict) -> list[str]:
             problems.append(f"{name}: root disk {sizes} GB, need >= {MIN_DISK_GB}")
     if not config.get("file_mounts") and "git clone" not in " ".join(all_commands(config)):
         problems.append("the project reaches the nodes neither by file_mounts nor by git clone")
-    return (problems + ingress_problems(config) + dashboard_problems(config)
-            + start_command_problems(config) + setup_problems(config))
+    return (
+        problems
+        + ingress_problems(config)
+        + dashboard_problems(config)
+        + start_command_problems(config)
+        + setup_problems(config)
+    )
 
 
 # --------------------------------------------------------------------------- KubeRay checks
+
 
 def _containers(template: dict) -> list[dict]:
     return ((template or {}).get("spec") or {}).get("containers") or []
@@ -305,8 +332,11 @@ def _pod_problems(template: dict, where: str, pvc_names: set[str]) -> list[str]:
     resources = containers[0].get("resources") or {}
     if not resources.get("requests") or not resources.get("limits"):
         problems.append(f"{where}: the Ray container needs resources.requests and resources.limits")
-    claimed = {v["name"] for v in spec.get("volumes") or []
-               if (v.get("persistentVolumeClaim") or {}).get("claimName") in pvc_names}
+    claimed = {
+        v["name"]
+        for v in spec.get("volumes") or []
+        if (v.get("persistentVolumeClaim") or {}).get("claimName") in pvc_names
+    }
     if not claimed:
         problems.append(f"{where}: no volume from the shared PersistentVolumeClaim {sorted(pvc_names)}")
     elif not {m.get("name") for m in containers[0].get("volumeMounts") or []} & claimed:
@@ -361,8 +391,11 @@ def kuberay_problems(docs: list[dict]) -> list[str]:
         if not (doc.get("metadata") or {}).get("name"):
             problems.append(f"document {i}: missing metadata.name")
     kinds = [d.get("kind") for d in docs]
-    pvc_names = {d["metadata"]["name"] for d in docs
-                 if d.get("kind") == "PersistentVolumeClaim" and (d.get("metadata") or {}).get("name")}
+    pvc_names = {
+        d["metadata"]["name"]
+        for d in docs
+        if d.get("kind") == "PersistentVolumeClaim" and (d.get("metadata") or {}).get("name")
+    }
     if not pvc_names:
         problems.append("no PersistentVolumeClaim for the shared volume")
     for kind in ("RayCluster", "RayJob"):
@@ -405,6 +438,7 @@ def entrypoint_study(entrypoint: str) -> tuple[str, list[str]]:
 
 
 # --------------------------------------------------------------------------- tests: launcher configs
+
 
 def test_every_launcher_file_is_tested():
     found = {p.name for p in CLUSTERS.glob("*.yaml")} - {KUBERAY_FILE}
@@ -449,8 +483,12 @@ def dvcl_resources() -> dict:
 
 
 def trials_per_node(cpus: float, gpus: float, res: dict) -> int:
-    return int(min(gpus // (res["workers_per_trial"] * res["gpus_per_worker"]),
-                   cpus // (res["workers_per_trial"] * res["cpus_per_worker"])))
+    return int(
+        min(
+            gpus // (res["workers_per_trial"] * res["gpus_per_worker"]),
+            cpus // (res["workers_per_trial"] * res["cpus_per_worker"]),
+        )
+    )
 
 
 @pytest.mark.parametrize("name", LAUNCHER_CONFIGS)
@@ -475,6 +513,7 @@ def test_launcher_run_dir_and_data_are_on_storage_every_node_mounts(name):
 
 # --------------------------------------------------------------------------- tests: KubeRay
 
+
 def test_kuberay_manifests_meet_project_policy():
     docs = load_kuberay()
     assert {d["kind"] for d in docs} >= {"PersistentVolumeClaim", "RayCluster", "RayJob"}
@@ -494,8 +533,11 @@ def test_kuberay_rayjob_entrypoint_is_a_valid_vrsearch_run():
 
     (job,) = [d for d in load_kuberay() if d["kind"] == "RayJob"]
     study_path, overrides = entrypoint_study(job["spec"]["entrypoint"])
-    mounts = {m["mountPath"] for c in _containers(job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"])
-              for m in c.get("volumeMounts") or []}
+    mounts = {
+        m["mountPath"]
+        for c in _containers(job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"])
+        for m in c.get("volumeMounts") or []
+    }
     study = load_study(ROOT / study_path, overrides)
     assert any(str(study.output.dir).startswith(m.rstrip("/") + "/") for m in mounts)
     assert any(str(study.dataset.root).startswith(m.rstrip("/") + "/") for m in mounts)
@@ -520,14 +562,15 @@ def test_shared_storage_checker_catches(name):
     config = load_launcher(name)
     assert shared_storage_problems(config, text.replace("output.dir=/mnt/shared/", "output.dir=/home/ubuntu/"))
     head_only = {**config, "head_setup_commands": config["setup_commands"], "setup_commands": []}
-    assert shared_storage_problems(head_only, text) == ["no shared file system mounted on every node "
-                                                        "(setup_commands)"]
+    assert shared_storage_problems(head_only, text) == ["no shared file system mounted on every node (setup_commands)"]
+
 
 def _public_dashboard_rule(config: dict) -> dict:
     config["provider"]["security_group"] = {
         "GroupName": "ray-dashboard-open",
-        "IpPermissions": [{"FromPort": 8265, "ToPort": 8265, "IpProtocol": "tcp",
-                           "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
+        "IpPermissions": [
+            {"FromPort": 8265, "ToPort": 8265, "IpProtocol": "tcp", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+        ],
     }
     return config
 
@@ -540,18 +583,21 @@ def test_public_dashboard_rule_is_schema_valid_but_caught():
     assert launcher_problems(config) != []
 
 
-@pytest.mark.parametrize("rule, caught", [
-    ({"FromPort": 22, "ToPort": 22, "IpProtocol": "tcp", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}, False),
-    ({"FromPort": 22, "ToPort": 22, "IpProtocol": "tcp", "IpRanges": [{"CidrIp": "203.0.113.7/32"}]}, False),
-    ({"FromPort": 443, "ToPort": 443, "IpProtocol": "tcp", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}, True),
-    ({"FromPort": 10001, "ToPort": 10001, "IpProtocol": "tcp", "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}, True),
-    ({"FromPort": 6379, "ToPort": 6379, "IpProtocol": "tcp", "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}, True),
-    ({"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}, True),
-    ({"FromPort": 8000, "ToPort": 9000, "IpProtocol": "tcp", "IpRanges": [{"CidrIp": "198.51.100.0/24"}]}, True),
-    ({"name": "open", "sourceRanges": ["0.0.0.0/0"], "allowed": [{"IPProtocol": "tcp", "ports": ["22"]}]}, False),
-    ({"name": "open", "sourceRanges": ["0.0.0.0/0"], "allowed": [{"IPProtocol": "tcp", "ports": ["8265"]}]}, True),
-    ({"name": "open", "sourceRanges": ["0.0.0.0/0"], "allowed": [{"IPProtocol": "all"}]}, True),
-])
+@pytest.mark.parametrize(
+    "rule, caught",
+    [
+        ({"FromPort": 22, "ToPort": 22, "IpProtocol": "tcp", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}, False),
+        ({"FromPort": 22, "ToPort": 22, "IpProtocol": "tcp", "IpRanges": [{"CidrIp": "203.0.113.7/32"}]}, False),
+        ({"FromPort": 443, "ToPort": 443, "IpProtocol": "tcp", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}, True),
+        ({"FromPort": 10001, "ToPort": 10001, "IpProtocol": "tcp", "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}, True),
+        ({"FromPort": 6379, "ToPort": 6379, "IpProtocol": "tcp", "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}, True),
+        ({"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}, True),
+        ({"FromPort": 8000, "ToPort": 9000, "IpProtocol": "tcp", "IpRanges": [{"CidrIp": "198.51.100.0/24"}]}, True),
+        ({"name": "open", "sourceRanges": ["0.0.0.0/0"], "allowed": [{"IPProtocol": "tcp", "ports": ["22"]}]}, False),
+        ({"name": "open", "sourceRanges": ["0.0.0.0/0"], "allowed": [{"IPProtocol": "tcp", "ports": ["8265"]}]}, True),
+        ({"name": "open", "sourceRanges": ["0.0.0.0/0"], "allowed": [{"IPProtocol": "all"}]}, True),
+    ],
+)
 def test_ingress_checker(rule, caught):
     config = load_launcher("gcp.yaml")
     config["provider"]["firewall_rules"] = [rule]  # wherever it sits, the checker walks the whole config
@@ -559,8 +605,9 @@ def test_ingress_checker(rule, caught):
 
 
 def _head_start(config: dict, flag: str) -> dict:
-    config["head_start_ray_commands"] = [c.replace("--dashboard-host=127.0.0.1", flag)
-                                         for c in config["head_start_ray_commands"]]
+    config["head_start_ray_commands"] = [
+        c.replace("--dashboard-host=127.0.0.1", flag) for c in config["head_start_ray_commands"]
+    ]
     return config
 
 
@@ -572,12 +619,14 @@ def _set(path: str, value):
             target = target[key]
         target[last] = value
         return config
+
     return mutate
 
 
 def _drop_object_store(config: dict) -> dict:
-    config["worker_start_ray_commands"] = [re.sub(r"--object-store-memory=\d+", "", c)
-                                           for c in config["worker_start_ray_commands"]]
+    config["worker_start_ray_commands"] = [
+        re.sub(r"--object-store-memory=\d+", "", c) for c in config["worker_start_ray_commands"]
+    ]
     return config
 
 
@@ -587,17 +636,29 @@ def _cpu_torch(config: dict) -> dict:
 
 
 @pytest.mark.parametrize("name", LAUNCHER_CONFIGS)
-@pytest.mark.parametrize("mutate", [
-    lambda c: _head_start(c, "--dashboard-host=0.0.0.0"),
-    lambda c: _head_start(c, "--dashboard-host 0.0.0.0"),
-    lambda c: _head_start(c, ""),  # the default is not good enough: say loopback
-    lambda c: _set(f"available_node_types/{next(iter(gpu_worker_types(c)))}/min_workers", 1)(c),
-    lambda c: _set(f"available_node_types/{c['head_node_type']}/resources", {"CPU": 8, "GPU": 1})(c),
-    lambda c: _set(f"available_node_types/{c['head_node_type']}/resources", {"CPU": 8})(c),
-    _drop_object_store,
-    _cpu_torch,
-], ids=["dashboard=0.0.0.0", "dashboard 0.0.0.0", "dashboard default", "gpu min_workers 1",
-        "head with gpu", "head with cpus", "no object store size", "cpu torch"])
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda c: _head_start(c, "--dashboard-host=0.0.0.0"),
+        lambda c: _head_start(c, "--dashboard-host 0.0.0.0"),
+        lambda c: _head_start(c, ""),  # the default is not good enough: say loopback
+        lambda c: _set(f"available_node_types/{next(iter(gpu_worker_types(c)))}/min_workers", 1)(c),
+        lambda c: _set(f"available_node_types/{c['head_node_type']}/resources", {"CPU": 8, "GPU": 1})(c),
+        lambda c: _set(f"available_node_types/{c['head_node_type']}/resources", {"CPU": 8})(c),
+        _drop_object_store,
+        _cpu_torch,
+    ],
+    ids=[
+        "dashboard=0.0.0.0",
+        "dashboard 0.0.0.0",
+        "dashboard default",
+        "gpu min_workers 1",
+        "head with gpu",
+        "head with cpus",
+        "no object store size",
+        "cpu torch",
+    ],
+)
 def test_launcher_checker_catches(name, mutate):
     config = mutate(load_launcher(name))
     assert launcher_problems(config) != []
@@ -626,25 +687,48 @@ def _kuberay_job(docs: list[dict]) -> dict:
     return next(d for d in docs if d["kind"] == "RayJob")["spec"]
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda docs: _kuberay_cluster(docs)["headGroupSpec"].update(serviceType="LoadBalancer"),
-    lambda docs: _kuberay_job(docs)["rayClusterSpec"]["headGroupSpec"].update(serviceType="NodePort"),
-    lambda docs: docs.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "dash"},
-                              "spec": {"type": "LoadBalancer", "ports": [{"port": 8265}]}}),
-    lambda docs: _kuberay_cluster(docs)["headGroupSpec"]["rayStartParams"].update({"dashboard-host": "0.0.0.0"}),
-    lambda docs: _kuberay_cluster(docs)["headGroupSpec"]["template"]["spec"].update(hostNetwork=True),
-    lambda docs: _kuberay_cluster(docs).update(enableInTreeAutoscaling=False),
-    lambda docs: _kuberay_cluster(docs)["workerGroupSpecs"][0].update(minReplicas=2, replicas=2),
-    lambda docs: _kuberay_cluster(docs)["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"]
-    ["limits"].pop("nvidia.com/gpu"),
-    lambda docs: _kuberay_cluster(docs)["workerGroupSpecs"][0]["template"]["spec"].pop("volumes"),
-    lambda docs: _kuberay_job(docs).pop("rayClusterSpec"),
-    lambda docs: _kuberay_job(docs).update(entrypoint="python train.py"),
-    lambda docs: docs.remove(next(d for d in docs if d["kind"] == "PersistentVolumeClaim")),
-    lambda docs: docs[0]["metadata"].pop("name"),
-], ids=["LoadBalancer head", "NodePort job head", "LoadBalancer Service", "dashboard 0.0.0.0", "hostNetwork",
-        "no autoscaling", "gpu min 2", "no gpu limit", "no shared volume", "job without cluster",
-        "job not vrsearch", "no pvc", "unnamed"])
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda docs: _kuberay_cluster(docs)["headGroupSpec"].update(serviceType="LoadBalancer"),
+        lambda docs: _kuberay_job(docs)["rayClusterSpec"]["headGroupSpec"].update(serviceType="NodePort"),
+        lambda docs: docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "dash"},
+                "spec": {"type": "LoadBalancer", "ports": [{"port": 8265}]},
+            }
+        ),
+        lambda docs: _kuberay_cluster(docs)["headGroupSpec"]["rayStartParams"].update({"dashboard-host": "0.0.0.0"}),
+        lambda docs: _kuberay_cluster(docs)["headGroupSpec"]["template"]["spec"].update(hostNetwork=True),
+        lambda docs: _kuberay_cluster(docs).update(enableInTreeAutoscaling=False),
+        lambda docs: _kuberay_cluster(docs)["workerGroupSpecs"][0].update(minReplicas=2, replicas=2),
+        lambda docs: _kuberay_cluster(docs)["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"][
+            "limits"
+        ].pop("nvidia.com/gpu"),
+        lambda docs: _kuberay_cluster(docs)["workerGroupSpecs"][0]["template"]["spec"].pop("volumes"),
+        lambda docs: _kuberay_job(docs).pop("rayClusterSpec"),
+        lambda docs: _kuberay_job(docs).update(entrypoint="python train.py"),
+        lambda docs: docs.remove(next(d for d in docs if d["kind"] == "PersistentVolumeClaim")),
+        lambda docs: docs[0]["metadata"].pop("name"),
+    ],
+    ids=[
+        "LoadBalancer head",
+        "NodePort job head",
+        "LoadBalancer Service",
+        "dashboard 0.0.0.0",
+        "hostNetwork",
+        "no autoscaling",
+        "gpu min 2",
+        "no gpu limit",
+        "no shared volume",
+        "job without cluster",
+        "job not vrsearch",
+        "no pvc",
+        "unnamed",
+    ],
+)
 def test_kuberay_checker_catches(mutate):
     docs = copy.deepcopy(load_kuberay())
     mutate(docs)

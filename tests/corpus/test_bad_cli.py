@@ -30,12 +30,16 @@ def _uri_of_studies(tmp: Path) -> str:
 
 
 @pytest.mark.parametrize("command", ["report", "table"])
-@pytest.mark.parametrize(("make", "expect"), [
-    (_folder_of_studies, "not a vrsearch run directory"),
-    (_empty, "not a vrsearch run directory"),
-    (lambda tmp: tmp / "missing", "no such run directory"),
-    (_uri_of_studies, "not a vrsearch run directory"),
-], ids=["studies-folder", "empty", "missing", "uri-of-studies-folder"])
+@pytest.mark.parametrize(
+    ("make", "expect"),
+    [
+        (_folder_of_studies, "not a vrsearch run directory"),
+        (_empty, "not a vrsearch run directory"),
+        (lambda tmp: tmp / "missing", "no such run directory"),
+        (_uri_of_studies, "not a vrsearch run directory"),
+    ],
+    ids=["studies-folder", "empty", "missing", "uri-of-studies-folder"],
+)
 def test_a_folder_that_is_not_a_run_is_refused_and_nothing_written(tmp_path, monkeypatch, command, make, expect):
     target = make(tmp_path)
     monkeypatch.chdir(tmp_path)  # a URI's report/table would land in the working directory

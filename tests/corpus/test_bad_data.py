@@ -45,8 +45,7 @@ def _file(root: Path, what: str, index: int = VICTIM) -> Path:
     return (root / _desc(root)["training"][index][what]).resolve()
 
 
-def _resave(path: Path, data: np.ndarray | None = None, affine: np.ndarray | None = None,
-            dtype=None) -> None:
+def _resave(path: Path, data: np.ndarray | None = None, affine: np.ndarray | None = None, dtype=None) -> None:
     img = nib.load(path)
     arr = np.asarray(img.dataobj) if data is None else data
     header = img.header.copy()
@@ -208,11 +207,24 @@ class Case:
 
 SEMI = {"method": {"name": "mean_teacher"}, "dataset": {"labeled_ratio": 1.0}}
 CASES = [
-    Case(missing_image), Case(missing_label), Case(truncated_gzip), Case(truncated_unlabeled, SEMI),
-    Case(nan_voxels), Case(inf_voxels), Case(shape_mismatch), Case(affine_mismatch), Case(four_d_image),
-    Case(label_beyond_classes), Case(negative_label), Case(fractional_label), Case(all_labels_empty),
-    Case(duplicated_case_id), Case(no_unlabeled_for_semi_supervised, SEMI), Case(zero_spacing),
-    Case(invalid_json), Case(labels_not_contiguous),
+    Case(missing_image),
+    Case(missing_label),
+    Case(truncated_gzip),
+    Case(truncated_unlabeled, SEMI),
+    Case(nan_voxels),
+    Case(inf_voxels),
+    Case(shape_mismatch),
+    Case(affine_mismatch),
+    Case(four_d_image),
+    Case(label_beyond_classes),
+    Case(negative_label),
+    Case(fractional_label),
+    Case(all_labels_empty),
+    Case(duplicated_case_id),
+    Case(no_unlabeled_for_semi_supervised, SEMI),
+    Case(zero_spacing),
+    Case(invalid_json),
+    Case(labels_not_contiguous),
 ]
 
 

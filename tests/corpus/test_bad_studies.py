@@ -53,8 +53,7 @@ def _setup(kind: str, tmp: Path, out: Path, data_root: Path) -> None:
         from vrsearch.study import load_study, study_to_yaml
 
         other = tmp / "other.yaml"
-        other.write_text(yaml.safe_dump(tiny_study_dict(data_root, out, name="other",
-                                                        train={"iterations": 4})))
+        other.write_text(yaml.safe_dump(tiny_study_dict(data_root, out, name="other", train={"iterations": 4})))
         out.mkdir()
         (out / "study.yaml").write_text(study_to_yaml(load_study(other)))
         other.unlink()
@@ -69,8 +68,9 @@ def test_bad_study_is_one_line_and_writes_nothing(path, tiny_phantom, tmp_path, 
     at_run = meta.get("run") == ["true"]
     out = tmp_path / "out"
     study = tmp_path / path.name
-    study.write_text(fill(path.read_text(encoding="utf-8"), data_root=tiny_phantom, out_dir=out, tmp=tmp_path),
-                     encoding="utf-8")
+    study.write_text(
+        fill(path.read_text(encoding="utf-8"), data_root=tiny_phantom, out_dir=out, tmp=tmp_path), encoding="utf-8"
+    )
     for kind in meta.get("setup", []):
         _setup(kind, tmp_path, out, tiny_phantom)
     before = snapshot(tmp_path)

@@ -44,8 +44,7 @@ def _trees():
 def test_python_yaml_tags_are_rejected_and_never_run(tmp_path):
     pwned = tmp_path / "PWNED"
     study = tmp_path / "evil.yaml"
-    study.write_text(f'name: !!python/object/apply:os.system ["touch {pwned}"]\n'
-                     "method: {name: supervised}\n")
+    study.write_text(f'name: !!python/object/apply:os.system ["touch {pwned}"]\nmethod: {{name: supervised}}\n')
     assert_one_line_error(cli("validate", study, cwd=tmp_path), str(study), "python/object/apply:os.system")
     assert not pwned.exists()
     # a --set value is parsed safely too: the tag stays text (and is no valid name)
@@ -57,8 +56,15 @@ def test_python_yaml_tags_are_rejected_and_never_run(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.yaml", "plain.yaml"]
 
 
-@pytest.mark.parametrize("tag", ["!!python/object/new:os.system [echo]", "!!python/name:os.system",
-                                 "!!python/module:os", "!!python/object:argparse.Namespace {}"])
+@pytest.mark.parametrize(
+    "tag",
+    [
+        "!!python/object/new:os.system [echo]",
+        "!!python/name:os.system",
+        "!!python/module:os",
+        "!!python/object:argparse.Namespace {}",
+    ],
+)
 def test_every_python_tag_is_refused(tmp_path, tag):
     from vrsearch.study import StudyError
     from vrsearch.study.load import read_yaml
@@ -74,14 +80,27 @@ def test_yaml_is_only_parsed_with_safe_loaders():
     for path, tree in _trees():
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "yaml":
-                assert node.attr not in ("unsafe_load", "full_load", "full_load_all", "unsafe_load_all",
-                                         "UnsafeLoader", "FullLoader", "Loader", "load_all"), \
-                    f"{path}:{node.lineno}: yaml.{node.attr}"
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load" \
-                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "yaml":
+                assert node.attr not in (
+                    "unsafe_load",
+                    "full_load",
+                    "full_load_all",
+                    "unsafe_load_all",
+                    "UnsafeLoader",
+                    "FullLoader",
+                    "Loader",
+                    "load_all",
+                ), f"{path}:{node.lineno}: yaml.{node.attr}"
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "load"
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "yaml"
+            ):
                 loader = {k.arg: k.value for k in node.keywords}.get("Loader")
-                assert isinstance(loader, ast.Name) and loader.id in ("_UniqueKeyLoader", "SafeLoader"), \
+                assert isinstance(loader, ast.Name) and loader.id in ("_UniqueKeyLoader", "SafeLoader"), (
                     f"{path}:{node.lineno}: yaml.load without a safe Loader"
+                )
 
 
 # ------------------------------------------------ (b) torch.load, (c) eval/exec
@@ -110,8 +129,9 @@ def test_every_torch_load_is_weights_only():
             if isinstance(node, ast.Call) and _dotted(node.func) in aliases:
                 calls += 1
                 kw = {k.arg: k.value for k in node.keywords}
-                assert isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True, \
+                assert isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True, (
                     f"{path}:{node.lineno}: torch.load without weights_only=True"
+                )
     assert calls >= 1  # the scan sees the checkpoint loader
 
 
@@ -139,15 +159,22 @@ def _evil_run(path: Path, design: str) -> Path:
     if design == "ablation":
         trials["arm"] = trials["group"] = trials.trial_id.str[:2].map(names)
         trials["cell"] = "{}"
-        search = {"design": "ablation", "arms": [{"name": EVIL, "set": {knob: 2}},
-                                                  {"name": EVIL.replace("1", "2"), "set": {knob: 3}}]}
+        search = {
+            "design": "ablation",
+            "arms": [{"name": EVIL, "set": {knob: 2}}, {"name": EVIL.replace("1", "2"), "set": {knob: 3}}],
+        }
     else:
-        trials["cell"] = [json.dumps({**json.loads(c), knob: int(v)}) for c, v in
-                          zip(trials["cell"], trials[f"config.{knob}"])]
+        trials["cell"] = [
+            json.dumps({**json.loads(c), knob: int(v)}) for c, v in zip(trials["cell"], trials[f"config.{knob}"])
+        ]
         trials["group"] = trials["cell"]
-        search = {"design": "grid", "space": {knob: {"type": "categorical", "choices": [1, 2, 3]},
-                                              "train.optimizer.lr": {"type": "categorical",
-                                                                     "choices": [0.001, 0.01, 0.1]}}}
+        search = {
+            "design": "grid",
+            "space": {
+                knob: {"type": "categorical", "choices": [1, 2, 3]},
+                "train.optimizer.lr": {"type": "categorical", "choices": [0.001, 0.01, 0.1]},
+            },
+        }
     trials["study"] = trials["method"] = EVIL
     trials.loc[trials.status != "completed", "error"] = EVIL
     cases["class_name"] = cases["class_name"].where(cases.class_index != 1, EVIL)
@@ -156,8 +183,9 @@ def _evil_run(path: Path, design: str) -> Path:
     io.write_frame(path / io.TRIALS_FILE, trials)
     io.write_frame(path / io.HISTORY_FILE, history)
     io.write_frame(path / io.CASES_FILE, cases)
-    (path / io.STUDY_FILE).write_text(yaml.safe_dump({"name": EVIL, "description": EVIL,
-                                                      "method": {"name": EVIL}, "search": search}))
+    (path / io.STUDY_FILE).write_text(
+        yaml.safe_dump({"name": EVIL, "description": EVIL, "method": {"name": EVIL}, "search": search})
+    )
     return path
 
 
@@ -189,12 +217,23 @@ def test_secrets_in_the_environment_are_not_written(tiny_phantom, tmp_path):
     run = tmp_path / "run"
     study = tmp_path / "study.yaml"
     base = tiny_study_dict(tiny_phantom, run)
-    study.write_text(yaml.safe_dump(tiny_study_dict(
-        tiny_phantom, run, train={**base["train"], "iterations": 2, "eval": {"every": 2, "sw_batch_size": 4}})))
-    env = {**os.environ, "AWS_SECRET_ACCESS_KEY": secret, "AWS_ACCESS_KEY_ID": f"AKIA-{secret}",
-           "AWS_SESSION_TOKEN": f"token-{secret}", "HF_TOKEN": f"hf-{secret}"}
-    proc = subprocess.run([VRSEARCH, "train", str(study)], capture_output=True, text=True, cwd=tmp_path,
-                          env=env, timeout=600)
+    study.write_text(
+        yaml.safe_dump(
+            tiny_study_dict(
+                tiny_phantom, run, train={**base["train"], "iterations": 2, "eval": {"every": 2, "sw_batch_size": 4}}
+            )
+        )
+    )
+    env = {
+        **os.environ,
+        "AWS_SECRET_ACCESS_KEY": secret,
+        "AWS_ACCESS_KEY_ID": f"AKIA-{secret}",
+        "AWS_SESSION_TOKEN": f"token-{secret}",
+        "HF_TOKEN": f"hf-{secret}",
+    }
+    proc = subprocess.run(
+        [VRSEARCH, "train", str(study)], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert secret not in proc.stdout + proc.stderr
     files = [p for p in tmp_path.rglob("*") if p.is_file()]

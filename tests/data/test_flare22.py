@@ -29,10 +29,18 @@ LABELED = "Training/FLARE22_LabeledCase50"
 def _flare_index(n_labeled: int = 70, n_unlabeled: int = 400, reverse: bool = False) -> DatasetIndex:
     """Fake FLARE22 index (70 labeled, 400 unlabeled); the paths need not exist for make_split."""
     root = Path("/data/FLARE22")
-    labeled = [Case(f"FLARE22_Tr_{i:04d}", root / f"{LABELED}/images/FLARE22_Tr_{i:04d}_0000.nii.gz",
-                    root / f"{LABELED}/labels/FLARE22_Tr_{i:04d}.nii.gz") for i in range(1, n_labeled + 1)]
-    unlabeled = [Case(f"Case_{i:05d}", root / f"Training/FLARE22_UnlabeledCase1-1000/Case_{i:05d}_0000.nii.gz",
-                      None) for i in range(1, n_unlabeled + 1)]
+    labeled = [
+        Case(
+            f"FLARE22_Tr_{i:04d}",
+            root / f"{LABELED}/images/FLARE22_Tr_{i:04d}_0000.nii.gz",
+            root / f"{LABELED}/labels/FLARE22_Tr_{i:04d}.nii.gz",
+        )
+        for i in range(1, n_labeled + 1)
+    ]
+    unlabeled = [
+        Case(f"Case_{i:05d}", root / f"Training/FLARE22_UnlabeledCase1-1000/Case_{i:05d}_0000.nii.gz", None)
+        for i in range(1, n_unlabeled + 1)
+    ]
     if reverse:
         labeled.reverse()
         unlabeled.reverse()
@@ -47,6 +55,7 @@ def _ids(cases) -> list[str]:
 
 
 # ------------------------------------------------------------- paper splits
+
 
 @pytest.mark.parametrize("pool", [42, 378])
 def test_paper_split_is_42_14_14_with_pool(pool):
@@ -109,8 +118,12 @@ def test_schema_unlabeled_pool():
 # ------------------------------------------------------- missing dataset root
 
 HINTS = {
-    "flare22": ("FLARE22 dataset", "Training/FLARE22_LabeledCase50/{images,labels}/",
-                "Training/FLARE22_UnlabeledCase*/", "Validation/"),
+    "flare22": (
+        "FLARE22 dataset",
+        "Training/FLARE22_LabeledCase50/{images,labels}/",
+        "Training/FLARE22_UnlabeledCase*/",
+        "Validation/",
+    ),
     "msd": ("MSD dataset", "dataset.json", "imagesTr/", "labelsTr/"),
     "nnunet": ("nnU-Net dataset", "imagesTr/<case>_0000.nii.gz", "labelsTr/<case>.nii.gz", "imagesUnlabeled/"),
     "acdc": ("ACDC dataset", "training/patientXXX/", "Info.cfg"),
@@ -143,6 +156,7 @@ def test_existing_but_wrong_flare_folder_is_one_line(tmp_path):
 
 
 # ------------------------------------------------------- FLARE22-layout phantom
+
 
 @pytest.fixture(scope="module")
 def flare_root(tmp_path_factory) -> Path:
@@ -197,8 +211,15 @@ def test_flare_phantom_is_idempotent_and_refuses_other_content(tmp_path, flare_r
 
 
 def test_prepare_data_threads_the_pool_through(flare_root):
-    cfg = DatasetConfig(layout="flare22", root=flare_root, labeled_ratio=1.0, val_fraction=0.2,
-                        test_fraction=0.2, unlabeled_pool=2, patch_size=(16, 16, 16))
+    cfg = DatasetConfig(
+        layout="flare22",
+        root=flare_root,
+        labeled_ratio=1.0,
+        val_fraction=0.2,
+        test_fraction=0.2,
+        unlabeled_pool=2,
+        patch_size=(16, 16, 16),
+    )
     data = prepare_data(cfg, method="supervised", needs=DataNeeds(unlabeled=True))
     assert (len(data.split.labeled), len(data.split.val), len(data.split.test)) == (3, 1, 1)
     assert data.split.unlabeled == pool_cases(data.index, 0, 2) and len(data.split.unlabeled) == 2
@@ -206,4 +227,6 @@ def test_prepare_data_threads_the_pool_through(flare_root):
     with pytest.raises(DataError, match="dataset.unlabeled_pool is 4 but .* has only 3 unlabeled images"):
         prepare_data(cfg.model_copy(update={"unlabeled_pool": 4}), method="supervised", needs=DataNeeds(unlabeled=True))
     with pytest.raises(DataError, match="dataset.unlabeled_pool is 0"):
-        prepare_data(cfg.model_copy(update={"unlabeled_pool": 0}), method="mean_teacher", needs=DataNeeds(unlabeled=True))
+        prepare_data(
+            cfg.model_copy(update={"unlabeled_pool": 0}), method="mean_teacher", needs=DataNeeds(unlabeled=True)
+        )

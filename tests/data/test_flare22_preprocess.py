@@ -28,7 +28,11 @@ PHANTOM = PhantomConfig(cases=1, unlabeled=0, test=0, seed=1, size=(16, 16, 16),
 
 def paper_config(root: Path, spacing=PAPER_SPACING) -> DatasetConfig:
     return DatasetConfig(
-        layout="flare22", root=root, orientation="LPI", spacing=spacing, patch_size=(16, 16, 16),
+        layout="flare22",
+        root=root,
+        orientation="LPI",
+        spacing=spacing,
+        patch_size=(16, 16, 16),
         intensity={"scale": "percentile", "clip": list(CLIP), "percentiles": list(PERCENTILES)},
     )
 
@@ -45,8 +49,9 @@ def test_schema_accepts_the_paper_settings(tmp_path):
     assert cfg.orientation == "LPI" and cfg.spacing == PAPER_SPACING
     assert cfg.intensity.scale == "percentile" and cfg.intensity.clip == CLIP
     assert cfg.intensity.percentiles == PERCENTILES
-    study = Study(name="flare", dataset={**cfg.model_dump(mode="json"), "unlabeled_pool": 378},
-                  model={"channels": [4, 8]})
+    study = Study(
+        name="flare", dataset={**cfg.model_dump(mode="json"), "unlabeled_pool": 378}, model={"channels": [4, 8]}
+    )
     assert study.dataset.unlabeled_pool == 378
 
 

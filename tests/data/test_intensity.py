@@ -43,15 +43,24 @@ def write_mr_dataset(root: Path, n: int = 4, scale: float = 1.0) -> Path:
         nib.save(nib.Nifti1Image(image, np.eye(4)), root / "imagesTr" / f"c{i}.nii.gz")
         nib.save(nib.Nifti1Image(label, np.eye(4)), root / "labelsTr" / f"c{i}.nii.gz")
         training.append({"image": f"./imagesTr/c{i}.nii.gz", "label": f"./labelsTr/c{i}.nii.gz"})
-    (root / "dataset.json").write_text(json.dumps({
-        "name": "mr", "modality": {"0": "MRI"}, "labels": {"0": "background", "1": "tissue"},
-        "training": training}))
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {"name": "mr", "modality": {"0": "MRI"}, "labels": {"0": "background", "1": "tissue"}, "training": training}
+        )
+    )
     return root
 
 
 def prepared(root: Path, **intensity):
-    cfg = DatasetConfig(layout="msd", root=root, labeled_ratio=0.5, val_fraction=0.25, test_fraction=0.25,
-                        patch_size=(16, 16, 16), **({"intensity": intensity} if intensity else {}))
+    cfg = DatasetConfig(
+        layout="msd",
+        root=root,
+        labeled_ratio=0.5,
+        val_fraction=0.25,
+        test_fraction=0.25,
+        patch_size=(16, 16, 16),
+        **({"intensity": intensity} if intensity else {}),
+    )
     return prepare_data(cfg, method="supervised")
 
 
@@ -112,7 +121,9 @@ def test_a_window_without_clip_needs_ct(tmp_path):
         prepared(write_mr_dataset(tmp_path / "mr"), scale="window")
 
 
-@pytest.mark.parametrize(("modality", "scale"), [("CT", "window"), ("ct", "window"), ("MRI", "percentile"),
-                                                 ("T2", "percentile"), ("", "percentile")])
+@pytest.mark.parametrize(
+    ("modality", "scale"),
+    [("CT", "window"), ("ct", "window"), ("MRI", "percentile"), ("T2", "percentile"), ("", "percentile")],
+)
 def test_auto_follows_the_modality(modality, scale):
     assert resolve(DatasetConfig(), modality).intensity.scale == scale

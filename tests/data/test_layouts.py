@@ -48,12 +48,20 @@ def _nnunet(root: Path, labels=None, n: int = 3, channels=None, ts_labels: bool 
     if ts_labels:
         _nii(root / "labelsTs" / "toy_100.nii.gz", label=True)
     _nii(root / "imagesUnlabeled" / "u_000_0000.nii.gz")
-    _json(root, {"labels": labels or {"background": 0, "liver": 1, "spleen": 2},
-                 "channel_names": channels or {"0": "CT"}, "file_ending": ".nii.gz", "numTraining": n})
+    _json(
+        root,
+        {
+            "labels": labels or {"background": 0, "liver": 1, "spleen": 2},
+            "channel_names": channels or {"0": "CT"},
+            "file_ending": ".nii.gz",
+            "numTraining": n,
+        },
+    )
     return root
 
 
 # ------------------------------------------------------------------ generic
+
 
 def test_unknown_layout_lists_valid_ones(tmp_path):
     with pytest.raises(DataError, match="unknown dataset layout .decathlon..*msd, nnunet, flare22, acdc"):
@@ -80,15 +88,18 @@ def test_case_hashable_despite_meta():
 
 # --------------------------------------------------------------------- MSD
 
+
 def test_msd_reads_training_test_unlabeled(tmp_path):
     root = tmp_path / "Task99"
     _nii(root / "imagesTs" / "t_000.nii.gz")
     _nii(root / "labelsTs" / "t_001.nii.gz", label=True)
     _nii(root / "imagesTs" / "t_001.nii.gz")
     _nii(root / "imagesUn" / "u_000.nii.gz")
-    _msd(root, test=["./imagesTs/t_000.nii.gz", {"image": "./imagesTs/t_001.nii.gz",
-                                                 "label": "./labelsTs/t_001.nii.gz"}],
-         unlabeled=[{"image": "./imagesUn/u_000.nii.gz"}])
+    _msd(
+        root,
+        test=["./imagesTs/t_000.nii.gz", {"image": "./imagesTs/t_001.nii.gz", "label": "./labelsTs/t_001.nii.gz"}],
+        unlabeled=[{"image": "./imagesUn/u_000.nii.gz"}],
+    )
     index = read_dataset("msd", str(root))
     assert index.name == "Toy" and index.root == root
     assert index.labels == {0: "background", 1: "liver", 2: "spleen"} and index.num_classes == 3
@@ -153,8 +164,9 @@ def test_msd_duplicate_case_ids(tmp_path):
         read_dataset("msd", root)
 
 
-@pytest.mark.parametrize("labels", [{"0": "background", "2": "liver"}, {"1": "liver", "2": "spleen"},
-                                    {"background": 0, "liver": 3}])
+@pytest.mark.parametrize(
+    "labels", [{"0": "background", "2": "liver"}, {"1": "liver", "2": "spleen"}, {"background": 0, "liver": 3}]
+)
 def test_labels_must_be_contiguous_from_zero(tmp_path, labels):
     root = _msd(tmp_path / "d", labels=labels)
     with pytest.raises(DataError, match=r"contiguous 0\.\.C-1.*dataset\.json|dataset\.json.*contiguous"):
@@ -163,6 +175,7 @@ def test_labels_must_be_contiguous_from_zero(tmp_path, labels):
 
 # ------------------------------------------------------------------ nnU-Net
 
+
 def test_nnunet_reads_all_groups(tmp_path):
     root = _nnunet(tmp_path / "Dataset001_Toy")
     index = read_dataset("nnunet", root)
@@ -170,8 +183,10 @@ def test_nnunet_reads_all_groups(tmp_path):
     assert index.labels == {0: "background", 1: "liver", 2: "spleen"}
     assert [c.id for c in index.labeled] == ["toy_000", "toy_001", "toy_002"]
     assert all(c.label == root / "labelsTr" / f"{c.id}.nii.gz" for c in index.labeled)
-    assert [(c.id, c.label) for c in index.test] == [("toy_100", root / "labelsTs" / "toy_100.nii.gz"),
-                                                     ("toy_101", None)]
+    assert [(c.id, c.label) for c in index.test] == [
+        ("toy_100", root / "labelsTs" / "toy_100.nii.gz"),
+        ("toy_101", None),
+    ]
     assert [(c.id, c.label) for c in index.unlabeled] == [("u_000", None)]
 
 
@@ -224,6 +239,7 @@ def test_phantom_style_json_is_readable_by_both_readers(tmp_path):
 
 
 # ------------------------------------------------------------------ FLARE22
+
 
 def _flare(root: Path, n: int = 3) -> Path:
     lab = root / "Training" / "FLARE22_LabeledCase50"

@@ -64,7 +64,13 @@ def test_table_and_names_follow_flare22_order():
     assert [o.label for o in ORGANS] == list(range(1, 14))
     assert LABEL_NAMES[0] == "background" and LABEL_NAMES[1] == "liver" and LABEL_NAMES[13] == "left_kidney"
     assert [LABEL_NAMES[i] for i in (2, 3, 7, 8, 9, 11)] == [
-        "right_kidney", "spleen", "right_adrenal", "left_adrenal", "gallbladder", "stomach"]
+        "right_kidney",
+        "spleen",
+        "right_adrenal",
+        "left_adrenal",
+        "gallbladder",
+        "stomach",
+    ]
 
 
 @pytest.mark.parametrize("population", POPULATIONS)
@@ -141,8 +147,11 @@ def test_classic_hu_means_and_contrasts(default_cases):
     _, cases = default_cases
     for image, label, _ in cases:
         mean = {o.name: float(image[label == o.label].mean()) for o in ORGANS if (label == o.label).any()}
-        core = {o.name: float(image[ndimage.binary_erosion(label == o.label)].mean())
-                for o in ORGANS if o.label in (1, 2, 3, 5, 13)}
+        core = {
+            o.name: float(image[ndimage.binary_erosion(label == o.label)].mean())
+            for o in ORGANS
+            if o.label in (1, 2, 3, 5, 13)
+        }
         assert abs(mean["liver"] - 105) < 25
         for o in ORGANS:
             if o.name in core:
@@ -171,7 +180,7 @@ def test_orientation_is_ras(population, default_cases, cohort_cases):
         assert c.get("right_kidney", [-1.0])[0] < 0 < c.get("left_kidney", [1.0])[0]
         assert c["right_adrenal"][0] < c["left_adrenal"][0]
         assert max(k[1] for k in kidneys) < c["stomach"][1]  # kidneys posterior
-        assert c["liver"][2] > max(k[2] for k in kidneys)    # liver superior
+        assert c["liver"][2] > max(k[2] for k in kidneys)  # liver superior
         assert c["aorta"][1] < c["pancreas"][1]
 
 
@@ -222,8 +231,17 @@ def test_cohort_scans_follow_their_distributions():
 
 
 def _scan(**changes) -> cohort.Acquisition:
-    base = dict(scanner=0, phase="portal_venous", enhancement=1.0, oral_contrast=0.0, slice_mm=1.0,
-                noise_hu=8.0, noise_corr=0.5, bias_hu=0.0, cupping_hu=0.0)
+    base = dict(
+        scanner=0,
+        phase="portal_venous",
+        enhancement=1.0,
+        oral_contrast=0.0,
+        slice_mm=1.0,
+        noise_hu=8.0,
+        noise_corr=0.5,
+        bias_hu=0.0,
+        cupping_hu=0.0,
+    )
     return cohort.Acquisition(**{**base, **changes})
 
 
@@ -274,6 +292,7 @@ def test_cohort_contrast_phases():
 def test_cohort_varies_more_than_classic(default_cases, cohort_cases):
     """The point of the cohort: across subjects, the aorta's HU, the liver's position and the
     body's size spread several times more than in the classic population."""
+
     def spread(cfg, cases):
         aff = phantom.phantom_affine(cfg)
         aorta = [_core_median(img, lab == 5) for img, lab, *_ in cases]
@@ -299,7 +318,8 @@ def test_cohort_anatomy_does_not_depend_on_grid_or_scan():
             if va[o.label] > 100:
                 assert abs(va[o.label] / vb[o.label] - 1) < 0.15, o.name
                 dist = centroid_mm(a, phantom.phantom_affine(fine), o.label) - centroid_mm(
-                    b, phantom.phantom_affine(coarse), o.label)
+                    b, phantom.phantom_affine(coarse), o.label
+                )
                 assert np.linalg.norm(dist) < 9.2, o.name
 
 
@@ -336,8 +356,10 @@ def test_write_layout_dataset_json_and_roundtrip(tmp_path):
     assert ds["modality"] == {"0": "CT"} and ds["channel_names"] == {"0": "CT"}
     assert ds["labels"] == {str(k): v for k, v in LABEL_NAMES.items()} and len(ds["labels"]) == 14
     assert ds["numTraining"] == 3 and ds["numTest"] == 1
-    assert ds["training"][0] == {"image": "./imagesTr/phantom_000_0000.nii.gz",
-                                 "label": "./labelsTr/phantom_000.nii.gz"}
+    assert ds["training"][0] == {
+        "image": "./imagesTr/phantom_000_0000.nii.gz",
+        "label": "./labelsTr/phantom_000.nii.gz",
+    }
     assert ds["test"] == [{"image": "./imagesTs/phantom_005_0000.nii.gz", "label": "./labelsTs/phantom_005.nii.gz"}]
     assert ds["unlabeled"] == [{"image": f"./imagesUnlabeled/phantom_{i:03d}_0000.nii.gz"} for i in (3, 4)]
     for entry in ds["training"] + ds["test"] + ds["unlabeled"]:
@@ -381,8 +403,15 @@ def test_changed_settings_invalidate_the_data_on_disk(tmp_path):
     """Generated data is reused only while every generation setting and the generator's
     version match; otherwise one line names what differs (and a study stops with it)."""
     root = write_phantom(tmp_path / "ds", TINY)
-    for field, value in (("seed", 6), ("population", "classic"), ("size", (32, 32, 16)),
-                         ("spacing", (10.0, 10.0, 12.0)), ("cases", 2), ("unlabeled", 1), ("test", 0)):
+    for field, value in (
+        ("seed", 6),
+        ("population", "classic"),
+        ("size", (32, 32, 16)),
+        ("spacing", (10.0, 10.0, 12.0)),
+        ("cases", 2),
+        ("unlabeled", 1),
+        ("test", 0),
+    ):
         with pytest.raises(FileExistsError, match=f"{field} .*, wanted") as err:
             write_phantom(root, dataclasses.replace(TINY, **{field: value}))
         assert "\n" not in str(err.value)
@@ -390,8 +419,12 @@ def test_changed_settings_invalidate_the_data_on_disk(tmp_path):
     (root / "phantom.json").write_text(json.dumps({**stamp, "version": 1}))  # an older generator's output
     with pytest.raises(FileExistsError, match="version 1, wanted 2"):
         write_phantom(root, TINY)
-    dataset = DatasetConfig(root=root, phantom=dict(cases=3, unlabeled=2, test=1, seed=5, size=[32, 32, 24],
-                                                    spacing=[10, 10, 10.5], population="classic"))
+    dataset = DatasetConfig(
+        root=root,
+        phantom=dict(
+            cases=3, unlabeled=2, test=1, seed=5, size=[32, 32, 24], spacing=[10, 10, 10.5], population="classic"
+        ),
+    )
     with pytest.raises(DataError, match="population cohort, wanted classic") as err:
         dataset_index(dataset)
     assert "\n" not in str(err.value)
@@ -401,8 +434,17 @@ def test_classic_stamp_is_the_one_earlier_versions_wrote(tmp_path):
     """Data written before populations existed (generator version 1) stays valid for ``population: classic``."""
     root = write_phantom(tmp_path / "ds", dataclasses.replace(TINY, population="classic"))
     assert json.loads((root / "phantom.json").read_text()) == {
-        "generator": "vrsearch.data.phantom", "version": 1,
-        "config": {"cases": 3, "unlabeled": 2, "test": 1, "seed": 5, "size": [32, 32, 24], "spacing": [10.0, 10.0, 10.5]}}
+        "generator": "vrsearch.data.phantom",
+        "version": 1,
+        "config": {
+            "cases": 3,
+            "unlabeled": 2,
+            "test": 1,
+            "seed": 5,
+            "size": [32, 32, 24],
+            "spacing": [10.0, 10.0, 10.5],
+        },
+    }
 
 
 #: subject 0 of PIN per population: (PHANTOM_VERSION, label voxel counts 0-13, mean HU)
@@ -424,7 +466,8 @@ def test_generator_output_is_pinned(population):
     assert phantom.PHANTOM_VERSION[population] == version, "a new version: update FINGERPRINT"
     assert np.allclose(counts, want_counts, rtol=0.01, atol=2) and abs(mean - want_mean) < 0.5, (
         f"the {population} generator's output changed: bump PHANTOM_VERSION[{population!r}] and "
-        f"update FINGERPRINT to {counts.tolist()}, {mean:.2f}")
+        f"update FINGERPRINT to {counts.tolist()}, {mean:.2f}"
+    )
 
 
 def test_failed_generation_leaves_nothing(tmp_path, monkeypatch):

@@ -116,8 +116,12 @@ def test_a_changed_file_or_setting_is_a_new_key(tmp_path):
     assert key == image_entry(case)[0]
     assert key != image_entry(case, CFG.model_copy(update={"spacing": (1.0, 1.0, 1.8)}))[0]
     assert key != image_entry(case, CFG.model_copy(update={"orientation": "LPS"}))[0]
-    assert key != image_entry(case, DatasetConfig(patch_size=(8, 8, 6), spacing=(1.0, 1.0, 1.7),
-                                                  intensity={"scale": "zscore"}))[0]
+    assert (
+        key
+        != image_entry(
+            case, DatasetConfig(patch_size=(8, 8, 6), spacing=(1.0, 1.0, 1.7), intensity={"scale": "zscore"})
+        )[0]
+    )
     img = nib.load(case.image)
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj) + 1, img.affine), case.image)  # new content
     assert key != image_entry(case)[0]
@@ -171,8 +175,12 @@ T.Compose(preprocess(cfg, ["image"], prepared.PreparedStore(sys.argv[1])))({"ima
 def test_a_cache_killed_mid_write_is_rebuilt(tmp_path):
     case = oblique_case(tmp_path)
     root = tmp_path / "cache"
-    proc = subprocess.run([sys.executable, "-c", KILL_MID_WRITE, str(root), str(case.image), CFG.model_dump_json()],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_MID_WRITE, str(root), str(case.image), CFG.model_dump_json()],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -9, proc.stderr[-2000:]
     store = PreparedStore(root)
     key, make = image_entry(case)

@@ -20,8 +20,16 @@ from vrsearch.data.validate import check_dataset
 from vrsearch.errors import DataError
 
 # region index -> (name, AAL code): one region per lobe code, two for the limbic class
-REGIONS = {1: ("Frontal_L", 2001), 2: ("Insula_R", 3002), 3: ("Hippocampus_L", 4101), 4: ("Calcarine_R", 5002),
-           5: ("Parietal_Sup_L", 6101), 6: ("Thalamus_R", 7102), 7: ("Temporal_Sup_L", 8111), 8: ("Vermis_3", 9110)}
+REGIONS = {
+    1: ("Frontal_L", 2001),
+    2: ("Insula_R", 3002),
+    3: ("Hippocampus_L", 4101),
+    4: ("Calcarine_R", 5002),
+    5: ("Parietal_Sup_L", 6101),
+    6: ("Thalamus_R", 7102),
+    7: ("Temporal_Sup_L", 8111),
+    8: ("Vermis_3", 9110),
+}
 
 
 def save(data: np.ndarray, affine: np.ndarray, path: Path) -> Path:
@@ -59,8 +67,11 @@ def fake_sources(tmp: Path, seed: int = 0) -> rf.Sources:
     save(t1, affine, mricron / "ch2.nii.gz")
     save(atlas, affine, mricron / "aal.nii.gz")
     (mricron / "aal.nii.txt").write_text("".join(f"{i} {n} {c}\n" for i, (n, c) in REGIONS.items()))
-    save(rng.uniform(0, 300, (20, 24, 16)).astype(np.float32), np.diag([0.5, 0.5, 0.5, 1.0]),
-         mricron / "inia19-t1-brain.nii.gz")
+    save(
+        rng.uniform(0, 300, (20, 24, 16)).astype(np.float32),
+        np.diag([0.5, 0.5, 0.5, 1.0]),
+        mricron / "inia19-t1-brain.nii.gz",
+    )
     lsa = np.array([[-2.0, 0, 0, 0], [0, 0, 3.0, -60], [0, 2.0, 0, 0], [0, 0, 0, 1]])
     save(rng.integers(0, 255, (16, 16, 10)).astype(np.int16), lsa, itk / rf.ITK_T1)
     return rf.Sources(mricron=mricron, itk=itk)
@@ -76,13 +87,20 @@ def test_writes_a_checked_mri_dataset_readable_as_msd_and_nnunet(tmp_path):
         check_dataset(index, need_unlabeled=True)
     index = read_dataset("msd", root)
     axcodes = {c.id.split("_", 3)[3]: "".join(nib.aff2axcodes(nib.load(str(c.label)).affine)) for c in index.labeled}
-    assert axcodes == {"ras2mm": "RAS", "lps1p5mm": "LPS", "itk_lsa": "LSA", "oblique_x": "LAS",
-                       "oblique_y": "LPS", "pir_sagittal": "PIR"}
+    assert axcodes == {
+        "ras2mm": "RAS",
+        "lps1p5mm": "LPS",
+        "itk_lsa": "LSA",
+        "oblique_x": "LAS",
+        "oblique_y": "LPS",
+        "pir_sagittal": "PIR",
+    }
     itk = next(c.image for c in index.unlabeled if c.id == "itk_t1")
     assert itk.read_bytes() == (sources.itk / rf.ITK_T1).read_bytes()  # the real file, byte for byte
     desc = json.loads((root / "dataset.json").read_text())
-    assert "NOT A BENCHMARK" in desc["description"] and set(desc["provenance"]) == {c.id for c in
-                                                                                   (*index.labeled, *index.unlabeled)}
+    assert "NOT A BENCHMARK" in desc["description"] and set(desc["provenance"]) == {
+        c.id for c in (*index.labeled, *index.unlabeled)
+    }
 
 
 def test_reuses_its_own_output_and_refuses_anything_else(tmp_path):
@@ -108,8 +126,11 @@ def test_labels_stay_on_the_anatomy_of_the_source(tmp_path):
     the source's image there."""
     sources = fake_sources(tmp_path)
     root = rf.write_realfiles(tmp_path / "ds", sources)
-    atlas = rf.grouped_atlas(nib.load(str(sources.mricron / "aal.nii.gz")),
-                             rf.aal_lookup(sources.mricron / "aal.nii.txt"), sources.mricron / "aal.nii.txt")
+    atlas = rf.grouped_atlas(
+        nib.load(str(sources.mricron / "aal.nii.gz")),
+        rf.aal_lookup(sources.mricron / "aal.nii.txt"),
+        sources.mricron / "aal.nii.txt",
+    )
     source, t1 = np.asarray(atlas.dataobj), np.asarray(nib.load(str(sources.mricron / "ch2.nii.gz")).dataobj)
     owner = np.full(source.shape, -1)
     for k, case in enumerate(read_dataset("msd", root).labeled):
@@ -139,7 +160,7 @@ def test_blocks_partition_the_bounding_box():
         count[where] += 1
         assert (where[0].stop <= 20) == name.startswith("L")  # x = 0 at i = 20
     m = rf.MARGIN_MM
-    box = count[max(10 - m, 0):min(31 + m, 40), max(5 - m, 0):min(25 + m, 30), max(8 - m, 0):min(23 + m, 31)]
+    box = count[max(10 - m, 0) : min(31 + m, 40), max(5 - m, 0) : min(25 + m, 30), max(8 - m, 0) : min(23 + m, 31)]
     assert (box == 1).all() and count.sum() == box.size
 
 
@@ -150,8 +171,7 @@ def test_reorientation_to_a_grid_of_the_same_spacing_is_exact(codes):
     img = nib.Nifti1Image(data, np.array([[1.0, 0, 0, -3], [0, 1, 0, 4], [0, 0, 1, 2], [0, 0, 0, 1]]))
     grid = rf.target_grid(img.shape, img.affine, rf.Geometry(codes, rf.axes(codes), (1.0, 1.0, 1.0), ""))
     assert "".join(nib.aff2axcodes(grid[1])) == codes
-    ornt = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"),
-                                           nib.orientations.axcodes2ornt(codes))
+    ornt = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), nib.orientations.axcodes2ornt(codes))
     expected = nib.orientations.apply_orientation(data, ornt)
     for order in (0, 1):
         assert np.array_equal(rf.resample(img, grid, order).round(), expected)
@@ -169,8 +189,9 @@ def test_real_oblique_headers_give_the_smallest_orthonormal_grids_that_cover_the
         assert np.degrees(np.arccos(np.delete(cosines, axis))) == pytest.approx([degrees] * 2, abs=0.1)
         shape, affine = (30, 40, 20), np.array([[1.0, 0, 0, 5], [0, 1, 0, -7], [0, 0, 1, 3], [0, 0, 0, 1]])
         size, grid = rf.target_grid(shape, affine, geometry)
-        corners = np.array([[i, j, k] for i in (-0.5, shape[0] - 0.5) for j in (-0.5, shape[1] - 0.5)
-                            for k in (-0.5, shape[2] - 0.5)])
+        corners = np.array(
+            [[i, j, k] for i in (-0.5, shape[0] - 0.5) for j in (-0.5, shape[1] - 0.5) for k in (-0.5, shape[2] - 0.5)]
+        )
         vox = nib.affines.apply_affine(np.linalg.inv(grid), nib.affines.apply_affine(affine, corners))
         assert np.allclose(vox.min(0), -0.5)  # the grid starts at the volume ...
         assert (vox.max(0) <= np.array(size) - 0.5 + 1e-6).all()  # ... covers it ...
@@ -183,8 +204,9 @@ def test_missing_or_damaged_sources_are_one_line(tmp_path):
     empty.mkdir()
     for where, package in (("mricron", "mricron-data"), ("itk", "insighttoolkit5-examples")):
         with pytest.raises(DataError, match=f"install Debian's {package}: make realdata") as err:
-            rf.write_realfiles(tmp_path / "ds", rf.Sources(**{"mricron": sources.mricron, "itk": sources.itk,
-                                                              where: empty}))
+            rf.write_realfiles(
+                tmp_path / "ds", rf.Sources(**{"mricron": sources.mricron, "itk": sources.itk, where: empty})
+            )
         assert str(empty) in str(err.value) and "\n" not in str(err.value)
     res = CliRunner().invoke(app, ["data", "realfiles", str(tmp_path / "out"), "--mricron", str(empty)])
     assert res.exit_code == 2 and "Traceback" not in res.output
@@ -203,8 +225,10 @@ def test_the_aal_table_is_read_strictly(tmp_path):
     names.write_text("1 Precentral_L 2001\n\n2 Vermis_10 9170\n")
     lut = rf.aal_lookup(names)
     assert lut[1] == rf.CLASSES.index("frontal") and lut[2] == rf.CLASSES.index("cerebellum") and lut[3] == -1
-    for bad, message in (("1 Precentral_L\n", "line 1: expected 'index name code'"),
-                         ("1 Precentral_L 2001\n7 Nowhere 1234\n", "line 2: region Nowhere has code 1234")):
+    for bad, message in (
+        ("1 Precentral_L\n", "line 1: expected 'index name code'"),
+        ("1 Precentral_L 2001\n7 Nowhere 1234\n", "line 2: region Nowhere has code 1234"),
+    ):
         names.write_text(bad)
         with pytest.raises(DataError, match=message):
             rf.aal_lookup(names)

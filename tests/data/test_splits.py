@@ -12,16 +12,26 @@ from vrsearch.errors import DataError
 
 
 def _case(cid: str, labeled: bool = True) -> Case:
-    return Case(cid, Path(f"/d/imagesTr/{cid}_0000.nii.gz"),
-                Path(f"/d/labelsTr/{cid}.nii.gz") if labeled else None, {"patient": cid})
+    return Case(
+        cid,
+        Path(f"/d/imagesTr/{cid}_0000.nii.gz"),
+        Path(f"/d/labelsTr/{cid}.nii.gz") if labeled else None,
+        {"patient": cid},
+    )
 
 
 def _index(n: int = 20, n_unlabeled: int = 3, test=(), reverse: bool = False) -> DatasetIndex:
     labeled = [_case(f"c{i:03d}") for i in range(n)]
     if reverse:
         labeled.reverse()
-    return DatasetIndex(Path("/d"), "toy", {0: "background", 1: "fg"}, tuple(labeled),
-                        tuple(_case(f"u{i:03d}", False) for i in range(n_unlabeled)), tuple(test))
+    return DatasetIndex(
+        Path("/d"),
+        "toy",
+        {0: "background", 1: "fg"},
+        tuple(labeled),
+        tuple(_case(f"u{i:03d}", False) for i in range(n_unlabeled)),
+        tuple(test),
+    )
 
 
 KW = dict(split_seed=0, val_fraction=0.2, test_fraction=0.2)
@@ -130,9 +140,14 @@ def test_phases_of_one_patient_never_straddle_splits():
     from vrsearch.data.cases import Case, DatasetIndex
 
     cases = tuple(
-        Case(f"p{p:03d}_{ph}", Path(f"/d/p{p}_{ph}.nii.gz"), Path(f"/d/p{p}_{ph}_gt.nii.gz"),
-             {"patient": f"p{p:03d}", "phase": ph})
-        for p in range(20) for ph in ("ED", "ES")
+        Case(
+            f"p{p:03d}_{ph}",
+            Path(f"/d/p{p}_{ph}.nii.gz"),
+            Path(f"/d/p{p}_{ph}_gt.nii.gz"),
+            {"patient": f"p{p:03d}", "phase": ph},
+        )
+        for p in range(20)
+        for ph in ("ED", "ES")
     )
     index = DatasetIndex(root=Path("/d"), name="x", labels={0: "bg", 1: "a"}, labeled=cases, unlabeled=(), test=())
     for seed in range(5):

@@ -40,8 +40,11 @@ def _label(tmp_path: Path, name: str = "x", data=None, affine=AFFINE) -> Path:
 
 
 def _case(tmp_path: Path, name: str = "x", image=None, label=None, **kw) -> Case:
-    return Case(name, _image(tmp_path, name, image, kw.get("image_affine", AFFINE)),
-                _label(tmp_path, name, label, kw.get("label_affine", AFFINE)))
+    return Case(
+        name,
+        _image(tmp_path, name, image, kw.get("image_affine", AFFINE)),
+        _label(tmp_path, name, label, kw.get("label_affine", AFFINE)),
+    )
 
 
 def _fails(case: Case, pattern: str, path: Path, num_classes: int = 3, require_label: bool = True) -> str:
@@ -61,6 +64,7 @@ def _index(tmp_path: Path, labeled, unlabeled=(), test=(), num_classes: int = 3)
 
 # ------------------------------------------------------------------ good data
 
+
 def test_good_case_passes_including_4d_singleton(tmp_path):
     check_case(_case(tmp_path), 3, require_label=True)
     img4 = _nii(tmp_path / "y4.nii.gz", np.zeros((*SHAPE, 1), np.int16))
@@ -78,13 +82,15 @@ def test_nifti2_image_is_read(tmp_path):
 
 
 def test_good_dataset_passes_with_threads(tmp_path):
-    index = _index(tmp_path, [_case(tmp_path, f"c{i}") for i in range(4)],
-                   unlabeled=[Case("u", _image(tmp_path, "u"), None)])
+    index = _index(
+        tmp_path, [_case(tmp_path, f"c{i}") for i in range(4)], unlabeled=[Case("u", _image(tmp_path, "u"), None)]
+    )
     check_dataset(index, need_unlabeled=True, workers=2)
     check_dataset(index, need_unlabeled=True, workers=1)
 
 
 # ------------------------------------------------------------------ files
+
 
 def test_missing_image(tmp_path):
     case = _case(tmp_path)
@@ -105,8 +111,11 @@ def test_label_required(tmp_path):
 
 
 def test_truncated_gzip_is_caught(tmp_path):
-    case = _case(tmp_path, image=np.random.default_rng(1).normal(size=(32, 32, 16)).astype(np.float32),
-                 label=np.zeros((32, 32, 16), np.uint8))
+    case = _case(
+        tmp_path,
+        image=np.random.default_rng(1).normal(size=(32, 32, 16)).astype(np.float32),
+        label=np.zeros((32, 32, 16), np.uint8),
+    )
     raw = case.image.read_bytes()
     case.image.write_bytes(raw[: len(raw) // 2])
     _fails(case, "cannot (decode|read) image", case.image)
@@ -140,6 +149,7 @@ def test_garbage_file_is_caught(tmp_path):
 
 # ------------------------------------------------------------------ image content
 
+
 def test_real_4d_image_rejected(tmp_path):
     path = _nii(tmp_path / "m.nii.gz", np.zeros((*SHAPE, 2), np.int16))
     _fails(Case("m", path, None), r"must be a 3D volume; got shape \(8, 8, 6, 2\)", path, require_label=False)
@@ -163,11 +173,12 @@ def test_bad_spacing(tmp_path, zoom):
     # nibabel refuses to write such headers (and "fixes" them on load), so patch pixdim[2] in the bytes
     plain = _nii(tmp_path / "s.nii", np.zeros(SHAPE, np.int16))
     raw = bytearray(plain.read_bytes())
-    raw[76 + 8:76 + 12] = struct.pack("<f", zoom)
+    raw[76 + 8 : 76 + 12] = struct.pack("<f", zoom)
     path = tmp_path / "s.nii.gz"
     path.write_bytes(gzip.compress(bytes(raw)))
-    _fails(Case("s", path, None), r"invalid voxel spacing \(0\.8.*, (0\.0|-1\.0|nan), 2\.5\)", path,
-           require_label=False)
+    _fails(
+        Case("s", path, None), r"invalid voxel spacing \(0\.8.*, (0\.0|-1\.0|nan), 2\.5\)", path, require_label=False
+    )
 
 
 def test_singular_affine(tmp_path):
@@ -183,6 +194,7 @@ def test_singular_affine(tmp_path):
 
 # ------------------------------------------------------------------ image/label agreement
 
+
 def test_shape_mismatch(tmp_path):
     case = _case(tmp_path, label=np.zeros((8, 8, 5), np.uint8))
     msg = _fails(case, r"shape \(8, 8, 5\) does not match image", case.label)
@@ -193,8 +205,12 @@ def test_affine_mismatch_reports_spacing_and_origin(tmp_path):
     shifted = AFFINE.copy()
     shifted[:3, 3] = [0.0, 0.0, 5.0]
     case = _case(tmp_path, label_affine=shifted)
-    _fails(case, r"geometry does not match.*spacing \(0\.800, 0\.800, 2\.500\).*origin \(0\.000, 0\.000, 5\.000\) "
-                 r"vs \(0\.000, 0\.000, 0\.000\)", case.label)
+    _fails(
+        case,
+        r"geometry does not match.*spacing \(0\.800, 0\.800, 2\.500\).*origin \(0\.000, 0\.000, 5\.000\) "
+        r"vs \(0\.000, 0\.000, 0\.000\)",
+        case.label,
+    )
 
 
 def test_affine_within_tolerance_passes(tmp_path):
@@ -204,6 +220,7 @@ def test_affine_within_tolerance_passes(tmp_path):
 
 
 # ------------------------------------------------------------------ label values
+
 
 def test_label_value_too_large(tmp_path):
     data = np.zeros(SHAPE, np.uint8)
@@ -235,6 +252,7 @@ def test_float_integer_valued_label_passes(tmp_path):
 
 # ------------------------------------------------------------------ dataset level
 
+
 def test_all_labels_empty_is_a_dataset_error(tmp_path):
     cases = [_case(tmp_path, f"c{i}", label=np.zeros(SHAPE, np.uint8)) for i in range(2)]
     with pytest.raises(DataError, match=f"every labeled case in {re.escape(str(tmp_path))} has an empty label map"):
@@ -257,8 +275,7 @@ def test_dataset_reports_bad_unlabeled_and_test_files(tmp_path, workers):
     good = [_case(tmp_path, f"c{i}") for i in range(3)]
     bad = _nii(tmp_path / "u" / "bad.nii.gz", np.full(SHAPE, np.nan, np.float32))
     with pytest.raises(DataError, match=re.escape(str(bad))):
-        check_dataset(_index(tmp_path, good, unlabeled=[Case("bad", bad, None)]), need_unlabeled=True,
-                      workers=workers)
+        check_dataset(_index(tmp_path, good, unlabeled=[Case("bad", bad, None)]), need_unlabeled=True, workers=workers)
     bad_label = _label(tmp_path, "t", np.full(SHAPE, 7, np.uint8))
     test = [Case("t", _image(tmp_path, "t"), bad_label), Case("t2", _image(tmp_path, "t2"), None)]
     with pytest.raises(DataError, match=re.escape(str(bad_label))):

@@ -81,9 +81,19 @@ def visit(page: Path, settle_s: float = 3.0, evaluate: dict[str, str] | None = N
     report what it logged and requested; ``evaluate`` = {name: JS expression}."""
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         profile = Path(tmp)
-        proc = subprocess.Popen([chromium(), *FLAGS, "--remote-debugging-port=0", f"--user-data-dir={profile}",
-                                 "--window-size=1400,1000", "about:blank"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                chromium(),
+                *FLAGS,
+                "--remote-debugging-port=0",
+                f"--user-data-dir={profile}",
+                "--window-size=1400,1000",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             port = _port(profile, proc)
             targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30).read())
@@ -99,7 +109,8 @@ def visit(page: Path, settle_s: float = 3.0, evaluate: dict[str, str] | None = N
             out = PageVisit()
             for name, expr in (evaluate or {}).items():
                 out.evaluated[name] = s.call("Runtime.evaluate", expression=expr, returnByValue=True)["result"].get(
-                    "value")
+                    "value"
+                )
             out.screenshot = base64.b64decode(s.call("Page.captureScreenshot", format="png")["data"])
             for e in s.events:
                 m, p = e.get("method"), e.get("params", {})

@@ -63,8 +63,14 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 class LoopbackAutoscalingCluster(AutoscalingCluster):
     """``AutoscalingCluster`` on 127.0.0.1 with its own port and temp dir (see the module)."""
 
-    def __init__(self, head_resources: dict, worker_node_types: dict, *, env: dict[str, str] | None = None,
-                 idle_timeout_minutes: float = 0.1):
+    def __init__(
+        self,
+        head_resources: dict,
+        worker_node_types: dict,
+        *,
+        env: dict[str, str] | None = None,
+        idle_timeout_minutes: float = 0.1,
+    ):
         self.port = free_port()
         self.temp_dir = Path(tempfile.mkdtemp(prefix="vrs-ac-", dir="/tmp"))  # short: Unix socket paths
         token = self.temp_dir / "auth_token"
@@ -73,20 +79,41 @@ class LoopbackAutoscalingCluster(AutoscalingCluster):
         #: the environment of the cluster's processes and of a driver that joins it
         self.env = clean_env({**(env or {}), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)})
         max_workers = sum(t.get("max_workers", 0) for t in worker_node_types.values())
-        super().__init__(dict(head_resources), worker_node_types, max_workers=max_workers,
-                         idle_timeout_minutes=idle_timeout_minutes)
+        super().__init__(
+            dict(head_resources), worker_node_types, max_workers=max_workers, idle_timeout_minutes=idle_timeout_minutes
+        )
 
     def _generate_config(self, head_resources, worker_node_types, autoscaler_v2=False, **config_kwargs):
-        node_types = {**worker_node_types, HEAD_TYPE: {"resources": head_resources, "node_config": {},
-                                                       "max_workers": 0}}
+        node_types = {
+            **worker_node_types,
+            HEAD_TYPE: {"resources": head_resources, "node_config": {}, "max_workers": 0},
+        }
         config = {
-            "cluster_name": "vrsearch-test", "max_workers": 0, "upscaling_speed": 1.0, "idle_timeout_minutes": 0.1,
-            "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
-                         "disable_launch_config_check": True, "gcs_address": f"127.0.0.1:{self.port}"},
-            "available_node_types": node_types, "head_node_type": HEAD_TYPE, "auth": {}, "docker": {},
-            "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
-            "rsync_exclude": [], "rsync_filter": [], "initialization_commands": [], "setup_commands": [],
-            "head_setup_commands": [], "worker_setup_commands": [], "head_start_ray_commands": [],
+            "cluster_name": "vrsearch-test",
+            "max_workers": 0,
+            "upscaling_speed": 1.0,
+            "idle_timeout_minutes": 0.1,
+            "provider": {
+                "type": "fake_multinode",
+                "use_node_id_as_ip": True,
+                "disable_node_updaters": True,
+                "disable_launch_config_check": True,
+                "gcs_address": f"127.0.0.1:{self.port}",
+            },
+            "available_node_types": node_types,
+            "head_node_type": HEAD_TYPE,
+            "auth": {},
+            "docker": {},
+            "file_mounts": {},
+            "cluster_synced_files": [],
+            "file_mounts_sync_continuously": False,
+            "rsync_exclude": [],
+            "rsync_filter": [],
+            "initialization_commands": [],
+            "setup_commands": [],
+            "head_setup_commands": [],
+            "worker_setup_commands": [],
+            "head_start_ray_commands": [],
             "worker_start_ray_commands": [],
         }
         return {**config, **config_kwargs}
@@ -99,11 +126,21 @@ class LoopbackAutoscalingCluster(AutoscalingCluster):
         config = self.temp_dir / "autoscaling.json"
         config.write_text(json.dumps(self._config))
         head = dict(self._head_resources)
-        cmd = [str(Path(sys.executable).with_name("ray")), "start", "--head", f"--port={self.port}",
-               "--node-ip-address=127.0.0.1", f"--num-cpus={head.pop('CPU', 0)}", f"--num-gpus={head.pop('GPU', 0)}",
-               f"--temp-dir={self.temp_dir}", f"--autoscaling-config={config}", "--include-dashboard=false",
-               f"--ray-client-server-port={free_port()}", "--dashboard-agent-listen-port=0",
-               "--disable-usage-stats"]
+        cmd = [
+            str(Path(sys.executable).with_name("ray")),
+            "start",
+            "--head",
+            f"--port={self.port}",
+            "--node-ip-address=127.0.0.1",
+            f"--num-cpus={head.pop('CPU', 0)}",
+            f"--num-gpus={head.pop('GPU', 0)}",
+            f"--temp-dir={self.temp_dir}",
+            f"--autoscaling-config={config}",
+            "--include-dashboard=false",
+            f"--ray-client-server-port={free_port()}",
+            "--dashboard-agent-listen-port=0",
+            "--disable-usage-stats",
+        ]
         if head:
             cmd.append(f"--resources={json.dumps(head)}")
         if _system_config:
@@ -126,12 +163,15 @@ class LoopbackAutoscalingCluster(AutoscalingCluster):
     def nodes(self) -> dict[str, dict]:
         """Every node the GCS has seen: ``{node id: {"alive": bool, "head": bool}}`` (asked
         from a subprocess: this process's Ray keeps its own authentication settings)."""
-        code = ("import json, sys; from ray._raylet import GcsClient; "
-                "infos = GcsClient(address=sys.argv[1]).get_all_node_info(timeout=30); "
-                "print(json.dumps({k.hex(): {'alive': v.state == 0, 'head': v.is_head_node} "
-                "for k, v in infos.items()}))")
-        out = subprocess.run([sys.executable, "-c", code, self.address], env=self.env, capture_output=True,
-                             text=True, timeout=60)
+        code = (
+            "import json, sys; from ray._raylet import GcsClient; "
+            "infos = GcsClient(address=sys.argv[1]).get_all_node_info(timeout=30); "
+            "print(json.dumps({k.hex(): {'alive': v.state == 0, 'head': v.is_head_node} "
+            "for k, v in infos.items()}))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code, self.address], env=self.env, capture_output=True, text=True, timeout=60
+        )
         if out.returncode != 0:
             raise RuntimeError(f"cannot read the cluster's nodes: {out.stderr[-2000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])

@@ -8,10 +8,20 @@ import pytest
 from tests.e2e.test_cli import cli
 from tests.e2e.test_run import write_study
 
-ABLATION = {"design": "ablation", "scheduler": "none", "seeds": [0, 1],
-            "arms": [{"name": "ce_only", "set": {"method.params.loss": "ce", "train.optimizer.lr": 0.03}}]}
-SEARCH = {"design": "search", "searcher": "random", "scheduler": "none", "num_samples": 2, "seeds": [0, 1],
-          "space": {"train.optimizer.lr": {"type": "float", "low": 0.001, "high": 0.05, "log": True}}}
+ABLATION = {
+    "design": "ablation",
+    "scheduler": "none",
+    "seeds": [0, 1],
+    "arms": [{"name": "ce_only", "set": {"method.params.loss": "ce", "train.optimizer.lr": 0.03}}],
+}
+SEARCH = {
+    "design": "search",
+    "searcher": "random",
+    "scheduler": "none",
+    "num_samples": 2,
+    "seeds": [0, 1],
+    "space": {"train.optimizer.lr": {"type": "float", "low": 0.001, "high": 0.05, "log": True}},
+}
 RES = {"concurrent_trials": 2}
 
 

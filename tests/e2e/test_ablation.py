@@ -20,6 +20,7 @@ from vrsearch.results import io
 
 pytestmark = pytest.mark.slow
 
+
 def started_trials(run) -> dict[str, tuple[int, str]]:
     """Every trial that ever started (it writes meta.json first) → its result.json stamp."""
     out = {}
@@ -53,11 +54,14 @@ def test_ablation_table_matches_pandas_and_scipy(ablation_run):
     assert list(csv.index) == ["baseline", "ce_only"]
 
     cases = pd.read_parquet(run / "cases.parquet")
-    test = cases[cases.split == "test"].merge(trials[["trial_id", "arm", "seed", "best_iteration", "n_test"]],
-                                              on="trial_id")
+    test = cases[cases.split == "test"].merge(
+        trials[["trial_id", "arm", "seed", "best_iteration", "n_test"]], on="trial_id"
+    )
     # protocol: test metrics once per trial, for the checkpoint selected on validation
     assert (test.iteration == test.best_iteration).all()
-    assert (test.groupby("trial_id").size() == test.groupby("trial_id").n_test.first() * test.class_index.nunique()).all()
+    assert (
+        test.groupby("trial_id").size() == test.groupby("trial_id").n_test.first() * test.class_index.nunique()
+    ).all()
     per_trial = test.groupby(["arm", "seed"]).dice.mean()  # a trial's Dice: NaN-mean over its (case, class) rows
     for arm in ["baseline", "ce_only"]:
         x = per_trial[arm].to_numpy()
@@ -127,8 +131,10 @@ def test_seed_aware_search_reports_the_mean_over_seeds(search_run):
     assert groups.seed.apply(sorted).tolist() == [[0, 1], [0, 1]]  # each configuration once per seed
     assert groups.group_hash.nunique().eq(1).all()
     with sqlite3.connect(tmp_path / "run" / "optuna.db") as db:
-        rows = db.execute("select p.param_value, v.value from trials t join trial_values v using (trial_id) "
-                          "join trial_params p using (trial_id) where t.state = 'COMPLETE'").fetchall()
+        rows = db.execute(
+            "select p.param_value, v.value from trials t join trial_values v using (trial_id) "
+            "join trial_params p using (trial_id) where t.state = 'COMPLETE'"
+        ).fetchall()
     assert len(rows) == 2  # Optuna saw two configurations, not four trials
     for param, value in rows:
         mine = trials[np.isclose(lr, param)]

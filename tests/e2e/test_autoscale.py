@@ -30,8 +30,13 @@ from tests.storage.conftest import _moto, s3  # noqa: F401 - the local S3 server
 pytestmark = pytest.mark.slow
 SLOT = {"CPU": 1, "trial_slot": 1}
 ON_WORKERS = {"cpus_per_worker": 1, "custom_per_worker": {"trial_slot": 1}}
-SEARCH = {"design": "search", "searcher": "random", "scheduler": "none", "num_samples": 3,
-          "space": {"train.optimizer.lr": {"type": "float", "low": 0.005, "high": 0.05, "log": True}}}
+SEARCH = {
+    "design": "search",
+    "searcher": "random",
+    "scheduler": "none",
+    "num_samples": 3,
+    "space": {"train.optimizer.lr": {"type": "float", "low": 0.005, "high": 0.05, "log": True}},
+}
 HANG = "hang:step:4"  # once armed, a training process that passes step 4 (checkpoint at 3) stops there
 #: armed, the first two trials to pass step 4 go on and the third stops there: with 2 concurrent trials
 #: it starts only after one of the first two finished, whatever the machine's speed
@@ -43,9 +48,9 @@ def cluster(tmp_path_factory):
     marker = tmp_path_factory.mktemp("fault") / "fired"
     marker.write_text("disarmed")
     c = LoopbackAutoscalingCluster(
-        {"CPU": 0}, {"slot": {"resources": SLOT, "node_config": {}, "min_workers": 0, "max_workers": 2}})
-    c.start(override_env={"VRSEARCH_FAULT": HANG, "VRSEARCH_FAULT_ONCE": str(marker),
-                          "VRSEARCH_FAULT_SKIP": str(SKIP)})
+        {"CPU": 0}, {"slot": {"resources": SLOT, "node_config": {}, "min_workers": 0, "max_workers": 2}}
+    )
+    c.start(override_env={"VRSEARCH_FAULT": HANG, "VRSEARCH_FAULT_ONCE": str(marker), "VRSEARCH_FAULT_SKIP": str(SKIP)})
     c.fault_marker = marker
     try:
         yield c
@@ -63,8 +68,13 @@ def short(node: str) -> str:
 
 
 def launch(cluster, *args, env: dict | None = None, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([VRSEARCH, *map(str, args), "--address", cluster.address], stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, env={**cluster.env, **(env or {})}, start_new_session=True)
+    return subprocess.Popen(
+        [VRSEARCH, *map(str, args), "--address", cluster.address],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env={**cluster.env, **(env or {})},
+        start_new_session=True,
+    )
 
 
 def alive(proc: subprocess.Popen, log: Path) -> bool:
@@ -83,22 +93,28 @@ def optuna_consistent(run: Path, trials: pd.DataFrame) -> None:
 
 
 def test_a_study_scales_up_survives_a_lost_node_and_scales_down(cluster, tiny_phantom, tmp_path, capsys):
-    study = write_study(tmp_path, tiny_phantom, search=SEARCH,
-                        resources={"concurrent_trials": 2, "max_failures": 1, **ON_WORKERS})
+    study = write_study(
+        tmp_path, tiny_phantom, search=SEARCH, resources={"concurrent_trials": 2, "max_failures": 1, **ON_WORKERS}
+    )
     run, log = tmp_path / "run", tmp_path / "run.log"
     start = time.monotonic()
     cluster.fault_marker.unlink()  # armed: the third trial to pass step 4 stops there
     try:
         proc = launch(cluster, "run", study, log=log)
-        pid = cluster.wait_for(lambda: alive(proc, log) and cluster.fault_marker.exists()
-                               and cluster.fault_marker.read_text().strip(), 300, "the third trial to reach step 4")
+        pid = cluster.wait_for(
+            lambda: alive(proc, log) and cluster.fault_marker.exists() and cluster.fault_marker.read_text().strip(),
+            300,
+            "the third trial to reach step 4",
+        )
     finally:  # fired, or disarmed for the next tests
         if not cluster.fault_marker.exists():
             cluster.fault_marker.write_text("disarmed")
     lost = cluster.node_of(int(pid))
     assert lost, "the stopped training process is not on a worker node"
     metas = {m.parent.name: json.loads(m.read_text()) for m in run.glob("trials/*/meta.json")}
-    victim = next(t for t, m in metas.items() if m["node_id"] == lost and not (run / "trials" / t / "result.json").exists())
+    victim = next(
+        t for t, m in metas.items() if m["node_id"] == lost and not (run / "trials" / t / "result.json").exists()
+    )
     before = finished_results(run)
     assert before, "no trial had finished when the third reached step 4"
     launched_before = cluster.workers()
@@ -122,23 +138,28 @@ def test_a_study_scales_up_survives_a_lost_node_and_scales_down(cluster, tiny_ph
     assert history.groupby("trial_id").iteration.apply(lambda s: s.is_unique and s.max() == 6).all()
     optuna_consistent(run, trials)
 
-    down = cluster.wait_for(lambda: (w := cluster.workers()) and not any(w.values()) and w, 180,
-                            "the idle worker nodes to be removed")
+    down = cluster.wait_for(
+        lambda: (w := cluster.workers()) and not any(w.values()) and w, 180, "the idle worker nodes to be removed"
+    )
     down_s = time.monotonic() - start - study_s
     # every attempt: where each trial had started when the node was killed, and where it ended
     attempts = Counter(m["node_id"] for m in metas.values())
     attempts.update(node for t, node in trials.node_id.items() if metas.get(t, {}).get("node_id") != node)
     placed = Counter(trials.node_id)
-    record(capsys,
-           f"nodes launched by the autoscaler: {len(workers)} ({', '.join(short(n) for n in sorted(workers))})",
-           "trials per node (last attempt): " + ", ".join(f"{short(n)}: {k}" for n, k in sorted(placed.items()))
-           + "; attempts per node: " + ", ".join(f"{short(n)}: {k}" for n, k in sorted(attempts.items())),
-           f"killed {short(lost)} while trial {victim} trained (after step 4); retried on {short(retried.node_id)} "
-           f"from iteration {int(retried.resumed_from)}",
-           f"trials lost: {3 - int((trials.status == 'completed').sum())}, re-run: {len(rerun)} "
-           f"({len(before)} finished before the kill, unchanged)",
-           f"worker nodes alive after scale-down: {sum(down.values())}; the study took {study_s:.0f} s "
-           f"(3 trials, one held at step 4 until its node was killed), the scale-down {down_s:.0f} s more")
+    record(
+        capsys,
+        f"nodes launched by the autoscaler: {len(workers)} ({', '.join(short(n) for n in sorted(workers))})",
+        "trials per node (last attempt): "
+        + ", ".join(f"{short(n)}: {k}" for n, k in sorted(placed.items()))
+        + "; attempts per node: "
+        + ", ".join(f"{short(n)}: {k}" for n, k in sorted(attempts.items())),
+        f"killed {short(lost)} while trial {victim} trained (after step 4); retried on {short(retried.node_id)} "
+        f"from iteration {int(retried.resumed_from)}",
+        f"trials lost: {3 - int((trials.status == 'completed').sum())}, re-run: {len(rerun)} "
+        f"({len(before)} finished before the kill, unchanged)",
+        f"worker nodes alive after scale-down: {sum(down.values())}; the study took {study_s:.0f} s "
+        f"(3 trials, one held at step 4 until its node was killed), the scale-down {down_s:.0f} s more",
+    )
     assert sum(down.values()) == 0
 
 
@@ -161,14 +182,20 @@ def test_a_ddp_trial_spans_two_nodes_and_matches_a_one_node_run(cluster, tiny_ph
     for where in ("cluster", "local"):
         start = time.monotonic()
         (tmp_path / where).mkdir()
-        study = write_study(tmp_path / where, tiny_phantom, search={"design": "none", "scheduler": "none"},
-                            resources=resources)
+        study = write_study(
+            tmp_path / where, tiny_phantom, search={"design": "none", "scheduler": "none"}, resources=resources
+        )
         if where == "cluster":
             proc = launch(cluster, "run", study, log=tmp_path / "cluster.log")
             assert proc.wait(timeout=600) == 0, (tmp_path / "cluster.log").read_text()[-3000:]
         else:
-            done = subprocess.run([VRSEARCH, "run", str(study)], capture_output=True, text=True, timeout=600,
-                                  env={k: v for k, v in cluster.env.items() if not k.startswith("RAY_AUTH")})
+            done = subprocess.run(
+                [VRSEARCH, "run", str(study)],
+                capture_output=True,
+                text=True,
+                timeout=600,
+                env={k: v for k, v in cluster.env.items() if not k.startswith("RAY_AUTH")},
+            )
             assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         runs[where] = tmp_path / where / "run"
         took[where] = time.monotonic() - start
@@ -182,10 +209,14 @@ def test_a_ddp_trial_spans_two_nodes_and_matches_a_one_node_run(cluster, tiny_ph
     diffs = {col: (hist["cluster"][col] - hist["local"][col]).abs().max() for col in ("loss", "val_dice")}
     for col in ("best_val_dice", "final_val_dice", "test_dice", "test_hd95_mm"):
         diffs[col] = abs(float(trials["cluster"][col]) - float(trials["local"][col]))
-    record(capsys, f"DDP trial's workers on {', '.join(short(n) for n in nodes)} (gloo across nodes)",
-           "2 nodes vs 1 node, rank 0, largest |difference|: " + ", ".join(f"{k} {v:.3g}" for k, v in diffs.items())
-           + f" (tolerance {DDP_TOL:g}); took {took['cluster']:.0f} s on the cluster (nodes launched), "
-           f"{took['local']:.0f} s on a local Ray")
+    record(
+        capsys,
+        f"DDP trial's workers on {', '.join(short(n) for n in nodes)} (gloo across nodes)",
+        "2 nodes vs 1 node, rank 0, largest |difference|: "
+        + ", ".join(f"{k} {v:.3g}" for k, v in diffs.items())
+        + f" (tolerance {DDP_TOL:g}); took {took['cluster']:.0f} s on the cluster (nodes launched), "
+        f"{took['local']:.0f} s on a local Ray",
+    )
     assert all(v <= DDP_TOL for v in diffs.values()), diffs
 
 
@@ -195,8 +226,11 @@ def mirrored_results(s3) -> dict[str, str]:  # noqa: F811 - the imported fixture
 
     fs = s3.fs()
     found = fs.get_file_info(pafs.FileSelector(f"{s3.bucket}/runs/tiny/trials", recursive=True, allow_not_found=True))
-    return {Path(f.path).parent.name: fs.open_input_stream(f.path).read().decode()
-            for f in found if f.path.endswith("/result.json")}
+    return {
+        Path(f.path).parent.name: fs.open_input_stream(f.path).read().decode()
+        for f in found
+        if f.path.endswith("/result.json")
+    }
 
 
 def test_a_study_whose_driver_is_lost_resumes_from_its_storage_mirror(cluster, tiny_phantom, tmp_path, s3, capsys):  # noqa: F811
@@ -205,21 +239,30 @@ def test_a_study_whose_driver_is_lost_resumes_from_its_storage_mirror(cluster, t
     s3://…`` pulls the mirror (``output.storage`` on a local S3 server), runs what is
     missing on the cluster and pushes the finished run back."""
     uri = s3.uri("runs")
-    study = write_study(tmp_path, tiny_phantom, search=SEARCH, output={"storage": uri},
-                        resources={"concurrent_trials": 2, **ON_WORKERS})
+    study = write_study(
+        tmp_path, tiny_phantom, search=SEARCH, output={"storage": uri}, resources={"concurrent_trials": 2, **ON_WORKERS}
+    )
     run, log = tmp_path / "run", tmp_path / "run.log"
     env = {**cluster.env, **{k: v for k, v in s3.env.items() if k.startswith("AWS_")}}
     start = time.monotonic()
     proc = launch(cluster, "run", study, env=env, log=log)
-    cluster.wait_for(lambda: alive(proc, log) and mirrored_results(s3) and len(finished_results(run)) < 3, 300,
-                     "a first trial to finish and be pushed")
+    cluster.wait_for(
+        lambda: alive(proc, log) and mirrored_results(s3) and len(finished_results(run)) < 3,
+        300,
+        "a first trial to finish and be pushed",
+    )
     proc.kill()  # the driver only (its trials on the cluster are ended by Ray)
     proc.wait()
     before = mirrored_results(s3)  # a trial that finished after the last push is not there: it runs again
     mirror = f"s3://{s3.bucket}/runs/tiny?endpoint_override={s3.endpoint}&scheme=http"
     elsewhere = tmp_path / "elsewhere"
-    resumed = subprocess.run([VRSEARCH, "resume", mirror, "--into", str(elsewhere), "--address", cluster.address],
-                             capture_output=True, text=True, timeout=600, env=env)
+    resumed = subprocess.run(
+        [VRSEARCH, "resume", mirror, "--into", str(elsewhere), "--address", cluster.address],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     took = time.monotonic() - start
     assert f"{len(before)} finished trials kept" in resumed.stdout
@@ -232,6 +275,9 @@ def test_a_study_whose_driver_is_lost_resumes_from_its_storage_mirror(cluster, t
     stored = pd.read_parquet(s3.fs().open_input_file(f"{s3.bucket}/runs/tiny/trials.parquet"))
     assert sorted(stored.trial_id) == sorted(trials.trial_id) and set(stored.status) == {"completed"}
     new = trials[~trials.trial_id.isin(list(before))]
-    record(capsys, f"driver killed with {len(before)} of 3 trials in the mirror; resumed from the S3 mirror into another "
-                   f"directory: {len(new)} trials run there (resumed_from: {sorted(new.resumed_from.astype(int))}), "
-                   f"lost 0, re-run {len(rerun)}; the mirror holds all 3; run, kill and resume took {took:.0f} s")
+    record(
+        capsys,
+        f"driver killed with {len(before)} of 3 trials in the mirror; resumed from the S3 mirror into another "
+        f"directory: {len(new)} trials run there (resumed_from: {sorted(new.resumed_from.astype(int))}), "
+        f"lost 0, re-run {len(rerun)}; the mirror holds all 3; run, kill and resume took {took:.0f} s",
+    )

@@ -20,8 +20,14 @@ VRSEARCH = str(Path(sys.executable).with_name("vrsearch"))
 
 def cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     """The console script; ``env``: variables added to this process's environment."""
-    return subprocess.run([VRSEARCH, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600,
-                          env=None if env is None else {**os.environ, **env})
+    return subprocess.run(
+        [VRSEARCH, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+        env=None if env is None else {**os.environ, **env},
+    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
@@ -34,8 +40,9 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     return lines[0]
 
 
-@pytest.mark.parametrize("args", [[], ["validate"], ["train"], ["methods"], ["data"], ["data", "phantom"],
-                                  ["data", "realfiles"]])
+@pytest.mark.parametrize(
+    "args", [[], ["validate"], ["train"], ["methods"], ["data"], ["data", "phantom"], ["data", "realfiles"]]
+)
 def test_help_everywhere(args):
     proc = cli(*args, "--help")
     assert proc.returncode == 0 and "Usage" in proc.stdout
@@ -146,8 +153,8 @@ def test_bad_data_stops_before_training_with_one_line(tiny_phantom, tmp_path, da
 
 
 def test_data_phantom_command(tmp_path):
-    proc = cli("data", "phantom", tmp_path / "p", "--cases", "2", "--unlabeled", "1", "--size", "32", "32", "24",
-               "--spacing", "10", "10", "10")
+    args = ("data", "phantom", tmp_path / "p", *"--cases 2 --unlabeled 1 --size 32 32 24 --spacing 10 10 10".split())
+    proc = cli(*args)
     assert proc.returncode == 0, proc.stderr
     ds = json.loads((tmp_path / "p" / "dataset.json").read_text())
     assert len(ds["training"]) == 2 and len(ds["unlabeled"]) == 1
@@ -157,8 +164,7 @@ def test_data_phantom_command(tmp_path):
     assert json.loads((tmp_path / "p" / "phantom.json").read_text())["config"]["population"] == "cohort"
     bad = cli("data", "phantom", tmp_path / "q", "--size", "4", "4", "4")
     assert_one_line_error(bad, "--size")
-    other = cli("data", "phantom", tmp_path / "p", "--cases", "2", "--unlabeled", "1", "--size", "32", "32", "24",
-                "--spacing", "10", "10", "10", "--population", "classic")  # other settings: not overwritten
+    other = cli(*args, "--population", "classic")  # other settings: not overwritten
     assert_one_line_error(other, "population cohort, wanted classic")
 
 

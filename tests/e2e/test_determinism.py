@@ -14,16 +14,21 @@ from tests.conftest import tiny_study_dict
 from tests.e2e.test_cli import cli
 
 pytestmark = pytest.mark.slow
-GRID = {"design": "grid", "scheduler": "none", "seeds": [0, 1],
-        "space": {"method.params.loss": {"type": "categorical", "choices": ["dice_ce", "ce"]}}}
+GRID = {
+    "design": "grid",
+    "scheduler": "none",
+    "seeds": [0, 1],
+    "space": {"method.params.loss": {"type": "categorical", "choices": ["dice_ce", "ce"]}},
+}
 #: every trial in a fresh actor, no prepared-data cache (the path before warm actors)
 COLD = {"VRSEARCH_REUSE_ACTORS": "0", "VRSEARCH_CACHE_DIR": "off"}
 
 
 def run_once(tiny_phantom, tmp_path, name: str, env: dict | None = None):
     study = tmp_path / f"{name}.yaml"
-    study.write_text(yaml.safe_dump(tiny_study_dict(tiny_phantom, tmp_path / name, search=GRID,
-                                                    resources={"concurrent_trials": 2})))
+    study.write_text(
+        yaml.safe_dump(tiny_study_dict(tiny_phantom, tmp_path / name, search=GRID, resources={"concurrent_trials": 2}))
+    )
     proc = cli("run", study, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = pd.read_parquet(tmp_path / name / "trials.parquet")
@@ -33,9 +38,14 @@ def run_once(tiny_phantom, tmp_path, name: str, env: dict | None = None):
     history["cell"], cases["cell"] = history.trial_id.map(key), cases.trial_id.map(key)
     trials = trials.set_index("config_hash").sort_index()
     processes = [json.loads(m.read_text())["process"] for m in (tmp_path / name / "trials").glob("*/meta.json")]
-    return (trials, history.drop(columns=["trial_id", "time_s"]).sort_values(["cell", "iteration"]).reset_index(drop=True),
-            cases.drop(columns=["trial_id"]).sort_values(["cell", "split", "case_id", "class_index"]).reset_index(drop=True),
-            processes)
+    return (
+        trials,
+        history.drop(columns=["trial_id", "time_s"]).sort_values(["cell", "iteration"]).reset_index(drop=True),
+        cases.drop(columns=["trial_id"])
+        .sort_values(["cell", "split", "case_id", "class_index"])
+        .reset_index(drop=True),
+        processes,
+    )
 
 
 def test_warm_and_cold_runs_are_bit_identical(tiny_phantom, tmp_path):
@@ -50,6 +60,7 @@ def test_warm_and_cold_runs_are_bit_identical(tiny_phantom, tmp_path):
     for col in ("best_val_dice", "final_val_dice", "test_dice", "test_jaccard", "best_iteration"):
         assert t1[col].tolist() == t2[col].tolist(), col  # exact, not approx
     metrics = [c for c in h1.columns if c.startswith(("loss", "term_", "val_", "lr"))]
-    pd.testing.assert_frame_equal(h1[["cell", "iteration", *metrics]], h2[["cell", "iteration", *metrics]],
-                                  check_exact=True)
+    pd.testing.assert_frame_equal(
+        h1[["cell", "iteration", *metrics]], h2[["cell", "iteration", *metrics]], check_exact=True
+    )
     pd.testing.assert_frame_equal(c1, c2, check_exact=True)

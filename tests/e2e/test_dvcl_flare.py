@@ -41,20 +41,28 @@ def test_ablation_arms_are_tables_2_and_3():
 
 def test_run_without_the_data_is_one_line_and_writes_nothing(tmp_path):
     proc = cli("run", STUDIES / "dvcl_flare.yaml", cwd=tmp_path)
-    assert_one_line_error(proc, "FLARE22 dataset not found at", str(tmp_path / "data" / "FLARE22"),
-                          "Training/FLARE22_LabeledCase50")
+    assert_one_line_error(
+        proc, "FLARE22 dataset not found at", str(tmp_path / "data" / "FLARE22"), "Training/FLARE22_LabeledCase50"
+    )
     assert not (tmp_path / "runs").exists()
 
 
 def shrunk_flare_study(tmp_path: Path, root: Path) -> Path:
     """studies/dvcl_flare.yaml as shipped, shrunk to a 2-core machine (only sizes change)."""
     study = yaml.safe_load((STUDIES / "dvcl_flare.yaml").read_text())
-    study["dataset"].update(root=str(root), unlabeled_pool=3, patch_size=[16, 16, 8], spacing=[10.0, 10.0, 12.0],
-                            num_workers=0)
+    study["dataset"].update(
+        root=str(root), unlabeled_pool=3, patch_size=[16, 16, 8], spacing=[10.0, 10.0, 12.0], num_workers=0
+    )
     study["model"].update(channels=[4, 8], feature_dim=8)
     study["method"]["params"].update(anchors=4, negatives=2, queries=32, queue_size=64, bank_size=16)
-    study["train"].update(iterations=6, batch={"labeled": 1, "unlabeled": 1}, log_every=1, checkpoint_every=None,
-                          threads=1, eval={"every": 3, "overlap": 0.25, "sw_batch_size": 2, "roi_size": None})
+    study["train"].update(
+        iterations=6,
+        batch={"labeled": 1, "unlabeled": 1},
+        log_every=1,
+        checkpoint_every=None,
+        threads=1,
+        eval={"every": 3, "overlap": 0.25, "sw_batch_size": 2, "roi_size": None},
+    )
     study["search"].update(num_samples=3, grace_period=3)
     study["resources"] = {"concurrent_trials": 2, "workers_per_trial": 1, "cpus_per_worker": 1}
     study["output"] = {"dir": str(tmp_path / "run")}

@@ -16,8 +16,11 @@ from tests.e2e.test_run import finished_results, write_study
 from vrsearch.results.io import load
 
 pytestmark = pytest.mark.slow
-GRID = {"design": "grid", "scheduler": "none",
-        "space": {"train.optimizer.lr": {"type": "categorical", "choices": [0.01, 0.02, 0.03]}}}
+GRID = {
+    "design": "grid",
+    "scheduler": "none",
+    "space": {"train.optimizer.lr": {"type": "categorical", "choices": [0.01, 0.02, 0.03]}},
+}
 
 
 def launch(args, fault: str, marker, cwd) -> subprocess.CompletedProcess:
@@ -58,16 +61,18 @@ def test_a_killed_search_resumes_with_optuna_consistent(tiny_phantom, tmp_path, 
     ASHA stop of the worse trial would be a legitimate end but not what is checked here."""
     space = {"train.optimizer.lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}}
     search = {"design": "search", "num_samples": 2, "space": space, "scheduler": "none"}
-    study = write_study(tmp_path, tiny_phantom, search=search,
-                        resources={"concurrent_trials": 1})
+    study = write_study(tmp_path, tiny_phantom, search=search, resources={"concurrent_trials": 1})
     marker, run = tmp_path / "fired", tmp_path / "run"
     proc = launch(["run", study], f"kill:{point}", marker, tmp_path)
     assert proc.returncode == -9 and marker.exists(), proc.stderr[-2000:]
     storage = f"sqlite:///{run / 'optuna.db'}"
     told = {}
     if point != "tuner":
-        told = {t.number: t.value for t in optuna.load_study(study_name="tiny", storage=storage).trials
-                if t.state.name == "COMPLETE"}
+        told = {
+            t.number: t.value
+            for t in optuna.load_study(study_name="tiny", storage=storage).trials
+            if t.state.name == "COMPLETE"
+        }
         assert len(told) == 1
     before = finished_results(run)
     resumed = subprocess.run([VRSEARCH, "resume", str(run)], capture_output=True, text=True, timeout=600)
@@ -85,8 +90,9 @@ def test_a_killed_search_resumes_with_optuna_consistent(tiny_phantom, tmp_path, 
 
 
 @pytest.mark.parametrize(("point", "continued_from"), [("step:4", 3), ("final", 6)])
-def test_a_trial_interrupted_with_its_driver_continues_from_its_checkpoint(tiny_phantom, tmp_path, point,
-                                                                           continued_from):
+def test_a_trial_interrupted_with_its_driver_continues_from_its_checkpoint(
+    tiny_phantom, tmp_path, point, continued_from
+):
     """The driver dies while a trial trains (after its checkpoint at iteration 3) or after
     its final checkpoint, before its result is written (the flaky kill/resume test of
     issue 16: a continued trial with nothing left to train must still report its metric).

@@ -59,8 +59,25 @@ def test_validate_pool_larger_than_the_folder_is_one_line(tmp_path, flare_root):
 
 def test_data_phantom_flare22_layout(tmp_path):
     out = tmp_path / "F"
-    proc = cli("data", "phantom", out, "--layout", "flare22", "--cases", "2", "--unlabeled", "1",
-               "--size", "16", "16", "16", "--spacing", "10", "10", "10")
+    proc = cli(
+        "data",
+        "phantom",
+        out,
+        "--layout",
+        "flare22",
+        "--cases",
+        "2",
+        "--unlabeled",
+        "1",
+        "--size",
+        "16",
+        "16",
+        "16",
+        "--spacing",
+        "10",
+        "10",
+        "10",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "flare22 layout" in proc.stdout
     img = nib.load(out / "Training/FLARE22_LabeledCase50/images/FLARE22_Tr_0002_0000.nii.gz")

@@ -35,8 +35,10 @@ def test_ablation_notebook(ablation_run, search_run):
     nb = execute("ablation_analysis.ipynb", RUN_DIR=str(run), COMPARE_DIR=str(search_run / "run"))
     text = outputs(nb)
     assert "ce_only" in text and "baseline" in text and "p_holm" in text
-    assert sum(1 for c in nb.cells for o in c.get("outputs", []) if "application/vnd.plotly.v1+json" in
-               o.get("data", {})) >= 4  # heatmap, boxes, slices, learning curves
+    assert (
+        sum(1 for c in nb.cells for o in c.get("outputs", []) if "application/vnd.plotly.v1+json" in o.get("data", {}))
+        >= 4
+    )  # heatmap, boxes, slices, learning curves
 
 
 def test_search_notebook(search_run):

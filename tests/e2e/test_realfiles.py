@@ -61,8 +61,10 @@ def nearest(volume: np.ndarray, affine: np.ndarray, world: np.ndarray) -> tuple[
 def test_validate_prints_the_mri_defaults_and_flags_a_saturating_clip(realfiles):
     proc = cli("validate", STUDY, *at_root(realfiles), "--check-data")
     assert proc.returncode == 0, proc.stderr
-    assert "data ok: 2 labeled, 4 unlabeled, 1 val, 1 test; 8 classes; MRI, intensity percentiles 0.5-99.5 to " \
-           "[0, 1]" in proc.stderr, proc.stderr
+    assert (
+        "data ok: 2 labeled, 4 unlabeled, 1 val, 1 test; 8 classes; MRI, intensity percentiles 0.5-99.5 to "
+        "[0, 1]" in proc.stderr
+    ), proc.stderr
     assert "warning" not in proc.stderr
     # the saturation check does read these MR volumes: a clip at 50 flattens their bright tissue
     clipped = cli("validate", STUDY, *at_root(realfiles), "--check-data", "--set", "dataset.intensity.clip=[0, 50]")

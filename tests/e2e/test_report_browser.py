@@ -14,8 +14,10 @@ from tests.e2e.cdp import chromium, visit
 
 pytestmark = pytest.mark.slow
 
-PLOTS = "document.querySelectorAll('.js-plotly-plot .main-svg').length > 0 ? " \
-        "document.querySelectorAll('.js-plotly-plot').length : 0"
+PLOTS = (
+    "document.querySelectorAll('.js-plotly-plot .main-svg').length > 0 ? "
+    "document.querySelectorAll('.js-plotly-plot').length : 0"
+)
 HEADINGS = "Array.from(document.querySelectorAll('h2')).map(h => h.textContent)"
 
 
@@ -46,8 +48,10 @@ def test_search_report_in_chromium(search_run):
     assert "optimisation history" in text and "importance" in text
 
 
-LEGENDS = ("Object.fromEntries(['curves', 'terms'].map(id => [id, Array.from("
-           "document.querySelectorAll('#' + id + ' .legendtext')).map(e => e.textContent)]))")
+LEGENDS = (
+    "Object.fromEntries(['curves', 'terms'].map(id => [id, Array.from("
+    "document.querySelectorAll('#' + id + ' .legendtext')).map(e => e.textContent)]))"
+)
 PANEL_TITLES = "Array.from(document.querySelectorAll('#terms .annotation-text')).map(e => e.textContent)"
 
 
@@ -88,8 +92,10 @@ def test_ablation_headline_visible_without_scrolling(ablation_run, tmp_path):
     from vrsearch.report.html import write_report
 
     _, _, run, _ = ablation_run
-    flare = write_run(tmp_path / "flare", results(groups=("baseline", "no_dvcl", "dvcl_without_memory_bank"),
-                                                  classes=list(enumerate(FLARE, 1))))
+    flare = write_run(
+        tmp_path / "flare",
+        results(groups=("baseline", "no_dvcl", "dvcl_without_memory_bank"), classes=list(enumerate(FLARE, 1))),
+    )
     for report in (run / "report.html", write_report(flare)):
         page = visit(report, evaluate={"box": HEADLINE_BOX})
         box = page.evaluated["box"]

@@ -53,8 +53,11 @@ def ddp_reporting(run: Path) -> bool:
     for meta in (run / "trials").glob("*/meta.json"):
         d = meta.parent
         cell = json.loads(meta.read_text()).get("cell", {})
-        if cell.get("resources.workers_per_trial") == 2 and (d / "history.parquet").exists() \
-                and not (d / "result.json").exists():
+        if (
+            cell.get("resources.workers_per_trial") == 2
+            and (d / "history.parquet").exists()
+            and not (d / "result.json").exists()
+        ):
             return True
     return False
 
@@ -83,8 +86,12 @@ def test_kill_driver_then_resume_loses_and_reruns_nothing(tiny_phantom, tmp_path
         "resources.workers_per_trial": {"type": "categorical", "choices": [1, 2]},
         "train.optimizer.lr": {"type": "categorical", "choices": [0.01, 0.02]},
     }
-    study = write_study(tmp_path, tiny_phantom, search={"design": "grid", "scheduler": "none", "space": grid},
-                        resources={"concurrent_trials": 2, "cpus_per_worker": 1})
+    study = write_study(
+        tmp_path,
+        tiny_phantom,
+        search={"design": "grid", "scheduler": "none", "space": grid},
+        resources={"concurrent_trials": 2, "cpus_per_worker": 1},
+    )
     run = tmp_path / "run"
     log = (tmp_path / "run1.log").open("w")
     proc = subprocess.Popen([VRSEARCH, "run", str(study)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -112,8 +119,11 @@ def test_kill_driver_then_resume_loses_and_reruns_nothing(tiny_phantom, tmp_path
     trials = pd.read_parquet(run / "trials.parquet")
     assert len(trials) == 4 and trials.trial_id.is_unique
     assert set(trials.status) == {"completed"}, trials[["trial_id", "status", "error"]]
-    assert sorted(trials["config.resources.workers_per_trial"] if "config.resources.workers_per_trial" in trials
-                  else [json.loads(c)["resources.workers_per_trial"] for c in trials.cell]) == [1, 1, 2, 2]
+    assert sorted(
+        trials["config.resources.workers_per_trial"]
+        if "config.resources.workers_per_trial" in trials
+        else [json.loads(c)["resources.workers_per_trial"] for c in trials.cell]
+    ) == [1, 1, 2, 2]
     history = pd.read_parquet(run / "history.parquet")
     assert history.groupby("trial_id").iteration.max().eq(6).all()
     cases = pd.read_parquet(run / "cases.parquet")
@@ -123,10 +133,13 @@ def test_kill_driver_then_resume_loses_and_reruns_nothing(tiny_phantom, tmp_path
 
 def test_search_with_optuna_asha_and_a_diverging_trial(tiny_phantom, tmp_path):
     space = {"train.optimizer.lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}}
-    study = write_study(tmp_path, tiny_phantom,
-                        search={"design": "search", "num_samples": 4, "grace_period": 3, "space": space},
-                        train={**tiny_study_dict(tiny_phantom, tmp_path)["train"], "iterations": 9},
-                        resources={"concurrent_trials": 2})
+    study = write_study(
+        tmp_path,
+        tiny_phantom,
+        search={"design": "search", "num_samples": 4, "grace_period": 3, "space": space},
+        train={**tiny_study_dict(tiny_phantom, tmp_path)["train"], "iterations": 9},
+        resources={"concurrent_trials": 2},
+    )
     proc = cli("run", study)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = tmp_path / "run"
@@ -142,8 +155,13 @@ def test_search_with_optuna_asha_and_a_diverging_trial(tiny_phantom, tmp_path):
 def test_nan_trial_fails_alone_with_its_reason(tiny_phantom, tmp_path):
     grid = {"train.optimizer.lr": {"type": "categorical", "choices": [0.01, 1.0e12]}}
     train = {**tiny_study_dict(tiny_phantom, tmp_path)["train"], "optimizer": {"name": "sgd", "lr": 0.01}}
-    study = write_study(tmp_path, tiny_phantom, search={"design": "grid", "scheduler": "none", "space": grid},
-                        train=train, resources={"concurrent_trials": 2})
+    study = write_study(
+        tmp_path,
+        tiny_phantom,
+        search={"design": "grid", "scheduler": "none", "space": grid},
+        train=train,
+        resources={"concurrent_trials": 2},
+    )
     proc = cli("run", study)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     trials = pd.read_parquet(tmp_path / "run" / "trials.parquet").set_index("config.train.optimizer.lr")
@@ -162,11 +180,16 @@ def test_misspelt_searched_knob_is_rejected_before_ray(tiny_phantom, tmp_path):
 
 def test_ctrl_c_stops_cleanly_and_resume_finishes(tiny_phantom, tmp_path):
     grid = {"train.optimizer.lr": {"type": "categorical", "choices": [0.01, 0.02, 0.03]}}
-    study = write_study(tmp_path, tiny_phantom, search={"design": "grid", "scheduler": "none", "space": grid},
-                        resources={"concurrent_trials": 1})
+    study = write_study(
+        tmp_path,
+        tiny_phantom,
+        search={"design": "grid", "scheduler": "none", "space": grid},
+        resources={"concurrent_trials": 1},
+    )
     run = tmp_path / "run"
-    proc = subprocess.Popen([VRSEARCH, "run", str(study)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [VRSEARCH, "run", str(study)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None and not finished_results(run):
         time.sleep(0.3)

@@ -71,8 +71,9 @@ def test_both_empty_one_restores_dice_one():
     assert r["dice"] == 1.0 and r["jaccard"] == 1.0
     assert math.isnan(r["hd95_mm"]) and math.isnan(r["assd_mm"])  # no surface to measure
     assert mean_foreground(rows) == pytest.approx((0.0 + 0.8 + 1.0 + 0.0) / 4)
-    assert [r for i, r in enumerate(rows) if i != 2] == [r for i, r in enumerate(case_metrics(p, y, 5, SPACING))
-                                                          if i != 2]
+    assert [r for i, r in enumerate(rows) if i != 2] == [
+        r for i, r in enumerate(case_metrics(p, y, 5, SPACING)) if i != 2
+    ]
     with pytest.raises(ValueError, match="both_empty"):
         case_metrics(p, y, 5, SPACING, both_empty="zero")
 
@@ -146,8 +147,10 @@ def test_selection_cannot_be_won_by_predicting_nothing():
     assert finds["dice"] > nothing["dice"]
     assert finds["hd95_mm"] < nothing["hd95_mm"] and finds["assd_mm"] < nothing["assd_mm"]
     # with Dice 1 on empty/empty (the old rule, still available) the empty model wins
-    one = {m: [{**r, "dice": 1.0 if r["label_empty"] and r["pred_empty"] else r["dice"]} for r in _cases(m)]
-           for m in ("nothing", "finds")}
+    one = {
+        m: [{**r, "dice": 1.0 if r["label_empty"] and r["pred_empty"] else r["dice"]} for r in _cases(m)]
+        for m in ("nothing", "finds")
+    }
     assert summarize(one["nothing"])["dice"] > summarize(one["finds"])["dice"]
 
 

@@ -129,10 +129,13 @@ def test_channels_last_3d_weights(tiny_study, tmp_path):
 
 
 def test_channels_last_2d_weights(tiny_study, tmp_path):
-    study = load_study(tiny_study(
-        model={"spatial_dims": 2}, dataset={"patch_size": [16, 16, 1]},
-        train={"iterations": 2, "channels_last": True, "eval": {"every": 1000, "at_start": False}},
-    ))
+    study = load_study(
+        tiny_study(
+            model={"spatial_dims": 2},
+            dataset={"patch_size": [16, 16, 1]},
+            train={"iterations": 2, "channels_last": True, "eval": {"every": 1000, "at_start": False}},
+        )
+    )
     trainer = Trainer(study, tmp_path)
     weights = _convs(trainer.method)
     assert weights and all(w.dim() == 4 and w.is_contiguous(memory_format=torch.channels_last) for w in weights)
@@ -200,7 +203,8 @@ def synced_fit(tiny_study, tmp_path, monkeypatch, iterations: int, log_every: in
         fit = trainer.fit()
     assert fit.status == "completed", fit.error
     assert pd.DataFrame(fit.history).dropna(subset=["loss"]).iteration.tolist() == list(
-        range(log_every, iterations + 1, log_every))
+        range(log_every, iterations + 1, log_every)
+    )
     return len(calls)
 
 
@@ -290,6 +294,7 @@ def test_compile_failure_is_one_clear_line_before_training(tiny_study, tmp_path,
     def broken(*a, **k):
         def run(*x, **y):
             raise RuntimeError("C++ compile error\n\nCommand:\ng++ /tmp/x.cpp -shared -o x.so\n\nOutput: ...")
+
         return run
 
     monkeypatch.setattr(torch, "compile", broken)
@@ -297,8 +302,9 @@ def test_compile_failure_is_one_clear_line_before_training(tiny_study, tmp_path,
         Trainer(quick(tiny_study, 2, compile=True), tmp_path)
     msg = str(err.value)
     assert "\n" not in msg
-    assert msg == ("train.compile: torch.compile failed on cpu (RuntimeError: C++ compile error); "
-                   "set train.compile: false")
+    assert msg == (
+        "train.compile: torch.compile failed on cpu (RuntimeError: C++ compile error); set train.compile: false"
+    )
 
 
 def test_compile_errors_in_a_step_become_one_line(tiny_study, tmp_path, monkeypatch):
@@ -311,8 +317,11 @@ def test_compile_errors_in_a_step_become_one_line(tiny_study, tmp_path, monkeypa
         raise torch._dynamo.exc.InternalTorchDynamoError("dynamo broke\nlong traceback")
 
     trainer.step_module.forward = fails
-    with pytest.raises(CompileError, match=r"^train.compile: torch.compile failed on cpu "
-                                           r"\(InternalTorchDynamoError: dynamo broke\); set train.compile: false$"):
+    with pytest.raises(
+        CompileError,
+        match=r"^train.compile: torch.compile failed on cpu "
+        r"\(InternalTorchDynamoError: dynamo broke\); set train.compile: false$",
+    ):
         trainer.fit()
 
 
@@ -335,10 +344,16 @@ def test_compile_trains_two_iterations(tiny_study, tmp_path):
 @pytest.mark.slow
 def test_missing_compiler_is_reported_before_training(tmp_path):
     """A real toolchain failure (no C++ compiler) gives the one-line error."""
-    env = {**os.environ, "CXX": "/nonexistent/g++", "TORCHINDUCTOR_FORCE_DISABLE_CACHES": "1",
-           "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
-    code = ("import torch\nfrom vrsearch.engine.performance import CompileError, check_compiler\n"
-            "try:\n    check_compiler(torch.device('cpu'))\nexcept CompileError as e:\n    print('ERR', e)\n")
+    env = {
+        **os.environ,
+        "CXX": "/nonexistent/g++",
+        "TORCHINDUCTOR_FORCE_DISABLE_CACHES": "1",
+        "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"),
+    }
+    code = (
+        "import torch\nfrom vrsearch.engine.performance import CompileError, check_compiler\n"
+        "try:\n    check_compiler(torch.device('cpu'))\nexcept CompileError as e:\n    print('ERR', e)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("ERR ")]
     assert len(lines) == 1, out.stdout + out.stderr

@@ -17,14 +17,17 @@ def study(root, tmp_path, method: str, **params):
     return build_study(tiny_study_dict(root, tmp_path / "run", method={"name": method, "params": params}))
 
 
-@pytest.mark.parametrize(("method", "params", "needs"), [
-    ("supervised", {}, DataNeeds()),
-    ("supervised", {"all_labels": True}, DataNeeds(all_labels=True)),
-    ("fully_supervised", {}, DataNeeds(all_labels=True)),
-    ("mean_teacher", {}, DataNeeds(unlabeled=True)),
-    ("spcl", {}, DataNeeds(unlabeled=True)),
-    ("spcl", {"meta_labels": ["position", "phase"]}, DataNeeds(unlabeled=True, meta=("phase",))),
-])
+@pytest.mark.parametrize(
+    ("method", "params", "needs"),
+    [
+        ("supervised", {}, DataNeeds()),
+        ("supervised", {"all_labels": True}, DataNeeds(all_labels=True)),
+        ("fully_supervised", {}, DataNeeds(all_labels=True)),
+        ("mean_teacher", {}, DataNeeds(unlabeled=True)),
+        ("spcl", {}, DataNeeds(unlabeled=True)),
+        ("spcl", {"meta_labels": ["position", "phase"]}, DataNeeds(unlabeled=True, meta=("phase",))),
+    ],
+)
 def test_needs_follow_the_params(tiny_phantom, tmp_path, method, params, needs):
     assert data_needs(study(tiny_phantom, tmp_path, method, **params)) == needs
 

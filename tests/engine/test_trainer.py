@@ -77,8 +77,10 @@ def test_means_selection_and_recorded_metric_conventions(tiny_study, tmp_path, b
     cases = pd.DataFrame(out.cases)
     missed = cases.label_empty ^ cases.pred_empty
     assert missed.any()  # 6 iterations: some organs are not found yet
-    grids = {c.case_id: (c.label.shape, c.spacing)
-             for c in trainer.val_cases + load_eval_cases(trainer.data.split.test, study.dataset)}
+    grids = {
+        c.case_id: (c.label.shape, c.spacing)
+        for c in trainer.val_cases + load_eval_cases(trainer.data.split.test, study.dataset)
+    }
     diagonal = cases.case_id.map(lambda c: worst_distance_mm(*grids[c]))
     assert (cases.loc[missed, "dice"] == 0).all()
     for m in ("hd95_mm", "assd_mm"):

@@ -208,8 +208,8 @@ def test_ecps_gradient_flows_only_through_the_predictions():
     ya, yb = la.detach().argmax(1), lb.detach().argmax(1)
     first = (wb.detach() * -torch.log_softmax(la2, 1).gather(1, yb[:, None])[:, 0]).sum() / n
     second = (wa.detach() * -torch.log_softmax(lb2, 1).gather(1, ya[:, None])[:, 0]).sum() / n
-    ref_a, = torch.autograd.grad(first, [la2])
-    ref_b, = torch.autograd.grad(second, [lb2])
+    (ref_a,) = torch.autograd.grad(first, [la2])
+    (ref_b,) = torch.autograd.grad(second, [lb2])
     assert torch.allclose(ga, ref_a, atol=1e-12) and torch.allclose(gb, ref_b, atol=1e-12)
     assert ga.abs().sum() > 0 and gb.abs().sum() > 0
 
@@ -382,10 +382,10 @@ def test_infonce_simclr_kl_match_table8(tau):
         # InfoNCE: each neighbour against itself + all outsiders, averaged over the neighbours
         want_nce = sum(-(s - math.log(math.exp(s) + sum(math.exp(v) for v in s_far))) for s in s_near) / k
         # SimCLR: −mean_n log softmax_C(n) + mean_k log softmax_D(k)
-        want_sim = (sum(-(s - lse(s_near)) for s in s_near) / k
-                    + sum(s - lse(s_far) for s in s_far) / k_out)
-        want_kl = (sum(naive_kl(qp[m], kp[n]) for n in near[m]) / k
-                   - 0.7 * sum(naive_kl(qp[m], kp[j]) for j in far[m]) / k_out)
+        want_sim = sum(-(s - lse(s_near)) for s in s_near) / k + sum(s - lse(s_far) for s in s_far) / k_out
+        want_kl = (
+            sum(naive_kl(qp[m], kp[n]) for n in near[m]) / k - 0.7 * sum(naive_kl(qp[m], kp[j]) for j in far[m]) / k_out
+        )
         assert f(nce[m]) == pytest.approx(want_nce, rel=1e-9)
         assert f(sim[m]) == pytest.approx(want_sim, rel=1e-9)
         assert f(kl[m]) == pytest.approx(want_kl, rel=1e-7)
@@ -444,14 +444,16 @@ def test_loglik_gradient_is_that_of_psi_bar_first_two_terms():
     qr, qp, kr, kp, qlog = dvcl_inputs(grad=True, seed=60)
     k, k_out = 2, 5
     t = dvcl_terms(qr, qp, kr, kp, k, k_out)
-    g, = torch.autograd.grad(t.loss.sum(), [qlog])
+    (g,) = torch.autograd.grad(t.loss.sum(), [qlog])
     near, far = naive_neighbours(qr, kr, k, k_out)
     qlog2 = qlog.detach().clone().requires_grad_()
     p = torch.softmax(2 * qlog2, 1)
     kd = kp.detach()
-    total = sum(-sum((p[m] * kd[n]).sum() for n in near[m]) + sum((p[m] * kd[j]).sum() for j in far[m])
-                for m in range(p.shape[0]))
-    ref, = torch.autograd.grad(total, [qlog2])
+    total = sum(
+        -sum((p[m] * kd[n]).sum() for n in near[m]) + sum((p[m] * kd[j]).sum() for j in far[m])
+        for m in range(p.shape[0])
+    )
+    (ref,) = torch.autograd.grad(total, [qlog2])
     assert torch.allclose(g, ref, atol=1e-12) and ref.abs().sum() > 0
 
 

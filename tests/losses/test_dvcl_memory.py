@@ -32,8 +32,13 @@ def _method(form: str):
     params = spec.validate({"queries": QUERIES, "queue_size": QUEUE, "k": K, "k_prime": K_OUT, "form": form})
     method = spec.build(params, BuildContext(ModelConfig(channels=(4, 8), feature_dim=D, num_res_units=0), C, 10))
     g = torch.Generator().manual_seed(1)
-    entries = torch.cat([torch.nn.functional.normalize(torch.randn(QUEUE, D, generator=g), dim=1),
-                         torch.softmax(torch.randn(QUEUE, C, generator=g), 1)], 1)
+    entries = torch.cat(
+        [
+            torch.nn.functional.normalize(torch.randn(QUEUE, D, generator=g), dim=1),
+            torch.softmax(torch.randn(QUEUE, C, generator=g), 1),
+        ],
+        1,
+    )
     method.queue.push(entries)
     return method.train()
 

@@ -96,8 +96,19 @@ def test_matches_naive_reference(matching, classes, normalize_first):
     K, tau = 4, 0.1
     emb, labels, batch, index, cls, weight = make_case(K=K)
     got = local_contrastive_loss(emb, labels, (batch, index, cls, weight), K, tau, matching, classes, normalize_first)
-    want = naive_lcl(emb, labels, batch, index, cls, weight, K, tau, matching,
-                     classes if classes is not None else [1, 2, 3], normalize_first)
+    want = naive_lcl(
+        emb,
+        labels,
+        batch,
+        index,
+        cls,
+        weight,
+        K,
+        tau,
+        matching,
+        classes if classes is not None else [1, 2, 3],
+        normalize_first,
+    )
     assert math.isfinite(float(got))
     assert float(got) == pytest.approx(float(want), rel=1e-5)
 
@@ -129,12 +140,16 @@ def test_inter_pools_both_images_and_single_image_batches_reduce_to_intra():
     """The pooled loss differs from both one-image readings on a generic case, and
     with B = 1 (x' = x) every matching is intra (no duplicated means in the pool)."""
     emb, labels, batch, index, cls, weight = make_case(seed=6, K=4)
-    value = {m: float(local_contrastive_loss(emb, labels, (batch, index, cls, weight), 4, 0.1, m))
-             for m in ("intra", "inter", "partner")}
+    value = {
+        m: float(local_contrastive_loss(emb, labels, (batch, index, cls, weight), 4, 0.1, m))
+        for m in ("intra", "inter", "partner")
+    }
     assert len({round(v, 9) for v in value.values()}) == 3
     one = batch == 0
     single = (batch[one], index[one], cls[one], weight[one])
-    alone = [float(local_contrastive_loss(emb[:1], labels[:1], single, 4, 0.1, m)) for m in ("intra", "inter", "partner")]
+    alone = [
+        float(local_contrastive_loss(emb[:1], labels[:1], single, 4, 0.1, m)) for m in ("intra", "inter", "partner")
+    ]
     assert alone[0] == pytest.approx(alone[1], rel=1e-12) and alone[0] == pytest.approx(alone[2], rel=1e-12)
 
 

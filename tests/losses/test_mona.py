@@ -140,8 +140,18 @@ def test_negative_sampling_is_uniform_over_the_pool():
             assert abs(f - 1 / len(pool)) < 5 * sd
 
 
-def naive_weighted_contrast(queries, query_cls, positives, positive_valid, negatives, negative_count, tau,
-                            query_weight, negative_weight, draws=None):
+def naive_weighted_contrast(
+    queries,
+    query_cls,
+    positives,
+    positive_valid,
+    negatives,
+    negative_count,
+    tau,
+    query_weight,
+    negative_weight,
+    draws=None,
+):
     """Loops: each negative e of the pool of a class-c query enters as ω_e·e^{s}, with
     ω_e = w_e·P_c/W_c (P_c entries, W_c their total weight); the loss is the
     query-weighted mean Σ w_q ℓ_q / Σ w_q over counted queries."""
@@ -155,8 +165,9 @@ def naive_weighted_contrast(queries, query_cls, positives, positive_valid, negat
         scale = len(pool) / sum(float(negative_weight[k, s]) for k, s in pool) if pool else 0.0
         keys = pool if draws is None else draws[i]
         pos = math.exp(cos(queries[i], positives[c]) / tau)
-        neg = sum(float(negative_weight[k, s]) * scale * math.exp(cos(queries[i], negatives[k, s]) / tau)
-                  for k, s in keys)
+        neg = sum(
+            float(negative_weight[k, s]) * scale * math.exp(cos(queries[i], negatives[k, s]) / tau) for k, s in keys
+        )
         num += float(query_weight[i]) * -math.log(pos / (pos + neg))
         den += float(query_weight[i])
     return num / den
@@ -170,8 +181,14 @@ def test_weighted_contrast_matches_reference(num_negatives):
     qw = torch.rand(queries.shape[0], generator=g, dtype=torch.float64) + 0.2
     nw = torch.rand(4, 5, generator=g, dtype=torch.float64) * 2
     nw[0, 1] = 0.0  # a stored entry of weight 0 never counts
-    got = anatomical_contrastive(*case, tau=0.5, num_negatives=num_negatives, generator=torch.Generator().manual_seed(4),
-                                 query_weight=qw, negative_weight=nw)
+    got = anatomical_contrastive(
+        *case,
+        tau=0.5,
+        num_negatives=num_negatives,
+        generator=torch.Generator().manual_seed(4),
+        query_weight=qw,
+        negative_weight=nw,
+    )
     draws = None
     if num_negatives is not None:
         k, s, _ = sample_negative_indices(query_cls, negative_count, num_negatives, torch.Generator().manual_seed(4))
@@ -191,8 +208,16 @@ def test_contrast_empty_pool_and_nothing_counted():
     loss = anatomical_contrastive(q, cls, pos, torch.tensor([True, True]), negs, torch.tensor([3, 0]))
     want = naive_contrast(q.detach(), cls, pos.detach(), torch.tensor([True, True]), negs, torch.tensor([3, 0]), 0.5)
     assert val(loss) == pytest.approx(want, rel=REL)
-    sampled = anatomical_contrastive(q, cls, pos, torch.tensor([True, True]), negs, torch.tensor([3, 0]),
-                                     num_negatives=3, generator=torch.Generator().manual_seed(0))
+    sampled = anatomical_contrastive(
+        q,
+        cls,
+        pos,
+        torch.tensor([True, True]),
+        negs,
+        torch.tensor([3, 0]),
+        num_negatives=3,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert math.isfinite(val(sampled))
     _, _, has_pool = sample_negative_indices(cls, torch.tensor([3, 0]), 3)
     assert has_pool.tolist() == [False, False, True]
@@ -206,8 +231,9 @@ def test_contrast_gradients(num_negatives):
     queries, query_cls, positives, valid, negatives, count = contrast_case(seed=5)
     queries.requires_grad_(), positives.requires_grad_(), negatives.requires_grad_()
     gen = torch.Generator().manual_seed(1)
-    anatomical_contrastive(queries, query_cls, positives, valid, negatives, count,
-                           num_negatives=num_negatives, generator=gen).backward()
+    anatomical_contrastive(
+        queries, query_cls, positives, valid, negatives, count, num_negatives=num_negatives, generator=gen
+    ).backward()
     counted = valid[query_cls]
     assert val(queries.grad[counted].abs().sum(1).min()) > 0
     assert val(queries.grad[~counted].abs().sum()) == 0.0

@@ -17,8 +17,11 @@ ARMS = [{"name": "ce", "set": {"method.params.loss": "ce"}}]
 
 
 def ablation(tmp_path, **search):
-    raw = tiny_study_dict(tmp_path / "data", tmp_path / "run",
-                          search={"design": "ablation", "scheduler": "none", "seeds": [0, 1], "arms": ARMS, **search})
+    raw = tiny_study_dict(
+        tmp_path / "data",
+        tmp_path / "run",
+        search={"design": "ablation", "scheduler": "none", "seeds": [0, 1], "arms": ARMS, **search},
+    )
     return raw
 
 
@@ -26,13 +29,19 @@ def study(raw):
     return build_study(copy.deepcopy(raw))
 
 
-@pytest.mark.parametrize("edit", [
-    lambda r: r["search"].update(seeds=[0, 1, 2]),
-    lambda r: r["search"]["arms"].append({"name": "dice", "set": {"method.params.loss": "dice"}}),
-    lambda r: r["search"].update(axes={"dataset.labeled_ratio": [0.5, 0.75]}),
-    lambda r: r["resources"].update(concurrent_trials=2) if "resources" in r else r.update(
-        resources={"concurrent_trials": 2}),
-])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda r: r["search"].update(seeds=[0, 1, 2]),
+        lambda r: r["search"]["arms"].append({"name": "dice", "set": {"method.params.loss": "dice"}}),
+        lambda r: r["search"].update(axes={"dataset.labeled_ratio": [0.5, 0.75]}),
+        lambda r: (
+            r["resources"].update(concurrent_trials=2)
+            if "resources" in r
+            else r.update(resources={"concurrent_trials": 2})
+        ),
+    ],
+)
 def test_edits_that_grow(tmp_path, edit):
     raw = ablation(tmp_path)
     new = copy.deepcopy(raw)
@@ -40,13 +49,16 @@ def test_edits_that_grow(tmp_path, edit):
     assert grow.growth_problem(study(raw), study(new)) is None
 
 
-@pytest.mark.parametrize("edit, named", [
-    (lambda r: r["train"].update(iterations=12), "train.iterations: 6 -> 12"),
-    (lambda r: r["dataset"].update(labeled_ratio=0.75), "dataset.labeled_ratio"),
-    (lambda r: r["method"].update(params={"loss": "dice"}), "method.params.loss"),
-    (lambda r: r["search"]["arms"][0]["set"].update({"method.params.loss": "dice"}), "search.arms.ce"),
-    (lambda r: r.update(name="other"), "name"),
-])
+@pytest.mark.parametrize(
+    "edit, named",
+    [
+        (lambda r: r["train"].update(iterations=12), "train.iterations: 6 -> 12"),
+        (lambda r: r["dataset"].update(labeled_ratio=0.75), "dataset.labeled_ratio"),
+        (lambda r: r["method"].update(params={"loss": "dice"}), "method.params.loss"),
+        (lambda r: r["search"]["arms"][0]["set"].update({"method.params.loss": "dice"}), "search.arms.ce"),
+        (lambda r: r.update(name="other"), "name"),
+    ],
+)
 def test_edits_that_invalidate_finished_cells_are_refused(tmp_path, edit, named):
     raw = ablation(tmp_path)
     new = copy.deepcopy(raw)
@@ -56,9 +68,15 @@ def test_edits_that_invalidate_finished_cells_are_refused(tmp_path, edit, named)
 
 
 def test_search_designs_do_not_grow_in_place(tmp_path):
-    raw = tiny_study_dict(tmp_path, tmp_path / "run", search={
-        "design": "search", "num_samples": 2, "space": {"train.optimizer.lr": {"type": "float", "low": 0.001,
-                                                                               "high": 0.1, "log": True}}})
+    raw = tiny_study_dict(
+        tmp_path,
+        tmp_path / "run",
+        search={
+            "design": "search",
+            "num_samples": 2,
+            "space": {"train.optimizer.lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True}},
+        },
+    )
     new = copy.deepcopy(raw)
     new["search"]["num_samples"] = 4
     assert "cannot be grown in place" in grow.growth_problem(study(raw), study(new))
@@ -76,8 +94,12 @@ def test_pending_cells_are_those_without_a_finished_trial(tmp_path):
     base = old.model_dump(mode="json")
     for i, cell in enumerate(cells_with_seeds(old)):
         knobs = {k: v for k, v in cell.items() if k != SEED_KEY}
-        _finish(run, f"t{i}", apply_cell(base, knobs, cell[SEED_KEY]), ["completed", "failed", "stopped_early",
-                                                                        "completed"][i])
+        _finish(
+            run,
+            f"t{i}",
+            apply_cell(base, knobs, cell[SEED_KEY]),
+            ["completed", "failed", "stopped_early", "completed"][i],
+        )
     (fragments.trial_dir(run, "killed")).mkdir(parents=True)  # an interrupted trial: no result
     grown = copy.deepcopy(raw)
     grown["search"]["seeds"] = [0, 1, 2]

@@ -32,8 +32,9 @@ def refused(s, field: str) -> str:
 
 def test_fitting_trials_pass(four_cpus_one_gpu):
     checks.check_local_resources(study())
-    checks.check_local_resources(study({"workers_per_trial": 2, "cpus_per_worker": 2, "gpus_per_worker": 0.5,
-                                        "concurrent_trials": 8}))  # concurrency is Ray's to queue
+    checks.check_local_resources(
+        study({"workers_per_trial": 2, "cpus_per_worker": 2, "gpus_per_worker": 0.5, "concurrent_trials": 8})
+    )  # concurrency is Ray's to queue
 
 
 def test_too_many_cpus_or_gpus(four_cpus_one_gpu):
@@ -61,11 +62,18 @@ def test_custom_resources_are_advertised_by_a_local_ray(four_cpus_one_gpu):
     assert checks.local_custom_resources(study(slot)) == {"trial_slot": 3}
     grid = {"design": "grid", "space": {"resources.workers_per_trial": {"type": "categorical", "choices": [1, 2]}}}
     assert checks.local_custom_resources(study(slot, grid)) == {"trial_slot": 6}
-    arms = {"design": "ablation", "arms": [{"name": "a", "set": {"resources.custom_per_worker.trial_slot": 2}},
-                                           {"name": "b", "set": {"resources": {"custom_per_worker": {"big": 0.5}}}}]}
+    arms = {
+        "design": "ablation",
+        "arms": [
+            {"name": "a", "set": {"resources.custom_per_worker.trial_slot": 2}},
+            {"name": "b", "set": {"resources": {"custom_per_worker": {"big": 0.5}}}},
+        ],
+    }
     assert checks.local_custom_resources(study(slot, arms)) == {"trial_slot": 6, "big": 1.5}
-    space = {"design": "search", "space": {"resources.custom_per_worker.trial_slot": {"type": "float", "low": 1,
-                                                                                      "high": 4}}}
+    space = {
+        "design": "search",
+        "space": {"resources.custom_per_worker.trial_slot": {"type": "float", "low": 1, "high": 4}},
+    }
     assert checks.local_custom_resources(study(slot, space)) == {"trial_slot": 12}
     checks.check_local_resources(study(slot, arms))  # custom resources never refuse a local run
 

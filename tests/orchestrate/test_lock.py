@@ -10,8 +10,10 @@ import pytest
 from vrsearch.errors import VrsearchError
 from vrsearch.results.lock import LOCK_FILE, run_lock
 
-HOLD = "import sys, time; from pathlib import Path; from vrsearch.results.lock import run_lock\n" \
-       "with run_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)"
+HOLD = (
+    "import sys, time; from pathlib import Path; from vrsearch.results.lock import run_lock\n"
+    "with run_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)"
+)
 
 
 def test_second_process_refuses_and_a_killed_holder_releases(tmp_path):
@@ -66,18 +68,22 @@ def test_removing_the_file_on_release_keeps_one_holder_at_a_time(tmp_path):
     """Processes take and release the lock as fast as they can: entries never overlap,
     although every release removes the file others may have just opened."""
     log = tmp_path / "log"
-    procs = [subprocess.Popen([sys.executable, "-c", RACE, str(tmp_path), str(log)], stdout=subprocess.PIPE,
-                              text=True) for _ in range(4)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", RACE, str(tmp_path), str(log)], stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
     held = [int(p.communicate(timeout=60)[0]) for p in procs]
     lines = log.read_text().split()
     assert sum(held) == len(lines) // 2 and sum(held) > 20
     assert lines == ["in", "out"] * (len(lines) // 2)  # strictly alternating: one holder at a time
 
 
-CLAIM = "import sys, time; from pathlib import Path; from vrsearch.results.lock import checkpoint_claim\n" \
-        "from vrsearch.results.rundir import RunDir\n" \
-        "with checkpoint_claim(RunDir(Path(sys.argv[1])), 'cfg', sys.argv[2]) as f:\n" \
-        "    print(f.name, flush=True); time.sleep(60)"
+CLAIM = (
+    "import sys, time; from pathlib import Path; from vrsearch.results.lock import checkpoint_claim\n"
+    "from vrsearch.results.rundir import RunDir\n"
+    "with checkpoint_claim(RunDir(Path(sys.argv[1])), 'cfg', sys.argv[2]) as f:\n"
+    "    print(f.name, flush=True); time.sleep(60)"
+)
 
 
 def test_a_held_checkpoint_sends_another_trial_to_a_fresh_folder_but_a_retry_waits(tmp_path, monkeypatch):

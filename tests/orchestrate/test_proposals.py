@@ -32,8 +32,14 @@ class Recording(Searcher):
 
 def searcher(inner, seeds, how="mean", interrupted=(), new=10):
     told = []
-    algo = StudySearcher(inner, seeds, how, tell=lambda number, value: told.append((number, value)),
-                         interrupted=list(interrupted), new=new)
+    algo = StudySearcher(
+        inner,
+        seeds,
+        how,
+        tell=lambda number, value: told.append((number, value)),
+        interrupted=list(interrupted),
+        new=new,
+    )
     return algo, told
 
 

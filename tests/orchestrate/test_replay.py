@@ -25,10 +25,18 @@ RUNGS = np.array([10.0, 20.0, 40.0, 80.0])
 
 
 def grid_study(tmp_path, n: int):
-    space = {"method.params.loss": {"type": "categorical", "choices": ["dice_ce", "ce"]},
-             "train.optimizer.lr": {"type": "categorical", "choices": [round(0.001 * (i + 1), 4) for i in range(n)]}}
-    return build_study(tiny_study_dict(tmp_path, tmp_path / "run", search={"design": "grid", "space": space},
-                                       train={"iterations": 80, "eval": {"every": 10}}))
+    space = {
+        "method.params.loss": {"type": "categorical", "choices": ["dice_ce", "ce"]},
+        "train.optimizer.lr": {"type": "categorical", "choices": [round(0.001 * (i + 1), 4) for i in range(n)]},
+    }
+    return build_study(
+        tiny_study_dict(
+            tmp_path,
+            tmp_path / "run",
+            search={"design": "grid", "space": space},
+            train={"iterations": 80, "eval": {"every": 10}},
+        )
+    )
 
 
 def table_of(tmp_path, finals: np.ndarray, early: np.ndarray | None = None) -> CurveTable:
@@ -124,8 +132,16 @@ def write_run(tmp_path, table: CurveTable, with_history: bool = True):
     trials, hist = [], []
     for i, (p, its, vals) in enumerate(zip(table.params, table.iterations, table.values)):
         tid = f"t{i}"
-        trials.append({"trial_id": tid, "seed": 0, "status": "completed", "group_hash": f"g{i}",
-                       "cell": json.dumps(p), **{f"config.{k}": v for k, v in p.items()}})
+        trials.append(
+            {
+                "trial_id": tid,
+                "seed": 0,
+                "status": "completed",
+                "group_hash": f"g{i}",
+                "cell": json.dumps(p),
+                **{f"config.{k}": v for k, v in p.items()},
+            }
+        )
         hist += [{"trial_id": tid, "iteration": int(it), "val_dice": float(v)} for it, v in zip(its, vals)]
     io.write_frame(run / "trials.parquet", pd.DataFrame(trials))
     frame = pd.DataFrame(hist) if with_history else pd.DataFrame(hist).drop(columns="val_dice")
@@ -155,13 +171,16 @@ def test_cli_replays_and_writes_parquet(tmp_path):
     assert pd.read_parquet(run / "replay" / "summary.parquet").repeats.tolist() == [2]  # same setting: replaced
 
 
-@pytest.mark.parametrize("case,args,message", [
-    ("not a run", [], "not a vrsearch run directory"),
-    ("no curves", [], "no recorded curves of 'val_dice'"),
-    ("searcher", ["--searcher", "bohb"], "--searcher 'bohb': not one of tpe, random, cmaes"),
-    ("scheduler", ["--scheduler", "pbt"], "--scheduler 'pbt'"),
-    ("grace", ["--grace", "80"], "--grace 80: must be above 0 and below the budget (80 iterations)"),
-])
+@pytest.mark.parametrize(
+    "case,args,message",
+    [
+        ("not a run", [], "not a vrsearch run directory"),
+        ("no curves", [], "no recorded curves of 'val_dice'"),
+        ("searcher", ["--searcher", "bohb"], "--searcher 'bohb': not one of tpe, random, cmaes"),
+        ("scheduler", ["--scheduler", "pbt"], "--scheduler 'pbt'"),
+        ("grace", ["--grace", "80"], "--grace 80: must be above 0 and below the budget (80 iterations)"),
+    ],
+)
 def test_cli_errors_are_one_line(tmp_path, case, args, message):
     table = table_of(tmp_path, np.linspace(0.1, 0.5, 4))
     if case == "not a run":
@@ -181,21 +200,32 @@ def test_a_search_designs_tpe_settings_reach_the_sampler_the_runner_builds(tmp_p
 
     space = {"train.optimizer.lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}}
     for knobs in ({"n_startup_trials": 3, "multivariate": False, "constant_liar": False}, {}):
-        study = build_study(tiny_study_dict(tmp_path, tmp_path / "run",
-                                            search={"design": "search", "space": space, **knobs}))
+        study = build_study(
+            tiny_study_dict(tmp_path, tmp_path / "run", search={"design": "search", "space": space, **knobs})
+        )
         (tmp_path / "run").mkdir(exist_ok=True)
         sampler = searcher(study, RunDir(tmp_path / "run"), [], 2).searcher.inner._sampler
         defaults = SearchDesign.model_fields
         want = {k: defaults[k].default for k in ("n_startup_trials", "multivariate", "constant_liar")} | knobs
-        got = {"n_startup_trials": sampler._n_startup_trials, "multivariate": sampler._multivariate,
-               "constant_liar": sampler._constant_liar}
+        got = {
+            "n_startup_trials": sampler._n_startup_trials,
+            "multivariate": sampler._multivariate,
+            "constant_liar": sampler._constant_liar,
+        }
         assert got == want
         (tmp_path / "run" / "optuna.db").unlink(missing_ok=True)
     with pytest.raises(Exception, match="n_startup_trials"):
-        build_study(tiny_study_dict(tmp_path, tmp_path / "run", search={"design": "grid", "n_startup_trials": 3,
-                                                                         "space": {"method.params.loss": {
-                                                                             "type": "categorical",
-                                                                             "choices": ["ce", "dice"]}}}))
+        build_study(
+            tiny_study_dict(
+                tmp_path,
+                tmp_path / "run",
+                search={
+                    "design": "grid",
+                    "n_startup_trials": 3,
+                    "space": {"method.params.loss": {"type": "categorical", "choices": ["ce", "dice"]}},
+                },
+            )
+        )
 
 
 def test_the_report_shows_the_replayed_searches(tmp_path):
@@ -239,16 +269,31 @@ def test_replay_defaults_are_the_search_designs_defaults():
 
 
 def test_a_conditional_key_that_does_not_apply_is_not_part_of_a_configuration(tmp_path):
-    space = {"method.params.loss": {"type": "categorical", "choices": ["ce", "dice_ce"]},
-             "train.optimizer.lr": {"type": "categorical", "choices": [0.001, 0.01],
-                                    "when": {"method.params.loss": "ce"}}}
-    study = build_study(tiny_study_dict(tmp_path, tmp_path / "run", search={"design": "grid", "space": space},
-                                        train={"iterations": 80, "eval": {"every": 10}}))
-    params = [{"method.params.loss": "ce", "train.optimizer.lr": 0.001},
-              {"method.params.loss": "ce", "train.optimizer.lr": 0.01},
-              {"method.params.loss": "dice_ce", "train.optimizer.lr": 0.01}]  # the last: lr is the study's base value
-    table = CurveTable(study, "val_dice", 0, params, [RUNGS.copy() for _ in params],
-                       [RUNGS / 100 * (i + 1) for i in range(len(params))])
+    space = {
+        "method.params.loss": {"type": "categorical", "choices": ["ce", "dice_ce"]},
+        "train.optimizer.lr": {"type": "categorical", "choices": [0.001, 0.01], "when": {"method.params.loss": "ce"}},
+    }
+    study = build_study(
+        tiny_study_dict(
+            tmp_path,
+            tmp_path / "run",
+            search={"design": "grid", "space": space},
+            train={"iterations": 80, "eval": {"every": 10}},
+        )
+    )
+    params = [
+        {"method.params.loss": "ce", "train.optimizer.lr": 0.001},
+        {"method.params.loss": "ce", "train.optimizer.lr": 0.01},
+        {"method.params.loss": "dice_ce", "train.optimizer.lr": 0.01},
+    ]  # the last: lr is the study's base value
+    table = CurveTable(
+        study,
+        "val_dice",
+        0,
+        params,
+        [RUNGS.copy() for _ in params],
+        [RUNGS / 100 * (i + 1) for i in range(len(params))],
+    )
     back = load_curves(write_run(tmp_path, table))
     assert back.params[2] == {"method.params.loss": "dice_ce"}
     assert back.nearest({"method.params.loss": "dice_ce"}) == 2

@@ -10,10 +10,18 @@ from vrsearch.orchestrate.experiment import REUSE_ENV, plan, reuse_actors, tune_
 from vrsearch.results.rundir import RunDir
 from vrsearch.study.load import build_study
 
-GRID = {"design": "grid", "scheduler": "none",
-        "space": {"train.optimizer.lr": {"type": "categorical", "choices": [0.01, 0.02]}}}
-SEARCH = {"design": "search", "searcher": "random", "scheduler": "none", "num_samples": 2,
-          "space": {"train.optimizer.lr": {"type": "float", "low": 0.001, "high": 0.05}}}
+GRID = {
+    "design": "grid",
+    "scheduler": "none",
+    "space": {"train.optimizer.lr": {"type": "categorical", "choices": [0.01, 0.02]}},
+}
+SEARCH = {
+    "design": "search",
+    "searcher": "random",
+    "scheduler": "none",
+    "num_samples": 2,
+    "space": {"train.optimizer.lr": {"type": "float", "low": 0.001, "high": 0.05}},
+}
 
 
 def setup(tmp_path, search, **sections):
@@ -36,7 +44,9 @@ def test_studies_with_ddp_trials_start_fresh_actors(tmp_path, monkeypatch):
     monkeypatch.delenv(REUSE_ENV, raising=False)
     assert setup(tmp_path, GRID, resources={"workers_per_trial": 2}) == (False, False)
     # one DDP cell among single-process ones is enough
-    grid = {**GRID, "space": {**GRID["space"],
-                              "resources.workers_per_trial": {"type": "categorical", "choices": [1, 2]}}}
+    grid = {
+        **GRID,
+        "space": {**GRID["space"], "resources.workers_per_trial": {"type": "categorical", "choices": [1, 2]}},
+    }
     assert setup(tmp_path, grid) == (False, False)
     assert setup(tmp_path, SEARCH, resources={"workers_per_trial": 2}) == (False, False)

@@ -20,8 +20,9 @@ DIST = {"train.optimizer.lr": optuna.distributions.FloatDistribution(1e-3, 1e-1,
 
 
 def search_study(tmp_path, **search):
-    return build_study(tiny_study_dict(tmp_path, tmp_path / "run",
-                                       search={"design": "search", "space": SPACE, **search}))
+    return build_study(
+        tiny_study_dict(tmp_path, tmp_path / "run", search={"design": "search", "space": SPACE, **search})
+    )
 
 
 def optuna_study(study, run):
@@ -45,8 +46,9 @@ def test_running_proposals_are_failed_and_finished_ones_untouched(tmp_path):
     assert states == {0: "COMPLETE", 1: "FAIL", 2: "COMPLETE", 3: "PRUNED", 4: "FAIL"}
     assert {t.number: t.value for t in ost.get_trials() if t.state.name == "COMPLETE"} == values
     assert close_orphans(study, run) == 0
-    other = build_study(tiny_study_dict(tmp_path, tmp_path / "run", name="never_proposed",
-                                        search={"design": "search", "space": SPACE}))
+    other = build_study(
+        tiny_study_dict(tmp_path, tmp_path / "run", name="never_proposed", search={"design": "search", "space": SPACE})
+    )
     assert close_orphans(other, run) == 0  # no such Optuna study yet
 
 
@@ -54,8 +56,10 @@ def _fragment(run: RunDir, trial_id: str, number: int, seed: int, status: str | 
     d = run.fragment(trial_id)
     fragments.write_json(d / "meta.json", {"config_hash": trial_id, "optuna_trial": number, "seed": seed})
     if val is not None:
-        io.write_frame(d / "history.parquet", pd.DataFrame({"trial_id": [trial_id] * 2, "iteration": [3, 6],
-                                                            "val_dice": [val / 2, val]}))
+        io.write_frame(
+            d / "history.parquet",
+            pd.DataFrame({"trial_id": [trial_id] * 2, "iteration": [3, 6], "val_dice": [val / 2, val]}),
+        )
     if status is not None:
         fragments.write_json(d / ("result.json" if status == "completed" else "status.json"), {"status": status})
 
@@ -91,8 +95,14 @@ def _stops(sched, value: float) -> bool:
 
 @pytest.mark.parametrize("name", ["asha", "median"])
 def test_a_resumed_scheduler_compares_with_the_trials_that_ended_before(tmp_path, name):
-    study = build_study(tiny_study_dict(tmp_path, tmp_path / "run", train={"iterations": 9, "eval": {"every": 3}},
-                                        search={"design": "none", "scheduler": name, "seeds": [0, 1, 2, 3, 4]}))
+    study = build_study(
+        tiny_study_dict(
+            tmp_path,
+            tmp_path / "run",
+            train={"iterations": 9, "eval": {"every": 3}},
+            search={"design": "none", "scheduler": name, "seeds": [0, 1, 2, 3, 4]},
+        )
+    )
     curves = {f"old{i}": [(3, 0.2 + 0.1 * i), (6, 0.3 + 0.1 * i), (9, 0.4 + 0.1 * i)] for i in range(4)}
     assert _stops(scheduler(study, curves), 0.05)  # far below every earlier trial at the same rung
     assert not _stops(scheduler(study, curves), 0.9)

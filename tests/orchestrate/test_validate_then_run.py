@@ -24,18 +24,22 @@ from vrsearch.results.rundir import RunDir
 from vrsearch.study.load import build_study
 
 DIMS = {
-    "train.optimizer.lr": st.sampled_from([
-        {"type": "float", "low": 1e-3, "high": 1e-1, "log": True},
-        {"type": "float", "low": 0.0, "high": 0.1, "step": 0.01},
-        {"type": "categorical", "choices": [0.01, 0.02]},
-    ]),
-    "train.batch.labeled": st.sampled_from([
-        {"type": "int", "low": 1, "high": 2},
-        {"type": "int", "low": 1, "high": 4, "log": True, "step": 1},
-        {"type": "categorical", "choices": [1, 2]},
-        {"type": "int", "low": 1, "high": 2},
-        {"type": "int", "low": 1, "high": 4, "log": True, "step": 2},  # refused: Optuna has no log step
-    ]),
+    "train.optimizer.lr": st.sampled_from(
+        [
+            {"type": "float", "low": 1e-3, "high": 1e-1, "log": True},
+            {"type": "float", "low": 0.0, "high": 0.1, "step": 0.01},
+            {"type": "categorical", "choices": [0.01, 0.02]},
+        ]
+    ),
+    "train.batch.labeled": st.sampled_from(
+        [
+            {"type": "int", "low": 1, "high": 2},
+            {"type": "int", "low": 1, "high": 4, "log": True, "step": 1},
+            {"type": "categorical", "choices": [1, 2]},
+            {"type": "int", "low": 1, "high": 2},
+            {"type": "int", "low": 1, "high": 4, "log": True, "step": 2},  # refused: Optuna has no log step
+        ]
+    ),
     "method.params.loss": st.just({"type": "categorical", "choices": ["ce", "dice_ce"]}),
     "train.iterations": st.just({"type": "categorical", "choices": [4, 6]}),
     "dataset.patch_size": st.just({"type": "categorical", "choices": [[16, 16, 16], [32, 16, 16]]}),
@@ -50,8 +54,11 @@ RARELY = st.sampled_from([False] * 9 + [True])
 def studies(draw) -> dict:
     """A raw study: tiny budget, any design, scheduler and knob a design may read (or not)."""
     design = draw(st.sampled_from(["search", "none", "grid", "random", "ablation", "search"]))
-    search: dict = {"design": design, "scheduler": draw(st.sampled_from(["asha", "median", "none"])),
-                    "seeds": draw(st.lists(st.integers(0, 5), min_size=1, max_size=3, unique=True))}
+    search: dict = {
+        "design": design,
+        "scheduler": draw(st.sampled_from(["asha", "median", "none"])),
+        "seeds": draw(st.lists(st.integers(0, 5), min_size=1, max_size=3, unique=True)),
+    }
     optional = {  # value, and whether the design / scheduler reads the key
         "grace_period": (st.integers(1, 14), search["scheduler"] != "none"),
         "reduction_factor": (st.integers(2, 4), search["scheduler"] == "asha"),
@@ -73,8 +80,12 @@ def studies(draw) -> dict:
             search["arms"].append({"name": "slow", "set": {"train.eval.every": draw(st.integers(1, 14))}})
     every = draw(st.integers(1, 10))
     iterations = every + draw(st.integers(-3, 8))  # mostly evaluated before the end
-    train = {"iterations": max(1, iterations), "log_every": 1, "threads": 1,
-             "eval": {"every": every, "at_start": draw(st.booleans())}}
+    train = {
+        "iterations": max(1, iterations),
+        "log_every": 1,
+        "threads": 1,
+        "eval": {"every": every, "at_start": draw(st.booleans())},
+    }
     return {"train": train, "search": search}
 
 
@@ -111,19 +122,40 @@ def _set_up_as_run(study, run_dir: Path) -> int:
     return len(configs)
 
 
-@settings(max_examples=150, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(raw=studies())
-@example(raw={"train": {}, "search": {"design": "search", "space": {"train.batch.labeled": {
-    "type": "int", "low": 1, "high": 4, "log": True, "step": 2}}}})  # Optuna: no step on a log range
-@example(raw={"train": {}, "search": {"design": "search", "space": {"dataset.patch_size": {
-    "type": "categorical", "choices": [[16, 16, 16], [32, 16, 16]]}}}})  # Optuna: scalar choices only
+@example(
+    raw={
+        "train": {},
+        "search": {
+            "design": "search",
+            "space": {"train.batch.labeled": {"type": "int", "low": 1, "high": 4, "log": True, "step": 2}},
+        },
+    }
+)  # Optuna: no step on a log range
+@example(
+    raw={
+        "train": {},
+        "search": {
+            "design": "search",
+            "space": {"dataset.patch_size": {"type": "categorical", "choices": [[16, 16, 16], [32, 16, 16]]}},
+        },
+    }
+)  # Optuna: scalar choices only
 @example(raw={"train": {"iterations": 100, "eval": {"every": 250}}, "search": {"design": "none"}})  # issue 16
 def test_a_study_that_validates_is_set_up_by_run_without_error(raw, tiny_phantom):
     with tempfile.TemporaryDirectory() as tmp:
         full = tiny_study_dict(tiny_phantom, Path(tmp) / "out")
-        full["train"] = {**full["train"], **raw["train"],
-                         "eval": {**full["train"]["eval"], **raw["train"].get("eval", {})}}
+        full["train"] = {
+            **full["train"],
+            **raw["train"],
+            "eval": {**full["train"]["eval"], **raw["train"].get("eval", {})},
+        }
         full["search"] = raw["search"]
         study = _accepted(full)
         if study is not None:

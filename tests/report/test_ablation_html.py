@@ -16,8 +16,10 @@ def tables(text: str) -> list[tuple[str, list[str], list[list[str]]]]:
     out = []
     for title, body in re.findall(r"<h4>(.*?)</h4>(.*?)</table>", text, flags=re.S):
         headers = re.findall(r"<th>(.*?)</th>", body)
-        rows = [[re.sub(r"<.*?>", "", c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row)]
-                for row in re.findall(r"<tr>(.*?)</tr>", body.split("<tbody>", 1)[1])]
+        rows = [
+            [re.sub(r"<.*?>", "", c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row)]
+            for row in re.findall(r"<tr>(.*?)</tr>", body.split("<tbody>", 1)[1])
+        ]
         out.append((title, headers, rows))
     return out
 
@@ -26,9 +28,13 @@ def test_headline_first_then_case_level_then_classes():
     tab = ablation_table(results(groups=("baseline", "no_dvcl", "a<b&c"), classes=list(enumerate(FLARE, 1))))
     text = table_html(tab)
     parsed = tables(text)
-    assert [t[0] for t in parsed] == ["Headline: each arm vs the baseline over seeds", "Other metrics",
-                                      "Case-level view: on these trained models", "Per-class Dice (%)",
-                                      "Empty masks per class"]
+    assert [t[0] for t in parsed] == [
+        "Headline: each arm vs the baseline over seeds",
+        "Other metrics",
+        "Case-level view: on these trained models",
+        "Per-class Dice (%)",
+        "Empty masks per class",
+    ]
     title, headers, rows = parsed[0]
     assert headers[:6] == ["Group", "n", "Dice (%) ± CI", "Δ Dice (pp) ± CI", "p (Holm)", "MDD (pp)"]
     assert not any(name in headers for name in FLARE)  # organ columns live in their own tables

@@ -19,8 +19,11 @@ from vrsearch.results.table import ablation_table
 
 CLASSES = ["liver", "right_kidney", "spleen"]
 #: three configurations × two seeds = six trials
-CONFIGS = [{"k": 5, "lr": 0.001, "sampler": "ns"}, {"k": 10, "lr": 0.01, "sampler": "sg"},
-           {"k": 15, "lr": 0.1, "sampler": "sag"}]
+CONFIGS = [
+    {"k": 5, "lr": 0.001, "sampler": "ns"},
+    {"k": 10, "lr": 0.01, "sampler": "sg"},
+    {"k": 15, "lr": 0.1, "sampler": "sag"},
+]
 SEEDS = [0, 1]
 STOPPED = "t2-s1"  # the early-stopped trial (no test rows, history ends at iteration 50)
 KNOBS = ["method.params.k", "train.optimizer.lr", "method.params.sampler"]
@@ -31,17 +34,25 @@ def synthetic(n_cases: int = 4, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFra
     rng = np.random.default_rng(seed)
     trials, history, cases = [], [], []
     for i, cfg in enumerate(CONFIGS):
-        cell = json.dumps({"method.params.k": cfg["k"], "method.params.sampler": cfg["sampler"],
-                           "train.optimizer.lr": cfg["lr"]}, sort_keys=True)
+        cell = json.dumps(
+            {"method.params.k": cfg["k"], "method.params.sampler": cfg["sampler"], "train.optimizer.lr": cfg["lr"]},
+            sort_keys=True,
+        )
         for s in SEEDS:
             tid = f"t{i + 1}-s{s}"
             stopped = tid == STOPPED
             last = 50 if stopped else 100
             for it in range(0, last + 1, 10):
-                row = {"trial_id": tid, "iteration": it, "loss": 2.0 - it / 100 + rng.normal(0, 0.05),
-                       "term_sup": 1.5 - it / 200, "term_contrast": 0.5 * (i + 1) + 0.1 * s - it / 1000,
-                       "term_contrast_spread": 0.05 * (i + 1), "time_s": 1.5 * it,
-                       "val_dice": np.nan}
+                row = {
+                    "trial_id": tid,
+                    "iteration": it,
+                    "loss": 2.0 - it / 100 + rng.normal(0, 0.05),
+                    "term_sup": 1.5 - it / 200,
+                    "term_contrast": 0.5 * (i + 1) + 0.1 * s - it / 1000,
+                    "term_contrast_spread": 0.05 * (i + 1),
+                    "time_s": 1.5 * it,
+                    "val_dice": np.nan,
+                }
                 if it % 50 == 0:
                     row["val_dice"] = 0.2 + 0.1 * i + 0.003 * it + 0.01 * s
                 history.append(row)
@@ -52,19 +63,45 @@ def synthetic(n_cases: int = 4, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFra
                     for c in range(n_cases):
                         for k, name in enumerate(CLASSES):
                             dice = float(np.clip(0.8 - 0.2 * k + 0.03 * i + rng.normal(0, 0.03), 0, 1))
-                            row = dict(trial_id=tid, split=split, iteration=100, case_id=f"case{c}",
-                                       class_index=k + 1, class_name=name, dice=dice, jaccard=dice / (2 - dice),
-                                       hd95_mm=float(rng.uniform(2, 20)), assd_mm=1.0, label_empty=False,
-                                       pred_empty=False)
+                            row = dict(
+                                trial_id=tid,
+                                split=split,
+                                iteration=100,
+                                case_id=f"case{c}",
+                                class_index=k + 1,
+                                class_name=name,
+                                dice=dice,
+                                jaccard=dice / (2 - dice),
+                                hd95_mm=float(rng.uniform(2, 20)),
+                                assd_mm=1.0,
+                                label_empty=False,
+                                pred_empty=False,
+                            )
                             cases.append(row)
                             test += [dice] if split == "test" else []
-            trials.append({
-                "trial_id": tid, "study": "syn", "method": "arco", "seed": s, "error": "",
-                "status": "stopped_early" if stopped else "completed", "iterations": last, "best_iteration": last,
-                "best_val_dice": val, "final_val_dice": val, "test_dice": float(np.mean(test)) if test else np.nan,
-                "wall_time_s": 360.0, "device_hours": 0.1, "arm": "", "group": cell, "cell": cell,
-                "config.method.params.k": cfg["k"], "config.train.optimizer.lr": cfg["lr"],
-                "config.method.params.sampler": cfg["sampler"]})
+            trials.append(
+                {
+                    "trial_id": tid,
+                    "study": "syn",
+                    "method": "arco",
+                    "seed": s,
+                    "error": "",
+                    "status": "stopped_early" if stopped else "completed",
+                    "iterations": last,
+                    "best_iteration": last,
+                    "best_val_dice": val,
+                    "final_val_dice": val,
+                    "test_dice": float(np.mean(test)) if test else np.nan,
+                    "wall_time_s": 360.0,
+                    "device_hours": 0.1,
+                    "arm": "",
+                    "group": cell,
+                    "cell": cell,
+                    "config.method.params.k": cfg["k"],
+                    "config.train.optimizer.lr": cfg["lr"],
+                    "config.method.params.sampler": cfg["sampler"],
+                }
+            )
     return pd.DataFrame(trials), pd.DataFrame(history), pd.DataFrame(cases)
 
 
@@ -87,9 +124,14 @@ def test_trials_study_one_trial_per_scored_trial(run):
     done = study.get_trials()
     assert [t.user_attrs["trial_id"] for t in done] == list(trials.trial_id)
     assert [t.value for t in done] == list(trials.best_val_dice)
-    assert done[3].user_attrs["status"] == "stopped_early" and set(done[0].params) == {"k", "train.optimizer.lr", "sampler"}
-    assert done[0].distributions["train.optimizer.lr"].log and isinstance(done[0].distributions["sampler"],
-                                                           optuna.distributions.CategoricalDistribution)
+    assert done[3].user_attrs["status"] == "stopped_early" and set(done[0].params) == {
+        "k",
+        "train.optimizer.lr",
+        "sampler",
+    }
+    assert done[0].distributions["train.optimizer.lr"].log and isinstance(
+        done[0].distributions["sampler"], optuna.distributions.CategoricalDistribution
+    )
     with pytest.raises(ValueError, match="validation"):
         S.trials_study(trials, KNOBS, "test_dice")
 
@@ -112,7 +154,12 @@ def test_optimisation_history_best_so_far(run):
 def test_parallel_coordinates_axes(run):
     trials, _, _ = run
     fig = F.parallel_coordinates(_study(trials), "best_val_dice")
-    assert list(fig.layout.xaxis.ticktext) == ["best_val_dice", "k", "sampler", "train.optimizer.lr"]  # Optuna sorts the parameters
+    assert list(fig.layout.xaxis.ticktext) == [
+        "best_val_dice",
+        "k",
+        "sampler",
+        "train.optimizer.lr",
+    ]  # Optuna sorts the parameters
     lines = [t for t in fig.data if t.mode == "lines"]
     assert len(lines) == len(trials)
     shown = sorted(float(t.customdata[0][1]) for t in lines)
@@ -133,7 +180,9 @@ def test_contour_of_two_varying_knobs(run):
     heat = F.contour(study, "sampler", "k", "best_val_dice")
     assert heat.data[0].type == "contour" and heat.layout.xaxis.title.text == "k"  # alphabetical, as Optuna
     assert heat.layout.yaxis.title.text == "sampler" and heat.layout.yaxis.type == "category"
-    assert _no_data(F.contour(study, "k", "k")) and _no_data(F.contour(_study(trials.iloc[:1]), "k", "train.optimizer.lr"))
+    assert _no_data(F.contour(study, "k", "k")) and _no_data(
+        F.contour(_study(trials.iloc[:1]), "k", "train.optimizer.lr")
+    )
 
 
 def test_importance_bars_sorted(run):
@@ -150,11 +199,16 @@ def test_importance_bars_sorted(run):
 
 def _optuna_study(storage: str, name: str, values: list[float]) -> None:
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-    dists = {"x": optuna.distributions.FloatDistribution(0.0, 1.0),
-             "c": optuna.distributions.CategoricalDistribution(("a", "b"))}
+    dists = {
+        "x": optuna.distributions.FloatDistribution(0.0, 1.0),
+        "c": optuna.distributions.CategoricalDistribution(("a", "b")),
+    }
     for i, v in enumerate(values):
-        study.add_trial(optuna.trial.create_trial(params={"x": i / max(len(values), 1), "c": "ab"[i % 2]},
-                                                  distributions=dists, value=v))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"x": i / max(len(values), 1), "c": "ab"[i % 2]}, distributions=dists, value=v
+            )
+        )
 
 
 def test_param_importances_from_storage(tmp_path):

@@ -22,12 +22,25 @@ from vrsearch.results import io
 
 NAME = "<script>alert(1)</script>"
 EVIL_ERROR = "<img src=x onerror=alert(2)>"
-SPACE = {"method.params.k": {"type": "categorical", "choices": [5, 10, 15]},
-         "train.optimizer.lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True},
-         "method.params.sampler": {"type": "categorical", "choices": ["ns", "sg", "sag"]}}
-SEARCH_SECTIONS = ["Overview", "Optimisation history", "Parallel coordinates", "Slices", "Contour",
-                   "Hyperparameter importance", "Learning curves", "Loss terms", "Ablation table", "Per-class Dice",
-                   "Per-case Dice", "Sampler comparison"]
+SPACE = {
+    "method.params.k": {"type": "categorical", "choices": [5, 10, 15]},
+    "train.optimizer.lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True},
+    "method.params.sampler": {"type": "categorical", "choices": ["ns", "sg", "sag"]},
+}
+SEARCH_SECTIONS = [
+    "Overview",
+    "Optimisation history",
+    "Parallel coordinates",
+    "Slices",
+    "Contour",
+    "Hyperparameter importance",
+    "Learning curves",
+    "Loss terms",
+    "Ablation table",
+    "Per-class Dice",
+    "Per-case Dice",
+    "Sampler comparison",
+]
 
 
 def write_run(path, trials, history=None, cases=None, study=None):
@@ -47,18 +60,35 @@ def search_run(path, storage_url: str | None = None):
     optuna.db, or ``storage_url`` (the study's ``search.storage``)."""
     trials, history, cases = synthetic()
     failed = dict(trials.iloc[0])
-    failed.update(trial_id="t9-s0", status="failed", error=EVIL_ERROR, best_val_dice=float("nan"),
-                  test_dice=float("nan"))
+    failed.update(
+        trial_id="t9-s0", status="failed", error=EVIL_ERROR, best_val_dice=float("nan"), test_dice=float("nan")
+    )
     trials = pd.concat([trials, pd.DataFrame([failed])], ignore_index=True)
-    study = {"name": NAME, "method": {"name": "arco"}, "dataset": {"layout": "phantom", "labeled_ratio": 0.1},
-             "search": {"design": "search", "searcher": "tpe", "scheduler": "asha", "metric": "val_dice",
-                        "mode": "max", "seeds": [0, 1], "space": SPACE, "arms": [], "storage": storage_url}}
+    study = {
+        "name": NAME,
+        "method": {"name": "arco"},
+        "dataset": {"layout": "phantom", "labeled_ratio": 0.1},
+        "search": {
+            "design": "search",
+            "searcher": "tpe",
+            "scheduler": "asha",
+            "metric": "val_dice",
+            "mode": "max",
+            "seeds": [0, 1],
+            "space": SPACE,
+            "arms": [],
+            "storage": storage_url,
+        },
+    }
     write_run(path, trials, history, cases, study)
-    storage = optuna.create_study(study_name=NAME, storage=storage_url or f"sqlite:///{path}/optuna.db",
-                                  direction="maximize")
-    dists = {"method.params.k": optuna.distributions.CategoricalDistribution((5, 10, 15)),
-             "train.optimizer.lr": optuna.distributions.FloatDistribution(0.001, 0.1, log=True),
-             "method.params.sampler": optuna.distributions.CategoricalDistribution(("ns", "sg", "sag"))}
+    storage = optuna.create_study(
+        study_name=NAME, storage=storage_url or f"sqlite:///{path}/optuna.db", direction="maximize"
+    )
+    dists = {
+        "method.params.k": optuna.distributions.CategoricalDistribution((5, 10, 15)),
+        "train.optimizer.lr": optuna.distributions.FloatDistribution(0.001, 0.1, log=True),
+        "method.params.sampler": optuna.distributions.CategoricalDistribution(("ns", "sg", "sag")),
+    }
     for cell, value in zip(trials["cell"][:6:2], trials["best_val_dice"][:6:2]):
         storage.add_trial(optuna.trial.create_trial(params=json.loads(cell), distributions=dists, value=value))
     return path
@@ -126,8 +156,9 @@ def test_best_is_selected_by_validation(tmp_path):
     # t1-s0 gets the best test Dice but a poor validation Dice: it must not be "best"
     trials.loc[trials.trial_id == "t1-s0", "test_dice"] = 0.99
     best_val = trials.loc[trials.status == "completed"].sort_values("best_val_dice").iloc[-1]
-    run_dir = write_run(tmp_path / "r", trials, history, cases,
-                        {"name": "sel", "search": {"design": "grid", "space": SPACE}})
+    run_dir = write_run(
+        tmp_path / "r", trials, history, cases, {"name": "sel", "search": {"design": "grid", "space": SPACE}}
+    )
     text = build_report(run_dir)
     best = text.split("Best configuration", 1)[1].split("</table>", 1)[0]
     assert f"<code>{best_val.trial_id}</code>" in best and "t1-s0" not in best
@@ -139,14 +170,28 @@ def test_ablation_design_sections(tmp_path):
     arms = {"t1": "baseline", "t2": "no_contrast", "t3": "no_mem"}
     trials["arm"] = trials["group"] = trials.trial_id.str[:2].map(arms)
     trials["cell"] = "{}"
-    study = {"name": "abl", "search": {"design": "ablation",
-                                       "arms": [{"name": "no_contrast", "set": {"method": {"params": {"k": 5}}}},
-                                                {"name": "no_mem", "set": {"train.optimizer.lr": 0.1}}]}}
+    study = {
+        "name": "abl",
+        "search": {
+            "design": "ablation",
+            "arms": [
+                {"name": "no_contrast", "set": {"method": {"params": {"k": 5}}}},
+                {"name": "no_mem", "set": {"train.optimizer.lr": 0.1}},
+            ],
+        },
+    }
     run_dir = write_run(tmp_path / "abl", trials, history, cases, study)
     assert searched_knobs(io.load(run_dir)) == ["method.params.k", "train.optimizer.lr"]
     text = build_report(run_dir)
-    assert headings(text) == ["Overview", "Learning curves", "Loss terms", "Ablation table", "Per-class Dice",
-                              "Per-case Dice", "Sampler comparison"]
+    assert headings(text) == [
+        "Overview",
+        "Learning curves",
+        "Loss terms",
+        "Ablation table",
+        "Per-class Dice",
+        "Per-case Dice",
+        "Sampler comparison",
+    ]
     table = text.split("<h2>Ablation table</h2>", 1)[1].split("</table>", 1)[0]
     assert table.index("baseline") < table.index("no_contrast") < table.index("no_mem")
     assert "Could not render" not in text
@@ -156,9 +201,17 @@ def test_ablation_overview_lists_arm_settings_and_panels_say_what_terms_are(tmp_
     trials, history, cases = synthetic()
     arms = {"t1": "baseline", "t2": "no_contrast", "t3": "no_mem"}
     trials["arm"] = trials["group"] = trials.trial_id.str[:2].map(arms)
-    study = {"name": "abl", "search": {"design": "ablation", "seeds": [0, 1],
-                                       "arms": [{"name": "no_contrast", "set": {"method": {"params": {"k": 5}}}},
-                                                {"name": "no_mem", "set": {"train.optimizer.lr": 0.1}}]}}
+    study = {
+        "name": "abl",
+        "search": {
+            "design": "ablation",
+            "seeds": [0, 1],
+            "arms": [
+                {"name": "no_contrast", "set": {"method": {"params": {"k": 5}}}},
+                {"name": "no_mem", "set": {"train.optimizer.lr": 0.1}},
+            ],
+        },
+    }
     text = build_report(write_run(tmp_path / "abl", trials, history, cases, study))
     overview = text.split('<section id="overview">', 1)[1].split("</section>", 1)[0]
     assert "Searched knobs" not in overview and "<th>Arm settings</th>" in overview
@@ -186,8 +239,13 @@ def test_running_study_renders(tmp_path):
     trials = trials.iloc[:2].copy()
     trials["status"] = "running"
     trials[["best_val_dice", "test_dice"]] = float("nan")
-    run_dir = write_run(tmp_path / "running", trials, history[history.trial_id.isin(trials.trial_id)],
-                        None, {"name": "live", "search": {"design": "search", "space": SPACE}})
+    run_dir = write_run(
+        tmp_path / "running",
+        trials,
+        history[history.trial_id.isin(trials.trial_id)],
+        None,
+        {"name": "live", "search": {"design": "search", "space": SPACE}},
+    )
     text = build_report(run_dir)
     assert "running: 2" in text and "No completed trial with a validation Dice yet" in text
     assert "Optimisation history" not in headings(text) and "Ablation table" not in headings(text)

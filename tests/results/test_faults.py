@@ -7,16 +7,17 @@ import sys
 
 import pytest
 
-ARRIVE = ("import os, sys; from vrsearch.results import faults; faults.point('step', 4);"
-          " sys.exit(0)")  # 'enospc' raises: exit 1 when it fired
+ARRIVE = (
+    "import os, sys; from vrsearch.results import faults; faults.point('step', 4);"
+    " sys.exit(0)"
+)  # 'enospc' raises: exit 1 when it fired
 
 
 def arrivals(marker, n: int, skip: int | None) -> list[int]:
     env = {"VRSEARCH_FAULT": "enospc:step:4", "VRSEARCH_FAULT_ONCE": str(marker), "PATH": ""}
     if skip is not None:
         env["VRSEARCH_FAULT_SKIP"] = str(skip)
-    return [subprocess.run([sys.executable, "-c", ARRIVE], env=env, capture_output=True).returncode
-            for _ in range(n)]
+    return [subprocess.run([sys.executable, "-c", ARRIVE], env=env, capture_output=True).returncode for _ in range(n)]
 
 
 @pytest.mark.parametrize("skip", [None, 0, 2])

@@ -14,14 +14,34 @@ from vrsearch.results import fragments, io
 
 
 def _cases(tid: str, distance: str) -> list[dict]:
-    return [{"trial_id": tid, "split": "test", "iteration": 3, "case_id": f"c{c}", "class_index": 1,
-             "class_name": "liver", "dice": 0.5, "jaccard": 0.3, "hd95_mm": 4.0, distance: 1.0 + c,
-             "label_empty": False, "pred_empty": False} for c in range(2)]
+    return [
+        {
+            "trial_id": tid,
+            "split": "test",
+            "iteration": 3,
+            "case_id": f"c{c}",
+            "class_index": 1,
+            "class_name": "liver",
+            "dice": 0.5,
+            "jaccard": 0.3,
+            "hd95_mm": 4.0,
+            distance: 1.0 + c,
+            "label_empty": False,
+            "pred_empty": False,
+        }
+        for c in range(2)
+    ]
 
 
 def _trial(tid: str, both_empty: str | None, distance: str = "assd_mm") -> dict:
-    row = {"trial_id": tid, "status": "completed", "error": "", "seed": 0, "best_val_dice": 0.4,
-           f"test_{distance}": 1.5}
+    row = {
+        "trial_id": tid,
+        "status": "completed",
+        "error": "",
+        "seed": 0,
+        "best_val_dice": 0.4,
+        f"test_{distance}": 1.5,
+    }
     if both_empty is not None:
         row["metric_conventions"] = json.dumps(conventions(both_empty), sort_keys=True)
     return row
@@ -77,10 +97,13 @@ def test_resuming_an_old_run_merges_old_and_new_fragments(tmp_path):
     assert io.load(tmp_path).conventions == {"mixed": [conventions("nan"), io.LEGACY_CONVENTIONS]}
 
 
-@pytest.mark.parametrize("frame", [
-    pd.DataFrame({"asd_mm": [1.0, 2.0]}),
-    pd.DataFrame({"asd_mm": [1.0, 2.0], "assd_mm": [None, 5.0]}),
-])
+@pytest.mark.parametrize(
+    "frame",
+    [
+        pd.DataFrame({"asd_mm": [1.0, 2.0]}),
+        pd.DataFrame({"asd_mm": [1.0, 2.0], "assd_mm": [None, 5.0]}),
+    ],
+)
 def test_renamed_keeps_every_value(frame):
     out = io.renamed(frame)
     assert list(out.columns) == ["assd_mm"]

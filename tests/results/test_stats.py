@@ -20,8 +20,9 @@ SEEDS = [0, 1, 2]
 CLASSES = [(1, "liver"), (2, "spleen"), (3, "pancreas")]  # class_index order is not alphabetical
 
 
-def synthetic(n_cases: int = 5, seed: int = 0, groups=GROUPS, effect=EFFECT,
-              classes=CLASSES) -> tuple[pd.DataFrame, pd.DataFrame]:
+def synthetic(
+    n_cases: int = 5, seed: int = 0, groups=GROUPS, effect=EFFECT, classes=CLASSES
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, cases): groups × 3 seeds × n_cases cases × 3 classes, val and test rows,
     plus a failed and a stopped-early trial (neither has test rows). The pancreas is absent
     from case0 (label_empty; predicted empty too, so NaN, except by seed 1: Dice 0); the
@@ -36,30 +37,92 @@ def synthetic(n_cases: int = 5, seed: int = 0, groups=GROUPS, effect=EFFECT,
             for split in ("val", "test"):
                 for c in range(n_cases):
                     for k, (index, name) in enumerate(classes):
-                        dice = float(np.clip(0.85 - 0.15 * (k % 3) + effect.get(g, 0.0) + hard[c] + rng.normal(0, 0.02), 0, 1))
+                        dice = float(
+                            np.clip(0.85 - 0.15 * (k % 3) + effect.get(g, 0.0) + hard[c] + rng.normal(0, 0.02), 0, 1)
+                        )
                         hd95 = float(rng.uniform(2, 20))
                         absent = c == 0 and name == "pancreas"  # not in case0: empty label
                         missed = g == groups[-1] and s == 0 and c == 1 and name == "spleen"
                         pred_empty = missed or (absent and s != 1)  # seed 1 predicts a spurious pancreas
                         if absent or missed:  # empty-empty: no score (NaN); missed/spurious: 0 and worst case
                             dice, hd95 = (math.nan, math.nan) if absent and pred_empty else (0.0, 50.0)
-                        row = dict(trial_id=tid, split=split, iteration=100, case_id=f"case{c}", class_index=index,
-                                   class_name=name, dice=dice, jaccard=dice / (2 - dice), hd95_mm=hd95,
-                                   assd_mm=hd95 / 3, label_empty=absent, pred_empty=pred_empty)
+                        row = dict(
+                            trial_id=tid,
+                            split=split,
+                            iteration=100,
+                            case_id=f"case{c}",
+                            class_index=index,
+                            class_name=name,
+                            dice=dice,
+                            jaccard=dice / (2 - dice),
+                            hd95_mm=hd95,
+                            assd_mm=hd95 / 3,
+                            label_empty=absent,
+                            pred_empty=pred_empty,
+                        )
                         cases.append(row)
                         test += [row] if split == "test" else []
-            trials.append(dict(trial_id=tid, status="completed", seed=s, arm=g, group=g, cell="{}",
-                               iterations=100 + 10 * s, wall_time_s=360.0 * (s + 1),
-                               device_hours=math.nan if s == 1 else 0.1 * (s + 1),
-                               test_dice=float(np.nanmean([r["dice"] for r in test])),
-                               best_val_dice=float(rng.uniform(0.5, 0.8))))
-    trials.append(dict(trial_id="failed-1", status="failed", seed=3, arm=groups[1], group=groups[1], cell="{}",
-                       iterations=20, wall_time_s=60.0, device_hours=0.01, test_dice=math.nan, best_val_dice=0.99))
-    trials.append(dict(trial_id="stopped-1", status="stopped_early", seed=4, arm=groups[-1], group=groups[-1],
-                       cell="{}", iterations=30, wall_time_s=90.0, device_hours=math.nan, test_dice=math.nan,
-                       best_val_dice=0.98))
-    cases += [dict(trial_id="failed-1", split="val", iteration=20, case_id="case0", class_index=1, class_name="liver",
-                   dice=0.1, jaccard=0.05, hd95_mm=50.0, assd_mm=10.0, label_empty=False, pred_empty=False)]
+            trials.append(
+                dict(
+                    trial_id=tid,
+                    status="completed",
+                    seed=s,
+                    arm=g,
+                    group=g,
+                    cell="{}",
+                    iterations=100 + 10 * s,
+                    wall_time_s=360.0 * (s + 1),
+                    device_hours=math.nan if s == 1 else 0.1 * (s + 1),
+                    test_dice=float(np.nanmean([r["dice"] for r in test])),
+                    best_val_dice=float(rng.uniform(0.5, 0.8)),
+                )
+            )
+    trials.append(
+        dict(
+            trial_id="failed-1",
+            status="failed",
+            seed=3,
+            arm=groups[1],
+            group=groups[1],
+            cell="{}",
+            iterations=20,
+            wall_time_s=60.0,
+            device_hours=0.01,
+            test_dice=math.nan,
+            best_val_dice=0.99,
+        )
+    )
+    trials.append(
+        dict(
+            trial_id="stopped-1",
+            status="stopped_early",
+            seed=4,
+            arm=groups[-1],
+            group=groups[-1],
+            cell="{}",
+            iterations=30,
+            wall_time_s=90.0,
+            device_hours=math.nan,
+            test_dice=math.nan,
+            best_val_dice=0.98,
+        )
+    )
+    cases += [
+        dict(
+            trial_id="failed-1",
+            split="val",
+            iteration=20,
+            case_id="case0",
+            class_index=1,
+            class_name="liver",
+            dice=0.1,
+            jaccard=0.05,
+            hd95_mm=50.0,
+            assd_mm=10.0,
+            label_empty=False,
+            pred_empty=False,
+        )
+    ]
     return pd.DataFrame(trials), pd.DataFrame(cases)
 
 
@@ -69,11 +132,13 @@ def run():
 
 
 def test_group_labels_fallbacks():
-    trials = pd.DataFrame({
-        "group": ["g1", None, "", math.nan, " "],
-        "arm": ["a1", "a2", "", "a4", ""],
-        "cell": ['{"x": 1}', '{"x": 2}', '{"x": 3}', '{"x": 4}', None],
-    })
+    trials = pd.DataFrame(
+        {
+            "group": ["g1", None, "", math.nan, " "],
+            "arm": ["a1", "a2", "", "a4", ""],
+            "cell": ['{"x": 1}', '{"x": 2}', '{"x": 3}', '{"x": 4}', None],
+        }
+    )
     assert S.group_labels(trials).tolist() == ["g1", "a2", '{"x": 3}', "a4", "default"]
     assert S.group_labels(trials.drop(columns="group")).tolist() == ["a1", "a2", '{"x": 3}', "a4", "default"]
     assert S.group_labels(trials.drop(columns=["group", "arm"])).tolist()[:2] == ['{"x": 1}', '{"x": 2}']
@@ -134,8 +199,9 @@ def test_summarize_matches_naive(run):
     for row in s.to_dict("records"):
         n, mean, sd, ci, delta = ref[row["group"], row["metric"]]
         assert row["n"] == n
-        np.testing.assert_allclose([row["mean"], row["std"], row["ci95"], row["delta"]], [mean, sd, ci, delta],
-                                   rtol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(
+            [row["mean"], row["std"], row["ci95"], row["delta"]], [mean, sd, ci, delta], rtol=1e-12, equal_nan=True
+        )
     solo = s[s["group"] == "solo"]
     assert solo["ci95"].isna().all() and solo["std"].isna().all()
     assert (s.loc[s["group"] == "baseline", "delta"] == 0).all()
@@ -215,7 +281,9 @@ def test_select_best_refuses_test_metrics(run):
 
 def test_json_cell_groups_without_group_column(run):
     trials, cases = run
-    old = trials.drop(columns=["group"]).assign(arm="", cell=lambda t: [json.dumps({"k": t_id[:2]}) for t_id in t.trial_id])
+    old = trials.drop(columns=["group"]).assign(
+        arm="", cell=lambda t: [json.dumps({"k": t_id[:2]}) for t_id in t.trial_id]
+    )
     m = S.trial_metrics(old, cases)
     assert sorted(pd.unique(m["group"])) == sorted({json.dumps({"k": g[:2]}) for g in GROUPS})
 
@@ -245,9 +313,11 @@ def power_by_integration(delta, sd, n, alpha=0.05):
     from scipy import integrate
 
     df, crit, nc = n - 1, sps.t.ppf(1 - alpha / 2, n - 1), delta * math.sqrt(n) / sd
+
     def inner(v):
         scale = crit * math.sqrt(v / df)
         return (sps.norm.sf(scale - nc) + sps.norm.cdf(-scale - nc)) * sps.chi2.pdf(v, df)
+
     return integrate.quad(inner, 0, np.inf, limit=200)[0]
 
 
@@ -283,7 +353,9 @@ def test_min_detectable_solves_the_power_equation():
         assert power_by_integration(mdd, 0.02, n) == pytest.approx(0.80, abs=1e-4)
         assert power_by_integration(mdd, 0.02, n, alpha=0.01) < 0.80
     assert S.min_detectable(0.02, 3) > S.min_detectable(0.02, 5) > S.min_detectable(0.02, 10)
-    np.testing.assert_allclose(S.min_detectable([0.01, 0.02], 3), [S.min_detectable(0.01, 3), S.min_detectable(0.02, 3)])
+    np.testing.assert_allclose(
+        S.min_detectable([0.01, 0.02], 3), [S.min_detectable(0.01, 3), S.min_detectable(0.02, 3)]
+    )
     assert math.isnan(S.min_detectable(0.02, 1)) and S.min_detectable(0.0, 4) == 0.0
 
 
@@ -297,8 +369,9 @@ def test_case_level_tests_match_scipy(run):
         seeds = sorted(set(arm) & set(base))
         diffs = []
         for c in sorted({c for s in seeds for c in arm[s]}):
-            pairs = [(np.mean(arm[s][c]), np.mean(base[s][c])) for s in seeds
-                     if arm[s].get(c) and base[s].get(c)]  # (seed, case) cells both scored
+            pairs = [
+                (np.mean(arm[s][c]), np.mean(base[s][c])) for s in seeds if arm[s].get(c) and base[s].get(c)
+            ]  # (seed, case) cells both scored
             diffs.append(np.mean([p[0] for p in pairs]) - np.mean([p[1] for p in pairs]))
         ref = sps.wilcoxon(diffs)
         assert row["n_cases"] == len(diffs) == 5 and row["n_seeds"] == len(seeds)
@@ -319,14 +392,20 @@ def naive_rank_biserial(d):
 
 def test_tests_degenerate_inputs(run):
     trials, cases = run
-    twin = cases[cases.trial_id.str.startswith("baseline")].assign(trial_id=lambda c: c.trial_id.str.replace("baseline", "twin"))
+    twin = cases[cases.trial_id.str.startswith("baseline")].assign(
+        trial_id=lambda c: c.trial_id.str.replace("baseline", "twin")
+    )
     solo = cases[cases.trial_id == "baseline-s0"].assign(trial_id="solo-s0")
-    extra = pd.DataFrame([dict(trial_id=f"twin-s{s}", status="completed", seed=s, group="twin") for s in SEEDS]
-                         + [dict(trial_id="solo-s0", status="completed", seed=0, group="solo")])
+    extra = pd.DataFrame(
+        [dict(trial_id=f"twin-s{s}", status="completed", seed=s, group="twin") for s in SEEDS]
+        + [dict(trial_id="solo-s0", status="completed", seed=0, group="solo")]
+    )
     trials, cases = pd.concat([trials, extra]), pd.concat([cases, twin, solo])
     head = S.headline_tests(trials, cases).set_index("group")
     assert head.loc["twin", "mean_diff"] == 0 and head.loc["twin", "sd"] == 0 and math.isnan(head.loc["twin", "p"])
-    assert head.loc["solo", "n_seeds"] == 1 and math.isnan(head.loc["solo", "p"]) and math.isnan(head.loc["solo", "mdd"])
+    assert (
+        head.loc["solo", "n_seeds"] == 1 and math.isnan(head.loc["solo", "p"]) and math.isnan(head.loc["solo", "mdd"])
+    )
     assert not math.isnan(head.loc["no_dvcl", "p_holm"])  # NaN p-values are not counted by Holm
     view = S.case_level_tests(trials, cases).set_index("group")
     assert math.isnan(view.loc["twin", "p"]) and view.loc["solo", "n_seeds"] == 1
@@ -343,7 +422,11 @@ def test_empty_counts_match_naive(run):
     test = cases[cases.split == "test"]
     for row in counts.to_dict("records"):
         sel = test[test.trial_id.str.startswith(row["group"] + "-") & (test.class_name == row["class"])]
-        assert (row["rows"], row["pred_empty"], row["label_empty"]) == (len(sel), sel.pred_empty.sum(), sel.label_empty.sum())
+        assert (row["rows"], row["pred_empty"], row["label_empty"]) == (
+            len(sel),
+            sel.pred_empty.sum(),
+            sel.label_empty.sum(),
+        )
     c = counts.set_index(["group", "class"])
     assert c.loc[("no_mem", "spleen"), "pred_empty"] == 1 and c.loc[("baseline", "spleen"), "pred_empty"] == 0
     assert c.loc[("baseline", "pancreas"), "label_empty"] == 3 and c.loc[("baseline", "pancreas"), "pred_empty"] == 2

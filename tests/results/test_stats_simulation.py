@@ -32,8 +32,12 @@ def mc_band(rate: float, n: int = N) -> float:
 
 def simulate(rng, seeds: int, cases: int, run_sd: float, delta: float = 0.0, n: int = N) -> np.ndarray:
     """y[study, arm (0) / baseline (1), seed, case] with a true difference ``delta``."""
-    y = (0.7 + rng.normal(0, CASE_SD, (n, 1, 1, cases)) + rng.normal(0, run_sd, (n, 2, seeds, 1))
-         + rng.normal(0, RES_SD, (n, 2, seeds, cases)))
+    y = (
+        0.7
+        + rng.normal(0, CASE_SD, (n, 1, 1, cases))
+        + rng.normal(0, run_sd, (n, 2, seeds, 1))
+        + rng.normal(0, RES_SD, (n, 2, seeds, cases))
+    )
     y[:, 0] += delta
     return y
 
@@ -107,8 +111,16 @@ def frames(y: np.ndarray, classes: int = 2) -> tuple[pd.DataFrame, pd.DataFrame]
             for c in range(y.shape[2]):
                 for k in range(classes):
                     offset = 0.05 * (k - (classes - 1) / 2)
-                    cases.append({"trial_id": tid, "split": "test", "case_id": f"c{c}", "class_index": k + 1,
-                                  "class_name": f"k{k}", "dice": y[a, s, c] + offset})
+                    cases.append(
+                        {
+                            "trial_id": tid,
+                            "split": "test",
+                            "case_id": f"c{c}",
+                            "class_index": k + 1,
+                            "class_name": f"k{k}",
+                            "dice": y[a, s, c] + offset,
+                        }
+                    )
     return pd.DataFrame(trials), pd.DataFrame(cases)
 
 

@@ -13,14 +13,20 @@ from typer.testing import CliRunner
 
 from tests.results.test_stats import synthetic
 from vrsearch.cli import app
+from vrsearch.data.flare22 import FLARE22_LABELS
 from vrsearch.errors import VrsearchError
 from vrsearch.results import io
 from vrsearch.results import stats as S
 from vrsearch.results.table import ablation_table, stars, write_table
 from vrsearch.results.table_view import latex_escape
 
-STUDY = {"name": "abl", "search": {"design": "ablation", "arms": [{"name": "no_mem", "set": {"a": 1}},
-                                                                   {"name": "no_dvcl", "set": {"b": 2}}]}}
+STUDY = {
+    "name": "abl",
+    "search": {
+        "design": "ablation",
+        "arms": [{"name": "no_mem", "set": {"a": 1}}, {"name": "no_dvcl", "set": {"b": 2}}],
+    },
+}
 
 
 def results(groups=("baseline", "no_dvcl", "no_mem"), study=STUDY, **kw) -> io.Results:
@@ -76,8 +82,15 @@ def test_frame_numbers_equal_stats():
         assert row["rows_per_class"] == 15
         assert row["trials"] == budget.loc[g, "trials"] and row["iterations"] == budget.loc[g, "iterations_sum"]
         if g != "baseline":
-            for key, ref in (("delta", "mean_diff"), ("delta_low", "ci_low"), ("delta_high", "ci_high"),
-                             ("p", "p"), ("p_holm", "p_holm"), ("mdd", "mdd"), ("n_seeds", "n_seeds")):
+            for key, ref in (
+                ("delta", "mean_diff"),
+                ("delta_low", "ci_low"),
+                ("delta_high", "ci_high"),
+                ("p", "p"),
+                ("p_holm", "p_holm"),
+                ("mdd", "mdd"),
+                ("n_seeds", "n_seeds"),
+            ):
                 assert row[key] == head.loc[g, ref], key
             assert row["delta_ci95"] == pytest.approx((head.loc[g, "ci_high"] - head.loc[g, "ci_low"]) / 2)
             assert row["sig"] == stars(row["p_holm"])
@@ -88,7 +101,9 @@ def test_frame_numbers_equal_stats():
     assert frame.loc["no_dvcl", "sig"] == "***" and frame.loc["no_mem", "sig"] == ""
     assert frame.loc["no_mem", "pred_empty/spleen"] == 1  # the missed spleen is visible
     # balanced seeds and cases: Δ is the difference of the groups' mean Dice shown next to it
-    assert frame.loc["no_dvcl", "delta"] == pytest.approx(frame.loc["no_dvcl", "dice_mean"] - frame.loc["baseline", "dice_mean"])
+    assert frame.loc["no_dvcl", "delta"] == pytest.approx(
+        frame.loc["no_dvcl", "dice_mean"] - frame.loc["baseline", "dice_mean"]
+    )
 
 
 def test_stars_thresholds():
@@ -117,8 +132,19 @@ def test_markdown_headline_first_bolds_best_and_keeps_everything():
     sections = markdown_sections(md)
     assert list(sections) == [s.title for s in tab.sections()]
     header, body = sections["Headline: each arm vs the baseline over seeds"]
-    assert header == ["Group", "n", "Dice (%) ± CI", "Δ Dice (pp) ± CI", "p (Holm)", "MDD (pp)", "Seeds × cases",
-                      "Iterations", "Wall (h)", "Trials", "Device (h)"]
+    assert header == [
+        "Group",
+        "n",
+        "Dice (%) ± CI",
+        "Δ Dice (pp) ± CI",
+        "p (Holm)",
+        "MDD (pp)",
+        "Seeds × cases",
+        "Iterations",
+        "Wall (h)",
+        "Trials",
+        "Device (h)",
+    ]
     assert list(body) == ["baseline", "no_mem", "no_dvcl"]
     other_header, other = sections["Other metrics"]
     dice_col, hd_col = header.index("Dice (%) ± CI"), other_header.index("HD95 (mm)")
@@ -182,8 +208,9 @@ def test_write_table_files_and_no_metrics_error(tmp_path):
     assert all(p.parent == run and p.stat().st_size > 0 for p in paths)
     out = write_table(run, tmp_path / "out")
     assert all(p.parent == tmp_path / "out" and p.exists() for p in out)
-    empty = write_run(tmp_path / "empty", io.Results(res.trials.assign(status="running"), pd.DataFrame(),
-                                                     res.cases.iloc[0:0], STUDY))
+    empty = write_run(
+        tmp_path / "empty", io.Results(res.trials.assign(status="running"), pd.DataFrame(), res.cases.iloc[0:0], STUDY)
+    )
     with pytest.raises(VrsearchError) as err:
         write_table(empty)
     assert str(err.value) == f"{empty}: no completed trials with test metrics yet"
@@ -203,8 +230,7 @@ def test_cli_table(tmp_path):
     assert not np.allclose(val["dice_mean"], pd.read_csv(tmp_path / "o" / "table.csv")["dice_mean"])
 
 
-FLARE = ["liver", "right_kidney", "spleen", "pancreas", "aorta", "inferior_vena_cava", "right_adrenal_gland",
-         "left_adrenal_gland", "gallbladder", "esophagus", "stomach", "duodenum", "left_kidney"]
+FLARE = [name for label, name in sorted(FLARE22_LABELS.items()) if label]  # the 13 organs, in label order
 LONG = "no_memory_bank_and_no_sag_sampler"  # folds onto two lines in the terminal
 
 
@@ -232,12 +258,12 @@ def test_terminal_leads_with_the_full_headline(tmp_path, width):
     headline = out.split("Case-level view")[0]
     lines = headline.splitlines()
     for g, row in zip(tab.frame["group"], tab.cells(cols)):
-        i, = [i for i, line in enumerate(lines) if f" {row[2][0]} " in line and f" {row[3][0]} " in line]
+        (i,) = [i for i, line in enumerate(lines) if f" {row[2][0]} " in line and f" {row[3][0]} " in line]
         for text, _ in row[1:]:
             assert f" {text}" in lines[i], (text, lines[i])
         assert lines[i].index(row[2][0]) < lines[i].index(row[3][0]) < lines[i].index(row[-1][0])  # in order
         name = lines[i].split()[0]
-        for more in lines[i + 1:]:  # a long name folds onto lines of its own
+        for more in lines[i + 1 :]:  # a long name folds onto lines of its own
             if len(more.split()) != 1 or not g.startswith(name + more.split()[0]):
                 break
             name += more.split()[0]
@@ -291,18 +317,46 @@ def test_axes_give_one_table_per_setting_comparing_arms_at_that_setting(tmp_path
         for arm in ("baseline", "arm"):
             for seed in (0, 1, 2):
                 tid = f"{arm}-{ratio}-{seed}"
-                trials.append({"trial_id": tid, "status": "completed", "seed": seed, "arm": arm,
-                               "group": f"{arm}, labeled_ratio={ratio:.4g}", "config.dataset.labeled_ratio": ratio})
+                trials.append(
+                    {
+                        "trial_id": tid,
+                        "status": "completed",
+                        "seed": seed,
+                        "arm": arm,
+                        "group": f"{arm}, labeled_ratio={ratio:.4g}",
+                        "config.dataset.labeled_ratio": ratio,
+                    }
+                )
                 for case in range(4):
                     for ci, name in enumerate(["liver", "spleen"], 1):
-                        cases.append({"trial_id": tid, "split": "test", "case_id": f"c{case}", "class_index": ci,
-                                      "class_name": name, "dice": ratio + rng.uniform(0, 0.2) + 0.1 * (arm == "arm"),
-                                      "jaccard": 0.5, "hd95_mm": 3.0, "assd_mm": 1.0})
+                        cases.append(
+                            {
+                                "trial_id": tid,
+                                "split": "test",
+                                "case_id": f"c{case}",
+                                "class_index": ci,
+                                "class_name": name,
+                                "dice": ratio + rng.uniform(0, 0.2) + 0.1 * (arm == "arm"),
+                                "jaccard": 0.5,
+                                "hd95_mm": 3.0,
+                                "assd_mm": 1.0,
+                            }
+                        )
     run = tmp_path / "run"
     io.write_frame(run / io.TRIALS_FILE, io.frame(trials, io.TRIAL_COLUMNS))
     io.write_frame(run / io.CASES_FILE, io.frame(cases, io.CASE_COLUMNS))
-    (run / io.STUDY_FILE).write_text(yaml.safe_dump({"name": "x", "search": {
-        "design": "ablation", "arms": [{"name": "arm", "set": {}}], "axes": {"dataset.labeled_ratio": [0.1, 0.5]}}}))
+    (run / io.STUDY_FILE).write_text(
+        yaml.safe_dump(
+            {
+                "name": "x",
+                "search": {
+                    "design": "ablation",
+                    "arms": [{"name": "arm", "set": {}}],
+                    "axes": {"dataset.labeled_ratio": [0.1, 0.5]},
+                },
+            }
+        )
+    )
     tables = load_tables(run)
     assert [t.slice for t in tables] == ["labeled_ratio=0.1", "labeled_ratio=0.5"]
     c = pd.DataFrame(cases).merge(pd.DataFrame(trials), on="trial_id")

@@ -27,8 +27,9 @@ def make_runs(tmp_path, seeds=(0, 1, 2)):
     a stopped-early and the second a failed trial) and a one-configuration baseline run
     whose trial ids are the same strings as the search's first configuration's."""
     trials, cases = synthetic(groups=list(SEARCH), effect=EFFECT)
-    trials["cell"] = [json.dumps({"method.params.lambda_c": float(g.split("=")[1]), "train.seed": 0})
-                      for g in trials["group"]]
+    trials["cell"] = [
+        json.dumps({"method.params.lambda_c": float(g.split("=")[1]), "train.seed": 0}) for g in trials["group"]
+    ]
     keep = trials["seed"].isin(seeds) | (trials["status"] != "completed")
     trials = trials[keep]
     cases = cases[cases["trial_id"].isin(trials["trial_id"])]
@@ -37,8 +38,10 @@ def make_runs(tmp_path, seeds=(0, 1, 2)):
     bkeep = btrials["seed"].isin(seeds) & (btrials["status"] == "completed") & (btrials["group"] == SEARCH[0])
     btrials = btrials[bkeep].assign(group="study", arm="", cell="{}")
     bcases = bcases[bcases["trial_id"].isin(btrials["trial_id"])]
-    base = write_run(tmp_path / "base", io.Results(btrials, pd.DataFrame(), bcases,
-                                                   {"name": "labeled_only", "search": {"design": "none"}}))
+    base = write_run(
+        tmp_path / "base",
+        io.Results(btrials, pd.DataFrame(), bcases, {"name": "labeled_only", "search": {"design": "none"}}),
+    )
     return search, base
 
 
@@ -85,8 +88,7 @@ def test_cli_summary_and_its_errors(tmp_path):
     assert "best configuration" in res.stdout and "labeled_only" in res.stdout
     res = CliRunner().invoke(app, ["summary", str(tmp_path / "nowhere")])
     assert res.exit_code == 2 and res.output.count("\n") == 1 and "no such run directory" in res.output
-    res = CliRunner().invoke(app, ["summary", str(search), "--baseline-run", str(base), "--baseline",
-                                   "lambda_c=0.1"])
+    res = CliRunner().invoke(app, ["summary", str(search), "--baseline-run", str(base), "--baseline", "lambda_c=0.1"])
     assert res.exit_code == 2 and "already a group" in res.output
     res = CliRunner().invoke(app, ["summary", str(base), "--baseline-run", str(search)])  # a search is no baseline
     assert res.exit_code == 2 and res.output.count("\n") == 1

@@ -60,8 +60,13 @@ def _moto(tmp_path_factory):
     exe = Path(sys.executable).with_name("moto_server")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
     env = {**os.environ, "AWS_ACCESS_KEY_ID": FAKE_KEY_ID, "AWS_SECRET_ACCESS_KEY": FAKE_SECRET}
-    proc = subprocess.Popen([*cmd, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT,
-                            env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [*cmd, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     try:
         _wait_listening(port, proc)
         yield f"127.0.0.1:{port}"
@@ -81,14 +86,19 @@ def s3(_moto, monkeypatch) -> S3:
     empty bucket on the module's moto server."""
     import pyarrow.fs as pafs
 
-    creds = {"AWS_ACCESS_KEY_ID": FAKE_KEY_ID, "AWS_SECRET_ACCESS_KEY": FAKE_SECRET,
-             "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    creds = {
+        "AWS_ACCESS_KEY_ID": FAKE_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": FAKE_SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
     for key, value in creds.items():
         monkeypatch.setenv(key, value)
     for key in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(key, raising=False)
-    admin = pafs.S3FileSystem(endpoint_override=_moto, scheme="http", allow_bucket_creation=True,
-                              allow_bucket_deletion=True)
+    admin = pafs.S3FileSystem(
+        endpoint_override=_moto, scheme="http", allow_bucket_creation=True, allow_bucket_deletion=True
+    )
     if admin.get_file_info(BUCKET).type != pafs.FileType.NotFound:
         admin.delete_dir(BUCKET)  # a clean bucket for every test
     admin.create_dir(BUCKET)

@@ -23,8 +23,14 @@ from vrsearch.errors import VrsearchError
 from vrsearch.results import fragments, io, storage
 from vrsearch.study.load import build_study
 
-STUDY = {"name": "syn", "search": {"design": "grid", "scheduler": "none",
-                                   "space": {"train.optimizer.lr": {"type": "categorical", "choices": [0.1, 0.2]}}}}
+STUDY = {
+    "name": "syn",
+    "search": {
+        "design": "grid",
+        "scheduler": "none",
+        "space": {"train.optimizer.lr": {"type": "categorical", "choices": [0.1, 0.2]}},
+    },
+}
 
 
 def synthetic_run(run: Path) -> Path:
@@ -34,17 +40,50 @@ def synthetic_run(run: Path) -> Path:
     (run / io.STUDY_FILE).write_text(yaml.safe_dump(STUDY))
     for i, lr in enumerate((0.1, 0.2)):
         tid = f"t{i:04d}"
-        fragments.write_json(fragments.trial_dir(run, tid) / "meta.json",
-                             {"seed": 0, "method": "supervised", "cell": {"train.optimizer.lr": lr},
-                              "config": {"train": {"optimizer": {"lr": lr}}}})
-        history = [{"trial_id": tid, "iteration": it, "loss": 1.0 / (it + 1), "val_dice": 0.1 * it + lr}
-                   for it in range(4)]
-        cases = [{"trial_id": tid, "split": "test", "iteration": 3, "case_id": f"c{c}", "class_index": 1,
-                  "class_name": "liver", "dice": 0.5 + 0.1 * c + lr, "jaccard": 0.4, "hd95_mm": 3.0,
-                  "assd_mm": 1.0, "label_empty": False, "pred_empty": False} for c in range(3)]
-        fragments.write_final(run, tid, {"trial_id": tid, "status": "completed", "error": "", "seed": 0,
-                                         "best_val_dice": 0.3 + lr, "best_iteration": 3, "test_dice": 0.6 + lr},
-                              history, cases)
+        fragments.write_json(
+            fragments.trial_dir(run, tid) / "meta.json",
+            {
+                "seed": 0,
+                "method": "supervised",
+                "cell": {"train.optimizer.lr": lr},
+                "config": {"train": {"optimizer": {"lr": lr}}},
+            },
+        )
+        history = [
+            {"trial_id": tid, "iteration": it, "loss": 1.0 / (it + 1), "val_dice": 0.1 * it + lr} for it in range(4)
+        ]
+        cases = [
+            {
+                "trial_id": tid,
+                "split": "test",
+                "iteration": 3,
+                "case_id": f"c{c}",
+                "class_index": 1,
+                "class_name": "liver",
+                "dice": 0.5 + 0.1 * c + lr,
+                "jaccard": 0.4,
+                "hd95_mm": 3.0,
+                "assd_mm": 1.0,
+                "label_empty": False,
+                "pred_empty": False,
+            }
+            for c in range(3)
+        ]
+        fragments.write_final(
+            run,
+            tid,
+            {
+                "trial_id": tid,
+                "status": "completed",
+                "error": "",
+                "seed": 0,
+                "best_val_dice": 0.3 + lr,
+                "best_iteration": 3,
+                "test_dice": 0.6 + lr,
+            },
+            history,
+            cases,
+        )
         ckpt = run / "checkpoints" / tid
         ckpt.mkdir(parents=True)
         (ckpt / "last.pt").write_bytes(os.urandom(200_000 + i))
@@ -71,8 +110,9 @@ def mirrored(run: Path) -> dict[str, bytes]:
 def bucket_files(s3, prefix: str = "") -> dict[str, bytes]:
     fs = s3.fs()
     out = {}
-    for info in fs.get_file_info(pafs.FileSelector(f"{s3.bucket}/{prefix}".rstrip("/"), recursive=True,
-                                                   allow_not_found=True)):
+    for info in fs.get_file_info(
+        pafs.FileSelector(f"{s3.bucket}/{prefix}".rstrip("/"), recursive=True, allow_not_found=True)
+    ):
         if info.type == pafs.FileType.File:
             with fs.open_input_stream(info.path, compression=None) as f:
                 out[info.path] = f.read()
@@ -84,8 +124,16 @@ def test_push_pull_round_trip(s3, tmp_path):
     uri = s3.uri("runs/syn")
     counts = storage.push(run, uri)
     expected = mirrored(run)
-    assert {"study.yaml", "trials.parquet", "history.parquet", "cases.parquet", "report.html", "optuna.db",
-            "trials/t0000/result.json", "checkpoints/t0001/last.pt"} <= set(expected)
+    assert {
+        "study.yaml",
+        "trials.parquet",
+        "history.parquet",
+        "cases.parquet",
+        "report.html",
+        "optuna.db",
+        "trials/t0000/result.json",
+        "checkpoints/t0001/last.pt",
+    } <= set(expected)
     assert not any(k.startswith("tune/") for k in expected)  # Tune's logs: a resume never reads them
     assert counts["uploaded"] == len(expected)
     stored = bucket_files(s3, "runs/syn")
@@ -176,16 +224,24 @@ def test_load_from_uri_equals_local(s3, tmp_path):
 
 
 def test_location_keeps_query_options():
-    assert storage.location("s3://b/runs?endpoint_override=127.0.0.1:9000&scheme=http", "tiny") == \
-        "s3://b/runs/tiny?endpoint_override=127.0.0.1:9000&scheme=http"
+    assert (
+        storage.location("s3://b/runs?endpoint_override=127.0.0.1:9000&scheme=http", "tiny")
+        == "s3://b/runs/tiny?endpoint_override=127.0.0.1:9000&scheme=http"
+    )
     assert storage.location("gs://b", "tiny") == "gs://b/tiny"
     assert storage.location("file:///shared/runs/", "tiny") == "file:///shared/runs/tiny"
     assert storage.is_uri("s3://b/x") and storage.is_uri("file:///x")
     assert not storage.is_uri("runs/x") and not storage.is_uri(Path("/x")) and not storage.is_uri("/abs/x")
 
 
-@pytest.mark.parametrize("uri", ["s3://b/p?endpoint_override=h:1&access_key=AKXYZ&secret_key=SKXYZ",
-                                 "s3://b/p?Secret_Key=SKXYZ", "s3://AKXYZ:SKXYZ@b/p"])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "s3://b/p?endpoint_override=h:1&access_key=AKXYZ&secret_key=SKXYZ",
+        "s3://b/p?Secret_Key=SKXYZ",
+        "s3://AKXYZ:SKXYZ@b/p",
+    ],
+)
 def test_uri_with_keys_is_refused(uri):
     with pytest.raises(VrsearchError) as exc:
         storage.parse(uri)
@@ -197,8 +253,7 @@ def test_uri_with_keys_is_refused(uri):
 
 
 def _cli(s3, *args, cwd=None):
-    return subprocess.run([VRSEARCH, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=s3.env,
-                          timeout=300)
+    return subprocess.run([VRSEARCH, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=s3.env, timeout=300)
 
 
 def test_missing_location_is_one_line_error(s3, tmp_path):
@@ -251,12 +306,18 @@ def test_killed_run_resumes_from_the_bucket_on_another_machine(s3, tiny_phantom,
     from tests.e2e.test_run import write_study
 
     grid = {"train.optimizer.lr": {"type": "categorical", "choices": [0.01, 0.02, 0.03]}}
-    study = write_study(tmp_path, tiny_phantom, search={"design": "grid", "scheduler": "none", "space": grid},
-                        resources={"concurrent_trials": 1}, output={"storage": s3.uri("studies")})
+    study = write_study(
+        tmp_path,
+        tiny_phantom,
+        search={"design": "grid", "scheduler": "none", "space": grid},
+        resources={"concurrent_trials": 1},
+        output={"storage": s3.uri("studies")},
+    )
     run, uri = tmp_path / "run", s3.uri("studies/tiny")
     log = (tmp_path / "run1.log").open("w")
-    proc = subprocess.Popen([VRSEARCH, "run", str(study)], stdout=log, stderr=subprocess.STDOUT, env=s3.env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [VRSEARCH, "run", str(study)], stdout=log, stderr=subprocess.STDOUT, env=s3.env, start_new_session=True
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not _remote_results(s3, "studies/tiny"):
         time.sleep(0.5)
@@ -281,8 +342,10 @@ def test_killed_run_resumes_from_the_bucket_on_another_machine(s3, tiny_phantom,
     (tmp_path / "out").mkdir()
     rep = _cli(s3, "report", uri, cwd=tmp_path / "out")
     assert rep.returncode == 0, rep.stderr[-3000:]
-    assert bucket_files(s3, "studies/tiny")[f"{s3.bucket}/studies/tiny/report.html"] == \
-        (tmp_path / "out" / "report.html").read_bytes()
+    assert (
+        bucket_files(s3, "studies/tiny")[f"{s3.bucket}/studies/tiny/report.html"]
+        == (tmp_path / "out" / "report.html").read_bytes()
+    )
 
     res = io.load(uri)
     assert len(res.trials) == 3 and res.trials.trial_id.is_unique
@@ -292,5 +355,6 @@ def test_killed_run_resumes_from_the_bucket_on_another_machine(s3, tiny_phantom,
     pd.testing.assert_frame_equal(res.trials, io.load(run).trials)
 
     _no_credentials_in(bucket_files(s3), "the bucket")
-    _no_credentials_in({str(p): p.read_bytes() for p in run.rglob("*") if p.is_file() and not p.is_symlink()},
-                       "the run dir")
+    _no_credentials_in(
+        {str(p): p.read_bytes() for p in run.rglob("*") if p.is_file() and not p.is_symlink()}, "the run dir"
+    )

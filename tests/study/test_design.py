@@ -22,7 +22,11 @@ SPACE = {
     "method.params.loss": {"type": "categorical", "choices": ["dice_ce", "ce"]},
     "train.optimizer.name": {"type": "categorical", "choices": ["sgd", "adam"]},
     # conditional: momentum only matters for SGD
-    "train.optimizer.momentum": {"type": "categorical", "choices": [0.9, 0.99], "when": {"train.optimizer.name": "sgd"}},
+    "train.optimizer.momentum": {
+        "type": "categorical",
+        "choices": [0.9, 0.99],
+        "when": {"train.optimizer.name": "sgd"},
+    },
 }
 
 
@@ -74,7 +78,10 @@ def test_optuna_space_is_conditional_and_picklable(tmp_path):
 
 
 def test_ablation_cells_and_trial_study(tmp_path):
-    arms = [{"name": "ce_only", "set": {"method.params.loss": "ce"}}, {"name": "fast", "set": {"train.optimizer.lr": 0.01}}]
+    arms = [
+        {"name": "ce_only", "set": {"method.params.loss": "ce"}},
+        {"name": "fast", "set": {"train.optimizer.lr": 0.01}},
+    ]
     s = study_with(tmp_path, {"design": "ablation", "arms": arms, "seeds": [3]})
     cells = design_cells(s)
     assert [c["arm"] for c in cells] == ["baseline", "ce_only", "fast"]
@@ -98,14 +105,28 @@ def _write(tmp_path, data):
 
 
 def test_axes_cross_every_cell_and_label_groups(tmp_path):
-    s = study_with(tmp_path, {"design": "ablation", "seeds": [0, 1, 2],
-                              "arms": [{"name": "ce_only", "set": {"method.params.loss": "ce"}}],
-                              "axes": {"dataset.labeled_ratio": [0.25, 0.5]}})
+    s = study_with(
+        tmp_path,
+        {
+            "design": "ablation",
+            "seeds": [0, 1, 2],
+            "arms": [{"name": "ce_only", "set": {"method.params.loss": "ce"}}],
+            "axes": {"dataset.labeled_ratio": [0.25, 0.5]},
+        },
+    )
     cells = design_cells(s)
     assert [(c["arm"], c["dataset.labeled_ratio"]) for c in cells] == [
-        ("baseline", 0.25), ("baseline", 0.5), ("ce_only", 0.25), ("ce_only", 0.5)]
-    assert [c["group"] for c in cells] == ["baseline, labeled_ratio=0.25", "baseline, labeled_ratio=0.5",
-                                           "ce_only, labeled_ratio=0.25", "ce_only, labeled_ratio=0.5"]
+        ("baseline", 0.25),
+        ("baseline", 0.5),
+        ("ce_only", 0.25),
+        ("ce_only", 0.5),
+    ]
+    assert [c["group"] for c in cells] == [
+        "baseline, labeled_ratio=0.25",
+        "baseline, labeled_ratio=0.5",
+        "ce_only, labeled_ratio=0.25",
+        "ce_only, labeled_ratio=0.5",
+    ]
     assert n_trials(s) == 12  # arms × ratios × seeds
     trial = apply_cell(s.model_dump(mode="json"), cells[3], seed=2)
     assert trial.dataset.labeled_ratio == 0.5 and trial.method.params["loss"] == "ce" and trial.train.seed == 2
@@ -128,14 +149,17 @@ def test_config_hash_is_the_trial_identity(tmp_path):
     assert config_hash(a) != config_hash(apply_cell(base, {"train.iterations": 7}, 0))
 
 
-@pytest.mark.parametrize("search, fragment", [
-    ({"design": "ablation", "arms": [{"name": "baseline", "set": {}}]}, "not 'baseline'"),
-    ({"design": "ablation", "arms": [{"name": "a", "set": {}}, {"name": "a", "set": {}}]}, "distinct"),
-    ({"design": "none", "axes": {"train.iterations": [1, 2]}}, "axes vary the data"),
-    ({"design": "none", "axes": {"dataset.labeled_ratio": []}}, "non-empty"),
-    ({"design": "none", "axes": {"dataset.labeled_ratio": [0.5, 1.5]}}, "search.axes.dataset.labeled_ratio"),
-    ({"design": "search", "space": SPACE, "axes": {"dataset.split_seed": [0, 1]}}, "fixed design"),
-])
+@pytest.mark.parametrize(
+    "search, fragment",
+    [
+        ({"design": "ablation", "arms": [{"name": "baseline", "set": {}}]}, "not 'baseline'"),
+        ({"design": "ablation", "arms": [{"name": "a", "set": {}}, {"name": "a", "set": {}}]}, "distinct"),
+        ({"design": "none", "axes": {"train.iterations": [1, 2]}}, "axes vary the data"),
+        ({"design": "none", "axes": {"dataset.labeled_ratio": []}}, "non-empty"),
+        ({"design": "none", "axes": {"dataset.labeled_ratio": [0.5, 1.5]}}, "search.axes.dataset.labeled_ratio"),
+        ({"design": "search", "space": SPACE, "axes": {"dataset.split_seed": [0, 1]}}, "fixed design"),
+    ],
+)
 def test_bad_axes_and_arms(tmp_path, search, fragment):
     from vrsearch.errors import VrsearchError
 

@@ -106,7 +106,11 @@ def test_unknown_method_suggests(tmp_path):
         ("name", "has space", "name: String should match pattern"),
         ("resources.custom_per_worker", {"GPU": 1}, "resources.custom_per_worker: 'GPU' is not a custom resource"),
         ("resources.custom_per_worker", {"memory": 1}, "resources.custom_per_worker: 'memory' is not a custom"),
-        ("resources.custom_per_worker", {"slot": 0}, "resources.custom_per_worker.slot: Input should be greater than 0"),
+        (
+            "resources.custom_per_worker",
+            {"slot": 0},
+            "resources.custom_per_worker.slot: Input should be greater than 0",
+        ),
         ("resources.custom_per_worker", {"slot": 0.00001}, "resources.custom_per_worker: slot: 1e-05 must be finite"),
     ],
 )
@@ -152,10 +156,14 @@ def test_overrides(tmp_path):
 
 
 def test_search_space_names_are_checked(tmp_path):
-    d = with_("search", {"design": "search", "space": {"train.optimizer.lrr": {"type": "float", "low": 1e-4, "high": 1e-2}}})
+    d = with_(
+        "search", {"design": "search", "space": {"train.optimizer.lrr": {"type": "float", "low": 1e-4, "high": 1e-2}}}
+    )
     msg = error_of(tmp_path, d)
     assert msg == "search.space.train.optimizer.lrr: 'lrr' is not a field of train.optimizer; did you mean 'lr'?"
-    d = with_("search", {"design": "search", "space": {"method.params.los": {"type": "categorical", "choices": ["ce"]}}})
+    d = with_(
+        "search", {"design": "search", "space": {"method.params.los": {"type": "categorical", "choices": ["ce"]}}}
+    )
     assert "did you mean 'loss'" in error_of(tmp_path, d)
 
 

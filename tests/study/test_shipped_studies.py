@@ -41,8 +41,10 @@ def test_quickstart_labeled_only_shares_what_it_is_compared_on():
     must train on the same data with the same model, schedule, evaluation and seed."""
     from vrsearch.study import load_study
 
-    search, base = (load_study(p).model_dump(mode="json") for p in
-                    (STUDIES[0].parent / "quickstart.yaml", STUDIES[0].parent / "quickstart_labeled_only.yaml"))
+    search, base = (
+        load_study(p).model_dump(mode="json")
+        for p in (STUDIES[0].parent / "quickstart.yaml", STUDIES[0].parent / "quickstart_labeled_only.yaml")
+    )
     for section in ("dataset", "model", "train"):
         assert base[section] == search[section], section
     assert base["search"]["seeds"] == search["search"]["seeds"]

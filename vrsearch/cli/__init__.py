@@ -17,8 +17,18 @@ from vrsearch.cli.base import app, data_app, fail, user_errors
 # progress callbacks pickled by Tune before the command modules existed name vrsearch.cli._ConsoleEcho
 _ConsoleEcho = study_commands._ConsoleEcho
 
-__all__ = ["app", "data_app", "data_commands", "fail", "main", "method_commands", "replay_command", "result_commands",
-           "study_commands", "user_errors"]
+__all__ = [
+    "app",
+    "data_app",
+    "data_commands",
+    "fail",
+    "main",
+    "method_commands",
+    "replay_command",
+    "result_commands",
+    "study_commands",
+    "user_errors",
+]
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -22,8 +22,12 @@ app = typer.Typer(
     rich_markup_mode=None,
     add_completion=False,
 )
-data_app = typer.Typer(help="Datasets: generate the built-in phantom (nnU-Net or FLARE22 layout) or build the "
-                       "real-file smoke-test dataset.", no_args_is_help=True, rich_markup_mode=None)
+data_app = typer.Typer(
+    help="Datasets: generate the built-in phantom (nnU-Net or FLARE22 layout) or build the "
+    "real-file smoke-test dataset.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 app.add_typer(data_app, name="data")
 
 SetOption = Annotated[

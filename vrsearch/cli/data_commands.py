@@ -35,12 +35,20 @@ def data_phantom(
     seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
     size: Annotated[tuple[int, int, int], typer.Option(help="Voxels along x y z.")] = (96, 96, 64),
     spacing: Annotated[tuple[float, float, float], typer.Option(help="mm per voxel along x y z.")] = (3.5, 3.5, 4.0),
-    population: Annotated[PhantomPopulation, typer.Option(
-        help="cohort: subjects and scans vary like a multi-centre cohort; "
-             "classic: the original population (generator version 1).")] = PhantomPopulation.cohort,
-    layout: Annotated[PhantomLayout, typer.Option(
-        help="nnunet: imagesTr/labelsTr/imagesUnlabeled + dataset.json (read as msd or nnunet); "
-             "flare22: the FLARE22 release folders (read as flare22).")] = PhantomLayout.nnunet,
+    population: Annotated[
+        PhantomPopulation,
+        typer.Option(
+            help="cohort: subjects and scans vary like a multi-centre cohort; "
+            "classic: the original population (generator version 1)."
+        ),
+    ] = PhantomPopulation.cohort,
+    layout: Annotated[
+        PhantomLayout,
+        typer.Option(
+            help="nnunet: imagesTr/labelsTr/imagesUnlabeled + dataset.json (read as msd or nnunet); "
+            "flare22: the FLARE22 release folders (read as flare22)."
+        ),
+    ] = PhantomLayout.nnunet,
 ) -> None:
     """Write the synthetic abdominal CT phantom (nnU-Net/MSD or FLARE22 layout)."""
     from vrsearch.data.phantom import PhantomConfig, write_phantom
@@ -49,25 +57,39 @@ def data_phantom(
     with user_errors():
         if min(size) < 16 or min(spacing) <= 0:
             raise VrsearchError("--size must be ≥ 16 voxels per axis and --spacing > 0 mm")
-        cfg = PhantomConfig(cases=cases, unlabeled=unlabeled, test=test, seed=seed, size=size, spacing=spacing,
-                            population=population.value)
+        cfg = PhantomConfig(
+            cases=cases,
+            unlabeled=unlabeled,
+            test=test,
+            seed=seed,
+            size=size,
+            spacing=spacing,
+            population=population.value,
+        )
         try:
             writer = write_phantom_flare22 if layout is PhantomLayout.flare22 else write_phantom
             root = writer(out, cfg)
         except FileExistsError as exc:
             raise VrsearchError(str(exc)) from None
-        typer.echo(f"phantom written to {root} ({layout.value} layout, {population.value} population; "
-                   f"{cases} labeled, {unlabeled} unlabeled, {test} test)")
+        typer.echo(
+            f"phantom written to {root} ({layout.value} layout, {population.value} population; "
+            f"{cases} labeled, {unlabeled} unlabeled, {test} test)"
+        )
 
 
 @data_app.command("realfiles")
 def data_realfiles(
     out: Annotated[Path, typer.Argument(help="Output directory (created).")],
-    mricron: Annotated[Path | None, typer.Option(
-        help="Debian mricron-data's templates folder (default /usr/share/mricron/templates).")] = None,
-    itk: Annotated[Path | None, typer.Option(
-        help="Debian insighttoolkit5-examples' Data folder (default "
-             "/usr/share/doc/insighttoolkit5-examples/examples/Data).")] = None,
+    mricron: Annotated[
+        Path | None, typer.Option(help="Debian mricron-data's templates folder (default /usr/share/mricron/templates).")
+    ] = None,
+    itk: Annotated[
+        Path | None,
+        typer.Option(
+            help="Debian insighttoolkit5-examples' Data folder (default "
+            "/usr/share/doc/insighttoolkit5-examples/examples/Data)."
+        ),
+    ] = None,
 ) -> None:
     """Build the real-file smoke-test dataset (MSD layout, MRI): blocks of a real T1 with AAL lobes on
     grids of real headers, plus two real unlabeled T1s. A smoke test, not a benchmark."""

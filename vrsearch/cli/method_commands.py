@@ -40,8 +40,12 @@ def method_renderables(spec: MethodSpec) -> list[Any]:
         table.add_column(column, overflow="fold")
     for knob, default in spec.knobs().items():
         field = spec.params.model_fields[knob]
-        table.add_row(Text(knob), Text(json.dumps(default, ensure_ascii=False)), Text(type_name(field.annotation)),
-                      Text(field.description or ""))
+        table.add_row(
+            Text(knob),
+            Text(json.dumps(default, ensure_ascii=False)),
+            Text(type_name(field.annotation)),
+            Text(field.description or ""),
+        )
     return [head, *lines, table, Text("")]
 
 

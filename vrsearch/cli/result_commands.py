@@ -18,22 +18,34 @@ class Split(str, Enum):
     val = "val"
 
 
-BaselineRunOption = Annotated[str | None, typer.Option(
-    "--baseline-run", help="Another run directory (one configuration, e.g. the labeled-only UNet) whose trials "
-    "are the baseline, under --baseline NAME (default: its study's name).")]
+BaselineRunOption = Annotated[
+    str | None,
+    typer.Option(
+        "--baseline-run",
+        help="Another run directory (one configuration, e.g. the labeled-only UNet) whose trials "
+        "are the baseline, under --baseline NAME (default: its study's name).",
+    ),
+]
 
 
 @app.command()
 def table(
-    run_dir: Annotated[str, typer.Argument(
-        help="Run directory of a study (finished or still running), or its storage URI.")],
-    out: Annotated[Path | None, typer.Option(
-        "--out", help="Write the table files here (default: RUN_DIR; for a URI the current directory).")] = None,
-    baseline: Annotated[str | None, typer.Option(
-        help="Group the others are compared with (default: 'baseline' if present, else the first group).")] = None,
+    run_dir: Annotated[
+        str, typer.Argument(help="Run directory of a study (finished or still running), or its storage URI.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write the table files here (default: RUN_DIR; for a URI the current directory)."),
+    ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(help="Group the others are compared with (default: 'baseline' if present, else the first group)."),
+    ] = None,
     split: Annotated[Split, typer.Option(help="Evaluation split to report.")] = Split.test,
-    classes: Annotated[bool, typer.Option(
-        "--classes", help="Also print per-class Dice and empty-mask counts (split to fit the terminal).")] = False,
+    classes: Annotated[
+        bool,
+        typer.Option("--classes", help="Also print per-class Dice and empty-mask counts (split to fit the terminal)."),
+    ] = False,
     baseline_run: BaselineRunOption = None,
 ) -> None:
     """Ablation table: the headline test of each arm vs the baseline over seeds (Dice ± CI, Δ ± CI,
@@ -71,8 +83,12 @@ def table(
 def summary(
     run_dir: Annotated[str, typer.Argument(help="Run directory of a study, or its storage URI.")],
     baseline_run: BaselineRunOption = None,
-    baseline: Annotated[str | None, typer.Option(
-        help="Name of the baseline group (default: 'baseline'; with --baseline-run, that run's study name).")] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            help="Name of the baseline group (default: 'baseline'; with --baseline-run, that run's study name)."
+        ),
+    ] = None,
 ) -> None:
     """In plain words: what ran, the best configuration (chosen on validation Dice), its
     validation and test Dice against the baseline with the headline test's CI and p
@@ -87,10 +103,13 @@ def summary(
 
 @app.command()
 def report(
-    run_dir: Annotated[str, typer.Argument(
-        help="Run directory of a study (finished or still running), or its storage URI.")],
-    out: Annotated[Path | None, typer.Option(
-        "--out", help="Write the report here (default: RUN_DIR/report.html; for a URI ./report.html).")] = None,
+    run_dir: Annotated[
+        str, typer.Argument(help="Run directory of a study (finished or still running), or its storage URI.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write the report here (default: RUN_DIR/report.html; for a URI ./report.html)."),
+    ] = None,
 ) -> None:
     """Self-contained HTML report: search figures, learning curves, ablation table.
 

@@ -16,8 +16,10 @@ def validate(
     study: StudyArg,
     set_: SetOption = None,
     check_data: Annotated[bool, typer.Option("--check-data", help="Also read and check every data file.")] = False,
-    address: Annotated[str | None, typer.Option(
-        help="The cluster 'vrsearch run' will join: its resources, not this machine's, are checked.")] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(help="The cluster 'vrsearch run' will join: its resources, not this machine's, are checked."),
+    ] = None,
 ) -> None:
     """Check a study file as 'vrsearch run' would and print the resolved study (all defaults filled)."""
     from vrsearch.orchestrate.checks import check_study
@@ -31,9 +33,12 @@ def validate(
 
             sp = data.split
             modality = data.index.modality or "modality not declared"
-            typer.echo(f"# data ok: {len(sp.labeled)} labeled, {len(sp.unlabeled)} unlabeled, "
-                       f"{len(sp.val)} val, {len(sp.test)} test; {data.num_classes} classes; {modality}, "
-                       f"intensity {describe(data.dataset.intensity)}", err=True)
+            typer.echo(
+                f"# data ok: {len(sp.labeled)} labeled, {len(sp.unlabeled)} unlabeled, "
+                f"{len(sp.val)} val, {len(sp.test)} test; {data.num_classes} classes; {modality}, "
+                f"intensity {describe(data.dataset.intensity)}",
+                err=True,
+            )
         typer.echo(study_to_yaml(s), nl=False)
 
 
@@ -92,11 +97,15 @@ def run(
 
 @app.command()
 def resume(
-    run_dir: Annotated[str, typer.Argument(
-        help="Run directory of an interrupted study, or its storage URI (s3://bucket/prefix/NAME?...).")],
+    run_dir: Annotated[
+        str,
+        typer.Argument(help="Run directory of an interrupted study, or its storage URI (s3://bucket/prefix/NAME?...)."),
+    ],
     address: Annotated[str | None, typer.Option(help="Join an existing Ray cluster.")] = None,
-    into: Annotated[Path | None, typer.Option(
-        "--into", help="With a URI: the local run directory (default: the stored study's output.dir).")] = None,
+    into: Annotated[
+        Path | None,
+        typer.Option("--into", help="With a URI: the local run directory (default: the stored study's output.dir)."),
+    ] = None,
 ) -> None:
     """Continue an interrupted study: finished trials are kept, unfinished ones resume.
 
@@ -107,5 +116,4 @@ def resume(
     with user_errors():
         if into is not None and not is_uri(run_dir):
             raise VrsearchError("--into applies to a storage URI only")
-        resume_study(run_dir if is_uri(run_dir) else Path(run_dir), address=address, echo=_console_echo(),
-                     into=into)
+        resume_study(run_dir if is_uri(run_dir) else Path(run_dir), address=address, echo=_console_echo(), into=into)

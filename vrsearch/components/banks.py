@@ -32,6 +32,14 @@ import torch
 from torch import nn
 
 
+def class_bounds(cls: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For class-sorted ``cls [N]``: (first position, number of entries) of every class
+    (``searchsorted``, no host sync)."""
+    ids = torch.arange(num_classes, device=cls.device)
+    start = torch.searchsorted(cls, ids)
+    return start, torch.searchsorted(cls, ids, right=True) - start
+
+
 class ClassFIFOBank(nn.Module):
     """Class-aware FIFO bank: ``bank [C, S, D]``, ``ptr [C]``, ``count [C]``.
 
@@ -75,12 +83,13 @@ class ClassFIFOBank(nn.Module):
             raise ValueError(f"weight must be [{features.shape[0]}], got {tuple(weight.shape)}")
         classes = classes.to(dev, torch.long)
         features = features.detach().to(dev, self.bank.dtype)
-        weight = (torch.ones(n_items, dtype=self.weight.dtype, device=dev) if weight is None
-                  else weight.detach().to(dev, self.weight.dtype))
+        weight = (
+            torch.ones(n_items, dtype=self.weight.dtype, device=dev)
+            if weight is None
+            else weight.detach().to(dev, self.weight.dtype)
+        )
         sorted_c, order = torch.sort(classes, stable=True)  # grouped by class, arrival order kept
-        ids = torch.arange(self.num_classes, device=dev)
-        start = torch.searchsorted(sorted_c, ids)  # first sorted position of each class
-        n = torch.searchsorted(sorted_c, ids, right=True) - start  # entries per class
+        start, n = class_bounds(sorted_c, self.num_classes)  # first sorted position, entries per class
         c_start, c_n = start[sorted_c], n[sorted_c]
         rank = torch.arange(n_items, device=dev) - c_start  # 0-based arrival rank inside its class
         # Every entry writes to its slot the value of the *newest* entry of its class

@@ -37,11 +37,18 @@ def load_stage1(path: str | Path, target: nn.Module, prefixes: Iterable[str], co
     missing = [k for k in mine if k not in sd]
     shape = [k for k in mine if k in sd and (not torch.is_tensor(sd[k]) or sd[k].shape != mine[k].shape)]
     if missing or shape:
-        detail = "; ".join(part for part in (
-            f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
-            f"{len(shape)} with another shape (e.g. {shape[0]})" if shape else "") if part)
-        raise VrsearchError(f"{where}: incompatible with this method/model ({detail}); was it written by a "
-                            "mona/arco stage-1 trial with the same model and embedding_dim?")
+        detail = "; ".join(
+            part
+            for part in (
+                f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
+                f"{len(shape)} with another shape (e.g. {shape[0]})" if shape else "",
+            )
+            if part
+        )
+        raise VrsearchError(
+            f"{where}: incompatible with this method/model ({detail}); was it written by a "
+            "mona/arco stage-1 trial with the same model and embedding_dim?"
+        )
     done = sd.get(counter)
     if not torch.is_tensor(done) or int(done) < 1:
         raise VrsearchError(f"{where}: the checkpoint has run no stage-1 iteration")

@@ -42,15 +42,13 @@ def _per_sample(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return v.reshape((x.shape[0],) + (1,) * (x.dim() - 1))
 
 
-def intensity_jitter(x: torch.Tensor, g: torch.Generator, contrast: float, shift: float,
-                     noise: float) -> torch.Tensor:
+def intensity_jitter(x: torch.Tensor, g: torch.Generator, contrast: float, shift: float, noise: float) -> torch.Tensor:
     """``(x − m)·c + m + s·σ + ε`` per sample (mean m, std σ), ``c ~ U(1 ± contrast)``,
     ``s ~ U(± shift)``, ``ε ~ N(0, (noise·σ)²)`` per voxel."""
     n, dev = x.shape[0], x.device
     flat = x.reshape(n, -1)
     mean = _per_sample(x, flat.mean(1))
-    std = _per_sample(x, flat.std(1).clamp_min(1e-6) if flat.shape[1] > 1 else torch.ones(n, device=dev,
-                                                                                         dtype=x.dtype))
+    std = _per_sample(x, flat.std(1).clamp_min(1e-6) if flat.shape[1] > 1 else torch.ones(n, device=dev, dtype=x.dtype))
     u = torch.rand(2, n, generator=g, device=dev, dtype=x.dtype)
     c = _per_sample(x, 1 + contrast * (2 * u[0] - 1))
     s = _per_sample(x, shift * (2 * u[1] - 1))
@@ -133,8 +131,9 @@ def flip_samples(x: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def crop_boxes(spatial: Sequence[int], count: int, size: int, g: torch.Generator,
-               device: torch.device) -> list[list[slice]]:
+def crop_boxes(
+    spatial: Sequence[int], count: int, size: int, g: torch.Generator, device: torch.device
+) -> list[list[slice]]:
     """``count`` random boxes of edge ``min(size, axis)`` inside ``spatial``."""
     edges = [min(size, s) for s in spatial]
     u = torch.rand(count, len(spatial), generator=g, device=device, dtype=torch.float64)
@@ -149,5 +148,18 @@ def crop_means(h: torch.Tensor, boxes: list[list[slice]]) -> torch.Tensor:
     return torch.stack([h[(slice(None), slice(None), *box)].mean(dim=dims) for box in boxes], dim=1)
 
 
-__all__ = ["IN_PLANE", "STRONG", "Geo", "PatchFrame", "crop_boxes", "crop_means", "draw_geo", "draw_view",
-           "flip_samples", "geo_apply", "geo_undo", "intensity_jitter", "step_generator"]
+__all__ = [
+    "IN_PLANE",
+    "STRONG",
+    "Geo",
+    "PatchFrame",
+    "crop_boxes",
+    "crop_means",
+    "draw_geo",
+    "draw_view",
+    "flip_samples",
+    "geo_apply",
+    "geo_undo",
+    "intensity_jitter",
+    "step_generator",
+]

@@ -255,8 +255,10 @@ class ResourcesConfig(StrictModel):
     def _custom(cls, value: dict[str, float]) -> dict[str, float]:
         for name, amount in value.items():
             if name in RAY_BUILTIN_RESOURCES or not name.strip() or name.startswith("node:"):
-                raise ValueError(f"{name!r} is not a custom resource name (CPUs and GPUs have their own "
-                                 "settings; memory, object_store_memory and node:<ip> are Ray's own)")
+                raise ValueError(
+                    f"{name!r} is not a custom resource name (CPUs and GPUs have their own "
+                    "settings; memory, object_store_memory and node:<ip> are Ray's own)"
+                )
             if not math.isfinite(amount) or round(amount, 4) != amount:
                 raise ValueError(f"{name}: {amount!r} must be finite with at most 4 decimals (Ray's precision)")
         return value

@@ -40,9 +40,14 @@ class Batch:
         def maybe(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else f(t)
 
-        return dataclasses.replace(self, image=f(self.image), label=f(self.label), unlabeled=maybe(self.unlabeled),
-                                   positions=maybe(self.positions),
-                                   unlabeled_positions=maybe(self.unlabeled_positions))
+        return dataclasses.replace(
+            self,
+            image=f(self.image),
+            label=f(self.label),
+            unlabeled=maybe(self.unlabeled),
+            positions=maybe(self.positions),
+            unlabeled_positions=maybe(self.unlabeled_positions),
+        )
 
     def to(self, device: torch.device | str) -> Batch:
         return self.map_tensors(lambda t: t.to(device, non_blocking=True))

@@ -65,15 +65,28 @@ def read_acdc(root: Path) -> DatasetIndex:
     base = root / "database" if (root / "database" / "training").is_dir() else root
     training = base / "training"
     if not training.is_dir():
-        raise DataError(f"ACDC data not found under {root}: expected training/patientXXX/"
-                        "{Info.cfg, patientXXX_frameYY.nii.gz, patientXXX_frameYY_gt.nii.gz} "
-                        "(and optional testing/)")
+        raise DataError(
+            f"ACDC data not found under {root}: expected training/patientXXX/"
+            "{Info.cfg, patientXXX_frameYY.nii.gz, patientXXX_frameYY_gt.nii.gz} "
+            "(and optional testing/)"
+        )
     labeled = [c for d in sorted(training.glob("patient*")) if d.is_dir() for c in _patient_cases(d, need_labels=True)]
     if not labeled:
         raise DataError(f"no ACDC patients found in {training}")
     test = []
     if (base / "testing").is_dir():
-        test = [c for d in sorted((base / "testing").glob("patient*")) if d.is_dir()
-                for c in _patient_cases(d, need_labels=False)]
-    return DatasetIndex(root=root, name="ACDC", labels=dict(ACDC_LABELS), labeled=tuple(labeled), unlabeled=(),
-                        test=tuple(test), modality="MRI")
+        test = [
+            c
+            for d in sorted((base / "testing").glob("patient*"))
+            if d.is_dir()
+            for c in _patient_cases(d, need_labels=False)
+        ]
+    return DatasetIndex(
+        root=root,
+        name="ACDC",
+        labels=dict(ACDC_LABELS),
+        labeled=tuple(labeled),
+        unlabeled=(),
+        test=tuple(test),
+        modality="MRI",
+    )

@@ -63,8 +63,15 @@ def ending_of(name: str) -> str:
     return next((e for e in NIFTI_ENDINGS if name.endswith(e)), Path(name).suffix)
 
 
-def folder_cases(images: Path, ending: str, labels: Path | None, *, required: bool,
-                 pattern: str | None = None, meta: Mapping[str, Any] | None = None) -> list[Case]:
+def folder_cases(
+    images: Path,
+    ending: str,
+    labels: Path | None,
+    *,
+    required: bool,
+    pattern: str | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> list[Case]:
     """Cases from the image files of one folder, labels looked up by id."""
     pattern = pattern or f"*{CHANNEL_SUFFIX}{ending}"
     cases: list[Case] = []

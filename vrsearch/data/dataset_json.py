@@ -45,15 +45,15 @@ def parse_labels(raw: Any, source: Path) -> dict[int, str]:
             if isinstance(value, (list, tuple)):
                 raise DataError(
                     f"region-based label {name!r}: {value} in {source} is not supported; "
-                    "give each class a single integer")
+                    "give each class a single integer"
+                )
             if isinstance(value, bool) or not (isinstance(value, int) or _is_int_text(value)):
                 raise DataError(f"invalid {source}: label {name!r} must map to an integer, got {value!r}")
             if int(value) in labels:
                 raise DataError(f"invalid {source}: labels {labels[int(value)]!r} and {name!r} share value {value}")
             labels[int(value)] = str(name)
     if sorted(labels) != list(range(len(labels))):
-        raise DataError(
-            f"labels in {source} must be contiguous 0..C-1 with 0 = background; got {sorted(labels)}")
+        raise DataError(f"labels in {source} must be contiguous 0..C-1 with 0 = background; got {sorted(labels)}")
     return dict(sorted(labels.items()))
 
 
@@ -109,8 +109,9 @@ def _check_unique_entries(source: Path, lists: Iterable[tuple[str, tuple[Case, .
     for key, cases in lists:
         for i, case in enumerate(cases):  # one case per entry, in order
             if case.id in seen:
-                raise DataError(f"duplicated case id {case.id!r} in {source}: {seen[case.id]} and {key}[{i}] "
-                                f"({case.image})")
+                raise DataError(
+                    f"duplicated case id {case.id!r} in {source}: {seen[case.id]} and {key}[{i}] ({case.image})"
+                )
             seen[case.id] = f"{key}[{i}]"
 
 
@@ -131,8 +132,15 @@ def read_msd(root: Path) -> DatasetIndex:
     unlabeled = _msd_cases(root, desc.get("unlabeled"), source, "unlabeled", label="none")
     test = _msd_cases(root, desc.get("test"), source, "test", label="optional")
     _check_unique_entries(source, (("training", labeled), ("unlabeled", unlabeled), ("test", test)))
-    return DatasetIndex(root=root, name=str(desc.get("name") or root.name), labels=labels, labeled=labeled,
-                        unlabeled=unlabeled, test=test, modality=_modality(desc))
+    return DatasetIndex(
+        root=root,
+        name=str(desc.get("name") or root.name),
+        labels=labels,
+        labeled=labeled,
+        unlabeled=unlabeled,
+        test=test,
+        modality=_modality(desc),
+    )
 
 
 def read_nnunet(root: Path) -> DatasetIndex:
@@ -152,6 +160,12 @@ def read_nnunet(root: Path) -> DatasetIndex:
     labels_ts = root / "labelsTs"
     test = folder_cases(root / "imagesTs", ending, labels_ts if labels_ts.is_dir() else None, required=False)
     unlabeled = folder_cases(root / "imagesUnlabeled", ending, None, required=False)
-    return DatasetIndex(root=root, name=str(desc.get("name") or root.name), labels=labels,
-                        labeled=tuple(labeled), unlabeled=tuple(unlabeled), test=tuple(test),
-                        modality=_modality(desc))
+    return DatasetIndex(
+        root=root,
+        name=str(desc.get("name") or root.name),
+        labels=labels,
+        labeled=tuple(labeled),
+        unlabeled=tuple(unlabeled),
+        test=tuple(test),
+        modality=_modality(desc),
+    )

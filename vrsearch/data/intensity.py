@@ -40,16 +40,22 @@ def resolve(cfg: DatasetConfig, modality: str) -> DatasetConfig:
     clip = it.clip
     if scale == "window" and clip is None:
         if not ct:
-            raise DataError(f"dataset.intensity.clip: scale 'window' needs a clip range for "
-                            f"{modality or 'data of unknown modality'} (the CT window applies to CT only)")
+            raise DataError(
+                f"dataset.intensity.clip: scale 'window' needs a clip range for "
+                f"{modality or 'data of unknown modality'} (the CT window applies to CT only)"
+            )
         clip = CT_WINDOW
     return cfg.model_copy(update={"intensity": IntensityConfig(scale=scale, clip=clip, percentiles=it.percentiles)})
 
 
 def describe(it: IntensityConfig) -> str:
     clip = f" clipped to [{it.clip[0]:g}, {it.clip[1]:g}]" if it.clip is not None else ""
-    what = {"window": "window", "percentile": f"percentiles {it.percentiles[0]:g}-{it.percentiles[1]:g} to [0, 1]",
-            "zscore": "z-score per volume", "none": "unscaled"}[it.scale]
+    what = {
+        "window": "window",
+        "percentile": f"percentiles {it.percentiles[0]:g}-{it.percentiles[1]:g} to [0, 1]",
+        "zscore": "z-score per volume",
+        "none": "unscaled",
+    }[it.scale]
     return f"{what}{clip}"
 
 
@@ -81,7 +87,9 @@ def saturation_warnings(index: DatasetIndex, cfg: DatasetConfig) -> list[str]:
             raise DataError(f"{case.image}: a {type(img).__name__}, not a volume")
         low, high = clipped_shares(np.asanyarray(img.dataobj), clip)
         if high > UPPER_SHARE or low + high > TOTAL_SHARE:
-            out.append(f"dataset.intensity.clip [{clip[0]:g}, {clip[1]:g}] saturates {100 * (low + high):.0f}% of "
-                       f"the voxels of {case.image} ({100 * high:.0f}% at the upper bound); set a clip that fits "
-                       f"this data ({index.modality or 'modality unknown'}) or leave it out")
+            out.append(
+                f"dataset.intensity.clip [{clip[0]:g}, {clip[1]:g}] saturates {100 * (low + high):.0f}% of "
+                f"the voxels of {case.image} ({100 * high:.0f}% at the upper bound); set a clip that fits "
+                f"this data ({index.modality or 'modality unknown'}) or leave it out"
+            )
     return out

@@ -54,14 +54,26 @@ def read_dataset(layout: str, root: Path | str) -> DatasetIndex:
 
 # (layout name in messages, what the root must hold) for a missing root
 ROOT_HINTS: dict[str, tuple[str, str]] = {
-    "msd": ("MSD", "put a Medical Segmentation Decathlon task there (dataset.json listing training/test, "
-                   "imagesTr/, labelsTr/, optional imagesTs/)"),
-    "nnunet": ("nnU-Net", "put an nnU-Net raw dataset there (dataset.json, imagesTr/<case>_0000.nii.gz, "
-                          "labelsTr/<case>.nii.gz, optional imagesTs/, imagesUnlabeled/)"),
-    "flare22": ("FLARE22", "put the FLARE22 release there (Training/FLARE22_LabeledCase50/{images,labels}/, "
-                           "Training/FLARE22_UnlabeledCase*/, optional Validation/)"),
-    "acdc": ("ACDC", "put the ACDC release there (training/patientXXX/{Info.cfg, patientXXX_frameYY[_gt].nii.gz}, "
-                     "optional testing/)"),
+    "msd": (
+        "MSD",
+        "put a Medical Segmentation Decathlon task there (dataset.json listing training/test, "
+        "imagesTr/, labelsTr/, optional imagesTs/)",
+    ),
+    "nnunet": (
+        "nnU-Net",
+        "put an nnU-Net raw dataset there (dataset.json, imagesTr/<case>_0000.nii.gz, "
+        "labelsTr/<case>.nii.gz, optional imagesTs/, imagesUnlabeled/)",
+    ),
+    "flare22": (
+        "FLARE22",
+        "put the FLARE22 release there (Training/FLARE22_LabeledCase50/{images,labels}/, "
+        "Training/FLARE22_UnlabeledCase*/, optional Validation/)",
+    ),
+    "acdc": (
+        "ACDC",
+        "put the ACDC release there (training/patientXXX/{Info.cfg, patientXXX_frameYY[_gt].nii.gz}, "
+        "optional testing/)",
+    ),
 }
 
 

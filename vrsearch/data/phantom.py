@@ -24,6 +24,7 @@ The dataset is written by :func:`write_phantom` in the nnU-Net / MSD layout,
 with ``phantom.json`` recording every setting and the population's generator
 version (:data:`PHANTOM_VERSION`): a folder is reused only when both match.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,18 @@ from vrsearch.data.phantom_anatomy import LABEL_NAMES, ORGANS, OrganSpec
 from vrsearch.data.phantom_config import PHANTOM_VERSION, POPULATIONS, PhantomConfig
 from vrsearch.data.phantom_render import _render, gallbladder_absent
 
-__all__ = ["ORGANS", "LABEL_NAMES", "OrganSpec", "PhantomConfig", "generate_case", "write_phantom",
-           "gallbladder_absent", "phantom_affine", "PHANTOM_VERSION", "POPULATIONS"]
+__all__ = [
+    "ORGANS",
+    "LABEL_NAMES",
+    "OrganSpec",
+    "PhantomConfig",
+    "generate_case",
+    "write_phantom",
+    "gallbladder_absent",
+    "phantom_affine",
+    "PHANTOM_VERSION",
+    "POPULATIONS",
+]
 
 
 def phantom_affine(config: PhantomConfig) -> np.ndarray:
@@ -83,9 +94,9 @@ def _stamp(config: PhantomConfig) -> dict:
 
 _DESCRIPTION = {
     "classic": "Synthetic portal-venous abdominal CT with the 13 FLARE22 organs (vrsearch phantom, seed {seed}). "
-               "'unlabeled' is a vrsearch extension listing images without labels.",
+    "'unlabeled' is a vrsearch extension listing images without labels.",
     "cohort": "Synthetic multi-phase, multi-scanner abdominal CT with the 13 FLARE22 organs (vrsearch phantom, "
-              "cohort population, seed {seed}). 'unlabeled' is a vrsearch extension listing images without labels.",
+    "cohort population, seed {seed}). 'unlabeled' is a vrsearch extension listing images without labels.",
 }
 
 
@@ -122,8 +133,10 @@ def _finished(out: Path, stamp: dict, marker: str = "phantom.json") -> bool:
             found = None
         if found == stamp:
             return True
-        raise FileExistsError(f"{out} holds a {what} made with other settings ({_difference(found, stamp, marker)}); "
-                              "remove it or pick another path")
+        raise FileExistsError(
+            f"{out} holds a {what} made with other settings ({_difference(found, stamp, marker)}); "
+            "remove it or pick another path"
+        )
     if not out.is_dir() or any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not a {what} dataset; refusing to overwrite it")
     return False
@@ -133,8 +146,10 @@ def _difference(found: object, wanted: dict[str, Any], marker: str = "phantom.js
     """What differs between two stamps, e.g. ``population classic, wanted cohort``."""
     if not isinstance(found, dict):
         return f"unreadable {marker}"
-    flat = lambda st: {**{k: v for k, v in st.items() if k != "config"},  # noqa: E731
-                       "population": "classic", **(st.get("config") or {})}
+
+    def flat(st: dict[str, Any]) -> dict[str, Any]:
+        return {**{k: v for k, v in st.items() if k != "config"}, "population": "classic", **(st.get("config") or {})}
+
     a, b = flat(found), flat(wanted)
     diff = [f"{k} {a.get(k)}, wanted {b[k]}" for k in b if a.get(k) != b[k]]
     return "; ".join(diff) or "unknown fields " + ", ".join(sorted(set(a) - set(b)))
@@ -162,8 +177,9 @@ def publish(tmp: Path, out: Path, stamp: dict, marker: str = "phantom.json") -> 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_phantom(out: Path | str, config: PhantomConfig = PhantomConfig(), *,
-                  progress: Callable[[int, int], None] | None = None) -> Path:
+def write_phantom(
+    out: Path | str, config: PhantomConfig = PhantomConfig(), *, progress: Callable[[int, int], None] | None = None
+) -> Path:
     """Write the dataset under ``out`` and return it.
 
     Layout: ``imagesTr/phantom_XXX_0000.nii.gz`` + ``labelsTr/phantom_XXX.nii.gz``
@@ -181,9 +197,11 @@ def write_phantom(out: Path | str, config: PhantomConfig = PhantomConfig(), *,
     if tmp is None:
         return out
     try:
-        groups = [("training", "imagesTr", "labelsTr", config.cases),
-                  ("unlabeled", "imagesUnlabeled", None, config.unlabeled),
-                  ("test", "imagesTs", "labelsTs", config.test)]
+        groups = [
+            ("training", "imagesTr", "labelsTr", config.cases),
+            ("unlabeled", "imagesUnlabeled", None, config.unlabeled),
+            ("test", "imagesTs", "labelsTs", config.test),
+        ]
         entries: dict[str, list[dict]] = {}
         total, index = config.cases + config.unlabeled + config.test, 0
         affine = phantom_affine(config)

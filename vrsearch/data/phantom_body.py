@@ -9,6 +9,7 @@ body with a cortical ring, discs, arch, spinous and transverse processes),
 paraspinal and psoas muscles, lung bases above the hemidiaphragm domes and the base
 of the heart.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,21 +19,31 @@ AIR, FAT, MUSCLE, CORTEX, MARROW, DISC, CSF, LUNG, RIB, VESSEL, BOWEL, GAS, HEAR
 ORGAN_TISSUE = 16
 # (mean HU, texture/between-subject sd) for the background classes.
 TISSUE_HU: dict[int, tuple[float, float]] = {
-    AIR: (-1000, 0), FAT: (-100, 12), MUSCLE: (50, 8), CORTEX: (800, 60), MARROW: (250, 40),
-    DISC: (90, 10), CSF: (20, 5), LUNG: (-850, 30), RIB: (500, 60), VESSEL: (150, 12),
-    BOWEL: (35, 20), GAS: (-1000, 0), HEART: (130, 15),
+    AIR: (-1000, 0),
+    FAT: (-100, 12),
+    MUSCLE: (50, 8),
+    CORTEX: (800, 60),
+    MARROW: (250, 40),
+    DISC: (90, 10),
+    CSF: (20, 5),
+    LUNG: (-850, 30),
+    RIB: (500, 60),
+    VESSEL: (150, 12),
+    BOWEL: (35, 20),
+    GAS: (-1000, 0),
+    HEART: (130, 15),
 }
 BONE_CLASSES = (CORTEX, MARROW, DISC, RIB)
 
 TORSO_SEMI = (160.0, 110.0)  # skin ellipse semi-axes (x, y), mm
-TORSO_POWER = 2.3            # superellipse exponent: a flatter back than an ellipse
-SPINE_Y = -42.0              # vertebral body centre (y), mm
+TORSO_POWER = 2.3  # superellipse exponent: a flatter back than an ellipse
+SPINE_Y = -42.0  # vertebral body centre (y), mm
 DOMES = ((-55.0, 118.0), (55.0, 108.0))  # (x, apex z) of the right/left hemidiaphragm
 
 
-
-def background(q: list[np.ndarray], fat_mm: float, scale: float,
-               aspect: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def background(
+    q: list[np.ndarray], fat_mm: float, scale: float, aspect: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Paint the body (module doc) around the organs on warped anatomical coordinates ``q``.
 
     Returns ``(tissue uint8, inside_fat bool, cavity bool, bone bool)``;
@@ -63,8 +74,16 @@ def _skin_depth(x: np.ndarray, y: np.ndarray, scale: float) -> tuple[np.ndarray,
     return -(r - 1.0) / grad * scale, y / (np.sqrt(x * x + y * y) + 1.0)
 
 
-def _ribs(x: np.ndarray, y: np.ndarray, z: np.ndarray, depth: np.ndarray, sin_t: np.ndarray, fat: np.ndarray,
-          wall: np.ndarray, inside: np.ndarray) -> np.ndarray:
+def _ribs(
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray,
+    depth: np.ndarray,
+    sin_t: np.ndarray,
+    fat: np.ndarray,
+    wall: np.ndarray,
+    inside: np.ndarray,
+) -> np.ndarray:
     """Bands in the wall, sloping down anteriorly, above the costal margin."""
     band = inside & (depth < fat + wall - 1.0) & (depth > fat + 1.0)
     rib = band & (np.cos(2 * np.pi * (z + 40 * sin_t) / 28.0) > 0.6)
@@ -73,14 +92,16 @@ def _ribs(x: np.ndarray, y: np.ndarray, z: np.ndarray, depth: np.ndarray, sin_t:
     return rib
 
 
-def _muscles_and_spine(tissue: np.ndarray, x: np.ndarray, ys: np.ndarray, z: np.ndarray, depth: np.ndarray,
-                       cavity: np.ndarray) -> None:
+def _muscles_and_spine(
+    tissue: np.ndarray, x: np.ndarray, ys: np.ndarray, z: np.ndarray, depth: np.ndarray, cavity: np.ndarray
+) -> None:
     """Paraspinal and psoas muscles, then the spine: body with cortical ring and discs,
     canal, arch, processes (``ys``: y relative to the vertebral body centre)."""
     para = ((np.abs(x) - 35) / 22) ** 2 + ((ys + 44) / 16) ** 2 < 1
     grow = np.clip(40.0 - z, 0.0, None)
-    psoas = (z < 40) & (((np.abs(x) - 26 - 0.1 * grow) / (6 + 0.12 * grow)) ** 2
-                        + ((ys + 2) / (6 + 0.08 * grow)) ** 2 < 1)
+    psoas = (z < 40) & (
+        ((np.abs(x) - 26 - 0.1 * grow) / (6 + 0.12 * grow)) ** 2 + ((ys + 2) / (6 + 0.08 * grow)) ** 2 < 1
+    )
     tissue[(para & (depth > 0)) | (psoas & cavity)] = MUSCLE
     u = np.sqrt((x / 22) ** 2 + (ys / 17) ** 2)
     phase = np.mod(z + 10.0, 34.0)

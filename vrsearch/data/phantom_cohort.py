@@ -40,6 +40,7 @@ Scan (:func:`acquisition`, stream ``[seed, index, 3]``)
 Every draw depends on ``(seed, index)`` only, never on the grid, so ``size``
 and ``spacing`` change resolution and field of view, not the subject.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -53,8 +54,20 @@ from vrsearch.data import phantom_anatomy as anat
 from vrsearch.data import phantom_body as pb
 from vrsearch.data.phantom_anatomy import ORGANS, Subject
 
-__all__ = ["Scanner", "SCANNERS", "PHASES", "PHASE_HU", "Acquisition", "acquisition", "absent_organs",
-           "draw_subject", "tissue_hu", "acquire", "CYST", "TUMOR"]
+__all__ = [
+    "Scanner",
+    "SCANNERS",
+    "PHASES",
+    "PHASE_HU",
+    "Acquisition",
+    "acquisition",
+    "absent_organs",
+    "draw_subject",
+    "tissue_hu",
+    "acquire",
+    "CYST",
+    "TUMOR",
+]
 
 CYST, TUMOR = 13, 14  # extra tissue classes (between the background ones and ORGAN_TISSUE)
 
@@ -64,11 +77,11 @@ class Scanner:
     """HU calibration and image character of one "scanner" (site + protocol)."""
 
     name: str
-    offset: float        # HU added after scaling (water no longer at 0)
-    slope: float         # HU scale of the calibration
-    iodine: float        # contrast enhancement relative to 120 kVp
-    noise: float         # noise sd factor (dose, detector)
-    kernel: float        # in-plane blur sigma, voxels (sharp to smooth reconstruction kernel)
+    offset: float  # HU added after scaling (water no longer at 0)
+    slope: float  # HU scale of the calibration
+    iodine: float  # contrast enhancement relative to 120 kVp
+    noise: float  # noise sd factor (dose, detector)
+    kernel: float  # in-plane blur sigma, voxels (sharp to smooth reconstruction kernel)
 
 
 SCANNERS: tuple[Scanner, ...] = (
@@ -87,16 +100,34 @@ SLICE_P = (0.25, 0.35, 0.30, 0.10)
 #: mean HU per phase (non-contrast, arterial, portal-venous, delayed) of every organ label and of
 #: the enhancing background classes; the portal-venous column is the classic table's
 PHASE_HU: dict[str, tuple[float, float, float, float]] = {
-    "liver": (55, 70, 105, 85), "right_kidney": (30, 190, 170, 130), "spleen": (45, 120, 115, 95),
-    "pancreas": (40, 110, 95, 70), "aorta": (40, 300, 160, 120), "ivc": (40, 90, 130, 115),
-    "right_adrenal": (25, 60, 55, 50), "left_adrenal": (25, 60, 55, 50), "gallbladder": (10, 10, 10, 10),
-    "esophagus": (40, 55, 50, 45), "stomach": (30, 45, 40, 38), "duodenum": (35, 60, 55, 48),
+    "liver": (55, 70, 105, 85),
+    "right_kidney": (30, 190, 170, 130),
+    "spleen": (45, 120, 115, 95),
+    "pancreas": (40, 110, 95, 70),
+    "aorta": (40, 300, 160, 120),
+    "ivc": (40, 90, 130, 115),
+    "right_adrenal": (25, 60, 55, 50),
+    "left_adrenal": (25, 60, 55, 50),
+    "gallbladder": (10, 10, 10, 10),
+    "esophagus": (40, 55, 50, 45),
+    "stomach": (30, 45, 40, 38),
+    "duodenum": (35, 60, 55, 48),
     "left_kidney": (30, 190, 170, 130),
-    "vessel": (40, 100, 150, 120), "heart": (40, 280, 130, 110), "muscle": (45, 55, 50, 50),
-    "bowel": (30, 45, 35, 35), "tumor": (40, 55, 60, 60), "cyst": (8, 8, 8, 8),
+    "vessel": (40, 100, 150, 120),
+    "heart": (40, 280, 130, 110),
+    "muscle": (45, 55, 50, 50),
+    "bowel": (30, 45, 35, 35),
+    "tumor": (40, 55, 60, 60),
+    "cyst": (8, 8, 8, 8),
 }
-_BACKGROUND = {"vessel": pb.VESSEL, "heart": pb.HEART, "muscle": pb.MUSCLE, "bowel": pb.BOWEL,
-               "tumor": TUMOR, "cyst": CYST}
+_BACKGROUND = {
+    "vessel": pb.VESSEL,
+    "heart": pb.HEART,
+    "muscle": pb.MUSCLE,
+    "bowel": pb.BOWEL,
+    "tumor": TUMOR,
+    "cyst": CYST,
+}
 #: organs that move with the diaphragm (shared craniocaudal shift)
 _UPPER = (1, 2, 3, 4, 7, 8, 9, 11, 12, 13)
 _ABSENT_P = {2: 0.03, 13: 0.03, 3: 0.03}  # right/left nephrectomy, splenectomy
@@ -154,11 +185,14 @@ def _stretch(rng: np.random.Generator, sd: float) -> np.ndarray:
 def draw_subject(rng: np.random.Generator, absent: frozenset[int]) -> Subject:
     """All anatomy draws of one cohort subject, in a fixed order (grid-independent)."""
     scale = float(np.exp(rng.normal(0, 0.08)))
-    s: Subject = {"scale": scale, "aspect": float(np.exp(rng.normal(0, 0.06))),
-         "fat": float(np.clip(18.0 * np.exp(rng.normal(0, 0.5)) * scale, 4, 60)),
-         "rot": anat.rotation(rng.uniform(-1, 1, 3) * np.array([5.0, 5.0, 8.0])),
-         "shift": rng.uniform(-1, 1, 3) * np.array([10.0, 15.0, 25.0]),
-         "warp_mm": float(rng.uniform(3, 7))}
+    s: Subject = {
+        "scale": scale,
+        "aspect": float(np.exp(rng.normal(0, 0.06))),
+        "fat": float(np.clip(18.0 * np.exp(rng.normal(0, 0.5)) * scale, 4, 60)),
+        "rot": anat.rotation(rng.uniform(-1, 1, 3) * np.array([5.0, 5.0, 8.0])),
+        "shift": rng.uniform(-1, 1, 3) * np.array([10.0, 15.0, 25.0]),
+        "warp_mm": float(rng.uniform(3, 7)),
+    }
     body, diaphragm, visceral = rng.normal(), rng.normal(0, 10.0), float(rng.uniform(-0.05, 0.15))
     organs: dict[int, dict[str, Any]] = {}
     for o in ORGANS:
@@ -167,9 +201,12 @@ def draw_subject(rng: np.random.Generator, absent: frozenset[int]) -> Subject:
         stretch = _stretch(rng, 0.12)
         if o.label in _UPPER:
             shift = shift + np.array([0.0, 0.0, diaphragm]) + visceral * np.append(o.center[:2], 0.0)
-        organs[o.label] = {"volume": 0.0 if o.label in absent else o.volume_ml * float(np.exp(1.3 * o.vol_sigma * z)),
-                           "shift": shift, "rot": anat.rotation(rng.uniform(-1, 1, 3) * 1.5 * o.rot_deg),
-                           "stretch": None if o.fit == "radius" else stretch}
+        organs[o.label] = {
+            "volume": 0.0 if o.label in absent else o.volume_ml * float(np.exp(1.3 * o.vol_sigma * z)),
+            "shift": shift,
+            "rot": anat.rotation(rng.uniform(-1, 1, 3) * 1.5 * o.rot_deg),
+            "stretch": None if o.fit == "radius" else stretch,
+        }
     s["organs"] = organs
     s["hu"] = rng.normal(size=pb.ORGAN_TISSUE + 14)
     s["gas"] = float(rng.uniform(0, 0.3)) * float(rng.random() < 0.7)
@@ -217,8 +254,16 @@ def tissue_hu(subj: Subject, acq: Acquisition) -> tuple[np.ndarray, np.ndarray]:
     return mean, amp
 
 
-def acquire(tissue: np.ndarray, tex: np.ndarray, bias: np.ndarray, radius2: np.ndarray, spacing: Sequence[float],
-            subj: Subject, acq: Acquisition, noise_rng: np.random.Generator) -> np.ndarray:
+def acquire(
+    tissue: np.ndarray,
+    tex: np.ndarray,
+    bias: np.ndarray,
+    radius2: np.ndarray,
+    spacing: Sequence[float],
+    subj: Subject,
+    acq: Acquisition,
+    noise_rng: np.random.Generator,
+) -> np.ndarray:
     """The scan of a tissue map: intensities, blur, bias, noise, calibration -> int16 HU.
 
     ``tex``/``bias`` are unit-sd smooth fields on the grid; ``radius2`` is the squared normalised

@@ -18,6 +18,7 @@ test), so ``FLARE22_Tr_0001`` holds the same volume as ``phantom_000``. Case
 numbers inside each group start at 1, like the release. Label values follow
 the FLARE22 order (``vrsearch.data.flare22.FLARE22_LABELS``; 1 liver ... 13 left kidney).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -43,8 +44,7 @@ def flare22_paths(group: str, number: int) -> tuple[str, str | None]:
     """
     if group == "labeled":
         case = f"FLARE22_Tr_{number:04d}"
-        return (f"Training/{LABELED_DIR}/images/{case}_0000.nii.gz",
-                f"Training/{LABELED_DIR}/labels/{case}.nii.gz")
+        return (f"Training/{LABELED_DIR}/images/{case}_0000.nii.gz", f"Training/{LABELED_DIR}/labels/{case}.nii.gz")
     if group == "unlabeled":
         lo = (number - 1) // UNLABELED_BLOCK * UNLABELED_BLOCK + 1
         folder = f"FLARE22_UnlabeledCase{lo}-{lo + UNLABELED_BLOCK - 1}"
@@ -55,8 +55,9 @@ def flare22_paths(group: str, number: int) -> tuple[str, str | None]:
     raise ValueError(f"unknown group {group!r}; expected labeled, unlabeled or test")
 
 
-def write_phantom_flare22(out: Path | str, config: PhantomConfig = PhantomConfig(), *,
-                          progress: Callable[[int, int], None] | None = None) -> Path:
+def write_phantom_flare22(
+    out: Path | str, config: PhantomConfig = PhantomConfig(), *, progress: Callable[[int, int], None] | None = None
+) -> Path:
     """Write the phantom under ``out`` in the FLARE22 layout (module doc) and return ``out``.
 
     Behaves like ``write_phantom``: idempotent (the same phantom at ``out`` is

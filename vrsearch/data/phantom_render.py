@@ -21,6 +21,7 @@ texture, vessels in the liver, bowel loops with gas, stomach gas with a
 horizontal air-fluid level, partial-volume blur (sigma 0.6 voxel) and
 spatially correlated noise (sd 10-25 HU), clipped to int16.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -67,8 +68,13 @@ def gallbladder_absent(seed: int, index: int) -> bool:
     return min(draws) >= GALLBLADDER_ABSENT_P and index == start + int(np.argmin(draws))
 
 
-def _smooth_field(rng: np.random.Generator, axes: Sequence[np.ndarray], step: float, sigma: float,
-                  reach: tuple[float, float, float] = (200.0, 200.0, 400.0)) -> np.ndarray:
+def _smooth_field(
+    rng: np.random.Generator,
+    axes: Sequence[np.ndarray],
+    step: float,
+    sigma: float,
+    reach: tuple[float, float, float] = (200.0, 200.0, 400.0),
+) -> np.ndarray:
     """Unit-sd Gaussian-filtered noise on the grid ``axes`` (mm), separable.
 
     Coefficients live on a fixed mm lattice (so the field does not depend on
@@ -92,15 +98,21 @@ def _smooth_field(rng: np.random.Generator, axes: Sequence[np.ndarray], step: fl
 
 def _draw_subject(rng: np.random.Generator, seed: int, index: int) -> Subject:
     """All anatomy draws, in a fixed order (independent of the grid)."""
-    s: Subject = {"scale": float(np.exp(rng.normal(0, 0.05))), "fat": float(rng.uniform(10, 30)),
-         "rot": _random_rotation(rng, (3, 3, 5)), "shift": rng.uniform(-10, 10, 3)}
+    s: Subject = {
+        "scale": float(np.exp(rng.normal(0, 0.05))),
+        "fat": float(rng.uniform(10, 30)),
+        "rot": _random_rotation(rng, (3, 3, 5)),
+        "shift": rng.uniform(-10, 10, 3),
+    }
     body = rng.normal()
     organs: dict[int, dict[str, Any]] = {}
     for o in ORGANS:
         z = 0.3 * body + np.sqrt(1 - 0.09) * rng.normal()
-        organs[o.label] = {"volume": o.volume_ml * float(np.exp(o.vol_sigma * z)),
-                           "shift": rng.uniform(-1, 1, 3) * o.shift_mm,
-                           "rot": _random_rotation(rng, (o.rot_deg,) * 3)}
+        organs[o.label] = {
+            "volume": o.volume_ml * float(np.exp(o.vol_sigma * z)),
+            "shift": rng.uniform(-1, 1, 3) * o.shift_mm,
+            "rot": _random_rotation(rng, (o.rot_deg,) * 3),
+        }
     if gallbladder_absent(seed, index):
         organs[9]["volume"] = 0.0
     s["organs"] = organs
@@ -117,8 +129,9 @@ def _random_rotation(rng: np.random.Generator, limits: Sequence[float]) -> np.nd
 class _Frames:
     """Maps an organ's reference shape into the (warped) grid of one subject."""
 
-    def __init__(self, q: list[np.ndarray], subject: Subject, axes: list[np.ndarray], spacing: Sequence[float],
-                 warp_max: float):
+    def __init__(
+        self, q: list[np.ndarray], subject: Subject, axes: list[np.ndarray], spacing: Sequence[float], warp_max: float
+    ):
         self.q, self.s, self.axes, self.spacing = q, subject, axes, np.asarray(spacing)
         self.pad = warp_max + 3 * self.spacing.max() + 10.0  # > threshold limits
 
@@ -189,8 +202,9 @@ def _subject(index: int, config: PhantomConfig, rng: np.random.Generator) -> Sub
     return cohort.draw_subject(rng, gone)
 
 
-def _pose(index: int, config: PhantomConfig) -> tuple[Subject, np.random.Generator, list[np.ndarray],
-                                                     list[np.ndarray], _Frames]:
+def _pose(
+    index: int, config: PhantomConfig
+) -> tuple[Subject, np.random.Generator, list[np.ndarray], list[np.ndarray], _Frames]:
     """(subject, its generator after the warp, grid axes, warped coordinates q, frames)."""
     rng = np.random.default_rng([config.seed, index, 0])
     subj = _subject(index, config, rng)
@@ -203,8 +217,9 @@ def _pose(index: int, config: PhantomConfig) -> tuple[Subject, np.random.Generat
     return subj, rng, axes, q, _Frames(q, subj, axes, config.spacing, float(np.sqrt(sum(w * w for w in warp)).max()))
 
 
-def _paint_organs(frames: _Frames, subj: Subject, allowed: np.ndarray,
-                  config: PhantomConfig) -> tuple[np.ndarray, tuple[tuple[slice, ...], np.ndarray] | None]:
+def _paint_organs(
+    frames: _Frames, subj: Subject, allowed: np.ndarray, config: PhantomConfig
+) -> tuple[np.ndarray, tuple[tuple[slice, ...], np.ndarray] | None]:
     """(label map, (slices, stomach lumen) or None): organs in PAINT_ORDER, each fitted to its volume."""
     label = np.zeros(config.size, np.uint8)
     voxel_ml = float(np.prod(config.spacing)) / 1000.0
@@ -234,8 +249,9 @@ def _paint_organs(frames: _Frames, subj: Subject, allowed: np.ndarray,
     return label, stomach
 
 
-def _render(index: int, config: PhantomConfig,
-            acq: cohort.Acquisition | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _render(
+    index: int, config: PhantomConfig, acq: cohort.Acquisition | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image, label, tissue) of subject ``index``; ``acq`` overrides a cohort subject's scan."""
     subj, rng, axes, q, frames = _pose(index, config)
     tex, bowel_a, bowel_b = (_smooth_field(rng, axes, 10.0, 10.0) for _ in range(3))

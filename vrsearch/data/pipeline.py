@@ -61,8 +61,10 @@ def load_transforms(keys: Sequence[str]) -> list:
     (``(X, Y, Z, 1)``, ``(X, Y, Z, 1, 1)``: some tools write time/vector axes of
     length 1) are squeezed by MONAI's NibabelReader, so every accepted volume is
     ``[1, X, Y, Z]`` here; ``validate --check-data`` accepts exactly these shapes."""
-    return [T.LoadImaged(keys=list(keys), image_only=True, squeeze_non_spatial_dims=True),
-            T.EnsureChannelFirstd(keys=list(keys))]
+    return [
+        T.LoadImaged(keys=list(keys), image_only=True, squeeze_non_spatial_dims=True),
+        T.EnsureChannelFirstd(keys=list(keys)),
+    ]
 
 
 def geometry_transforms(cfg: DatasetConfig, keys: Sequence[str]) -> list:
@@ -178,8 +180,10 @@ def labeled_train_transform(cfg: DatasetConfig, num_classes: int, store: Prepare
 
 
 def unlabeled_train_transform(cfg: DatasetConfig, store: PreparedStore | None = None) -> T.Compose:
-    det = preprocess(cfg, ["image"], store) + [T.SpatialPadd(keys="image", spatial_size=cfg.patch_size),
-                                                 RecordGeometryd()]
+    det = preprocess(cfg, ["image"], store) + [
+        T.SpatialPadd(keys="image", spatial_size=cfg.patch_size),
+        RecordGeometryd(),
+    ]
     rand = [T.RandSpatialCropd(keys="image", roi_size=cfg.patch_size, random_size=False)]
     return T.Compose(det + rand + augment_transforms(cfg, ["image"]))
 
@@ -240,8 +244,9 @@ class BatchSource(torch.utils.data.IterableDataset):
             case_meta=[dict(d.get("meta", {})) for d in lab],
             unlabeled_meta=[dict(d.get("meta", {})) for d in unl or []],
             positions=torch.tensor([patch_position(d) for d in lab], dtype=torch.float32),
-            unlabeled_positions=None if unl is None else torch.tensor([patch_position(d) for d in unl],
-                                                                      dtype=torch.float32),
+            unlabeled_positions=None
+            if unl is None
+            else torch.tensor([patch_position(d) for d in unl], dtype=torch.float32),
         )
 
     def __iter__(self) -> Iterator[Batch]:
@@ -260,7 +265,11 @@ def batches(source: BatchSource, num_workers: int, pin_memory: bool = False) -> 
     if num_workers <= 0:
         return (b.pin_memory() for b in source) if pin_memory else iter(source)
     loader = torch.utils.data.DataLoader(
-        source, batch_size=None, num_workers=num_workers, persistent_workers=True, prefetch_factor=2,
+        source,
+        batch_size=None,
+        num_workers=num_workers,
+        persistent_workers=True,
+        prefetch_factor=2,
         pin_memory=pin_memory,
     )
     return iter(loader)

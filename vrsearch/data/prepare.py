@@ -56,8 +56,13 @@ def dataset_index(cfg: DatasetConfig) -> DatasetIndex:
             write_phantom(
                 cfg.root,
                 PhantomConfig(
-                    cases=opts.cases, unlabeled=opts.unlabeled, test=opts.test, seed=opts.seed,
-                    size=opts.size, spacing=opts.spacing, population=opts.population,
+                    cases=opts.cases,
+                    unlabeled=opts.unlabeled,
+                    test=opts.test,
+                    seed=opts.seed,
+                    size=opts.size,
+                    spacing=opts.spacing,
+                    population=opts.population,
                 ),
             )
         except (FileExistsError, ValueError) as exc:
@@ -71,12 +76,15 @@ def _check_meta(split: Split, needs: DataNeeds, method: str, index: DatasetIndex
     for key in needs.meta:
         missing = [c for c in (*split.labeled, *split.unlabeled) if key not in c.meta]
         if missing:
-            raise DataError(f"method {method} reads the '{key}' meta-label, but {len(missing)} training cases of "
-                            f"{index.root} have none (e.g. {missing[0].id}); the acdc layout provides 'phase'")
+            raise DataError(
+                f"method {method} reads the '{key}' meta-label, but {len(missing)} training cases of "
+                f"{index.root} have none (e.g. {missing[0].id}); the acdc layout provides 'phase'"
+            )
 
 
-def prepare_data(cfg: DatasetConfig, *, method: str, needs: DataNeeds = DataNeeds(),
-                 check: bool = True) -> PreparedData:
+def prepare_data(
+    cfg: DatasetConfig, *, method: str, needs: DataNeeds = DataNeeds(), check: bool = True
+) -> PreparedData:
     """Index, check and split the dataset of a study for a method with ``needs``
     (``cfg.unlabeled_pool`` picks how many of the dataset's own unlabeled images join
     training)."""
@@ -98,13 +106,18 @@ def prepare_data(cfg: DatasetConfig, *, method: str, needs: DataNeeds = DataNeed
     )
     _check_meta(split, needs, method, index)
     if needs.unlabeled and not split.unlabeled:
-        pool = "dataset.unlabeled_pool is 0" if cfg.unlabeled_pool == 0 else _NO_POOL.get(
-            cfg.layout, "no unlabeled pool").format(root=index.root)
+        pool = (
+            "dataset.unlabeled_pool is 0"
+            if cfg.unlabeled_pool == 0
+            else _NO_POOL.get(cfg.layout, "no unlabeled pool").format(root=index.root)
+        )
         raise DataError(
             f"method {method} needs unlabeled cases; none in {index.root} "
             f"({pool} and labeled_ratio {cfg.labeled_ratio} keeps every training label)"
         )
     if not split.val:
-        raise DataError(f"no validation cases: dataset.val_fraction {cfg.val_fraction} gives none of "
-                        f"{len(index.labeled)} labeled cases in {index.root}")
+        raise DataError(
+            f"no validation cases: dataset.val_fraction {cfg.val_fraction} gives none of "
+            f"{len(index.labeled)} labeled cases in {index.root}"
+        )
     return PreparedData(index, split, resolve(cfg, index.modality))

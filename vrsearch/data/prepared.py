@@ -38,8 +38,9 @@ from monai.data import MetaTensor
 FORMAT = 1
 #: the code that turns a file into a prepared case: an edit to it (orientation, resampling,
 #: interpolation, intensity) changes every key, so no entry made by older code is served
-_CODE = hashlib.sha256(b"".join((Path(__file__).parent / name).read_bytes()
-                                for name in ("pipeline.py", "intensity.py", "prepared.py"))).hexdigest()
+_CODE = hashlib.sha256(
+    b"".join((Path(__file__).parent / name).read_bytes() for name in ("pipeline.py", "intensity.py", "prepared.py"))
+).hexdigest()
 ENTRY_FILE = "entry.json"
 #: entries this process has verified: folder -> {name: (read-only memory map, affine)}
 _OPEN: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
@@ -57,9 +58,14 @@ def entry_key(stage: str, files: dict[str, str], settings: dict) -> str:
     import monai
     import nibabel
 
-    doc = {"format": FORMAT, "code": _CODE,
-           "versions": [monai.__version__, torch.__version__, np.__version__, nibabel.__version__],
-           "stage": stage, "settings": settings, "files": {k: file_identity(v) for k, v in sorted(files.items())}}
+    doc = {
+        "format": FORMAT,
+        "code": _CODE,
+        "versions": [monai.__version__, torch.__version__, np.__version__, nibabel.__version__],
+        "stage": stage,
+        "settings": settings,
+        "files": {k: file_identity(v) for k, v in sorted(files.items())},
+    }
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -102,8 +108,10 @@ class PreparedStore:
             with self._lock(key):
                 arrays = self.open(key) or self._write(key, build())
         _OPEN[folder] = arrays
-        return {name: MetaTensor(torch.from_numpy(np.array(a)), affine=torch.from_numpy(aff.copy()))
-                for name, (a, aff) in arrays.items()}
+        return {
+            name: MetaTensor(torch.from_numpy(np.array(a)), affine=torch.from_numpy(aff.copy()))
+            for name, (a, aff) in arrays.items()
+        }
 
     def open(self, key: str) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
         """A complete, intact entry memory-mapped; None if it is missing, half-written or damaged."""
@@ -134,8 +142,13 @@ class PreparedStore:
             arr = np.ascontiguousarray(t.as_tensor().numpy() if isinstance(t, MetaTensor) else np.asarray(t))
             path = folder / f"{name}.npy"
             _replace_atomic(path, functools.partial(_save_npy, arr=arr))
-            arrays[name] = {"shape": list(arr.shape), "dtype": str(arr.dtype), "size": path.stat().st_size,
-                            "sha256": _digest(path), "affine": np.asarray(t.affine, dtype=np.float64).tolist()}
+            arrays[name] = {
+                "shape": list(arr.shape),
+                "dtype": str(arr.dtype),
+                "size": path.stat().st_size,
+                "sha256": _digest(path),
+                "affine": np.asarray(t.affine, dtype=np.float64).tolist(),
+            }
         text = json.dumps({"format": FORMAT, "key": key, "arrays": arrays})
         _replace_atomic(folder / ENTRY_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
         out = self.open(key)

@@ -31,7 +31,7 @@ Labeled cases: the bounding box of the atlas's labels plus :data:`MARGIN_MM`, cu
 the midline (x = 0 mm) and into three slabs along inferior-superior, gives six
 disjoint blocks; block ``k`` is written on a grid of geometry ``k`` of
 :func:`geometries` (the voxel axes' directions and spacing of a real header or of a
-common convention) that covers the block, zero outside it (the field of view ends
+common convention; :mod:`vrsearch.data.realfiles_grids`) that covers the block, zero outside it (the field of view ends
 there). Image (trilinear, no anti-aliasing) and label (nearest) are resampled with
 ``nibabel.processing`` from the same 1 mm source, so they stay aligned in world
 coordinates by construction. Unlabeled: the ITK T1 copied byte for byte, and the
@@ -42,18 +42,16 @@ tissue map and the macaque's NeuroMaps labels are other label sets and are not u
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from nibabel.processing import resample_from_to
 
 from vrsearch.data.phantom import _save, begin, publish
+from vrsearch.data.realfiles_grids import Geometry, axes, header_geometry, load, resample, target_grid
 from vrsearch.errors import DataError
 
 MRICRON_DIR = Path("/usr/share/mricron/templates")
@@ -62,8 +60,7 @@ NIBABEL_DATA = Path(nib.__file__).parent / "tests" / "data"
 MARKER = "realfiles.json"
 VERSION = 1
 
-CLASSES = ("background", "frontal", "insula_limbic", "occipital", "parietal", "deep_gray", "temporal",
-           "cerebellum")
+CLASSES = ("background", "frontal", "insula_limbic", "occipital", "parietal", "deep_gray", "temporal", "cerebellum")
 #: AAL lobe code (thousands digit of a region's code) -> class index in :data:`CLASSES`
 LOBES = {2: 1, 3: 2, 4: 2, 5: 3, 6: 4, 7: 5, 8: 6, 9: 7}
 #: mm added around the atlas's labels before the brain is cut into blocks
@@ -76,9 +73,13 @@ _PACKAGE = {"mricron": "mricron-data", "itk": "insighttoolkit5-examples"}
 
 #: role -> (folder of :class:`Sources`, file name)
 SOURCE_FILES = {
-    "t1": ("mricron", "ch2.nii.gz"), "aal": ("mricron", "aal.nii.gz"), "aal_names": ("mricron", "aal.nii.txt"),
-    "macaque": ("mricron", "inia19-t1-brain.nii.gz"), "itk_t1": ("itk", ITK_T1),
-    "oblique_x": ("nibabel", "example4d.nii.gz"), "oblique_y": ("nibabel", "phantom_EPI_asc_CLEAR_2_1.PAR"),
+    "t1": ("mricron", "ch2.nii.gz"),
+    "aal": ("mricron", "aal.nii.gz"),
+    "aal_names": ("mricron", "aal.nii.txt"),
+    "macaque": ("mricron", "inia19-t1-brain.nii.gz"),
+    "itk_t1": ("itk", ITK_T1),
+    "oblique_x": ("nibabel", "example4d.nii.gz"),
+    "oblique_y": ("nibabel", "phantom_EPI_asc_CLEAR_2_1.PAR"),
 }
 
 
@@ -96,53 +97,14 @@ class Sources:
         for role, (where, name) in SOURCE_FILES.items():
             path = Path(getattr(self, where)) / name
             if not path.is_file():
-                how = (f"install Debian's {_PACKAGE[where]}: make realdata" if where in _PACKAGE
-                       else "nibabel's test data is missing: reinstall nibabel (pip install --force-reinstall nibabel)")
+                how = (
+                    f"install Debian's {_PACKAGE[where]}: make realdata"
+                    if where in _PACKAGE
+                    else "nibabel's test data is missing: reinstall nibabel (pip install --force-reinstall nibabel)"
+                )
                 raise DataError(f"real-file source not found: {path}; {how}")
             out[role] = path
         return out
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Voxel axes of a grid: ``direction`` columns are unit world (RAS) vectors."""
-
-    name: str
-    direction: np.ndarray
-    zooms: tuple[float, float, float]
-    source: str
-
-
-def axes(codes: str) -> np.ndarray:
-    """Direction matrix whose voxel axes point to ``codes`` (e.g. ``"LPS"``)."""
-    unit = {"R": (0, 1), "L": (0, -1), "A": (1, 1), "P": (1, -1), "S": (2, 1), "I": (2, -1)}
-    out = np.zeros((3, 3))
-    for col, code in enumerate(codes):
-        row, sign = unit[code]
-        out[row, col] = sign
-    return out
-
-
-def load(path: Path) -> nib.spatialimages.SpatialImage:
-    """A source image, its voxels read (a damaged file is one DataError line naming it)."""
-    try:
-        img = nib.load(str(path))
-        if not isinstance(img, nib.spatialimages.SpatialImage):
-            raise TypeError(f"a {type(img).__name__}, not a volume")
-        img.get_fdata(dtype=np.float32)
-    except Exception as err:  # nibabel and gzip raise many types for damaged files
-        raise DataError(f"cannot read real-file source {path}: {type(err).__name__}: "
-                        + " ".join(str(err).split())) from err
-    return img
-
-
-def header_geometry(name: str, path: Path, what: str) -> Geometry:
-    """The direction cosines (made exactly orthonormal) and spacing of a real header."""
-    linear = np.asarray(load(path).affine, dtype=float)[:3, :3]
-    zooms = np.linalg.norm(linear, axis=0)
-    u, _, vt = np.linalg.svd(linear / zooms)
-    zx, zy, zz = (float(z) for z in zooms.round(4))
-    return Geometry(name, u @ vt, (zx, zy, zz), f"{what} ({path.name})")
 
 
 def geometries(files: dict[str, Path]) -> list[Geometry]:
@@ -152,25 +114,11 @@ def geometries(files: dict[str, Path]) -> list[Geometry]:
         Geometry("lps1p5mm", axes("LPS"), (1.5, 1.5, 1.5), "DICOM patient axes (LPS), 1.5 mm"),
         header_geometry("itk_lsa", files["itk_t1"], "ITK example T1: coronal slices, LSA, 2x2x3 mm"),
         header_geometry("oblique_x", files["oblique_x"], "nibabel example: oblique about left-right, 2x2x2.2 mm"),
-        header_geometry("oblique_y", files["oblique_y"], "Philips PAR: oblique about anterior-posterior, LPS, "
-                                                         "3.75x3.75x8 mm"),
+        header_geometry(
+            "oblique_y", files["oblique_y"], "Philips PAR: oblique about anterior-posterior, LPS, 3.75x3.75x8 mm"
+        ),
         Geometry("pir_sagittal", axes("PIR"), (1.5, 1.5, 3.0), "sagittal slices (PIR), 1.5x1.5x3 mm"),
     ]
-
-
-def target_grid(shape: Sequence[int], affine: np.ndarray,
-                geometry: Geometry) -> tuple[tuple[int, int, int], np.ndarray]:
-    """Shape and affine of the smallest grid of ``geometry`` covering the volume ``(shape, affine)``."""
-    corners = np.array(list(itertools.product(*[(-0.5, n - 0.5) for n in shape[:3]])))
-    along = nib.affines.apply_affine(affine, corners) @ geometry.direction  # mm along each target axis
-    zooms = np.asarray(geometry.zooms)
-    low, high = along.min(0), along.max(0)
-    size = np.maximum(np.ceil((high - low) / zooms - 1e-6), 1).astype(int)
-    out = np.eye(4)
-    out[:3, :3] = geometry.direction * zooms
-    out[:3, 3] = geometry.direction @ (low + zooms / 2)
-    sx, sy, sz = (int(s) for s in size)
-    return (sx, sy, sz), out
 
 
 def aal_lookup(path: Path) -> np.ndarray:
@@ -212,15 +160,11 @@ def blocks(label: nib.Nifti1Image) -> list[tuple[str, tuple[slice, slice, slice]
     midline = int(round(nib.affines.apply_affine(np.linalg.inv(label.affine), [0.0, 0.0, 0.0])[0]))
     cuts = np.linspace(low[2], high[2], len(SLABS) + 1).round().astype(int)
     x_ranges = {"L": slice(low[0], midline), "R": slice(midline, high[0])}  # RAS: x < 0 is left
-    return [(f"{h}_{s}", (x_ranges[h], slice(low[1], high[1]), slice(cuts[i], cuts[i + 1])))
-            for h in HEMISPHERES for i, s in enumerate(SLABS)]
-
-
-def resample(img: nib.spatialimages.SpatialImage, grid: tuple[tuple[int, int, int], np.ndarray],
-             order: int) -> np.ndarray:
-    """``img`` sampled on ``grid`` (zero outside it): order 1 trilinear, 0 nearest."""
-    src = nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32), img.affine)
-    return np.asarray(resample_from_to(src, grid, order=order, mode="constant", cval=0.0).dataobj)
+    return [
+        (f"{h}_{s}", (x_ranges[h], slice(low[1], high[1]), slice(cuts[i], cuts[i + 1])))
+        for h in HEMISPHERES
+        for i, s in enumerate(SLABS)
+    ]
 
 
 def _labeled(tmp: Path, files: dict[str, Path]) -> tuple[list[dict], dict[str, str]]:
@@ -233,8 +177,10 @@ def _labeled(tmp: Path, files: dict[str, Path]) -> tuple[list[dict], dict[str, s
         case = f"ch2_{block}_{geometry.name}"
         grid = target_grid(atlas.slicer[where].shape, atlas.slicer[where].affine, geometry)
         image = np.clip(np.rint(resample(t1.slicer[where], grid, 1)), 0, None).astype(np.int16)
-        for folder, name, data in (("imagesTr", f"{case}_0000.nii.gz", image),
-                                   ("labelsTr", f"{case}.nii.gz", resample(atlas.slicer[where], grid, 0))):
+        for folder, name, data in (
+            ("imagesTr", f"{case}_0000.nii.gz", image),
+            ("labelsTr", f"{case}.nii.gz", resample(atlas.slicer[where], grid, 0)),
+        ):
             (tmp / folder).mkdir(exist_ok=True)
             _save(data.astype(np.int16 if folder == "imagesTr" else np.uint8), grid[1], tmp / folder / name)
         entries.append({"image": f"./imagesTr/{case}_0000.nii.gz", "label": f"./labelsTr/{case}.nii.gz"})
@@ -248,9 +194,13 @@ def _unlabeled(tmp: Path, files: dict[str, Path]) -> tuple[list[dict], dict[str,
     macaque = load(files["macaque"])
     grid = target_grid(macaque.shape, macaque.affine, Geometry("lia", axes("LIA"), (1.5, 1.5, 1.5), ""))
     _save(resample(macaque, grid, 1).astype(np.float32), grid[1], tmp / "imagesUnlabeled" / "macaque_0000.nii.gz")
-    return ([{"image": "./imagesUnlabeled/itk_t1_0000.nii.gz"}, {"image": "./imagesUnlabeled/macaque_0000.nii.gz"}],
-            {"itk_t1": f"{files['itk_t1'].name}, copied byte for byte",
-             "macaque": f"{files['macaque'].name}, resampled to 1.5 mm in LIA axes"})
+    return (
+        [{"image": "./imagesUnlabeled/itk_t1_0000.nii.gz"}, {"image": "./imagesUnlabeled/macaque_0000.nii.gz"}],
+        {
+            "itk_t1": f"{files['itk_t1'].name}, copied byte for byte",
+            "macaque": f"{files['macaque'].name}, resampled to 1.5 mm in LIA axes",
+        },
+    )
 
 
 def _sha256(path: Path) -> str:
@@ -265,22 +215,36 @@ def write_realfiles(out: Path | str, sources: Sources = Sources()) -> Path:
     Files go to a temporary sibling renamed into place at the end."""
     out = Path(out)
     files = sources.files()
-    stamp = {"generator": "vrsearch.data.realfiles", "version": VERSION,
-             "sources": {role: _sha256(path) for role, path in files.items()}}
+    stamp = {
+        "generator": "vrsearch.data.realfiles",
+        "version": VERSION,
+        "sources": {role: _sha256(path) for role, path in files.items()},
+    }
     tmp = begin(out, stamp, MARKER)
     if tmp is None:
         return out
     try:
         training, about = _labeled(tmp, files)
         unlabeled, more = _unlabeled(tmp, files)
-        desc = {"name": "vrsearch-realfiles", "description": "SMOKE TEST, NOT A BENCHMARK: six disjoint blocks of one "
-                "subject's T1 (Colin27) with AAL lobes, on grids of real headers, plus two real unlabeled T1s "
-                "(vrsearch.data.realfiles). 'unlabeled' is a vrsearch extension.",
-                "reference": "Debian packages mricron-data and insighttoolkit5-examples; nibabel test data",
-                "tensorImageSize": "3D", "modality": {"0": "MRI"}, "channel_names": {"0": "MRI"},
-                "labels": {str(i): name for i, name in enumerate(CLASSES)}, "numTraining": len(training),
-                "numTest": 0, "numUnlabeled": len(unlabeled), "file_ending": ".nii.gz", "training": training,
-                "test": [], "unlabeled": unlabeled, "provenance": {**about, **more}}
+        desc = {
+            "name": "vrsearch-realfiles",
+            "description": "SMOKE TEST, NOT A BENCHMARK: six disjoint blocks of one "
+            "subject's T1 (Colin27) with AAL lobes, on grids of real headers, plus two real unlabeled T1s "
+            "(vrsearch.data.realfiles). 'unlabeled' is a vrsearch extension.",
+            "reference": "Debian packages mricron-data and insighttoolkit5-examples; nibabel test data",
+            "tensorImageSize": "3D",
+            "modality": {"0": "MRI"},
+            "channel_names": {"0": "MRI"},
+            "labels": {str(i): name for i, name in enumerate(CLASSES)},
+            "numTraining": len(training),
+            "numTest": 0,
+            "numUnlabeled": len(unlabeled),
+            "file_ending": ".nii.gz",
+            "training": training,
+            "test": [],
+            "unlabeled": unlabeled,
+            "provenance": {**about, **more},
+        }
         (tmp / "dataset.json").write_text(json.dumps(desc, indent=2) + "\n")
         publish(tmp, out, stamp, MARKER)
     except BaseException:

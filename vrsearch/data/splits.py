@@ -71,9 +71,17 @@ def pool_cases(index: DatasetIndex, split_seed: int, size: int | None) -> tuple[
     return tuple(pool[i] for i in order[:size])
 
 
-def make_split(index: DatasetIndex, *, labeled_ratio: float, split_seed: int, val_fraction: float,
-               test_fraction: float, use_dataset_test: bool = False, all_labels: bool = False,
-               unlabeled_pool: int | None = None) -> Split:
+def make_split(
+    index: DatasetIndex,
+    *,
+    labeled_ratio: float,
+    split_seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    use_dataset_test: bool = False,
+    all_labels: bool = False,
+    unlabeled_pool: int | None = None,
+) -> Split:
     """Split ``index.labeled`` into labeled/unlabeled training, val and test.
 
     Args:
@@ -111,13 +119,15 @@ def make_split(index: DatasetIndex, *, labeled_ratio: float, split_seed: int, va
         what = "patients" if any("patient" in c.meta for c in index.labeled) else "labeled cases"
         raise DataError(
             f"cannot split {n} {what} in {index.root}: test {n_test} + val {n_val} leave "
-            f"{n_train} for training (need ≥ 1); lower val_fraction/test_fraction or add cases")
-    train_units = shuffled[n_test + n_val:]
+            f"{n_train} for training (need ≥ 1); lower val_fraction/test_fraction or add cases"
+        )
+    train_units = shuffled[n_test + n_val :]
     n_labeled = n_train if all_labels else max(1, round(labeled_ratio * n_train))
     train = [c for u in train_units[:n_labeled] for c in u]
     withheld = tuple(dataclasses.replace(c, label=None) for u in train_units[n_labeled:] for c in u)
-    return Split(labeled=tuple(train), unlabeled=withheld + pool, val=_cases(shuffled[n_test:n_test + n_val]),
-                 test=test)
+    return Split(
+        labeled=tuple(train), unlabeled=withheld + pool, val=_cases(shuffled[n_test : n_test + n_val]), test=test
+    )
 
 
 def _shuffled_units(index: DatasetIndex, split_seed: int) -> list[list[Case]]:
@@ -144,5 +154,6 @@ def _dataset_test(index: DatasetIndex) -> tuple[Case, ...]:
     if unlabeled_test:
         raise DataError(
             f"use_dataset_test needs a label for every test case; {unlabeled_test[0].image} has none "
-            f"({len(unlabeled_test)} of {len(index.test)} unlabeled)")
+            f"({len(unlabeled_test)} of {len(index.test)} unlabeled)"
+        )
     return tuple(sorted(index.test, key=lambda c: c.id))

@@ -119,8 +119,9 @@ def _spatial_shape(shape: tuple[int, ...], path: Path, what: str) -> tuple[int, 
     return tuple(int(s) for s in shape[:3])  # type: ignore[return-value]
 
 
-def _geometry(img: nib.spatialimages.SpatialImage, zooms: tuple[float, ...], shape: tuple[int, ...], path: Path,
-              what: str) -> _Volume:
+def _geometry(
+    img: nib.spatialimages.SpatialImage, zooms: tuple[float, ...], shape: tuple[int, ...], path: Path, what: str
+) -> _Volume:
     if len(zooms) < 3 or not all(np.isfinite(z) and z > 0 for z in zooms):
         raise DataError(f"{what} {path} has invalid voxel spacing {zooms}; spacing must be finite and > 0")
     affine = np.asarray(img.affine, dtype=float)
@@ -153,7 +154,8 @@ def _check_label(path: Path, image: _Volume, num_classes: int) -> bool:
     if not np.allclose(label.affine, image.affine, atol=AFFINE_ATOL_MM):
         raise DataError(
             f"label {path} geometry does not match image {image.path}: spacing {_fmt(label.spacing)} vs "
-            f"{_fmt(image.spacing)} mm, origin {_fmt(label.affine[:3, 3])} vs {_fmt(image.affine[:3, 3])} mm")
+            f"{_fmt(image.spacing)} mm, origin {_fmt(label.affine[:3, 3])} vs {_fmt(image.affine[:3, 3])} mm"
+        )
     slope, inter = getattr(img.dataobj, "slope", 1.0), getattr(img.dataobj, "inter", 0.0)
     if slope != 1 or inter != 0:
         data = np.asanyarray(img.dataobj)
@@ -197,8 +199,7 @@ def check_case(case: Case, num_classes: int, *, require_label: bool) -> None:
     _check(case, num_classes, require_label)
 
 
-def check_dataset(index: DatasetIndex, *, need_unlabeled: bool, workers: int = 1,
-                  method: str | None = None) -> None:
+def check_dataset(index: DatasetIndex, *, need_unlabeled: bool, workers: int = 1, method: str | None = None) -> None:
     """Check every case of ``index``; raise DataError on the first problem.
 
     Labeled cases must have a label; unlabeled and test cases are checked with
@@ -229,4 +230,5 @@ def check_dataset(index: DatasetIndex, *, need_unlabeled: bool, workers: int = 1
     if not any(results[: len(index.labeled)]):
         raise DataError(
             f"every labeled case in {index.root} has an empty label map (background only), "
-            f"e.g. {index.labeled[0].label}")
+            f"e.g. {index.labeled[0].label}"
+        )

@@ -58,13 +58,20 @@ def load_eval_cases(cases: Sequence[Case], cfg: DatasetConfig, store: PreparedSt
 
 
 @torch.no_grad()
-def predict_probs(net: nn.Module, image: torch.Tensor, roi: Sequence[int], cfg: EvalConfig, device: torch.device,
-                  amp_dtype: torch.dtype | None = None) -> torch.Tensor:
+def predict_probs(
+    net: nn.Module,
+    image: torch.Tensor,
+    roi: Sequence[int],
+    cfg: EvalConfig,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """Softmax probabilities ``[C, X, Y, Z]`` by Gaussian-weighted sliding windows.
 
     With ``amp_dtype`` each window runs under autocast and its logits are cast
     back to fp32, so the Gaussian blending and the softmax stay in fp32."""
     x = image.as_tensor() if isinstance(image, MetaTensor) else image
+
     def autocast_fp32(w: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=amp_dtype):
             out = net(w)
@@ -112,8 +119,9 @@ def evaluate(
     try:
         for case in cases:
             pred = to_label_grid(predict_probs(net, case.image, roi, cfg, device, amp_dtype), case)
-            for row in case_metrics(pred, case.label, num_classes, case.spacing, hd_percentile=cfg.hd_percentile,
-                                    both_empty=cfg.both_empty):
+            for row in case_metrics(
+                pred, case.label, num_classes, case.spacing, hd_percentile=cfg.hd_percentile, both_empty=cfg.both_empty
+            ):
                 rows.append({"case_id": case.case_id, **row})
     finally:
         net.train(was_training)

@@ -42,8 +42,9 @@ def infer_device(*args: Any, **kwargs: Any) -> torch.device:
     return torch.device("cpu")
 
 
-def _cuda_peak(fn: Callable[..., T], device: torch.device, args: tuple[Any, ...],
-               kwargs: dict[str, Any]) -> tuple[T, int]:
+def _cuda_peak(
+    fn: Callable[..., T], device: torch.device, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[T, int]:
     torch.cuda.synchronize(device)
     base = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
@@ -90,8 +91,9 @@ def _cpu_peak(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any
     return result, peak
 
 
-def peak_allocation(fn: Callable[..., T], *args: Any, device: torch.device | str | None = None,
-                    **kwargs: Any) -> tuple[T, int]:
+def peak_allocation(
+    fn: Callable[..., T], *args: Any, device: torch.device | str | None = None, **kwargs: Any
+) -> tuple[T, int]:
     """Run ``fn(*args, **kwargs)`` once; return ``(result, peak bytes above the level at entry)``.
 
     ``device`` picks the allocator to watch; by default the device of the

@@ -47,7 +47,8 @@ def conventions(both_empty: str = "nan") -> dict[str, str | int]:
     return {
         "version": CONVENTIONS_VERSION,
         "both_empty": both_empty,
-        "both_empty_rule": "NaN for every metric, left out of means" if both_empty == "nan"
+        "both_empty_rule": "NaN for every metric, left out of means"
+        if both_empty == "nan"
         else "Dice = Jaccard = 1, distances NaN",
         "missed_or_spurious": "Dice = Jaccard = 0; HD95 = ASSD = image diagonal in mm",
         "hd95": "max of the two directed 95th percentiles of surface distances, mm",
@@ -64,18 +65,21 @@ def _onehot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return one_hot(labels.reshape(1, 1, *labels.shape[-3:]).long(), num_classes, dim=1)
 
 
-def _distances(p1: torch.Tensor, y1: torch.Tensor, both: list[int], spacing: Sequence[float],
-               percentile: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _distances(
+    p1: torch.Tensor, y1: torch.Tensor, both: list[int], spacing: Sequence[float], percentile: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """HD (at ``percentile``) and ASSD of the classes ``both`` (0-based foreground indices)."""
     idx = [0] + [c + 1 for c in both]
     sub_p, sub_y = p1[:, idx], y1[:, idx]
     spacing_t = [float(s) for s in spacing]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        hd = compute_hausdorff_distance(sub_p, sub_y, include_background=False, percentile=percentile,
-                                        spacing=spacing_t)[0]
-        assd = compute_average_surface_distance(sub_p, sub_y, include_background=False, symmetric=True,
-                                                spacing=spacing_t)[0]
+        hd = compute_hausdorff_distance(
+            sub_p, sub_y, include_background=False, percentile=percentile, spacing=spacing_t
+        )[0]
+        assd = compute_average_surface_distance(
+            sub_p, sub_y, include_background=False, symmetric=True, spacing=spacing_t
+        )[0]
     return hd.double(), assd.double()
 
 

@@ -44,8 +44,9 @@ def resolve_precision(choice: str, device: torch.device) -> Precision:
     if choice == "fp32":
         return Precision("fp32", None, False)
     if not torch.amp.is_autocast_available(device.type):
-        raise VrsearchError(f"train.precision: {choice} needs autocast, which torch does not support on "
-                            f"{device.type}; use fp32")
+        raise VrsearchError(
+            f"train.precision: {choice} needs autocast, which torch does not support on {device.type}; use fp32"
+        )
     if choice == "bf16":
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise VrsearchError("train.precision: bf16 is not supported by this GPU; use fp16 or auto")
@@ -60,8 +61,10 @@ def grad_scaler(precision: Precision, device: torch.device) -> torch.amp.GradSca
     try:
         return torch.amp.GradScaler(device.type)
     except Exception as exc:  # noqa: BLE001 - e.g. an old torch without a CPU GradScaler
-        raise VrsearchError(f"train.precision: fp16 needs torch.amp.GradScaler on {device.type}, which this torch "
-                            f"({torch.__version__}) cannot make ({one_line(exc)}); use bf16 or fp32") from None
+        raise VrsearchError(
+            f"train.precision: fp16 needs torch.amp.GradScaler on {device.type}, which this torch "
+            f"({torch.__version__}) cannot make ({one_line(exc)}); use bf16 or fp32"
+        ) from None
 
 
 def to_channels_last(module: nn.Module) -> int:
@@ -89,8 +92,9 @@ def one_line(exc: BaseException, limit: int = 240) -> str:
 
 
 def compile_failure(exc: BaseException, device: torch.device) -> CompileError:
-    return CompileError(f"train.compile: torch.compile failed on {device.type} ({one_line(exc)}); "
-                        "set train.compile: false")
+    return CompileError(
+        f"train.compile: torch.compile failed on {device.type} ({one_line(exc)}); set train.compile: false"
+    )
 
 
 def check_compiler(device: torch.device) -> None:
@@ -130,8 +134,7 @@ def compile_networks(module: nn.Module, device: torch.device) -> int:
     torch._dynamo.config.skip_nnmodule_hook_guards = False
     nets = [m for m in module.modules() if isinstance(m, SegNet)]
     if not nets:
-        raise CompileError(f"train.compile: {type(module).__name__} has no SegNet to compile; "
-                           "set train.compile: false")
+        raise CompileError(f"train.compile: {type(module).__name__} has no SegNet to compile; set train.compile: false")
     for net in nets:
         net.compile()
     return len(nets)

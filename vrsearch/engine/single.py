@@ -51,16 +51,18 @@ def claim_run_dir(run_dir: Path, text: str, fresh: bool) -> None:
         io.write_text_atomic(path, text)
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""
-        raise VrsearchError(f"output.dir: cannot write the run directory {run_dir} "
-                            f"({exc.strerror or exc}{where})") from None
+        raise VrsearchError(
+            f"output.dir: cannot write the run directory {run_dir} ({exc.strerror or exc}{where})"
+        ) from None
 
 
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
 
 
-def train_single(study_path: Path, overrides: Iterable[str], *, fresh: bool = False,
-                 echo: Callable[[str], None] = print) -> TrialOutput:
+def train_single(
+    study_path: Path, overrides: Iterable[str], *, fresh: bool = False, echo: Callable[[str], None] = print
+) -> TrialOutput:
     study = load_study(study_path, overrides)
     run_dir = study.run_dir
     ckpt = RunDir(run_dir).checkpoint(TRIAL_ID)
@@ -74,8 +76,10 @@ def train_single(study_path: Path, overrides: Iterable[str], *, fresh: bool = Fa
     def report(r: dict) -> None:
         best[0] = max(best[0], r.get("val_dice", -math.inf)) if r["iteration"] > 0 else best[0]
         loss = f"loss {r['loss']:.4f}  " if "loss" in r else ""
-        echo(f"it {r['iteration']:>6}/{total}  {loss}val dice {_fmt(r.get('val_dice'))}  "
-             f"(best {_fmt(best[0] if best[0] > -math.inf else None)})  {r.get('time_s', 0):.0f}s")
+        echo(
+            f"it {r['iteration']:>6}/{total}  {loss}val dice {_fmt(r.get('val_dice'))}  "
+            f"(best {_fmt(best[0] if best[0] > -math.inf else None)})  {r.get('time_s', 0):.0f}s"
+        )
 
     out = run_trial(study, TRIAL_ID, ckpt, report=report, trainer=trainer)
     io.write_frame(run_dir / io.TRIALS_FILE, io.frame([out.trial], io.TRIAL_COLUMNS))
@@ -83,7 +87,9 @@ def train_single(study_path: Path, overrides: Iterable[str], *, fresh: bool = Fa
     write_cases(run_dir / io.CASES_FILE, io.frame(out.cases, io.CASE_COLUMNS), io.trial_conventions(out.trial))
     t = out.trial
     start = next((r.get("val_dice") for r in out.history if r["iteration"] == 0 and "val_dice" in r), None)
-    echo(f"{t['status']}: best val dice {_fmt(t['best_val_dice'])} at iteration {t['best_iteration']} "
-         f"(untrained {_fmt(start)}); test dice {_fmt(t['test_dice'])}; {t['wall_time_s']:.0f}s")
+    echo(
+        f"{t['status']}: best val dice {_fmt(t['best_val_dice'])} at iteration {t['best_iteration']} "
+        f"(untrained {_fmt(start)}); test dice {_fmt(t['test_dice'])}; {t['wall_time_s']:.0f}s"
+    )
     echo(f"results in {run_dir}")
     return out

@@ -59,8 +59,9 @@ from vrsearch.study.schema import Study
 class Trainer:
     """Train one configuration. ``ckpt_dir`` holds ``last.pt`` and ``best.pt``."""
 
-    def __init__(self, study: Study, ckpt_dir: Path, *, data: PreparedData | None = None,
-                 rank: int = 0, world_size: int = 1):
+    def __init__(
+        self, study: Study, ckpt_dir: Path, *, data: PreparedData | None = None, rank: int = 0, world_size: int = 1
+    ):
         self.study, self.ckpt_dir, self.rank, self.world = study, Path(ckpt_dir), rank, world_size
         t = study.train
         if t.threads:
@@ -108,9 +109,14 @@ class Trainer:
     # -- state ------------------------------------------------------------
     def _state(self, it: int, best: dict[str, Any], history: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
         return {
-            "format": FORMAT, "iteration": it, "method": self.method.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-            "best": best, "history": history, "elapsed": elapsed,
+            "format": FORMAT,
+            "iteration": it,
+            "method": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "best": best,
+            "history": history,
+            "elapsed": elapsed,
             **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
         }
 
@@ -126,8 +132,15 @@ class Trainer:
     def _evaluate(self, cases: Sequence[EvalCase]) -> list[dict[str, Any]]:
         """Evaluate ``cases``; with several ranks each scores a shard and all get every row."""
         mine = cases[self.rank :: self.world]
-        rows = evaluate(self.method.predictor(), mine, self.data.num_classes, self.roi,
-                        self.study.train.eval, self.device, amp_dtype=self.precision.dtype)
+        rows = evaluate(
+            self.method.predictor(),
+            mine,
+            self.data.num_classes,
+            self.roi,
+            self.study.train.eval,
+            self.device,
+            amp_dtype=self.precision.dtype,
+        )
         if self.world > 1:
             parts: list[Any] = [None] * self.world
             torch.distributed.all_gather_object(parts, rows)
@@ -259,8 +272,9 @@ class Trainer:
             self.optimizer.step()
         self.method.after_step(it)
 
-    def _finish(self, status: str, error: str, it: int, best: dict[str, Any], history: list[dict[str, Any]],
-                wall: float) -> FitResult:
+    def _finish(
+        self, status: str, error: str, it: int, best: dict[str, Any], history: list[dict[str, Any]], wall: float
+    ) -> FitResult:
         evals = [r for r in history if "val_dice" in r]
         final_val = {k: evals[-1][f"val_{k}"] for k in METRIC_COLUMNS} if evals else {}
         cases = [{"split": "val", "iteration": best["iteration"], **r} for r in best["rows"]]
@@ -275,5 +289,16 @@ class Trainer:
             test = summarize(rows)
         best_val = summarize(best["rows"]) if best["rows"] else {}
         history.sort(key=lambda r: r["iteration"])
-        return FitResult(status, error, it, best["iteration"], best_val, final_val, test, history, cases, wall,
-                         resumed_from=getattr(self, "resumed_from", 0))
+        return FitResult(
+            status,
+            error,
+            it,
+            best["iteration"],
+            best_val,
+            final_val,
+            test,
+            history,
+            cases,
+            wall,
+            resumed_from=getattr(self, "resumed_from", 0),
+        )

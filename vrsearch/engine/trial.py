@@ -67,8 +67,15 @@ def trial_row(study: Study, trial_id: str, fit: FitResult, trainer: Trainer) -> 
     return row
 
 
-def run_trial(study: Study, trial_id: str, ckpt_dir: Path, *, report: Reporter | None = None,
-              resume: bool = True, trainer: Trainer | None = None) -> TrialOutput:
+def run_trial(
+    study: Study,
+    trial_id: str,
+    ckpt_dir: Path,
+    *,
+    report: Reporter | None = None,
+    resume: bool = True,
+    trainer: Trainer | None = None,
+) -> TrialOutput:
     """Train and evaluate one configuration; rows carry ``trial_id``."""
     trainer = trainer or Trainer(study, ckpt_dir)
     fit = trainer.fit(report=report, resume=resume)

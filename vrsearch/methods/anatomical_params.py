@@ -24,11 +24,14 @@ class ContrastiveParams(MethodParams):
 
     loss: SupervisedKind = Field("dice_ce", description="L_sup: supervised loss on the labeled views")
     stage: Literal[1, 2, "both"] = Field(
-        "both", description="1 = relational pre-training only (Sec. 3.1), 2 = anatomical contrastive fine-tuning "
-                            "only (Sec. 3.2), both = the first stage1_fraction of the iterations stage 1")
+        "both",
+        description="1 = relational pre-training only (Sec. 3.1), 2 = anatomical contrastive fine-tuning "
+        "only (Sec. 3.2), both = the first stage1_fraction of the iterations stage 1",
+    )
     stage1_fraction: float = Field(0.25, gt=0, lt=1, description="share of the iterations in stage 1 (stage: both)")
     stage1_checkpoint: str | None = Field(
-        None, description="a stage-1 trial's checkpoints/<config_hash>/last.pt; the trial then runs stage 2 only")
+        None, description="a stage-1 trial's checkpoints/<config_hash>/last.pt; the trial then runs stage 2 only"
+    )
     tau_s: PosFloat = Field(0.1, description="τ_θ: student temperature of L_inst (Sec. 3.1)")
     tau_t: PosFloat = Field(0.01, description="τ_ξ: teacher temperature of L_inst (Sec. 3.1)")
     bank_size: PosInt = Field(36, description="size of the FIFO bank of mined views of L_inst (Sec. 3.1)")
@@ -39,8 +42,12 @@ class ContrastiveParams(MethodParams):
     lambda_contrast: NonNeg = Field(0.01, description="λ1: weight of L_contrast (Sec. 3.2)")
     lambda_unsup: NonNeg = Field(1.0, description="weight of L_unsup (MONA λ3, ARCO λ2)")
     lambda_nn: NonNeg = Field(1.0, description="weight of L_nn (MONA λ4, ARCO λ3)")
-    delta: float = Field(0.97, ge=0, le=1, description="δ: a query is hard when the teacher's probability of its "
-                                                       "(pseudo-)label is ≤ δ (Eq. 5)")
+    delta: float = Field(
+        0.97,
+        ge=0,
+        le=1,
+        description="δ: a query is hard when the teacher's probability of its (pseudo-)label is ≤ δ (Eq. 5)",
+    )
     queries: PosInt = Field(256, description="queries per class of L_contrast")
     keys: PosInt = Field(512, description="keys per class pushed to the bank, and negatives per query")
     negative_bank_size: PosInt = Field(512, description="class-aware negative bank entries per class")
@@ -51,12 +58,15 @@ class ContrastiveParams(MethodParams):
     tailness: bool = Field(True, description="ablation switch: L_contrast (Table 2)")
     diversity: bool = Field(True, description="ablation switch: L_nn (Table 2)")
     unsup: bool = Field(True, description="ablation switch: L_unsup")
-    geometric: bool = Field(True, description="in-plane flips / 90° turns in the views and in L_eqv's T; "
-                                              "turn off for lateralised anatomy")
+    geometric: bool = Field(
+        True, description="in-plane flips / 90° turns in the views and in L_eqv's T; turn off for lateralised anatomy"
+    )
     ema_decay: float = Field(0.99, ge=0, le=1, description="t: EMA teacher ξ ← tξ + (1−t)θ")
     sampler: Literal["ns", "sg", "sag"] = Field(
-        "ns", description="voxel sampler of L_contrast's queries and keys: naive, stratified-group, "
-                          "stratified-antithetic (ARCO Sec. 3.3)")
+        "ns",
+        description="voxel sampler of L_contrast's queries and keys: naive, stratified-group, "
+        "stratified-antithetic (ARCO Sec. 3.3)",
+    )
     grid: Literal[9, 16, 25] = Field(16, description="M: groups of the SG/SAG grid per image (ARCO Table 7)")
     rounding: Literal["auto", "largest", "random"] = Field("auto", description=ROUNDING_HELP)
     evaluate: Literal["student", "teacher"] = Field("student", description="network evaluated and checkpointed")
@@ -64,6 +74,8 @@ class ContrastiveParams(MethodParams):
     @model_validator(mode="after")
     def _checkpoint_needs_stage_two(self):
         if self.stage1_checkpoint is not None and self.stage == 1:
-            raise ValueError("stage1_checkpoint names the checkpoint a stage-2 trial starts from; "
-                             "it cannot be combined with stage: 1")
+            raise ValueError(
+                "stage1_checkpoint names the checkpoint a stage-2 trial starts from; "
+                "it cannot be combined with stage: 1"
+            )
         return self

@@ -20,8 +20,10 @@ from vrsearch.losses.supervised import SupervisedKind
 __all__ = ["Batch", "BuildContext", "Method", "StepOutput", "SupervisedLossKnob"]
 
 #: The ``loss`` knob every method shares: its L_sup on the labeled patches.
-SupervisedLossKnob = Annotated[SupervisedKind, Field(
-    description="L_sup: supervised loss on the labeled patches: dice_ce = ½(Dice + CE), dice or ce")]
+SupervisedLossKnob = Annotated[
+    SupervisedKind,
+    Field(description="L_sup: supervised loss on the labeled patches: dice_ce = ½(Dice + CE), dice or ce"),
+]
 
 
 class Method(nn.Module):

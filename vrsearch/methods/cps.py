@@ -42,18 +42,27 @@ from vrsearch.registry import MethodParams, register_method, unlabeled
 
 class CPSParams(MethodParams):
     loss: SupervisedLossKnob = "dice_ce"
-    lambda_cps: float = Field(0.1, ge=0.0, description="λ_cps: weight of the cross term "
-                              "CE(p_A, ŷ_B) + CE(p_B, ŷ_A) (CPS paper: 1.5; DVCL's ECPS: 0.1)")
-    rampup_fraction: float = Field(0.4, ge=0.0, le=1.0, description="ramp-up length of r(t) = exp(−5(1−t)²) "
-                                   "on λ_cps, as a fraction of train.iterations (0 = none, the CPS paper)")
+    lambda_cps: float = Field(
+        0.1,
+        ge=0.0,
+        description="λ_cps: weight of the cross term CE(p_A, ŷ_B) + CE(p_B, ŷ_A) (CPS paper: 1.5; DVCL's ECPS: 0.1)",
+    )
+    rampup_fraction: float = Field(
+        0.4,
+        ge=0.0,
+        le=1.0,
+        description="ramp-up length of r(t) = exp(−5(1−t)²) "
+        "on λ_cps, as a fraction of train.iterations (0 = none, the CPS paper)",
+    )
     cps_on: Literal["all", "unlabeled"] = Field(
-        "all", description="patches of the cross term: labeled ∪ unlabeled (the paper) or unlabeled only")
+        "all", description="patches of the cross term: labeled ∪ unlabeled (the paper) or unlabeled only"
+    )
     evaluate: Literal["a", "b", "mean"] = Field(
-        "a", description="network evaluated on val/test: A, B, or the mean of their softmaxes")
+        "a", description="network evaluated on val/test: A, B, or the mean of their softmaxes"
+    )
 
 
 class CPS(Method):
-
     def __init__(self, params: CPSParams, ctx: BuildContext):
         super().__init__()
         self.params = params

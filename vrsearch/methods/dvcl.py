@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from vrsearch.components.banks import ClassFIFOBank, FIFOQueue
+from vrsearch.components.banks import ClassFIFOBank, FIFOQueue, class_bounds
 from vrsearch.components.samplers import ROUNDING_HELP, sample_voxels
 from vrsearch.components.schedules import fraction_of, sigmoid_rampup
 from vrsearch.components.teachers import twin_networks, twin_predictor
@@ -80,8 +80,9 @@ class DVCLParams(MethodParams):
 
     loss: SupervisedKind = Field("dice_ce", description="L_sup of each network on the labeled patches")
     lambda_u: NonNeg = Field(0.1, description="λ_u: weight of L_ecps (Eq. 19)")
-    rampup_fraction: float = Field(0.4, ge=0.0, le=1.0, description="r(it): sigmoid ramp of λ_u over this "
-                                                                   "share of the iterations")
+    rampup_fraction: float = Field(
+        0.4, ge=0.0, le=1.0, description="r(it): sigmoid ramp of λ_u over this share of the iterations"
+    )
     lambda_c: NonNeg = Field(0.1, description="λ_c: weight of L_hqc + β·L_dvcl (Eq. 20)")
     beta: NonNeg = Field(0.3, description="β: weight of L_dvcl inside the contrastive term (Eq. 20)")
     alpha: float = Field(0.5, ge=-3.0, le=3.0, description="α: entropy threshold τ_e = mean + α·std (Eq. 3)")
@@ -97,12 +98,14 @@ class DVCLParams(MethodParams):
     k_prime: PosInt = Field(15, description="K': furthest queue entries of each L_dvcl query (Eq. 12-17)")
     queries: PosInt = Field(1024, description="unreliable voxels per step that query the queue (Eq. 12-17)")
     queue_size: PosInt = Field(8192, description="L: FIFO queue of earlier unreliable voxels (log L in Eq. 16)")
-    form: Literal[FORMS] = Field("loglik", description="the form of L_dvcl (Eq. 12-17; "  # type: ignore[valid-type]
-                                                      "losses/dvcl.py FORMS)")
+    form: Literal[FORMS] = Field(  # type: ignore[valid-type]
+        "loglik", description="the form of L_dvcl (Eq. 12-17; losses/dvcl.py FORMS)"
+    )
     kl_weight: NonNeg = Field(1.0, description="weight of the KL part of form kl")
     feature_dim: PosInt | None = Field(None, description="V: feature-head channels (None: the model's)")
     sampler: Literal["ns", "sg", "sag"] = Field(
-        "ns", description="voxel sampler of the HqC anchors: naive, stratified-group, stratified-antithetic")
+        "ns", description="voxel sampler of the HqC anchors: naive, stratified-group, stratified-antithetic"
+    )
     grid: Literal[9, 16, 25] = Field(16, description="groups of the SG/SAG grid per image")
     rounding: Literal["auto", "largest", "random"] = Field("auto", description=ROUNDING_HELP)
     evaluate: Literal["a", "b", "mean"] = Field("a", description="network evaluated: A, B or their ensemble")
@@ -110,8 +113,10 @@ class DVCLParams(MethodParams):
     @model_validator(mode="after")
     def _queue_holds_neighbours(self):
         if self.queue_size < max(self.k, self.k_prime):
-            raise ValueError(f"queue_size {self.queue_size} is smaller than max(k, k_prime) = "
-                             f"{max(self.k, self.k_prime)}: the queue must hold K neighbours and K' outsiders")
+            raise ValueError(
+                f"queue_size {self.queue_size} is smaller than max(k, k_prime) = "
+                f"{max(self.k, self.k_prime)}: the queue must hold K neighbours and K' outsiders"
+            )
         return self
 
 
@@ -124,20 +129,15 @@ def _twin_gather(r_a: torch.Tensor, r_b: torch.Tensor, flat: torch.Tensor) -> to
     return rows[torch.argsort(torch.cat([in_a, in_b]))]
 
 
-def _class_bounds(cls: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """For class-sorted ``cls [N]``: (first position, number of entries) of every class."""
-    ids = torch.arange(num_classes, device=cls.device)
-    start = torch.searchsorted(cls, ids)
-    return start, torch.searchsorted(cls, ids, right=True) - start
-
-
 class DVCL(Method):
-
     def __init__(self, params: DVCLParams, ctx: BuildContext):
         super().__init__()
         self.params, self.seed, self.num_classes = params, ctx.seed, ctx.num_classes
-        model = ctx.model if params.feature_dim is None else ctx.model.model_copy(
-            update={"feature_dim": params.feature_dim})
+        model = (
+            ctx.model
+            if params.feature_dim is None
+            else ctx.model.model_copy(update={"feature_dim": params.feature_dim})
+        )
         self.dim = model.feature_dim
         self.net_a, self.net_b = twin_networks(lambda: build_segnet(model, ctx.num_classes), ctx.seed)
         self.sup = SupervisedLoss(params.loss)
@@ -146,9 +146,17 @@ class DVCL(Method):
         self.queue = FIFOQueue(params.queue_size, self.dim + ctx.num_classes)
 
     # -- HqC ---------------------------------------------------------------------------
-    def _hqc(self, y: torch.Tensor, pred_a: torch.Tensor, pred_b: torch.Tensor, rel_a: torch.Tensor,
-             rel_b: torch.Tensor, r_a: torch.Tensor, r_b: torch.Tensor,
-             g: torch.Generator) -> tuple[torch.Tensor, int, int]:
+    def _hqc(
+        self,
+        y: torch.Tensor,
+        pred_a: torch.Tensor,
+        pred_b: torch.Tensor,
+        rel_a: torch.Tensor,
+        rel_b: torch.Tensor,
+        r_a: torch.Tensor,
+        r_b: torch.Tensor,
+        g: torch.Generator,
+    ) -> tuple[torch.Tensor, int, int]:
         p, C, n_l = self.params, self.num_classes, y.shape[0]
         none = torch.full_like(y, -1)
         lab_a, lab_b = torch.where(pred_a[:n_l] == y, y, none), torch.where(pred_b[:n_l] == y, y, none)
@@ -168,14 +176,15 @@ class DVCL(Method):
         self.bank.push(anchors.detach()[shuffled], a_cls[shuffled], a_w[shuffled] * p.anchors)
         centres, _ = self.bank.means()
         # negatives (Eq. 10): labeled voxels predicted c whose label is not c, N per anchor
-        neg_c = torch.cat([torch.where(pred_a[:n_l] != y, pred_a[:n_l], none),
-                           torch.where(pred_b[:n_l] != y, pred_b[:n_l], none)])
+        neg_c = torch.cat(
+            [torch.where(pred_a[:n_l] != y, pred_a[:n_l], none), torch.where(pred_b[:n_l] != y, pred_b[:n_l], none)]
+        )
         total = p.anchors * p.negatives
         sn = draw(neg_c.clamp_min(0), total, method="ns", mask=neg_c >= 0)
-        rank = torch.arange(a_cls.numel(), device=a_cls.device) - _class_bounds(a_cls, C)[0][a_cls]
+        rank = torch.arange(a_cls.numel(), device=a_cls.device) - class_bounds(a_cls, C)[0][a_cls]
         n_order = torch.argsort(sn.cls, stable=True)
         n_cls, n_flat = sn.cls[n_order], sn.index[n_order]
-        n_start, n_count = _class_bounds(n_cls, C)
+        n_start, n_count = class_bounds(n_cls, C)
         slot = (rank % p.anchors)[:, None] * p.negatives + torch.arange(p.negatives, device=rank.device)
         valid = slot < n_count[a_cls][:, None]
         if n_flat.numel():
@@ -187,8 +196,16 @@ class DVCL(Method):
         return hqc_loss(anchors, a_cls, centres, negatives, valid, p.tau, a_w), anchors.shape[0], s.n_outside
 
     # -- DVCL --------------------------------------------------------------------------
-    def _dvcl(self, rel_a: torch.Tensor, rel_b: torch.Tensor, r_a: torch.Tensor, r_b: torch.Tensor,
-              p_a: torch.Tensor, p_b: torch.Tensor, g: torch.Generator) -> dict[str, torch.Tensor]:
+    def _dvcl(
+        self,
+        rel_a: torch.Tensor,
+        rel_b: torch.Tensor,
+        r_a: torch.Tensor,
+        r_b: torch.Tensor,
+        p_a: torch.Tensor,
+        p_b: torch.Tensor,
+        g: torch.Generator,
+    ) -> dict[str, torch.Tensor]:
         p = self.params
         q = select_queries(torch.stack([~rel_a, ~rel_b]), p.queries, g)
         qr = _twin_gather(r_a, r_b, q).float()
@@ -197,8 +214,17 @@ class DVCL(Method):
         out = {"dvcl": zero, "dvcl_const": zero, "dvcl_psi": zero, "queries": zero + q.numel()}
         if q.numel() and len(self.queue) >= max(p.k, p.k_prime):
             items = self.queue.items()
-            t = dvcl_terms(qr, qp, items[:, :self.dim], items[:, self.dim:], p.k, p.k_prime,
-                           form=p.form, tau=p.tau, kl_weight=p.kl_weight)
+            t = dvcl_terms(
+                qr,
+                qp,
+                items[:, : self.dim],
+                items[:, self.dim :],
+                p.k,
+                p.k_prime,
+                form=p.form,
+                tau=p.tau,
+                kl_weight=p.kl_weight,
+            )
             out.update(dvcl=t.loss.mean(), dvcl_const=t.constant.mean(), dvcl_psi=t.psi.mean())
         if q.numel():
             self.queue.push(torch.cat([F.normalize(qr.detach(), dim=-1), qp.detach()], 1))
@@ -225,15 +251,23 @@ class DVCL(Method):
         t["ecps"] = ecps_loss(logits_a[n_l:], logits_b[n_l:], w_a, w_b, pred_a[n_l:], pred_b[n_l:])
         g = step_generator(self.seed, iteration, 0, x.device)
         zero = t["ecps"].new_zeros(())
-        t["hqc"], n_anchors, outside = (self._hqc(batch.label[:, 0], pred_a, pred_b, rel_a, rel_b, r_a, r_b, g)
-                                        if p.hqc else (zero, 0, 0))
+        t["hqc"], n_anchors, outside = (
+            self._hqc(batch.label[:, 0], pred_a, pred_b, rel_a, rel_b, r_a, r_b, g) if p.hqc else (zero, 0, 0)
+        )
         t["anchors"], t["reflect_outside"] = zero + n_anchors, zero + outside
-        t.update(self._dvcl(rel_a, rel_b, r_a[n_l:], r_b[n_l:], prob_a[n_l:], prob_b[n_l:], g) if p.dvcl
-                 else {"dvcl": zero, "dvcl_const": zero, "dvcl_psi": zero, "queries": zero})
+        t.update(
+            self._dvcl(rel_a, rel_b, r_a[n_l:], r_b[n_l:], prob_a[n_l:], prob_b[n_l:], g)
+            if p.dvcl
+            else {"dvcl": zero, "dvcl_const": zero, "dvcl_psi": zero, "queries": zero}
+        )
         t["dvcl_psi_bar"] = t["dvcl"] + t["dvcl_const"]
         t["rampup"] = torch.tensor(sigmoid_rampup(iteration, self.rampup), dtype=torch.float64)
-        loss = (t["sup_a"] + t["sup_b"] + p.lambda_u * float(t["rampup"]) * t["ecps"]
-                + p.lambda_c * (t["hqc"] + p.beta * t["dvcl"]))
+        loss = (
+            t["sup_a"]
+            + t["sup_b"]
+            + p.lambda_u * float(t["rampup"]) * t["ecps"]
+            + p.lambda_c * (t["hqc"] + p.beta * t["dvcl"])
+        )
         return StepOutput(loss, {k: v.detach() for k, v in t.items()})
 
     def predictor(self):
@@ -259,15 +293,17 @@ _TERMS = {
     "reflect_outside": "SAG: antithetic partners outside their group, replaced by a uniform draw (sampler check)",
     "rampup": "r(t) = exp(−5(1−t)²): sigmoid ramp-up of λ_u",
 }
-_SUMMARY = ("CPS twins with entropy-selected reliable voxels (ECPS), high-quality anchor contrast (HqC) and "
-            "distance-aware neighbour/outsider contrast on unreliable voxels")
+_SUMMARY = (
+    "CPS twins with entropy-selected reliable voxels (ECPS), high-quality anchor contrast (HqC) and "
+    "distance-aware neighbour/outsider contrast on unreliable voxels"
+)
 
 
 @register_method(
     "dvcl",
     params=DVCLParams,
     citation="Distance-aware voxel-wise contrastive learning for semi-supervised medical image segmentation "
-             "(papers/dvcl_distance_aware_vcl.txt)",
+    "(papers/dvcl_distance_aware_vcl.txt)",
     summary=_SUMMARY,
     needs=unlabeled,
     terms=_TERMS,

@@ -45,13 +45,19 @@ class MeanTeacherParams(MethodParams):
     ema_decay: float = Field(0.999, ge=0.0, le=1.0, description="α: EMA decay of the teacher, ξ ← α·ξ + (1−α)·θ")
     ema_warmup: bool = Field(True, description="α_t = min(1 − 1/(t+1), α): the reference EMA warm-up")
     lambda_u: float = Field(0.1, ge=0.0, description="λ_u: weight of L_cons in L = L_sup + λ_u·r(t)·L_cons")
-    rampup_fraction: float = Field(0.4, ge=0.0, le=1.0, description="ramp-up length of r(t) = exp(−5(1−t)²), "
-                                   "as a fraction of train.iterations (0 = none)")
+    rampup_fraction: float = Field(
+        0.4,
+        ge=0.0,
+        le=1.0,
+        description="ramp-up length of r(t) = exp(−5(1−t)²), as a fraction of train.iterations (0 = none)",
+    )
     noise_std: float = Field(0.1, ge=0.0, description="std of the Gaussian input noise ε_s, ε_t of student and teacher")
     consistency_on: Literal["unlabeled", "all"] = Field(
-        "unlabeled", description="patches L_cons is averaged over: the unlabeled ones or labeled ∪ unlabeled")
+        "unlabeled", description="patches L_cons is averaged over: the unlabeled ones or labeled ∪ unlabeled"
+    )
     evaluate: Literal["teacher", "student"] = Field(
-        "teacher", description="network evaluated on val/test: the EMA teacher ξ or the student θ")
+        "teacher", description="network evaluated on val/test: the EMA teacher ξ or the student θ"
+    )
 
 
 def step_noise(x: torch.Tensor, std: float, seed: int, iteration: int, stream: int) -> torch.Tensor:
@@ -63,7 +69,6 @@ def step_noise(x: torch.Tensor, std: float, seed: int, iteration: int, stream: i
 
 
 class MeanTeacher(Method):
-
     def __init__(self, params: MeanTeacherParams, ctx: BuildContext):
         super().__init__()
         self.params, self.seed = params, ctx.seed

@@ -37,12 +37,22 @@ from vrsearch.registry import MethodParams, register_method, unlabeled
 
 class SelfTrainingParams(MethodParams):
     loss: SupervisedLossKnob = "dice_ce"
-    lambda_pseudo: float = Field(1.0, ge=0.0, description="λ_pseudo: weight of CE_masked(student(x_u), ŷ) "
-                                 "in L = L_sup + λ_pseudo·CE_masked")
-    refresh_fraction: float = Field(0.2, gt=0.0, le=1.0, description="P/iterations: the snapshot giving ŷ is "
-                                    "refreshed every P = round(refresh_fraction·iterations) steps (also the warm-up)")
-    threshold: float = Field(0.0, ge=0.0, le=1.0, description="confidence mask of CE_masked: voxels with "
-                             "snapshot max p below it are ignored (0 = keep all)")
+    lambda_pseudo: float = Field(
+        1.0, ge=0.0, description="λ_pseudo: weight of CE_masked(student(x_u), ŷ) in L = L_sup + λ_pseudo·CE_masked"
+    )
+    refresh_fraction: float = Field(
+        0.2,
+        gt=0.0,
+        le=1.0,
+        description="P/iterations: the snapshot giving ŷ is "
+        "refreshed every P = round(refresh_fraction·iterations) steps (also the warm-up)",
+    )
+    threshold: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="confidence mask of CE_masked: voxels with snapshot max p below it are ignored (0 = keep all)",
+    )
 
 
 class SelfTraining(Method):

@@ -77,21 +77,24 @@ VIEW_JITTER = {"contrast": 0.1, "shift": 0.1, "noise": 0.05}
 
 class SPCLParams(MethodParams):
     mode: Literal["joint", "pretrain"] = Field(
-        "joint", description="joint = Eq. 15 with Mean Teacher; pretrain = Eq. 14, then fine-tuning")
+        "joint", description="joint = Eq. 15 with Mean Teacher; pretrain = Eq. 14, then fine-tuning"
+    )
     tau: float = Field(0.07, gt=0, description="τ: temperature of L_sp (Eq. 3)")
     gamma_start: float = Field(2.0, gt=0, description="γ at the first contrastive iteration (Eq. 16)")
     gamma_end: float = Field(50.0, gt=0, description="γ at the last contrastive iteration (Eq. 16)")
     weighting: Weighting = Field("linear", description="self-paced weights w_ij: linear or hard (Eq. 6)")
     meta_labels: list[MetaLabel] = Field(["position", "patient"], description="k: the meta-labels of Σ_k λ_k L_sp^k")
-    position_partitions: int = Field(5, ge=1, description="S: slice-position partitions (paper: 3 ACDC/"
-                                                          "hippocampus, 5 prostate/spleen, 7 MMWHS)")
+    position_partitions: int = Field(
+        5, ge=1, description="S: slice-position partitions (paper: 3 ACDC/hippocampus, 5 prostate/spleen, 7 MMWHS)"
+    )
     lambda_position: NonNeg = Field(1.0, description="λ_position: weight of L_sp^position (Eq. 14)")
     lambda_patient: NonNeg = Field(1e-3, description="λ_patient: weight of L_sp^patient (Eq. 14)")
     lambda_phase: NonNeg = Field(1e-2, description="λ_phase: weight of L_sp^phase (Eq. 14)")
     lambda_reg: NonNeg = Field(0.1, description="λ_reg: weight of L_MT (Eq. 15)")
     lambda_sp: NonNeg = Field(5e-3, description="λ_sp: weight of Σ_k λ_k L_sp^k (Eq. 15)")
-    pretrain_fraction: float = Field(0.5, gt=0, lt=1, description="share of the iterations pre-training "
-                                                                  "(mode: pretrain)")
+    pretrain_fraction: float = Field(
+        0.5, gt=0, lt=1, description="share of the iterations pre-training (mode: pretrain)"
+    )
     loss: SupervisedKind = Field("ce", description="L_sup on the labeled images")
     embedding_dim: int = Field(256, ge=1, description="output size of the global projector")
     ema_decay: float = Field(0.99, ge=0, le=1, description="EMA decay of the L_MT teacher")
@@ -128,7 +131,6 @@ def _codes(values: list, device: torch.device) -> torch.Tensor:
 
 
 class SPCL(Method):
-
     def __init__(self, params: SPCLParams, ctx: BuildContext):
         super().__init__()
         self.params, self.seed, self.iterations = params, ctx.seed, ctx.iterations
@@ -165,8 +167,9 @@ class SPCL(Method):
             s = self.params.position_partitions
             out["position"] = (pos * s).floor().long().clamp(0, s - 1)
         n_lab = len(batch.cases)
-        metas = _padded(batch.case_meta, n_lab) + (_padded(batch.unlabeled_meta, len(batch.unlabeled_cases))
-                                                  if has_u else [])
+        metas = _padded(batch.case_meta, n_lab) + (
+            _padded(batch.unlabeled_meta, len(batch.unlabeled_cases)) if has_u else []
+        )
         if "patient" in self.params.meta_labels:
             cases = list(batch.cases) + (list(batch.unlabeled_cases) if has_u else [])
             patients = [str(m.get("patient", c)) for m, c in zip(metas, cases)]  # the case id when no patient meta
@@ -174,8 +177,10 @@ class SPCL(Method):
         if "phase" in self.params.meta_labels:
             phases = [m.get("phase") for m in metas]
             if all(p is None for p in phases):
-                raise ValueError("SPCL meta-label 'phase': the dataset provides no cardiac phase (the acdc layout "
-                                 "does); drop 'phase' from method.params.meta_labels")
+                raise ValueError(
+                    "SPCL meta-label 'phase': the dataset provides no cardiac phase (the acdc layout "
+                    "does); drop 'phase' from method.params.meta_labels"
+                )
             out["phase"] = _codes(phases, device)
         return out
 
@@ -187,8 +192,9 @@ class SPCL(Method):
             logits = self.net(x)
         return logits, self.projector(box[0])
 
-    def contrastive(self, batch: Batch,
-                    it: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor, int]:
+    def contrastive(
+        self, batch: Batch, it: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor, int]:
         """``Σ_k λ_k L_sp^k`` on the 2N views; also returns the logits of every view,
         the flips of the second views and N."""
         imgs = batch.image if batch.unlabeled is None else torch.cat([batch.image, batch.unlabeled])
@@ -197,8 +203,9 @@ class SPCL(Method):
         logits, z = self.embed(torch.cat([imgs, view]))
         labels = {k: v.repeat(2) for k, v in self.meta_labels(batch, imgs.device).items()}
         gamma = self.gamma(it)
-        sp, parts = multi_meta_label_loss(z, labels, self.lambdas, tau=self.params.tau, gamma=gamma,
-                                          weighting=self.params.weighting)
+        sp, parts = multi_meta_label_loss(
+            z, labels, self.lambdas, tau=self.params.tau, gamma=gamma, weighting=self.params.weighting
+        )
         terms = {f"sp_{k}": parts[k] for k in labels}
         terms.update(sp=sp.detach(), gamma=torch.tensor(gamma), mean_weight=parts["mean_weight"])
         return sp, terms, logits, flips, n
@@ -224,7 +231,7 @@ class SPCL(Method):
         sup = self.sup(logits[:b], batch.label)
         mt = sup.new_zeros(())
         if batch.unlabeled is not None:
-            mt = self.consistency(logits[n + b:], flips[b:], batch.unlabeled)
+            mt = self.consistency(logits[n + b :], flips[b:], batch.unlabeled)
         p = self.params
         loss = sup + p.lambda_reg * mt + p.lambda_sp * sp
         terms.update(sup=sup.detach(), mt=mt.detach())
@@ -249,8 +256,10 @@ _TERMS = {
     "gamma": "γ: self-paced threshold of the weights (Eq. 6), linear from gamma_start to gamma_end (Eq. 16)",
     "mean_weight": "mean self-paced weight w_ij (Eq. 6) over the positive pairs (1 = every pair in full)",
 }
-_SUMMARY = ("self-paced supervised-contrastive loss on global encoder embeddings with slice-position / patient "
-            "meta-labels; joint (with Mean Teacher) or pretrain-then-fine-tune")
+_SUMMARY = (
+    "self-paced supervised-contrastive loss on global encoder embeddings with slice-position / patient "
+    "meta-labels; joint (with Mean Teacher) or pretrain-then-fine-tune"
+)
 
 
 def spcl_needs(params: SPCLParams) -> DataNeeds:
@@ -263,7 +272,7 @@ def spcl_needs(params: SPCLParams) -> DataNeeds:
     "spcl",
     params=SPCLParams,
     citation="Peng et al., Self-paced contrastive learning for semi-supervised medical image "
-             "segmentation with meta-labels, NeurIPS 2021",
+    "segmentation with meta-labels, NeurIPS 2021",
     summary=_SUMMARY,
     needs=spcl_needs,
     terms=_TERMS,

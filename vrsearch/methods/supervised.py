@@ -18,8 +18,9 @@ from vrsearch.registry import DataNeeds, MethodParams, register_method
 
 class SupervisedParams(MethodParams):
     loss: SupervisedLossKnob = "dice_ce"
-    all_labels: bool = Field(False, description="train on every training label (L = L_sup on all cases): "
-                             "the fully-supervised upper bound")
+    all_labels: bool = Field(
+        False, description="train on every training label (L = L_sup on all cases): the fully-supervised upper bound"
+    )
 
 
 class Supervised(Method):
@@ -49,8 +50,9 @@ def supervised_needs(params: SupervisedParams) -> DataNeeds:
     return DataNeeds(all_labels=params.all_labels)
 
 
-@register_method("supervised", params=SupervisedParams, citation="baseline", summary=_SUMMARY, terms=_TERMS,
-                 needs=supervised_needs)
+@register_method(
+    "supervised", params=SupervisedParams, citation="baseline", summary=_SUMMARY, terms=_TERMS, needs=supervised_needs
+)
 def build_supervised(params: SupervisedParams, ctx: BuildContext) -> Supervised:
     return Supervised(params, ctx)
 

@@ -58,8 +58,11 @@ def decoder_stages(backbone: nn.Module, channels: Sequence[int]) -> list[tuple[n
     """``(module, out_channels, downsampling factor)`` of the decoder stages coarser
     than the backbone output, finest first (see the module docstring)."""
     if isinstance(backbone, BasicUNet):
-        return [(backbone.upcat_2, channels[1], 2), (backbone.upcat_3, channels[2], 4),
-                (backbone.upcat_4, channels[3], 8)]
+        return [
+            (backbone.upcat_2, channels[1], 2),
+            (backbone.upcat_3, channels[2], 4),
+            (backbone.upcat_4, channels[3], 8),
+        ]
     if isinstance(backbone, UNet):
         levels = _unet_levels(backbone)
         return [(levels[i][2], channels[i - 1], 2**i) for i in range(1, len(levels))]
@@ -81,8 +84,7 @@ def capture_outputs(modules: Sequence[nn.Module]) -> Iterator[list[Any]]:
     """Yield a list that holds, after a forward pass inside the ``with`` block,
     the output of each of ``modules`` (in the order given)."""
     box: list[Any] = [None] * len(modules)
-    handles = [m.register_forward_hook(lambda _m, _i, out, k=k: box.__setitem__(k, out))
-               for k, m in enumerate(modules)]
+    handles = [m.register_forward_hook(lambda _m, _i, out, k=k: box.__setitem__(k, out)) for k, m in enumerate(modules)]
     try:
         yield box
     finally:
@@ -97,15 +99,20 @@ class RepresentationHead(nn.Module):
     sets the output size); ``width`` is the common lateral width (default: the
     widest scale)."""
 
-    def __init__(self, in_channels: Sequence[int], dim: int, spatial_dims: int, norm: str = "instance",
-                 width: int | None = None):
+    def __init__(
+        self, in_channels: Sequence[int], dim: int, spatial_dims: int, norm: str = "instance", width: int | None = None
+    ):
         super().__init__()
         conv = _conv(spatial_dims)
         width = int(width or max(in_channels))
         self.lateral = nn.ModuleList(conv(c, width, kernel_size=1) for c in in_channels)
         self.fuse = nn.Sequential(
-            conv(width, width, kernel_size=3, padding=1), _norm(spatial_dims, norm, width), nn.ReLU(inplace=True),
-            conv(width, dim, kernel_size=1), _norm(spatial_dims, norm, dim), nn.ReLU(inplace=True),
+            conv(width, width, kernel_size=3, padding=1),
+            _norm(spatial_dims, norm, width),
+            nn.ReLU(inplace=True),
+            conv(width, dim, kernel_size=1),
+            _norm(spatial_dims, norm, dim),
+            nn.ReLU(inplace=True),
             conv(dim, dim, kernel_size=1),
         )
         self.dim = int(dim)
@@ -134,8 +141,7 @@ class MLPHead(nn.Module):
 
     def __init__(self, in_features: int, hidden: int, out_features: int):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(inplace=True),
-                                 nn.Linear(hidden, out_features))
+        self.mlp = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_features))
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         return self.mlp(v)
@@ -151,5 +157,11 @@ class GlobalProjector(MLPHead):
         return self.mlp(feat.flatten(2).mean(dim=2))
 
 
-__all__ = ["GlobalProjector", "MLPHead", "RepresentationHead", "capture_outputs", "decoder_stages",
-           "encoder_output_block"]
+__all__ = [
+    "GlobalProjector",
+    "MLPHead",
+    "RepresentationHead",
+    "capture_outputs",
+    "decoder_stages",
+    "encoder_output_block",
+]

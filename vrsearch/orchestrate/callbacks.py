@@ -77,9 +77,11 @@ class ResultsCallback(Callback):
         best = f"{self.best:.4f}" if self.best > -math.inf else "n/a"
         why = f" ({error[:120]})" if error else ""
         val = f"{score:.4f}" if score is not None else "n/a"
-        return (f"[{self.done}/{self.total}] {name} {status}{why}: best val dice {val} | "
-                f"running {len(self.running)}, failed {self.failed}, stopped early {self.stopped}, "
-                f"best so far {best}, elapsed {elapsed:.0f}s, ETA {eta:.0f}s")
+        return (
+            f"[{self.done}/{self.total}] {name} {status}{why}: best val dice {val} | "
+            f"running {len(self.running)}, failed {self.failed}, stopped early {self.stopped}, "
+            f"best so far {best}, elapsed {elapsed:.0f}s, ETA {eta:.0f}s"
+        )
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self.running.add(trial.trial_id)

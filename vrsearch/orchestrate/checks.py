@@ -19,8 +19,9 @@ from vrsearch.study.rules import check_rules
 from vrsearch.study.schema import Study
 
 
-def check_study(study: Study, address: str | None = None, *, data: bool = True,
-                warn: Echo | None = None) -> PreparedData | None:
+def check_study(
+    study: Study, address: str | None = None, *, data: bool = True, warn: Echo | None = None
+) -> PreparedData | None:
     """Everything ``vrsearch run`` refuses before Ray starts (``vrsearch validate`` calls
     it too): the study's rules, the storage URI, the data (``data``: read and check every
     volume; ``warn`` gets a line for each doubtful setting, e.g. a clip that saturates
@@ -54,8 +55,9 @@ def _trial_resources(study: Study) -> list[dict]:
     def of(cell: dict) -> dict:
         res = {**base, **{f: v for f, v in (cell.get("resources") or {}).items() if f in base}}
         res.update({f: cell[f"resources.{f}"] for f in base if f"resources.{f}" in cell})
-        custom = {k.removeprefix(f"resources.{_CUSTOM}"): v for k, v in cell.items()
-                  if k.startswith(f"resources.{_CUSTOM}")}
+        custom = {
+            k.removeprefix(f"resources.{_CUSTOM}"): v for k, v in cell.items() if k.startswith(f"resources.{_CUSTOM}")
+        }
         return {**res, "custom_per_worker": {**res["custom_per_worker"], **custom}}
 
     if study.search.design != "search":
@@ -96,7 +98,8 @@ def check_local_resources(study: Study) -> None:
             raise VrsearchError(
                 f"resources.cpus_per_worker: a trial needs {workers} worker(s) x {res['cpus_per_worker']:g} CPUs, "
                 f"more than the {cpus} CPUs of this machine (local Ray); lower resources.cpus_per_worker or "
-                "resources.workers_per_trial, or join a cluster with --address")
+                "resources.workers_per_trial, or join a cluster with --address"
+            )
         if res["gpus_per_worker"] > 0:
             if gpus is None:
                 import torch
@@ -106,4 +109,5 @@ def check_local_resources(study: Study) -> None:
                 raise VrsearchError(
                     f"resources.gpus_per_worker: a trial needs {workers} worker(s) x {res['gpus_per_worker']:g} "
                     f"GPUs, but this machine has {gpus} visible GPU(s) (local Ray); lower "
-                    "resources.gpus_per_worker, or join a cluster with --address")
+                    "resources.gpus_per_worker, or join a cluster with --address"
+                )

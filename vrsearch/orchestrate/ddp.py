@@ -33,8 +33,16 @@ def _start_store(world_size: int, timeout_s: int) -> int:
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]
-    store = dist.TCPStore("127.0.0.1", port, world_size, True, timeout=timedelta(seconds=timeout_s),
-                          wait_for_workers=False, master_listen_fd=sock.fileno(), use_libuv=True)
+    store = dist.TCPStore(
+        "127.0.0.1",
+        port,
+        world_size,
+        True,
+        timeout=timedelta(seconds=timeout_s),
+        wait_for_workers=False,
+        master_listen_fd=sock.fileno(),
+        use_libuv=True,
+    )
     _HELD["store"], _HELD["socket"] = store, sock
     return port
 
@@ -44,10 +52,12 @@ def _join(backend: str, world_rank: int, world_size: int, port: int, timeout_s: 
 
     t0 = time.perf_counter()
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    store = _HELD.get("store") or dist.TCPStore("127.0.0.1", port, world_size, False,
-                                                timeout=timedelta(seconds=timeout_s))
-    dist.init_process_group(backend, store=store, rank=world_rank, world_size=world_size,
-                            timeout=timedelta(seconds=timeout_s))
+    store = _HELD.get("store") or dist.TCPStore(
+        "127.0.0.1", port, world_size, False, timeout=timedelta(seconds=timeout_s)
+    )
+    dist.init_process_group(
+        backend, store=store, rank=world_rank, world_size=world_size, timeout=timedelta(seconds=timeout_s)
+    )
     _HELD["rendezvous_s"] = time.perf_counter() - t0
 
 
@@ -64,11 +74,14 @@ class _LoopbackBackend(_TorchBackend):
         port = worker_group.execute_single(0, _start_store, world_size=n, timeout_s=backend_config.timeout_s)
         worker_group.execute(_set_torch_distributed_env_vars)
         backend = backend_config.backend or "gloo"
-        ray.get([  # type: ignore[arg-type]  # ray's async refs and ray.get's name two ObjectRef types
-            worker_group.execute_single_async(i, _join, backend=backend, world_rank=i, world_size=n, port=port,
-                                              timeout_s=backend_config.timeout_s)
-            for i in range(n)
-        ])
+        ray.get(
+            [  # type: ignore[arg-type]  # ray's async refs and ray.get's name two ObjectRef types
+                worker_group.execute_single_async(
+                    i, _join, backend=backend, world_rank=i, world_size=n, port=port, timeout_s=backend_config.timeout_s
+                )
+                for i in range(n)
+            ]
+        )
 
 
 @dataclass

@@ -54,8 +54,9 @@ def ray_temp_dir(run_dir: Path, configured: Path | None = None) -> Path:
     return Path("/tmp") / f"vrs-{hashlib.sha1(str(run_dir).encode()).hexdigest()[:8]}"
 
 
-def init_ray(run_dir: Path, address: str | None, temp_dir: Path | None = None,
-             resources: dict[str, float] | None = None) -> None:
+def init_ray(
+    run_dir: Path, address: str | None, temp_dir: Path | None = None, resources: dict[str, float] | None = None
+) -> None:
     """Join the cluster at ``address``, or start a loopback-only local Ray that advertises
     the custom ``resources`` (a cluster's come from its node types)."""
     os.environ[faults.DRIVER] = str(os.getpid())  # for a test's kill-driver fault (workers inherit it)
@@ -139,13 +140,17 @@ def tune_setup(study: Study, run: RunDir, work: Work) -> tuple[dict[str, Any], t
     else:
         param_space, search_alg, n = {}, searcher(study, run, work.interrupted, work.new), work.trials
     return param_space, tune.TuneConfig(
-        metric=study.search.metric, mode=study.search.mode, search_alg=search_alg, scheduler=sched,
-        num_samples=n, max_concurrent_trials=study.resources.concurrent_trials, reuse_actors=reuse_actors(study, work),
+        metric=study.search.metric,
+        mode=study.search.mode,
+        search_alg=search_alg,
+        scheduler=sched,
+        num_samples=n,
+        max_concurrent_trials=study.resources.concurrent_trials,
+        reuse_actors=reuse_actors(study, work),
     )
 
 
-def _tuner(study: Study, run: RunDir, work: Work, echo: Echo,
-           where: str | None) -> tuple[tune.Tuner, ResultsCallback]:
+def _tuner(study: Study, run: RunDir, work: Work, echo: Echo, where: str | None) -> tuple[tune.Tuner, ResultsCallback]:
     from ray import tune
 
     from vrsearch.orchestrate.callbacks import ResultsCallback
@@ -160,7 +165,10 @@ def _tuner(study: Study, run: RunDir, work: Work, echo: Echo,
     callback = ResultsCallback(run.path, work.trials, echo, storage=where)
     param_space, tune_config = tune_setup(study, run, work)
     run_config = tune.RunConfig(
-        name=run.next_experiment(), storage_path=str(run.path), verbose=0, callbacks=[callback],
+        name=run.next_experiment(),
+        storage_path=str(run.path),
+        verbose=0,
+        callbacks=[callback],
         failure_config=tune.FailureConfig(max_failures=study.resources.max_failures),
     )
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config), callback
@@ -206,8 +214,10 @@ def _finish(study: Study, run: RunDir, trials: pd.DataFrame, where: str | None, 
     if plan(study, run).trials:
         push_results(run.path, where, echo, final=True)
         ended = sum(v for k, v in counts.items() if k in fragments.FINISHED)
-        raise VrsearchError(f"stopped after {ended} of {n_trials(study)} trials ({summary}); results so far are in "
-                            f"{run.path}; continue with 'vrsearch resume {run.path}'")
+        raise VrsearchError(
+            f"stopped after {ended} of {n_trials(study)} trials ({summary}); results so far are in "
+            f"{run.path}; continue with 'vrsearch resume {run.path}'"
+        )
     if study.search.design == "search" and (orphans := close_orphans(study, run)):
         echo(f"{orphans} Optuna proposals that no trial evaluated marked failed")
     from vrsearch.orchestrate.callbacks import refresh_report
@@ -220,8 +230,10 @@ def _finish(study: Study, run: RunDir, trials: pd.DataFrame, where: str | None, 
     best = trials.dropna(subset=["best_val_dice"]).sort_values("best_val_dice", ascending=False).head(1)
     if len(best):
         b = best.iloc[0]
-        echo(f"best: trial {b.trial_id}, val dice {b.best_val_dice:.4f} at iteration {int(b.best_iteration)}, "
-             f"cell {b.cell}")
+        echo(
+            f"best: trial {b.trial_id}, val dice {b.best_val_dice:.4f} at iteration {int(b.best_iteration)}, "
+            f"cell {b.cell}"
+        )
     return run.path
 
 
@@ -230,5 +242,7 @@ def _driver_error(run: RunDir, exc: Exception) -> VrsearchError:
 
     io.write_text_atomic(run.driver_log, "".join(traceback.format_exception(exc)))
     text = " ".join(str(exc).split())[:200]
-    return VrsearchError(f"the study stopped on {type(exc).__name__}: {text} (traceback in {run.driver_log}); "
-                         f"results so far are in {run.path}; continue with 'vrsearch resume {run.path}'")
+    return VrsearchError(
+        f"the study stopped on {type(exc).__name__}: {text} (traceback in {run.driver_log}); "
+        f"results so far are in {run.path}; continue with 'vrsearch resume {run.path}'"
+    )

@@ -27,8 +27,16 @@ from vrsearch.study.design import SEED_KEY, apply_cell, config_hash
 from vrsearch.study.schema import Study
 
 #: what a grown study may change: the design's extent, never what a cell measures
-GROWABLE = {"description", "resources", "output", "search.seeds", "search.arms", "search.space",
-            "search.axes", "search.num_samples"}
+GROWABLE = {
+    "description",
+    "resources",
+    "output",
+    "search.seeds",
+    "search.arms",
+    "search.space",
+    "search.axes",
+    "search.num_samples",
+}
 
 
 def _growable(key: str) -> bool:
@@ -42,17 +50,23 @@ def growth_problem(old: Study, new: Study) -> str | None:
     if changed:
         shown = "; ".join(f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in changed[:3])
         more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
-        return (f"{new.run_dir} holds a run of study {old.name!r} that this study cannot grow: it changes "
-                f"{shown}{more}, so the finished trials would not be comparable; set output.dir elsewhere "
-                "or pass --fresh to replace them")
+        return (
+            f"{new.run_dir} holds a run of study {old.name!r} that this study cannot grow: it changes "
+            f"{shown}{more}, so the finished trials would not be comparable; set output.dir elsewhere "
+            "or pass --fresh to replace them"
+        )
     old_arms = {arm.name: arm.set for arm in old.search.arms}
     for arm in new.search.arms:
         if arm.name in old_arms and old_arms[arm.name] != arm.set:
-            return (f"search.arms.{arm.name}: its settings changed since the trials in {new.run_dir} ran; "
-                    "give the changed arm a new name (or pass --fresh)")
+            return (
+                f"search.arms.{arm.name}: its settings changed since the trials in {new.run_dir} ran; "
+                "give the changed arm a new name (or pass --fresh)"
+            )
     if new.search.design == "search":
-        return ("a 'search' study cannot be grown in place (Optuna's history belongs to the old space); "
-                f"set output.dir elsewhere, pass --fresh, or continue it with 'vrsearch resume {new.run_dir}'")
+        return (
+            "a 'search' study cannot be grown in place (Optuna's history belongs to the old space); "
+            f"set output.dir elsewhere, pass --fresh, or continue it with 'vrsearch resume {new.run_dir}'"
+        )
     return None
 
 

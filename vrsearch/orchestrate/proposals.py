@@ -72,16 +72,23 @@ class StudySearcher(Searcher):
     """Optuna's proposals × seeds, continuing ``interrupted`` proposals first; at most
     ``new`` proposals are asked. ``tell(number, value)`` closes an interrupted one."""
 
-    def __init__(self, optuna_search: OptunaSearch, seeds: list[int], how: str, *,
-                 tell: Callable[[int, float], None], interrupted: Sequence[Proposal] = (), new: int):
+    def __init__(
+        self,
+        optuna_search: OptunaSearch,
+        seeds: list[int],
+        how: str,
+        *,
+        tell: Callable[[int, float], None],
+        interrupted: Sequence[Proposal] = (),
+        new: int,
+    ):
         super().__init__(metric=optuna_search.metric, mode=optuna_search.mode)
         self.inner, self.seeds, self.how, self.tell = optuna_search, list(seeds), how, tell
         self.open: list[Proposal] = list(interrupted)
         self.new = new
         self.by_trial: dict[str, Proposal] = {}
 
-    def set_search_properties(self, metric: str | None, mode: str | None, config: dict[str, Any],
-                              **spec: Any) -> bool:
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any) -> bool:
         ok = self.inner.set_search_properties(metric, mode, config, **spec)
         self._metric, self._mode = self.inner.metric, self.inner.mode
         return ok
@@ -124,7 +131,8 @@ class StudySearcher(Searcher):
         self.open.remove(p)
         score = aggregate(list(p.scores.values()), self.how, self.mode)
         if p.tune_id is not None:  # asked in this experiment: OptunaSearch tells Optuna
-            self.inner.on_trial_complete(p.tune_id, result=None if math.isnan(score) else {self.metric: score},
-                                         error=math.isnan(score))
+            self.inner.on_trial_complete(
+                p.tune_id, result=None if math.isnan(score) else {self.metric: score}, error=math.isnan(score)
+            )
         else:
             self.tell(p.number, score)

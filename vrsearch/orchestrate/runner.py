@@ -51,8 +51,9 @@ def _prior_study(run: RunDir) -> tuple[str, Study] | None:
         return None
 
 
-def run_study(study_path: Path, overrides: Iterable[str], *, address: str | None = None, fresh: bool = False,
-              echo: Echo = print) -> Path:
+def run_study(
+    study_path: Path, overrides: Iterable[str], *, address: str | None = None, fresh: bool = False, echo: Echo = print
+) -> Path:
     study = load_study(study_path, overrides)
     check_study(study, address, warn=lambda line: echo(f"warning: {line}"))
     run = RunDir(study.run_dir)
@@ -61,8 +62,10 @@ def run_study(study_path: Path, overrides: Iterable[str], *, address: str | None
     if prior is not None and started:
         text, old = prior
         if text == study_to_yaml(study):
-            raise VrsearchError(f"{run.path} already holds a run of this study; continue it with "
-                                f"'vrsearch resume {run.path}' or start over with --fresh")
+            raise VrsearchError(
+                f"{run.path} already holds a run of this study; continue it with "
+                f"'vrsearch resume {run.path}' or start over with --fresh"
+            )
         problem = grow.growth_problem(old, study)
         if problem:
             raise VrsearchError(problem)
@@ -73,10 +76,16 @@ def run_study(study_path: Path, overrides: Iterable[str], *, address: str | None
             echo(f"growing {run.path}: {new} new trials, {n_trials(study) - new} finished trials reused")
             return execute(study, run, address, echo)
     where = run_location(study)
-    if where is not None and not fresh and not storage.synced_with(run.path, where) \
-            and storage.read_bytes(where, io.STUDY_FILE, must_exist=False) is not None:
-        raise VrsearchError(f"{where} already holds a run of study {study.name!r}; continue it with "
-                            f"'vrsearch resume {where}' or start over with --fresh")
+    if (
+        where is not None
+        and not fresh
+        and not storage.synced_with(run.path, where)
+        and storage.read_bytes(where, io.STUDY_FILE, must_exist=False) is not None
+    ):
+        raise VrsearchError(
+            f"{where} already holds a run of study {study.name!r}; continue it with "
+            f"'vrsearch resume {where}' or start over with --fresh"
+        )
     claim_run_dir(run.path, study_to_yaml(study), fresh)
     with run_lock(run.path):
         if fresh:
@@ -101,15 +110,18 @@ def _pull_run(uri: str, into: Path | None, echo: Echo) -> Path:
     run_dir = Path(into if into is not None else stored.run_dir).expanduser().absolute()
     prior = _prior_study(RunDir(run_dir))
     if prior is not None and prior[1].name != stored.name:
-        raise VrsearchError(f"{run_dir} holds a run of study {prior[1].name!r}, not {stored.name!r}; "
-                            "pass --into DIR to resume elsewhere")
+        raise VrsearchError(
+            f"{run_dir} holds a run of study {prior[1].name!r}, not {stored.name!r}; "
+            "pass --into DIR to resume elsewhere"
+        )
     n = storage.pull(uri, run_dir)
     echo(f"pulled {n} changed files from {uri} into {run_dir}" if n else f"{run_dir} is up to date with {uri}")
     return run_dir
 
 
-def resume_study(run_dir: Path | str, *, address: str | None = None, echo: Echo = print,
-                 into: Path | None = None) -> Path:
+def resume_study(
+    run_dir: Path | str, *, address: str | None = None, echo: Echo = print, into: Path | None = None
+) -> Path:
     """Continue an interrupted study in ``run_dir`` — or, given a storage URI, in the local
     copy pulled from it (``into``, else the study's ``output.dir``), storing results back there.
 

@@ -62,8 +62,7 @@ class _Replaying(TrialScheduler):
 
     _time_attr: str  # set by the scheduler it is mixed into
 
-    def __init__(self, *args: Any, curves: dict[str, Curve] | None = None, final: int | None = None,
-                 **kwargs: Any):
+    def __init__(self, *args: Any, curves: dict[str, Curve] | None = None, final: int | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._curves, self._final = dict(curves or {}), final
 
@@ -119,9 +118,16 @@ def recorded_curves(run: RunDir, metric: str) -> dict[str, Curve]:
     return out
 
 
-def tune_scheduler(kind: str, grace: int, max_t: int, reduction_factor: int = 2, brackets: int = 3,
-                   curves: dict[str, Curve] | None = None, final: int | None = None,
-                   **metric_mode: str) -> TrialScheduler:
+def tune_scheduler(
+    kind: str,
+    grace: int,
+    max_t: int,
+    reduction_factor: int = 2,
+    brackets: int = 3,
+    curves: dict[str, Curve] | None = None,
+    final: int | None = None,
+    **metric_mode: str,
+) -> TrialScheduler:
     """Ray Tune's scheduler ``kind`` on the ``iteration`` clock: ``asha``, ``hyperband``
     (Tune's asynchronous Hyperband: ASHA with ``brackets`` brackets), ``median`` (the
     median stopping rule, from 2 trials) or ``none`` (FIFO); ``curves``: earlier trials'
@@ -130,11 +136,19 @@ def tune_scheduler(kind: str, grace: int, max_t: int, reduction_factor: int = 2,
     if kind == "none":
         return FIFOScheduler()
     if kind in ("asha", "hyperband"):
-        return ReplayingASHA(time_attr="iteration", max_t=max_t, grace_period=grace,
-                             reduction_factor=reduction_factor, brackets=brackets if kind == "hyperband" else 1,
-                             curves=curves, final=final, **metric_mode)
-    return ReplayingMedianStoppingRule(time_attr="iteration", grace_period=grace, min_samples_required=2,
-                                       curves=curves, final=final, **metric_mode)
+        return ReplayingASHA(
+            time_attr="iteration",
+            max_t=max_t,
+            grace_period=grace,
+            reduction_factor=reduction_factor,
+            brackets=brackets if kind == "hyperband" else 1,
+            curves=curves,
+            final=final,
+            **metric_mode,
+        )
+    return ReplayingMedianStoppingRule(
+        time_attr="iteration", grace_period=grace, min_samples_required=2, curves=curves, final=final, **metric_mode
+    )
 
 
 def scheduler(study: Study, curves: dict[str, Curve] | None = None) -> TrialScheduler:
@@ -143,5 +157,6 @@ def scheduler(study: Study, curves: dict[str, Curve] | None = None) -> TrialSche
     if plan is None:
         return tune_scheduler("none", 1, 1)
     grace, max_t = plan
-    return tune_scheduler(study.search.scheduler, grace, max_t, study.search.reduction_factor, curves=curves,
-                          final=study.train.iterations)
+    return tune_scheduler(
+        study.search.scheduler, grace, max_t, study.search.reduction_factor, curves=curves, final=study.train.iterations
+    )

@@ -24,6 +24,7 @@ from vrsearch.study.schema import Study
 if TYPE_CHECKING:
     import optuna
 
+
 def _optuna() -> ModuleType:
     """Optuna, without its INFO lines ("A new study created ...") in the study's console."""
     import optuna
@@ -82,7 +83,8 @@ def plan_search(study: Study, run: RunDir) -> tuple[list[Proposal], int]:
         meta, end = fragments.read_json(d / META_FILE) or {}, fragments.ended(d)
         if end is not None and meta.get("optuna_trial") is not None:
             ended.setdefault(int(meta["optuna_trial"]), {})[int(meta["seed"])] = (
-                None if end["status"] == "failed" else _score(d, study.search.metric))
+                None if end["status"] == "failed" else _score(d, study.search.metric)
+            )
     interrupted: list[Proposal] = []
     asked = 0
     for t in ost.get_trials(deepcopy=False):
@@ -125,8 +127,9 @@ def sampler_seed(seed: int, asked: int) -> int:
     return int(np.random.SeedSequence([seed, asked]).generate_state(1)[0])
 
 
-def make_sampler(name: str, seed: int, *, n_startup_trials: int, multivariate: bool = True,
-                 constant_liar: bool = True) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    name: str, seed: int, *, n_startup_trials: int, multivariate: bool = True, constant_liar: bool = True
+) -> optuna.samplers.BaseSampler:
     """Optuna's sampler ``name`` (``tpe``, ``random``, ``cmaes``); TPE's ``multivariate`` and
     ``constant_liar`` (pending trials count as bad ones, so concurrent proposals spread out),
     CMA-ES's and TPE's ``n_startup_trials`` (random proposals before the model is used)."""
@@ -136,11 +139,13 @@ def make_sampler(name: str, seed: int, *, n_startup_trials: int, multivariate: b
     with warnings.catch_warnings():  # multivariate TPE and CMA-ES's fallbacks announce themselves
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if name == "tpe":
-            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials,
-                                              multivariate=multivariate, constant_liar=constant_liar)
+            return optuna.samplers.TPESampler(
+                seed=seed, n_startup_trials=n_startup_trials, multivariate=multivariate, constant_liar=constant_liar
+            )
         if name == "cmaes":
-            return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=n_startup_trials,
-                                                warn_independent_sampling=False)
+            return optuna.samplers.CmaEsSampler(
+                seed=seed, n_startup_trials=n_startup_trials, warn_independent_sampling=False
+            )
         if name == "random":
             return optuna.samplers.RandomSampler(seed=seed)
     raise ValueError(f"unknown searcher {name!r}")
@@ -156,12 +161,24 @@ def searcher(study: Study, run: RunDir, interrupted: list[Proposal], new: int) -
     s = study.search
     existing = load_optuna_study(study, run)
     seed = sampler_seed(s.seeds[0], len(existing.trials) if existing is not None else 0)
-    sampler = make_sampler(s.searcher, seed, n_startup_trials=s.n_startup_trials,
-                           multivariate=s.multivariate, constant_liar=s.constant_liar)
+    sampler = make_sampler(
+        s.searcher,
+        seed,
+        n_startup_trials=s.n_startup_trials,
+        multivariate=s.multivariate,
+        constant_liar=s.constant_liar,
+    )
     start = [default_point(study)] if s.start_from_defaults and existing is None else None
     storage = optuna.storages.RDBStorage(run.optuna_url(s.storage))
-    inner = OptunaSearch(space=optuna_space(study), metric=s.metric, mode=s.mode, sampler=sampler,
-                         study_name=study.name, storage=storage, points_to_evaluate=start)
+    inner = OptunaSearch(
+        space=optuna_space(study),
+        metric=s.metric,
+        mode=s.mode,
+        sampler=sampler,
+        study_name=study.name,
+        storage=storage,
+        points_to_evaluate=start,
+    )
     algo = StudySearcher(inner, s.seeds, s.aggregate, tell=_Tell(study, run), interrupted=interrupted, new=new)
     return ConcurrencyLimiter(algo, max_concurrent=study.resources.concurrent_trials)
 

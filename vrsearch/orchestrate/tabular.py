@@ -69,8 +69,12 @@ class CurveTable:
         """The best report of any configuration (the exhaustive run's pick)."""
         return self.sign * max(float(np.max(self.sign * v)) for v in self.values)
 
-    def nearest(self, point: dict[str, Any], exclude: set[int] | frozenset[int] = frozenset(),
-                rng: np.random.Generator | None = None) -> int:
+    def nearest(
+        self,
+        point: dict[str, Any],
+        exclude: set[int] | frozenset[int] = frozenset(),
+        rng: np.random.Generator | None = None,
+    ) -> int:
         """Index of the measured configuration nearest ``point`` among those not in
         ``exclude``; a tie goes to one of the tied at random (``rng``), else to the first."""
         space = self.study.search.space
@@ -103,8 +107,9 @@ def load_curves(run_dir: Path, metric: str | None = None, seed: int | None = Non
         raise VrsearchError(f"{run_dir}: no study.yaml; replay needs the study's search space")
     study = build_study(res.study, check_design=False)
     if not study.search.space:
-        raise VrsearchError(f"{run_dir}: design {study.search.design!r} searches no space; replay needs a grid, "
-                            "random or search study")
+        raise VrsearchError(
+            f"{run_dir}: design {study.search.design!r} searches no space; replay needs a grid, random or search study"
+        )
     metric = metric or study.search.metric
     hist = res.history
     if metric not in hist.columns or hist[metric].notna().sum() == 0 or res.trials.empty:
@@ -112,11 +117,14 @@ def load_curves(run_dir: Path, metric: str | None = None, seed: int | None = Non
     trials = res.trials
     seed = int(trials.seed.min()) if seed is None else seed
     if seed not in set(trials.seed.astype(int)):
-        raise VrsearchError(f"--seed {seed}: {run_dir} has no trials of that seed "
-                            f"(seeds {sorted(set(trials.seed.astype(int)))})")
+        raise VrsearchError(
+            f"--seed {seed}: {run_dir} has no trials of that seed (seeds {sorted(set(trials.seed.astype(int)))})"
+        )
     budget = study.train.iterations
-    curves = {tid: g.sort_values("iteration") for tid, g in
-              hist.dropna(subset=[metric]).query("iteration > 0").groupby("trial_id")}
+    curves = {
+        tid: g.sort_values("iteration")
+        for tid, g in hist.dropna(subset=[metric]).query("iteration > 0").groupby("trial_id")
+    }
     params, its, vals, left = [], [], [], 0
     for _, t in trials[trials.seed.astype(int) == seed].drop_duplicates("group_hash", keep="last").iterrows():
         c = curves.get(t.trial_id)
@@ -127,8 +135,10 @@ def load_curves(run_dir: Path, metric: str | None = None, seed: int | None = Non
         its.append(c.iteration.to_numpy(dtype=float))
         vals.append(c[metric].to_numpy(dtype=float))
     if len(params) < 2:
-        raise VrsearchError(f"{run_dir}: {len(params)} configuration(s) of seed {seed} have a full curve of "
-                            f"{metric!r} (to iteration {budget}); replay needs at least 2")
+        raise VrsearchError(
+            f"{run_dir}: {len(params)} configuration(s) of seed {seed} have a full curve of "
+            f"{metric!r} (to iteration {budget}); replay needs at least 2"
+        )
     return CurveTable(study, metric, seed, params, its, vals, left)
 
 
@@ -163,10 +173,16 @@ def fidelity(table: CurveTable, target: float) -> pd.DataFrame:
         at = np.array([float(v[np.searchsorted(it, rung)]) for it, v in zip(table.iterations, table.values)])
         pick = int(np.argmax(table.sign * at))
         regret = float(np.max(table.sign * final) - table.sign * final[pick])  # >= 0
-        rows.append({"rung": int(rung), "configurations": len(at),
-                     "spearman": float(spearmanr(at, final).statistic),
-                     "kendall": float(kendalltau(at, final).statistic),
-                     "regret": regret, "top_kept": regret <= target})
+        rows.append(
+            {
+                "rung": int(rung),
+                "configurations": len(at),
+                "spearman": float(spearmanr(at, final).statistic),
+                "kendall": float(kendalltau(at, final).statistic),
+                "regret": regret,
+                "top_kept": regret <= target,
+            }
+        )
     return pd.DataFrame(rows, columns=["rung", "configurations", "spearman", "kendall", "regret", "top_kept"])
 
 

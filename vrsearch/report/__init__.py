@@ -21,7 +21,17 @@ from vrsearch.report.figures import (
 from vrsearch.report.importance import param_importances, trial_importances
 
 __all__ = [
-    "case_boxes", "class_heatmap", "contour", "importance", "learning_curves", "loss_terms",
-    "optimisation_history", "parallel_coordinates", "param_importances", "sampler_panel", "slices",
-    "term_descriptions", "trial_importances",
+    "case_boxes",
+    "class_heatmap",
+    "contour",
+    "importance",
+    "learning_curves",
+    "loss_terms",
+    "optimisation_history",
+    "parallel_coordinates",
+    "param_importances",
+    "sampler_panel",
+    "slices",
+    "term_descriptions",
+    "trial_importances",
 ]

@@ -19,8 +19,12 @@ from plotly.offline import get_plotlyjs
 
 Block = dict[str, Any]
 
-ENV = Environment(loader=PackageLoader("vrsearch.report", "templates"), autoescape=True,
-                  undefined=StrictUndefined, keep_trailing_newline=True)
+ENV = Environment(
+    loader=PackageLoader("vrsearch.report", "templates"),
+    autoescape=True,
+    undefined=StrictUndefined,
+    keep_trailing_newline=True,
+)
 
 
 @dataclass
@@ -74,8 +78,14 @@ def table(sections: list[tuple[Any, list[list[tuple[bool, str, bool]]]]]) -> Blo
 def figure(fig: go.Figure) -> Block:
     """A figure as a ``<div>`` + inline script (no plotly.js, no MathJax, no links out)."""
     height = int(fig.layout.height or 450)
-    html = pio.to_html(fig, full_html=False, include_plotlyjs=False, include_mathjax=False,
-                       config={"displaylogo": False, "responsive": True}, default_height=f"{height}px")
+    html = pio.to_html(
+        fig,
+        full_html=False,
+        include_plotlyjs=False,
+        include_mathjax=False,
+        config={"displaylogo": False, "responsive": True},
+        default_height=f"{height}px",
+    )
     return {"kind": "figure", "html": Markup(html)}
 
 

@@ -19,7 +19,8 @@ Protocol rule: nothing here ranks or selects by a test metric — a study built 
 trials refuses metrics named ``test*`` (:func:`~vrsearch.report.studies.trials_study`).
 
 The per-run figures (learning curves, loss terms, per-class heatmap, per-case boxes,
-sampler panel) live in :mod:`vrsearch.report.run_figures` and are re-exported here, so
+sampler panel) live in :mod:`vrsearch.report.run_figures` and
+:mod:`vrsearch.report.trial_curves` and are re-exported here, so
 ``figures.<name>`` reaches every figure.
 """
 
@@ -48,21 +49,26 @@ from vrsearch.report.plotting import (
     numeric,
     subplot_grid,
 )
-from vrsearch.report.run_figures import (
-    SAMPLER,
-    case_boxes,
-    class_heatmap,
-    learning_curves,
-    loss_terms,
-    sampler_panel,
-    term_descriptions,
-)
+from vrsearch.report.run_figures import SAMPLER, case_boxes, class_heatmap, sampler_panel
 from vrsearch.report.studies import EVALUATOR, completed, quiet, varying
+from vrsearch.report.trial_curves import learning_curves, loss_terms, term_descriptions
 
 __all__ = [
-    "NO_DATA", "SAMPLER", "case_boxes", "class_heatmap", "contour", "importance", "knob_values",
-    "learning_curves", "loss_terms", "no_data", "optimisation_history", "parallel_coordinates",
-    "sampler_panel", "slices", "term_descriptions",
+    "NO_DATA",
+    "SAMPLER",
+    "case_boxes",
+    "class_heatmap",
+    "contour",
+    "importance",
+    "knob_values",
+    "learning_curves",
+    "loss_terms",
+    "no_data",
+    "optimisation_history",
+    "parallel_coordinates",
+    "sampler_panel",
+    "slices",
+    "term_descriptions",
 ]
 
 
@@ -89,8 +95,9 @@ def optimisation_history(study: optuna.Study | None, target_name: str = "objecti
     return fig
 
 
-def parallel_coordinates(study: optuna.Study | None, target_name: str = "objective",
-                         params: list[str] | None = None) -> go.Figure:
+def parallel_coordinates(
+    study: optuna.Study | None, target_name: str = "objective", params: list[str] | None = None
+) -> go.Figure:
     """Optuna's parallel coordinates: one line per completed trial across the objective
     axis and the parameter axes (``params``, default all), coloured by the objective."""
     title = "Parallel coordinates"
@@ -101,8 +108,9 @@ def parallel_coordinates(study: optuna.Study | None, target_name: str = "objecti
         return no_data(title, "no searched knob with values")
     with quiet():
         fig = plot_parallel_coordinate(study, params=params, target_name=target_name)
-    fig.update_layout(title={"text": f"{title} (colour: {target_name})"}, height=460,
-                      margin={"l": 80, "r": 80, "t": 100})
+    fig.update_layout(
+        title={"text": f"{title} (colour: {target_name})"}, height=460, margin={"l": 80, "r": 80, "t": 100}
+    )
     return fig
 
 
@@ -126,10 +134,15 @@ def importance(study: optuna.Study | None, target_name: str = "objective") -> go
     if study is None or len(completed(study)) < 2 or not params:
         return no_data(title)
     with quiet():
-        fig = plot_param_importances(study, evaluator=PedAnovaImportanceEvaluator(), params=params,
-                                     target_name=target_name)
-    fig.update_layout(title=title, xaxis_title="importance (normalised to sum 1)", yaxis_title="hyperparameter",
-                      height=160 + 32 * len(params))
+        fig = plot_param_importances(
+            study, evaluator=PedAnovaImportanceEvaluator(), params=params, target_name=target_name
+        )
+    fig.update_layout(
+        title=title,
+        xaxis_title="importance (normalised to sum 1)",
+        yaxis_title="hyperparameter",
+        height=160 + 32 * len(params),
+    )
     return fig
 
 
@@ -142,8 +155,9 @@ def slices(trials: pd.DataFrame, knobs: list[str], metric: str) -> go.Figure:
     if value.notna().sum() == 0 or not knobs:
         return no_data(title)
     rows, cols = subplot_grid(len(knobs))
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[label(k) for k in knobs],
-                        horizontal_spacing=0.08, vertical_spacing=0.18)
+    fig = make_subplots(
+        rows=rows, cols=cols, subplot_titles=[label(k) for k in knobs], horizontal_spacing=0.08, vertical_spacing=0.18
+    )
     for i, knob in enumerate(knobs):
         r, c = i // cols + 1, i % cols + 1
         x, categorical = knob_values(trials, knob)
@@ -152,18 +166,43 @@ def slices(trials: pd.DataFrame, knobs: list[str], metric: str) -> go.Figure:
         order = categories(agg["x"]) if categorical else sorted(agg["x"])
         agg = agg.set_index("x").loc[order].reset_index()
         first = i == 0
-        fig.add_trace(go.Scatter(x=df["x"], y=df["y"], mode="markers", name="trials", legendgroup="trials",
-                                 showlegend=first, marker={"color": "rgba(90,90,90,0.45)", "size": 7}), row=r, col=c)
-        fig.add_trace(go.Scatter(x=agg["x"], y=agg["mean"], mode="lines+markers", name="mean ± std over seeds",
-                                 legendgroup="mean", showlegend=first, line={"color": PALETTE[0]},
-                                 error_y={"type": "data", "array": agg["std"].fillna(0).tolist(), "visible": True},
-                                 customdata=agg["count"], hovertemplate="%{x}: %{y:.4f} (n=%{customdata})"),
-                      row=r, col=c)
-        axis = {"type": "category", "categoryorder": "array", "categoryarray": order} if categorical else \
-            {"type": "log"} if log_axis(df["x"]) else {}
+        fig.add_trace(
+            go.Scatter(
+                x=df["x"],
+                y=df["y"],
+                mode="markers",
+                name="trials",
+                legendgroup="trials",
+                showlegend=first,
+                marker={"color": "rgba(90,90,90,0.45)", "size": 7},
+            ),
+            row=r,
+            col=c,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=agg["x"],
+                y=agg["mean"],
+                mode="lines+markers",
+                name="mean ± std over seeds",
+                legendgroup="mean",
+                showlegend=first,
+                line={"color": PALETTE[0]},
+                error_y={"type": "data", "array": agg["std"].fillna(0).tolist(), "visible": True},
+                customdata=agg["count"],
+                hovertemplate="%{x}: %{y:.4f} (n=%{customdata})",
+            ),
+            row=r,
+            col=c,
+        )
+        axis = (
+            {"type": "category", "categoryorder": "array", "categoryarray": order}
+            if categorical
+            else {"type": "log"}
+            if log_axis(df["x"])
+            else {}
+        )
         fig.update_xaxes(title_text=label(knob), row=r, col=c, **axis)
         fig.update_yaxes(title_text=metric, row=r, col=c)
     fig.update_layout(title=title, height=330 * rows + 80)
     return fig
-
-

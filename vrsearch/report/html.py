@@ -39,8 +39,15 @@ from vrsearch.results.table_model import AblationTable
 
 SEARCH_DESIGNS = ("search", "grid", "random")
 
-__all__ = ["REPORT_FILE", "build_report", "conventions_text", "optuna_storage", "searched_knobs", "table_html",
-           "write_report"]
+__all__ = [
+    "REPORT_FILE",
+    "build_report",
+    "conventions_text",
+    "optuna_storage",
+    "searched_knobs",
+    "table_html",
+    "write_report",
+]
 
 
 def searched_knobs(results: io.Results) -> list[str]:
@@ -98,16 +105,18 @@ def report_sections(run_dir: Path, results: io.Results, name: str) -> list[B.Sec
     trials, history = results.trials, results.history
     knobs = searched_knobs(results)
     design = (results.study.get("search") or {}).get("design", "none")
-    out = _guard("overview", "Overview", lambda: [B.Section("overview", "Overview",
-                                                            sections.overview(results, name, knobs))])
+    out = _guard(
+        "overview", "Overview", lambda: [B.Section("overview", "Overview", sections.overview(results, name, knobs))]
+    )
     if design in SEARCH_DESIGNS and knobs and _has_values(trials, [METRIC]):
         storage = optuna_storage(run_dir, results.study)
         out += _guard("history", "Search", lambda: sections.search(storage, results, knobs))
     if _has_values(history, ["val_dice"]):
         out += _figure("curves", "Learning curves", lambda: F.learning_curves(history, trials))
     if _has_values(history, [c for c in history.columns if c == "loss" or c.startswith("term_")]):
-        out += _figure("terms", "Loss terms", lambda: F.loss_terms(history, trials,
-                                                                   descriptions=F.term_descriptions(trials)))
+        out += _figure(
+            "terms", "Loss terms", lambda: F.loss_terms(history, trials, descriptions=F.term_descriptions(trials))
+        )
     out += _guard("ablation", "Ablation table", lambda: _ablation(run_dir, results))
     out += _guard("replay", "Replayed searches", lambda: replay_view.report_section(run_dir))
     sampler = trials[F.SAMPLER].dropna().astype(str).nunique() if F.SAMPLER in trials.columns else 0

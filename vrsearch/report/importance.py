@@ -21,8 +21,13 @@ def param_importances(run_dir_or_storage: Path | str, study_name: str) -> tuple[
     return evaluate(study) if study is not None else ({}, reason)
 
 
-def trial_importances(trials: pd.DataFrame, knobs: list[str], metric: str = "best_val_dice", mode: str = "max",
-                      space: dict[str, Any] | None = None) -> tuple[dict[str, float], str]:
+def trial_importances(
+    trials: pd.DataFrame,
+    knobs: list[str],
+    metric: str = "best_val_dice",
+    mode: str = "max",
+    space: dict[str, Any] | None = None,
+) -> tuple[dict[str, float], str]:
     """Like :func:`param_importances` for a run without Optuna storage (grid or random
     designs): an in-memory Optuna study built from the trials with a ``metric`` value
     (:func:`~vrsearch.report.studies.trials_study`)."""

@@ -1,6 +1,7 @@
 """Shared pieces of the report's figures: the "no data" figure, knob labels and
 values, stable colours, category ordering (used by :mod:`vrsearch.report.figures`,
-:mod:`vrsearch.report.run_figures` and :mod:`vrsearch.report.importance`)."""
+:mod:`vrsearch.report.run_figures`, :mod:`vrsearch.report.trial_curves` and
+:mod:`vrsearch.report.importance`)."""
 
 from __future__ import annotations
 
@@ -86,8 +87,6 @@ def status_of(trials: pd.DataFrame) -> pd.Series:
     return trials["status"].astype(str) if "status" in trials.columns else pd.Series("completed", index=trials.index)
 
 
-
 def subplot_grid(n: int, per_row: int = 3) -> tuple[int, int]:
     cols = min(per_row, max(n, 1))
     return math.ceil(n / cols), cols
-

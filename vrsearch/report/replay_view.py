@@ -24,11 +24,12 @@ def fidelity_table(fid: pd.DataFrame, grace: int | None, min_rho: float) -> Tabl
         t.add_column(col, justify="right")
     for r in fid.itertuples():
         mark = " ←" if grace is not None and r.rung == grace else ""
-        t.add_row(f"{r.rung}{mark}", str(r.configurations), f"{r.spearman:.2f}", f"{r.kendall:.2f}",
-                  f"{r.regret:.4f}")
-    t.caption = (f"recommended grace period: {grace} iterations (every later rung has Spearman ≥ {min_rho})"
-                 if grace is not None else
-                 f"no rung reaches Spearman ≥ {min_rho} for good: early stopping would misrank; use --scheduler none")
+        t.add_row(f"{r.rung}{mark}", str(r.configurations), f"{r.spearman:.2f}", f"{r.kendall:.2f}", f"{r.regret:.4f}")
+    t.caption = (
+        f"recommended grace period: {grace} iterations (every later rung has Spearman ≥ {min_rho})"
+        if grace is not None
+        else f"no rung reaches Spearman ≥ {min_rho} for good: early stopping would misrank; use --scheduler none"
+    )
     return t
 
 
@@ -37,8 +38,13 @@ def curve_table(curve: pd.DataFrame, best: float) -> Table:
     for col in ("compute (of exhaustive)", "best median", "q1", "q3", "distance to table best"):
         t.add_column(col, justify="right")
     for r in curve.itertuples():
-        t.add_row(f"{100 * r.fraction:.0f} %", f"{r.best_median:.4f}", f"{r.best_q1:.4f}", f"{r.best_q3:.4f}",
-                  f"{abs(best - r.best_median):.4f}")
+        t.add_row(
+            f"{100 * r.fraction:.0f} %",
+            f"{r.best_median:.4f}",
+            f"{r.best_q1:.4f}",
+            f"{r.best_q3:.4f}",
+            f"{abs(best - r.best_median):.4f}",
+        )
     return t
 
 
@@ -47,16 +53,20 @@ def print_replay(result: Any, console: Console | None = None) -> None:
     orchestrate/ and imports nothing from it)."""
     console = console or Console(highlight=False)
     tab, s = result.table, result.summary
-    console.print(f"table: {len(tab)} configurations with full curves of {tab.metric} (seed {tab.seed}"
-                  + (f"; {tab.left_out} without a full curve left out" if tab.left_out else "")
-                  + f"), best {s['table_best']:.4f}, exhaustive compute {s['exhaustive_compute']:.0f} iterations")
+    console.print(
+        f"table: {len(tab)} configurations with full curves of {tab.metric} (seed {tab.seed}"
+        + (f"; {tab.left_out} without a full curve left out" if tab.left_out else "")
+        + f"), best {s['table_best']:.4f}, exhaustive compute {s['exhaustive_compute']:.0f} iterations"
+    )
     console.print(fidelity_table(result.fidelity, result.grace, result.min_rho))
     console.print(curve_table(result.curve, s["table_best"]))
-    console.print(f"{s['search']}, {s['concurrency']} at a time, {s['repeats']} searcher seeds: fraction of the "
-                  f"exhaustive compute to come within {s['target']} of the best: median "
-                  f"{_fraction(s['fraction_median'])} (quartiles {_fraction(s['fraction_q1'])}-"
-                  f"{_fraction(s['fraction_q3'])}, range {_fraction(s['fraction_min'])}-"
-                  f"{_fraction(s['fraction_max'])}); {100 * s['reached']:.0f} % of searches got there")
+    console.print(
+        f"{s['search']}, {s['concurrency']} at a time, {s['repeats']} searcher seeds: fraction of the "
+        f"exhaustive compute to come within {s['target']} of the best: median "
+        f"{_fraction(s['fraction_median'])} (quartiles {_fraction(s['fraction_q1'])}-"
+        f"{_fraction(s['fraction_q3'])}, range {_fraction(s['fraction_min'])}-"
+        f"{_fraction(s['fraction_max'])}); {100 * s['reached']:.0f} % of searches got there"
+    )
 
 
 def report_section(run_dir: Path | str) -> list[Any]:
@@ -78,13 +88,32 @@ def report_section(run_dir: Path | str) -> list[Any]:
     best = float(summary.table_best.iloc[-1])
     fig.add_hline(y=best - float(summary.target.iloc[-1]), line_dash="dot", annotation_text="table best − target")
     fig.update_layout(xaxis_title="compute, % of the exhaustive run", yaxis_title="best found (median over seeds)")
-    rows = [(r.search, f"median {_fraction(r.fraction_median)} of the exhaustive compute (quartiles "
-             f"{_fraction(r.fraction_q1)}-{_fraction(r.fraction_q3)}); {100 * r.reached:.0f} % of {r.repeats} "
-             "searches reached the target") for r in summary.itertuples()]
-    ranks = [(f"rung {r.rung}", f"Spearman {r.spearman:.2f}, Kendall {r.kendall:.2f}, regret of its best "
-              f"{r.regret:.4f}") for r in fid.itertuples()]
-    return [B.Section("replay", "Replayed searches", [
-        B.note("Searches replayed on this run's recorded curves by 'vrsearch replay' (Optuna samplers, Ray Tune "
-               "schedulers, no training): compute to come within the target of the best configuration."),
-        B.figure(fig), B.kv(rows), B.heading("Fidelity of early rungs (rank correlation with the final metric)"),
-        B.kv(ranks)])]
+    rows = [
+        (
+            r.search,
+            f"median {_fraction(r.fraction_median)} of the exhaustive compute (quartiles "
+            f"{_fraction(r.fraction_q1)}-{_fraction(r.fraction_q3)}); {100 * r.reached:.0f} % of {r.repeats} "
+            "searches reached the target",
+        )
+        for r in summary.itertuples()
+    ]
+    ranks = [
+        (f"rung {r.rung}", f"Spearman {r.spearman:.2f}, Kendall {r.kendall:.2f}, regret of its best {r.regret:.4f}")
+        for r in fid.itertuples()
+    ]
+    return [
+        B.Section(
+            "replay",
+            "Replayed searches",
+            [
+                B.note(
+                    "Searches replayed on this run's recorded curves by 'vrsearch replay' (Optuna samplers, Ray Tune "
+                    "schedulers, no training): compute to come within the target of the best configuration."
+                ),
+                B.figure(fig),
+                B.kv(rows),
+                B.heading("Fidelity of early rungs (rank correlation with the final metric)"),
+                B.kv(ranks),
+            ],
+        )
+    ]

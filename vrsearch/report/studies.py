@@ -60,13 +60,18 @@ def relabeled(study: optuna.Study) -> optuna.Study:
     with quiet():
         out = optuna.create_study(directions=study.directions)
         for t in study.get_trials(deepcopy=False):
-            state = t.state if t.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED) \
-                else TrialState.FAIL  # a RUNNING or WAITING proposal: not drawn, number kept
-            out.add_trial(optuna.trial.create_trial(
-                state=state, values=t.values if state == TrialState.COMPLETE else None,
-                params={label(k): v for k, v in t.params.items()},
-                distributions={label(k): d for k, d in t.distributions.items()},
-                user_attrs=t.user_attrs))
+            state = (
+                t.state if t.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED) else TrialState.FAIL
+            )  # a RUNNING or WAITING proposal: not drawn, number kept
+            out.add_trial(
+                optuna.trial.create_trial(
+                    state=state,
+                    values=t.values if state == TrialState.COMPLETE else None,
+                    params={label(k): v for k, v in t.params.items()},
+                    distributions={label(k): d for k, d in t.distributions.items()},
+                    user_attrs=t.user_attrs,
+                )
+            )
     return out
 
 
@@ -105,8 +110,13 @@ def _distribution(values: pd.Series, categorical: bool, log: bool) -> BaseDistri
     return FloatDistribution(low, high, log=log and low > 0)
 
 
-def trials_study(trials: pd.DataFrame, knobs: list[str], metric: str = "best_val_dice", mode: str = "max",
-                 space: dict[str, Any] | None = None) -> optuna.Study:
+def trials_study(
+    trials: pd.DataFrame,
+    knobs: list[str],
+    metric: str = "best_val_dice",
+    mode: str = "max",
+    space: dict[str, Any] | None = None,
+) -> optuna.Study:
     """An in-memory Optuna study of the trials with a ``metric`` value: one Optuna trial
     each, in the frame's order, with the knobs that have values as parameters (short
     labels; categorical knobs as categories, the others as floats, log scale where
@@ -120,18 +130,27 @@ def trials_study(trials: pd.DataFrame, knobs: list[str], metric: str = "best_val
         v, categorical = knob_values(done, knob)
         if v.notna().any():
             columns[label(knob)] = v
-            dists[label(knob)] = _distribution(v.dropna(), categorical,
-                                               bool(((space or {}).get(knob) or {}).get("log")))
+            dists[label(knob)] = _distribution(
+                v.dropna(), categorical, bool(((space or {}).get(knob) or {}).get("log"))
+            )
     ids = done["trial_id"].astype(str) if "trial_id" in done.columns else pd.Series("", index=done.index)
     status = done["status"].astype(str) if "status" in done.columns else pd.Series("completed", index=done.index)
     with quiet():
         study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
         for idx in done.index:
-            params = {k: (v[idx] if isinstance(dists[k], CategoricalDistribution) else float(v[idx]))
-                      for k, v in columns.items() if not pd.isna(v[idx])}
-            study.add_trial(optuna.trial.create_trial(
-                params=params, value=float(value[idx]), distributions={k: dists[k] for k in params},
-                user_attrs={"trial_id": ids[idx], "status": status[idx]}))
+            params = {
+                k: (v[idx] if isinstance(dists[k], CategoricalDistribution) else float(v[idx]))
+                for k, v in columns.items()
+                if not pd.isna(v[idx])
+            }
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params=params,
+                    value=float(value[idx]),
+                    distributions={k: dists[k] for k in params},
+                    user_attrs={"trial_id": ids[idx], "status": status[idx]},
+                )
+            )
     return study
 
 

@@ -23,8 +23,10 @@ def temporary(path: Path) -> Path:
 
 
 def _full_disk(path: Path, exc: OSError) -> VrsearchError:
-    return VrsearchError(f"{path}: {exc.strerror or 'no space left on device'} while writing it; the previous "
-                         f"{path.name} is intact; free space, then 'vrsearch resume' the run")
+    return VrsearchError(
+        f"{path}: {exc.strerror or 'no space left on device'} while writing it; the previous "
+        f"{path.name} is intact; free space, then 'vrsearch resume' the run"
+    )
 
 
 def write_atomic(path: Path, write: Callable[[Path], object], fault_point: str = "write") -> None:

@@ -97,8 +97,11 @@ def _row_without_result(d: Path, meta: dict, history: pd.DataFrame) -> dict[str,
         trained = evals[evals.iteration > 0]
         if len(trained):
             best = trained.loc[trained.val_dice.idxmax()]
-            row.update(best_val_dice=float(best.val_dice), best_iteration=int(best.iteration),
-                       final_val_dice=float(trained.val_dice.iloc[-1]))
+            row.update(
+                best_val_dice=float(best.val_dice),
+                best_iteration=int(best.iteration),
+                final_val_dice=float(trained.val_dice.iloc[-1]),
+            )
     row["iterations"] = int(history.iteration.max()) if len(history) else 0
     if len(history) and "time_s" in history:
         row["wall_time_s"] = float(history.time_s.max())

@@ -39,16 +39,52 @@ from vrsearch.results.atomic import write_text_atomic as write_text_atomic  # io
 from vrsearch.results.rundir import CASES_FILE, HISTORY_FILE, STUDY_FILE, TRIALS_FILE, RunDir
 
 CASE_COLUMNS = [
-    "trial_id", "split", "iteration", "case_id", "class_index", "class_name",
-    "dice", "jaccard", "hd95_mm", "assd_mm", "label_empty", "pred_empty",
+    "trial_id",
+    "split",
+    "iteration",
+    "case_id",
+    "class_index",
+    "class_name",
+    "dice",
+    "jaccard",
+    "hd95_mm",
+    "assd_mm",
+    "label_empty",
+    "pred_empty",
 ]
 TRIAL_COLUMNS = [
-    "trial_id", "study", "method", "status", "error", "seed", "labeled_ratio", "split_seed",
-    "iterations", "resumed_from", "best_iteration", "best_val_dice", "final_val_dice",
-    "test_dice", "test_jaccard", "test_hd95_mm", "test_assd_mm", "wall_time_s",
-    "n_labeled", "n_unlabeled", "n_val", "n_test", "config_json",
-    "arm", "group", "config_hash", "group_hash", "device", "device_hours", "metric_conventions",
-    "node_id", "worker_nodes",
+    "trial_id",
+    "study",
+    "method",
+    "status",
+    "error",
+    "seed",
+    "labeled_ratio",
+    "split_seed",
+    "iterations",
+    "resumed_from",
+    "best_iteration",
+    "best_val_dice",
+    "final_val_dice",
+    "test_dice",
+    "test_jaccard",
+    "test_hd95_mm",
+    "test_assd_mm",
+    "wall_time_s",
+    "n_labeled",
+    "n_unlabeled",
+    "n_val",
+    "n_test",
+    "config_json",
+    "arm",
+    "group",
+    "config_hash",
+    "group_hash",
+    "device",
+    "device_hours",
+    "metric_conventions",
+    "node_id",
+    "worker_nodes",
 ]
 HISTORY_COLUMNS = ["trial_id", "iteration"]
 #: old column name → new, in every table (``asd_mm`` was always the symmetric pooled ASSD)
@@ -57,13 +93,16 @@ RENAMED = {"asd_mm": "assd_mm", "test_asd_mm": "test_assd_mm", "val_asd_mm": "va
 CONVENTIONS_KEY = "vrsearch.metrics"
 #: the conventions of runs written before they were recorded
 LEGACY_CONVENTIONS = {
-    "version": 1, "both_empty": "one", "both_empty_rule": "Dice = Jaccard = 1 (in means), distances NaN",
+    "version": 1,
+    "both_empty": "one",
+    "both_empty_rule": "Dice = Jaccard = 1 (in means), distances NaN",
     "missed_or_spurious": "Dice = Jaccard = 0; HD95 = ASSD = NaN (left out of means)",
 }
 
 
-def write_frame(path: Path, frame: pd.DataFrame, fault_point: str = "write",
-                metadata: dict[str, Any] | None = None) -> None:
+def write_frame(
+    path: Path, frame: pd.DataFrame, fault_point: str = "write", metadata: dict[str, Any] | None = None
+) -> None:
     """Write a DataFrame as parquet atomically, typed by its file name
     (:func:`vrsearch.results.schema.to_table`); ``fault_point`` names it for fault
     injection; ``metadata`` entries join the parquet schema metadata (values as JSON)."""
@@ -158,8 +197,9 @@ class Results:
     conventions: dict[str, Any] = field(default_factory=dict)
 
 
-def _results(trials: pd.DataFrame, history: pd.DataFrame, cases: pd.DataFrame, study: dict,
-             conventions: dict) -> Results:
+def _results(
+    trials: pd.DataFrame, history: pd.DataFrame, cases: pd.DataFrame, study: dict, conventions: dict
+) -> Results:
     """Results with today's column names; conventions from cases.parquet, else the trial rows."""
     trials, history, cases = renamed(trials), renamed(history), renamed(cases)
     if not conventions and "metric_conventions" in trials.columns:
@@ -200,8 +240,13 @@ def _load_uri(uri: str) -> Results:
             return frame([], columns)
 
         conventions = read_conventions(f"{base}/{CASES_FILE}", fs) if CASES_FILE in present else {}
-        return _results(read(TRIALS_FILE, TRIAL_COLUMNS), read(HISTORY_FILE, HISTORY_COLUMNS),
-                        read(CASES_FILE, CASE_COLUMNS), study, conventions)
+        return _results(
+            read(TRIALS_FILE, TRIAL_COLUMNS),
+            read(HISTORY_FILE, HISTORY_COLUMNS),
+            read(CASES_FILE, CASE_COLUMNS),
+            study,
+            conventions,
+        )
     except VrsearchError:
         raise
     except Exception as exc:  # noqa: BLE001 - network, permissions, a missing bucket
@@ -215,8 +260,10 @@ def require_run_dir(path: Path, name: str | None = None) -> None:
     if not path.is_dir():
         raise VrsearchError(f"{name}: no such run directory")
     if not RunDir(path).is_run():
-        raise VrsearchError(f"{name}: not a vrsearch run directory (no {STUDY_FILE} or {TRIALS_FILE}); "
-                            "pass the output.dir of a study started with 'vrsearch run' or 'vrsearch train'")
+        raise VrsearchError(
+            f"{name}: not a vrsearch run directory (no {STUDY_FILE} or {TRIALS_FILE}); "
+            "pass the output.dir of a study started with 'vrsearch run' or 'vrsearch train'"
+        )
 
 
 def load(run_dir: Path | str) -> Results:
@@ -233,6 +280,10 @@ def load(run_dir: Path | str) -> Results:
     study_path = run_dir / STUDY_FILE
     study = yaml.safe_load(study_path.read_text()) if study_path.exists() else {}
     cases_path = run_dir / CASES_FILE
-    return _results(_read(run_dir / TRIALS_FILE, TRIAL_COLUMNS), _read(run_dir / HISTORY_FILE, HISTORY_COLUMNS),
-                    _read(cases_path, CASE_COLUMNS), study or {},
-                    read_conventions(cases_path) if cases_path.exists() else {})
+    return _results(
+        _read(run_dir / TRIALS_FILE, TRIAL_COLUMNS),
+        _read(run_dir / HISTORY_FILE, HISTORY_COLUMNS),
+        _read(cases_path, CASE_COLUMNS),
+        study or {},
+        read_conventions(cases_path) if cases_path.exists() else {},
+    )

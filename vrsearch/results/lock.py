@@ -34,8 +34,10 @@ def _acquire(path: Path, run_dir: Path) -> int:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise VrsearchError(f"{run_dir} is in use by another vrsearch process (pid {holder}); "
-                                "wait for it to finish or stop it first") from None
+            raise VrsearchError(
+                f"{run_dir} is in use by another vrsearch process (pid {holder}); "
+                "wait for it to finish or stop it first"
+            ) from None
         try:
             current = os.stat(path).st_ino
         except FileNotFoundError:

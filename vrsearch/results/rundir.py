@@ -135,8 +135,11 @@ class RunDir:
 
     def experiments(self) -> list[str]:
         """Tune experiment folders, oldest first (``tune``, ``tune-2``, ...)."""
-        found = [(int(m.group(1) or 1), p.name) for p in self.path.glob("tune*")
-                 if p.is_dir() and (m := _EXPERIMENT.match(p.name))]
+        found = [
+            (int(m.group(1) or 1), p.name)
+            for p in self.path.glob("tune*")
+            if p.is_dir() and (m := _EXPERIMENT.match(p.name))
+        ]
         return [name for _, name in sorted(found)]
 
     def next_experiment(self) -> str:

@@ -33,13 +33,18 @@ def _fields(text: str = "", ints: str = "", floats: str = "", flags: str = "") -
 SCHEMAS: dict[str, dict[str, pa.DataType]] = {
     TRIALS_FILE: _fields(
         text="trial_id study method status error config_json arm group config_hash group_hash device "
-             "metric_conventions cell node_id worker_nodes",
+        "metric_conventions cell node_id worker_nodes",
         ints="seed split_seed iterations resumed_from best_iteration n_labeled n_unlabeled n_val n_test",
         floats="labeled_ratio best_val_dice final_val_dice test_dice test_jaccard test_hd95_mm test_assd_mm "
-               "wall_time_s device_hours"),
+        "wall_time_s device_hours",
+    ),
     HISTORY_FILE: _fields(text="trial_id", ints="iteration"),
-    CASES_FILE: _fields(text="trial_id split case_id class_name", ints="iteration class_index",
-                        floats="dice jaccard hd95_mm assd_mm", flags="label_empty pred_empty"),
+    CASES_FILE: _fields(
+        text="trial_id split case_id class_name",
+        ints="iteration class_index",
+        floats="dice jaccard hd95_mm assd_mm",
+        flags="label_empty pred_empty",
+    ),
 }
 #: the columns that are text in any of the files
 TEXT_COLUMNS = frozenset(c for columns in SCHEMAS.values() for c, kind in columns.items() if kind == TEXT)
@@ -59,16 +64,16 @@ def _text(values: pd.Series) -> pd.Series:
 
 
 def _numeric_or_null(kind: pa.DataType) -> bool:
-    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind) \
-        or pa.types.is_boolean(kind)
+    return (
+        pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind) or pa.types.is_boolean(kind)
+    )
 
 
 def to_table(frame: pd.DataFrame, name: str) -> pa.Table:
     """``frame`` as an arrow table with the declared types of file ``name`` (any other
     file name: types as inferred)."""
     declared, others = SCHEMAS.get(name, {}), OTHERS.get(name)
-    frame = frame.assign(**{c: _text(frame[c]) for c, kind in declared.items()
-                            if kind == TEXT and c in frame.columns})
+    frame = frame.assign(**{c: _text(frame[c]) for c, kind in declared.items() if kind == TEXT and c in frame.columns})
     inferred = pa.Schema.from_pandas(frame, preserve_index=False)
     fields = []
     for field in inferred:
@@ -82,7 +87,9 @@ def to_table(frame: pd.DataFrame, name: str) -> pa.Table:
 def conform(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     """A frame read from file ``name`` with its text columns as text: an older file's
     all-missing text column (written as ``double`` or ``null``) becomes ``str``."""
-    fix = [c for c, kind in SCHEMAS.get(name, {}).items()
-           if kind == TEXT and c in frame.columns and not pd.api.types.is_string_dtype(frame[c])
-           and frame[c].isna().all()]
+    fix = [
+        c
+        for c, kind in SCHEMAS.get(name, {}).items()
+        if kind == TEXT and c in frame.columns and not pd.api.types.is_string_dtype(frame[c]) and frame[c].isna().all()
+    ]
     return frame.assign(**{c: frame[c].astype("str") for c in fix}) if fix else frame

@@ -102,14 +102,32 @@ from vrsearch.results.summary import (  # the public API of results statistics
 )
 
 __all__ = [
-    "CASE_LEVEL_COLUMNS", "CLASS_METRICS", "EMPTY_FLAGS", "HEADLINE_COLUMNS", "ID_COLUMNS", "METRICS", "METRIC_INFO",
-    "budget", "case_differences", "case_level_tests", "case_values", "empty_counts", "group_labels",
-    "headline_tests", "holm", "metric_columns", "min_detectable", "rank_biserial", "seed_differences",
-    "seed_test", "select_best", "summarize", "trial_metrics",
+    "CASE_LEVEL_COLUMNS",
+    "CLASS_METRICS",
+    "EMPTY_FLAGS",
+    "HEADLINE_COLUMNS",
+    "ID_COLUMNS",
+    "METRICS",
+    "METRIC_INFO",
+    "budget",
+    "case_differences",
+    "case_level_tests",
+    "case_values",
+    "empty_counts",
+    "group_labels",
+    "headline_tests",
+    "holm",
+    "metric_columns",
+    "min_detectable",
+    "rank_biserial",
+    "seed_differences",
+    "seed_test",
+    "select_best",
+    "summarize",
+    "trial_metrics",
 ]
 
-HEADLINE_COLUMNS = ["group", "n_seeds", "n_cases", "mean_diff", "ci_low", "ci_high", "sd", "t", "p", "p_holm",
-                    "mdd"]
+HEADLINE_COLUMNS = ["group", "n_seeds", "n_cases", "mean_diff", "ci_low", "ci_high", "sd", "t", "p", "p_holm", "mdd"]
 CASE_LEVEL_COLUMNS = ["group", "n_seeds", "n_cases", "mean_diff", "wilcoxon", "p", "p_holm", "rank_biserial"]
 
 
@@ -148,8 +166,15 @@ def seed_test(diffs: ArrayLike, level: float = 0.95) -> dict[str, np.ndarray]:
         warnings.simplefilter("ignore")
         res = sps.ttest_1samp(d, 0.0, axis=-1)
         ci = res.confidence_interval(level)
-        return {"n_seeds": d.shape[-1], "mean_diff": d.mean(axis=-1), "ci_low": ci.low, "ci_high": ci.high,
-                "sd": d.std(axis=-1, ddof=1), "t": res.statistic, "p": res.pvalue}
+        return {
+            "n_seeds": d.shape[-1],
+            "mean_diff": d.mean(axis=-1),
+            "ci_low": ci.low,
+            "ci_high": ci.high,
+            "sd": d.std(axis=-1, ddof=1),
+            "t": res.statistic,
+            "p": res.pvalue,
+        }
 
 
 @functools.lru_cache(maxsize=256)
@@ -197,9 +222,16 @@ def seed_differences(values: pd.DataFrame, group: str, baseline: str) -> tuple[p
     return diffs, int(cells["case_id"].nunique())
 
 
-def headline_tests(trials: pd.DataFrame, cases: pd.DataFrame, baseline: str = "baseline", split: str = "test",
-                   metric: str = "dice", level: float = 0.95, alpha: float = 0.05,
-                   power: float = 0.80) -> pd.DataFrame:
+def headline_tests(
+    trials: pd.DataFrame,
+    cases: pd.DataFrame,
+    baseline: str = "baseline",
+    split: str = "test",
+    metric: str = "dice",
+    level: float = 0.95,
+    alpha: float = 0.05,
+    power: float = 0.80,
+) -> pd.DataFrame:
     """Each non-baseline group against the baseline: :func:`seed_test` on the per-seed
     differences of :func:`seed_differences` (columns :data:`HEADLINE_COLUMNS`): shared
     ``n_seeds``, ``n_cases``, ``mean_diff`` with its ``level`` CI, ``sd`` of the
@@ -212,8 +244,14 @@ def headline_tests(trials: pd.DataFrame, cases: pd.DataFrame, baseline: str = "b
             continue
         diffs, n_cases = seed_differences(values, group, baseline)
         res = seed_test(diffs.to_numpy(), level)
-        rows.append({"group": group, "n_cases": n_cases, **res,
-                     "mdd": float(min_detectable(res["sd"], float(res["n_seeds"]), alpha, power))})
+        rows.append(
+            {
+                "group": group,
+                "n_cases": n_cases,
+                **res,
+                "mdd": float(min_detectable(res["sd"], float(res["n_seeds"]), alpha, power)),
+            }
+        )
     out = pd.DataFrame(rows, columns=[c for c in HEADLINE_COLUMNS if c != "p_holm"])
     out.insert(HEADLINE_COLUMNS.index("p_holm"), "p_holm", holm(out["p"].to_numpy(dtype=float)))
     return out.astype({"n_seeds": int, "n_cases": int})
@@ -239,8 +277,9 @@ def case_differences(values: pd.DataFrame, group: str, baseline: str, metric: st
     return means[f"{metric}_arm"] - means[f"{metric}_base"], int(cells["seed"].nunique())
 
 
-def case_level_tests(trials: pd.DataFrame, cases: pd.DataFrame, baseline: str = "baseline", split: str = "test",
-                     metric: str = "dice") -> pd.DataFrame:
+def case_level_tests(
+    trials: pd.DataFrame, cases: pd.DataFrame, baseline: str = "baseline", split: str = "test", metric: str = "dice"
+) -> pd.DataFrame:
     """The case-level view *on these trained models* (columns :data:`CASE_LEVEL_COLUMNS`):
     two-sided Wilcoxon signed-rank (``scipy.stats.wilcoxon``) over the per-case
     differences of :func:`case_differences` (``n_cases``; NaN with < 2 non-zero
@@ -258,9 +297,17 @@ def case_level_tests(trials: pd.DataFrame, cases: pd.DataFrame, baseline: str = 
                 warnings.simplefilter("ignore")
                 res = sps.wilcoxon(d)
             stat, p = float(res.statistic), float(res.pvalue)
-        rows.append({"group": group, "n_seeds": n_seeds, "n_cases": d.size,
-                     "mean_diff": float(d.mean()) if d.size else float("nan"),
-                     "wilcoxon": stat, "p": p, "rank_biserial": rank_biserial(d)})
+        rows.append(
+            {
+                "group": group,
+                "n_seeds": n_seeds,
+                "n_cases": d.size,
+                "mean_diff": float(d.mean()) if d.size else float("nan"),
+                "wilcoxon": stat,
+                "p": p,
+                "rank_biserial": rank_biserial(d),
+            }
+        )
     out = pd.DataFrame(rows, columns=[c for c in CASE_LEVEL_COLUMNS if c != "p_holm"])
     out.insert(CASE_LEVEL_COLUMNS.index("p_holm"), "p_holm", holm(out["p"].to_numpy(dtype=float)))
     return out.astype({"n_seeds": int, "n_cases": int})

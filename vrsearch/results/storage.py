@@ -45,8 +45,22 @@ from vrsearch.results.storage_fs import (
     parse,
 )
 
-__all__ = ["MANIFEST", "SMALL_FILES", "check_uri", "forget", "is_uri", "local_files", "location", "parse", "pull",
-           "push", "put", "read_bytes", "remove", "synced_with"]
+__all__ = [
+    "MANIFEST",
+    "SMALL_FILES",
+    "check_uri",
+    "forget",
+    "is_uri",
+    "local_files",
+    "location",
+    "parse",
+    "pull",
+    "push",
+    "put",
+    "read_bytes",
+    "remove",
+    "synced_with",
+]
 
 
 # --- the manifest ---------------------------------------------------------

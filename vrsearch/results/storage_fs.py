@@ -26,8 +26,18 @@ if TYPE_CHECKING:
 MANIFEST = ".storage-manifest.json"
 #: files never mirrored: a run's lock, a checkpoint folder's claim (held by live processes)
 _LOCAL_ONLY = (LOCK_FILE, ".claim")
-SECRET_PARAMS = {"access_key", "secret_key", "session_token", "aws_access_key_id", "aws_secret_access_key",
-                 "aws_session_token", "access_token", "token", "password", "credentials"}
+SECRET_PARAMS = {
+    "access_key",
+    "secret_key",
+    "session_token",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+    "access_token",
+    "token",
+    "password",
+    "credentials",
+}
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
 _TEMP = re.compile(r"^\..+\.tmp$")
 _CHUNK = 1 << 20
@@ -54,7 +64,8 @@ def check_uri(uri: str) -> None:
         raise VrsearchError(
             f"{_bare(uri)}: credentials in a storage URI are refused (they would be written to study.yaml "
             "and logs); pass them through the environment (e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, "
-            "GOOGLE_APPLICATION_CREDENTIALS)")
+            "GOOGLE_APPLICATION_CREDENTIALS)"
+        )
 
 
 def location(storage: str, name: str) -> str:
@@ -129,7 +140,7 @@ def _remote_files(fs: pafs.FileSystem, base: str) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
     for info in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
         if info.type == pafs.FileType.File:
-            rel = info.path[len(base):].lstrip("/")
+            rel = info.path[len(base) :].lstrip("/")
             if _mirrored(rel):
                 out[rel] = [info.size, info.mtime_ns]
     return out

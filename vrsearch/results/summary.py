@@ -25,8 +25,12 @@ from scipy import stats as sps
 
 #: metrics scored per (case, class) in ``cases.parquet``: name -> (label, unit, better).
 #: ``assd_mm`` is the symmetric average surface distance, pooled over both surfaces.
-METRIC_INFO = {"dice": ("Dice", "%", "max"), "jaccard": ("Jaccard", "%", "max"),
-               "hd95_mm": ("HD95", "mm", "min"), "assd_mm": ("ASSD", "mm", "min")}
+METRIC_INFO = {
+    "dice": ("Dice", "%", "max"),
+    "jaccard": ("Jaccard", "%", "max"),
+    "hd95_mm": ("HD95", "mm", "min"),
+    "assd_mm": ("ASSD", "mm", "min"),
+}
 METRICS = tuple(METRIC_INFO)
 #: metrics that also get one column per class in :func:`trial_metrics`
 CLASS_METRICS = ("dice", "jaccard", "hd95_mm")
@@ -79,11 +83,13 @@ def _completed(trials: pd.DataFrame) -> pd.DataFrame:
 def _split_rows(trials: pd.DataFrame, cases: pd.DataFrame, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(completed trials with trial_id/group/seed, their case rows of ``split``)."""
     done = _completed(trials)
-    ids = pd.DataFrame({
-        "trial_id": done["trial_id"].astype(str).to_numpy(),
-        "group": group_labels(done).to_numpy(),
-        "seed": _seeds(done).to_numpy(),
-    })
+    ids = pd.DataFrame(
+        {
+            "trial_id": done["trial_id"].astype(str).to_numpy(),
+            "group": group_labels(done).to_numpy(),
+            "seed": _seeds(done).to_numpy(),
+        }
+    )
     if cases.empty or "split" not in cases.columns:
         rows = pd.DataFrame(columns=["trial_id", "class", "class_index", *METRICS])
     else:
@@ -155,8 +161,9 @@ def summarize(metrics: pd.DataFrame, baseline: str = "baseline") -> pd.DataFrame
     return agg.drop(columns=["_g", "_m"]).reset_index(drop=True)
 
 
-def case_values(trials: pd.DataFrame, cases: pd.DataFrame, split: str = "test", metric: str = "dice",
-                counts: bool = False) -> pd.DataFrame:
+def case_values(
+    trials: pd.DataFrame, cases: pd.DataFrame, split: str = "test", metric: str = "dice", counts: bool = False
+) -> pd.DataFrame:
     """Per (group, seed, case_id) of completed trials: the NaN-mean of
     ``metric`` over the case's classes (column named ``metric``; NaN when every
     class of the case is NaN) — the unit of the case-level view
@@ -204,22 +211,30 @@ def budget(trials: pd.DataFrame) -> pd.DataFrame:
     (sum of wall_time_s / 3600) and ``device_hours`` (sum; NaN values are
     skipped, NaN when no trial of the group reports any)."""
     status = trials["status"] if "status" in trials.columns else pd.Series("", index=trials.index)
-    df = pd.DataFrame({
-        "group": group_labels(trials),
-        "completed": (status == "completed").astype(int),
-        "iterations": _numeric(trials, "iterations"),
-        "wall_time_s": _numeric(trials, "wall_time_s"),
-        "device_hours": _numeric(trials, "device_hours"),
-    })
+    df = pd.DataFrame(
+        {
+            "group": group_labels(trials),
+            "completed": (status == "completed").astype(int),
+            "iterations": _numeric(trials, "iterations"),
+            "wall_time_s": _numeric(trials, "wall_time_s"),
+            "device_hours": _numeric(trials, "device_hours"),
+        }
+    )
     g = df.groupby("group", sort=False)
-    return pd.DataFrame({
-        "trials": g.size(),
-        "completed": g["completed"].sum(),
-        "iterations_sum": g["iterations"].sum(min_count=1),
-        "iterations_mean": g["iterations"].mean(),
-        "wall_time_h": g["wall_time_s"].sum(min_count=1) / 3600.0,
-        "device_hours": g["device_hours"].sum(min_count=1),
-    }).rename_axis("group").reset_index()
+    return (
+        pd.DataFrame(
+            {
+                "trials": g.size(),
+                "completed": g["completed"].sum(),
+                "iterations_sum": g["iterations"].sum(min_count=1),
+                "iterations_mean": g["iterations"].mean(),
+                "wall_time_h": g["wall_time_s"].sum(min_count=1) / 3600.0,
+                "device_hours": g["device_hours"].sum(min_count=1),
+            }
+        )
+        .rename_axis("group")
+        .reset_index()
+    )
 
 
 def select_best(trials: pd.DataFrame, metric: str = "best_val_dice", mode: str = "max") -> pd.Series:
@@ -229,8 +244,10 @@ def select_best(trials: pd.DataFrame, metric: str = "best_val_dice", mode: str =
     configuration on the test set and reporting its test score is optimistic
     (the test set would have been used for model selection)."""
     if str(metric).lower().startswith("test"):
-        raise ValueError(f"selection uses validation metrics only: {metric!r} is a test-set metric; "
-                         "select on e.g. 'best_val_dice' and report test metrics of the selected trial")
+        raise ValueError(
+            f"selection uses validation metrics only: {metric!r} is a test-set metric; "
+            "select on e.g. 'best_val_dice' and report test metrics of the selected trial"
+        )
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be 'max' or 'min', not {mode!r}")
     if metric not in trials.columns:

@@ -59,9 +59,17 @@ def _tests(trials: pd.DataFrame, cases: pd.DataFrame, baseline: str, split: str,
     head = headline_tests(trials, cases, baseline, split, "dice", LEVEL, ALPHA, POWER).set_index("group")
     case = case_level_tests(trials, cases, baseline, split, "dice").set_index("group")
     out = pd.DataFrame(index=pd.Index(order, name="group"))
-    for key, source in (("n_seeds", "n_seeds"), ("n_cases", "n_cases"), ("delta", "mean_diff"),
-                        ("delta_low", "ci_low"), ("delta_high", "ci_high"), ("delta_sd", "sd"), ("p", "p"),
-                        ("p_holm", "p_holm"), ("mdd", "mdd")):
+    for key, source in (
+        ("n_seeds", "n_seeds"),
+        ("n_cases", "n_cases"),
+        ("delta", "mean_diff"),
+        ("delta_low", "ci_low"),
+        ("delta_high", "ci_high"),
+        ("delta_sd", "sd"),
+        ("p", "p"),
+        ("p_holm", "p_holm"),
+        ("mdd", "mdd"),
+    ):
         out[key] = head[source].reindex(order).to_numpy(dtype=float)
     out["delta_ci95"] = (out["delta_high"] - out["delta_low"]) / 2
     out["sig"] = [stars(p) for p in out["p_holm"]]
@@ -70,8 +78,9 @@ def _tests(trials: pd.DataFrame, cases: pd.DataFrame, baseline: str, split: str,
     return out
 
 
-def ablation_table(results: io.Results, baseline: str | None = None, split: str = "test",
-                   *, name: str | None = None) -> AblationTable:
+def ablation_table(
+    results: io.Results, baseline: str | None = None, split: str = "test", *, name: str | None = None
+) -> AblationTable:
     """Build the ablation table of ``results`` (``name`` prefixes error messages).
 
     ``baseline`` defaults to the group "baseline" if present, else the first
@@ -91,8 +100,9 @@ def ablation_table(results: io.Results, baseline: str | None = None, split: str 
     order = group_order(groups, results.study, baseline)
 
     summary = summarize(metrics, baseline)
-    stat = {k: summary.pivot(index="group", columns="metric", values=k).reindex(order) for k in
-            ("n", "mean", "std", "ci95")}
+    stat = {
+        k: summary.pivot(index="group", columns="metric", values=k).reindex(order) for k in ("n", "mean", "std", "ci95")
+    }
     classes = [c.split("/", 1)[1] for c in metric_columns(metrics) if c.startswith("dice/")]
     frame = pd.DataFrame({"group": order})
     frame["n"] = stat["n"]["dice"].fillna(0).astype(int).to_numpy()
@@ -105,8 +115,13 @@ def ablation_table(results: io.Results, baseline: str | None = None, split: str 
         frame[f"dice/{c}"] = stat["mean"][f"dice/{c}"].to_numpy()
     frame = frame.join(_per_class(trials, cases, split, order), on="group")
     spent = budget(trials).set_index("group").reindex(order)
-    for key, source in (("trials", "trials"), ("completed", "completed"), ("iterations", "iterations_sum"),
-                        ("wall_time_h", "wall_time_h"), ("device_hours", "device_hours")):
+    for key, source in (
+        ("trials", "trials"),
+        ("completed", "completed"),
+        ("iterations", "iterations_sum"),
+        ("wall_time_h", "wall_time_h"),
+        ("device_hours", "device_hours"),
+    ):
         frame[key] = spent[source].to_numpy()
     return AblationTable(frame=frame, classes=classes, baseline=baseline, split=split)
 
@@ -121,8 +136,10 @@ def axis_slices(results: io.Results) -> list[tuple[str, io.Results]]:
     trials, out = results.trials, []
     labels = group_labels(trials)
     for combo in itertools.product(*axes.values()):
-        parts = [f"{k.split('.', 1)[1]}={v:.4g}" if isinstance(v, float) else f"{k.split('.', 1)[1]}={v}"
-                 for k, v in zip(axes, combo)]
+        parts = [
+            f"{k.split('.', 1)[1]}={v:.4g}" if isinstance(v, float) else f"{k.split('.', 1)[1]}={v}"
+            for k, v in zip(axes, combo)
+        ]
         keep = pd.Series(True, index=trials.index)
         for key, value in zip(axes, combo):
             column = f"config.{key}"
@@ -156,8 +173,9 @@ def load_table(run_dir: Path | str, baseline: str | None = None, split: str = "t
     return load_tables(run_dir, baseline, split)[0]
 
 
-def write_table(run_dir: Path | str, out_dir: Path | str | None = None, baseline: str | None = None,
-                split: str = "test") -> list[Path]:
+def write_table(
+    run_dir: Path | str, out_dir: Path | str | None = None, baseline: str | None = None, split: str = "test"
+) -> list[Path]:
     """Write ``table.md``, ``table.tex`` and ``table.csv`` (per axis setting: ``table_<setting>.*``)
     into ``out_dir`` (default: the run dir)."""
     out = out_dir if out_dir is not None else run_dir

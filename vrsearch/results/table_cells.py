@@ -61,13 +61,13 @@ def format_cell(row: pd.Series, col: Column) -> str:
 
 
 def span(values: Iterable[Any]) -> str:
-    """"3" or "2–3" for the distinct finite counts in ``values``."""
+    """ "3" or "2–3" for the distinct finite counts in ``values``."""
     v = sorted({int(x) for x in values if finite(x)})
     return "?" if not v else str(v[0]) if len(v) == 1 else f"{v[0]}–{v[-1]}"
 
 
 def pp_span(values: Iterable[Any]) -> str:
-    """"3.2" or "3.2–4.1" (percentage points) for the finite ``values``; "?" without any."""
+    """ "3.2" or "3.2–4.1" (percentage points) for the finite ``values``; "?" without any."""
     v = sorted(100 * float(x) for x in values if finite(x))
     return "?" if not v else f"{v[0]:.1f}" if f"{v[0]:.1f}" == f"{v[-1]:.1f}" else f"{v[0]:.1f}–{v[-1]:.1f}"
 

@@ -45,26 +45,44 @@ class AblationTable:
     # -- columns -----------------------------------------------------------------------------------------
     def headline_columns(self) -> list[Column]:
         """Group, n, Dice ± CI, Δ ± CI, p, MDD — what a verdict needs."""
-        return [Column("Group", "group", "text"), Column("n", "n", "int"),
-                Column("Dice (%) ± CI", "dice_mean", "pct_ci", "max", "Dice % ± CI"),
-                Column("Δ Dice (pp) ± CI", "delta", "delta_ci", None, "Δ pp ± CI"),
-                Column("p (Holm)", "p_holm", "p_sig", None, "p Holm"),
-                Column("MDD (pp)", "mdd", "pct", None, "MDD pp")]
+        return [
+            Column("Group", "group", "text"),
+            Column("n", "n", "int"),
+            Column("Dice (%) ± CI", "dice_mean", "pct_ci", "max", "Dice % ± CI"),
+            Column("Δ Dice (pp) ± CI", "delta", "delta_ci", None, "Δ pp ± CI"),
+            Column("p (Holm)", "p_holm", "p_sig", None, "p Holm"),
+            Column("MDD (pp)", "mdd", "pct", None, "MDD pp"),
+        ]
 
     def budget_columns(self) -> list[Column]:
-        return [Column("Iterations", "iterations", "int", None, "Iter"),
-                Column("Wall (h)", "wall_time_h", "hours", None, "Wall h"),
-                Column("Trials", "trials", "int"), Column("Device (h)", "device_hours", "hours", None, "Dev h")]
+        return [
+            Column("Iterations", "iterations", "int", None, "Iter"),
+            Column("Wall (h)", "wall_time_h", "hours", None, "Wall h"),
+            Column("Trials", "trials", "int"),
+            Column("Device (h)", "device_hours", "hours", None, "Dev h"),
+        ]
 
     def metric_columns(self) -> list[Column]:
         """The other metrics of :data:`METRICS` (after Dice) as ``<m>_mean`` columns."""
-        return [Column(f"{METRIC_INFO[m][0]} ({METRIC_INFO[m][1]})", f"{m}_mean",
-                       "pct" if METRIC_INFO[m][1] == "%" else "mm", METRIC_INFO[m][2]) for m in METRICS[1:]]
+        return [
+            Column(
+                f"{METRIC_INFO[m][0]} ({METRIC_INFO[m][1]})",
+                f"{m}_mean",
+                "pct" if METRIC_INFO[m][1] == "%" else "mm",
+                METRIC_INFO[m][2],
+            )
+            for m in METRICS[1:]
+        ]
 
     def case_columns(self) -> list[Column]:
-        return [Column("Group", "group", "text"), Column("Seeds", "case_n_seeds", "int"),
-                Column("Cases", "case_n_cases", "int"), Column("Δ Dice (pp)", "case_delta", "delta"),
-                Column("p (Holm)", "case_p_holm", "p"), Column("Rank-biserial", "case_rank_biserial", "r")]
+        return [
+            Column("Group", "group", "text"),
+            Column("Seeds", "case_n_seeds", "int"),
+            Column("Cases", "case_n_cases", "int"),
+            Column("Δ Dice (pp)", "case_delta", "delta"),
+            Column("p (Holm)", "case_p_holm", "p"),
+            Column("Rank-biserial", "case_rank_biserial", "r"),
+        ]
 
     def class_columns(self) -> list[Column]:
         return [Column(c, f"dice/{c}", "pct", "max") for c in self.classes]
@@ -79,37 +97,54 @@ class AblationTable:
     def headline_caption(self) -> str:
         arms = self._arms()
         where = f"{self.slice}; " if self.slice else ""
-        return (f"{where}{self.split} split. Dice: mean over seeds ± 95 % t-CI. Δ, p vs '{self.baseline}': paired "
-                f"t-test over the {span(arms['n_seeds'])} seeds both groups share (per seed: the trial's "
-                f"{self.split} Dice over {span(arms['n_cases'])} cases), ± = 95 % CI, Holm across "
-                f"{len(arms)} arm(s) (* p<0.05, ** p<0.01, *** p<0.001). MDD: the difference this test detects "
-                f"with 80 % power (α = 0.05, before Holm) given the observed seed-to-seed spread; with "
-                f"{span(arms['n_seeds'])} seeds, true differences smaller than {pp_span(arms['mdd'])} pp are "
-                "likely to be missed. Bold = best per column; iterations and hours summed over the group's trials.")
+        return (
+            f"{where}{self.split} split. Dice: mean over seeds ± 95 % t-CI. Δ, p vs '{self.baseline}': paired "
+            f"t-test over the {span(arms['n_seeds'])} seeds both groups share (per seed: the trial's "
+            f"{self.split} Dice over {span(arms['n_cases'])} cases), ± = 95 % CI, Holm across "
+            f"{len(arms)} arm(s) (* p<0.05, ** p<0.01, *** p<0.001). MDD: the difference this test detects "
+            f"with 80 % power (α = 0.05, before Holm) given the observed seed-to-seed spread; with "
+            f"{span(arms['n_seeds'])} seeds, true differences smaller than {pp_span(arms['mdd'])} pp are "
+            "likely to be missed. Bold = best per column; iterations and hours summed over the group's trials."
+        )
 
     def case_caption(self) -> str:
-        return ("On these trained models (not a verdict about the method): per case, Dice averaged over the seeds "
-                f"both groups share, minus '{self.baseline}'; Wilcoxon signed-rank over cases (n = cases), Holm "
-                "across arms. It ignores seed-to-seed variation, so it says whether these models differ, "
-                "not whether the method does.")
+        return (
+            "On these trained models (not a verdict about the method): per case, Dice averaged over the seeds "
+            f"both groups share, minus '{self.baseline}'; Wilcoxon signed-rank over cases (n = cases), Holm "
+            "across arms. It ignores seed-to-seed variation, so it says whether these models differ, "
+            "not whether the method does."
+        )
 
     def empty_caption(self) -> str:
-        return ("Empty masks per class: pred_empty/label_empty counts over seeds × cases (rows per class in the "
-                "second column). pred_empty without label_empty = a missed organ (Dice 0, worst-case distance); "
-                "both = a class absent from the case and not predicted (no score, left out of every mean).")
+        return (
+            "Empty masks per class: pred_empty/label_empty counts over seeds × cases (rows per class in the "
+            "second column). pred_empty without label_empty = a missed organ (Dice 0, worst-case distance); "
+            "both = a class absent from the case and not predicted (no score, left out of every mean)."
+        )
 
     def sections(self) -> list[Section]:
         """The tables every file and the report show, headline first."""
         head = self.headline_columns() + [Column("Seeds × cases", "n_seeds", "pair")] + self.budget_columns()
         group = self.headline_columns()[0]
-        return [Section("Headline: each arm vs the baseline over seeds", head, self.headline_caption()),
-                Section("Other metrics", [group, *self.metric_columns()],
-                        "Mean over seeds of each trial's NaN-aware mean over its (case, class) rows; bold = best."),
-                Section("Case-level view: on these trained models", self.case_columns(), self.case_caption(), True),
-                Section("Per-class Dice (%)", [group, *self.class_columns()],
-                        "Mean over seeds of each trial's NaN-aware mean over cases; bold = best per class."),
-                Section("Empty masks per class", [group, Column("Rows", "rows_per_class", "int"),
-                                                  *self.empty_columns()], self.empty_caption())]
+        return [
+            Section("Headline: each arm vs the baseline over seeds", head, self.headline_caption()),
+            Section(
+                "Other metrics",
+                [group, *self.metric_columns()],
+                "Mean over seeds of each trial's NaN-aware mean over its (case, class) rows; bold = best.",
+            ),
+            Section("Case-level view: on these trained models", self.case_columns(), self.case_caption(), True),
+            Section(
+                "Per-class Dice (%)",
+                [group, *self.class_columns()],
+                "Mean over seeds of each trial's NaN-aware mean over cases; bold = best per class.",
+            ),
+            Section(
+                "Empty masks per class",
+                [group, Column("Rows", "rows_per_class", "int"), *self.empty_columns()],
+                self.empty_caption(),
+            ),
+        ]
 
     def cells(self, cols: list[Column], arms_only: bool = False) -> list[list[tuple[str, bool]]]:
         """Formatted cells of ``cols`` with a bold flag for each (the best value of a metric
@@ -120,8 +155,13 @@ class AblationTable:
             values = pd.to_numeric(self.frame[col.key], errors="coerce").dropna()
             if values.nunique() > 1:  # a tie across every row highlights nothing
                 best[col.key] = values.max() if col.best == "max" else values.min()
-        return [[(format_cell(row, c), c.key in best and finite(row[c.key]) and float(row[c.key]) == best[c.key])
-                 for c in cols] for _, row in frame.iterrows()]
+        return [
+            [
+                (format_cell(row, c), c.key in best and finite(row[c.key]) and float(row[c.key]) == best[c.key])
+                for c in cols
+            ]
+            for _, row in frame.iterrows()
+        ]
 
     # -- files -------------------------------------------------------------------------------------------
     def to_markdown(self) -> str:

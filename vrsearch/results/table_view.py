@@ -76,10 +76,25 @@ class AblationTable(Protocol):
 #: widest a group name gets before it folds onto a second line
 GROUP_WIDTH = 24
 
-_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-          "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-          "±": r"$\pm$", "Δ": r"$\Delta$", "<": r"$<$", ">": r"$>$", "×": r"$\times$", "α": r"$\alpha$",
-          "–": "--"}
+_LATEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "Δ": r"$\Delta$",
+    "<": r"$<$",
+    ">": r"$>$",
+    "×": r"$\times$",
+    "α": r"$\alpha$",
+    "–": "--",
+}
 
 
 def latex_escape(text: str) -> str:
@@ -89,14 +104,19 @@ def latex_escape(text: str) -> str:
 
 def markdown(table: AblationTable) -> str:
     """Every section of ``table`` as a Markdown table under a ``###`` title, caption below."""
+
     def cell(text: str, bold: bool) -> str:
         text = text.replace("|", r"\|").replace("*", r"\*")
         return f"**{text}**" if bold else text
 
     out = []
     for s in table.sections():
-        lines = [f"### {s.title}", "", "| " + " | ".join(c.header for c in s.columns) + " |",
-                 "|" + "|".join(":---" if c.kind == "text" else "---:" for c in s.columns) + "|"]
+        lines = [
+            f"### {s.title}",
+            "",
+            "| " + " | ".join(c.header for c in s.columns) + " |",
+            "|" + "|".join(":---" if c.kind == "text" else "---:" for c in s.columns) + "|",
+        ]
         lines += ["| " + " | ".join(cell(t, b) for t, b in row) + " |" for row in table.cells(s.columns, s.arms_only)]
         out.append("\n".join(lines) + "\n\n" + s.caption.replace("*", r"\*") + "\n")
     return "\n".join(out)
@@ -104,23 +124,41 @@ def markdown(table: AblationTable) -> str:
 
 def latex(table: AblationTable) -> str:
     """Every section of ``table`` as a booktabs ``tabular``, title and caption as comments."""
+
     def cell(text: str, bold: bool) -> str:
         return rf"\textbf{{{latex_escape(text)}}}" if bold else latex_escape(text)
 
     out = [r"% needs \usepackage{booktabs}"]
     for s in table.sections():
         spec = "".join("l" if c.kind == "text" else "r" for c in s.columns)
-        lines = [f"% {s.title}: {s.caption}", rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
-                 " & ".join(latex_escape(c.header) for c in s.columns) + r" \\", r"\midrule"]
+        lines = [
+            f"% {s.title}: {s.caption}",
+            rf"\begin{{tabular}}{{{spec}}}",
+            r"\toprule",
+            " & ".join(latex_escape(c.header) for c in s.columns) + r" \\",
+            r"\midrule",
+        ]
         lines += [" & ".join(cell(t, b) for t, b in row) + r" \\" for row in table.cells(s.columns, s.arms_only)]
         out.append("\n".join(lines + [r"\bottomrule", r"\end{tabular}"]))
     return "\n\n".join(out) + "\n"
 
 
-def _table(table: AblationTable, cols: list[Column], title: str | None = None, caption: str | None = None,
-           arms_only: bool = False) -> Table:
-    out = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
-                title_justify="left", caption_justify="left")
+def _table(
+    table: AblationTable,
+    cols: list[Column],
+    title: str | None = None,
+    caption: str | None = None,
+    arms_only: bool = False,
+) -> Table:
+    out = Table(
+        title=title,
+        caption=caption,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        title_justify="left",
+        caption_justify="left",
+    )
     for c in cols:
         if c.kind == "text":
             out.add_column(Text(c.label), justify="left", overflow="fold", max_width=GROUP_WIDTH)
@@ -173,25 +211,48 @@ def terminal_view(table: AblationTable, width: int, classes: bool = False) -> li
     if inline:
         cols += per_class
     elif per_class and not classes:
-        caption += (f" {len(per_class)} per-class Dice columns do not fit in {width} columns: --classes shows "
-                    "them (table.md and table.csv have them).")
+        caption += (
+            f" {len(per_class)} per-class Dice columns do not fit in {width} columns: --classes shows "
+            "them (table.md and table.csv have them)."
+        )
     where = f", {table.slice}" if table.slice else ""
     out = [_table(table, cols, f"Ablation vs {table.baseline} ({table.split}{where}): headline", caption)]
     if len(table.frame) > 1:
-        out.append(_table(table, table.case_columns(), "Case-level view: on these trained models",
-                          table.case_caption(), arms_only=True))
+        out.append(
+            _table(
+                table,
+                table.case_columns(),
+                "Case-level view: on these trained models",
+                table.case_caption(),
+                arms_only=True,
+            )
+        )
     if classes:
         group = cols[:1]
         if not inline:
             out += _split(table, group, per_class, width, "Per-class Dice (%)")
-        out += _split(table, group + [Column("Rows", "rows_per_class", "int")], table.empty_columns(), width,
-                      "Empty masks per class (pred_empty/label_empty)", table.empty_caption())
+        out += _split(
+            table,
+            group + [Column("Rows", "rows_per_class", "int")],
+            table.empty_columns(),
+            width,
+            "Empty masks per class (pred_empty/label_empty)",
+            table.empty_caption(),
+        )
     return out
 
 
-def _split(table: AblationTable, first: list[Column], cols: list[Column], width: int, title: str,
-           caption: str | None = None) -> list[Table]:
+def _split(
+    table: AblationTable, first: list[Column], cols: list[Column], width: int, title: str, caption: str | None = None
+) -> list[Table]:
     """``first`` + ``cols`` as tables that each fit in ``width`` ("(i/k)" in the titles when k > 1)."""
     parts = list(_chunks(table, first, cols, width))
-    return [_table(table, first + chunk, title + (f" ({i}/{len(parts)})" if len(parts) > 1 else ""),
-                   caption if i == len(parts) else None) for i, chunk in enumerate(parts, 1)]
+    return [
+        _table(
+            table,
+            first + chunk,
+            title + (f" ({i}/{len(parts)})" if len(parts) > 1 else ""),
+            caption if i == len(parts) else None,
+        )
+        for i, chunk in enumerate(parts, 1)
+    ]

@@ -46,8 +46,10 @@ def with_baseline(results: io.Results, baseline: io.Results, name: str) -> io.Re
         raise VrsearchError(f"group {name!r} is already a group of the run; name the baseline with --baseline")
     done = baseline.trials[baseline.trials["status"] == "completed"] if "status" in baseline.trials else baseline.trials
     if group_labels(done).nunique() > 1:
-        raise VrsearchError(f"the baseline run holds {group_labels(done).nunique()} configurations; --baseline-run "
-                            "takes a run of one (a study with design 'none')")
+        raise VrsearchError(
+            f"the baseline run holds {group_labels(done).nunique()} configurations; --baseline-run "
+            "takes a run of one (a study with design 'none')"
+        )
     _check_same_cases(results.cases, baseline.cases)
     tag = f"{name}/"  # trial ids of two runs may coincide
     other = baseline.trials.assign(group=name, arm=name, trial_id=tag + baseline.trials["trial_id"].astype(str))
@@ -64,12 +66,15 @@ def _check_same_cases(cases: pd.DataFrame, baseline: pd.DataFrame) -> None:
         mine = set(cases.loc[cases["split"] == split, "case_id"])
         theirs = set(baseline.loc[baseline["split"] == split, "case_id"])
         if mine != theirs:
-            raise VrsearchError(f"the baseline run's {split} cases differ from the run's ({len(mine ^ theirs)} not "
-                                "shared): --baseline-run needs a run on the same dataset and split")
+            raise VrsearchError(
+                f"the baseline run's {split} cases differ from the run's ({len(mine ^ theirs)} not "
+                "shared): --baseline-run needs a run on the same dataset and split"
+            )
 
 
-def load_with_baseline(run_dir: Path | str, baseline_run: Path | str,
-                       name: str | None = None) -> tuple[io.Results, str]:
+def load_with_baseline(
+    run_dir: Path | str, baseline_run: Path | str, name: str | None = None
+) -> tuple[io.Results, str]:
     """``run_dir``'s results with ``baseline_run``'s trials as group ``name`` (default:
     the baseline run's study name), and that name."""
     other = io.load(baseline_run)
@@ -87,15 +92,17 @@ def _knobs(trials: pd.DataFrame, group: str) -> str:
         return group
     if knobs.get("arm"):  # an ablation arm: its name says what it sets
         return group
-    parts = [f"{k.split('.')[-1]}={v:.4g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
-             for k, v in knobs.items() if k not in ("train.seed", "arm", "group", "optuna_trial")]
+    parts = [
+        f"{k.split('.')[-1]}={v:.4g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+        for k, v in knobs.items()
+        if k not in ("train.seed", "arm", "group", "optuna_trial")
+    ]
     return ", ".join(parts) or group
 
 
 def _status_line(trials: pd.DataFrame) -> str:
     counts = trials["status"].value_counts() if len(trials) else pd.Series(dtype=int)
-    parts = [f"{int(counts[s])} {s.replace('_', ' ')}" for s in ("completed", "stopped_early", "failed")
-             if s in counts]
+    parts = [f"{int(counts[s])} {s.replace('_', ' ')}" for s in ("completed", "stopped_early", "failed") if s in counts]
     line = f"{len(trials)} trial{'s' if len(trials) != 1 else ''}: " + ", ".join(parts or ["none finished"])
     if "stopped_early" in counts:
         line += " (stopped early = ended by the scheduler at a rung, not trained to the end)"
@@ -114,19 +121,26 @@ def _comparison(trials: pd.DataFrame, cases: pd.DataFrame, best: str, base: str,
     head = head.loc[head["group"] == best].iloc[0]
     case = case_level_tests(trials, cases, base, split)
     case = case.loc[case["group"] == best].iloc[0]
-    lines = [f"{split} Dice: {_pct(mean.get(best, math.nan))} (best) vs {_pct(mean.get(base, math.nan))} "
-             f"({base}), difference {100 * head['mean_diff']:+.1f} points over {int(head['n_cases'])} {split} cases"]
+    lines = [
+        f"{split} Dice: {_pct(mean.get(best, math.nan))} (best) vs {_pct(mean.get(base, math.nan))} "
+        f"({base}), difference {100 * head['mean_diff']:+.1f} points over {int(head['n_cases'])} {split} cases"
+    ]
     n = int(head["n_seeds"])
     if n >= 2:
-        lines.append(f"  over {n} shared seeds: 95 % CI [{100 * head['ci_low']:+.1f}, {100 * head['ci_high']:+.1f}] "
-                     f"points, paired t-test p = {head['p']:.3g}"
-                     + ("" if head["p"] < 0.05 else " (not significant at 0.05)"))
+        lines.append(
+            f"  over {n} shared seeds: 95 % CI [{100 * head['ci_low']:+.1f}, {100 * head['ci_high']:+.1f}] "
+            f"points, paired t-test p = {head['p']:.3g}" + ("" if head["p"] < 0.05 else " (not significant at 0.05)")
+        )
     else:
-        lines.append(f"  {n} seed: no seed-to-seed spread, so no confidence interval and no significance can "
-                     "be claimed (run more seeds: search.seeds)")
+        lines.append(
+            f"  {n} seed: no seed-to-seed spread, so no confidence interval and no significance can "
+            "be claimed (run more seeds: search.seeds)"
+        )
     if math.isfinite(case["p"]):
-        lines.append(f"  on these trained models only: Wilcoxon over {int(case['n_cases'])} cases p = "
-                     f"{case['p']:.3g}, rank-biserial {case['rank_biserial']:+.2f}")
+        lines.append(
+            f"  on these trained models only: Wilcoxon over {int(case['n_cases'])} cases p = "
+            f"{case['p']:.3g}, rank-biserial {case['rank_biserial']:+.2f}"
+        )
     return lines
 
 
@@ -144,8 +158,10 @@ def verdict(run_dir: Path | str, baseline_run: Path | str | None = None, baselin
     its trials are put in, default its study's name)."""
     results = io.load(run_dir)
     study = results.study or {}
-    lines = [f"study {study.get('name', run_dir)} ({(study.get('method') or {}).get('name', '?')}, design "
-             f"{(study.get('search') or {}).get('design', '?')}): {_status_line(results.trials)}"]
+    lines = [
+        f"study {study.get('name', run_dir)} ({(study.get('method') or {}).get('name', '?')}, design "
+        f"{(study.get('search') or {}).get('design', '?')}): {_status_line(results.trials)}"
+    ]
     if baseline_run is not None:
         n_own = len(results.trials)
         results, base = load_with_baseline(run_dir, baseline_run, baseline)
@@ -160,8 +176,10 @@ def verdict(run_dir: Path | str, baseline_run: Path | str | None = None, baselin
         lines.append(f"no completed baseline {base!r} to compare with")
     else:
         lines += _comparison(trials, cases, best, base, "val")
-        lines.append("  (validation Dice of the configuration chosen on validation is optimistic: it won a "
-                     "selection; the test split was not used to choose)")
+        lines.append(
+            "  (validation Dice of the configuration chosen on validation is optimistic: it won a "
+            "selection; the test split was not used to choose)"
+        )
         if trial_metrics(trials, cases, "test")["dice"].notna().any():
             lines += _comparison(trials, cases, best, base, "test")[:1]
     report = Path(run_dir) / REPORT_FILE

@@ -53,7 +53,7 @@ IDENTITY_SECTIONS = ("method", "dataset", "model", "train")
 def _short(key: str) -> str:
     for prefix in ("method.params.", "dataset."):
         if key.startswith(prefix):
-            return key[len(prefix):]
+            return key[len(prefix) :]
     return key
 
 
@@ -67,8 +67,11 @@ def group_label(cell: Mapping[str, Any], axes: Iterable[str] = ()) -> str:
     if cell.get(ARM_KEY):
         parts = [str(cell[ARM_KEY])]
     else:
-        parts = [f"{_short(k)}={_fmt(cell[k])}" for k in sorted(cell)
-                 if k not in LABEL_KEYS and k != SEED_KEY and k not in axes]
+        parts = [
+            f"{_short(k)}={_fmt(cell[k])}"
+            for k in sorted(cell)
+            if k not in LABEL_KEYS and k != SEED_KEY and k not in axes
+        ]
     parts += [f"{_short(k)}={_fmt(cell[k])}" for k in axes]
     return ", ".join(parts) or "study"
 
@@ -87,8 +90,10 @@ def config_hash(study: Study, *, with_seed: bool = True) -> str:
     lean = study.model_dump(mode="json", exclude_defaults=True)
     identity = {k: lean.get(k, {}) for k in IDENTITY_SECTIONS}
     defaults = get_method(study.method.name).params().model_dump(mode="json")
-    identity["method"] = {"name": study.method.name,
-                          "params": {k: v for k, v in study.method.params.items() if defaults.get(k, ...) != v}}
+    identity["method"] = {
+        "name": study.method.name,
+        "params": {k: v for k, v in study.method.params.items() if defaults.get(k, ...) != v},
+    }
     if not with_seed:
         identity["train"] = {k: v for k, v in identity["train"].items() if k != "seed"}
     if study.resources.workers_per_trial != 1:
@@ -139,8 +144,10 @@ def random_cells(study: Study, seed: int = 0) -> list[dict[str, Any]]:
             seen.add(key)
             cells.append(cell)
     if len(cells) < study.search.num_samples:
-        raise StudyError(f"search.num_samples: {study.search.num_samples} random cells asked, but the space gave "
-                         f"only {len(cells)} distinct ones; lower num_samples or use design 'grid'")
+        raise StudyError(
+            f"search.num_samples: {study.search.num_samples} random cells asked, but the space gave "
+            f"only {len(cells)} distinct ones; lower num_samples or use design 'grid'"
+        )
     return cells
 
 

@@ -136,8 +136,10 @@ def _validate_params(study: Study) -> MethodParams:
         about = f" — {spec.description(knob)}" if spec.description(knob) else ""
         raise StudyError(format_validation_error(exc, "method.params") + about) from None
     if spec.data_needs(params).unlabeled and study.train.batch.unlabeled == 0:
-        raise StudyError(f"train.batch.unlabeled: method {spec.name!r} trains on unlabeled images, "
-                         "so the batch needs at least 1 (got 0)")
+        raise StudyError(
+            f"train.batch.unlabeled: method {spec.name!r} trains on unlabeled images, "
+            "so the batch needs at least 1 (got 0)"
+        )
     return params
 
 
@@ -179,10 +181,7 @@ def build_study(raw: dict[str, Any], *, check_design: bool = True) -> Study:
     study.method.params = params.model_dump(mode="json")
     if check_design:
         resolved = study.model_dump(mode="json")
-        space = [
-            (f"search.space.{k}", k, d.named_values())
-            for k, d in study.search.space.items()
-        ]
+        space = [(f"search.space.{k}", k, d.named_values()) for k, d in study.search.space.items()]
         arms = [(f"search.arms.{a.name}.set.{k}", k, [v]) for a in study.search.arms for k, v in a.set.items()]
         axes = [(f"search.axes.{k}", k, list(v)) for k, v in study.search.axes.items()]
         _check_overrides(raw, resolved, space + arms + axes)

@@ -48,8 +48,10 @@ def values_of(study: Study, key: str) -> list[Any]:
 
 def check_metric(study: Study) -> None:
     if study.search.metric not in SEARCH_METRICS:
-        raise RuleError(f"search.metric: {study.search.metric!r} is not a metric every trial reports; "
-                        f"use one of {', '.join(SEARCH_METRICS)}")
+        raise RuleError(
+            f"search.metric: {study.search.metric!r} is not a metric every trial reports; "
+            f"use one of {', '.join(SEARCH_METRICS)}"
+        )
 
 
 def scheduler_plan(study: Study) -> tuple[int, int] | None:
@@ -69,19 +71,25 @@ def check_schedule(study: Study) -> None:
         return
     fix = "or set search.scheduler: none"
     if len({repr(v) for v in values_of(study, "train.iterations")}) > 1:
-        raise RuleError(f"search.scheduler: {s.scheduler!r} stops trials on the training iteration, so every "
-                        f"trial needs the same train.iterations; this design varies it — {fix}")
+        raise RuleError(
+            f"search.scheduler: {s.scheduler!r} stops trials on the training iteration, so every "
+            f"trial needs the same train.iterations; this design varies it — {fix}"
+        )
     every = max(values_of(study, "train.eval.every"))
     if every >= t.iterations:
-        raise RuleError(f"train.eval.every: {every} is not below train.iterations ({t.iterations}): trials report "
-                        f"only at their last iteration, so scheduler {s.scheduler!r} can stop none; lower "
-                        f"train.eval.every {fix}")
+        raise RuleError(
+            f"train.eval.every: {every} is not below train.iterations ({t.iterations}): trials report "
+            f"only at their last iteration, so scheduler {s.scheduler!r} can stop none; lower "
+            f"train.eval.every {fix}"
+        )
     grace, _ = plan
     if grace >= t.iterations:
         what = "search.grace_period" if s.grace_period else "search.grace_period (default: train.eval.every)"
-        raise RuleError(f"{what}: the first rung at iteration {grace} is not before the last iteration "
-                        f"(train.iterations {t.iterations}), so scheduler {s.scheduler!r} can stop no trial; "
-                        f"lower it {fix}")
+        raise RuleError(
+            f"{what}: the first rung at iteration {grace} is not before the last iteration "
+            f"(train.iterations {t.iterations}), so scheduler {s.scheduler!r} can stop no trial; "
+            f"lower it {fix}"
+        )
 
 
 def check_distinct_cells(study: Study) -> None:
@@ -97,8 +105,10 @@ def check_distinct_cells(study: Study) -> None:
     for cell in design_cells(study):
         key = config_hash(apply_cell(base, cell), with_seed=False)
         if key in seen:
-            raise RuleError(f"search: {cell[GROUP_KEY]!r} trains the same configuration as {seen[key]!r}; "
-                            "give it a setting that differs or remove it")
+            raise RuleError(
+                f"search: {cell[GROUP_KEY]!r} trains the same configuration as {seen[key]!r}; "
+                "give it a setting that differs or remove it"
+            )
         seen[key] = cell[GROUP_KEY]
 
 

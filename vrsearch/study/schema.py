@@ -34,10 +34,9 @@ from vrsearch.core.config import (  # noqa: F401  (the sections, re-exported: a 
     StrictModel,
     TrainConfig,
 )
+from vrsearch.study.dimensions import AblationArm, Dimension  # noqa: F401  (re-exported)
 from vrsearch.study.search import (  # noqa: F401  (re-exported)
-    AblationArm,
     AblationDesign,
-    Dimension,
     GridDesign,
     NoneDesign,
     RandomDesign,

@@ -17,80 +17,8 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from vrsearch.core.config import PosFloat, PosInt, StrictModel
-
-
-class Dimension(StrictModel):
-    """One searched knob: float/int ranges (optionally log), or categorical
-    choices; ``when`` makes it conditional on categorical parents."""
-
-    type: Literal["float", "int", "categorical"]
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: PosFloat | None = None
-    choices: list[Any] | None = None
-    when: dict[str, list[Any] | Any] = {}
-
-    @model_validator(mode="after")
-    def _check(self) -> Dimension:
-        if self.type == "categorical":
-            if not self.choices:
-                raise ValueError("categorical needs a non-empty 'choices' list")
-            if len({repr(c) for c in self.choices}) != len(self.choices):
-                raise ValueError("categorical choices must be distinct")
-            return self
-        if self.low is None or self.high is None:
-            raise ValueError(f"{self.type} needs 'low' and 'high'")
-        if not self.low < self.high:
-            raise ValueError(f"empty range: low {self.low} must be < high {self.high}")
-        if self.log and self.low <= 0:
-            raise ValueError("log range needs low > 0")
-        if self.log and self.step is not None and not (self.type == "int" and self.step == 1):
-            raise ValueError("a log range cannot have a step (Optuna samples it continuously in log space)")
-        if self.type == "int" and not all(float(v).is_integer() for v in (self.low, self.high, self.step or 1)):
-            raise ValueError("an int range needs whole-number low, high and step")
-        return self
-
-    def options(self) -> list[Any]:
-        """A categorical's choices (the validator made them a non-empty list)."""
-        if self.choices is None:
-            raise TypeError(f"a {self.type} dimension has no choices")
-        return self.choices
-
-    def bounds(self) -> tuple[float, float]:
-        """A float/int range's ``(low, high)`` (the validator made both present)."""
-        if self.low is None or self.high is None:
-            raise TypeError(f"a {self.type} dimension has no range")
-        return self.low, self.high
-
-    def named_values(self) -> list[Any]:
-        """The values the study file names: the choices, or the range's two ends."""
-        return list(self.options()) if self.type == "categorical" else list(self.bounds())
-
-
-class AblationArm(StrictModel):
-    name: Annotated[str, Field(min_length=1)]
-    set: dict[str, Any] = {}
-
-
-def _check_space(space: dict[str, Dimension]) -> None:
-    for key, dim in space.items():
-        for parent, values in dim.when.items():
-            if parent not in space or space[parent].type != "categorical":
-                raise ValueError(f"{key!r} is conditional on {parent!r}, which is not a categorical in 'space'")
-            wanted = values if isinstance(values, list) else [values]
-            missing = [v for v in wanted if v not in space[parent].options()]
-            if missing:
-                raise ValueError(f"{key!r}: 'when' value(s) {missing} are not choices of {parent!r}")
-
-
-def _check_axes(axes: dict[str, list[Any]]) -> None:
-    for key, values in axes.items():
-        if not key.startswith("dataset."):
-            raise ValueError(f"axes.{key}: axes vary the data (dataset.*); put other knobs in arms or the space")
-        if not values or len({repr(v) for v in values}) != len(values):
-            raise ValueError(f"axes.{key}: needs a non-empty list of distinct values")
+from vrsearch.core.config import PosInt, StrictModel
+from vrsearch.study.dimensions import AblationArm, Dimension, check_axes, check_space
 
 
 class _Design(StrictModel):
@@ -110,13 +38,23 @@ class _Design(StrictModel):
 
     #: the keys only some designs have, with their defaults: what reading one gives where absent
     OTHER_KEYS: ClassVar[dict[str, Any]] = {
-        "space": {}, "arms": [], "axes": {}, "num_samples": 8, "searcher": "tpe", "storage": None,
-        "aggregate": "mean", "start_from_defaults": False, "n_startup_trials": 10, "multivariate": True,
+        "space": {},
+        "arms": [],
+        "axes": {},
+        "num_samples": 8,
+        "searcher": "tpe",
+        "storage": None,
+        "aggregate": "mean",
+        "start_from_defaults": False,
+        "n_startup_trials": 10,
+        "multivariate": True,
         "constant_liar": True,
     }
     #: scheduler keys and the schedulers that read them
-    SCHEDULER_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {"grace_period": ("asha", "median"),
-                                                            "reduction_factor": ("asha",)}
+    SCHEDULER_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "grace_period": ("asha", "median"),
+        "reduction_factor": ("asha",),
+    }
 
     def __getattr__(self, name: str) -> Any:
         if name in _Design.OTHER_KEYS and name not in type(self).model_fields:
@@ -137,8 +75,10 @@ class _Design(StrictModel):
                 continue
             users = [d for d, c in DESIGNS.items() if key in c.model_fields]
             raise PydanticCustomError(
-                "ignored_key", "{key} design {value} ignores it (it applies to design {users} only); remove it",
-                {"key": key, "value": repr(cls.model_fields["design"].default), "users": " or ".join(map(repr, users))})
+                "ignored_key",
+                "{key} design {value} ignores it (it applies to design {users} only); remove it",
+                {"key": key, "value": repr(cls.model_fields["design"].default), "users": " or ".join(map(repr, users))},
+            )
         return super()._known_keys_only(data)
 
     @field_validator("seeds")
@@ -155,11 +95,16 @@ class _Design(StrictModel):
     def _scheduler_keys(self) -> _Design:
         for key, users in self.SCHEDULER_KEYS.items():
             value = getattr(self, key)
-            if key in self.model_fields_set and value != type(self).model_fields[key].default \
-                    and self.scheduler not in users:
+            if (
+                key in self.model_fields_set
+                and value != type(self).model_fields[key].default
+                and self.scheduler not in users
+            ):
                 raise PydanticCustomError(
-                    "ignored_key", "{key} scheduler {value} ignores it (it applies to scheduler {users} only); "
-                    "remove it", {"key": key, "value": repr(self.scheduler), "users": " or ".join(map(repr, users))})
+                    "ignored_key",
+                    "{key} scheduler {value} ignores it (it applies to scheduler {users} only); remove it",
+                    {"key": key, "value": repr(self.scheduler), "users": " or ".join(map(repr, users))},
+                )
         return self
 
 
@@ -171,7 +116,7 @@ class _FixedDesign(_Design):
 
     @model_validator(mode="after")
     def _check(self) -> _FixedDesign:
-        _check_axes(self.axes)
+        check_axes(self.axes)
         return self
 
 
@@ -194,7 +139,7 @@ class GridDesign(_FixedDesign):
         for key, dim in self.space.items():
             if dim.type != "categorical":
                 raise ValueError(f"grid design needs categorical dimensions; {key!r} is {dim.type}")
-        _check_space(self.space)
+        check_space(self.space)
         return self
 
 
@@ -209,7 +154,7 @@ class RandomDesign(_FixedDesign):
     def _random(self) -> RandomDesign:
         if not self.space:
             raise ValueError("design 'random' needs a non-empty 'space'")
-        _check_space(self.space)
+        check_space(self.space)
         return self
 
 
@@ -260,8 +205,9 @@ class SearchDesign(_Design):
     @classmethod
     def _no_axes(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("axes"):
-            raise ValueError("axes cross the cells of a fixed design (none/grid/random/ablation); "
-                             "run one search per dataset setting")
+            raise ValueError(
+                "axes cross the cells of a fixed design (none/grid/random/ablation); run one search per dataset setting"
+            )
         return data
 
     @model_validator(mode="after")
@@ -269,16 +215,24 @@ class SearchDesign(_Design):
         if not self.space:
             raise ValueError("design 'search' needs a non-empty 'space'")
         for key, dim in self.space.items():
-            if dim.type == "categorical" and not all(isinstance(c, (str, int, float, bool, type(None)))
-                                                     for c in dim.options()):
-                raise ValueError(f"{key!r}: a search design's choices must be numbers, strings, booleans or "
-                                 "null (Optuna stores them); put list-valued choices in a grid or ablation")
-        _check_space(self.space)
+            if dim.type == "categorical" and not all(
+                isinstance(c, (str, int, float, bool, type(None))) for c in dim.options()
+            ):
+                raise ValueError(
+                    f"{key!r}: a search design's choices must be numbers, strings, booleans or "
+                    "null (Optuna stores them); put list-valued choices in a grid or ablation"
+                )
+        check_space(self.space)
         return self
 
 
-DESIGNS: dict[str, type[_Design]] = {"none": NoneDesign, "grid": GridDesign, "random": RandomDesign,
-                                    "ablation": AblationDesign, "search": SearchDesign}
+DESIGNS: dict[str, type[_Design]] = {
+    "none": NoneDesign,
+    "grid": GridDesign,
+    "random": RandomDesign,
+    "ablation": AblationDesign,
+    "search": SearchDesign,
+}
 
 
 def _design_of(value: Any) -> str:
@@ -295,6 +249,11 @@ SearchConfig = Annotated[
     | Annotated[RandomDesign, Tag("random")]
     | Annotated[AblationDesign, Tag("ablation")]
     | Annotated[SearchDesign, Tag("search")],
-    Field(discriminator=Discriminator(_design_of, custom_error_type="design",
-                                      custom_error_message=f"design must be one of {', '.join(map(repr, DESIGNS))}")),
+    Field(
+        discriminator=Discriminator(
+            _design_of,
+            custom_error_type="design",
+            custom_error_message=f"design must be one of {', '.join(map(repr, DESIGNS))}",
+        )
+    ),
 ]

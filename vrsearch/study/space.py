@@ -56,7 +56,9 @@ def default_point(study: Study) -> dict[str, Any]:
         for part in key.split("."):
             node = node[part]
         if not _in_space(dim, node):
-            raise StudyError(f"search.start_from_defaults: {key} is {node!r} in the study, outside its "
-                             f"search space ({dim.choices if dim.type == 'categorical' else [dim.low, dim.high]})")
+            raise StudyError(
+                f"search.start_from_defaults: {key} is {node!r} in the study, outside its "
+                f"search space ({dim.choices if dim.type == 'categorical' else [dim.low, dim.high]})"
+            )
         point[key] = node
     return point
