@@ -210,51 +210,61 @@ def sample_voxels(
     mask: bool, labels' shape, restricts the eligible voxels.  See the module
     docstring for the NS/SG/SAG definitions, rounding, weights and ordering."""
     _check(labels, per_class, method, grid, mask, rounding)
-    dev, wdtype = labels.device, torch.get_default_dtype()
-    spatial = tuple(int(s) for s in labels.shape[1:])
-    V, n, B = math.prod(spatial), int(per_class), int(labels.shape[0])
-    if n == 0 or labels.numel() == 0:
+    dev, wdtype, n = labels.device, torch.get_default_dtype(), int(per_class)
+    built = _build_groups(labels, method, grid, classes, per_image, mask) if n else None
+    if built is None:
         return _empty(dev, wdtype)
-    lab = labels.reshape(-1)
-    lab = lab.long() if lab.dtype != torch.long else lab
-    elig = None if mask is None else mask.reshape(-1).to(device=dev, dtype=torch.bool)
-    cand, slot = class_slots(lab, elig, classes, dev)
-    K = int(cand.numel())
-    if K == 0:
-        return _empty(dev, wdtype)
-    g = 1 if method == "ns" else _CELLS[grid]
-    grp = Groups(Segments(slot, K, B, spatial, g), per_image, method == "ns" and not per_image, K, B,
-                  g ** len(spatial))
+    cand, grp = built
     counts = grp.arrange(grp.seg.per_box())
-    if int(counts.sum()) == 0:
-        return _empty(dev, wdtype)
-    n_groups, n_units = counts.numel(), counts.numel() // grp.gpu
-    quota, fixed, popg = _quotas(counts, n_units, grp.gpu, n, rounding, generator)
-
-    # uniform draws inside groups (with replacement): the r-th member in raster order
-    T = int(quota.sum())
-    sgrp = torch.repeat_interleave(torch.arange(n_groups, device=dev), quota)
-    j = torch.arange(T, device=dev) - (torch.cumsum(quota, 0) - quota)[sgrp]
-    size = counts[sgrp]
-    u = torch.rand(T, generator=generator, device=dev, dtype=torch.float64)
-    gcls = grp.grid(torch.arange(K, device=dev), along_class=True)
-    gstart = grp.grid(grp.seg.lay.bounds[:-1], along_class=False)
-    flat = grp.seg.select(gcls[sgrp], gstart[sgrp], torch.minimum((u * size).long(), size - 1))
+    quota, fixed, popg = _quotas(counts, counts.numel() // grp.gpu, grp.gpu, n, rounding, generator)
+    sgrp, j, flat = _uniform_draws(grp, counts, quota, generator)
     # fixed quotas: (N_m/N)/n_m; random quotas: 1/n (module doc)
     weight = torch.where(fixed.repeat_interleave(grp.gpu),
                          counts.double() / popg.double() / quota.clamp(min=1).double(), 1.0 / n)[sgrp]
-
     n_reflected = n_outside = 0
     if method == "sag":
         h = (quota[sgrp] + 1) // 2
         pp = torch.nonzero(j >= h).squeeze(1)  # partner slots
         n_reflected = int(pp.numel())
         if n_reflected:
-            centre = _centres(grp, counts, spatial)
-            flat, weight, n_outside = antithetic(flat, weight, pp, h, sgrp, centre,
-                                                 lambda f: grp.key_at(f, g, spatial), B * V)
-    return VoxelSample(index=flat, batch=flat // V, cls=cand[gcls[sgrp]],
+            spatial, g = grp.seg.spatial, grp.seg.g
+            flat, weight, n_outside = antithetic(flat, weight, pp, h, sgrp, _centres(grp, counts, spatial),
+                                                 lambda f: grp.key_at(f, g, spatial), labels.numel())
+    V = labels[0].numel()
+    return VoxelSample(index=flat, batch=flat // V, cls=cand[grp.grid(torch.arange(grp.K, device=dev), True)[sgrp]],
                        weight=weight.to(wdtype), n_reflected=n_reflected, n_outside=n_outside)
+
+
+def _build_groups(labels, method, grid, classes, per_image, mask) -> tuple[torch.Tensor, Groups] | None:
+    """Candidate classes and the groups with their segment counts; None when no voxel is eligible."""
+    dev, B, spatial = labels.device, int(labels.shape[0]), tuple(int(s) for s in labels.shape[1:])
+    if labels.numel() == 0:
+        return None
+    lab = labels.reshape(-1)
+    lab = lab.long() if lab.dtype != torch.long else lab
+    elig = None if mask is None else mask.reshape(-1).to(device=dev, dtype=torch.bool)
+    cand, slot = class_slots(lab, elig, classes, dev)
+    K = int(cand.numel())
+    if K == 0:
+        return None
+    g = 1 if method == "ns" else _CELLS[grid]
+    grp = Groups(Segments(slot, K, B, spatial, g), per_image, method == "ns" and not per_image, K, B,
+                 g ** len(spatial))
+    return (cand, grp) if int(grp.seg.cum[-1]) > 0 else None
+
+
+def _uniform_draws(grp: Groups, counts, quota, generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``quota`` uniform draws (with replacement) in every group: the r-th member in raster
+    order, r = ⌊u·N_m⌋. Returns (group, position inside the group, flat index) per draw."""
+    dev = counts.device
+    T = int(quota.sum())
+    sgrp = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), quota)
+    j = torch.arange(T, device=dev) - (torch.cumsum(quota, 0) - quota)[sgrp]
+    size = counts[sgrp]
+    u = torch.rand(T, generator=generator, device=dev, dtype=torch.float64)
+    gcls = grp.grid(torch.arange(grp.K, device=dev), along_class=True)
+    gstart = grp.grid(grp.seg.lay.bounds[:-1], along_class=False)
+    return sgrp, j, grp.seg.select(gcls[sgrp], gstart[sgrp], torch.minimum((u * size).long(), size - 1))
 
 
 def _centres(grp: Groups, counts: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
