@@ -84,7 +84,7 @@ def _update_running(norm: nn.modules.batchnorm._BatchNorm, mean: torch.Tensor, v
 
 def _hidden_sums(a_t: torch.Tensor, weight: torch.Tensor, shift: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
     """``Σ_v onehot_v ⊗ ReLU(a_v A_b + t_b)`` for one chunk: ``[B, C, D]``."""
-    return torch.bmm(onehot.transpose(1, 2), torch.relu(torch.baddbmm(shift.unsqueeze(1), a_t, weight)))
+    return torch.bmm(onehot.transpose(1, 2), torch.baddbmm(shift.unsqueeze(1), a_t, weight).relu_())
 
 
 class SampledEmbedding:
@@ -128,8 +128,14 @@ class SampledEmbedding:
         """Embeddings ``[K, D]`` at flat voxel indices over the batch (``b·V + v``)."""
         v = self.a.shape[2]
         img, vox = index // v, index % v
-        rows = self.a[img, :, vox]  # [K, w]
-        hidden = torch.relu(torch.bmm(rows.unsqueeze(1), self.weight[img])[:, 0] + self.shift[img])
+        # image by image: one [k_b, w] @ [w, D] product each, never a [K, w, D] copy of A_b per row
+        order = torch.argsort(img, stable=True)
+        rows = self.a[img[order], :, vox[order]]  # [K, w], grouped by image
+        sizes = torch.bincount(img, minlength=self.a.shape[0]).tolist()
+        parts = [torch.addmm(self.shift[b], part, self.weight[b])
+                 for b, part in enumerate(torch.split(rows, sizes)) if sizes[b]]
+        pre = torch.cat(parts) if parts else self.shift.new_zeros(0, self.shift.shape[1])
+        hidden = torch.relu(pre)[torch.argsort(order)]
         return F.linear(hidden, self.w2, self.b2)
 
     def class_sums(self, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
