@@ -36,8 +36,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-#: voxels per chunk of the class sums (bounds the [B, chunk, dim] hidden layer)
-CHUNK = 16384
+#: voxels per chunk of the class sums: bounds the [B, chunk, dim] hidden layer, and keeps it in cache
+#: (a profiled 4×48×48×32 batch, dim 512: 16384 → 2.1 s, 4096 → 0.40 s, 1024 → 0.20 s per pass on one core)
+CHUNK = 1024
 
 
 class DenseEmbedding:
