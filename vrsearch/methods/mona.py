@@ -5,19 +5,8 @@ limited labels" (arXiv 2209.13476). METHODS.md "MONA"; losses in
 :mod:`vrsearch.losses.mona`. The same module, configured by its Params, is
 ARCO (:mod:`vrsearch.methods.arco`).
 
-**Stage 1** (relational pre-training, Sec. 3.1, ISD-style): student θ and
-EMA teacher ξ (``ξ ← tξ + (1−t)θ``, t = ``ema_decay``, no warm-up). Every
-image of the step (labeled and unlabeled) gets a student view ``x``
-(``student_augmentation``), a teacher view ``x'`` and a mined view
-(``teacher_augmentation``, independent draws). ``L = L_sup + L_inst^global +
-L_inst^local`` with ``L_sup`` on the labeled student views and
-``L_inst = KL(teacher ‖ student)`` of similarity distributions over the mined
-views of the *other* images of the step plus a FIFO bank (``bank_size``) of
-earlier mined views (:func:`~vrsearch.losses.mona.relational_over_images`).
-Global: encoder output → projector (+ student predictor). Local:
-``local_crops`` boxes of edge ``local_crop_size`` at the same location in
-every view (in the patch frame), last decoder features average-pooled per
-box → local projector (+ student predictor); so a local instance is one crop.
+**Stage 1** (relational pre-training, Sec. 3.1, ISD-style):
+:mod:`vrsearch.methods.mona_stage1`.
 
 **Stage 2** (anatomical contrastive reconstruction, Sec. 3.2)::
 
@@ -88,15 +77,12 @@ from vrsearch.components.banks import ClassFIFOBank, FIFOQueue
 from vrsearch.components.checkpoints import load_stage1
 from vrsearch.components.samplers import sample_voxels
 from vrsearch.components.teachers import EMATeacher
-from vrsearch.components.views import (
-    Geo, PatchFrame, crop_boxes, crop_means, draw_view, geo_apply, geo_undo, step_generator,
-)
+from vrsearch.components.views import Geo, PatchFrame, draw_view, geo_apply, geo_undo, step_generator
 from vrsearch.losses import SupervisedLoss
-from vrsearch.losses.mona import (
-    anatomical_contrastive, equivariance_kl, knn_loss, loss_spread, relational_over_images,
-)
+from vrsearch.losses.mona import anatomical_contrastive, equivariance_kl, knn_loss, loss_spread
 from vrsearch.methods.anatomical_params import Augmentation, ContrastiveParams, NonNeg
 from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
+from vrsearch.methods.mona_stage1 import RelationalPretraining, scalar
 from vrsearch.models.contrast_net import ContrastNet
 from vrsearch.models.embedding import DenseEmbedding, OnceSums
 from vrsearch.models.heads import MLPHead
@@ -125,11 +111,7 @@ def patch_frame(rep, geo: Geo, spatial) -> DenseEmbedding | PatchFrame:
     return PatchFrame(rep, geo, spatial, rep.a.device)
 
 
-def _scalar(x) -> torch.Tensor:
-    return torch.as_tensor(float(x))
-
-
-class MONA(Method):
+class MONA(RelationalPretraining, Method):
     #: what a stage-2 trial takes from a stage-1 checkpoint
     STAGE1_PREFIXES = ("student.", "teacher.", "predictor_global.", "predictor_local.")
     #: True: build the dense [B, dim, *S] embedding maps (the reference the sampled path is tested against)
@@ -177,38 +159,6 @@ class MONA(Method):
         net = self.teacher.module if self.params.evaluate == "teacher" else self.student
         return net.segnet
 
-    # -- stage 1 ---------------------------------------------------------------------
-    def _stage1(self, batch: Batch, x: torch.Tensor, g: torch.Generator) -> StepOutput:
-        p, n, n_l = self.params, x.shape[0], batch.image.shape[0]
-        xs, geo_s = draw_view(x, p.student_augmentation, p.geometric, g)
-        xt, geo_t = draw_view(x, p.teacher_augmentation, p.geometric, g)
-        xm, geo_m = draw_view(x, p.teacher_augmentation, p.geometric, g)
-        s = self.student.run(xs, enc=p.inst_global)
-        sup = self.sup(geo_undo(s["logits"], geo_s)[:n_l], batch.label)
-        loss, terms = sup, {"stage": _scalar(1), "sup": sup.detach()}
-        if not (p.inst_global or p.inst_local):
-            return StepOutput(loss, terms)
-        teacher = self.teacher.module
-        with torch.no_grad():
-            t = teacher.run(torch.cat([xt, xm]), enc=p.inst_global)
-        if p.inst_global:
-            u = self.predictor_global(self.student.global_proj(s["enc"]))
-            with torch.no_grad():
-                tv = teacher.global_proj(t["enc"])
-            inst = relational_over_images(u, tv[:n], tv[n:], self.global_bank, p.tau_s, p.tau_t)
-            loss = loss + inst
-            terms["inst_global"] = inst.detach()
-        if p.inst_local:
-            boxes = crop_boxes(x.shape[2:], p.local_crops, p.local_crop_size, g, x.device)
-            u = self.predictor_local(self.student.local_proj(crop_means(geo_undo(s["h"], geo_s), boxes)))
-            with torch.no_grad():
-                v = teacher.local_proj(crop_means(geo_undo(t["h"][:n], geo_t), boxes))
-                w = teacher.local_proj(crop_means(geo_undo(t["h"][n:], geo_m), boxes))
-            inst = relational_over_images(u, v, w, self.local_bank, p.tau_s, p.tau_t)
-            loss = loss + inst
-            terms["inst_local"] = inst.detach()
-        return StepOutput(loss, terms)
-
     # -- stage 2 ---------------------------------------------------------------------
     def _stage2(self, batch: Batch, x: torch.Tensor, g: torch.Generator, iteration: int) -> StepOutput:
         p, n_l = self.params, batch.image.shape[0]
@@ -224,7 +174,7 @@ class MONA(Method):
             pseudo = prob[n_l:].argmax(1)
             labels = torch.cat([batch.label[:, 0].long(), pseudo])
             conf = prob.gather(1, labels.unsqueeze(1))[:, 0]  # teacher probability of the (pseudo-)label
-        loss, terms = sup, {"stage": _scalar(2), "sup": sup.detach()}
+        loss, terms = sup, {"stage": scalar(2), "sup": sup.detach()}
         if p.unsup:
             unsup = F.cross_entropy(logits[n_l:], pseudo) if x.shape[0] > n_l else logits.sum() * 0.0
             loss = loss + p.lambda_unsup * unsup
@@ -285,7 +235,7 @@ class MONA(Method):
         value, outside = contrast(g)
         with torch.no_grad():
             again, _ = contrast(step_generator(self.seed, iteration, 1, labels.device))
-        extra = {"contrast_spread": loss_spread(value, again), "reflect_outside": _scalar(outside + keys_outside),
+        extra = {"contrast_spread": loss_spread(value, again), "reflect_outside": scalar(outside + keys_outside),
                  "hard_fraction": hard.float().mean()}
         return value, extra
 
