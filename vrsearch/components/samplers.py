@@ -133,12 +133,13 @@ class VoxelSample:
         spatial = tuple(int(s) for s in shape[1:])
         return torch.stack(torch.unravel_index(self.index % math.prod(spatial), spatial), dim=1)
 
-def _empty(device, dtype) -> VoxelSample:
+def _empty(device: torch.device, dtype: torch.dtype) -> VoxelSample:
     z = torch.zeros(0, dtype=torch.long, device=device)
     return VoxelSample(z, z.clone(), z.clone(), torch.zeros(0, dtype=dtype, device=device))
 
 
-def _check(labels, per_class, method, grid, mask, rounding) -> None:
+def _check(labels: torch.Tensor, per_class: int, method: str, grid: int, mask: torch.Tensor | None,
+           rounding: str) -> None:
     if method not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {method!r}")
     if grid not in GRIDS:
@@ -157,7 +158,8 @@ def _check(labels, per_class, method, grid, mask, rounding) -> None:
 
 
 
-def _quotas(counts, n_units, gpu, n, rounding, generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _quotas(counts: torch.Tensor, n_units: int, gpu: int, n: int, rounding: str,
+            generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Proportional quotas ``n·N_m/N`` (ARCO Thm 3.2: |D_m| ∝ |P_m|), exact total n per
     unit, rounded per ``rounding`` (module doc). Returns (quota per group, fixed per
     unit, unit populations repeated per group)."""
@@ -235,7 +237,8 @@ def sample_voxels(
                        weight=weight.to(wdtype), n_reflected=n_reflected, n_outside=n_outside)
 
 
-def _build_groups(labels, method, grid, classes, per_image, mask) -> tuple[torch.Tensor, Groups] | None:
+def _build_groups(labels: torch.Tensor, method: str, grid: int, classes: Sequence[int] | None, per_image: bool,
+                  mask: torch.Tensor | None) -> tuple[torch.Tensor, Groups] | None:
     """Candidate classes and the groups with their segment counts; None when no voxel is eligible."""
     dev, B, spatial = labels.device, int(labels.shape[0]), tuple(int(s) for s in labels.shape[1:])
     if labels.numel() == 0:
@@ -253,7 +256,8 @@ def _build_groups(labels, method, grid, classes, per_image, mask) -> tuple[torch
     return (cand, grp) if int(grp.seg.cum[-1]) > 0 else None
 
 
-def _uniform_draws(grp: Groups, counts, quota, generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _uniform_draws(grp: Groups, counts: torch.Tensor, quota: torch.Tensor,
+                   generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``quota`` uniform draws (with replacement) in every group: the r-th member in raster
     order, r = ⌊u·N_m⌋. Returns (group, position inside the group, flat index) per draw."""
     dev = counts.device

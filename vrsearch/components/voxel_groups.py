@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -152,7 +153,8 @@ class Segments:
         return first + nth.to(torch.uint8).argmax(1)
 
 
-def class_slots(lab, elig, classes, dev) -> tuple[torch.Tensor, torch.Tensor]:
+def class_slots(lab: torch.Tensor, elig: torch.Tensor | None, classes: Sequence[int] | None,
+                dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Candidate class values ``cand`` (absent ones simply get no voxels) and every
     voxel's position in ``cand``, ``len(cand)`` for a voxel that is no candidate or
     not eligible."""
@@ -195,7 +197,7 @@ class Groups:
     def gpu(self) -> int:  # groups per unit
         return 1 if self.pooled else self.G if self.per_image else self.B * self.G
 
-    def arrange(self, per_box: torch.Tensor, pool=torch.sum) -> torch.Tensor:
+    def arrange(self, per_box: torch.Tensor, pool: Callable[..., torch.Tensor] = torch.sum) -> torch.Tensor:
         """``[K, B·G]`` per (class, box) → one value per group, in group order."""
         if self.pooled:
             return pool(per_box, 1)

@@ -27,6 +27,8 @@ caller passes. Empty inputs give an exact 0 that still has a graph.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -123,7 +125,8 @@ def negative_log_weights(query_cls: Tensor, negative_count: Tensor,
     return torch.log(w), torch.log(pool_n / pool_w.clamp_min(torch.finfo(torch.float64).tiny))
 
 
-def _check_contrast_shapes(queries, query_cls, positives, positive_valid, negatives, negative_count, tau) -> None:
+def _check_contrast_shapes(queries: Tensor, query_cls: Tensor, positives: Tensor, positive_valid: Tensor,
+                           negatives: Tensor, negative_count: Tensor, tau: float) -> None:
     _check_2d("queries", queries)
     Q, D = queries.shape
     if query_cls.shape != (Q,):
@@ -278,7 +281,7 @@ __all__ = ["anatomical_contrastive", "equivariance_kl", "knn_loss", "loss_spread
            "relational_kl", "sample_negative_indices"]
 
 
-def relational_over_images(u: torch.Tensor, v: torch.Tensor, w: torch.Tensor, bank,
+def relational_over_images(u: torch.Tensor, v: torch.Tensor, w: torch.Tensor, bank: Any,
                            tau_s: float, tau_t: float) -> torch.Tensor:
     """Mean over images ``i`` of ``relational_kl(u_i, v_i, bank ∪ {w_j : j ≠ i})``.
 

@@ -69,6 +69,9 @@ hard_fraction, eqv, nn``. All randomness comes from generators seeded by
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, cast
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -103,7 +106,7 @@ def _embedding(rep):
     return DenseEmbedding(rep) if torch.is_tensor(rep) else rep
 
 
-def patch_frame(rep, geo: Geo, spatial) -> DenseEmbedding | PatchFrame:
+def patch_frame(rep: Any, geo: Geo, spatial: Sequence[int]) -> DenseEmbedding | PatchFrame:
     """A view's embedding read in the patch frame: a dense map is undone (the
     reference path), a sampled one maps coordinates."""
     if torch.is_tensor(rep):
@@ -153,7 +156,7 @@ class MONA(RelationalPretraining, Method):
     def after_step(self, iteration: int) -> None:
         self.teacher.update(self.student, iteration + 1)
         if self.stage_of(iteration) == 1:
-            self.stage1_done += 1
+            cast(torch.Tensor, self.stage1_done).add_(1)
 
     def predictor(self):
         net = self.teacher.module if self.params.evaluate == "teacher" else self.student
@@ -202,7 +205,7 @@ class MONA(RelationalPretraining, Method):
         p = self.params
         return dict(method=p.sampler, grid=p.grid, classes=range(self.C), per_image=False, rounding=p.rounding)
 
-    def _push_keys(self, rep_t, labels, g) -> int:
+    def _push_keys(self, rep_t: Any, labels: torch.Tensor, g: torch.Generator) -> int:
         """Draw ``keys`` teacher embeddings per class and push them, in random order (a
         partly overwritten push stays a random subset) with weight ``keys·w``, into
         the class-aware negative bank. Returns the SAG replacement count."""
@@ -223,13 +226,13 @@ class MONA(RelationalPretraining, Method):
             sums, counts = rep_t.class_sums(labels, self.C)
         total = counts.sum(0)
         positives = sums.sum(0) / total.clamp_min(1).unsqueeze(1).to(sums.dtype)
-        bank = (positives, total > 0, self.negatives.bank, self.negatives.count)
+        bank = (positives, total > 0, cast(torch.Tensor, self.negatives.bank), cast(torch.Tensor, self.negatives.count))
 
-        def contrast(gen: torch.Generator):
+        def contrast(gen: torch.Generator) -> tuple[torch.Tensor, int]:
             q = sample_voxels(labels, p.queries, generator=gen, mask=hard, **draw)
             value = anatomical_contrastive(rep_s.at(q.index), q.cls, *bank, tau=p.tau,
                                            num_negatives=p.keys, generator=gen, query_weight=q.weight,
-                                           negative_weight=self.negatives.weight)
+                                           negative_weight=cast(torch.Tensor, self.negatives.weight))
             return value, q.n_outside
 
         value, outside = contrast(g)

@@ -27,7 +27,7 @@ from vrsearch.losses.mona import relational_over_images
 from vrsearch.methods.base import Batch, StepOutput
 
 
-def scalar(x) -> torch.Tensor:
+def scalar(x: float | torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(float(x))
 
 

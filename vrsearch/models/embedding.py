@@ -144,11 +144,13 @@ class SampledEmbedding:
         b, _, v = self.a.shape
         with torch.autocast(self.a.device.type, enabled=False):  # sums over every voxel: float32 at least
             onehot = F.one_hot(labels.reshape(b, -1), num_classes).to(self.stat)
-            a_t = self.a.transpose(1, 2).to(self.stat)
+            a_t = self.a.transpose(1, 2).to(self.stat).contiguous()
             grad = torch.is_grad_enabled() and (a_t.requires_grad or self.weight.requires_grad)
             hidden: Any = 0
-            for s in range(0, v, CHUNK):
-                args = (a_t[:, s:s + CHUNK], self.weight, self.shift, onehot[:, s:s + CHUNK])
+            # split, not slices: one backward node gathers the chunks' gradients (a slice's backward
+            # writes each chunk into its own full-size zero tensor)
+            for part, hot in zip(a_t.split(CHUNK, 1), onehot.split(CHUNK, 1), strict=True):
+                args = (part, self.weight, self.shift, hot)
                 hidden = hidden + (checkpoint(_hidden_sums, *args, use_reentrant=False) if grad
                                    else _hidden_sums(*args))
             counts = onehot.sum(1)
