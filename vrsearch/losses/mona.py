@@ -27,6 +27,7 @@ caller passes. Empty inputs give an exact 0 that still has a graph.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -125,6 +126,29 @@ def negative_log_weights(query_cls: Tensor, negative_count: Tensor,
     return torch.log(w), torch.log(pool_n / pool_w.clamp_min(torch.finfo(torch.float64).tiny))
 
 
+class _SampledDot(torch.autograd.Function):
+    """``out[q, j] = queries[q] · keys[idx[q, j]]`` for the drawn pairs only (a sampled
+    dense-dense product on the CSR pattern ``idx``, repeats allowed): the same values as
+    ``(queries @ keys.T).gather(1, idx)`` without the ``[Q, M]`` product, which at paper
+    defaults is 14× the pairs used.  Gradient to ``queries`` only (``keys`` is a bank)."""
+
+    @staticmethod
+    def forward(ctx: Any, queries: Tensor, keys: Tensor, idx: Tensor) -> Tensor:
+        (Q, n), M = idx.shape, keys.shape[0]
+        crow = torch.arange(Q + 1, device=idx.device) * n
+        ctx.pattern = (crow, idx.reshape(-1), (Q, M))
+        ctx.save_for_backward(keys)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta", once per process anyway
+            warnings.simplefilter("ignore", UserWarning)
+            pattern = torch.sparse_csr_tensor(crow, idx.reshape(-1), queries.new_zeros(Q * n), (Q, M))
+        return torch.sparse.sampled_addmm(pattern, queries, keys.T, beta=0.0).values().view(Q, n)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        (keys,), (crow, col, size) = ctx.saved_tensors, ctx.pattern
+        return torch.sparse_csr_tensor(crow, col, grad.reshape(-1), size) @ keys, None, None
+
+
 def _check_contrast_shapes(queries: Tensor, query_cls: Tensor, positives: Tensor, positive_valid: Tensor,
                            negatives: Tensor, negative_count: Tensor, tau: float) -> None:
     _check_2d("queries", queries)
@@ -188,18 +212,19 @@ def anatomical_contrastive(queries: Tensor, query_cls: Tensor, positives: Tensor
     q = F.normalize(queries, dim=1)
     pos = (q * F.normalize(positives, dim=1)[cls]).sum(dim=1) / tau  # [Q]
     keys = F.normalize(negatives.detach().to(q.dtype).reshape(C * S, D), dim=1)
-    sim = q @ keys.T / tau  # [Q, C*S]: one matmul against the whole bank
     count = negative_count.to(dev, torch.long)
     nw = torch.ones(C, S, device=dev) if negative_weight is None else negative_weight.detach()
-    log_w, log_scale = (t.to(sim.dtype) for t in negative_log_weights(cls, count, nw))  # log ω = log w + log_scale
+    log_w, log_scale = (t.to(q.dtype) for t in negative_log_weights(cls, count, nw))  # log ω = log w + log_scale
     log_w = log_w.reshape(-1)
     if num_negatives is None:
         own = torch.arange(C, device=dev).repeat_interleave(S)[None, :] == cls[:, None]  # [Q, C*S]
+        sim = q @ keys.T / tau  # [Q, C*S]: one matmul against the whole bank
         neg = (sim + log_w[None, :] + log_scale[:, None]).masked_fill(own, float("-inf"))
     else:
         k, slot, has_pool = sample_negative_indices(cls, count, num_negatives, generator)
         idx = k * S + slot
-        neg = (sim.gather(1, idx) + log_w[idx] + log_scale[:, None]).masked_fill(~has_pool[:, None], float("-inf"))
+        sim = _SampledDot.apply(q, keys, idx) / tau  # [Q, n]: only the drawn pairs
+        neg = (sim + log_w[idx] + log_scale[:, None]).masked_fill(~has_pool[:, None], float("-inf"))
     logits = torch.cat([pos[:, None], neg], dim=1)
     nll = torch.logsumexp(logits, dim=1) - pos  # −log of the Eq. (3) ratio
     w = torch.ones_like(nll) if query_weight is None else query_weight.to(dev, nll.dtype)

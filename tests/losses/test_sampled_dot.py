@@ -1,0 +1,26 @@
+"""L_contrast's drawn-pairs similarity (vrsearch.losses.mona._SampledDot) equals the
+gathered full product, values and gradient, with repeated and unsorted pairs."""
+
+from __future__ import annotations
+
+import torch
+
+from vrsearch.losses.mona import _SampledDot
+
+
+def test_sampled_pairs_equal_the_gathered_product_and_its_gradient():
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(37, 16, generator=g, dtype=torch.float64, requires_grad=True)
+    keys = torch.randn(50, 16, generator=g, dtype=torch.float64)
+    idx = torch.randint(0, 50, (37, 23), generator=g)
+    idx[:, 1] = idx[:, 0]  # repeats in a row
+    weight = torch.randn(37, 23, generator=g, dtype=torch.float64)
+    got = _SampledDot.apply(q, keys, idx)
+    (grad,) = torch.autograd.grad((got * weight).sum(), q)
+    q2 = q.detach().clone().requires_grad_(True)
+    want = (q2 @ keys.T).gather(1, idx)
+    (want_grad,) = torch.autograd.grad((want * weight).sum(), q2)
+    assert torch.allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(grad, want_grad, rtol=1e-12, atol=1e-12)
+    # teeth: a different draw gives different values
+    assert not torch.allclose(_SampledDot.apply(q, keys, idx.roll(1, 1)), want)
