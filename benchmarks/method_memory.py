@@ -51,7 +51,7 @@ def child(name: str, patch: list[int], dense: bool, study: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--study", type=Path, default=Path("studies/quickstart.yaml"))
+    ap.add_argument("--study", type=Path, default=Path("studies/dvcl_vs_labeled_only.yaml"))
     ap.add_argument("--patch", type=int, nargs=3, default=[96, 96, 64])
     ap.add_argument("--only", nargs="+", default=["mona", "arco"])
     ap.add_argument("--dense", action="store_true", help="also the dense representation path (before)")
