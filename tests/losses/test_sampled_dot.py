@@ -24,3 +24,15 @@ def test_sampled_pairs_equal_the_gathered_product_and_its_gradient():
     assert torch.allclose(grad, want_grad, rtol=1e-12, atol=1e-12)
     # teeth: a different draw gives different values
     assert not torch.allclose(_SampledDot.apply(q, keys, idx.roll(1, 1)), want)
+
+
+def test_low_precision_inputs_are_computed_in_float32_and_returned_in_their_dtype():
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(9, 8, generator=g).bfloat16().requires_grad_(True)
+    keys = torch.randn(11, 8, generator=g).bfloat16()
+    idx = torch.randint(0, 11, (9, 5), generator=g)
+    out = _SampledDot.apply(q, keys, idx)
+    out.sum().backward()
+    assert out.dtype == q.grad.dtype == torch.bfloat16
+    want = (q.detach().float() @ keys.float().T).gather(1, idx)
+    assert torch.allclose(out.float(), want, rtol=1e-2, atol=2e-2)

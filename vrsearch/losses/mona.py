@@ -135,18 +135,22 @@ class _SampledDot(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, queries: Tensor, keys: Tensor, idx: Tensor) -> Tensor:
         (Q, n), M = idx.shape, keys.shape[0]
+        dtype = torch.promote_types(queries.dtype, torch.float32)  # the sparse kernels take no bf16/fp16
         crow = torch.arange(Q + 1, device=idx.device) * n
-        ctx.pattern = (crow, idx.reshape(-1), (Q, M))
+        ctx.pattern = (crow, idx.reshape(-1), (Q, M), queries.dtype)
+        keys = keys.to(dtype)
         ctx.save_for_backward(keys)
         with warnings.catch_warnings():  # "sparse CSR support is in beta", once per process anyway
             warnings.simplefilter("ignore", UserWarning)
-            pattern = torch.sparse_csr_tensor(crow, idx.reshape(-1), queries.new_zeros(Q * n), (Q, M))
-        return torch.sparse.sampled_addmm(pattern, queries, keys.T, beta=0.0).values().view(Q, n)
+            pattern = torch.sparse_csr_tensor(crow, idx.reshape(-1), keys.new_zeros(Q * n), (Q, M))
+        out = torch.sparse.sampled_addmm(pattern, queries.to(dtype), keys.T, beta=0.0).values()
+        return out.view(Q, n).to(queries.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
-        (keys,), (crow, col, size) = ctx.saved_tensors, ctx.pattern
-        return torch.sparse_csr_tensor(crow, col, grad.reshape(-1), size) @ keys, None, None
+        (keys,), (crow, col, size, dtype) = ctx.saved_tensors, ctx.pattern
+        grad = torch.sparse_csr_tensor(crow, col, grad.reshape(-1).to(keys.dtype), size) @ keys
+        return grad.to(dtype), None, None
 
 
 def _check_contrast_shapes(queries: Tensor, query_cls: Tensor, positives: Tensor, positive_valid: Tensor,
