@@ -48,12 +48,9 @@ quickstart: $(STAMP)
 	$(BIN)/vrsearch summary runs/quickstart --baseline-run runs/quickstart_labeled_only
 
 # lint, format and types (settings in pyproject.toml)
-# FORMAT_EXCLUDE: the paths h-step19 is changing (issue 18), formatted by the lead after merging
-# that branch; the lead drops this exclusion then
-FORMAT_EXCLUDE := vrsearch/methods/mona.py,vrsearch/methods/arco.py,vrsearch/models/embedding.py,vrsearch/components/samplers.py,vrsearch/losses,benchmarks,tests/methods,tests/components
 lint: $(STAMP)
 	$(BIN)/ruff check vrsearch tests benchmarks
-	$(BIN)/ruff format --check --force-exclude --extend-exclude '$(FORMAT_EXCLUDE)' vrsearch tests benchmarks
+	$(BIN)/ruff format --check vrsearch tests benchmarks
 	$(BIN)/mypy
 
 # the suite in TEST_WORKERS processes (pytest-xdist): one test file at a time per process, and every

@@ -26,6 +26,7 @@ counts only: it grows quadratically (10⁶ would need 4 TB).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -36,8 +37,8 @@ import torch.nn.functional as F
 
 from vrsearch.engine.memory import peak_allocation
 from vrsearch.losses import SupervisedLoss
-from vrsearch.methods.base import Batch, BuildContext
 from vrsearch.methods import get_method
+from vrsearch.methods.base import Batch, BuildContext
 from vrsearch.study.schema import ModelConfig
 
 C = 14
@@ -75,15 +76,21 @@ def timed(fn) -> tuple[float, float]:
 def summarise(steps: list[tuple[float, float]], floors: list[tuple[float, float]]) -> dict:
     wall = [s[0] / f[0] for s, f in zip(steps, floors)]
     cpu = [s[1] / f[1] for s, f in zip(steps, floors)]
-    return {"step_ms": 1e3 * statistics.median(s[0] for s in steps),
-            "floor_ms": 1e3 * statistics.median(f[0] for f in floors),
-            "ratio": statistics.median(wall), "ratio_min": min(wall), "ratio_max": max(wall),
-            # fastest over fastest: load from other processes only ever adds wall time
-            "ratio_of_mins": min(s[0] for s in steps) / min(f[0] for f in floors),
-            # CPU seconds of this process: barely moved by other processes on a shared machine
-            "step_cpu_ms": 1e3 * statistics.median(s[1] for s in steps),
-            "floor_cpu_ms": 1e3 * statistics.median(f[1] for f in floors),
-            "cpu_ratio": statistics.median(cpu), "cpu_ratio_min": min(cpu), "cpu_ratio_max": max(cpu)}
+    return {
+        "step_ms": 1e3 * statistics.median(s[0] for s in steps),
+        "floor_ms": 1e3 * statistics.median(f[0] for f in floors),
+        "ratio": statistics.median(wall),
+        "ratio_min": min(wall),
+        "ratio_max": max(wall),
+        # fastest over fastest: load from other processes only ever adds wall time
+        "ratio_of_mins": min(s[0] for s in steps) / min(f[0] for f in floors),
+        # CPU seconds of this process: barely moved by other processes on a shared machine
+        "step_cpu_ms": 1e3 * statistics.median(s[1] for s in steps),
+        "floor_cpu_ms": 1e3 * statistics.median(f[1] for f in floors),
+        "cpu_ratio": statistics.median(cpu),
+        "cpu_ratio_min": min(cpu),
+        "cpu_ratio_max": max(cpu),
+    }
 
 
 def method_step(method, batch: Batch, it: int) -> None:
@@ -111,8 +118,8 @@ def step_times(patch: list[int], repeats: int) -> dict:
     start = ITERATIONS // 2
     for k in range(repeats + 2):  # 2 warm-up rounds (DVCL's queue fills in the first)
         for name, (method, features) in methods.items():
-            s = timed(lambda: method_step(method, batch, start + k))
-            f = timed(lambda: floor_step(method, sup, batch, features))
+            s = timed(functools.partial(method_step, method, batch, start + k))
+            f = timed(functools.partial(floor_step, method, sup, batch, features))
             if k >= 2:
                 times[name].append(s)
                 times[f"{name}_floor"].append(f)
@@ -152,8 +159,15 @@ def term_memory() -> dict:
     method = build("dvcl")
     D, prm = method.dim, method.params
     g = torch.Generator().manual_seed(1)
-    method.queue.push(torch.cat([F.normalize(torch.randn(prm.queue_size, D, generator=g), dim=1),
-                                 torch.softmax(torch.randn(prm.queue_size, C, generator=g), 1)], 1))
+    method.queue.push(
+        torch.cat(
+            [
+                F.normalize(torch.randn(prm.queue_size, D, generator=g), dim=1),
+                torch.softmax(torch.randn(prm.queue_size, C, generator=g), 1),
+            ],
+            1,
+        )
+    )
     r = [torch.randn(1, D, *MEM_SHAPE, generator=g).requires_grad_() for _ in range(2)]
     p = [torch.softmax(torch.randn(1, C, *MEM_SHAPE, generator=g), 1).requires_grad_() for _ in range(2)]
     flat_r = torch.cat([t.detach().flatten(2)[0].T for t in r])  # [10⁶, D], row i = voxel i of A ∪ B
@@ -175,9 +189,17 @@ def term_memory() -> dict:
             _, row["naive_peak_mb"] = peak_allocation(naive_all_pairs, unrel, prm.k)
             row["naive_peak_mb"] /= MB
         rows.append(row)
-    return {"voxels": 2 * MEM_SHAPE[0] * MEM_SHAPE[1] * MEM_SHAPE[2], "feature_dim": D, "classes": C,
-            "queries": prm.queries, "queue": prm.queue_size, "k": prm.k, "k_prime": prm.k_prime,
-            "form": prm.form, "rows": rows}
+    return {
+        "voxels": 2 * MEM_SHAPE[0] * MEM_SHAPE[1] * MEM_SHAPE[2],
+        "feature_dim": D,
+        "classes": C,
+        "queries": prm.queries,
+        "queue": prm.queue_size,
+        "k": prm.k,
+        "k_prime": prm.k_prime,
+        "form": prm.form,
+        "rows": rows,
+    }
 
 
 def main() -> None:
@@ -190,21 +212,31 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     steps = step_times(args.patch, args.repeats)
-    print(f"(a) patch {args.patch}, 2 labeled + 2 unlabeled, channels {MODEL.channels}, feature_dim "
-          f"{MODEL.feature_dim}, C={C}, {args.threads} threads; median of {args.repeats} paired steps")
-    print(f"{'method':<8} {'step ms':>9} {'floor ms':>9} {'step/floor':>10} {'(min–max)':>13} {'min/min':>8} "
-          f"{'CPU step/floor':>15} {'(min–max)':>13}")
+    print(
+        f"(a) patch {args.patch}, 2 labeled + 2 unlabeled, channels {MODEL.channels}, feature_dim "
+        f"{MODEL.feature_dim}, C={C}, {args.threads} threads; median of {args.repeats} paired steps"
+    )
+    print(
+        f"{'method':<8} {'step ms':>9} {'floor ms':>9} {'step/floor':>10} {'(min–max)':>13} {'min/min':>8} "
+        f"{'CPU step/floor':>15} {'(min–max)':>13}"
+    )
     for name, r in steps.items():
-        print(f"{name:<8} {r['step_ms']:>9.0f} {r['floor_ms']:>9.0f} {r['ratio']:>10.2f} "
-              f"{r['ratio_min']:>6.2f}–{r['ratio_max']:<6.2f} {r['ratio_of_mins']:>8.2f} "
-              f"{r['cpu_ratio']:>15.2f} {r['cpu_ratio_min']:>6.2f}–{r['cpu_ratio_max']:.2f}")
-    print(f"DVCL/CPS step/floor: wall {steps['dvcl']['ratio'] / steps['cps']['ratio']:.2f}, "
-          f"CPU {steps['dvcl']['cpu_ratio'] / steps['cps']['cpu_ratio']:.2f}; "
-          f"dvcl terms at the timed iterations: {steps['dvcl']['active_terms']}")
+        print(
+            f"{name:<8} {r['step_ms']:>9.0f} {r['floor_ms']:>9.0f} {r['ratio']:>10.2f} "
+            f"{r['ratio_min']:>6.2f}–{r['ratio_max']:<6.2f} {r['ratio_of_mins']:>8.2f} "
+            f"{r['cpu_ratio']:>15.2f} {r['cpu_ratio_min']:>6.2f}–{r['cpu_ratio_max']:.2f}"
+        )
+    print(
+        f"DVCL/CPS step/floor: wall {steps['dvcl']['ratio'] / steps['cps']['ratio']:.2f}, "
+        f"CPU {steps['dvcl']['cpu_ratio'] / steps['cps']['cpu_ratio']:.2f}; "
+        f"dvcl terms at the timed iterations: {steps['dvcl']['active_terms']}"
+    )
 
     mem = term_memory()
-    print(f"\n(b) DVCL term (+ backward) among {mem['voxels']:,} voxels: Q={mem['queries']}, L={mem['queue']}, "
-          f"K={mem['k']}, K'={mem['k_prime']}, D={mem['feature_dim']}, C={mem['classes']}, form {mem['form']}")
+    print(
+        f"\n(b) DVCL term (+ backward) among {mem['voxels']:,} voxels: Q={mem['queries']}, L={mem['queue']}, "
+        f"K={mem['k']}, K'={mem['k_prime']}, D={mem['feature_dim']}, C={mem['classes']}, form {mem['form']}"
+    )
     print(f"{'|U_R|':>10} {'DVCL peak MiB':>14} {'DVCL ms':>8} {'naive |U_R|² peak MiB':>22}")
     for r in mem["rows"]:
         naive = "—" if r["naive_peak_mb"] is None else f"{r['naive_peak_mb']:.1f}"
@@ -213,10 +245,23 @@ def main() -> None:
     print(f"DVCL peak at 10⁶ / at 10³ unreliable: {peaks[-1] / peaks[0]:.3f}")
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"config": {"patch": args.patch, "repeats": args.repeats,
-                                                "threads": args.threads, "channels": list(MODEL.channels),
-                                                "feature_dim": MODEL.feature_dim, "classes": C},
-                                     "step": steps, "memory": mem}, indent=2))
+    args.json.write_text(
+        json.dumps(
+            {
+                "config": {
+                    "patch": args.patch,
+                    "repeats": args.repeats,
+                    "threads": args.threads,
+                    "channels": list(MODEL.channels),
+                    "feature_dim": MODEL.feature_dim,
+                    "classes": C,
+                },
+                "step": steps,
+                "memory": mem,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.json}")
 
 

@@ -23,16 +23,27 @@ from pathlib import Path
 import torch
 
 #: dense peak FLOP/s by device-name fragment: (bf16, tf32)
-PEAKS = {"H200": (989e12, 494e12), "H100": (989e12, 494e12), "A100": (312e12, 156e12), "L4": (121e12, 60e12),
-         "A10G": (70e12, 35e12)}
+PEAKS = {
+    "H200": (989e12, 494e12),
+    "H100": (989e12, 494e12),
+    "A100": (312e12, 156e12),
+    "L4": (121e12, 60e12),
+    "A10G": (70e12, 35e12),
+}
 ARMS = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
 
 
 def build(channels_last: bool):
     from monai.networks.nets import UNet
 
-    net = UNet(spatial_dims=3, in_channels=1, out_channels=14, channels=(16, 32, 64, 128, 256),
-               strides=(2, 2, 2, 2), num_res_units=2).cuda()
+    net = UNet(
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=14,
+        channels=(16, 32, 64, 128, 256),
+        strides=(2, 2, 2, 2),
+        num_res_units=2,
+    ).cuda()
     return net.to(memory_format=torch.channels_last_3d) if channels_last else net
 
 
@@ -69,8 +80,12 @@ def nccl_ddp_step() -> dict:
         t0 = time.perf_counter()
         step(net, opt, x, y, "bf16")
         torch.cuda.synchronize()
-        return {"backend": dist.get_backend(), "nccl_version": ".".join(map(str, torch.cuda.nccl.version())),
-                "step_s": time.perf_counter() - t0, "ok": True}
+        return {
+            "backend": dist.get_backend(),
+            "nccl_version": ".".join(map(str, torch.cuda.nccl.version())),
+            "step_s": time.perf_counter() - t0,
+            "ok": True,
+        }
     finally:
         dist.destroy_process_group()
 
@@ -112,16 +127,33 @@ def main() -> None:
     for arm in ARMS:
         t = statistics.median(times[arm])
         mfu = flops / t / (peak[0] if arm[0] == "bf16" else peak[1]) if peak else None
-        rows.append({"precision": arm[0], "channels_last": arm[1], "step_ms": 1e3 * t,
-                     "voxels_per_s": 2 * p**3 / t, "speedup_vs_fp32": base / t, "mfu": mfu})
-    result = {"device": name, "patch": p, "batch": 2, "flops_per_step": flops, "rows": rows,
-              "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30, "nccl_ddp": nccl_ddp_step()}
+        rows.append(
+            {
+                "precision": arm[0],
+                "channels_last": arm[1],
+                "step_ms": 1e3 * t,
+                "voxels_per_s": 2 * p**3 / t,
+                "speedup_vs_fp32": base / t,
+                "mfu": mfu,
+            }
+        )
+    result = {
+        "device": name,
+        "patch": p,
+        "batch": 2,
+        "flops_per_step": flops,
+        "rows": rows,
+        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "nccl_ddp": nccl_ddp_step(),
+    }
     print(f"{name}: UNet 3D, 2 × {p}³, {flops / 1e12:.2f} TFLOP per step")
     print(f"{'precision':>9} {'ch_last':>7} {'step ms':>8} {'Mvox/s':>7} {'× fp32':>6} {'MFU':>6}")
     for r in rows:
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
-        print(f"{r['precision']:>9} {str(r['channels_last']):>7} {r['step_ms']:>8.1f} "
-              f"{r['voxels_per_s'] / 1e6:>7.1f} {r['speedup_vs_fp32']:>6.2f} {mfu:>6}")
+        print(
+            f"{r['precision']:>9} {str(r['channels_last']):>7} {r['step_ms']:>8.1f} "
+            f"{r['voxels_per_s'] / 1e6:>7.1f} {r['speedup_vs_fp32']:>6.2f} {mfu:>6}"
+        )
     print(f"nccl DDP step: {result['nccl_ddp']}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

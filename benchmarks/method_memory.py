@@ -37,9 +37,19 @@ def child(name: str, patch: list[int], dense: bool, study: Path) -> dict:
     from vrsearch.engine.trainer import Trainer
     from vrsearch.study import load_study
 
-    s = load_study(study, [f"method.name={name}", "method.params={}", "search.design=none", "search.arms=[]",
-                           f"dataset.patch_size={patch}", "train.batch.unlabeled=2", "train.iterations=1000",
-                           "train.threads=2"])
+    s = load_study(
+        study,
+        [
+            f"method.name={name}",
+            "method.params={}",
+            "search.design=none",
+            "search.arms=[]",
+            f"dataset.patch_size={patch}",
+            "train.batch.unlabeled=2",
+            "train.iterations=1000",
+            "train.threads=2",
+        ],
+    )
     trainer = Trainer(s, Path(tempfile.mkdtemp(prefix="vrs-mem-")) / name)
     trainer.method.dense_reference = dense
     batch = trainer._source(0).batch(500)
@@ -51,7 +61,7 @@ def child(name: str, patch: list[int], dense: bool, study: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--study", type=Path, default=Path("studies/quickstart.yaml"))
+    ap.add_argument("--study", type=Path, default=Path("studies/dvcl_vs_labeled_only.yaml"))
     ap.add_argument("--patch", type=int, nargs=3, default=[96, 96, 64])
     ap.add_argument("--only", nargs="+", default=["mona", "arco"])
     ap.add_argument("--dense", action="store_true", help="also the dense representation path (before)")
@@ -63,9 +73,18 @@ def main() -> None:
         return
     rows = {}
     for name in args.only:
-        for path in (["sampled", "dense"] if args.dense else ["sampled"]):
-            cmd = [sys.executable, __file__, "--child", name, path, "--patch", *map(str, args.patch),
-                   "--study", str(args.study)]
+        for path in ["sampled", "dense"] if args.dense else ["sampled"]:
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                name,
+                path,
+                "--patch",
+                *map(str, args.patch),
+                "--study",
+                str(args.study),
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 rows[f"{name} ({path})"] = {"error": proc.stderr.strip().splitlines()[-1:]}
@@ -76,8 +95,10 @@ def main() -> None:
         if "error" in r:
             print(f"{key:<18} failed: {r['error']}")
         else:
-            print(f"{key:<18} step peak {r['step_mb']:>8.0f} MB over a {r['baseline_mb']:.0f} MB baseline "
-                  f"({r['step_s']:.1f} s)")
+            print(
+                f"{key:<18} step peak {r['step_mb']:>8.0f} MB over a {r['baseline_mb']:.0f} MB baseline "
+                f"({r['step_s']:.1f} s)"
+            )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

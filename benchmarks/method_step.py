@@ -36,8 +36,8 @@ from pathlib import Path
 import torch
 
 from vrsearch.engine.trainer import Trainer
-from vrsearch.models.nets import SegNet
 from vrsearch.methods import all_methods
+from vrsearch.models.nets import SegNet
 from vrsearch.study import load_study
 
 
@@ -61,6 +61,7 @@ def record_passes(trainer: Trainer, batch, it: int) -> list[tuple[SegNet, tuple[
         def note(_m, args):
             grad = torch.is_grad_enabled() and any(p.requires_grad for p in net.parameters())
             passes.append((net, tuple(args[0].shape), grad))
+
         return note
 
     handles = [net.backbone.register_forward_pre_hook(hook(net)) for net in nets]
@@ -84,9 +85,19 @@ def floor_step(passes: list[tuple[SegNet, tuple[int, ...], bool]]) -> float:
 
 
 def measure(study_path: Path, name: str, patch: list[int], repeats: int, scratch: Path, dense: bool = False) -> dict:
-    study = load_study(study_path, [f"method.name={name}", "method.params={}", "search.design=none", "search.arms=[]",
-                                    f"dataset.patch_size={patch}", "train.batch.unlabeled=2",
-                                    "train.iterations=1000", "train.threads=2"])
+    study = load_study(
+        study_path,
+        [
+            f"method.name={name}",
+            "method.params={}",
+            "search.design=none",
+            "search.arms=[]",
+            f"dataset.patch_size={patch}",
+            "train.batch.unlabeled=2",
+            "train.iterations=1000",
+            "train.threads=2",
+        ],
+    )
     trainer = Trainer(study, scratch / f"{name}-{'x'.join(map(str, patch))}-{dense}")
     if dense:
         trainer.method.dense_reference = True
@@ -103,15 +114,23 @@ def measure(study_path: Path, name: str, patch: list[int], repeats: int, scratch
             steps.append(s)
             floors.append(f)
     ratios = [s / f for s, f in zip(steps, floors)]
-    return {"step_ms": 1e3 * statistics.median(steps), "floor_ms": 1e3 * statistics.median(floors),
-            "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
-            "networks": len({id(n) for n, _, g in passes if g}), "passes": len(passes),
-            "grad_passes": sum(g for *_, g in passes)}
+    return {
+        "step_ms": 1e3 * statistics.median(steps),
+        "floor_ms": 1e3 * statistics.median(floors),
+        "ratio": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "networks": len({id(n) for n, _, g in passes if g}),
+        "passes": len(passes),
+        "grad_passes": sum(g for *_, g in passes),
+    }
 
 
 def _row(name: str, r: dict) -> str:
-    return (f"{name:<18} {r['networks']:>4} {r['grad_passes']:>2}+{r['passes'] - r['grad_passes']:<2} "
-            f"{r['step_ms']:>9.0f} {r['floor_ms']:>9.0f} {r['ratio']:>10.2f} {r['ratio_min']:>6.2f}–{r['ratio_max']:.2f}")
+    return (
+        f"{name:<18} {r['networks']:>4} {r['grad_passes']:>2}+{r['passes'] - r['grad_passes']:<2} "
+        f"{r['step_ms']:>9.0f} {r['floor_ms']:>9.0f} {r['ratio']:>10.2f} {r['ratio_min']:>6.2f}–{r['ratio_max']:.2f}"
+    )
 
 
 def main() -> None:
@@ -131,8 +150,11 @@ def main() -> None:
     for patch in patches:
         key = "x".join(map(str, patch))
         print(f"patch {patch}, batch 2 labeled + 2 unlabeled, median of {args.repeats} paired steps")
-        print(f"{'method':<18} {'nets':>4} {'passes':>6} {'step ms':>9} {'floor ms':>9} {'step/floor':>10} "
-              f"{'(min–max)':>13}", flush=True)
+        print(
+            f"{'method':<18} {'nets':>4} {'passes':>6} {'step ms':>9} {'floor ms':>9} {'step/floor':>10} "
+            f"{'(min–max)':>13}",
+            flush=True,
+        )
         table[key] = {}
         for n, d in runs:
             name = f"{n} (dense)" if d else n
@@ -142,8 +164,10 @@ def main() -> None:
         first, last = ("x".join(map(str, p)) for p in (patches[0], patches[-1]))
         print(f"flatness: step/floor at {last} over step/floor at {first} (≤ 1: the extra cost does not grow)")
         for name in table[first]:
-            print(f"{name:<18} {table[first][name]['ratio']:>6.2f} → {table[last][name]['ratio']:>6.2f}  "
-                  f"({table[last][name]['ratio'] / table[first][name]['ratio']:.2f})")
+            print(
+                f"{name:<18} {table[first][name]['ratio']:>6.2f} → {table[last][name]['ratio']:>6.2f}  "
+                f"({table[last][name]['ratio'] / table[first][name]['ratio']:.2f})"
+            )
     if args.json:
         args.json.write_text(json.dumps(table if len(patches) > 1 else table[next(iter(table))], indent=2))
 

@@ -47,13 +47,26 @@ def study_dict(root: Path, out: Path, trials: int, iterations: int, workers: int
     lrs = [round(0.002 * (i + 1), 4) for i in range(trials)]
     return {
         "name": f"bench-w{workers}",
-        "dataset": {"layout": "msd", "root": str(root), "labeled_ratio": 0.5, "val_fraction": 0.25,
-                    "test_fraction": 0.25, "patch_size": [32, 32, 32]},
+        "dataset": {
+            "layout": "msd",
+            "root": str(root),
+            "labeled_ratio": 0.5,
+            "val_fraction": 0.25,
+            "test_fraction": 0.25,
+            "patch_size": [32, 32, 32],
+        },
         "model": {"channels": [8, 16, 32], "feature_dim": 8},
-        "train": {"iterations": iterations, "batch": {"labeled": 2, "unlabeled": 0},
-                  "eval": {"every": iterations, "at_start": False}, "threads": 1},
-        "search": {"design": "grid", "scheduler": "none",
-                   "space": {"train.optimizer.lr": {"type": "categorical", "choices": lrs}}},
+        "train": {
+            "iterations": iterations,
+            "batch": {"labeled": 2, "unlabeled": 0},
+            "eval": {"every": iterations, "at_start": False},
+            "threads": 1,
+        },
+        "search": {
+            "design": "grid",
+            "scheduler": "none",
+            "space": {"train.optimizer.lr": {"type": "categorical", "choices": lrs}},
+        },
         "resources": {"concurrent_trials": 1, "workers_per_trial": workers, "cpus_per_worker": 1},
         "output": {"dir": str(out)},
     }
@@ -84,8 +97,10 @@ def bare_engine(study_path: Path, scratch: Path) -> float:
 
 
 def ray_startup() -> float:
-    code = ("from vrsearch.orchestrate.local import loopback_init; import ray, tempfile, pathlib;"
-            "loopback_init(pathlib.Path(tempfile.mkdtemp(prefix='vrs-b')));ray.shutdown()")
+    code = (
+        "from vrsearch.orchestrate.local import loopback_init; import ray, tempfile, pathlib;"
+        "loopback_init(pathlib.Path(tempfile.mkdtemp(prefix='vrs-b')));ray.shutdown()"
+    )
     return timed([sys.executable, "-c", code])
 
 
@@ -96,8 +111,9 @@ def imports() -> float:
 
 def breakdown(run: Path) -> dict[str, float]:
     """Mean seconds per trial of each phase, from the trials' ``timing.json``."""
-    marks = sorted((json.loads(p.read_text()) for p in run.glob("trials/*/timing.json")),
-                   key=lambda m: m["trial_start"])
+    marks = sorted(
+        (json.loads(p.read_text()) for p in run.glob("trials/*/timing.json")), key=lambda m: m["trial_start"]
+    )
     ddp = "worker_start" in marks[0]
 
     def mean(values) -> float:
@@ -106,8 +122,11 @@ def breakdown(run: Path) -> dict[str, float]:
 
     out = {
         "between trials": mean(b["trial_start"] - a["result"] for a, b in zip(marks, marks[1:])),
-        "process→imported (fresh)": mean(m["imported"] - m["process_start"] for m in marks
-                                         if m["trials_before"] == 0 and m["process_start"] < m["trial_start"]),
+        "process→imported (fresh)": mean(
+            m["imported"] - m["process_start"]
+            for m in marks
+            if m["trials_before"] == 0 and m["process_start"] < m["trial_start"]
+        ),
     }
     if ddp:
         out["worker group"] = mean(m["worker_start"] - m["trial_start"] - (m["rendezvous_s"] or 0) for m in marks)
@@ -130,22 +149,29 @@ def measure(work: Path, root: Path, args, workers: int, startup: float) -> dict:
         if rows["bare_s"] is None:
             rows["bare_s"] = bare_engine(path, work / f"bare{workers}")
         study = timed([VRSEARCH, "run", str(path)], MODES[mode])
-        rows[mode] = {"study_s": study, "ratio": study / rows["bare_s"],
-                      "fixed_per_trial_s": (study - startup - rows["bare_s"]) / args.trials,
-                      "breakdown_s": breakdown(run)}
+        rows[mode] = {
+            "study_s": study,
+            "ratio": study / rows["bare_s"],
+            "fixed_per_trial_s": (study - startup - rows["bare_s"]) / args.trials,
+            "breakdown_s": breakdown(run),
+        }
         print(f"workers {workers} {mode}: {json.dumps(rows[mode])} (bare {rows['bare_s']:.1f}s)", flush=True)
     return rows
 
 
 def show(rows: dict, args, startup: float, imported: float) -> None:
-    print(f"{args.trials} trials × {args.iterations} iterations, one at a time; Ray start-up {startup:.1f}s; "
-          f"fresh-process imports {imported:.1f}s")
+    print(
+        f"{args.trials} trials × {args.iterations} iterations, one at a time; Ray start-up {startup:.1f}s; "
+        f"fresh-process imports {imported:.1f}s"
+    )
     print(f"{'workers':>7} {'mode':>5} {'study s':>8} {'bare s':>7} {'ratio':>6} {'fixed/trial s':>14}")
     for w, r in rows.items():
         for mode in args.modes:
             m = r[mode]
-            print(f"{w:>7} {mode:>5} {m['study_s']:>8.1f} {r['bare_s']:>7.1f} {m['ratio']:>6.2f} "
-                  f"{m['fixed_per_trial_s']:>14.1f}")
+            print(
+                f"{w:>7} {mode:>5} {m['study_s']:>8.1f} {r['bare_s']:>7.1f} {m['ratio']:>6.2f} "
+                f"{m['fixed_per_trial_s']:>14.1f}"
+            )
     for w, r in rows.items():
         print(f"\nbreakdown, workers_per_trial {w} (mean s per trial)")
         phases = list(r[args.modes[0]]["breakdown_s"])

@@ -29,8 +29,12 @@ def main() -> None:
     ap.add_argument("--spacing", type=float, nargs=3, default=(3.5, 3.5, 4.0))
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = ap.parse_args()
-    configs = {p: PhantomConfig(cases=args.cases, unlabeled=args.unlabeled, size=tuple(args.size),
-                                spacing=tuple(args.spacing), population=p) for p in POPULATIONS}
+    configs = {
+        p: PhantomConfig(
+            cases=args.cases, unlabeled=args.unlabeled, size=tuple(args.size), spacing=tuple(args.spacing), population=p
+        )
+        for p in POPULATIONS
+    }
     per_subject = {p: 0.0 for p in POPULATIONS}
     for index in range(args.subjects):
         for p in POPULATIONS if index % 2 else reversed(POPULATIONS):
@@ -43,12 +47,19 @@ def main() -> None:
             t0 = time.perf_counter()
             write_phantom(Path(tmp) / p, configs[p])
             dataset[p] = time.perf_counter() - t0
-    result = {"size": list(args.size), "spacing": list(args.spacing), "subjects": args.cases + args.unlabeled,
-              "per_subject_s": per_subject, "dataset_s": dataset,
-              "ratio_per_subject": per_subject["cohort"] / per_subject["classic"],
-              "ratio_dataset": dataset["cohort"] / dataset["classic"]}
+    result = {
+        "size": list(args.size),
+        "spacing": list(args.spacing),
+        "subjects": args.cases + args.unlabeled,
+        "per_subject_s": per_subject,
+        "dataset_s": dataset,
+        "ratio_per_subject": per_subject["cohort"] / per_subject["classic"],
+        "ratio_dataset": dataset["cohort"] / dataset["classic"],
+    }
     for p in POPULATIONS:
-        print(f"{p:>8}: {per_subject[p]:.3f} s per subject, {dataset[p]:.1f} s for {result['subjects']} subjects on disk")
+        print(
+            f"{p:>8}: {per_subject[p]:.3f} s per subject, {dataset[p]:.1f} s for {result['subjects']} subjects on disk"
+        )
     print(f"cohort / classic: {result['ratio_per_subject']:.2f} per subject, {result['ratio_dataset']:.2f} per dataset")
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2))

@@ -48,8 +48,13 @@ SUITE = {
 def machine() -> dict:
     import torch
 
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpus": os.cpu_count(), "cuda": torch.cuda.is_available()}
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "cuda": torch.cuda.is_available(),
+    }
     if info["cuda"]:
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -60,9 +65,13 @@ def headline(name: str, data) -> str:
     if data is None:
         return "no result"
     if name == "orchestration":
-        return "; ".join(f"{w} worker(s)/trial {mode}: study/bare {r[mode]['ratio']:.2f}, "
-                         f"fixed {r[mode]['fixed_per_trial_s']:.1f}s/trial"
-                         for w, r in data["rows"].items() for mode in ("cold", "warm") if mode in r)
+        return "; ".join(
+            f"{w} worker(s)/trial {mode}: study/bare {r[mode]['ratio']:.2f}, "
+            f"fixed {r[mode]['fixed_per_trial_s']:.1f}s/trial"
+            for w, r in data["rows"].items()
+            for mode in ("cold", "warm")
+            if mode in r
+        )
     if name == "method_step":
         return "step/floor " + ", ".join(f"{m} {r['ratio']:.2f}" for m, r in data.items())
     if name == "dvcl_step":
@@ -73,19 +82,30 @@ def headline(name: str, data) -> str:
     if name == "sampler_speed":
         return ", ".join(f"{r['sampler']}/{r['grid']} {r['ms']:.1f} ms ({r['x_ns']:.2f}x NS)" for r in data["rows"])
     if name == "sampler_variance":
-        worst = {r: max(x["max_abs_bias_se"] for x in data["rounding"] if x["rounding"] == r) for r in ("largest", "auto")}
-        arco = ", ".join(f"{r['sampler']}/{r['grid']} {r['var_vs_ns']:.2f}" for r in data["arco"] if r["sampler"] != "ns")
-        return (f"max |bias|/SE: largest {worst['largest']:.0f}, auto {worst['auto']:.1f}; "
-                f"ARCO L_contrast var × NS: {arco}")
+        worst = {
+            r: max(x["max_abs_bias_se"] for x in data["rounding"] if x["rounding"] == r) for r in ("largest", "auto")
+        }
+        arco = ", ".join(
+            f"{r['sampler']}/{r['grid']} {r['var_vs_ns']:.2f}" for r in data["arco"] if r["sampler"] != "ns"
+        )
+        return (
+            f"max |bias|/SE: largest {worst['largest']:.0f}, auto {worst['auto']:.1f}; ARCO L_contrast var × NS: {arco}"
+        )
     if name == "dataloader_stall":
-        return ", ".join(f"{k}: stall {v['stall']:.2f}" for k, v in data.items() if isinstance(v, dict) and "stall" in v)
+        return ", ".join(
+            f"{k}: stall {v['stall']:.2f}" for k, v in data.items() if isinstance(v, dict) and "stall" in v
+        )
     if name == "search_efficiency":
         top = min(data["settings"], key=lambda r: (r["fraction_median"], r["fraction_q3"]))
-        return (f"best search ({top['search']}) needs {top['fraction_median']:.2f} of the exhaustive compute "
-                f"(median of {data['repeats']}) to reach the table's best - {data['target']}")
+        return (
+            f"best search ({top['search']}) needs {top['fraction_median']:.2f} of the exhaustive compute "
+            f"(median of {data['repeats']}) to reach the table's best - {data['target']}"
+        )
     if name == "phantom_speed":
-        return (f"cohort/classic {data['ratio_per_subject']:.2f} per subject, {data['ratio_dataset']:.2f} per dataset; "
-                + ", ".join(f"{p} {s:.1f}s for {data['subjects']}" for p, s in data["dataset_s"].items()))
+        return (
+            f"cohort/classic {data['ratio_per_subject']:.2f} per subject, {data['ratio_dataset']:.2f} per dataset; "
+            + ", ".join(f"{p} {s:.1f}s for {data['subjects']}" for p, s in data["dataset_s"].items())
+        )
     if name == "gpu" and isinstance(data, dict) and data.get("skipped"):
         return f"not run: {data['skipped']}"
     text = json.dumps(data)
@@ -99,8 +119,12 @@ def main() -> None:
     args = ap.parse_args()
     RESULTS.mkdir(exist_ok=True)
     names = args.only or list(SUITE)
-    summary = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-               "command": " ".join([Path(sys.executable).name, *sys.argv]), "results": {}}
+    summary = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "results": {},
+    }
     for name in names:
         script, full, quick = SUITE[name]
         out = RESULTS / f"{name}.json"
@@ -112,8 +136,10 @@ def main() -> None:
         data = json.loads(out.read_text()) if proc.returncode == 0 and out.exists() else None
         summary["results"][name] = {"seconds": round(took, 1), "ok": proc.returncode == 0, "data": data}
     (RESULTS / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"\nbenchmarks on {summary['machine']['platform']}, {summary['machine']['cpus']} CPUs, "
-          f"{summary['machine'].get('gpu', 'no GPU')}, {summary['date']}")
+    print(
+        f"\nbenchmarks on {summary['machine']['platform']}, {summary['machine']['cpus']} CPUs, "
+        f"{summary['machine'].get('gpu', 'no GPU')}, {summary['date']}"
+    )
     for name, r in summary["results"].items():
         print(f"{name:>18}  {'ok ' if r['ok'] else 'FAILED'} {r['seconds']:>7.0f}s  {headline(name, r['data'])}")
     if not all(r["ok"] for r in summary["results"].values()):

@@ -35,7 +35,11 @@ def long_tailed_labels(B=2, shape=(64, 128, 128), classes=14, seed=0, device="cp
             radii = torch.tensor(shape, dtype=torch.float32) * frac * (0.7 + 0.6 * torch.rand(3, generator=g))
             radii = radii.clamp(min=2.0)
             centre = torch.tensor(shape, dtype=torch.float32) * (0.2 + 0.6 * torch.rand(3, generator=g))
-            d = ((zz - centre[0]) / radii[0]) ** 2 + ((yy - centre[1]) / radii[1]) ** 2 + ((xx - centre[2]) / radii[2]) ** 2
+            d = (
+                ((zz - centre[0]) / radii[0]) ** 2
+                + ((yy - centre[1]) / radii[1]) ** 2
+                + ((xx - centre[2]) / radii[2]) ** 2
+            )
             labels[b][d <= 1] = c
     return labels.to(device)
 
@@ -76,8 +80,16 @@ def main() -> None:
     for method, grid, ms, ratio in rows:
         print(f"{method:>8} {grid:>5} {ms:>10.1f} {ratio:>6.2f}")
     if args.json:
-        args.json.write_text(json.dumps({"labels": list(labels.shape), "per_class": args.per_class, "rows": [
-            {"sampler": m, "grid": g, "ms": ms, "x_ns": r} for m, g, ms, r in rows]}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "labels": list(labels.shape),
+                    "per_class": args.per_class,
+                    "rows": [{"sampler": m, "grid": g, "ms": ms, "x_ns": r} for m, g, ms, r in rows],
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

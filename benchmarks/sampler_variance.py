@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from sampler_speed import long_tailed_labels
+
 from vrsearch.components.samplers import sample_voxels
 
 ROUNDINGS = ("largest", "random", "auto")
@@ -65,8 +65,10 @@ def estimates(labels, f, n, per_image, method, grid, rounding, draws, g) -> torc
 def truth(labels, f, per_image) -> torch.Tensor:
     K, B = int(labels.max()) + 1, labels.shape[0]
     if per_image:
-        return torch.tensor([f[b][labels[b] == c].mean() if (labels[b] == c).any() else math.nan
-                             for b in range(B) for c in range(K)], dtype=torch.float64)
+        return torch.tensor(
+            [f[b][labels[b] == c].mean() if (labels[b] == c).any() else math.nan for b in range(B) for c in range(K)],
+            dtype=torch.float64,
+        )
     return torch.tensor([f[labels == c].mean() for c in range(K)], dtype=torch.float64)
 
 
@@ -86,12 +88,24 @@ def rounding_table(draws: int) -> list[dict]:
                     e = estimates(labels, f, n, per_image, method, grid, rounding, draws, g)
                     z = ((e.mean(0) - t) / (e.std(0) / math.sqrt(draws)).clamp_min(1e-300))[ok]
                     mse = (((e - t) ** 2).mean(0) / mse_ns)[ok]
-                    rows.append({"setting": name, "grid": grid, "sampler": method, "rounding": rounding,
-                                 "max_abs_bias_se": float(z.abs().max()), "mse_vs_ns_median": float(mse.median()),
-                                 "mse_vs_ns_max": float(mse.max())})
+                    rows.append(
+                        {
+                            "setting": name,
+                            "grid": grid,
+                            "sampler": method,
+                            "rounding": rounding,
+                            "max_abs_bias_se": float(z.abs().max()),
+                            "mse_vs_ns_median": float(mse.median()),
+                            "mse_vs_ns_max": float(mse.max()),
+                        }
+                    )
                     r = rows[-1]
-                    print(f"{name:>5} grid {grid:>2} {method:>3} {rounding:>7}: max|bias|/SE {r['max_abs_bias_se']:8.1f}  "
-                          f"MSE/NS median {r['mse_vs_ns_median']:.3f} max {r['mse_vs_ns_max']:.3f}", flush=True)
+                    print(
+                        f"{name:>5} grid {grid:>2} {method:>3} {rounding:>7}: "
+                        f"max|bias|/SE {r['max_abs_bias_se']:8.1f}  "
+                        f"MSE/NS median {r['mse_vs_ns_median']:.3f} max {r['mse_vs_ns_max']:.3f}",
+                        flush=True,
+                    )
     return rows
 
 
@@ -111,9 +125,9 @@ def phantom_batch(n_labeled=2, n_unlabeled=2, size=(48, 48, 32)):
 
 
 def arco_table(draws: int, train_steps: int, grids=(9, 16, 25)) -> list[dict]:
-    from vrsearch.methods.base import BuildContext
     from vrsearch.components.views import step_generator
     from vrsearch.methods import get_method
+    from vrsearch.methods.base import BuildContext
     from vrsearch.study.schema import ModelConfig
 
     batch = phantom_batch()
@@ -149,16 +163,28 @@ def arco_table(draws: int, train_steps: int, grids=(9, 16, 25)) -> list[dict]:
             t0 = time.perf_counter()
             with torch.no_grad():
                 for d in range(draws):
-                    vals.append(float(m._contrast(s["rep"], t["rep"], labels, conf, step_generator(1, d, 0, x.device), d)[0]))
+                    vals.append(
+                        float(m._contrast(s["rep"], t["rep"], labels, conf, step_generator(1, d, 0, x.device), d)[0])
+                    )
             values[sampler] = torch.tensor(vals, dtype=torch.float64)
             v = values[sampler]
-            rows.append({"grid": grid, "sampler": sampler, "mean": float(v.mean()),
-                         "se": float(v.std() / math.sqrt(draws)), "var": float(v.var()),
-                         "ms_per_draw": 1e3 * (time.perf_counter() - t0) / draws})
+            rows.append(
+                {
+                    "grid": grid,
+                    "sampler": sampler,
+                    "mean": float(v.mean()),
+                    "se": float(v.std() / math.sqrt(draws)),
+                    "var": float(v.var()),
+                    "ms_per_draw": 1e3 * (time.perf_counter() - t0) / draws,
+                }
+            )
         for r in rows[-3:]:
             r["var_vs_ns"] = r["var"] / rows[-3]["var"]
-            print(f"arco grid {grid:>2} {r['sampler']:>3}: L_contrast {r['mean']:.4f} ± {r['se']:.4f}  "
-                  f"var {r['var']:.3e} ({r['var_vs_ns']:.3f} × NS)", flush=True)
+            print(
+                f"arco grid {grid:>2} {r['sampler']:>3}: L_contrast {r['mean']:.4f} ± {r['se']:.4f}  "
+                f"var {r['var']:.3e} ({r['var_vs_ns']:.3f} × NS)",
+                flush=True,
+            )
     return rows
 
 
@@ -179,8 +205,9 @@ def main() -> None:
     if args.only in (None, "rounding"):
         result["rounding"] = rounding_table(draws)
     if args.only in (None, "arco"):
-        result["arco"] = arco_table(arco_draws, 0 if args.quick else args.train_steps,
-                                    (16,) if args.quick else tuple(args.grids))
+        result["arco"] = arco_table(
+            arco_draws, 0 if args.quick else args.train_steps, (16,) if args.quick else tuple(args.grids)
+        )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

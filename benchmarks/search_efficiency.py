@@ -37,22 +37,27 @@ SEARCHERS = [TPE, replace(TPE, multivariate=False), rp.ReplayConfig(searcher="ra
 if importlib.util.find_spec("cmaes"):  # Optuna's CMA-ES needs it (a vrsearch dependency; absent in older installs)
     SEARCHERS.append(rp.ReplayConfig(searcher="cmaes", n_startup_trials=10))
 #: TPE's own knobs, with no scheduler and with ASHA at its default grace
-TPE_VARIANTS = [replace(TPE, constant_liar=False), replace(TPE, n_startup_trials=5),
-                replace(TPE, n_startup_trials=20)]
+TPE_VARIANTS = [replace(TPE, constant_liar=False), replace(TPE, n_startup_trials=5), replace(TPE, n_startup_trials=20)]
 
 
 def schedulers(first: int) -> list[dict]:
     """none; ASHA at 1, 2 and 4 first rungs (rf 2) and rf 3; Hyperband; the median rule."""
-    return [{"scheduler": "none"}, *({"scheduler": "asha", "grace": g * first} for g in (1, 2, 4)),
-            {"scheduler": "asha", "grace": first, "reduction_factor": 3},
-            {"scheduler": "hyperband", "grace": first}, {"scheduler": "median", "grace": 2 * first}]
+    return [
+        {"scheduler": "none"},
+        *({"scheduler": "asha", "grace": g * first} for g in (1, 2, 4)),
+        {"scheduler": "asha", "grace": first, "reduction_factor": 3},
+        {"scheduler": "hyperband", "grace": first},
+        {"scheduler": "median", "grace": 2 * first},
+    ]
 
 
 def settings(first: int, concurrency: int) -> list[rp.ReplayConfig]:
     out = [replace(s, concurrency=concurrency, **sch) for s in SEARCHERS for sch in schedulers(first)]
     for v in TPE_VARIANTS:
-        out += [replace(v, concurrency=concurrency, **sch)
-                for sch in ({"scheduler": "none"}, {"scheduler": "asha", "grace": 2 * first})]
+        out += [
+            replace(v, concurrency=concurrency, **sch)
+            for sch in ({"scheduler": "none"}, {"scheduler": "asha", "grace": 2 * first})
+        ]
     return out
 
 
@@ -75,8 +80,16 @@ def seed_noise(run_dir: Path) -> dict:
     key = [json.dumps(p, sort_keys=True) for p in a.params]
     other = {json.dumps(p, sort_keys=True): v for p, v in zip(b.params, b.final())}
     d = np.array([other[k] - v for k, v in zip(key, a.final()) if k in other])
-    return {"pairs": len(d), "mean_abs_diff": float(np.mean(np.abs(d))), "sd_diff": float(np.std(d, ddof=1)),
-            "max_abs_diff": float(np.max(np.abs(d)))} if len(d) > 1 else {"pairs": len(d)}
+    return (
+        {
+            "pairs": len(d),
+            "mean_abs_diff": float(np.mean(np.abs(d))),
+            "sd_diff": float(np.std(d, ddof=1)),
+            "max_abs_diff": float(np.max(np.abs(d))),
+        }
+        if len(d) > 1
+        else {"pairs": len(d)}
+    )
 
 
 def fmt(x: float) -> str:
@@ -96,10 +109,12 @@ def main() -> None:
     first = int(min(it[0] for it in table.iterations))
     fid = fidelity(table, args.target)
     grace = recommended_grace(fid)
-    print(f"table {args.table.name}: {len(table)} configurations, best {table.metric} {table.best():.4f}, "
-          f"final values {np.min(table.final()):.3f}-{np.max(table.final()):.3f}, exhaustive compute "
-          f"{table.cost().sum():.0f} iterations; within {args.target} of the best: "
-          f"{int(np.sum(np.array([np.max(v) for v in table.values]) >= table.best() - args.target))} configurations")
+    print(
+        f"table {args.table.name}: {len(table)} configurations, best {table.metric} {table.best():.4f}, "
+        f"final values {np.min(table.final()):.3f}-{np.max(table.final()):.3f}, exhaustive compute "
+        f"{table.cost().sum():.0f} iterations; within {args.target} of the best: "
+        f"{int(np.sum(np.array([np.max(v) for v in table.values]) >= table.best() - args.target))} configurations"
+    )
     print(fid.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"recommended grace period (Spearman >= 0.8 from there on): {grace}")
     noise = seed_noise(args.table)
@@ -112,19 +127,33 @@ def main() -> None:
     rows.sort(key=lambda r: (r["fraction_median"], r["fraction_q3"]))
     print(f"\n{'search':<74} {'median':>7} {'q1-q3':>12} {'reached':>8} {'best med':>9}")
     for r in rows:
-        print(f"{r['search']:<74} {fmt(r['fraction_median']):>7} "
-              f"{fmt(r['fraction_q1']) + '-' + fmt(r['fraction_q3']):>12} {100 * r['reached']:>7.0f}% "
-              f"{r['best_median']:>9.4f}")
+        print(
+            f"{r['search']:<74} {fmt(r['fraction_median']):>7} "
+            f"{fmt(r['fraction_q1']) + '-' + fmt(r['fraction_q3']):>12} {100 * r['reached']:>7.0f}% "
+            f"{r['best_median']:>9.4f}"
+        )
     top = rows[0]
-    print(f"\n{len(rows)} settings x {args.repeats} searcher seeds in {wall:.0f} s ({args.workers} processes). "
-          f"P4 (median <= 30 % of the exhaustive compute to within {args.target}): "
-          f"{'met' if top['fraction_median'] <= 0.30 else 'not met'} by {top['search']} "
-          f"({fmt(top['fraction_median'])})")
+    print(
+        f"\n{len(rows)} settings x {args.repeats} searcher seeds in {wall:.0f} s ({args.workers} processes). "
+        f"P4 (median <= 30 % of the exhaustive compute to within {args.target}): "
+        f"{'met' if top['fraction_median'] <= 0.30 else 'not met'} by {top['search']} "
+        f"({fmt(top['fraction_median'])})"
+    )
     if args.json:
-        out = {"table": str(args.table.name), "configurations": len(table), "best": table.best(),
-               "exhaustive_compute": float(table.cost().sum()), "target": args.target,
-               "concurrency": args.concurrency, "repeats": args.repeats, "fidelity": fid.to_dict("records"),
-               "recommended_grace": grace, "seed_noise": noise, "settings": rows, "wall_s": wall}
+        out = {
+            "table": str(args.table.name),
+            "configurations": len(table),
+            "best": table.best(),
+            "exhaustive_compute": float(table.cost().sum()),
+            "target": args.target,
+            "concurrency": args.concurrency,
+            "repeats": args.repeats,
+            "fidelity": fid.to_dict("records"),
+            "recommended_grace": grace,
+            "seed_noise": noise,
+            "settings": rows,
+            "wall_s": wall,
+        }
         args.json.write_text(json.dumps(out, indent=2, default=float))
 
 

@@ -38,17 +38,21 @@ def test_arco_is_mona_without_equivariance_and_heavy_augmentation():
     assert set(m(batch(), 0).terms) == ARCO_STAGE2
 
 
-@pytest.mark.parametrize("switch, gone", [
-    ("tailness", {"contrast", "contrast_spread", "reflect_outside", "hard_fraction"}),
-    ("diversity", {"nn"}),
-    ("unsup", {"unsup"}),
-])
+@pytest.mark.parametrize(
+    "switch, gone",
+    [
+        ("tailness", {"contrast", "contrast_spread", "reflect_outside", "hard_fraction"}),
+        ("diversity", {"nn"}),
+        ("unsup", {"unsup"}),
+    ],
+)
 def test_stage2_ablations_remove_their_terms(switch, gone):
     m = build("arco", stage=2, **{switch: False})
     out = m(batch(), 0)
     assert set(out.terms) == ARCO_STAGE2 - gone
-    expected = out.terms["sup"] + sum(lam * out.terms[t] for lam, t in ((0.01, "contrast"), (1.0, "unsup"), (1.0, "nn"))
-                                      if t in out.terms)
+    expected = out.terms["sup"] + sum(
+        lam * out.terms[t] for lam, t in ((0.01, "contrast"), (1.0, "unsup"), (1.0, "nn")) if t in out.terms
+    )
     assert float(out.loss.detach()) == pytest.approx(float(expected), rel=1e-5)
 
 

@@ -71,8 +71,13 @@ def test_cps_gradient_flow(cps_on):
     m = build("cps", cps_on=cps_on)
     t = m.terms(make_batch(), 4)
     assert {"sup_a", "sup_b", "cps_a", "cps_b", "cps", "rampup"} <= set(t)
-    expect = {"sup_a": (True, False), "cps_a": (True, False), "sup_b": (False, True), "cps_b": (False, True),
-              "cps": (True, True)}
+    expect = {
+        "sup_a": (True, False),
+        "cps_a": (True, False),
+        "sup_b": (False, True),
+        "cps_b": (False, True),
+        "cps": (True, True),
+    }
     for name, (into_a, into_b) in expect.items():
         backprop(m, t[name])
         assert has_grad(m.net_a) == into_a, name

@@ -34,8 +34,10 @@ def test_params_round_trip_through_the_schema(name, tiny_study):
 
 @pytest.mark.parametrize("name", METHODS)
 def test_method_trains_logs_terms_and_is_deterministic(name, tiny_study, tmp_path):
-    path = tiny_study(method={"name": name}, train={"iterations": 4, "eval": {"every": 4, "sw_batch_size": 4},
-                                                    "log_every": 1, "threads": 1})
+    path = tiny_study(
+        method={"name": name},
+        train={"iterations": 4, "eval": {"every": 4, "sw_batch_size": 4}, "log_every": 1, "threads": 1},
+    )
     study = load_study(path)
     trainer = Trainer(study, tmp_path / "a")
     seen: list[StepOutput] = []
@@ -66,8 +68,17 @@ def test_method_trains_logs_terms_and_is_deterministic(name, tiny_study, tmp_pat
 
 #: MONA/ARCO's paper-sized representation head (512 channels at full resolution) costs
 #: ~12 s per tiny run; the batch is what this test is about
-LIGHT = {name: {"embedding_dim": 8, "queries": 16, "keys": 32, "negative_bank_size": 32, "local_crops": 4,
-                "local_crop_size": 4} for name in ("mona", "arco")}
+LIGHT = {
+    name: {
+        "embedding_dim": 8,
+        "queries": 16,
+        "keys": 32,
+        "negative_bank_size": 32,
+        "local_crops": 4,
+        "local_crop_size": 4,
+    }
+    for name in ("mona", "arco")
+}
 
 
 def smallest_batch(name: str) -> dict:
@@ -83,9 +94,10 @@ def test_method_trains_on_its_smallest_valid_batch(name, tiny_study, tmp_path):
     ARCO's stage 1 and 2, LCL's warm-up and joint phase and SPCL's ramp."""
     batch = smallest_batch(name)
     params = LIGHT.get(name, {})
-    path = tiny_study(method={"name": name, "params": params},
-                      train={"iterations": 4, "batch": batch, "log_every": 1,
-                             "eval": {"every": 4, "sw_batch_size": 4}, "threads": 1})
+    path = tiny_study(
+        method={"name": name, "params": params},
+        train={"iterations": 4, "batch": batch, "log_every": 1, "eval": {"every": 4, "sw_batch_size": 4}, "threads": 1},
+    )
     fit = Trainer(load_study(path), tmp_path / "small").fit()
     assert fit.status == "completed", fit.error
     hist = pd.DataFrame(fit.history).dropna(subset=["loss"])

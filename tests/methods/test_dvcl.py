@@ -71,7 +71,6 @@ def test_k_larger_than_the_queue_is_a_schema_error(tiny_study):
     assert ok.method.params["queue_size"] == 5
 
 
-
 # -- gradient flow -----------------------------------------------------------------------------------
 
 
@@ -178,7 +177,7 @@ def test_ecps_against_naive_reference(ebl):
     out = m(b, 0)
     with torch.no_grad():
         x = torch.cat([b.image, b.unlabeled])
-        la, lb = m.net_a(x)[b.image.shape[0]:].double(), m.net_b(x)[b.image.shape[0]:].double()
+        la, lb = m.net_a(x)[b.image.shape[0] :].double(), m.net_b(x)[b.image.shape[0] :].double()
     if ebl:
         want = naive_ecps(la, lb, naive_entropy_weights(la, 0.3), naive_entropy_weights(lb, 0.3))
         assert val(out.terms["ecps"]) < naive_ecps(la, lb, None, None)  # some weights < 1
@@ -202,8 +201,12 @@ def test_dvcl_off_and_loss_composition():
     fill_queue(m)
     t = (out := m(make_batch(5), 2)).terms
     assert val(t["dvcl"]) != 0 and val(t["hqc"]) > 0
-    want = (val(t["sup_a"]) + val(t["sup_b"]) + lam_u * val(t["rampup"]) * val(t["ecps"])
-            + lam_c * (val(t["hqc"]) + beta * val(t["dvcl"])))
+    want = (
+        val(t["sup_a"])
+        + val(t["sup_b"])
+        + lam_u * val(t["rampup"]) * val(t["ecps"])
+        + lam_c * (val(t["hqc"]) + beta * val(t["dvcl"]))
+    )
     assert val(out.loss) == pytest.approx(want, rel=1e-6)
 
 
@@ -250,8 +253,8 @@ def test_logged_bound_queue_and_bank(k, k_prime):
         items = m.queue.items()
         assert items.shape == (len(m.queue), m.dim + C) and len(m.queue) <= SMALL["queue_size"]
         assert not items.requires_grad and items.grad_fn is None
-        assert torch.allclose(items[:, :m.dim].norm(dim=1), torch.ones(len(m.queue)), atol=1e-5)
-        assert torch.allclose(items[:, m.dim:].sum(1), torch.ones(len(m.queue)), atol=1e-5)
+        assert torch.allclose(items[:, : m.dim].norm(dim=1), torch.ones(len(m.queue)), atol=1e-5)
+        assert torch.allclose(items[:, m.dim :].sum(1), torch.ones(len(m.queue)), atol=1e-5)
         assert int(m.bank.count.sum()) > 0
         assert not m.bank.bank.requires_grad and m.bank.bank.grad_fn is None and m.bank.bank.grad is None
         centres, _ = m.bank.means()
@@ -313,8 +316,9 @@ def test_class_centre_is_the_raw_feature_mean_and_carries_no_gradient(monkeypatc
         assert torch.allclose(centres[c], v, rtol=1e-5, atol=1e-6)
         rows = anchors[cls == c].detach()
         normalised_mean = torch.nn.functional.normalize(rows, dim=-1).mean(0)
-        assert not torch.allclose(torch.nn.functional.normalize(v, dim=0),
-                                  torch.nn.functional.normalize(normalised_mean, dim=0), atol=1e-3)
+        assert not torch.allclose(
+            torch.nn.functional.normalize(v, dim=0), torch.nn.functional.normalize(normalised_mean, dim=0), atol=1e-3
+        )
     assert float(loss.detach()) == pytest.approx(float(want.detach()), rel=1e-5)
     # gradient flow: the same gradient into both feature maps as the naive loss with P_c constant
     g_got = torch.autograd.grad(loss, (r_a, r_b), retain_graph=True)

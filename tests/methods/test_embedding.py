@@ -24,8 +24,16 @@ from vrsearch.models.heads import RepresentationHead
 from vrsearch.study.schema import ModelConfig
 
 REL = 1e-5
-SMALL = {"embedding_dim": 24, "queries": 16, "keys": 32, "negative_bank_size": 32, "nn_bank_size": 8, "nn_k": 2,
-         "stage": 2, "delta": 0.99}
+SMALL = {
+    "embedding_dim": 24,
+    "queries": 16,
+    "keys": 32,
+    "negative_bank_size": 32,
+    "nn_bank_size": 8,
+    "nn_k": 2,
+    "stage": 2,
+    "delta": 0.99,
+}
 
 
 def build(name: str, norm: str, **params):
@@ -60,8 +68,9 @@ def step(m, batch: Batch, it: int):
     return out, grads
 
 
-@pytest.mark.parametrize("name,norm", [("mona", "instance"), ("arco", "instance"), ("mona", "batch"),
-                                       ("arco", "batch")])
+@pytest.mark.parametrize(
+    "name,norm", [("mona", "instance"), ("arco", "instance"), ("mona", "batch"), ("arco", "batch")]
+)
 def test_sampled_steps_equal_dense_steps(name, norm):
     dense = build(name, norm)
     sampled = copy.deepcopy(dense)
@@ -89,8 +98,11 @@ def test_a_wrong_statistic_is_caught():
     """Teeth: dropping the covariance term (variance of W1·a assumed diagonal in a) breaks equality."""
     torch.manual_seed(1)
     head = RepresentationHead([4, 4, 8], 16, 3).double().train()
-    feats = [torch.randn(2, 4, 6, 6, 6, dtype=torch.float64), torch.randn(2, 4, 3, 3, 3, dtype=torch.float64),
-             torch.randn(2, 8, 2, 2, 2, dtype=torch.float64)]
+    feats = [
+        torch.randn(2, 4, 6, 6, 6, dtype=torch.float64),
+        torch.randn(2, 4, 3, 3, 3, dtype=torch.float64),
+        torch.randn(2, 8, 2, 2, 2, dtype=torch.float64),
+    ]
     labels = torch.randint(0, 3, (2, 6, 6, 6))
     index = torch.randperm(2 * 216)[:40]
     ref, fast = DenseEmbedding(head(feats)), head.sampled(feats)

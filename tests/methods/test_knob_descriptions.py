@@ -22,7 +22,8 @@ def undescribed() -> dict[str, list[str]]:
 def test_every_knob_of_every_method_is_described():
     missing = undescribed()
     assert not missing, "knobs without Field(description=...): " + "; ".join(
-        f"{name}: {', '.join(knobs)}" for name, knobs in sorted(missing.items()))
+        f"{name}: {', '.join(knobs)}" for name, knobs in sorted(missing.items())
+    )
 
 
 @pytest.mark.parametrize("name", ["supervised", "mean_teacher", "cps", "self_training", "lcl"])
@@ -51,8 +52,12 @@ def test_methods_command_lists_every_method_and_refuses_an_unknown_one():
     heads = {line.split()[0] for line in proc.stdout.splitlines() if line and not line.startswith(" ")}
     assert {spec.name for spec in all_methods()} <= heads
     bad = cli_in_process("methods", "lc")
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
-        bad.stderr.strip()] and "did you mean 'lcl'" in bad.stderr and "Traceback" not in bad.stderr
+    assert (
+        bad.returncode == 2
+        and bad.stderr.strip().splitlines() == [bad.stderr.strip()]
+        and "did you mean 'lcl'" in bad.stderr
+        and "Traceback" not in bad.stderr
+    )
 
 
 def test_validate_error_quotes_the_knob_description(tmp_path):

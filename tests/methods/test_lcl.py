@@ -25,7 +25,6 @@ def build(iterations: int = 20, **params) -> LCL:
     return build_method("lcl", iterations, **params)
 
 
-
 # -- schedule and snapshot --------------------------------------------------------
 
 
@@ -161,8 +160,10 @@ def test_gate_drops_unlabeled_patches_and_one_keeps_fewer():
 
 # -- engine -----------------------------------------------------------------------
 
-SHORT = {"name": "lcl", "params": {"warmup_iterations": 2, "refreshes": 2, "sampler": "sg", "grid": 9,
-                                   "matching": "inter", "gate": 0.5}}
+SHORT = {
+    "name": "lcl",
+    "params": {"warmup_iterations": 2, "refreshes": 2, "sampler": "sg", "grid": 9, "matching": "inter", "gate": 0.5},
+}
 
 
 def fit(study_path, ckpt, **kw):
@@ -196,9 +197,21 @@ def test_resume_is_bit_exact_across_a_refresh(tiny_study, tmp_path):
 
 # -- study schema -----------------------------------------------------------------
 
-EVERY_KNOB = {"loss": "dice_ce", "lambda_cont": 1.0, "tau": 0.2, "samples_per_class": 5, "matching": "inter",
-              "warmup_fraction": 0.1, "warmup_iterations": 7, "refreshes": 4, "gate": 0.8, "sampler": "sag",
-              "grid": 25, "rounding": "random", "include_background": True}
+EVERY_KNOB = {
+    "loss": "dice_ce",
+    "lambda_cont": 1.0,
+    "tau": 0.2,
+    "samples_per_class": 5,
+    "matching": "inter",
+    "warmup_fraction": 0.1,
+    "warmup_iterations": 7,
+    "refreshes": 4,
+    "gate": 0.8,
+    "sampler": "sag",
+    "grid": 25,
+    "rounding": "random",
+    "include_background": True,
+}
 
 
 def test_every_knob_round_trips_through_the_study(tiny_study):
@@ -210,13 +223,16 @@ def test_every_knob_round_trips_through_the_study(tiny_study):
     assert get_method("lcl").validate(study.method.params).model_dump() == EVERY_KNOB
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({"lambda_cnt": 0.1}, "did you mean 'lambda_cont'"),
-    ({"grid": 12}, "grid"),
-    ({"matching": "cross"}, "matching"),
-    ({"gate": 1.5}, "gate"),
-    ({"tau": 0}, "tau"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"lambda_cnt": 0.1}, "did you mean 'lambda_cont'"),
+        ({"grid": 12}, "grid"),
+        ({"matching": "cross"}, "matching"),
+        ({"gate": 1.5}, "gate"),
+        ({"tau": 0}, "tau"),
+    ],
+)
 def test_bad_knobs_are_study_errors(tiny_study, bad, match):
     with pytest.raises(StudyError, match=match):
         load_study(tiny_study(method={"name": "lcl", "params": bad}))

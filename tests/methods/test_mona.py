@@ -24,10 +24,15 @@ from vrsearch.study.load import StudyError
 from vrsearch.study.schema import ModelConfig
 
 TINY = ModelConfig(channels=(4, 8, 16), feature_dim=4, num_res_units=0)
-SMALL = {"embedding_dim": 8, "queries": 16, "keys": 32, "negative_bank_size": 32, "local_crops": 4,
-         "local_crop_size": 4}
-STAGE2_TERMS = {"stage", "sup", "unsup", "eqv", "contrast", "contrast_spread", "reflect_outside", "hard_fraction",
-                "nn"}
+SMALL = {
+    "embedding_dim": 8,
+    "queries": 16,
+    "keys": 32,
+    "negative_bank_size": 32,
+    "local_crops": 4,
+    "local_crop_size": 4,
+}
+STAGE2_TERMS = {"stage", "sup", "unsup", "eqv", "contrast", "contrast_spread", "reflect_outside", "hard_fraction", "nn"}
 
 
 def build(name: str = "mona", iterations: int = 10, model: ModelConfig = TINY, **params) -> MONA:
@@ -154,17 +159,26 @@ def test_views_undo_and_pooling_match_references():
 
 
 def only(term: str) -> dict:
-    switches = {"tailness": False, "consistency": False, "diversity": False, "unsup": False,
-                "inst_global": False, "inst_local": False}
+    switches = {
+        "tailness": False,
+        "consistency": False,
+        "diversity": False,
+        "unsup": False,
+        "inst_global": False,
+        "inst_local": False,
+    }
     return {**switches, term: True}
 
 
-@pytest.mark.parametrize("term, owners", [
-    ("unsup", ["student.segnet"]),
-    ("consistency", ["student.segnet"]),
-    ("tailness", ["student.rep_head", "student.segnet.backbone"]),
-    ("diversity", ["student.rep_head", "student.segnet.backbone"]),
-])
+@pytest.mark.parametrize(
+    "term, owners",
+    [
+        ("unsup", ["student.segnet"]),
+        ("consistency", ["student.segnet"]),
+        ("tailness", ["student.rep_head", "student.segnet.backbone"]),
+        ("diversity", ["student.rep_head", "student.segnet.backbone"]),
+    ],
+)
 def test_each_stage2_term_trains_the_student_only(term, owners):
     m = build(stage=2, delta=1.0, **only(term))
     if term == "diversity":  # L_nn needs a non-empty bank: the first step fills it
@@ -180,10 +194,13 @@ def test_each_stage2_term_trains_the_student_only(term, owners):
     assert all(g is None for g in grads(m.student.global_proj) + grads(m.predictor_global))
 
 
-@pytest.mark.parametrize("term, owners", [
-    ("inst_global", ["predictor_global", "student.global_proj", "student.segnet.backbone"]),
-    ("inst_local", ["predictor_local", "student.local_proj", "student.segnet.backbone"]),
-])
+@pytest.mark.parametrize(
+    "term, owners",
+    [
+        ("inst_global", ["predictor_global", "student.global_proj", "student.segnet.backbone"]),
+        ("inst_local", ["predictor_local", "student.local_proj", "student.segnet.backbone"]),
+    ],
+)
 def test_each_stage1_term_trains_the_student_only(term, owners):
     m = build(stage=1, **only(term))
     out = m(batch(), 0)
@@ -212,8 +229,12 @@ def test_knn_term_decreases_under_its_own_gradient():
 def test_ablation_switches_remove_their_terms():
     full = build(stage=2)(batch(), 0).terms
     assert set(full) == STAGE2_TERMS
-    for switch, gone in [("tailness", {"contrast", "contrast_spread", "reflect_outside", "hard_fraction"}),
-                         ("consistency", {"eqv"}), ("diversity", {"nn"}), ("unsup", {"unsup"})]:
+    for switch, gone in [
+        ("tailness", {"contrast", "contrast_spread", "reflect_outside", "hard_fraction"}),
+        ("consistency", {"eqv"}),
+        ("diversity", {"nn"}),
+        ("unsup", {"unsup"}),
+    ]:
         assert set(build(stage=2, **{switch: False})(batch(), 0).terms) == STAGE2_TERMS - gone
     assert set(build(stage=1)(batch(), 0).terms) == {"stage", "sup", "inst_global", "inst_local"}
     assert set(build(stage=1, inst_local=False, inst_global=False)(batch(), 0).terms) == {"stage", "sup"}
@@ -222,8 +243,10 @@ def test_ablation_switches_remove_their_terms():
 def test_hard_queries_delta_and_sampler_knobs():
     fracs = [float(build(stage=2, delta=d)(batch(), 0).terms["hard_fraction"]) for d in (0.0, 0.5, 1.0)]
     assert fracs[0] == 0.0 and fracs[2] == 1.0 and fracs[0] <= fracs[1] <= fracs[2]
-    outs = {s: build(stage=2, sampler=s, grid=9, delta=1.0, queries=256)(batch(size=12), 0).terms
-            for s in ("ns", "sg", "sag")}  # 2-3 queries per (image, cell) group: SAG pairs exist
+    outs = {
+        s: build(stage=2, sampler=s, grid=9, delta=1.0, queries=256)(batch(size=12), 0).terms
+        for s in ("ns", "sg", "sag")
+    }  # 2-3 queries per (image, cell) group: SAG pairs exist
     assert len({float(t["contrast"]) for t in outs.values()}) == 3
     assert float(outs["sag"]["reflect_outside"]) > 0 and float(outs["sg"]["reflect_outside"]) == 0
     assert all(float(t["contrast_spread"]) > 0 for t in outs.values())
@@ -234,8 +257,11 @@ def test_2d_model_with_batchnorm_runs_both_stages(name):
     cfg = ModelConfig(channels=(4, 8, 16), feature_dim=4, num_res_units=1, spatial_dims=2, norm="batch")
     m = build(name, model=cfg, iterations=4, stage1_fraction=0.5, local_crop_size=8, sampler="sag", grid=9)
     g = torch.Generator().manual_seed(0)
-    b = Batch(torch.randn(2, 1, 16, 16, 1, generator=g), torch.randint(0, 3, (2, 1, 16, 16, 1), generator=g),
-              torch.randn(2, 1, 16, 16, 1, generator=g))
+    b = Batch(
+        torch.randn(2, 1, 16, 16, 1, generator=g),
+        torch.randint(0, 3, (2, 1, 16, 16, 1), generator=g),
+        torch.randn(2, 1, 16, 16, 1, generator=g),
+    )
     for it in range(4):
         out = m(b, it)
         out.loss.backward()

@@ -82,10 +82,12 @@ def z_score(draws: torch.Tensor, truth: float) -> float:
 
 def var_not_above(a: torch.Tensor, b: torch.Tensor) -> tuple[bool, float, float]:
     """Var(a) ≤ Var(b) within Z standard errors of the difference (kurtosis-aware SEs)."""
+
     def var_se(x):
         d = x - x.mean()
         v = float((d**2).mean())
         return float(x.var()), math.sqrt(max(float((d**4).mean()) - v * v, 0.0) / x.numel())
+
     (va, sa), (vb, sb) = var_se(a), var_se(b)
     return va <= vb + Z * math.hypot(sa, sb), va, vb
 
@@ -164,8 +166,9 @@ def mona_population(labels, rep_s, conf, t, keys: int, delta: float = 0.97) -> f
 
 
 def contrast_draws(m, labels, rep_s, rep_t, conf, R):
-    return torch.tensor([float(m._contrast(rep_s, rep_t, labels, conf, gen(r), r)[0]) for r in range(R)],
-                        dtype=torch.float64)
+    return torch.tensor(
+        [float(m._contrast(rep_s, rep_t, labels, conf, gen(r), r)[0]) for r in range(R)], dtype=torch.float64
+    )
 
 
 def test_arco_contrast_queries_are_unbiased(monkeypatch):
@@ -173,8 +176,10 @@ def test_arco_contrast_queries_are_unbiased(monkeypatch):
     labels, rep_s, rep_t, conf, t = mona_query_field()
     keys, R = 16, 150
     truth = mona_population(labels, rep_s, conf, t, keys)
-    draws = {s: contrast_draws(arco(s, queries=512, keys=keys, negative_bank_size=keys), labels, rep_s, rep_t,
-                               conf, R) for s in SAMPLERS}
+    draws = {
+        s: contrast_draws(arco(s, queries=512, keys=keys, negative_bank_size=keys), labels, rep_s, rep_t, conf, R)
+        for s in SAMPLERS
+    }
     for s, d in draws.items():
         assert abs(z_score(d, truth)) < Z, (s, float(d.mean()), truth)
     ok, v_sg, v_ns = var_not_above(draws["sg"], draws["ns"])
@@ -217,8 +222,7 @@ def test_arco_negatives_are_uniform_draws_from_the_other_classes():
     mu = torch.stack([rep_t[:, 0][labels == c].mean() for c in range(3)])
     truth = torch.stack([(mu.sum() - mu[c]) / 2 for c in range(3)])
     keys, R = 512, 120
-    draws = {s: negative_means(arco(s, keys=keys, negative_bank_size=keys, grid=9), labels, rep_t, R)
-             for s in SAMPLERS}
+    draws = {s: negative_means(arco(s, keys=keys, negative_bank_size=keys, grid=9), labels, rep_t, R) for s in SAMPLERS}
     for s, d in draws.items():
         for c in range(3):
             assert abs(z_score(d[:, c], float(truth[c]))) < Z, (s, c, float(d[:, c].mean()), float(truth[c]))
@@ -245,8 +249,7 @@ def dvcl_field():
     pred_a, pred_b = pred_a % 3, pred_b % 3
     pred_b[2:] = pred_b[2:].flip(1)  # the nets disagree on the unlabeled patches
     rel_a, rel_b = feats[2:, 0] > -0.2, feats[2:, 1] < 0.8
-    negative = torch.tensor([[0.3, -1.0, 0.2, 0.4], [1.0, 0.1, -0.5, 0.3], [-0.2, 0.5, 1.0, -0.7]],
-                            dtype=torch.float64)
+    negative = torch.tensor([[0.3, -1.0, 0.2, 0.4], [1.0, 0.1, -0.5, 0.3], [-0.2, 0.5, 1.0, -0.7]], dtype=torch.float64)
     r_a, r_b = feats.clone(), feats.flip(2).clone() + 0.3
     for r, pred in ((r_a, pred_a), (r_b, pred_b)):
         wrong = torch.zeros_like(pred, dtype=torch.bool)
@@ -261,7 +264,7 @@ def dvcl_population(y, pred_a, pred_b, rel_a, rel_b, r_a, r_b, negative, n_neg: 
     feats, cls = [], []
     for r, pred, rel in ((r_a, pred_a, rel_a), (r_b, pred_b, rel_b)):
         rv = r.movedim(1, -1)
-        lab = (pred[:2] == y)
+        lab = pred[:2] == y
         feats += [rv[:2][lab], rv[2:][rel]]
         cls += [y[lab], pred[2:][rel]]
     feats, cls = torch.cat(feats), torch.cat(cls)

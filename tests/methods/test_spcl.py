@@ -150,6 +150,7 @@ def test_steps_without_unlabeled_images():
 
 # -- through the real engine ------------------------------------------------------
 
+
 def _study(tiny_study, mode: str, **params):
     return tiny_study(
         method={"name": "spcl", "params": {"mode": mode, "embedding_dim": 8, **params}},
@@ -172,8 +173,15 @@ def test_trains_deterministically_and_resumes_bit_exactly(tiny_study, tmp_path, 
     losses = hist.dropna(subset=["loss"])
     assert len(losses) == 6 and losses["loss"].map(math.isfinite).all()
     if mode == "joint":
-        cols = {"term_sup", "term_mt", "term_sp", "term_sp_position", "term_sp_patient", "term_gamma",
-                "term_mean_weight"}
+        cols = {
+            "term_sup",
+            "term_mt",
+            "term_sp",
+            "term_sp_position",
+            "term_sp_patient",
+            "term_gamma",
+            "term_mean_weight",
+        }
         assert cols <= set(hist.columns) and losses[sorted(cols)].notna().all().all()
     else:  # 3 contrastive iterations, then 3 of fine-tuning
         assert losses["term_sp"].notna().tolist() == [True] * 3 + [False] * 3
@@ -191,10 +199,24 @@ def test_trains_deterministically_and_resumes_bit_exactly(tiny_study, tmp_path, 
 
 
 def test_params_round_trip_through_load_study(tiny_study):
-    params = {"mode": "pretrain", "tau": 0.1, "gamma_start": 1.5, "gamma_end": 70.0, "weighting": "hard",
-              "meta_labels": ["patient"], "position_partitions": 3, "lambda_position": 0.5,
-              "lambda_patient": 0.01, "lambda_phase": 0.001, "lambda_reg": 0.2, "lambda_sp": 0.02,
-              "pretrain_fraction": 0.25, "loss": "dice_ce", "embedding_dim": 64, "ema_decay": 0.999}
+    params = {
+        "mode": "pretrain",
+        "tau": 0.1,
+        "gamma_start": 1.5,
+        "gamma_end": 70.0,
+        "weighting": "hard",
+        "meta_labels": ["patient"],
+        "position_partitions": 3,
+        "lambda_position": 0.5,
+        "lambda_patient": 0.01,
+        "lambda_phase": 0.001,
+        "lambda_reg": 0.2,
+        "lambda_sp": 0.02,
+        "pretrain_fraction": 0.25,
+        "loss": "dice_ce",
+        "embedding_dim": 64,
+        "ema_decay": 0.999,
+    }
     study = load_study(tiny_study(method={"name": "spcl", "params": params}))
     assert study.method.params == params
     assert SPCLParams(**study.method.params).model_dump() == params

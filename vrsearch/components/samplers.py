@@ -89,8 +89,8 @@ otherwise; cells in raster order); within a group SAG lists ceil(q/2)
 primaries, then the partner of primary 0, 1, ...  Every random number comes from
 ``torch.rand`` on ``generator`` (which must live on the labels'
 device), so equal generator states give equal samples.  Cost is a few linear
-passes and one stable sort of the voxels by group key (NumPy's radix sort for
-small keys on CPU), never a |voxels|² object.
+passes over the voxels and arrays of (row segment × class) counts, no sort of
+the voxels and never a |voxels|² object (``voxel_groups.py``).
 """
 
 from __future__ import annotations
@@ -99,16 +99,20 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
+
+from vrsearch.components.antithetic import antithetic
+from vrsearch.components.voxel_groups import Groups, Segments, class_slots
 
 SAMPLERS = ("ns", "sg", "sag")
 GRIDS = (9, 16, 25)
 ROUNDINGS = ("auto", "largest", "random")
 _CELLS = {9: 3, 16: 4, 25: 5}
 #: the ``rounding`` knob's description, for every method that exposes the sampler
-ROUNDING_HELP = ("SG/SAG draws per group: largest remainder, random (systematic), or auto (largest remainder "
-                 "where every non-empty group gets a draw, else random); unbiased except 'largest'")
+ROUNDING_HELP = (
+    "SG/SAG draws per group: largest remainder, random (systematic), or auto (largest remainder "
+    "where every non-empty group gets a draw, else random); unbiased except 'largest'"
+)
 
 
 @dataclass
@@ -131,19 +135,14 @@ class VoxelSample:
         return torch.stack(torch.unravel_index(self.index % math.prod(spatial), spatial), dim=1)
 
 
-def _stable_argsort(key: torch.Tensor, top: int) -> torch.Tensor:
-    """Stable argsort of non-negative int keys ≤ top (same result on every path)."""
-    if key.device.type == "cpu" and top < 2**16:
-        return torch.from_numpy(np.argsort(key.numpy().astype(np.uint16), kind="stable"))
-    return torch.sort(key, stable=True).indices
-
-
-def _empty(device, dtype) -> VoxelSample:
+def _empty(device: torch.device, dtype: torch.dtype) -> VoxelSample:
     z = torch.zeros(0, dtype=torch.long, device=device)
     return VoxelSample(z, z.clone(), z.clone(), torch.zeros(0, dtype=dtype, device=device))
 
 
-def _check(labels, per_class, method, grid, mask, rounding) -> None:
+def _check(
+    labels: torch.Tensor, per_class: int, method: str, grid: int, mask: torch.Tensor | None, rounding: str
+) -> None:
     if method not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {method!r}")
     if grid not in GRIDS:
@@ -160,73 +159,9 @@ def _check(labels, per_class, method, grid, mask, rounding) -> None:
         raise ValueError(f"per_class must be >= 0, got {per_class}")
 
 
-@dataclass
-class _Groups:
-    """Voxels keyed by group, unit-major: key = slot·smult + b·boff + cell, so the
-    ``gpu`` groups of a unit are contiguous; ineligible voxels get ``n_groups``."""
-
-    cand: torch.Tensor  # [K] class values
-    key: torch.Tensor  # [B·V] group key per voxel
-    gpu: int  # groups per unit
-    n_units: int
-    cells: int  # G: grid cells per image
-
-    @property
-    def n_groups(self) -> int:
-        return self.n_units * self.gpu
-
-
-def _candidates(lab, elig, classes, dev) -> tuple[torch.Tensor, int, int, bool]:
-    """Candidate class values (absent ones simply get no voxels), the label range and
-    whether it is small enough for a lookup table."""
-    lo, hi = (int(v) for v in torch.aminmax(lab))
-    small = hi - lo < 2**16
-    if classes is not None:
-        cand = torch.tensor(sorted({int(c) for c in classes}), dtype=torch.long, device=dev)
-    elif small:
-        cand = torch.arange(lo, hi + 1, device=dev)
-    else:
-        cand = torch.unique(lab if elig is None else lab[elig])
-    return cand, lo, hi, small
-
-
-def _group_keys(lab, elig, cand, lo, hi, small, spatial, method, grid, per_image) -> _Groups:
-    dev, K, V = lab.device, int(cand.numel()), math.prod(spatial)
-    B = lab.numel() // V
-    g = _CELLS[grid]
-    G = g ** len(spatial)
-    if method == "ns":
-        gpu, smult, boff = 1, 1, (K if per_image else 0)
-    elif per_image:
-        gpu, smult, boff = G, G, K * G
-    else:
-        gpu, smult, boff = B * G, B * G, G
-    n_units = B * K if per_image else K
-    n_groups = n_units * gpu
-    big = n_groups + boff * B + G + 1  # > every valid key, so clamp() maps it to the sentinel
-    if small:
-        lut = torch.full((hi - lo + 1,), big, dtype=torch.long, device=dev)
-        inr = (cand >= lo) & (cand <= hi)
-        lut[cand[inr] - lo] = torch.arange(K, device=dev)[inr] * smult
-        key = lut.gather(0, lab - lo if lo else lab)
-    else:
-        at = torch.searchsorted(cand, lab).clamp(max=K - 1)
-        key = torch.where(cand[at] == lab, at * smult, big)
-    kv = key.view(B, V)
-    if method != "ns":
-        cell = torch.zeros((), dtype=torch.long, device=dev)
-        for ax, sz in enumerate(spatial):
-            cell = cell.unsqueeze(-1) * g + ((torch.arange(sz, device=dev) * g) // sz).view(*([1] * ax), sz)
-        kv.add_(cell.reshape(1, V))
-    if boff:
-        kv.add_(torch.arange(B, device=dev).view(B, 1) * boff)
-    key.clamp_(max=n_groups)
-    if elig is not None:
-        key.masked_fill_(~elig, n_groups)
-    return _Groups(cand, key, gpu, n_units, G)
-
-
-def _quotas(counts, n_units, gpu, n, rounding, generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _quotas(
+    counts: torch.Tensor, n_units: int, gpu: int, n: int, rounding: str, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Proportional quotas ``n·N_m/N`` (ARCO Thm 3.2: |D_m| ∝ |P_m|), exact total n per
     unit, rounded per ``rounding`` (module doc). Returns (quota per group, fixed per
     unit, unit populations repeated per group)."""
@@ -251,8 +186,9 @@ def _quotas(counts, n_units, gpu, n, rounding, generator) -> tuple[torch.Tensor,
         t = (torch.rand(n_units, 1, generator=generator, device=dev, dtype=torch.float64) * N).long()
         t = torch.minimum(t, N - 1)
         hi_c = torch.cumsum(rem, 1)
-        systematic = (torch.div(t - (hi_c - rem), N, rounding_mode="floor")
-                      - torch.div(t - hi_c, N, rounding_mode="floor"))
+        systematic = torch.div(t - (hi_c - rem), N, rounding_mode="floor") - torch.div(
+            t - hi_c, N, rounding_mode="floor"
+        )
         if rounding == "random":
             extra, fixed = systematic, torch.zeros(n_units, dtype=torch.bool, device=dev)
         else:  # auto: largest remainder where it covers the unit, systematic elsewhere
@@ -280,89 +216,92 @@ def sample_voxels(
     mask: bool, labels' shape, restricts the eligible voxels.  See the module
     docstring for the NS/SG/SAG definitions, rounding, weights and ordering."""
     _check(labels, per_class, method, grid, mask, rounding)
-    dev, wdtype = labels.device, torch.get_default_dtype()
-    spatial = tuple(int(s) for s in labels.shape[1:])
-    V, n = math.prod(spatial), int(per_class)
-    if n == 0 or labels.numel() == 0:
+    dev, wdtype, n = labels.device, torch.get_default_dtype(), int(per_class)
+    built = _build_groups(labels, method, grid, classes, per_image, mask) if n else None
+    if built is None:
         return _empty(dev, wdtype)
-    lab = labels.reshape(-1)
-    lab = lab.long() if lab.dtype != torch.long else lab
-    elig = None if mask is None else mask.reshape(-1).to(device=dev, dtype=torch.bool)
-    cand, lo, hi, small = _candidates(lab, elig, classes, dev)
-    if cand.numel() == 0:
-        return _empty(dev, wdtype)
-    grp = _group_keys(lab, elig, cand, lo, hi, small, spatial, method, grid, per_image)
-    n_groups, key = grp.n_groups, grp.key
-    counts = torch.bincount(key, minlength=n_groups + 1)[:n_groups]
-    n_elig = int(counts.sum())
-    if n_elig == 0:
-        return _empty(dev, wdtype)
-    members = _stable_argsort(key, n_groups)[:n_elig].to(dev)  # eligible voxels by group
-    offsets = torch.cumsum(counts, 0) - counts
-    quota, fixed, popg = _quotas(counts, grp.n_units, grp.gpu, n, rounding, generator)
-
-    # uniform draws inside groups (with replacement)
-    T = int(quota.sum())
-    sgrp = torch.repeat_interleave(torch.arange(n_groups, device=dev), quota)
-    j = torch.arange(T, device=dev) - (torch.cumsum(quota, 0) - quota)[sgrp]
-    size = counts[sgrp]
-    u = torch.rand(T, generator=generator, device=dev, dtype=torch.float64)
-    flat = members[offsets[sgrp] + torch.minimum((u * size).long(), size - 1)]
+    cand, grp = built
+    counts = grp.arrange(grp.seg.per_box())
+    quota, fixed, popg = _quotas(counts, counts.numel() // grp.gpu, grp.gpu, n, rounding, generator)
+    sgrp, j, flat = _uniform_draws(grp, counts, quota, generator)
     # fixed quotas: (N_m/N)/n_m; random quotas: 1/n (module doc)
-    weight = torch.where(fixed.repeat_interleave(grp.gpu),
-                         counts.double() / popg.double() / quota.clamp(min=1).double(), 1.0 / n)[sgrp]
-
+    weight = torch.where(
+        fixed.repeat_interleave(grp.gpu), counts.double() / popg.double() / quota.clamp(min=1).double(), 1.0 / n
+    )[sgrp]
     n_reflected = n_outside = 0
     if method == "sag":
         h = (quota[sgrp] + 1) // 2
         pp = torch.nonzero(j >= h).squeeze(1)  # partner slots
         n_reflected = int(pp.numel())
         if n_reflected:
-            K, G, B = int(cand.numel()), grp.cells, labels.shape[0]
-            gi = torch.arange(n_groups, device=dev)
-            image = gi // (K * G) if per_image else (gi // G) % B
-            flat, weight, n_outside = _antithetic(flat, weight, pp, h, sgrp, key, counts, image, spatial)
-    return VoxelSample(index=flat, batch=flat // V, cls=cand[(sgrp // grp.gpu) % int(cand.numel())],
-                       weight=weight.to(wdtype), n_reflected=n_reflected, n_outside=n_outside)
+            spatial, g = grp.seg.spatial, grp.seg.g
+            flat, weight, n_outside = antithetic(
+                flat,
+                weight,
+                pp,
+                h,
+                sgrp,
+                _centres(grp, counts, spatial),
+                lambda f: grp.key_at(f, g, spatial),
+                labels.numel(),
+            )
+    V = labels[0].numel()
+    return VoxelSample(
+        index=flat,
+        batch=flat // V,
+        cls=cand[grp.grid(torch.arange(grp.K, device=dev), True)[sgrp]],
+        weight=weight.to(wdtype),
+        n_reflected=n_reflected,
+        n_outside=n_outside,
+    )
 
 
-def _antithetic(flat, weight, pp, h, sgrp, key, counts, image, spatial):
-    """SAG partners (ARCO Sec. 3.3 / App. A.1) with the Ruling's replacement and the
-    pair weights of the module docstring.  Returns (flat, weight, n_outside).
+def _build_groups(
+    labels: torch.Tensor,
+    method: str,
+    grid: int,
+    classes: Sequence[int] | None,
+    per_image: bool,
+    mask: torch.Tensor | None,
+) -> tuple[torch.Tensor, Groups] | None:
+    """Candidate classes and the groups with their segment counts; None when no voxel is eligible."""
+    dev, B, spatial = labels.device, int(labels.shape[0]), tuple(int(s) for s in labels.shape[1:])
+    if labels.numel() == 0:
+        return None
+    lab = labels.reshape(-1)
+    lab = lab.long() if lab.dtype != torch.long else lab
+    elig = None if mask is None else mask.reshape(-1).to(device=dev, dtype=torch.bool)
+    cand, slot = class_slots(lab, elig, classes, dev)
+    K = int(cand.numel())
+    if K == 0:
+        return None
+    g = 1 if method == "ns" else _CELLS[grid]
+    grp = Groups(Segments(slot, K, B, spatial, g), per_image, method == "ns" and not per_image, K, B, g ** len(spatial))
+    return (cand, grp) if int(grp.seg.cum[-1]) > 0 else None
 
-    The reflection is done on flat indices, ``p' = 2·(b·V + ravel(c_m)) − p``.  An
-    axis that leaves the image wraps there; that is harmless: c_m and p lie in
-    the same cell (the rounded centroid stays in the group's bounding box), so a
-    wrapped coordinate lands in the opposite end cell of that axis (cell widths
-    differ by ≤ 1 and g ≥ 2), or in another image, or outside the batch, hence
-    never in the same group; the key test below is then the exact group test."""
-    dev, n_groups = key.device, counts.numel()
-    V, BV = math.prod(spatial), key.numel()
-    kv = key.view(-1, *spatial)
-    centre = image * V  # flat index of the rounded centroid (round half up)
-    cnt = counts.clamp(min=1)
-    for ax, size in enumerate(spatial):
-        x = torch.arange(size, device=dev)
-        xs = x.view(*([1] * (ax + 1)), size, *([1] * (len(spatial) - ax - 1)))
-        hist = torch.bincount((kv + xs * (n_groups + 1)).reshape(-1), minlength=size * (n_groups + 1))
-        sums = (x.unsqueeze(1) * hist.view(size, n_groups + 1)[:, :n_groups]).sum(0)
-        centre = centre + torch.div(2 * sums + cnt, 2 * cnt, rounding_mode="floor") * math.prod(spatial[ax + 1 :])
-    twice = 2 * centre
 
-    def reflect(f: torch.Tensor, grp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        rf = twice.gather(0, grp) - f
-        ok = (rf >= 0) & (rf < BV)
-        rf.clamp_(0, BV - 1)
-        return rf, ok & (key.gather(0, rf) == grp)
+def _uniform_draws(
+    grp: Groups, counts: torch.Tensor, quota: torch.Tensor, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``quota`` uniform draws (with replacement) in every group: the r-th member in raster
+    order, r = ⌊u·N_m⌋. Returns (group, position inside the group, flat index) per draw."""
+    dev = counts.device
+    T = int(quota.sum())
+    sgrp = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), quota)
+    j = torch.arange(T, device=dev) - (torch.cumsum(quota, 0) - quota)[sgrp]
+    size = counts[sgrp]
+    u = torch.rand(T, generator=generator, device=dev, dtype=torch.float64)
+    gcls = grp.grid(torch.arange(grp.K, device=dev), along_class=True)
+    gstart = grp.grid(grp.seg.lay.bounds[:-1], along_class=False)
+    return sgrp, j, grp.seg.select(gcls[sgrp], gstart[sgrp], torch.minimum((u * size).long(), size - 1))
 
-    prim = pp - h[pp]
-    grp = sgrp[pp]
-    rf, rok = reflect(flat[prim], grp)
-    flat = flat.clone()
-    flat[pp] = torch.where(rok, rf, flat[pp])  # failed reflection: the slot's own uniform draw
-    # failed pair whose replacement lies in S: weights (2, 0) instead of (1, 1)
-    twin = ~rok & reflect(flat[pp], grp)[1]
-    weight = weight.clone()
-    weight[prim[twin]] *= 2
-    weight[pp[twin]] = 0
-    return flat, weight, int((~rok).sum())
+
+def _centres(grp: Groups, counts: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
+    """Flat index of every group's centroid, rounded half up per axis (module doc)."""
+    V, cnt = math.prod(spatial), counts.clamp(min=1)
+    boxes = torch.arange(grp.B * grp.G, device=counts.device)
+    centre = grp.grid(boxes // grp.G, along_class=False) * V
+    for ax, sums in enumerate(grp.seg.coord_sums()):
+        rounded = torch.div(2 * grp.arrange(sums) + cnt, 2 * cnt, rounding_mode="floor")
+        centre = centre + rounded * math.prod(spatial[ax + 1 :])
+    return centre

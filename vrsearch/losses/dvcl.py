@@ -82,8 +82,14 @@ def ecps_weights(e: torch.Tensor, reliable: torch.Tensor, num_classes: int, w_ma
     return torch.where(reliable, torch.full_like(soft, w_max), soft)
 
 
-def ecps_loss(logits_a: torch.Tensor, logits_b: torch.Tensor, w_a: torch.Tensor, w_b: torch.Tensor,
-              y_a: torch.Tensor | None = None, y_b: torch.Tensor | None = None) -> torch.Tensor:
+def ecps_loss(
+    logits_a: torch.Tensor,
+    logits_b: torch.Tensor,
+    w_a: torch.Tensor,
+    w_b: torch.Tensor,
+    y_a: torch.Tensor | None = None,
+    y_b: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Eq. 5: ``mean[W^B·CE(p^A, ŷ^B) + W^A·CE(p^B, ŷ^A)]`` over unlabeled voxels.
 
     Pseudo-labels ``ŷ = argmax`` (computed here unless the caller has them)
@@ -96,9 +102,15 @@ def ecps_loss(logits_a: torch.Tensor, logits_b: torch.Tensor, w_a: torch.Tensor,
     return (w_b.detach() * ce_a + w_a.detach() * ce_b).mean()
 
 
-def hqc_loss(anchors: torch.Tensor, anchor_cls: torch.Tensor, centres: torch.Tensor,
-             negatives: torch.Tensor, neg_valid: torch.Tensor, tau: float,
-             weight: torch.Tensor | None = None) -> torch.Tensor:
+def hqc_loss(
+    anchors: torch.Tensor,
+    anchor_cls: torch.Tensor,
+    centres: torch.Tensor,
+    negatives: torch.Tensor,
+    neg_valid: torch.Tensor,
+    tau: float,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Eq. 11, averaged over anchors (the paper's double sum, normalised).
 
     anchors ``[A, D]`` (with gradient), ``anchor_cls [A]``; ``centres [C, D]``
@@ -142,8 +154,9 @@ def neighbours(query_r: torch.Tensor, queue_r: torch.Tensor, k: int, k_out: int)
     """Eq. 13: indices ``[Q, K]`` of the K most and ``[Q, K']`` of the K' least
     cosine-similar queue entries of every query (``torch.topk`` on Q × L)."""
     if queue_r.shape[0] < max(k, k_out):
-        raise ValueError(f"the queue holds {queue_r.shape[0]} entries; K={k} and K'={k_out} need at least "
-                         f"{max(k, k_out)}")
+        raise ValueError(
+            f"the queue holds {queue_r.shape[0]} entries; K={k} and K'={k_out} need at least {max(k, k_out)}"
+        )
     with torch.no_grad():
         sim = F.normalize(query_r.detach(), dim=-1) @ F.normalize(queue_r, dim=-1).T
         near = sim.topk(k, dim=1).indices
@@ -160,8 +173,18 @@ class DVCLTerms:
     psi: torch.Tensor  # exact ψ of Eq. 15 (loglik form; no gradient)
 
 
-def dvcl_terms(query_r: torch.Tensor, query_p: torch.Tensor, queue_r: torch.Tensor, queue_p: torch.Tensor,
-               k: int, k_out: int, *, form: str = "loglik", tau: float = 1.0, kl_weight: float = 1.0) -> DVCLTerms:
+def dvcl_terms(
+    query_r: torch.Tensor,
+    query_p: torch.Tensor,
+    queue_r: torch.Tensor,
+    queue_p: torch.Tensor,
+    k: int,
+    k_out: int,
+    *,
+    form: str = "loglik",
+    tau: float = 1.0,
+    kl_weight: float = 1.0,
+) -> DVCLTerms:
     """DVCL term of every query (Eq. 12-17; Table 8 for the other forms).
 
     query_r ``[Q, D]`` / query_p ``[Q, C]``: features and softmax
@@ -199,4 +222,3 @@ def dvcl_terms(query_r: torch.Tensor, query_p: torch.Tensor, queue_r: torch.Tens
         else:  # simclr: softmax inside each set, pull the neighbours, push the outsiders
             loss = (torch.logsumexp(s_near, 1) - s_near.mean(1)) - (torch.logsumexp(s_far, 1) - s_far.mean(1))
     return DVCLTerms(loss=loss, constant=constant, psi=psi)
-

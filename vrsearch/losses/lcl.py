@@ -85,8 +85,9 @@ class LCLStats(NamedTuple):
     per_image: torch.Tensor | None = None
 
 
-def _unpack(sample: Anchors | tuple[torch.Tensor, ...] | list[torch.Tensor],
-            device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _unpack(
+    sample: Anchors | tuple[torch.Tensor, ...] | list[torch.Tensor], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(batch, index, cls, weight) from a VoxelSample-like object or a 3/4-tuple."""
     if isinstance(sample, (tuple, list)):
         batch, index, cls, *rest = sample
@@ -102,8 +103,9 @@ def _unpack(sample: Anchors | tuple[torch.Tensor, ...] | list[torch.Tensor],
     return batch, index, cls, weight.to(device)
 
 
-def class_means(emb: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                normalize_first: bool = False, matmul: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def class_means(
+    emb: torch.Tensor, labels: torch.Tensor, num_classes: int, normalize_first: bool = False, matmul: bool | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(means [B, K, V] L2-normalised, counts [B, K])`` of every class per image.
 
     Sums are a ``scatter_add`` on CPU and a one-hot batched matmul on other
@@ -171,8 +173,15 @@ def _check_args(emb: torch.Tensor, labels: torch.Tensor, matching: str, tau: flo
         raise ValueError("tau must be > 0")
 
 
-def _anchor_nll(anchors: torch.Tensor, means: torch.Tensor, present: torch.Tensor, cls: torch.Tensor,
-                source: torch.Tensor, partner: torch.Tensor | None, tau: float) -> torch.Tensor:
+def _anchor_nll(
+    anchors: torch.Tensor,
+    means: torch.Tensor,
+    present: torch.Tensor,
+    cls: torch.Tensor,
+    source: torch.Tensor,
+    partner: torch.Tensor | None,
+    tau: float,
+) -> torch.Tensor:
     """−log L_{i,c} of every anchor (Eq. 4) against the class means of image ``source``;
     with ``partner`` (``inter`` matching) the softmax pools the means of both images and
     the two positives' terms are averaged (module doc)."""
@@ -188,12 +197,19 @@ def _anchor_nll(anchors: torch.Tensor, means: torch.Tensor, present: torch.Tenso
     lse = torch.logsumexp(torch.cat([own, other], dim=1), dim=1)
     pos_other = other.gather(1, cls[:, None])[:, 0]
     has_other = present[partner, cls]
-    return (lse - own.gather(1, cls[:, None])[:, 0]
-            + torch.where(has_other, lse - pos_other, torch.zeros_like(lse))) / (1 + has_other.to(own.dtype))
+    return (
+        lse - own.gather(1, cls[:, None])[:, 0] + torch.where(has_other, lse - pos_other, torch.zeros_like(lse))
+    ) / (1 + has_other.to(own.dtype))
 
 
-def _reduce(nll: torch.Tensor, group: torch.Tensor, weight: torch.Tensor, shape: tuple[int, int], emb: torch.Tensor,
-            n_anchors: int) -> LCLStats:
+def _reduce(
+    nll: torch.Tensor,
+    group: torch.Tensor,
+    weight: torch.Tensor,
+    shape: tuple[int, int],
+    emb: torch.Tensor,
+    n_anchors: int,
+) -> LCLStats:
     """Weighted mean of the anchors' terms per (image, class) (Eq. 3), then over the used
     classes of each image and over the images with any (Eq. 2); ``group`` = image·K + class."""
     B, K = shape

@@ -1,4 +1,5 @@
-"""MONA / ARCO losses: relational KL, anatomical contrast, equivariance, kNN.
+"""MONA / ARCO stage-2 losses: anatomical contrast, equivariance, kNN (stage 1's
+relational KL is :mod:`vrsearch.losses.mona_instance`).
 
 You, Dai, Min, Staib, Duncan, "Mine yOur owN Anatomy: revisiting medical image
 segmentation with extremely limited labels" (MONA), and You et al., "Rethinking
@@ -6,8 +7,6 @@ semi-supervised medical image segmentation: a variance-reduction perspective"
 (ARCO, NeurIPS 2023). Equation numbers are the papers'; METHODS.md ("MONA",
 "ARCO") and its Rulings decide where the papers are ambiguous.
 
-* :func:`relational_kl`: ``L_inst``, MONA Eq. (1)-(2) = ARCO Eq. (E.1), stage-1
-  relational (ISD-style) instance discrimination, global and local.
 * :func:`anatomical_contrastive`: ``L_contrast`` (tailness), MONA Eq. (3)-(5)
   = ARCO Eq. (E.2)-(E.3), negatives from a class-aware memory bank.
 * :func:`equivariance_kl`: ``L_eqv`` (consistency), MONA Eq. (6).
@@ -27,54 +26,17 @@ caller passes. Empty inputs give an exact 0 that still has a graph.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-def _check_2d(name: str, t: Tensor, dim: int | None = None) -> None:
-    if t.dim() != 2 or (dim is not None and t.shape[1] != dim):
-        want = f"[*, {dim}]" if dim is not None else "[N, D]"
-        raise ValueError(f"{name} must be {want}, got {tuple(t.shape)}")
+from vrsearch.losses.mona_instance import check_2d as _check_2d
+from vrsearch.losses.sampled_dot import sampled_dot
 
 
-def relational_kl(student: Tensor, teacher: Tensor, bank: Tensor,
-                  tau_s: float = 0.1, tau_t: float = 0.01) -> Tensor:
-    """Relational instance discrimination ``L_inst`` (MONA Eq. 1-2, ARCO Eq. E.1).
-
-    ``student [N, D]`` are the student's predictor outputs ``u`` (ARCO ``w¹``),
-    ``teacher [N, D]`` the teacher projections ``v'`` (ARCO ``w²``) of the other
-    view, ``bank [M, D]`` the mined-view teacher embeddings ``w_j`` (ARCO
-    ``v³_n``). Eq. (1): ``s_θ = log_softmax_j(sim(u, w_j)/τ_s)``,
-    ``s_ξ = softmax_j(sim(v', w_j)/τ_t)``; the loss is
-    ``mean_i Σ_j s_ξ,ij (log s_ξ,ij − s_θ,ij) = mean_i KL(s_ξ,i ‖ s_θ,i)``.
-
-    Decisions: Eq. (2) prints ``KL(s_θ ‖ s_ξ)``; the **Ruling** makes the teacher
-    distribution the detached target, i.e. ``KL(teacher ‖ student)`` (as in
-    ISD). ``teacher`` and ``bank`` receive no gradient. ``sim`` is cosine.
-    Returns 0 with a graph into ``student`` when ``M == 0``.
-    """
-    _check_2d("student", student)
-    _check_2d("teacher", teacher, student.shape[1])
-    _check_2d("bank", bank, student.shape[1])
-    if teacher.shape[0] != student.shape[0]:
-        raise ValueError(f"teacher {tuple(teacher.shape)} must match student {tuple(student.shape)}")
-    if tau_s <= 0 or tau_t <= 0:
-        raise ValueError("tau_s and tau_t must be > 0")
-    if bank.shape[0] == 0 or student.shape[0] == 0:
-        return student.sum() * 0.0
-    w = F.normalize(bank.detach().to(student.dtype), dim=1)
-    log_s = (F.normalize(student, dim=1) @ w.T / tau_s).log_softmax(dim=1)
-    with torch.no_grad():
-        log_t = (F.normalize(teacher.detach().to(student.dtype), dim=1) @ w.T / tau_t).log_softmax(dim=1)
-    kl = (log_t.exp() * (log_t - log_s)).sum(dim=1)
-    return kl.mean()
-
-
-def sample_negative_indices(query_cls: Tensor, negative_count: Tensor, num_negatives: int,
-                            generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def sample_negative_indices(
+    query_cls: Tensor, negative_count: Tensor, num_negatives: int, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """Draw ``num_negatives`` bank entries per query, uniformly with replacement
     from the pooled entries of the classes other than the query's.
 
@@ -104,8 +66,7 @@ def sample_negative_indices(query_cls: Tensor, negative_count: Tensor, num_negat
     return k, slot, has_pool
 
 
-def negative_log_weights(query_cls: Tensor, negative_count: Tensor,
-                         negative_weight: Tensor) -> tuple[Tensor, Tensor]:
+def negative_log_weights(query_cls: Tensor, negative_count: Tensor, negative_weight: Tensor) -> tuple[Tensor, Tensor]:
     """``(log w [C, S], log(P_c/W_c) [Q])``: a bank entry ``e`` drawn uniformly from the
     pool of a class-``c`` query (``P_c`` entries of total weight ``W_c``) gets the
     importance weight ``ω_e = w_e · P_c / W_c`` (``log w = −inf`` at empty slots and
@@ -125,8 +86,15 @@ def negative_log_weights(query_cls: Tensor, negative_count: Tensor,
     return torch.log(w), torch.log(pool_n / pool_w.clamp_min(torch.finfo(torch.float64).tiny))
 
 
-def _check_contrast_shapes(queries: Tensor, query_cls: Tensor, positives: Tensor, positive_valid: Tensor,
-                           negatives: Tensor, negative_count: Tensor, tau: float) -> None:
+def _check_contrast_shapes(
+    queries: Tensor,
+    query_cls: Tensor,
+    positives: Tensor,
+    positive_valid: Tensor,
+    negatives: Tensor,
+    negative_count: Tensor,
+    tau: float,
+) -> None:
     _check_2d("queries", queries)
     Q, D = queries.shape
     if query_cls.shape != (Q,):
@@ -134,20 +102,30 @@ def _check_contrast_shapes(queries: Tensor, query_cls: Tensor, positives: Tensor
     _check_2d("positives", positives, D)
     C = positives.shape[0]
     if positive_valid.shape != (C,) or negative_count.shape != (C,):
-        raise ValueError(f"positive_valid and negative_count must be [{C}], got "
-                         f"{tuple(positive_valid.shape)} and {tuple(negative_count.shape)}")
+        raise ValueError(
+            f"positive_valid and negative_count must be [{C}], got "
+            f"{tuple(positive_valid.shape)} and {tuple(negative_count.shape)}"
+        )
     if negatives.dim() != 3 or negatives.shape[0] != C or negatives.shape[2] != D:
         raise ValueError(f"negatives must be [{C}, S, {D}], got {tuple(negatives.shape)}")
     if tau <= 0:
         raise ValueError("tau must be > 0")
 
 
-def anatomical_contrastive(queries: Tensor, query_cls: Tensor, positives: Tensor, positive_valid: Tensor,
-                           negatives: Tensor, negative_count: Tensor, tau: float = 0.5,
-                           num_negatives: int | None = None,
-                           generator: torch.Generator | None = None, *,
-                           query_weight: Tensor | None = None,
-                           negative_weight: Tensor | None = None) -> Tensor:
+def anatomical_contrastive(
+    queries: Tensor,
+    query_cls: Tensor,
+    positives: Tensor,
+    positive_valid: Tensor,
+    negatives: Tensor,
+    negative_count: Tensor,
+    tau: float = 0.5,
+    num_negatives: int | None = None,
+    generator: torch.Generator | None = None,
+    *,
+    query_weight: Tensor | None = None,
+    negative_weight: Tensor | None = None,
+) -> Tensor:
     """Anatomical contrastive loss ``L_contrast`` (MONA Eq. 3-5, ARCO Eq. E.2-E.3).
 
     For a query ``r_q`` (``queries [Q, D]``) of class ``c = query_cls[q]``::
@@ -188,18 +166,19 @@ def anatomical_contrastive(queries: Tensor, query_cls: Tensor, positives: Tensor
     q = F.normalize(queries, dim=1)
     pos = (q * F.normalize(positives, dim=1)[cls]).sum(dim=1) / tau  # [Q]
     keys = F.normalize(negatives.detach().to(q.dtype).reshape(C * S, D), dim=1)
-    sim = q @ keys.T / tau  # [Q, C*S]: one matmul against the whole bank
     count = negative_count.to(dev, torch.long)
     nw = torch.ones(C, S, device=dev) if negative_weight is None else negative_weight.detach()
-    log_w, log_scale = (t.to(sim.dtype) for t in negative_log_weights(cls, count, nw))  # log ω = log w + log_scale
+    log_w, log_scale = (t.to(q.dtype) for t in negative_log_weights(cls, count, nw))  # log ω = log w + log_scale
     log_w = log_w.reshape(-1)
     if num_negatives is None:
         own = torch.arange(C, device=dev).repeat_interleave(S)[None, :] == cls[:, None]  # [Q, C*S]
+        sim = q @ keys.T / tau  # [Q, C*S]: one matmul against the whole bank
         neg = (sim + log_w[None, :] + log_scale[:, None]).masked_fill(own, float("-inf"))
     else:
         k, slot, has_pool = sample_negative_indices(cls, count, num_negatives, generator)
         idx = k * S + slot
-        neg = (sim.gather(1, idx) + log_w[idx] + log_scale[:, None]).masked_fill(~has_pool[:, None], float("-inf"))
+        sim = sampled_dot(q, keys, idx) / tau  # [Q, n]: only the drawn pairs
+        neg = (sim + log_w[idx] + log_scale[:, None]).masked_fill(~has_pool[:, None], float("-inf"))
     logits = torch.cat([pos[:, None], neg], dim=1)
     nll = torch.logsumexp(logits, dim=1) - pos  # −log of the Eq. (3) ratio
     w = torch.ones_like(nll) if query_weight is None else query_weight.to(dev, nll.dtype)
@@ -274,36 +253,14 @@ def loss_spread(a: Tensor, b: Tensor) -> Tensor:
     a, b = torch.as_tensor(a), torch.as_tensor(b)
     if a.shape != b.shape:
         raise ValueError(f"a {tuple(a.shape)} and b {tuple(b.shape)} must have one shape")
-    return ((a.detach() - b.detach()) ** 2 / 2)
+    return (a.detach() - b.detach()) ** 2 / 2
 
 
-__all__ = ["anatomical_contrastive", "equivariance_kl", "knn_loss", "loss_spread", "negative_log_weights",
-           "relational_kl", "sample_negative_indices"]
-
-
-class Queue(Protocol):
-    """A FIFO bank of mined views (e.g. :class:`vrsearch.components.banks.FIFOQueue`)."""
-
-    def items(self) -> Tensor: ...
-
-    def push(self, x: Tensor) -> None: ...
-
-
-def relational_over_images(u: torch.Tensor, v: torch.Tensor, w: torch.Tensor, bank: Queue,
-                           tau_s: float, tau_t: float) -> torch.Tensor:
-    """Mean over images ``i`` of ``relational_kl(u_i, v_i, bank ∪ {w_j : j ≠ i})``.
-
-    ``u`` (student predictions), ``v`` (teacher projections) and ``w`` (teacher
-    embeddings of the mined views) are ``[N, D]`` (global) or ``[N, K, D]``
-    (local: K crops per image). Mined views are other images of the step
-    (MONA: "randomly selecting from the unlabeled dataset"), plus the FIFO bank
-    of mined views of earlier steps; ``w`` is pushed into the bank afterwards."""
-    n, d = u.shape[0], u.shape[-1]
-    old = bank.items()
-    losses = []
-    for i in range(n):
-        others = torch.cat([w[:i], w[i + 1:]]).reshape(-1, d)
-        anchors = torch.cat([old.to(others.dtype), others])
-        losses.append(relational_kl(u[i].reshape(-1, d), v[i].reshape(-1, d), anchors, tau_s, tau_t))
-    bank.push(w.reshape(-1, d))
-    return torch.stack(losses).mean()
+__all__ = [
+    "anatomical_contrastive",
+    "equivariance_kl",
+    "knn_loss",
+    "loss_spread",
+    "negative_log_weights",
+    "sample_negative_indices",
+]

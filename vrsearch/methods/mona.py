@@ -5,19 +5,8 @@ limited labels" (arXiv 2209.13476). METHODS.md "MONA"; losses in
 :mod:`vrsearch.losses.mona`. The same module, configured by its Params, is
 ARCO (:mod:`vrsearch.methods.arco`).
 
-**Stage 1** (relational pre-training, Sec. 3.1, ISD-style): student θ and
-EMA teacher ξ (``ξ ← tξ + (1−t)θ``, t = ``ema_decay``, no warm-up). Every
-image of the step (labeled and unlabeled) gets a student view ``x``
-(``student_augmentation``), a teacher view ``x'`` and a mined view
-(``teacher_augmentation``, independent draws). ``L = L_sup + L_inst^global +
-L_inst^local`` with ``L_sup`` on the labeled student views and
-``L_inst = KL(teacher ‖ student)`` of similarity distributions over the mined
-views of the *other* images of the step plus a FIFO bank (``bank_size``) of
-earlier mined views (:func:`~vrsearch.losses.mona.relational_over_images`).
-Global: encoder output → projector (+ student predictor). Local:
-``local_crops`` boxes of edge ``local_crop_size`` at the same location in
-every view (in the patch frame), last decoder features average-pooled per
-box → local projector (+ student predictor); so a local instance is one crop.
+**Stage 1** (relational pre-training, Sec. 3.1, ISD-style):
+:mod:`vrsearch.methods.mona_stage1`.
 
 **Stage 2** (anatomical contrastive reconstruction, Sec. 3.2)::
 
@@ -80,6 +69,9 @@ hard_fraction, eqv, nn``. All randomness comes from generators seeded by
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, cast
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -88,15 +80,12 @@ from vrsearch.components.banks import ClassFIFOBank, FIFOQueue
 from vrsearch.components.checkpoints import load_stage1
 from vrsearch.components.samplers import sample_voxels
 from vrsearch.components.teachers import EMATeacher
-from vrsearch.components.views import (
-    Geo, PatchFrame, crop_boxes, crop_means, draw_view, geo_apply, geo_undo, step_generator,
-)
+from vrsearch.components.views import Geo, PatchFrame, draw_view, geo_apply, geo_undo, step_generator
 from vrsearch.losses import SupervisedLoss
-from vrsearch.losses.mona import (
-    anatomical_contrastive, equivariance_kl, knn_loss, loss_spread, relational_over_images,
-)
+from vrsearch.losses.mona import anatomical_contrastive, equivariance_kl, knn_loss, loss_spread
 from vrsearch.methods.anatomical_params import Augmentation, ContrastiveParams, NonNeg
 from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
+from vrsearch.methods.mona_stage1 import RelationalPretraining, scalar
 from vrsearch.models.contrast_net import ContrastNet
 from vrsearch.models.embedding import DenseEmbedding, OnceSums
 from vrsearch.models.heads import MLPHead
@@ -108,8 +97,9 @@ class MONAParams(ContrastiveParams):
 
     lambda_eqv: NonNeg = Field(1.0, description="λ2: weight of L_eqv (Sec. 3.2)")
     consistency: bool = Field(True, description="ablation switch: L_eqv (Table 2)")
-    student_augmentation: Augmentation = Field("weak", description="student views: weak = flips/turns, "
-                                                                   "strong = + intensity jitter (Table 3)")
+    student_augmentation: Augmentation = Field(
+        "weak", description="student views: weak = flips/turns, strong = + intensity jitter (Table 3)"
+    )
     teacher_augmentation: Augmentation = Field("strong", description="teacher and mined views (Table 3)")
 
 
@@ -117,7 +107,7 @@ def _embedding(rep):
     return DenseEmbedding(rep) if torch.is_tensor(rep) else rep
 
 
-def patch_frame(rep, geo: Geo, spatial) -> DenseEmbedding | PatchFrame:
+def patch_frame(rep: Any, geo: Geo, spatial: Sequence[int]) -> DenseEmbedding | PatchFrame:
     """A view's embedding read in the patch frame: a dense map is undone (the
     reference path), a sampled one maps coordinates."""
     if torch.is_tensor(rep):
@@ -125,11 +115,7 @@ def patch_frame(rep, geo: Geo, spatial) -> DenseEmbedding | PatchFrame:
     return PatchFrame(rep, geo, spatial, rep.a.device)
 
 
-def _scalar(x) -> torch.Tensor:
-    return torch.as_tensor(float(x))
-
-
-class MONA(Method):
+class MONA(RelationalPretraining, Method):
     #: what a stage-2 trial takes from a stage-1 checkpoint
     STAGE1_PREFIXES = ("student.", "teacher.", "predictor_global.", "predictor_local.")
     #: True: build the dense [B, dim, *S] embedding maps (the reference the sampled path is tested against)
@@ -171,43 +157,11 @@ class MONA(Method):
     def after_step(self, iteration: int) -> None:
         self.teacher.update(self.student, iteration + 1)
         if self.stage_of(iteration) == 1:
-            self.stage1_done += 1
+            cast(torch.Tensor, self.stage1_done).add_(1)
 
     def predictor(self):
         net = self.teacher.module if self.params.evaluate == "teacher" else self.student
         return net.segnet
-
-    # -- stage 1 ---------------------------------------------------------------------
-    def _stage1(self, batch: Batch, x: torch.Tensor, g: torch.Generator) -> StepOutput:
-        p, n, n_l = self.params, x.shape[0], batch.image.shape[0]
-        xs, geo_s = draw_view(x, p.student_augmentation, p.geometric, g)
-        xt, geo_t = draw_view(x, p.teacher_augmentation, p.geometric, g)
-        xm, geo_m = draw_view(x, p.teacher_augmentation, p.geometric, g)
-        s = self.student.run(xs, enc=p.inst_global)
-        sup = self.sup(geo_undo(s["logits"], geo_s)[:n_l], batch.label)
-        loss, terms = sup, {"stage": _scalar(1), "sup": sup.detach()}
-        if not (p.inst_global or p.inst_local):
-            return StepOutput(loss, terms)
-        teacher = self.teacher.module
-        with torch.no_grad():
-            t = teacher.run(torch.cat([xt, xm]), enc=p.inst_global)
-        if p.inst_global:
-            u = self.predictor_global(self.student.global_proj(s["enc"]))
-            with torch.no_grad():
-                tv = teacher.global_proj(t["enc"])
-            inst = relational_over_images(u, tv[:n], tv[n:], self.global_bank, p.tau_s, p.tau_t)
-            loss = loss + inst
-            terms["inst_global"] = inst.detach()
-        if p.inst_local:
-            boxes = crop_boxes(x.shape[2:], p.local_crops, p.local_crop_size, g, x.device)
-            u = self.predictor_local(self.student.local_proj(crop_means(geo_undo(s["h"], geo_s), boxes)))
-            with torch.no_grad():
-                v = teacher.local_proj(crop_means(geo_undo(t["h"][:n], geo_t), boxes))
-                w = teacher.local_proj(crop_means(geo_undo(t["h"][n:], geo_m), boxes))
-            inst = relational_over_images(u, v, w, self.local_bank, p.tau_s, p.tau_t)
-            loss = loss + inst
-            terms["inst_local"] = inst.detach()
-        return StepOutput(loss, terms)
 
     # -- stage 2 ---------------------------------------------------------------------
     def _stage2(self, batch: Batch, x: torch.Tensor, g: torch.Generator, iteration: int) -> StepOutput:
@@ -224,7 +178,7 @@ class MONA(Method):
             pseudo = prob[n_l:].argmax(1)
             labels = torch.cat([batch.label[:, 0].long(), pseudo])
             conf = prob.gather(1, labels.unsqueeze(1))[:, 0]  # teacher probability of the (pseudo-)label
-        loss, terms = sup, {"stage": _scalar(2), "sup": sup.detach()}
+        loss, terms = sup, {"stage": scalar(2), "sup": sup.detach()}
         if p.unsup:
             unsup = F.cross_entropy(logits[n_l:], pseudo) if x.shape[0] > n_l else logits.sum() * 0.0
             loss = loss + p.lambda_unsup * unsup
@@ -252,14 +206,15 @@ class MONA(Method):
         p = self.params
         return dict(method=p.sampler, grid=p.grid, classes=range(self.C), per_image=False, rounding=p.rounding)
 
-    def _push_keys(self, rep_t, labels, g) -> int:
+    def _push_keys(self, rep_t: Any, labels: torch.Tensor, g: torch.Generator) -> int:
         """Draw ``keys`` teacher embeddings per class and push them, in random order (a
         partly overwritten push stays a random subset) with weight ``keys·w``, into
         the class-aware negative bank. Returns the SAG replacement count."""
         keys = sample_voxels(labels, self.params.keys, generator=g, **self._draw())
         shuffled = torch.randperm(len(keys), generator=g, device=labels.device)
-        self.negatives.push(rep_t.at(keys.index[shuffled]), keys.cls[shuffled],
-                            keys.weight[shuffled] * self.params.keys)
+        self.negatives.push(
+            rep_t.at(keys.index[shuffled]), keys.cls[shuffled], keys.weight[shuffled] * self.params.keys
+        )
         return keys.n_outside
 
     def _contrast(self, rep_s, rep_t, labels, conf, g, iteration):
@@ -275,18 +230,28 @@ class MONA(Method):
         positives = sums.sum(0) / total.clamp_min(1).unsqueeze(1).to(sums.dtype)
         bank = (positives, total > 0, self.negatives.bank, self.negatives.count)
 
-        def contrast(gen: torch.Generator):
+        def contrast(gen: torch.Generator) -> tuple[torch.Tensor, int]:
             q = sample_voxels(labels, p.queries, generator=gen, mask=hard, **draw)
-            value = anatomical_contrastive(rep_s.at(q.index), q.cls, *bank, tau=p.tau,
-                                           num_negatives=p.keys, generator=gen, query_weight=q.weight,
-                                           negative_weight=self.negatives.weight)
+            value = anatomical_contrastive(
+                rep_s.at(q.index),
+                q.cls,
+                *bank,
+                tau=p.tau,
+                num_negatives=p.keys,
+                generator=gen,
+                query_weight=q.weight,
+                negative_weight=self.negatives.weight,
+            )
             return value, q.n_outside
 
         value, outside = contrast(g)
         with torch.no_grad():
             again, _ = contrast(step_generator(self.seed, iteration, 1, labels.device))
-        extra = {"contrast_spread": loss_spread(value, again), "reflect_outside": _scalar(outside + keys_outside),
-                 "hard_fraction": hard.float().mean()}
+        extra = {
+            "contrast_spread": loss_spread(value, again),
+            "reflect_outside": scalar(outside + keys_outside),
+            "hard_fraction": hard.float().mean(),
+        }
         return value, extra
 
     def _nearest_neighbours(self, rep_s, rep_t, labels):
@@ -302,11 +267,13 @@ class MONA(Method):
         return loss
 
 
-_SUMMARY = ("two stages: relational (ISD) pre-training with global/local KL over mined views, then L_sup + "
-            "anatomical contrast (hard queries, class-aware bank) + equivariance + pseudo-label CE + kNN")
+_SUMMARY = (
+    "two stages: relational (ISD) pre-training with global/local KL over mined views, then L_sup + "
+    "anatomical contrast (hard queries, class-aware bank) + equivariance + pseudo-label CE + kNN"
+)
 _TERMS = {
     "loss": "stage 1: L_sup + L_inst^global + L_inst^local; stage 2: L_sup + λ1·L_contrast + λ2·L_eqv "
-            "+ λ3·L_unsup + λ4·L_nn",
+    "+ λ3·L_unsup + λ4·L_nn",
     "stage": "training stage: 1 = relational pre-training (Sec. 3.1), 2 = anatomical contrast (Sec. 3.2)",
     "sup": "L_sup: supervised loss of the student on the labeled views",
     "inst_global": "L_inst^global: KL(teacher ‖ student) of global-embedding similarities to mined views (ISD)",
@@ -319,11 +286,12 @@ _TERMS = {
     "unsup": "L_unsup: student CE to the teacher's pseudo-labels on unlabeled images",
     "nn": "L_nn: student class means pulled to their k nearest teacher class means in a memory bank",
 }
-_CITATION = ("You et al., Mine your own anatomy: revisiting medical image segmentation with extremely "
-             "limited labels, arXiv 2209.13476 (2022)")
+_CITATION = (
+    "You et al., Mine your own anatomy: revisiting medical image segmentation with extremely "
+    "limited labels, arXiv 2209.13476 (2022)"
+)
 
 
-@register_method("mona", params=MONAParams, citation=_CITATION, summary=_SUMMARY, needs=unlabeled,
-                 terms=_TERMS)
+@register_method("mona", params=MONAParams, citation=_CITATION, summary=_SUMMARY, needs=unlabeled, terms=_TERMS)
 def build_mona(params: MONAParams, ctx: BuildContext) -> MONA:
     return MONA(params, ctx)

@@ -36,8 +36,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-#: voxels per chunk of the class sums (bounds the [B, chunk, dim] hidden layer)
-CHUNK = 16384
+#: voxels per chunk of the class sums: bounds the [B, chunk, dim] hidden layer, and keeps it in cache
+#: (a profiled 4×48×48×32 batch, dim 512: 16384 → 2.1 s, 4096 → 0.40 s, 1024 → 0.20 s per pass on one core)
+CHUNK = 1024
 
 
 class DenseEmbedding:
@@ -84,7 +85,7 @@ def _update_running(norm: nn.modules.batchnorm._BatchNorm, mean: torch.Tensor, v
 
 def _hidden_sums(a_t: torch.Tensor, weight: torch.Tensor, shift: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
     """``Σ_v onehot_v ⊗ ReLU(a_v A_b + t_b)`` for one chunk: ``[B, C, D]``."""
-    return torch.bmm(onehot.transpose(1, 2), torch.relu(torch.baddbmm(shift.unsqueeze(1), a_t, weight)))
+    return torch.bmm(onehot.transpose(1, 2), torch.baddbmm(shift.unsqueeze(1), a_t, weight).relu_())
 
 
 class SampledEmbedding:
@@ -128,8 +129,17 @@ class SampledEmbedding:
         """Embeddings ``[K, D]`` at flat voxel indices over the batch (``b·V + v``)."""
         v = self.a.shape[2]
         img, vox = index // v, index % v
-        rows = self.a[img, :, vox]  # [K, w]
-        hidden = torch.relu(torch.bmm(rows.unsqueeze(1), self.weight[img])[:, 0] + self.shift[img])
+        # image by image: one [k_b, w] @ [w, D] product each, never a [K, w, D] copy of A_b per row
+        order = torch.argsort(img, stable=True)
+        rows = self.a[img[order], :, vox[order]]  # [K, w], grouped by image
+        sizes = torch.bincount(img, minlength=self.a.shape[0]).tolist()
+        parts = [
+            torch.addmm(self.shift[b], part, self.weight[b])
+            for b, part in enumerate(torch.split(rows, sizes))
+            if sizes[b]
+        ]
+        pre = torch.cat(parts) if parts else self.shift.new_zeros(0, self.shift.shape[1])
+        hidden = torch.relu(pre)[torch.argsort(order)]
         return F.linear(hidden, self.w2, self.b2)
 
     def class_sums(self, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,13 +147,16 @@ class SampledEmbedding:
         b, _, v = self.a.shape
         with torch.autocast(self.a.device.type, enabled=False):  # sums over every voxel: float32 at least
             onehot = F.one_hot(labels.reshape(b, -1), num_classes).to(self.stat)
-            a_t = self.a.transpose(1, 2).to(self.stat)
+            a_t = self.a.transpose(1, 2).to(self.stat).contiguous()
             grad = torch.is_grad_enabled() and (a_t.requires_grad or self.weight.requires_grad)
             hidden: Any = 0
-            for s in range(0, v, CHUNK):
-                args = (a_t[:, s:s + CHUNK], self.weight, self.shift, onehot[:, s:s + CHUNK])
-                hidden = hidden + (checkpoint(_hidden_sums, *args, use_reentrant=False) if grad
-                                   else _hidden_sums(*args))
+            # split, not slices: one backward node gathers the chunks' gradients (a slice's backward
+            # writes each chunk into its own full-size zero tensor)
+            for part, hot in zip(a_t.split(CHUNK, 1), onehot.split(CHUNK, 1), strict=True):
+                args = (part, self.weight, self.shift, hot)
+                hidden = hidden + (
+                    checkpoint(_hidden_sums, *args, use_reentrant=False) if grad else _hidden_sums(*args)
+                )
             counts = onehot.sum(1)
             return hidden @ self.w2.to(self.stat).T + counts.unsqueeze(2) * self.b2.to(self.stat), counts
 

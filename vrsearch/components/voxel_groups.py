@@ -1,0 +1,224 @@
+"""Voxel groups of the samplers (``samplers.py``) without sorting the voxels.
+
+A group is (image, grid cell) ∩ class ∩ mask (NS: image ∩ class, or class over
+the batch).  The sampler needs, per group, its size, the coordinate sums of
+its members (SAG's centroid) and "the r-th member in raster order" for a few
+thousand ranks r.  A stable sort of every voxel by group gives all three, but
+it is the dominant cost on a FLARE-sized batch, so instead:
+
+* A *segment* is one run of the last axis inside one cell: (image, all other
+  coordinates, cell along the last axis).  Its voxels are contiguous in memory
+  and belong to one cell box.  One ``bincount`` over ``segment·(K+1) + slot``
+  (slot = class position in ``cand``, K for ineligible voxels) counts every
+  class in every segment.
+* Listing the segments box by box (cells in raster order, rows inside a box in
+  raster order: a cached permutation) lists each box's voxels in raster order,
+  so a per-class cumulative count over the segments gives every group's size
+  (the count at its box's end minus the count at its start) and turns a rank
+  into a segment (``searchsorted``) plus a rank inside that segment, resolved
+  by scanning the segment (at most ``ceil(n/g)`` voxels per draw).
+* Coordinate sums (SAG's centroids): along the other axes a segment's
+  coordinates are constant, so they follow from the counts; the last
+  coordinate is summed in the same pass, packed above the count in one
+  integer per voxel (``1 + (z << shift)``, ``index_add_``).
+
+Work: a few linear passes over the voxels and arrays of segments × classes
+(the voxels × (K+1)·g / (last axis) counts), never a sort of the voxels.  The
+result is the same voxel as the sorted-members path, rank for rank.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+#: above this many candidate values (no ``classes`` given), only the present ones are kept
+DENSE_RANGE = 64
+#: longest row segment (voxels scanned per draw) unless a cell's row is shorter
+SEGMENT = 48
+
+
+def stable_argsort(key: torch.Tensor) -> torch.Tensor:
+    """Stable argsort of small non-negative int keys (same result on every path)."""
+    if key.device.type == "cpu" and (key.numel() == 0 or int(key.max()) < 2**16):
+        return torch.from_numpy(np.argsort(key.numpy().astype(np.uint16), kind="stable"))
+    return torch.sort(key, stable=True).indices
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Segments of a ``[B, *spatial]`` batch split into ``g`` cells per axis, listed
+    box by box (boxes b·G + cell in order, rows inside a box in raster order)."""
+
+    base: torch.Tensor  # [B·V] position of every voxel's segment in that list
+    start: torch.Tensor  # [S] flat index of the segment's first voxel
+    width: torch.Tensor  # [S] voxels
+    bounds: torch.Tensor  # [B·G + 1] where each box starts in the list
+    planes: tuple[torch.Tensor, ...]  # per other axis a, [S] box·size_a + coordinate_a of each segment
+    box: torch.Tensor  # [S] box of each segment
+    unit: torch.Tensor  # [B·V] 1 + (last coordinate << shift): counts and last-axis sums in one integer
+    shift: int
+
+
+@functools.lru_cache(maxsize=4)
+def layout(B: int, spatial: tuple[int, ...], g: int, device: torch.device) -> Layout:
+    *rest, last = spatial
+    R = math.prod(rest)
+    cell_width = -(-last // g)
+    p = g * -(-cell_width // SEGMENT)  # parts of a row: g cells, each cut to ≤ SEGMENT voxels
+    part = (torch.arange(last, device=device) * p) // last  # nests in the cells: part // (p/g) = cell
+    width = torch.bincount(part, minlength=p)
+    zstart = torch.cumsum(width, 0) - width
+    nseg = R * p  # per image, natural order (b, row, part)
+    row = torch.arange(R, device=device)
+    coords = torch.stack(torch.unravel_index(row, tuple(rest)), 1) if rest else row.new_zeros(R, 0)
+    cell = torch.zeros(R, dtype=torch.long, device=device)
+    for ax, size in enumerate(rest):
+        cell = cell * g + coords[:, ax] * g // size
+    G = g ** len(spatial)
+    box = (
+        (torch.arange(B, device=device) * G).view(B, 1, 1)
+        + (cell * g).view(1, R, 1)
+        + (torch.arange(p, device=device) // (p // g)).view(1, 1, p)
+    ).reshape(-1)
+    order = stable_argsort(box.cpu()).to(device)
+    rank = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=device))
+    seg_of_voxel = torch.arange(R, device=device).unsqueeze(1) * p + part
+    base = rank[(seg_of_voxel.reshape(1, -1) + torch.arange(B, device=device).unsqueeze(1) * nseg).reshape(-1)]
+    seg_row, seg_part = (order % nseg) // p, order % p
+    start = (order // nseg) * math.prod(spatial) + seg_row * last + zstart[seg_part]
+    bounds = torch.searchsorted(box[order], torch.arange(B * G + 1, device=device))
+    shift = int(width.max()).bit_length()  # a segment's count stays below 2**shift
+    unit = (1 + (torch.arange(last, device=device) << shift)).repeat(B * R)
+    sbox = box[order]
+    planes = tuple(sbox * size + coords[seg_row, ax] for ax, size in enumerate(rest))
+    return Layout(base, start, width[seg_part], bounds, planes, sbox, unit, shift)
+
+
+def _cumulate(hist: torch.Tensor) -> torch.Tensor:
+    """Exclusive running sum with the total appended (``[n + 1]``)."""
+    out = hist.new_zeros(hist.numel() + 1)
+    torch.cumsum(hist, 0, out=out[1:])
+    return out
+
+
+class Segments:
+    """Class counts of every segment and what follows from them.  Counts are held
+    class-major, ``cum[c·S + j]`` = voxels of classes < c plus class-c voxels in
+    segments before j: one non-decreasing sequence over all classes."""
+
+    def __init__(self, slot: torch.Tensor, K: int, B: int, spatial: tuple[int, ...], g: int):
+        self.slot, self.K, self.B, self.spatial, self.g = slot, K, B, spatial, g
+        self.lay = layout(B, spatial, g, slot.device)
+        self.S = S = self.lay.start.numel()
+        idx = torch.add(self.lay.base, slot, alpha=S)  # slot K (ineligible) lands past K·S
+        # per (class, segment): count + (sum of the last coordinate << shift), one pass
+        packed = torch.zeros((K + 1) * S, dtype=torch.long, device=slot.device).index_add_(0, idx, self.lay.unit)
+        self.packed = packed[: K * S]
+        self.hist = self.packed & ((1 << self.lay.shift) - 1)
+        self.cum = _cumulate(self.hist)
+        self.hist_ks = self.hist.view(K, S)
+
+    def per_box(self, cum: torch.Tensor | None = None) -> torch.Tensor:
+        """``[K, B·G]`` sums over each box, from a class-major running sum (default: counts)."""
+        cum = self.cum if cum is None else cum
+        at = cum[torch.arange(self.K, device=cum.device).unsqueeze(1) * self.S + self.lay.bounds]
+        return at[:, 1:] - at[:, :-1]
+
+    def coord_sums(self) -> list[torch.Tensor]:
+        """Per axis, ``[K, B·G]`` sums of the members' coordinates (exact integers): an
+        other axis a from the counts per (box, coordinate a), which is constant along a
+        segment; the last one packed with the counts."""
+        K, nbox, out = self.K, self.lay.bounds.numel() - 1, []
+        for plane, size in zip(self.lay.planes, self.spatial, strict=False):
+            per = torch.zeros(K, nbox * size, dtype=torch.long, device=plane.device).index_add_(1, plane, self.hist_ks)
+            out.append((per.view(K, nbox, size) * torch.arange(size, device=plane.device)).sum(2))
+        last = torch.zeros(K, nbox, dtype=torch.long, device=self.lay.box.device)
+        return [*out, last.index_add_(1, self.lay.box, (self.packed >> self.lay.shift).view(K, self.S))]
+
+    def select(self, cls: torch.Tensor, start: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
+        """Flat index of the ``rank``-th voxel of class slot ``cls`` counted from segment
+        ``start`` of the list on (raster order inside each box)."""
+        target = self.cum[cls * self.S + start] + rank
+        pos = torch.searchsorted(self.cum[1:], target, right=True)  # = cls·S + segment
+        inside = target - self.cum[pos]
+        pos = pos - cls * self.S
+        first, width = self.lay.start[pos], self.lay.width[pos]
+        span = torch.arange(int(self.lay.width.max()), device=cls.device)
+        at = (first.unsqueeze(1) + span).clamp(max=self.slot.numel() - 1)
+        hit = (self.slot[at] == cls.unsqueeze(1)) & (span < width.unsqueeze(1))
+        nth = hit & (torch.cumsum(hit, 1) == inside.unsqueeze(1) + 1)
+        return first + nth.to(torch.uint8).argmax(1)
+
+
+def class_slots(
+    lab: torch.Tensor, elig: torch.Tensor | None, classes: Sequence[int] | None, dev: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidate class values ``cand`` (absent ones simply get no voxels) and every
+    voxel's position in ``cand``, ``len(cand)`` for a voxel that is no candidate or
+    not eligible."""
+    lo, hi = (int(v) for v in torch.aminmax(lab))
+    if classes is not None:
+        cand = torch.tensor(sorted({int(c) for c in classes}), dtype=torch.long, device=dev)
+    elif hi - lo < 2**16:
+        cand = torch.arange(lo, hi + 1, device=dev)
+        if cand.numel() > DENSE_RANGE:  # keep the present values only (the segment counts grow with them)
+            cand = cand[torch.bincount(lab - lo, minlength=hi - lo + 1) > 0]
+    else:
+        cand = torch.unique(lab if elig is None else lab[elig])
+    K = int(cand.numel())
+    if classes is None and lo == 0 and K == hi + 1:
+        slot = lab  # the values are their own positions
+    elif hi - lo < 2**16:
+        lut = torch.full((hi - lo + 1,), K, dtype=torch.long, device=dev)
+        inr = (cand >= lo) & (cand <= hi)
+        lut[cand[inr] - lo] = torch.arange(K, device=dev)[inr]
+        slot = lut.gather(0, lab - lo if lo else lab)
+    else:
+        at = torch.searchsorted(cand, lab).clamp(max=K - 1)
+        slot = torch.where(cand[at] == lab, at, K)
+    return cand, slot if elig is None else slot.masked_fill(~elig, K)
+
+
+@dataclass
+class Groups:
+    """Groups in output order, unit-major (module doc): per image (b, class, cell),
+    else (class, b, cell); NS has one cell, and over the batch one group per class."""
+
+    seg: Segments
+    per_image: bool
+    pooled: bool  # NS over the batch: a class's boxes (images) form one group
+    K: int
+    B: int
+    G: int  # cells per image
+
+    @property
+    def gpu(self) -> int:  # groups per unit
+        return 1 if self.pooled else self.G if self.per_image else self.B * self.G
+
+    def arrange(self, per_box: torch.Tensor, pool: Callable[..., torch.Tensor] = torch.sum) -> torch.Tensor:
+        """``[K, B·G]`` per (class, box) → one value per group, in group order."""
+        if self.pooled:
+            return pool(per_box, 1)
+        t = per_box.reshape(self.K, self.B, self.G)
+        return (t.permute(1, 0, 2) if self.per_image else t).reshape(-1)
+
+    def grid(self, values: torch.Tensor, along_class: bool) -> torch.Tensor:
+        """Group order of a per-class (``along_class``) or per-box quantity."""
+        full = values.view(-1, 1).expand(self.K, self.B * self.G) if along_class else values.expand(self.K, -1)
+        return self.arrange(full, pool=lambda t, d: t[:, 0])
+
+    def key_at(self, flat: torch.Tensor, g: int, spatial: tuple[int, ...]) -> torch.Tensor:
+        """Group index of voxels (the number of groups where none)."""
+        V, s = math.prod(spatial), self.seg.slot[flat]
+        cell, v = torch.zeros_like(flat), flat % V
+        for ax, size in enumerate(spatial):
+            cell = cell * g + ((v // math.prod(spatial[ax + 1 :])) % size) * g // size
+        b = flat // V
+        key = ((b * self.K + s) if self.per_image else (s * self.B + b)) * self.G + cell
+        return torch.where(s < self.K, key, self.K * self.B * self.G)
