@@ -54,14 +54,14 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # the suite in TEST_WORKERS processes (pytest-xdist): one test file at a time per process, and every
-# file that reads the shared tiny studies in one process, so those run once (groups: tests/conftest.py);
+# file that reads the shared tiny studies in one process, so those run once (the scheduler: tests/conftest.py);
 # most of an end-to-end test's time is Ray and interpreter start-up, which two processes overlap
 TEST_WORKERS ?= 2
 test: $(STAMP) browser realdata lint
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=15
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

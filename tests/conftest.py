@@ -69,16 +69,40 @@ def one_thread():
     torch.set_num_threads(old)
 
 
-#: session fixtures that run a tiny study through real Ray (tests/e2e/conftest.py): every test file
-#: that uses one runs in the same xdist process, so each study is run once per `make test`
+#: session fixtures that run a tiny study through real Ray (tests/e2e/conftest.py)
 SHARED_STUDIES = {"ablation_run", "search_run"}
+#: the test files that use one: ``make test`` runs them in one xdist process, so each study runs once
+SHARED_STUDY_FILES = frozenset(
+    {
+        "tests/e2e/test_ablation.py",
+        "tests/e2e/test_notebooks.py",
+        "tests/e2e/test_replay.py",
+        "tests/e2e/test_report_browser.py",
+    }
+)
+
+
+def xdist_scope(nodeid: str) -> str:
+    """The unit ``make test``'s processes take whole: a test file (its module fixtures, e.g. the
+    autoscaling cluster, start once), or all of :data:`SHARED_STUDY_FILES` together."""
+    path = nodeid.split("::")[0]
+    return "shared-studies" if path in SHARED_STUDY_FILES else path
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's scope scheduler with :func:`xdist_scope` as the scope (its ``xdist_group``
+    marks are ignored under pytest 9.2: pytest-xdist#1386)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_scope(nodeid)
+
+    return ByFile(config, log)
 
 
 def pytest_collection_modifyitems(items):
-    """``make test`` distributes by ``xdist_group`` (``--dist loadgroup``): one group per test file
-    (its module fixtures, e.g. the autoscaling cluster, start once), and one for every file that
-    uses a :data:`SHARED_STUDIES` fixture."""
-    shared = {item.nodeid.split("::")[0] for item in items if SHARED_STUDIES & set(item.fixturenames)}
-    for item in items:
-        path = item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group("shared-studies" if path in shared else path))
+    """A test file that uses a shared study must be listed in :data:`SHARED_STUDY_FILES`."""
+    using = {item.nodeid.split("::")[0] for item in items if SHARED_STUDIES & set(item.fixturenames)}
+    if using - SHARED_STUDY_FILES:
+        raise pytest.UsageError(f"add {sorted(using - SHARED_STUDY_FILES)} to SHARED_STUDY_FILES in tests/conftest.py")

@@ -353,6 +353,10 @@ def test_wide_label_values():
     expect = {(b, int(c)): 6 for b in range(2) for c in torch.unique(wide[b])}
     assert Counter(zip(s.batch.tolist(), s.cls.tolist())) == expect
     assert torch.equal(wide.reshape(-1)[s.index], s.cls)
+    for method in SAMPLERS:  # nothing to draw from: an empty sample, as for a narrow label range
+        none = sample_voxels(wide, 6, method=method, grid=9, generator=gen(0), mask=torch.zeros_like(wide).bool())
+        assert none.index.numel() == 0, method
+        assert sample_voxels(wide, 6, method=method, grid=9, generator=gen(0), classes=[]).index.numel() == 0
 
 
 @pytest.mark.parametrize("method", ["sg", "sag"])

@@ -36,3 +36,15 @@ def test_low_precision_inputs_are_computed_in_float32_and_returned_in_their_dtyp
     assert out.dtype == q.grad.dtype == torch.bfloat16
     want = (q.detach().float() @ keys.float().T).gather(1, idx)
     assert torch.allclose(out.float(), want, rtol=1e-2, atol=2e-2)
+
+
+def test_backward_inside_cpu_autocast():
+    """A backward called under ``torch.autocast("cpu", bfloat16)`` still runs (the sparse kernels have
+    no bf16) and gives the gradient of the gathered full product."""
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(7, 6, generator=g, requires_grad=True)
+    keys, idx = torch.randn(10, 6, generator=g), torch.randint(0, 10, (7, 4), generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        sampled_dot(q, keys, idx).sum().backward()
+    want = torch.zeros(7, 10).scatter_add_(1, idx, torch.ones(7, 4)) @ keys
+    assert torch.allclose(q.grad, want, atol=1e-5)

@@ -172,6 +172,8 @@ def class_slots(
     else:
         cand = torch.unique(lab if elig is None else lab[elig])
     K = int(cand.numel())
+    if K == 0:  # no class to draw from (e.g. an empty class list, or a mask with no voxel)
+        return cand, torch.full_like(lab, 0)
     if classes is None and lo == 0 and K == hi + 1:
         slot = lab  # the values are their own positions
     elif hi - lo < 2**16:

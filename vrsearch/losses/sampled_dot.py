@@ -38,7 +38,8 @@ class SampledDot(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
         (keys,), (crow, col, size, dtype) = ctx.saved_tensors, ctx.pattern
-        grad = torch.sparse_csr_tensor(crow, col, grad.reshape(-1).to(keys.dtype), size) @ keys
+        with torch.autocast(keys.device.type, enabled=False):  # a backward under autocast: no bf16 kernel
+            grad = torch.sparse_csr_tensor(crow, col, grad.reshape(-1).to(keys.dtype), size) @ keys
         return grad.to(dtype), None, None
 
 

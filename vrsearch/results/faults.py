@@ -10,7 +10,8 @@ fault fires once across all processes (whoever creates the marker first, and
 writes its pid into it), so a resumed or retried run goes through; with
 ``VRSEARCH_FAULT_SKIP=<k>`` as well, the first ``k`` arrivals at the point pass
 (each claims a ``<marker>.pass<i>`` file) and the next one fires, so a test can
-pick "the third trial to reach step 4" without racing the study. Unset (always, outside tests) a
+pick "the third trial to reach step 4" without racing the study (the pass files
+stay: re-arming a marker means deleting them as well as the marker). Unset (always, outside tests) a
 point costs one environment lookup.
 
 Points: ``write`` (any atomic write, between the temporary file and the
