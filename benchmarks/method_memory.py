@@ -32,24 +32,11 @@ def _rss_mb() -> float:
 
 def child(name: str, patch: list[int], dense: bool, study: Path) -> dict:
     sys.path.insert(0, str(Path(__file__).parent))
-    from method_step import full_step
+    from method_step import bench_study, full_step
 
     from vrsearch.engine.trainer import Trainer
-    from vrsearch.study import load_study
 
-    s = load_study(
-        study,
-        [
-            f"method.name={name}",
-            "method.params={}",
-            "search.design=none",
-            "search.arms=[]",
-            f"dataset.patch_size={patch}",
-            "train.batch.unlabeled=2",
-            "train.iterations=1000",
-            "train.threads=2",
-        ],
-    )
+    s = bench_study(study, name, patch)
     trainer = Trainer(s, Path(tempfile.mkdtemp(prefix="vrs-mem-")) / name)
     trainer.method.dense_reference = dense
     batch = trainer._source(0).batch(500)

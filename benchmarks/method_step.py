@@ -38,7 +38,7 @@ import torch
 from vrsearch.engine.trainer import Trainer
 from vrsearch.methods import all_methods
 from vrsearch.models.nets import SegNet
-from vrsearch.study import load_study
+from vrsearch.study import Study, load_study
 
 
 def full_step(trainer: Trainer, batch, it: int) -> float:
@@ -84,20 +84,16 @@ def floor_step(passes: list[tuple[SegNet, tuple[int, ...], bool]]) -> float:
     return time.perf_counter() - t0
 
 
+def bench_study(study_path: Path, name: str, patch: list[int]) -> Study:
+    """The benchmark's study: method ``name`` at its registered defaults on a ``patch`` patch,
+    2 labeled + 2 unlabeled images, two threads."""
+    overrides = ["method.params={}", "search.design=none", "search.arms=[]", "train.batch.unlabeled=2"]
+    overrides += [f"method.name={name}", f"dataset.patch_size={patch}", "train.iterations=1000", "train.threads=2"]
+    return load_study(study_path, overrides)
+
+
 def measure(study_path: Path, name: str, patch: list[int], repeats: int, scratch: Path, dense: bool = False) -> dict:
-    study = load_study(
-        study_path,
-        [
-            f"method.name={name}",
-            "method.params={}",
-            "search.design=none",
-            "search.arms=[]",
-            f"dataset.patch_size={patch}",
-            "train.batch.unlabeled=2",
-            "train.iterations=1000",
-            "train.threads=2",
-        ],
-    )
+    study = bench_study(study_path, name, patch)
     trainer = Trainer(study, scratch / f"{name}-{'x'.join(map(str, patch))}-{dense}")
     if dense:
         trainer.method.dense_reference = True
