@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 
 import numpy as np
 import torch
@@ -20,6 +21,18 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.benchmark = False
+    forget_earlier_trials()
+
+
+def forget_earlier_trials() -> None:
+    """Drop what an earlier trial of this process (a reused Tune actor) left behind: its
+    ``torch.compile`` graphs and guards (each trial compiles its own networks; kept, they pile up
+    and count against dynamo's recompile limit) and the CUDA allocator's cached blocks. Free when
+    nothing was compiled and CUDA was never initialised."""
+    if "torch._dynamo" in sys.modules:
+        torch._dynamo.reset()
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def pick_device(name: str) -> torch.device:
