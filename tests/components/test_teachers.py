@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from vrsearch.components.pseudo import entropy, pseudo_labels
+from vrsearch.components.pseudo import class_argmax, entropy, pseudo_labels
 from vrsearch.components.schedules import fraction_of, sigmoid_rampup
 from vrsearch.components.teachers import EMATeacher, FrozenCopy, twin_networks
 
@@ -127,6 +127,18 @@ def test_pseudo_labels_match_naive_reference():
                 assert labels[b, i, j] == vals.index(max(vals))  # ties → lowest index
                 assert conf[b, i, j] == max(vals)
     assert labels[0, 0, 0] == 1 and labels[1, 1, 2] == 0 and labels[1, 2, 2] == 0
+
+
+@pytest.mark.parametrize("dim", [0, 1, 2, -1])
+def test_class_argmax_is_argmax_with_its_ties(dim):
+    """The fast arg-max equals torch.argmax on every dimension, on random maps and on
+    maps full of ties (first maximal index), and on a NaN (which argmax picks)."""
+    g = torch.Generator().manual_seed(dim + 7)
+    for x in (torch.rand(3, 14, 6, 5, 4, generator=g), torch.randint(0, 3, (3, 14, 6, 5, 4), generator=g).float()):
+        assert torch.equal(class_argmax(x, dim), x.argmax(dim))
+    x = torch.rand(2, 5, 3, generator=g)
+    x[1, 3, 2] = float("nan")
+    assert torch.equal(class_argmax(x, 1), x.argmax(1))
 
 
 def test_sigmoid_rampup_and_reexport():

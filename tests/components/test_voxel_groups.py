@@ -1,6 +1,7 @@
 """The sort-free group structure of the samplers (vrsearch.components.voxel_groups)
 against a stable sort of every voxel by group: same sizes, same coordinate sums
-and, rank for rank, the same "r-th member in raster order"."""
+and, rank for rank, the same "r-th member in raster order" — by the segment scan
+and, with one cell per image, by the sorted members it switches to for many draws."""
 
 from __future__ import annotations
 
@@ -32,8 +33,10 @@ def _brute(labels, mask, g):
 @pytest.mark.parametrize("shape", [(2, 9, 7, 11), (3, 13, 10), (1, 5, 6, 100)], ids=str)
 @pytest.mark.parametrize("g", [1, 3, 5])
 @pytest.mark.parametrize("segment", [48, 4])
-def test_sizes_sums_and_every_rank_match_a_stable_sort(shape, g, segment, monkeypatch):
+@pytest.mark.parametrize("sort_at", [math.inf, 0.0], ids=["scan", "sort"])
+def test_sizes_sums_and_every_rank_match_a_stable_sort(shape, g, segment, sort_at, monkeypatch):
     monkeypatch.setattr(vg, "SEGMENT", segment)  # short segments: several per cell row
+    monkeypatch.setattr(vg, "SORT_AT", sort_at)  # many draws with one cell per image: sorted members
     vg.layout.cache_clear()
     gen = torch.Generator().manual_seed(sum(shape) + g)
     labels = torch.randint(0, 4, shape, generator=gen)

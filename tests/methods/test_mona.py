@@ -155,6 +155,28 @@ def test_views_undo_and_pooling_match_references():
     assert torch.equal(DenseEmbedding(x).at(idx), x.flatten(2).permute(0, 2, 1).reshape(-1, 2)[idx])
 
 
+@pytest.mark.parametrize("rows", [3, 400])
+def test_dense_rows_by_either_gather_equal_the_reference(rows, monkeypatch):
+    """``DenseEmbedding.at`` reads few rows by indexing and many through a channels-last
+    copy (``GATHER_COPY``): both give the reference rows and, with repeated rows, the
+    same gradient (float64, so the summation order cannot hide a difference)."""
+    import vrsearch.models.embedding as emb
+
+    g = torch.Generator().manual_seed(rows)
+    x = torch.randn(3, 5, 4, 6, 2, dtype=torch.float64, generator=g)
+    idx = torch.randint(0, 3 * 48, (rows,), generator=g)
+    w = torch.randn(rows, 5, dtype=torch.float64, generator=g)
+    out = []
+    for copy_at in (0, 10**9):  # no read through the copy / every read
+        monkeypatch.setattr(emb, "GATHER_COPY", copy_at)
+        xr = x.clone().requires_grad_(True)
+        got = DenseEmbedding(xr).at(idx)
+        assert torch.equal(got, x.flatten(2).transpose(1, 2).reshape(-1, 5)[idx])
+        (got * w).sum().backward()
+        out.append(xr.grad)
+    assert torch.allclose(out[0], out[1], rtol=1e-12, atol=1e-12) and out[0].abs().sum() > 0
+
+
 # -- gradient flow ---------------------------------------------------------------------------
 
 

@@ -41,6 +41,8 @@ import torch
 DENSE_RANGE = 64
 #: longest row segment (voxels scanned per draw) unless a cell's row is shorter
 SEGMENT = 48
+#: with one cell per image, draws × segment width above this many times the voxels: sort instead of scanning
+SORT_AT = 1.0
 
 
 def stable_argsort(key: torch.Tensor) -> torch.Tensor:
@@ -123,6 +125,7 @@ class Segments:
         self.hist = self.packed & ((1 << self.lay.shift) - 1)
         self.cum = _cumulate(self.hist)
         self.hist_ks = self.hist.view(K, S)
+        self._members: torch.Tensor | None = None
 
     def per_box(self, cum: torch.Tensor | None = None) -> torch.Tensor:
         """``[K, B·G]`` sums over each box, from a class-major running sum (default: counts)."""
@@ -145,6 +148,8 @@ class Segments:
         """Flat index of the ``rank``-th voxel of class slot ``cls`` counted from segment
         ``start`` of the list on (raster order inside each box)."""
         target = self.cum[cls * self.S + start] + rank
+        if self.g == 1 and rank.numel() * int(self.lay.width.max()) > SORT_AT * self.slot.numel():
+            return self.members()[target]
         pos = torch.searchsorted(self.cum[1:], target, right=True)  # = cls·S + segment
         inside = target - self.cum[pos]
         pos = pos - cls * self.S
@@ -154,6 +159,16 @@ class Segments:
         hit = (self.slot[at] == cls.unsqueeze(1)) & (span < width.unsqueeze(1))
         nth = hit & (torch.cumsum(hit, 1) == inside.unsqueeze(1) + 1)
         return first + nth.to(torch.uint8).argmax(1)
+
+
+    def members(self) -> torch.Tensor:
+        """With one cell per image the list is the flat order, so every class's members in
+        list order, class after class, are the voxels stably sorted by class slot: position
+        ``cum[c·S + j] + r`` of this order is what :meth:`select` finds by scanning.  One
+        sort of the voxels, worth it only for many draws (DVCL's negatives: ~10⁵)."""
+        if self._members is None:
+            self._members = stable_argsort(self.slot)
+        return self._members
 
 
 def class_slots(

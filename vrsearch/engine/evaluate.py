@@ -20,6 +20,7 @@ from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 from torch import nn
 
+from vrsearch.components.pseudo import class_argmax
 from vrsearch.core.config import DatasetConfig, EvalConfig
 from vrsearch.data.cases import Case
 from vrsearch.data.pipeline import decode, preprocess
@@ -99,7 +100,7 @@ def to_label_grid(probs: torch.Tensor, case: EvalCase) -> torch.Tensor:
             src, dst_affine=torch.as_tensor(case.label_affine), spatial_size=tuple(case.label.shape)
         )
         probs = probs.as_tensor() if isinstance(probs, MetaTensor) else probs
-    return probs.argmax(0)
+    return class_argmax(probs, 0)
 
 
 def evaluate(

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from vrsearch.components.pseudo import class_argmax
 from vrsearch.components.schedules import fraction_of, sigmoid_rampup
 from vrsearch.components.teachers import twin_networks, twin_predictor
 from vrsearch.losses import SupervisedLoss
@@ -80,7 +81,7 @@ class CPS(Method):
         first = 0 if self.params.cps_on == "all" else n_l
         if x.shape[0] > first:
             la, lb = logits_a[first:], logits_b[first:]
-            y_a, y_b = la.detach().argmax(1), lb.detach().argmax(1)
+            y_a, y_b = class_argmax(la.detach()), class_argmax(lb.detach())
             t["cps_a"], t["cps_b"] = F.cross_entropy(la, y_b), F.cross_entropy(lb, y_a)
         else:  # cps_on=unlabeled and no unlabeled patches this step
             t["cps_a"] = t["cps_b"] = logits_a.new_zeros(())

@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from vrsearch.components.banks import ClassFIFOBank, FIFOQueue, class_bounds
+from vrsearch.components.pseudo import class_argmax
 from vrsearch.components.samplers import ROUNDING_HELP, sample_voxels
 from vrsearch.components.schedules import fraction_of, sigmoid_rampup
 from vrsearch.components.teachers import twin_networks, twin_predictor
@@ -247,7 +248,7 @@ class DVCL(Method):
             w_b = ecps_weights(e_b, rel_b, self.num_classes, p.w_max)
         else:
             w_a = w_b = torch.ones_like(e_a)
-        pred_a, pred_b = prob_a.detach().argmax(1), prob_b.detach().argmax(1)
+        pred_a, pred_b = class_argmax(prob_a.detach()), class_argmax(prob_b.detach())
         t["ecps"] = ecps_loss(logits_a[n_l:], logits_b[n_l:], w_a, w_b, pred_a[n_l:], pred_b[n_l:])
         g = step_generator(self.seed, iteration, 0, x.device)
         zero = t["ecps"].new_zeros(())

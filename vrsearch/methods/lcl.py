@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from vrsearch.components.pseudo import pseudo_labels
+from vrsearch.components.pseudo import class_argmax, pseudo_labels
 from vrsearch.components.samplers import sample_voxels
 from vrsearch.components.teachers import FrozenCopy
 from vrsearch.components.views import STRONG, intensity_jitter, step_generator
@@ -170,8 +170,8 @@ class LCL(Method):
         labels, _ = pseudo_labels(self.labeller(images).softmax(1))
         keep = torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
         if self.params.gate > 0:
-            a = self.labeller(intensity_jitter(images, g, **STRONG)).argmax(1)
-            b = self.labeller(intensity_jitter(images, g, **STRONG)).argmax(1)
+            a = class_argmax(self.labeller(intensity_jitter(images, g, **STRONG)))
+            b = class_argmax(self.labeller(intensity_jitter(images, g, **STRONG)))
             keep = agreement_dice(a, b, self.num_classes) >= self.params.gate
         return labels, keep
 

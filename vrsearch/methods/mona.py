@@ -78,6 +78,7 @@ from pydantic import Field
 
 from vrsearch.components.banks import ClassFIFOBank, FIFOQueue
 from vrsearch.components.checkpoints import load_stage1
+from vrsearch.components.pseudo import class_argmax
 from vrsearch.components.samplers import sample_voxels
 from vrsearch.components.teachers import EMATeacher
 from vrsearch.components.views import Geo, PatchFrame, draw_view, geo_apply, geo_undo, step_generator
@@ -175,7 +176,7 @@ class MONA(RelationalPretraining, Method):
         with torch.no_grad():
             t = self.teacher.module.run(xt, rep=need_rep)
             prob = geo_undo(t["logits"], geo_t).softmax(1)
-            pseudo = prob[n_l:].argmax(1)
+            pseudo = class_argmax(prob[n_l:])
             labels = torch.cat([batch.label[:, 0].long(), pseudo])
             conf = prob.gather(1, labels.unsqueeze(1))[:, 0]  # teacher probability of the (pseudo-)label
         loss, terms = sup, {"stage": scalar(2), "sup": sup.detach()}
