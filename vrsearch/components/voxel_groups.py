@@ -160,7 +160,6 @@ class Segments:
         nth = hit & (torch.cumsum(hit, 1) == inside.unsqueeze(1) + 1)
         return first + nth.to(torch.uint8).argmax(1)
 
-
     def members(self) -> torch.Tensor:
         """With one cell per image the list is the flat order, so every class's members in
         list order, class after class, are the voxels stably sorted by class slot: position
