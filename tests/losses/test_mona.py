@@ -124,6 +124,21 @@ def test_contrast_sampled_matches_reference_on_drawn_indices():
     assert val(again) == val(got)
 
 
+@pytest.mark.parametrize("counts", [[3, 1, 0, 4], [0, 0, 5, 2], [6, 6, 6, 6], [0, 0, 0, 0]], ids=str)
+def test_negative_draw_r_is_the_r_th_entry_of_the_class_major_pool(counts):
+    """Draw by draw, ``(k, s)`` is entry ``r`` of the listed pool (other classes in order,
+    their stored slots in order), ``r = raw mod P_c`` from the same generator stream."""
+    counts_t, n = torch.tensor(counts), 9
+    cls = torch.tensor([0, 1, 2, 3, 3, 0])
+    k, s, has_pool = sample_negative_indices(cls, counts_t, n, torch.Generator().manual_seed(5))
+    raw = torch.randint(0, 2**62, (cls.numel(), n), generator=torch.Generator().manual_seed(5))
+    for row, c in enumerate(cls.tolist()):
+        pool = [(kk, ss) for kk in range(4) if kk != c for ss in range(counts[kk])]
+        assert bool(has_pool[row]) == bool(pool)
+        want = [pool[int(x) % len(pool)] for x in raw[row]] if pool else [(0, 0)] * n
+        assert list(zip(k[row].tolist(), s[row].tolist())) == want
+
+
 def test_negative_sampling_is_uniform_over_the_pool():
     counts = torch.tensor([3, 1, 0, 4])
     cls = torch.tensor([0, 3, 2])
