@@ -1,5 +1,5 @@
 # Two commands on a fresh machine (Python 3.11):
-#   make quickstart   set up .venv and run the quickstart (a 4-minute search + baseline) on the built-in phantom
+#   make quickstart   set up .venv and run the quickstart (a 3-minute search + baseline) on the built-in phantom
 #   make test         set up .venv (with test extras), lint and type-check, run the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv

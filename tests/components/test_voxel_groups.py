@@ -59,6 +59,7 @@ def test_sizes_sums_and_every_rank_match_a_stable_sort(shape, g, segment, sort_a
     gcls = grp.grid(torch.arange(K), along_class=True)
     gstart = grp.grid(seg.lay.bounds[:-1], along_class=False)
     assert torch.equal(seg.select(gcls[gid], gstart[gid], rank), members)
+    assert (seg._members is not None) == (g == 1 and sort_at == 0.0)  # the path under test was taken
     # the group of any voxel
     flat = torch.arange(B * V)
     key = grp.key_at(flat, g, spatial)

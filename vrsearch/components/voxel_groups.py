@@ -23,8 +23,11 @@ it is the dominant cost on a FLARE-sized batch, so instead:
   integer per voxel (``1 + (z << shift)``, ``index_add_``).
 
 Work: a few linear passes over the voxels and arrays of segments × classes
-(the voxels × (K+1)·g / (last axis) counts), never a sort of the voxels.  The
-result is the same voxel as the sorted-members path, rank for rank.
+(the voxels × (K+1)·g / (last axis) counts), no sort of the voxels — except
+with one cell per image (NS) and so many draws that scanning costs more than
+sorting (``SORT_AT``): then one stable sort of the voxels by class lists every
+class's members in the same order.  Either way the result is the same voxel
+as the sorted-members path, rank for rank.
 """
 
 from __future__ import annotations

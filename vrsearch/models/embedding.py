@@ -54,7 +54,10 @@ class DenseEmbedding:
 
         Many rows (DVCL's ~10⁵ negatives): one channels-last copy of the map and a
         row gather, whose backward is one ``index_add`` (5× faster than indexing
-        the ``[B, D, V]`` map at 1.8·10⁵ rows); a few rows: indexing, no copy."""
+        the ``[B, D, V]`` map at 1.8·10⁵ rows; on CUDA it accumulates atomically,
+        i.e. run-to-run reproducible only under ``train.deterministic``, which
+        turns on PyTorch's deterministic algorithms); a few rows: indexing, no
+        copy. ``index`` is one-dimensional."""
         flat = self.rep.flatten(2)
         b, d, v = flat.shape
         if index.numel() * GATHER_COPY > b * v:
