@@ -99,18 +99,20 @@ def fmt(x: float) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--table", type=Path, default=TABLE)
+    ap.add_argument("--seed", type=int, default=None, help="whose curves (trial seed; default: the lowest)")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--target", type=float, default=0.01)
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2, help="processes replaying settings side by side")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    table = load_curves(args.table)
+    table = load_curves(args.table, seed=args.seed)
     first = int(min(it[0] for it in table.iterations))
     fid = fidelity(table, args.target)
     grace = recommended_grace(fid)
     print(
-        f"table {args.table.name}: {len(table)} configurations, best {table.metric} {table.best():.4f}, "
+        f"table {args.table.name} (seed {table.seed}): {len(table)} configurations, "
+        f"best {table.metric} {table.best():.4f}, "
         f"final values {np.min(table.final()):.3f}-{np.max(table.final()):.3f}, exhaustive compute "
         f"{table.cost().sum():.0f} iterations; within {args.target} of the best: "
         f"{int(np.sum(np.array([np.max(v) for v in table.values]) >= table.best() - args.target))} configurations"
@@ -142,6 +144,7 @@ def main() -> None:
     if args.json:
         out = {
             "table": str(args.table.name),
+            "seed": table.seed,
             "configurations": len(table),
             "best": table.best(),
             "exhaustive_compute": float(table.cost().sum()),
