@@ -40,6 +40,7 @@ SUITE = {
     "sampler_variance": ("sampler_variance.py", [], ["--quick"]),
     "dataloader_stall": ("dataloader_stall.py", [], ["--iterations", "8"]),
     "search_efficiency": ("search_efficiency.py", [], ["--repeats", "2"]),
+    "seed_policy": ("seed_policy.py", [], ["--sims", "500"]),
     "gpu": ("gpu_throughput.py", [], ["--steps", "5"]),
     "phantom_speed": ("phantom_speed.py", [], ["--subjects", "4", "--cases", "8", "--unlabeled", "0"]),
 }
@@ -100,6 +101,11 @@ def headline(name: str, data) -> str:
         return (
             f"best search ({top['search']}) needs {top['fraction_median']:.2f} of the exhaustive compute "
             f"(median of {data['repeats']}) to reach the table's best - {data['target']}"
+        )
+    if name == "seed_policy":
+        sim = data["simulation"]
+        return f"seed noise sd {data['sigma']:.4f} vs spread {data['true_sd']:.4f}; P(within target) " + ", ".join(
+            f"{k} {100 * v['p_within_target']:.0f}%" for k, v in sim.items() if isinstance(v, dict)
         )
     if name == "phantom_speed":
         return (

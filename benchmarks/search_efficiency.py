@@ -2,8 +2,9 @@
 the exhaustive compute a search needs to come within one Dice point of the table's best.
 
 The table is benchmarks/tabular/dvcl_table/ (a finished random-design study of DVCL's
-knobs on the phantom with every configuration's learning curve; regenerate it with
-``vrsearch run benchmarks/tabular/dvcl_table.yaml``). Every search setting below is
+knobs on the phantom, 48 configurations x 2 seeds, with every configuration's learning
+curve; regenerate it with ``vrsearch run benchmarks/tabular/dvcl_table.yaml``); ``--seed``
+picks whose curves are replayed (default: the lowest seed). Every search setting below is
 replayed ``--repeats`` times (searcher seeds 0 ..) by the engine of ``vrsearch replay``:
 real Optuna samplers, real Ray Tune schedulers, the table's curves instead of training,
 ``--concurrency`` trials at once (the shipped studies run 2). Compute is counted in
