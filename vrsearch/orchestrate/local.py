@@ -5,14 +5,25 @@ Ray resolves a loopback ``_node_ip_address`` to the machine's address unless
 it every Ray process (GCS, raylet, workers, dashboard and agents) binds
 127.0.0.1. ``GLOO_SOCKET_IFNAME=lo`` keeps gloo's DDP connections there too,
 and the Train rendezvous uses :mod:`vrsearch.orchestrate.ddp`.
+
+The dashboard agent's HTTP port is the one port such a Ray does not choose
+freely: ``ray.init`` has no option for it (ray-project/ray#37229) and every
+node asks for 52365, so a second Ray on the machine — another study, the other
+test process — spends ~3 s in the agent's bind retries before ``ray.init``
+returns (the agent then runs without its HTTP server). :func:`loopback_init`
+starts its node with port 0 (any free port), as ``ray start
+--dashboard-agent-listen-port=0`` and Ray's own fake multi-node provider do.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import logging
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 LOCAL_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "GLOO_SOCKET_IFNAME": "lo", "VRSEARCH_LOCAL_RAY": "1"}
@@ -49,6 +60,27 @@ def reap_stale(temp_dir: Path) -> list[int]:
     return killed
 
 
+@contextlib.contextmanager
+def any_agent_port() -> Iterator[None]:
+    """While inside: nodes started by ``ray.init`` let their dashboard agent listen on
+    any free port (``RayParams``' default for it becomes 0; restored on exit)."""
+    from ray._private.parameter import RayParams
+
+    init = RayParams.__init__
+    names = [p.name for p in inspect.signature(init).parameters.values() if p.default is not p.empty]
+    defaults = init.__defaults__
+    if defaults is None or "dashboard_agent_listen_port" not in names[-len(defaults) :]:
+        yield  # another Ray version: leave it as it is
+        return
+    patched = list(defaults)
+    patched[names[-len(defaults) :].index("dashboard_agent_listen_port")] = 0
+    init.__defaults__ = tuple(patched)
+    try:
+        yield
+    finally:
+        init.__defaults__ = defaults
+
+
 def loopback_init(temp_dir: Path, num_cpus: int | None = None, resources: dict[str, float] | None = None) -> None:
     """Start Ray on 127.0.0.1 with its temp files (sessions, sockets, logs) in ``temp_dir``
     and the custom ``resources`` the study's trials ask for."""
@@ -57,16 +89,17 @@ def loopback_init(temp_dir: Path, num_cpus: int | None = None, resources: dict[s
 
     temp_dir.mkdir(parents=True, exist_ok=True)
     reap_stale(temp_dir)
-    ray.init(
-        num_cpus=num_cpus or os.cpu_count(),
-        resources=resources or None,
-        _node_ip_address="127.0.0.1",
-        dashboard_host="127.0.0.1",
-        include_dashboard=False,
-        _temp_dir=str(temp_dir),
-        log_to_driver=False,
-        logging_level=logging.ERROR,
-    )
+    with any_agent_port():
+        ray.init(
+            num_cpus=num_cpus or os.cpu_count(),
+            resources=resources or None,
+            _node_ip_address="127.0.0.1",
+            dashboard_host="127.0.0.1",
+            include_dashboard=False,
+            _temp_dir=str(temp_dir),
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+        )
     node_ip = ray.util.get_node_ip_address()
     if node_ip != "127.0.0.1":  # never run a study on a Ray that is reachable from outside
         ray.shutdown()
