@@ -104,8 +104,10 @@ def headline(name: str, data) -> str:
         )
     if name == "seed_policy":
         sim = data["simulation"]
+        ps = {pol: [100 * sim[m][pol]["p_within_target"] for m in sim] for pol in next(iter(sim.values()))}
+        span = {pol: f"{min(v):.0f}-{max(v):.0f}" for pol, v in ps.items()}
         return f"seed noise sd {data['sigma']:.4f} vs spread {data['true_sd']:.4f}; P(within target) " + ", ".join(
-            f"{k} {100 * v['p_within_target']:.0f}%" for k, v in sim.items() if isinstance(v, dict)
+            f"{pol} {p}%" for pol, p in span.items()
         )
     if name == "phantom_speed":
         return (

@@ -42,12 +42,12 @@ TPE_VARIANTS = [replace(TPE, constant_liar=False), replace(TPE, n_startup_trials
 
 
 def schedulers(first: int) -> list[dict]:
-    """none; ASHA at 1, 2 and 4 first rungs (rf 2) and rf 3; Hyperband; the median rule."""
+    """none; ASHA at 1, 2 and 4 first rungs (rf 2) and rf 3; Hyperband at 1 and 2; the median rule."""
     return [
         {"scheduler": "none"},
         *({"scheduler": "asha", "grace": g * first} for g in (1, 2, 4)),
         {"scheduler": "asha", "grace": first, "reduction_factor": 3},
-        {"scheduler": "hyperband", "grace": first},
+        *({"scheduler": "hyperband", "grace": g * first} for g in (1, 2)),
         {"scheduler": "median", "grace": 2 * first},
     ]
 

@@ -247,7 +247,7 @@ def test_the_shipped_tabular_benchmark_replays(tmp_path):
     run = tmp_path / "table"
     shutil.copytree(shipped, run)
     table = load_curves(run)
-    assert len(table) >= 4 and table.left_out == 0
+    assert len(table) == 48 and table.left_out == 0 and len(load_curves(run, seed=1)) == 48
     assert all(it[-1] == table.study.train.iterations for it in table.iterations)
     res = CliRunner().invoke(app, ["replay", str(run), "--repeats", "2", "--searcher", "random"])
     assert res.exit_code == 0, res.output

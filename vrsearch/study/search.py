@@ -28,18 +28,18 @@ class _Design(StrictModel):
     scheduler: Literal["asha", "median", "none"] = "asha"
     metric: str = "val_dice"
     mode: Literal["max", "min"] = "max"
-    #: one seed per configuration (tabular benchmark, benchmarks/RESULTS.md (e): seed noise sd 0.014
-    #: as large as the configurations' true spread; at equal compute 48 configurations x 1 seed came
-    #: within 1 Dice point of the best in 86 % of simulated searches, 24 x 2 seeds in 89 %: a small
-    #: gain at twice the trials per configuration; use 2 seeds where a pilot's noise exceeds its spread)
+    #: one seed per configuration (tabular benchmark, benchmarks/RESULTS.md (e): seed noise sd 0.013,
+    #: as large as the configurations' true spread; at equal compute, 48 configurations x 1 seed kept
+    #: one within 1 Dice point of the best in 78-88 % of simulated searches, 24 x 2 seeds in 77-90 %,
+    #: by the model of the true values: no reliable gain; benchmarks/seed_policy.py checks a pilot)
     seeds: list[int] = [0]
     #: ASHA's first rung / the median rule's grace, in iterations; None: ``train.eval.every``, the
     #: first evaluation (tabular benchmark, 48 configurations, median % of the exhaustive compute
     #: to come within the target, three replays: first eval 4.9 / 13.5 / 8.1, second 5.1 / 12.2 /
     #: 8.6, fourth 7.0 / 14.3 / 11.3, no scheduler 5.6 / 16.4 / 13.8)
     grace_period: PosInt | None = None
-    #: ASHA's reduction factor (tabular benchmark: 2 reached the target in every replayed search;
-    #: 3 was as fast at the median, 4.7 / 14.3 / 12.6 %, but missed it in up to 20 % of searches)
+    #: ASHA's reduction factor (tabular benchmark: 2 reached the target in 97-100 % of replayed
+    #: searches; 3 took 4.7 / 14.3 / 12.6 % against 4.9 / 13.5 / 8.1 % and missed it in up to 20 %)
     reduction_factor: Annotated[int, Field(ge=2)] = 2
 
     #: the keys only some designs have, with their defaults: what reading one gives where absent
@@ -193,7 +193,7 @@ class SearchDesign(_Design):
     #: finished — the mean, or ``lcb``: the mean one standard error on the pessimistic side
     #: (mean − s/√k for ``mode: max``, mean + s/√k for ``min``); the mean by default (tabular
     #: benchmark, 24 configurations x 2 seeds simulated: the mean kept one within 1 Dice point of the
-    #: best in 89 % of searches, lcb in 86 %: penalising disagreement between seeds adds noise)
+    #: best in 77-90 % of searches, lcb in 74-87 %, worse under every model: s of 2 seeds is noise)
     aggregate: Literal["mean", "lcb"] = "mean"
     #: the first trial runs the study's own value of every searched key (e.g. a paper's
     #: defaults), enqueued in Optuna before the sampler proposes
