@@ -34,6 +34,7 @@ RESULTS = HERE / "results"
 #: name -> (script, full arguments, quick arguments)
 SUITE = {
     "orchestration": ("orchestration.py", [], ["--trials", "2", "--iterations", "10"]),
+    "ray_start": ("ray_start.py", [], ["--repeats", "1"]),
     "method_step": ("method_step.py", [], ["--repeats", "3"]),
     "dvcl_step": ("dvcl_step.py", [], ["--repeats", "3"]),
     "sampler_speed": ("sampler_speed.py", [], ["--repeats", "3"]),
@@ -73,6 +74,9 @@ def headline(name: str, data) -> str:
             for mode in ("cold", "warm")
             if mode in r
         )
+    if name == "ray_start":
+        med = {k: v["median_s"] for k, v in data["rows"].items()}
+        return ", ".join(f"{k} {v:.1f}s" for k, v in med.items()) + f" (fixed/any {data['ratio_fixed_over_any']:.2f})"
     if name == "method_step":
         return "step/floor " + ", ".join(f"{m} {r['ratio']:.2f}" for m, r in data.items())
     if name == "dvcl_step":
