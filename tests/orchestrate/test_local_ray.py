@@ -3,6 +3,7 @@ study, the other test process) does not wait in the agent's bind retries for por
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -25,6 +26,9 @@ def test_the_default_agent_port_is_any_port_inside_and_restored_after():
         assert RayParams().dashboard_agent_listen_port == 0
         assert RayParams(dashboard_agent_listen_port=1234).dashboard_agent_listen_port == 1234
     assert RayParams().dashboard_agent_listen_port == RAY_AGENT_PORT
+    with pytest.raises(RuntimeError), any_agent_port():  # restored when ray.init raises too
+        raise RuntimeError
+    assert RayParams().dashboard_agent_listen_port == RAY_AGENT_PORT
 
 
 @pytest.mark.slow
@@ -39,7 +43,8 @@ def test_a_local_ray_starts_beside_one_that_holds_the_agent_port():
         pass  # someone else's Ray holds it: the same situation
     code = (
         "import sys; from pathlib import Path; from vrsearch.orchestrate.local import loopback_init; "
-        "loopback_init(Path(sys.argv[1]), num_cpus=1); import ray; ray.shutdown()"
+        "loopback_init(Path(sys.argv[1]), num_cpus=1); import ray; "
+        "print(ray._private.worker.global_worker.node.dashboard_agent_listen_port); ray.shutdown()"
     )
     temp = Path(tempfile.mkdtemp(prefix="vrs-t-", dir="/tmp"))  # short: Unix socket paths
     try:
@@ -51,5 +56,8 @@ def test_a_local_ray_starts_beside_one_that_holds_the_agent_port():
     finally:
         held.close()
         shutil.rmtree(temp, ignore_errors=True)
-    assert "Dashboard agent grpc address" in text  # the agent ran and logged
     assert "Failed to bind" not in text and "failed to bind" not in text, text[-2000:]
+    bound = re.search(r"Dashboard agent http address: 127\.0\.0\.1:(\d+)", text)
+    assert bound, text[-2000:]  # the agent's HTTP server is up, on the loopback interface
+    port = int(bound.group(1))
+    assert port != RAY_AGENT_PORT and proc.stdout.decode().split()[-1] == str(port)  # the node knows it

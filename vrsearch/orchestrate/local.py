@@ -67,7 +67,8 @@ def any_agent_port() -> Iterator[None]:
     from ray._private.parameter import RayParams
 
     init = RayParams.__init__
-    names = [p.name for p in inspect.signature(init).parameters.values() if p.default is not p.empty]
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    names = [p.name for p in inspect.signature(init).parameters.values() if p.kind in positional]
     defaults = init.__defaults__
     if defaults is None or "dashboard_agent_listen_port" not in names[-len(defaults) :]:
         yield  # another Ray version: leave it as it is

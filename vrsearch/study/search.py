@@ -39,7 +39,8 @@ class _Design(StrictModel):
     #: 8.6, fourth 7.0 / 14.3 / 11.3, no scheduler 5.6 / 16.4 / 13.8)
     grace_period: PosInt | None = None
     #: ASHA's reduction factor (tabular benchmark: 2 reached the target in 97-100 % of replayed
-    #: searches; 3 took 4.7 / 14.3 / 12.6 % against 4.9 / 13.5 / 8.1 % and missed it in up to 20 %)
+    #: searches; 3 took 4.7 / 14.3 / 12.6 % against 4.9 / 13.5 / 8.1 %, missing it in up to 10 % with
+    #: TPE and 20 % with CMA-ES)
     reduction_factor: Annotated[int, Field(ge=2)] = 2
 
     #: the keys only some designs have, with their defaults: what reading one gives where absent
