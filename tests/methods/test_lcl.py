@@ -105,6 +105,40 @@ def test_contrastive_gradient_reaches_feature_head_not_snapshot():
     assert all(p.grad is None for p in m.labeller.parameters())
 
 
+@pytest.mark.parametrize("matching", ["intra", "inter"])
+def test_the_step_with_the_projected_embeddings_equals_the_dense_step(matching, monkeypatch):
+    """The method forms the embeddings only at the anchors and in the class means
+    (``project``); forming them at every voxel instead (the loss's dense path, the head's
+    full output) gives the same step: loss and every parameter's gradient ≤ 1e-5 relative."""
+    import vrsearch.methods.lcl as lcl_module
+    from vrsearch.losses.lcl import local_contrastive_terms
+
+    m = build(warmup_iterations=0, matching=matching)
+    batch = make_batch()
+    z_full = m.net(batch.image, features=True)[1]
+    u, (W, bias) = m.net(batch.image, features="hidden")[1], m.net.projection()
+    torch.testing.assert_close(torch.einsum("ov,bv...->bo...", W, u) + bias.view(1, -1, 1, 1, 1), z_full)
+
+    def step():
+        m.zero_grad(set_to_none=True)
+        out = m(batch, 0)
+        out.loss.backward()
+        return out.loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+
+    projected = step()
+
+    def dense(emb, *args, project=None, **kw):
+        z = torch.einsum("ov,bv...->bo...", project[0], emb) + project[1].view(1, -1, *[1] * (emb.dim() - 2))
+        return local_contrastive_terms(z, *args, **kw)
+
+    monkeypatch.setattr(lcl_module, "local_contrastive_terms", dense)
+    reference = step()
+    torch.testing.assert_close(projected[0], reference[0], rtol=1e-5, atol=1e-7)
+    assert projected[1].keys() == reference[1].keys() and any("feature_head" in n for n in projected[1])
+    for name, grad in reference[1].items():
+        torch.testing.assert_close(projected[1][name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
 class _Recorder(torch.nn.Module):
     def __init__(self, loss):
         super().__init__()

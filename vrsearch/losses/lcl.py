@@ -26,6 +26,12 @@ similarity. Decisions where the paper is silent or ambiguous:
   and at least one voxel in x'; other classes are skipped and the 1/C
   averages over the classes used. Negatives k are the eligible classes
   present in x'. A used class with no negative contributes −log 1 = 0.
+* ``project=(W, b)``: ``emb`` is the feature head's input to its last 1×1
+  convolution (``u``) and ``z = W u + b`` voxel by voxel. As the mean is linear,
+  ``z̄_c = W ū_c + b``, and an anchor needs ``z`` only at its own voxel: the
+  last convolution then runs on K means and the anchors instead of every voxel
+  — the same loss and gradients (``tests/losses/test_lcl.py`` compares both
+  paths), not with ``normalize_first``, which needs every voxel's ``z``.
 * Anchors carry the sampler's weights: each 1/|S̃_c(x)| mean is the weighted
   mean Σ w_i ℓ_i / Σ w_i (the plain mean for equal weights).
 * Eq. (2) averages L_cont over pairs; images with no used class are skipped
@@ -103,14 +109,25 @@ def _unpack(
     return batch, index, cls, weight.to(device)
 
 
+Projection = tuple[torch.Tensor, torch.Tensor]
+
+
 def class_means(
-    emb: torch.Tensor, labels: torch.Tensor, num_classes: int, normalize_first: bool = False, matmul: bool | None = None
+    emb: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    normalize_first: bool = False,
+    matmul: bool | None = None,
+    project: Projection | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(means [B, K, V] L2-normalised, counts [B, K])`` of every class per image.
 
     Sums are a ``scatter_add`` on CPU and a one-hot batched matmul on other
     devices (``matmul=None``), both deterministic; absent classes get a zero
-    mean and count 0."""
+    mean and count 0. With ``project=(W, b)`` the sums are of ``u`` and the raw
+    means ``(W Σu + b·n) / n`` (module doc)."""
+    if project is not None and normalize_first:
+        raise ValueError("normalize_first needs every voxel's embedding: no project")
     B, V = emb.shape[:2]
     feats = emb.reshape(B, V, -1)  # [B, V, N]
     if normalize_first:
@@ -123,7 +140,11 @@ def class_means(
         sums = feats.new_zeros(B, V, num_classes).scatter_add(2, lab.expand(B, V, -1), feats)
     counts = torch.zeros(B, num_classes, dtype=feats.dtype, device=feats.device)
     counts = counts.scatter_add(1, lab[:, 0], torch.ones_like(lab[:, 0], dtype=feats.dtype))
-    means = sums.transpose(1, 2) / counts.clamp_min(1.0).unsqueeze(-1)
+    sums = sums.transpose(1, 2)  # [B, K, V]
+    if project is not None:
+        weight, bias = project
+        sums = sums @ weight.t() + counts.unsqueeze(-1) * bias
+    means = sums / counts.clamp_min(1.0).unsqueeze(-1)
     return F.normalize(means, dim=-1), counts
 
 
@@ -136,10 +157,12 @@ def local_contrastive_terms(
     matching: Matching = "intra",
     classes: Iterable[int] | None = None,
     normalize_first: bool = False,
+    project: Projection | None = None,
 ) -> LCLStats:
     """Eq. (3)-(4) averaged over the pairs of a batch (Eq. 2); see the module doc.
 
-    emb ``[B, V, *S]`` (raw feature-head output), labels ``[B, *S]`` integer
+    emb ``[B, V, *S]`` (raw feature-head output; with ``project=(W [V', V], b [V'])``
+    the input of its last 1×1 convolution), labels ``[B, *S]`` integer
     (labels or pseudo-labels), sample: anchors as flat indices into
     ``labels.reshape(-1)`` with their image and class (a ``VoxelSample`` or a
     ``(batch, index, cls[, weight])`` tuple)."""
@@ -150,7 +173,7 @@ def local_contrastive_terms(
     wanted = list(range(1, K)) if classes is None else list(classes)
     eligible[torch.as_tensor(wanted, dtype=torch.long, device=dev)] = True
 
-    means, counts = class_means(emb, labels, K, normalize_first)
+    means, counts = class_means(emb, labels, K, normalize_first, project=project)
     present = (counts > 0) & eligible  # [B, K]: classes with a mean in each image
     partner = batch if matching == "intra" or B == 1 else (batch + 1) % B
     source = partner if matching == "partner" else batch  # the image whose means Eq. (4) uses
@@ -158,7 +181,10 @@ def local_contrastive_terms(
     batch, index, cls, weight, partner, source = (t[keep] for t in (batch, index, cls, weight, partner, source))
 
     voxel = index - batch * (labels[0].numel())
-    anchors = F.normalize(emb.reshape(B, V, -1)[batch, :, voxel], dim=-1)  # [M, V], no copy of emb
+    anchors = emb.reshape(B, V, -1)[batch, :, voxel]  # [M, V], no copy of emb
+    if project is not None:
+        anchors = anchors @ project[0].t() + project[1]
+    anchors = F.normalize(anchors, dim=-1)
     pooled = matching == "inter" and B > 1
     nll = _anchor_nll(anchors, means, present, cls, source, partner if pooled else None, tau)
     return _reduce(nll, batch * K + cls, weight, (B, K), emb, int(index.shape[0]))
@@ -236,4 +262,4 @@ def local_contrastive_loss(*args: Any, **kwargs: Any) -> torch.Tensor:
     return local_contrastive_terms(*args, **kwargs).loss
 
 
-__all__ = ["Anchors", "LCLStats", "class_means", "local_contrastive_loss", "local_contrastive_terms"]
+__all__ = ["Anchors", "LCLStats", "Projection", "class_means", "local_contrastive_loss", "local_contrastive_terms"]

@@ -20,7 +20,9 @@ Algorithm (paper Sec. III and IV-D, Eq. 1-2):
    BatchNorm statistics of unlabeled images reach ``L_sup``.
 
 ``L_cont`` is :func:`vrsearch.losses.lcl.local_contrastive_terms` (Eq. 3-4,
-negative log). Anchors ``S̃_c(x)`` (``samples_per_class`` per class per
+negative log), given the input of the feature head's last 1×1 convolution and
+that convolution's weights: the embeddings are formed only at the anchors and
+in the class means (``project``; exactly the dense loss). Anchors ``S̃_c(x)`` (``samples_per_class`` per class per
 image, foreground classes as in the paper unless ``include_background``)
 come from the shared sampler (``sampler: ns|sg|sag``, ``grid``,
 ``rounding``); their weights keep each class's anchor mean unbiased under
@@ -182,7 +184,7 @@ class LCL(Method):
         if iteration < self.warmup:  # Eq. (1): supervised only
             sup = self.sup(self.net(batch.image), batch.label)
             return StepOutput(sup, {"sup": sup.detach()})
-        logits, emb = self.net(batch.image, features=True)
+        logits, emb = self.net(batch.image, features="hidden")  # the head's last 1x1 conv runs in the loss
         sup = self.sup(logits, batch.label)
         g = step_generator(self.seed, iteration, 0, batch.image.device)
         embs, labels, terms = [emb], [batch.label[:, 0].long()], {}
@@ -190,7 +192,7 @@ class LCL(Method):
             pseudo, keep = self.pseudo_label(batch.unlabeled, g)
             terms["gate_kept"] = keep.float().mean()
             if bool(keep.any()):
-                _, emb_u = self.net(batch.unlabeled[keep], features=True)
+                _, emb_u = self.net(batch.unlabeled[keep], features="hidden")
                 embs.append(emb_u)
                 labels.append(pseudo[keep])
         emb, lab = torch.cat(embs), torch.cat(labels)
@@ -206,7 +208,9 @@ class LCL(Method):
             classes=self.classes,
             rounding=p.rounding,
         )
-        out = local_contrastive_terms(emb, lab, sample, self.num_classes, p.tau, p.matching, self.classes)
+        out = local_contrastive_terms(
+            emb, lab, sample, self.num_classes, p.tau, p.matching, self.classes, project=self.net.projection()
+        )
         terms.update(
             sup=sup.detach(),
             cont=out.loss.detach(),

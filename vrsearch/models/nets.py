@@ -11,6 +11,8 @@ data, sliding-window inference and metrics are the same code in 2D and 3D.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from monai.networks.layers import Norm
 from monai.networks.nets import BasicUNet, UNet
@@ -64,7 +66,10 @@ class SegNet(nn.Module):
 
     ``forward(x)`` returns logits; ``forward(x, features=True)`` returns
     ``(logits, embeddings)`` where embeddings are the feature head's output
-    (not yet L2-normalised: the losses normalise)."""
+    (not yet L2-normalised: the losses normalise); ``features="hidden"`` returns
+    the input ``u`` of the head's last 1×1 convolution instead, whose
+    :meth:`projection` ``(W, b)`` gives the embeddings ``W u + b`` voxel by voxel
+    (for losses that need them only at a few voxels and in class means)."""
 
     def __init__(self, cfg: ModelConfig, num_classes: int, in_channels: int = 1):
         super().__init__()
@@ -95,12 +100,21 @@ class SegNet(nn.Module):
         """Last decoder features, in the network's own dimensionality."""
         return self.post(self.backbone(self._to_net(x)))
 
-    def forward(self, x: torch.Tensor, features: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, features: bool | Literal["hidden"] = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         h = self.decode(x)
         logits = self._from_net(self.seg_head(h))
         if not features:
             return logits
-        return logits, self._from_net(self.feature_head(h))
+        head = self.feature_head[:-1] if features == "hidden" else self.feature_head
+        return logits, self._from_net(head(h))
+
+    def projection(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W [feature_dim, width], b [feature_dim])`` of the feature head's last 1×1 convolution."""
+        last = self.feature_head[-1]
+        assert isinstance(last, nn.modules.conv._ConvNd) and last.bias is not None
+        return last.weight.flatten(1), last.bias
 
 
 def build_segnet(cfg: ModelConfig, num_classes: int) -> SegNet:
