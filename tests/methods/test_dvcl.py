@@ -329,6 +329,47 @@ def test_class_centre_is_the_raw_feature_mean_and_carries_no_gradient(monkeypatc
     assert not m.bank.bank.requires_grad and m.bank.bank.grad_fn is None
 
 
+@pytest.mark.parametrize("form", ["loglik", "infonce"])
+def test_heads_on_the_gathered_voxels_equal_the_dense_feature_maps(form, monkeypatch):
+    """The feature heads run only on the voxels HqC and DVCL read (``features="decoder"`` +
+    ``SegNet.head_rows``); running them over every voxel and gathering from the dense
+    maps (the earlier path) gives the same step: loss, every term, every parameter's
+    gradient ≤ 1e-5 relative, and the same bank and queue afterwards."""
+    import copy
+
+    from vrsearch.models.nets import SegNet
+
+    m = build(form=form)
+    fill_queue(m)  # the DVCL term is active
+    dense = copy.deepcopy(m)
+    batch = make_batch(7)
+
+    def step(method):
+        method.zero_grad(set_to_none=True)
+        out = method(batch, 5)
+        out.loss.backward()
+        return out, {n: p.grad.clone() for n, p in method.named_parameters() if p.grad is not None}
+
+    got, got_grads = step(m)
+    real_forward = SegNet.forward
+    monkeypatch.setattr(
+        SegNet,
+        "forward",
+        lambda net, x, features=False: real_forward(net, x, True if features == "decoder" else features),
+    )
+    monkeypatch.setattr(dense, "_heads", lambda: None)
+    want, want_grads = step(dense)
+    assert val(want.terms["dvcl"]) != 0 and val(want.terms["hqc"]) != 0
+    torch.testing.assert_close(got.loss, want.loss, rtol=1e-5, atol=1e-7)
+    for key, value in want.terms.items():
+        torch.testing.assert_close(got.terms[key], value, rtol=1e-5, atol=1e-6, msg=key)
+    assert got_grads.keys() == want_grads.keys() and any("feature_head" in n for n in got_grads)
+    for name, grad in want_grads.items():
+        torch.testing.assert_close(got_grads[name], grad, rtol=1e-5, atol=1e-6, msg=name)
+    torch.testing.assert_close(m.queue.items(), dense.queue.items(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(m.bank.bank, dense.bank.bank, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("sampler", ["ns", "sg", "sag"])
 def test_reflection_replacements_are_logged(sampler):
     m = build(sampler=sampler, grid=9, anchors=32)

@@ -5,7 +5,11 @@ the paper's Algorithm 1 and Eq. 2-20, with the rulings below and in
 
 CPS twins A and B (same architecture, inits from seeds s and s+1), each a
 :class:`~vrsearch.models.SegNet` with a segmentation and a feature head
-(``V = feature_dim`` channels). One step (labeled patches first, then
+(``V = feature_dim`` channels). HqC and DVCL read the features only at sampled
+voxels (anchors, negatives, queries), so the feature heads run on those voxels
+alone: the networks return the heads' inputs (``features="decoder"``) and
+``SegNet.head_rows`` forms each gathered row — the same values and gradients as
+the dense feature maps (``tests/methods/test_dvcl.py``). One step (labeled patches first, then
 unlabeled, through both networks)::
 
     L = L_sup^A + L_sup^B + λ_u·r(it)·L_ecps + λ_c·(L_hqc + β·L_dvcl)      (Eq. 19-20)
@@ -51,7 +55,8 @@ replaced by a uniform draw; 0 for NS/SG), as LCL and MONA/ARCO log it.
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -69,6 +74,7 @@ from vrsearch.losses.supervised import SupervisedKind
 from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
 from vrsearch.models import build_segnet
 from vrsearch.models.embedding import DenseEmbedding
+from vrsearch.models.nets import SegNet
 from vrsearch.registry import MethodParams, register_method, unlabeled
 
 PosInt = Annotated[int, Field(ge=1)]
@@ -121,12 +127,21 @@ class DVCLParams(MethodParams):
         return self
 
 
-def _twin_gather(r_a: torch.Tensor, r_b: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+#: the two networks' feature heads applied to rows of their inputs (``SegNet.head_rows``)
+Heads = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
+
+
+def _twin_gather(r_a: torch.Tensor, r_b: torch.Tensor, flat: torch.Tensor, heads: Heads | None = None) -> torch.Tensor:
     """Rows at flat indices into the stack ``[A; B]`` of two ``[B, D, *S]`` maps, in
-    the order of ``flat``; each network's map is read only at its own indices."""
+    the order of ``flat``; each network's map is read only at its own indices. With
+    ``heads`` the maps are the feature heads' inputs and each network's rows go
+    through its head (the features of the dense head's output at those voxels)."""
     per_net = r_a.shape[0] * r_a[0, 0].numel()
     in_a, in_b = torch.nonzero(flat < per_net)[:, 0], torch.nonzero(flat >= per_net)[:, 0]
-    rows = torch.cat([DenseEmbedding(r_a).at(flat[in_a]), DenseEmbedding(r_b).at(flat[in_b] - per_net)])
+    rows_a, rows_b = DenseEmbedding(r_a).at(flat[in_a]), DenseEmbedding(r_b).at(flat[in_b] - per_net)
+    if heads is not None:
+        rows_a, rows_b = heads[0](rows_a), heads[1](rows_b)
+    rows = torch.cat([rows_a, rows_b])
     return rows[torch.argsort(torch.cat([in_a, in_b]))]
 
 
@@ -146,6 +161,10 @@ class DVCL(Method):
         self.bank = ClassFIFOBank(ctx.num_classes, params.bank_size, self.dim)
         self.queue = FIFOQueue(params.queue_size, self.dim + ctx.num_classes)
 
+    def _heads(self) -> Heads:
+        """The two feature heads on gathered rows: forward passes ``features="decoder"`` maps."""
+        return cast(SegNet, self.net_a).head_rows, cast(SegNet, self.net_b).head_rows
+
     # -- HqC ---------------------------------------------------------------------------
     def _hqc(
         self,
@@ -157,6 +176,7 @@ class DVCL(Method):
         r_a: torch.Tensor,
         r_b: torch.Tensor,
         g: torch.Generator,
+        heads: Heads | None = None,
     ) -> tuple[torch.Tensor, int, int]:
         p, C, n_l = self.params, self.num_classes, y.shape[0]
         none = torch.full_like(y, -1)
@@ -170,7 +190,7 @@ class DVCL(Method):
             return r_a.new_zeros(()), 0, 0
         order = torch.argsort(s.cls, stable=True)
         a_cls, a_flat, a_w = s.cls[order], s.index[order], s.weight[order]
-        anchors = _twin_gather(r_a, r_b, a_flat).float()
+        anchors = _twin_gather(r_a, r_b, a_flat, heads).float()
         # Eq. 9: raw features (normalised only inside the cosine), weighted by the sampler,
         # pushed in random order so that a partly overwritten push is a random subset
         shuffled = torch.randperm(a_cls.numel(), generator=g, device=a_cls.device)
@@ -190,7 +210,7 @@ class DVCL(Method):
         valid = slot < n_count[a_cls][:, None]
         if n_flat.numel():
             pick = (n_start[a_cls][:, None] + slot).clamp(max=n_flat.numel() - 1)
-            negatives = _twin_gather(r_a[:n_l], r_b[:n_l], n_flat[pick.reshape(-1)]).float()
+            negatives = _twin_gather(r_a[:n_l], r_b[:n_l], n_flat[pick.reshape(-1)], heads).float()
             negatives = negatives.reshape(*pick.shape, -1)
         else:
             negatives = anchors.new_zeros(anchors.shape[0], p.negatives, anchors.shape[1])
@@ -206,10 +226,11 @@ class DVCL(Method):
         p_a: torch.Tensor,
         p_b: torch.Tensor,
         g: torch.Generator,
+        heads: Heads | None = None,
     ) -> dict[str, torch.Tensor]:
         p = self.params
         q = select_queries(torch.stack([~rel_a, ~rel_b]), p.queries, g)
-        qr = _twin_gather(r_a, r_b, q).float()
+        qr = _twin_gather(r_a, r_b, q, heads).float()
         qp = _twin_gather(p_a, p_b, q).float()
         zero = qp.new_zeros(())
         out = {"dvcl": zero, "dvcl_const": zero, "dvcl_psi": zero, "queries": zero + q.numel()}
@@ -236,8 +257,9 @@ class DVCL(Method):
         if batch.unlabeled is None:
             raise ValueError("DVCL needs unlabeled images in every batch")
         x = torch.cat([batch.image, batch.unlabeled])
-        logits_a, r_a = self.net_a(x, features=True)
-        logits_b, r_b = self.net_b(x, features=True)
+        # the feature heads' inputs: the heads run only on the voxels HqC and DVCL read (_twin_gather)
+        logits_a, r_a = self.net_a(x, features="decoder")
+        logits_b, r_b = self.net_b(x, features="decoder")
         prob_a, prob_b = torch.softmax(logits_a.float(), 1), torch.softmax(logits_b.float(), 1)
         t = {"sup_a": self.sup(logits_a[:n_l], batch.label), "sup_b": self.sup(logits_b[:n_l], batch.label)}
         e_a, rel_a, t["tau_e_a"] = esm(prob_a[n_l:], p.alpha)
@@ -253,11 +275,13 @@ class DVCL(Method):
         g = step_generator(self.seed, iteration, 0, x.device)
         zero = t["ecps"].new_zeros(())
         t["hqc"], n_anchors, outside = (
-            self._hqc(batch.label[:, 0], pred_a, pred_b, rel_a, rel_b, r_a, r_b, g) if p.hqc else (zero, 0, 0)
+            self._hqc(batch.label[:, 0], pred_a, pred_b, rel_a, rel_b, r_a, r_b, g, self._heads())
+            if p.hqc
+            else (zero, 0, 0)
         )
         t["anchors"], t["reflect_outside"] = zero + n_anchors, zero + outside
         t.update(
-            self._dvcl(rel_a, rel_b, r_a[n_l:], r_b[n_l:], prob_a[n_l:], prob_b[n_l:], g)
+            self._dvcl(rel_a, rel_b, r_a[n_l:], r_b[n_l:], prob_a[n_l:], prob_b[n_l:], g, self._heads())
             if p.dvcl
             else {"dvcl": zero, "dvcl_const": zero, "dvcl_psi": zero, "queries": zero}
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from monai.networks.layers import Norm
 from monai.networks.nets import BasicUNet, UNet
 from torch import nn
@@ -69,7 +70,10 @@ class SegNet(nn.Module):
     (not yet L2-normalised: the losses normalise); ``features="hidden"`` returns
     the input ``u`` of the head's last 1×1 convolution instead, whose
     :meth:`projection` ``(W, b)`` gives the embeddings ``W u + b`` voxel by voxel
-    (for losses that need them only at a few voxels and in class means)."""
+    (for losses that need them only at a few voxels and in class means), and
+    ``features="decoder"`` the head's input ``h``, which :meth:`head_rows` turns
+    into the embeddings of any voxels read from it (every stage of the head acts
+    voxel by voxel, so the rows equal the dense map's)."""
 
     def __init__(self, cfg: ModelConfig, num_classes: int, in_channels: int = 1):
         super().__init__()
@@ -101,14 +105,26 @@ class SegNet(nn.Module):
         return self.post(self.backbone(self._to_net(x)))
 
     def forward(
-        self, x: torch.Tensor, features: bool | Literal["hidden"] = False
+        self, x: torch.Tensor, features: bool | Literal["hidden", "decoder"] = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         h = self.decode(x)
         logits = self._from_net(self.seg_head(h))
         if not features:
             return logits
+        if features == "decoder":
+            return logits, self._from_net(h)
         head = self.feature_head[:-1] if features == "hidden" else self.feature_head
         return logits, self._from_net(head(h))
+
+    def head_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """The feature head on rows ``[K, width]`` of its input (voxels read from the
+        ``features="decoder"`` map): its 1×1 convolutions as linear maps, ``[K, feature_dim]``."""
+        for layer in self.feature_head:
+            if isinstance(layer, nn.modules.conv._ConvNd):
+                rows = F.linear(rows, layer.weight.flatten(1), layer.bias)
+            else:
+                rows = layer(rows)
+        return rows
 
     def projection(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(W [feature_dim, width], b [feature_dim])`` of the feature head's last 1×1 convolution."""
