@@ -255,3 +255,23 @@ def test_projection_is_refused_with_normalize_first():
     u, labels, *_ = make_case(seed=2)
     with pytest.raises(ValueError, match="normalize_first"):
         class_means(u, labels, 4, normalize_first=True, project=(torch.eye(3, dtype=u.dtype), torch.zeros(3)))
+
+
+@pytest.mark.parametrize("matmul", [False, True])
+def test_class_means_count_exactly_under_bf16_autocast(matmul):
+    """Under bf16 autocast the counts and sums stay float32: a class of 3000 voxels counts
+    3000 (a bf16 count stops at 256 on CUDA and rounds on CPU), and the projected means,
+    where the count scales the bias, match a float64 reference."""
+    from vrsearch.losses.lcl import class_means
+
+    g = torch.Generator().manual_seed(3)
+    labels = torch.zeros(1, 60, 50, 1, dtype=torch.long)
+    labels[0, :30] = 1  # 1500 voxels of class 1, 1500 of class 0
+    labels = torch.cat([labels, torch.ones_like(labels)])  # image 1: 3000 voxels of class 1
+    u = torch.randn(2, 4, 60, 50, 1, generator=g).to(torch.bfloat16)
+    W, b = torch.randn(3, 4, generator=g), torch.randn(3, generator=g) * 5
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        means, counts = class_means(u, labels, 2, matmul=matmul, project=(W, b))
+    assert counts.tolist() == [[1500.0, 1500.0], [0.0, 3000.0]]
+    want, _ = class_means(u.double(), labels, 2, matmul=matmul, project=(W.double(), b.double()))
+    torch.testing.assert_close(means.double(), want, rtol=1e-5, atol=1e-6)

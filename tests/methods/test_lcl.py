@@ -126,15 +126,19 @@ def test_the_step_with_the_projected_embeddings_equals_the_dense_step(matching, 
         return out.loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
 
     projected = step()
+    # the dense reference: the network's full head output at every voxel, the loss without project
+    from vrsearch.models.nets import SegNet
 
-    def dense(emb, *args, project=None, **kw):
-        z = torch.einsum("ov,bv...->bo...", project[0], emb) + project[1].view(1, -1, *[1] * (emb.dim() - 2))
-        return local_contrastive_terms(z, *args, **kw)
-
-    monkeypatch.setattr(lcl_module, "local_contrastive_terms", dense)
+    real_forward, real_terms = SegNet.forward, local_contrastive_terms
+    monkeypatch.setattr(
+        SegNet,
+        "forward",
+        lambda net, x, features=False: real_forward(net, x, True if features == "hidden" else features),
+    )
+    monkeypatch.setattr(lcl_module, "local_contrastive_terms", lambda *a, project=None, **kw: real_terms(*a, **kw))
     reference = step()
     torch.testing.assert_close(projected[0], reference[0], rtol=1e-5, atol=1e-7)
-    assert projected[1].keys() == reference[1].keys() and any("feature_head" in n for n in projected[1])
+    assert projected[1].keys() == reference[1].keys() and "net.feature_head.2.weight" in projected[1]
     for name, grad in reference[1].items():
         torch.testing.assert_close(projected[1][name], grad, rtol=1e-5, atol=1e-7, msg=name)
 

@@ -129,23 +129,27 @@ def class_means(
     if project is not None and normalize_first:
         raise ValueError("normalize_first needs every voxel's embedding: no project")
     B, V = emb.shape[:2]
-    feats = emb.reshape(B, V, -1)  # [B, V, N]
-    if normalize_first:
-        feats = F.normalize(feats, dim=1)
-    lab = labels.reshape(B, 1, -1).long()
-    if matmul if matmul is not None else feats.device.type != "cpu":
-        onehot = (lab.transpose(1, 2) == torch.arange(num_classes, device=lab.device)).to(feats.dtype)  # [B, N, K]
-        sums = torch.bmm(feats, onehot)  # [B, V, K]
-    else:
-        sums = feats.new_zeros(B, V, num_classes).scatter_add(2, lab.expand(B, V, -1), feats)
-    counts = torch.zeros(B, num_classes, dtype=feats.dtype, device=feats.device)
-    counts = counts.scatter_add(1, lab[:, 0], torch.ones_like(lab[:, 0], dtype=feats.dtype))
-    sums = sums.transpose(1, 2)  # [B, K, V]
-    if project is not None:
-        weight, bias = project
-        sums = sums @ weight.t() + counts.unsqueeze(-1) * bias
-    means = sums / counts.clamp_min(1.0).unsqueeze(-1)
-    return F.normalize(means, dim=-1), counts
+    # sums and counts over every voxel in float32 at least, autocast off: a bf16 count stops
+    # being exact above 256, and with ``project`` the count scales the bias (W Σu + n·b)
+    stat = torch.promote_types(emb.dtype, torch.float32)
+    with torch.autocast(emb.device.type, enabled=False):
+        feats = emb.reshape(B, V, -1).to(stat)  # [B, V, N]
+        if normalize_first:
+            feats = F.normalize(feats, dim=1)
+        lab = labels.reshape(B, 1, -1).long()
+        if matmul if matmul is not None else feats.device.type != "cpu":
+            onehot = (lab.transpose(1, 2) == torch.arange(num_classes, device=lab.device)).to(stat)  # [B, N, K]
+            sums = torch.bmm(feats, onehot)  # [B, V, K]
+        else:
+            sums = feats.new_zeros(B, V, num_classes).scatter_add(2, lab.expand(B, V, -1), feats)
+        counts = torch.zeros(B, num_classes, dtype=stat, device=feats.device)
+        counts = counts.scatter_add(1, lab[:, 0], torch.ones_like(lab[:, 0], dtype=stat))
+        sums = sums.transpose(1, 2)  # [B, K, V]
+        if project is not None:
+            weight, bias = project
+            sums = sums @ weight.to(stat).t() + counts.unsqueeze(-1) * bias.to(stat)
+        means = sums / counts.clamp_min(1.0).unsqueeze(-1)
+        return F.normalize(means, dim=-1), counts
 
 
 def local_contrastive_terms(
@@ -187,7 +191,8 @@ def local_contrastive_terms(
     anchors = F.normalize(anchors, dim=-1)
     pooled = matching == "inter" and B > 1
     nll = _anchor_nll(anchors, means, present, cls, source, partner if pooled else None, tau)
-    return _reduce(nll, batch * K + cls, weight, (B, K), emb, int(index.shape[0]))
+    graph = emb.sum() if project is None else emb.sum() + project[0].sum() + project[1].sum()
+    return _reduce(nll, batch * K + cls, weight, (B, K), graph, int(index.shape[0]))
 
 
 def _check_args(emb: torch.Tensor, labels: torch.Tensor, matching: str, tau: float) -> None:
@@ -213,7 +218,7 @@ def _anchor_nll(
     the two positives' terms are averaged (module doc)."""
 
     def logits_against(image: torch.Tensor) -> torch.Tensor:  # [M, K], −inf where a class is absent
-        out = torch.einsum("mv,mkv->mk", anchors, means[image]) / tau
+        out = torch.einsum("mv,mkv->mk", anchors.to(means.dtype), means[image]) / tau
         return out.masked_fill(~present[image], float("-inf"))
 
     own = logits_against(source)
@@ -233,11 +238,13 @@ def _reduce(
     group: torch.Tensor,
     weight: torch.Tensor,
     shape: tuple[int, int],
-    emb: torch.Tensor,
+    graph: torch.Tensor,
     n_anchors: int,
 ) -> LCLStats:
     """Weighted mean of the anchors' terms per (image, class) (Eq. 3), then over the used
-    classes of each image and over the images with any (Eq. 2); ``group`` = image·K + class."""
+    classes of each image and over the images with any (Eq. 2); ``group`` = image·K + class;
+    with no image contributing, ``graph·0`` (every parameter that made the embeddings gets a
+    zero gradient, as the dense path gives)."""
     B, K = shape
     w = weight.to(nll.dtype)
     num = nll.new_zeros(B * K).index_add(0, group, w * nll).reshape(B, K)
@@ -249,7 +256,7 @@ def _reduce(
     contributing = n_used > 0
     each = torch.where(contributing, per_image, float("nan")).detach()
     if not bool(contributing.any()):
-        zero = emb.sum() * 0.0
+        zero = graph * 0.0
         return LCLStats(zero, zero.detach(), 0, 0, each)
     loss = per_image[contributing].mean()
     n_classes = n_used[contributing].to(loss.dtype).mean().detach()

@@ -107,6 +107,8 @@ class SegNet(nn.Module):
     def forward(
         self, x: torch.Tensor, features: bool | Literal["hidden", "decoder"] = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if features not in (False, True, "hidden", "decoder"):
+            raise ValueError(f"features must be a bool, 'hidden' or 'decoder', got {features!r}")
         h = self.decode(x)
         logits = self._from_net(self.seg_head(h))
         if not features:
@@ -120,10 +122,12 @@ class SegNet(nn.Module):
         """The feature head on rows ``[K, width]`` of its input (voxels read from the
         ``features="decoder"`` map): its 1×1 convolutions as linear maps, ``[K, feature_dim]``."""
         for layer in self.feature_head:
-            if isinstance(layer, nn.modules.conv._ConvNd):
+            if isinstance(layer, nn.modules.conv._ConvNd) and all(k == 1 for k in layer.kernel_size):
                 rows = F.linear(rows, layer.weight.flatten(1), layer.bias)
-            else:
-                rows = layer(rows)
+            elif isinstance(layer, nn.ReLU):
+                rows = torch.relu(rows)
+            else:  # a layer that is not voxel by voxel (a norm, a wider kernel) needs the dense map
+                raise TypeError(f"head_rows: {type(layer).__name__} does not act voxel by voxel")
         return rows
 
     def projection(self) -> tuple[torch.Tensor, torch.Tensor]:
