@@ -275,3 +275,19 @@ def test_class_means_count_exactly_under_bf16_autocast(matmul):
     assert counts.tolist() == [[1500.0, 1500.0], [0.0, 3000.0]]
     want, _ = class_means(u.double(), labels, 2, matmul=matmul, project=(W.double(), b.double()))
     torch.testing.assert_close(means.double(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_step_with_no_class_used_still_reaches_the_projection():
+    """No anchor (nothing contributes): the loss is a zero on the graph of u, W and b, so
+    each gets a zero gradient (as every parameter of the dense head did), not none."""
+    u, labels, *_ = make_case(seed=5)
+    u = u.requires_grad_()
+    W, b = (
+        torch.randn(5, u.shape[1], dtype=u.dtype, requires_grad=True),
+        torch.zeros(5, dtype=u.dtype, requires_grad=True),
+    )
+    empty = torch.zeros(0, dtype=torch.long)
+    out = local_contrastive_terms(u, labels, (empty, empty, empty), 4, 0.2, "intra", project=(W, b))
+    assert out.n_images == 0 and float(out.loss.detach()) == 0.0
+    grads = torch.autograd.grad(out.loss, (u, W, b))
+    assert all(g is not None and torch.all(g == 0) for g in grads)
