@@ -358,3 +358,44 @@ def test_killed_run_resumes_from_the_bucket_on_another_machine(s3, tiny_phantom,
     _no_credentials_in(
         {str(p): p.read_bytes() for p in run.rglob("*") if p.is_file() and not p.is_symlink()}, "the run dir"
     )
+
+
+def test_a_proposal_told_during_a_push_never_reaches_the_mirror_without_its_trial(tmp_path, monkeypatch):
+    """The race a killed driver exposed: a trial ends and Optuna is told *while* a push runs
+    (after its listing). The mirrored database must then not hold that proposal as finished
+    unless the trial's files are mirrored too — else a resume from the mirror keeps the
+    proposal closed and never runs it (lost). The database goes last, as a snapshot taken
+    before the listing."""
+    import sqlite3
+
+    from vrsearch.results import storage_fs
+
+    run = tmp_path / "run"
+    run.mkdir()
+    db = run / "optuna.db"
+    with sqlite3.connect(db) as con:
+        con.execute("create table told (trial text)")
+        con.execute("insert into told values ('t0')")
+    fragments.write_json(fragments.trial_dir(run, "t0") / "result.json", {"status": "completed"})
+    real_listing = storage_fs.local_files
+
+    def listing_then_a_trial_ends(run_dir):
+        out = real_listing(run_dir)
+        fragments.write_json(fragments.trial_dir(run, "t1") / "result.json", {"status": "completed"})
+        with sqlite3.connect(db) as con:  # the driver tells Optuna after the trial's files exist
+            con.execute("insert into told values ('t1')")
+        return out
+
+    monkeypatch.setattr(storage, "local_files", listing_then_a_trial_ends)
+    target = tmp_path / "mirror"
+    storage.push(run, str(target))
+    with sqlite3.connect(target / "optuna.db") as con:
+        told = {row[0] for row in con.execute("select trial from told")}
+    mirrored_trials = {p.parent.name for p in (target / "trials").rglob("result.json")}
+    assert told <= mirrored_trials, (told, mirrored_trials)
+    assert told == {"t0"}
+    monkeypatch.setattr(storage, "local_files", real_listing)
+    storage.push(run, str(target))  # the next push brings both
+    with sqlite3.connect(target / "optuna.db") as con:
+        assert {row[0] for row in con.execute("select trial from told")} == {"t0", "t1"}
+    assert {p.parent.name for p in (target / "trials").rglob("result.json")} == {"t0", "t1"}

@@ -20,15 +20,24 @@ object appears only once its upload is complete. A manifest in the run dir
 size/mtime at the last sync, so a push uploads only changed files (and deletes
 remotely the files it had pushed that are gone locally) and a pull downloads
 only files changed remotely.
+
+Optuna's SQLite study goes last, as a snapshot taken *before* the other files are
+listed: a proposal it holds as finished had its trial's files written before it was
+told, so they are in the listing and reach the mirror first. (Uploading the live file
+in name order put a proposal told during the push into the mirror without its trial:
+a resume from there kept it closed and never ran it again.)
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
+import tempfile
 from pathlib import Path
 
 from vrsearch.errors import VrsearchError
 from vrsearch.results.atomic import write_text_atomic
+from vrsearch.results.rundir import OPTUNA_FILE
 from vrsearch.results.rundir import SMALL_FILES as SMALL_FILES  # storage.SMALL_FILES
 from vrsearch.results.storage_fs import (
     MANIFEST,
@@ -104,36 +113,62 @@ def push(run_dir: Path | str, uri: str) -> dict[str, int]:
     uploaded: list[str] = []
     local: dict[str, list[int]] = {}
     deleted = 0
-    try:
-        local = local_files(run_dir)
-        for rel, listed in sorted(local.items()):
-            if files.get(rel, {}).get("local") == listed:
-                continue
-            stat = _stat(run_dir / rel)  # just before reading: a later change is pushed next time
-            if stat is None:
-                continue
-            _upload(fs, run_dir / rel, f"{base}/{rel}")
-            files[rel] = {"local": stat, "remote": None}
-            uploaded.append(rel)
-        for rel in sorted(set(files) - set(local)):
-            try:
-                fs.delete_file(f"{base}/{rel}")
-            except FileNotFoundError:
-                pass
-            del files[rel]
-            deleted += 1
-        if uploaded:
-            remote = _remote_files(fs, base)
-            for rel in uploaded:
-                files[rel]["remote"] = remote.get(rel)
-    except VrsearchError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - network, permissions, missing bucket
-        raise VrsearchError(f"cannot write to {uri}: {_short(exc)}") from None
-    finally:
-        if uploaded or deleted or not (run_dir / MANIFEST).exists():
-            _write_manifest(run_dir, uri, files)
+    with tempfile.TemporaryDirectory(prefix="vrs-push-") as tmp:
+        try:
+            db = _snapshot_db(run_dir, Path(tmp))  # before the listing (module doc)
+            local = local_files(run_dir)
+            if db is not None:
+                local[OPTUNA_FILE] = db[1]
+            for rel, listed in sorted(local.items(), key=lambda item: (item[0] == OPTUNA_FILE, item[0])):
+                if files.get(rel, {}).get("local") == listed:
+                    continue
+                # the stat just before reading (the database's: before its snapshot): a later change is pushed next time
+                src, stat = db if rel == OPTUNA_FILE and db is not None else (run_dir / rel, _stat(run_dir / rel))
+                if stat is None:
+                    continue
+                _upload(fs, src, f"{base}/{rel}")
+                files[rel] = {"local": stat, "remote": None}
+                uploaded.append(rel)
+            for rel in sorted(set(files) - set(local)):
+                try:
+                    fs.delete_file(f"{base}/{rel}")
+                except FileNotFoundError:
+                    pass
+                del files[rel]
+                deleted += 1
+            if uploaded:
+                remote = _remote_files(fs, base)
+                for rel in uploaded:
+                    files[rel]["remote"] = remote.get(rel)
+        except VrsearchError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - network, permissions, missing bucket
+            raise VrsearchError(f"cannot write to {uri}: {_short(exc)}") from None
+        finally:
+            if uploaded or deleted or not (run_dir / MANIFEST).exists():
+                _write_manifest(run_dir, uri, files)
     return {"uploaded": len(uploaded), "deleted": deleted, "unchanged": len(local) - len(uploaded)}
+
+
+def _snapshot_db(run_dir: Path, tmp: Path) -> tuple[Path, list[int]] | None:
+    """A consistent copy of the run's Optuna SQLite study (SQLite's online backup, safe
+    while the driver writes) and the live file's stat taken before it; None without one."""
+    live = run_dir / OPTUNA_FILE
+    stat = _stat(live)
+    if stat is None:
+        return None
+    copy = tmp / OPTUNA_FILE
+    try:
+        src = sqlite3.connect(f"file:{live}?mode=ro", uri=True)
+        dst = sqlite3.connect(copy)
+        try:
+            src.backup(dst)
+        finally:
+            src.close()
+            dst.close()
+    except sqlite3.Error:  # not a database SQLite can read: mirrored as the file it is
+        return live, stat
+    return copy, stat
 
 
 def pull(uri: str, run_dir: Path | str, names: tuple[str, ...] | None = None) -> int:
