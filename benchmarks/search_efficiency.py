@@ -72,25 +72,22 @@ def one(args: tuple) -> dict:
 
 def seed_noise(run_dir: Path) -> dict:
     """Final metric of the configurations recorded with two seeds: their seed-to-seed
-    differences (the noise a single-seed search ranks through)."""
-    a, b = load_curves(run_dir, seed=0), None
+    differences (the noise a single-seed search ranks through; pairing as in seed_policy.py)."""
+    from seed_policy import paired  # the sibling script (benchmarks/ is on sys.path when run)
+
+    from vrsearch.errors import VrsearchError
+
     try:
-        b = load_curves(run_dir, seed=1)
-    except Exception:  # noqa: BLE001 - no second seed recorded
+        _, y0, y1 = paired(run_dir)
+    except VrsearchError:  # one seed, or fewer than 3 configurations on both
         return {"pairs": 0}
-    key = [json.dumps(p, sort_keys=True) for p in a.params]
-    other = {json.dumps(p, sort_keys=True): v for p, v in zip(b.params, b.final())}
-    d = np.array([other[k] - v for k, v in zip(key, a.final()) if k in other])
-    return (
-        {
-            "pairs": len(d),
-            "mean_abs_diff": float(np.mean(np.abs(d))),
-            "sd_diff": float(np.std(d, ddof=1)),
-            "max_abs_diff": float(np.max(np.abs(d))),
-        }
-        if len(d) > 1
-        else {"pairs": len(d)}
-    )
+    d = y1 - y0
+    return {
+        "pairs": len(d),
+        "mean_abs_diff": float(np.mean(np.abs(d))),
+        "sd_diff": float(np.std(d, ddof=1)),
+        "max_abs_diff": float(np.max(np.abs(d))),
+    }
 
 
 def fmt(x: float) -> str:
