@@ -46,7 +46,7 @@ def _method(form: str):
 def _maps(seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     r = [torch.randn(1, D, *SHAPE, generator=g).requires_grad_() for _ in range(2)]
-    p = [torch.softmax(torch.randn(1, C, *SHAPE, generator=g), 1).requires_grad_() for _ in range(2)]
+    p = [torch.randn(1, C, *SHAPE, generator=g).requires_grad_() for _ in range(2)]  # logits
     return r, p
 
 
@@ -85,7 +85,7 @@ def test_dvcl_term_memory_is_flat_in_unreliable_count(form):
     for out in (out_few, out_many):
         assert int(out["queries"]) == QUERIES and torch.isfinite(out["dvcl"]) and out["dvcl"].requires_grad
     assert (p[0].grad if form == "loglik" else r[0].grad) is not None  # the backward did run
-    # the dense gradient of the gathered maps (probabilities [2, C, *S] for loglik, features
+    # the dense gradient of the gathered maps (logits [2, C, *S] for loglik, features
     # [2, D, *S] for infonce) is allocated inside the step: the measurement must see it
     dense = 2 * (C if form == "loglik" else D) * SHAPE[0] * SHAPE[1] * SHAPE[2] * 4
     assert peak_few >= dense, (peak_few, dense)

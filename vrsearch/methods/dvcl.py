@@ -223,15 +223,15 @@ class DVCL(Method):
         rel_b: torch.Tensor,
         r_a: torch.Tensor,
         r_b: torch.Tensor,
-        p_a: torch.Tensor,
-        p_b: torch.Tensor,
+        l_a: torch.Tensor,
+        l_b: torch.Tensor,
         g: torch.Generator,
         heads: Heads | None = None,
     ) -> dict[str, torch.Tensor]:
         p = self.params
         q = select_queries(torch.stack([~rel_a, ~rel_b]), p.queries, g)
         qr = _twin_gather(r_a, r_b, q, heads).float()
-        qp = _twin_gather(p_a, p_b, q).float()
+        qp = torch.softmax(_twin_gather(l_a, l_b, q).float(), 1)  # p at the queries (per-voxel softmax)
         zero = qp.new_zeros(())
         out = {"dvcl": zero, "dvcl_const": zero, "dvcl_psi": zero, "queries": zero + q.numel()}
         if q.numel() and len(self.queue) >= max(p.k, p.k_prime):
@@ -260,8 +260,15 @@ class DVCL(Method):
         # the feature heads' inputs: the heads run only on the voxels HqC and DVCL read (_twin_gather)
         logits_a, r_a = self.net_a(x, features="decoder")
         logits_b, r_b = self.net_b(x, features="decoder")
-        prob_a, prob_b = torch.softmax(logits_a.float(), 1), torch.softmax(logits_b.float(), 1)
-        t = {"sup_a": self.sup(logits_a[:n_l], batch.label), "sup_b": self.sup(logits_b[:n_l], batch.label)}
+        # selections and pseudo-labels only: DVCL's query probabilities (the one use with a
+        # gradient) are the softmax of the logits gathered at the queries (_dvcl)
+        with torch.no_grad():
+            prob_a, prob_b = torch.softmax(logits_a.float(), 1), torch.softmax(logits_b.float(), 1)
+        # labeled / unlabeled parts by split, not slices: one backward node that concatenates the
+        # parts' gradients instead of a full-size zero map per slice that is then summed
+        sizes = [n_l, x.shape[0] - n_l]
+        (lg_a, lu_a), (lg_b, lu_b) = logits_a.split(sizes), logits_b.split(sizes)
+        t = {"sup_a": self.sup(lg_a, batch.label), "sup_b": self.sup(lg_b, batch.label)}
         e_a, rel_a, t["tau_e_a"] = esm(prob_a[n_l:], p.alpha)
         e_b, rel_b, t["tau_e_b"] = esm(prob_b[n_l:], p.alpha)
         t["reliable_a"], t["reliable_b"] = rel_a.float().mean(), rel_b.float().mean()
@@ -271,7 +278,7 @@ class DVCL(Method):
         else:
             w_a = w_b = torch.ones_like(e_a)
         pred_a, pred_b = class_argmax(prob_a.detach()), class_argmax(prob_b.detach())
-        t["ecps"] = ecps_loss(logits_a[n_l:], logits_b[n_l:], w_a, w_b, pred_a[n_l:], pred_b[n_l:])
+        t["ecps"] = ecps_loss(lu_a, lu_b, w_a, w_b, pred_a[n_l:], pred_b[n_l:])
         g = step_generator(self.seed, iteration, 0, x.device)
         zero = t["ecps"].new_zeros(())
         t["hqc"], n_anchors, outside = (
@@ -281,7 +288,7 @@ class DVCL(Method):
         )
         t["anchors"], t["reflect_outside"] = zero + n_anchors, zero + outside
         t.update(
-            self._dvcl(rel_a, rel_b, r_a[n_l:], r_b[n_l:], prob_a[n_l:], prob_b[n_l:], g, self._heads())
+            self._dvcl(rel_a, rel_b, r_a[n_l:], r_b[n_l:], lu_a, lu_b, g, self._heads())
             if p.dvcl
             else {"dvcl": zero, "dvcl_const": zero, "dvcl_psi": zero, "queries": zero}
         )
