@@ -169,7 +169,7 @@ def term_memory() -> dict:
         )
     )
     r = [torch.randn(1, D, *MEM_SHAPE, generator=g).requires_grad_() for _ in range(2)]
-    p = [torch.softmax(torch.randn(1, C, *MEM_SHAPE, generator=g), 1).requires_grad_() for _ in range(2)]
+    p = [torch.randn(1, C, *MEM_SHAPE, generator=g).requires_grad_() for _ in range(2)]  # logits
     flat_r = torch.cat([t.detach().flatten(2)[0].T for t in r])  # [10⁶, D], row i = voxel i of A ∪ B
     dvcl_term(method, reliable_masks(MEM_COUNTS[0]), r, p)  # warm-up
     rows = []

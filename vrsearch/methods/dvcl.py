@@ -9,7 +9,9 @@ CPS twins A and B (same architecture, inits from seeds s and s+1), each a
 voxels (anchors, negatives, queries), so the feature heads run on those voxels
 alone: the networks return the heads' inputs (``features="decoder"``) and
 ``SegNet.head_rows`` forms each gathered row — the same values and gradients as
-the dense feature maps (``tests/methods/test_dvcl.py``). One step (labeled patches first, then
+the dense feature maps (``tests/methods/test_dvcl.py``). Likewise L_dvcl's query
+probabilities are the softmax of the logits gathered at the queries; the full
+probability maps (ESM, pseudo-labels) carry no gradient. One step (labeled patches first, then
 unlabeled, through both networks)::
 
     L = L_sup^A + L_sup^B + λ_u·r(it)·L_ecps + λ_c·(L_hqc + β·L_dvcl)      (Eq. 19-20)
@@ -228,6 +230,8 @@ class DVCL(Method):
         g: torch.Generator,
         heads: Heads | None = None,
     ) -> dict[str, torch.Tensor]:
+        """L_dvcl (Eq. 12-17) on the unreliable voxels of A ∪ B: ``r_*`` the unlabeled patches'
+        feature maps (heads' inputs when ``heads``), ``l_*`` their logits ``[B_u, C, *S]``."""
         p = self.params
         q = select_queries(torch.stack([~rel_a, ~rel_b]), p.queries, g)
         qr = _twin_gather(r_a, r_b, q, heads).float()
