@@ -329,6 +329,28 @@ def test_class_centre_is_the_raw_feature_mean_and_carries_no_gradient(monkeypatc
     assert not m.bank.bank.requires_grad and m.bank.bank.grad_fn is None
 
 
+def _step(method, batch, it: int = 5):
+    """One step: its output and every parameter's gradient."""
+    method.zero_grad(set_to_none=True)
+    out = method(batch, it)
+    out.loss.backward()
+    return out, {n: p.grad.clone() for n, p in method.named_parameters() if p.grad is not None}
+
+
+def _assert_same_step(got, want, a, b) -> None:
+    """Two methods' steps agree: loss, every term, every parameter's gradient ≤ 1e-5
+    relative, and the same queue and bank afterwards."""
+    (out, grads), (ref, ref_grads) = got, want
+    torch.testing.assert_close(out.loss, ref.loss, rtol=1e-5, atol=1e-7)
+    for key, value in ref.terms.items():
+        torch.testing.assert_close(out.terms[key], value, rtol=1e-5, atol=1e-6, msg=key)
+    assert grads.keys() == ref_grads.keys()
+    for name, grad in ref_grads.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-5, atol=1e-6, msg=name)
+    torch.testing.assert_close(a.queue.items(), b.queue.items(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(a.bank.bank, b.bank.bank, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("form", ["loglik", "infonce"])
 def test_heads_on_the_gathered_voxels_equal_the_dense_feature_maps(form, monkeypatch):
     """The feature heads run only on the voxels HqC and DVCL read (``features="decoder"`` +
@@ -344,13 +366,7 @@ def test_heads_on_the_gathered_voxels_equal_the_dense_feature_maps(form, monkeyp
     dense = copy.deepcopy(m)
     batch = make_batch(7)
 
-    def step(method):
-        method.zero_grad(set_to_none=True)
-        out = method(batch, 5)
-        out.loss.backward()
-        return out, {n: p.grad.clone() for n, p in method.named_parameters() if p.grad is not None}
-
-    got, got_grads = step(m)
+    got = _step(m, batch)
     real_forward = SegNet.forward
     monkeypatch.setattr(
         SegNet,
@@ -358,16 +374,10 @@ def test_heads_on_the_gathered_voxels_equal_the_dense_feature_maps(form, monkeyp
         lambda net, x, features=False: real_forward(net, x, True if features == "decoder" else features),
     )
     monkeypatch.setattr(dense, "_heads", lambda: None)
-    want, want_grads = step(dense)
-    assert val(want.terms["dvcl"]) != 0 and val(want.terms["hqc"]) != 0
-    torch.testing.assert_close(got.loss, want.loss, rtol=1e-5, atol=1e-7)
-    for key, value in want.terms.items():
-        torch.testing.assert_close(got.terms[key], value, rtol=1e-5, atol=1e-6, msg=key)
-    assert got_grads.keys() == want_grads.keys() and any("feature_head" in n for n in got_grads)
-    for name, grad in want_grads.items():
-        torch.testing.assert_close(got_grads[name], grad, rtol=1e-5, atol=1e-6, msg=name)
-    torch.testing.assert_close(m.queue.items(), dense.queue.items(), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(m.bank.bank, dense.bank.bank, rtol=1e-5, atol=1e-6)
+    want = _step(dense, batch)
+    assert val(want[0].terms["dvcl"]) != 0 and val(want[0].terms["hqc"]) != 0
+    assert any("feature_head" in n for n in got[1])
+    _assert_same_step(got, want, m, dense)
 
 
 def _dense_softmax_dvcl(method, rel_a, rel_b, r_a, r_b, l_a, l_b, g, heads=None):
@@ -417,21 +427,9 @@ def test_query_probabilities_from_gathered_logits_equal_the_dense_softmax(form):
     dense._dvcl = types.MethodType(_dense_softmax_dvcl, dense)
     batch = make_batch(7)
 
-    def step(method):
-        method.zero_grad(set_to_none=True)
-        out = method(batch, 5)
-        out.loss.backward()
-        return out, {n: p.grad.clone() for n, p in method.named_parameters() if p.grad is not None}
-
-    (got, got_grads), (want, want_grads) = step(m), step(dense)
-    assert val(want.terms["dvcl"]) != 0 and val(want.terms["queries"]) > 0
-    torch.testing.assert_close(got.loss, want.loss, rtol=1e-5, atol=1e-7)
-    for key, value in want.terms.items():
-        torch.testing.assert_close(got.terms[key], value, rtol=1e-5, atol=1e-6, msg=key)
-    assert got_grads.keys() == want_grads.keys()
-    for name, grad in want_grads.items():
-        torch.testing.assert_close(got_grads[name], grad, rtol=1e-5, atol=1e-6, msg=name)
-    torch.testing.assert_close(m.queue.items(), dense.queue.items(), rtol=1e-5, atol=1e-6)
+    got, want = _step(m, batch), _step(dense, batch)
+    assert val(want[0].terms["dvcl"]) != 0 and val(want[0].terms["queries"]) > 0
+    _assert_same_step(got, want, m, dense)
 
 
 @pytest.mark.parametrize("sampler", ["ns", "sg", "sag"])
