@@ -281,7 +281,7 @@ class DVCL(Method):
             w_b = ecps_weights(e_b, rel_b, self.num_classes, p.w_max)
         else:
             w_a = w_b = torch.ones_like(e_a)
-        pred_a, pred_b = class_argmax(prob_a.detach()), class_argmax(prob_b.detach())
+        pred_a, pred_b = class_argmax(prob_a), class_argmax(prob_b)
         t["ecps"] = ecps_loss(lu_a, lu_b, w_a, w_b, pred_a[n_l:], pred_b[n_l:])
         g = step_generator(self.seed, iteration, 0, x.device)
         zero = t["ecps"].new_zeros(())
