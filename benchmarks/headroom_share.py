@@ -17,12 +17,18 @@ from pathlib import Path
 import pandas as pd
 
 
+def headroom(t: pd.DataFrame, upper: str) -> tuple[float, float]:
+    """The upper-bound arm's Δ and its CI half-width (fractions) in the table indexed by group;
+    one line and exit 1 when the arm has none."""
+    if upper not in t.index or pd.isna(t.loc[upper, "delta"]):
+        raise SystemExit(f"error: no arm {upper!r} with a Δ in the table (arms: {', '.join(t.index)})")
+    return float(t.loc[upper, "delta"]), float(t.loc[upper, "delta_ci95"])
+
+
 def shares(table: pd.DataFrame, upper: str) -> pd.DataFrame:
     """Δ, its CI and Holm p (percentage points) and the share of the headroom (%) per arm."""
     t = table.set_index("group")
-    if upper not in t.index or pd.isna(t.loc[upper, "delta"]):
-        raise SystemExit(f"error: no arm {upper!r} with a Δ in the table (arms: {', '.join(t.index)})")
-    head = float(t.loc[upper, "delta"])
+    head = headroom(t, upper)[0]
     arms = t[t["delta"].notna() & (t.index != upper)]
     return pd.DataFrame(
         {
@@ -44,9 +50,8 @@ def main() -> None:
     ap.add_argument("--upper", default="fully_supervised")
     args = ap.parse_args()
     table = pd.read_csv(args.csv)
-    out = shares(table, args.upper)  # a missing arm: one line, before anything is printed
-    t = table.set_index("group")
-    head, half = 100 * t.loc[args.upper, "delta"], 100 * t.loc[args.upper, "delta_ci95"]
+    head, half = (100 * v for v in headroom(table.set_index("group"), args.upper))
+    out = shares(table, args.upper)
     print(f"headroom ({args.upper} − baseline): {head:+.1f} ± {half:.1f} pp (relative half-width {half / head:.0%})")
     print(out.to_string(formatters={"p_holm": "{:.3f}".format}, float_format=lambda v: f"{v:.1f}"))
 
