@@ -1,19 +1,23 @@
-"""The local Ray's dashboard agent takes any free port: a second Ray on the machine (another
-study, the other test process) does not wait in the agent's bind retries for port 52365."""
+"""The local Ray: its dashboard agent takes any free port (a second Ray on the machine —
+another study, the other test process — does not wait in the agent's bind retries for port
+52365), and its workers run at the driver's niceness, not Ray's +15."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from vrsearch.orchestrate.local import any_agent_port
+from vrsearch.orchestrate.local import LOCAL_ENV, any_agent_port, loopback_env
 
 RAY_AGENT_PORT = 52365  # Ray's fixed default for every node's dashboard agent
 
@@ -31,33 +35,71 @@ def test_the_default_agent_port_is_any_port_inside_and_restored_after():
     assert RayParams().dashboard_agent_listen_port == RAY_AGENT_PORT
 
 
-@pytest.mark.slow
-def test_a_local_ray_starts_beside_one_that_holds_the_agent_port():
-    """Port 52365 taken (by this test, or by another Ray already): the local Ray's agent
-    binds elsewhere at once; without the free port its log shows the failed binds."""
+@dataclass
+class LocalRay:
+    """What one loopback Ray, started in a fresh process, reported."""
+
+    agent_log: str
+    node_port: str
+    driver_nice: int
+    worker_nice: int
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[LocalRay]:
+    """A loopback Ray started (in a fresh process) while port 52365 is taken — by this
+    fixture, or by another Ray already: the same situation — and one task run on it."""
     held = socket.socket()
     try:
         held.bind(("127.0.0.1", RAY_AGENT_PORT))
         held.listen()
     except OSError:
-        pass  # someone else's Ray holds it: the same situation
+        pass
     code = (
-        "import sys; from pathlib import Path; from vrsearch.orchestrate.local import loopback_init; "
+        "import os, sys; from pathlib import Path; from vrsearch.orchestrate.local import loopback_init; "
         "loopback_init(Path(sys.argv[1]), num_cpus=1); import ray; "
-        "print(ray._private.worker.global_worker.node.dashboard_agent_listen_port); ray.shutdown()"
+        "nice = ray.get(ray.remote(lambda: os.nice(0)).remote()); "
+        "print(ray._private.worker.global_worker.node.dashboard_agent_listen_port, os.nice(0), nice); ray.shutdown()"
     )
     temp = Path(tempfile.mkdtemp(prefix="vrs-t-", dir="/tmp"))  # short: Unix socket paths
+    env = {k: v for k, v in os.environ.items() if k != "RAY_worker_niceness"}
     try:
-        proc = subprocess.run([sys.executable, "-c", code, str(temp)], capture_output=True, timeout=180)
+        proc = subprocess.run([sys.executable, "-c", code, str(temp)], capture_output=True, timeout=180, env=env)
         assert proc.returncode == 0, proc.stderr.decode()[-2000:]
         logs = list(temp.glob("session_*/logs/dashboard_agent.log"))
         assert logs, "no dashboard agent log"
-        text = logs[0].read_text()
+        port, driver, worker = proc.stdout.decode().split()[-3:]
+        yield LocalRay(logs[0].read_text(), port, int(driver), int(worker))
     finally:
         held.close()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_local_ray_starts_beside_one_that_holds_the_agent_port(local_ray):
+    """Port 52365 taken: the local Ray's agent binds elsewhere at once; without the free
+    port its log shows the failed binds."""
+    text = local_ray.agent_log
     assert "Failed to bind" not in text and "failed to bind" not in text, text[-2000:]
     bound = re.search(r"Dashboard agent http address: 127\.0\.0\.1:(\d+)", text)
     assert bound, text[-2000:]  # the agent's HTTP server is up, on the loopback interface
     port = int(bound.group(1))
-    assert port != RAY_AGENT_PORT and proc.stdout.decode().split()[-1] == str(port)  # the node knows it
+    assert port != RAY_AGENT_PORT and local_ray.node_port == str(port)  # the node knows it
+
+
+@pytest.mark.slow
+def test_the_local_rays_workers_run_at_the_drivers_niceness(local_ray):
+    """Ray's default starts workers at +15 (capped at 19): a trial's training would yield
+    the CPU to every normal-priority process (RESULTS.md (a‴))."""
+    assert local_ray.worker_nice == local_ray.driver_nice
+
+
+def test_a_worker_niceness_set_by_the_user_is_kept(monkeypatch):
+    monkeypatch.setenv("RAY_worker_niceness", "7")
+    for key, value in LOCAL_ENV.items():
+        monkeypatch.setenv(key, value)  # what loopback_env sets; monkeypatch restores them after
+    loopback_env()
+    assert os.environ["RAY_worker_niceness"] == "7"
+    monkeypatch.delenv("RAY_worker_niceness")
+    loopback_env()
+    assert os.environ["RAY_worker_niceness"] == "0"

@@ -13,6 +13,15 @@ test process — spends ~3 s in the agent's bind retries before ``ray.init``
 returns (the agent then runs without its HTTP server). :func:`loopback_init`
 starts its node with port 0 (any free port), as ``ray start
 --dashboard-agent-listen-port=0`` and Ray's own fake multi-node provider do.
+
+Ray starts its worker processes at niceness +15 (the raylet's ``worker_niceness``),
+so a trial's training yields the CPU to every normal-priority process — Ray's own
+GCS, raylet and agents, the driver, anything else the user runs: on a 2-core
+machine that made a trial's training 13-18 % slower than the same training
+outside Ray (``benchmarks/RESULTS.md`` (a‴)). The local Ray starts its workers at
+the driver's niceness (``RAY_worker_niceness=0``); a user who wants a study in
+the background runs ``nice vrsearch run …`` (workers inherit it) or sets
+``RAY_worker_niceness`` in the environment, which is kept.
 """
 
 from __future__ import annotations
@@ -29,13 +38,19 @@ from pathlib import Path
 LOCAL_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "GLOO_SOCKET_IFNAME": "lo", "VRSEARCH_LOCAL_RAY": "1"}
 
 
+#: the worker niceness the local Ray's raylet applies unless the environment sets one
+WORKER_NICENESS = ("RAY_worker_niceness", "0")
+
+
 def loopback_env() -> None:
-    """Must run before ``ray`` is imported (it reads the variable at import)."""
+    """Must run before ``ray`` is imported (it reads the variable at import) and before
+    the raylet starts (it reads the worker niceness then)."""
     if "ray" in sys.modules and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0":
         import ray._private.ray_constants as rc
 
         rc.ENABLE_RAY_CLUSTER = False
     os.environ.update(LOCAL_ENV)
+    os.environ.setdefault(*WORKER_NICENESS)
 
 
 def reap_stale(temp_dir: Path) -> list[int]:
