@@ -14,14 +14,16 @@ returns (the agent then runs without its HTTP server). :func:`loopback_init`
 starts its node with port 0 (any free port), as ``ray start
 --dashboard-agent-listen-port=0`` and Ray's own fake multi-node provider do.
 
-Ray starts its worker processes at niceness +15 (the raylet's ``worker_niceness``),
-so a trial's training yields the CPU to every normal-priority process — Ray's own
-GCS, raylet and agents, the driver, anything else the user runs: on a 2-core
-machine that made a trial's training 13-18 % slower than the same training
-outside Ray (``benchmarks/RESULTS.md`` (a‴)). The local Ray starts its workers at
-the driver's niceness (``RAY_worker_niceness=0``); a user who wants a study in
-the background runs ``nice vrsearch run …`` (workers inherit it) or sets
-``RAY_worker_niceness`` in the environment, which is kept.
+Ray's workers renice themselves by ``worker_niceness`` (default +15, read from the
+environment each inherits from the raylet), so a trial's training yields the CPU
+to every normal-priority process — Ray's own GCS, raylet and agents, the driver,
+anything else the user runs: on a 2-core machine that made a trial's training
+13-18 % slower than the same training outside Ray (``benchmarks/RESULTS.md``
+(a‴)). The local Ray starts its workers at the driver's niceness
+(``RAY_worker_niceness=0``); a user who wants a study in the background runs
+``nice vrsearch run …`` (workers inherit it) or sets ``RAY_worker_niceness`` (an
+increment over the driver's niceness, capped at 19) in the environment, which is
+kept.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ WORKER_NICENESS = ("RAY_worker_niceness", "0")
 
 def loopback_env() -> None:
     """Must run before ``ray`` is imported (it reads the variable at import) and before
-    the raylet starts (it reads the worker niceness then)."""
+    the raylet starts (its workers inherit the niceness setting from it)."""
     if "ray" in sys.modules and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0":
         import ray._private.ray_constants as rc
 
