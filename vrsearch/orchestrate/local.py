@@ -40,10 +40,6 @@ from pathlib import Path
 LOCAL_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "GLOO_SOCKET_IFNAME": "lo", "VRSEARCH_LOCAL_RAY": "1"}
 
 
-#: the worker niceness the local Ray's raylet applies unless the environment sets one
-WORKER_NICENESS = ("RAY_worker_niceness", "0")
-
-
 def loopback_env() -> None:
     """Must run before ``ray`` is imported (it reads the variable at import) and before
     the raylet starts (its workers inherit the niceness setting from it)."""
@@ -52,7 +48,7 @@ def loopback_env() -> None:
 
         rc.ENABLE_RAY_CLUSTER = False
     os.environ.update(LOCAL_ENV)
-    os.environ.setdefault(*WORKER_NICENESS)
+    os.environ.setdefault("RAY_worker_niceness", "0")  # workers at the driver's niceness, unless the user set one
 
 
 def reap_stale(temp_dir: Path) -> list[int]:
