@@ -12,10 +12,12 @@ cluster mounts on every node. Each test prints what it saw, for the record.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -58,6 +60,20 @@ def cluster(tmp_path_factory):
         c.shutdown()
 
 
+@contextlib.contextmanager
+def hang_armed(cluster) -> Iterator[None]:
+    """Inside: the third trial to pass step 4 stops there (until its node or driver is killed);
+    on exit the fault is disarmed for the next tests unless it fired."""
+    for slot in cluster.fault_marker.parent.glob(f"{cluster.fault_marker.name}.pass*"):
+        slot.unlink()  # pass slots an earlier arming left
+    cluster.fault_marker.unlink()
+    try:
+        yield
+    finally:
+        if not cluster.fault_marker.exists():
+            cluster.fault_marker.write_text("disarmed")
+
+
 def record(capsys, *lines: str) -> None:
     with capsys.disabled():
         print("", *(f"[cluster] {line}" for line in lines), sep="\n")
@@ -98,19 +114,13 @@ def test_a_study_scales_up_survives_a_lost_node_and_scales_down(cluster, tiny_ph
     )
     run, log = tmp_path / "run", tmp_path / "run.log"
     start = time.monotonic()
-    for slot in cluster.fault_marker.parent.glob(f"{cluster.fault_marker.name}.pass*"):
-        slot.unlink()  # pass slots an earlier arming left
-    cluster.fault_marker.unlink()  # armed: the third trial to pass step 4 stops there
-    try:
+    with hang_armed(cluster):
         proc = launch(cluster, "run", study, log=log)
         pid = cluster.wait_for(
             lambda: alive(proc, log) and cluster.fault_marker.exists() and cluster.fault_marker.read_text().strip(),
             300,
             "the third trial to reach step 4",
         )
-    finally:  # fired, or disarmed for the next tests
-        if not cluster.fault_marker.exists():
-            cluster.fault_marker.write_text("disarmed")
     lost = cluster.node_of(int(pid))
     assert lost, "the stopped training process is not on a worker node"
     metas = {m.parent.name: json.loads(m.read_text()) for m in run.glob("trials/*/meta.json")}
@@ -247,14 +257,15 @@ def test_a_study_whose_driver_is_lost_resumes_from_its_storage_mirror(cluster, t
     run, log = tmp_path / "run", tmp_path / "run.log"
     env = {**cluster.env, **{k: v for k, v in s3.env.items() if k.startswith("AWS_")}}
     start = time.monotonic()
-    proc = launch(cluster, "run", study, env=env, log=log)
-    cluster.wait_for(
-        lambda: alive(proc, log) and mirrored_results(s3) and len(finished_results(run)) < 3,
-        300,
-        "a first trial to finish and be pushed",
-    )
-    proc.kill()  # the driver only (its trials on the cluster are ended by Ray)
-    proc.wait()
+    with hang_armed(cluster):  # the third trial stops at step 4: the study cannot end before the kill
+        proc = launch(cluster, "run", study, env=env, log=log)
+        cluster.wait_for(
+            lambda: alive(proc, log) and mirrored_results(s3) and len(finished_results(run)) < 3,
+            300,
+            "a first trial to finish and be pushed",
+        )
+        proc.kill()  # the driver only (its trials on the cluster, the stopped one too, are ended by Ray)
+        proc.wait()
     before = mirrored_results(s3)  # a trial that finished after the last push is not there: it runs again
     mirror = f"s3://{s3.bucket}/runs/tiny?endpoint_override={s3.endpoint}&scheme=http"
     elsewhere = tmp_path / "elsewhere"
