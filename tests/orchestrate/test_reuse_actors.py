@@ -1,5 +1,5 @@
 """Which studies run their trials in warm (reused) Tune actors: all but those with DDP
-trials, unless ``VRSEARCH_REUSE_ACTORS=0``."""
+trials that a scheduler can stop, unless ``VRSEARCH_REUSE_ACTORS=0``."""
 
 from __future__ import annotations
 
@@ -40,13 +40,29 @@ def test_single_process_trials_reuse_their_actors(tmp_path, monkeypatch, search)
     assert setup(tmp_path, search) == (False, False)
 
 
-def test_studies_with_ddp_trials_start_fresh_actors(tmp_path, monkeypatch):
+@pytest.mark.parametrize("scheduler", ["asha", "median"])
+def test_studies_with_ddp_trials_a_scheduler_can_stop_start_fresh_actors(tmp_path, monkeypatch, scheduler):
     monkeypatch.delenv(REUSE_ENV, raising=False)
-    assert setup(tmp_path, GRID, resources={"workers_per_trial": 2}) == (False, False)
+    grid, search = {**GRID, "scheduler": scheduler}, {**SEARCH, "scheduler": scheduler}
+    assert setup(tmp_path, grid, resources={"workers_per_trial": 2}) == (False, False)
     # one DDP cell among single-process ones is enough
-    grid = {
+    mixed = {
+        **grid,
+        "space": {**grid["space"], "resources.workers_per_trial": {"type": "categorical", "choices": [1, 2]}},
+    }
+    assert setup(tmp_path, mixed) == (False, False)
+    assert setup(tmp_path, search, resources={"workers_per_trial": 2}) == (False, False)
+    assert setup(tmp_path, grid) == (True, True)  # single-process trials: a stopped one is reset in a report
+
+
+def test_ddp_trials_no_scheduler_stops_reuse_their_actors(tmp_path, monkeypatch):
+    monkeypatch.delenv(REUSE_ENV, raising=False)
+    assert setup(tmp_path, GRID, resources={"workers_per_trial": 2}) == (True, True)
+    mixed = {
         **GRID,
         "space": {**GRID["space"], "resources.workers_per_trial": {"type": "categorical", "choices": [1, 2]}},
     }
-    assert setup(tmp_path, grid) == (False, False)
-    assert setup(tmp_path, SEARCH, resources={"workers_per_trial": 2}) == (False, False)
+    assert setup(tmp_path, mixed) == (True, True)
+    assert setup(tmp_path, SEARCH, resources={"workers_per_trial": 2}) == (True, True)
+    monkeypatch.setenv(REUSE_ENV, "0")
+    assert setup(tmp_path, GRID, resources={"workers_per_trial": 2}) == (False, False)

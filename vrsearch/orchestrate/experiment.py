@@ -33,6 +33,7 @@ from vrsearch.orchestrate.trainable import trial_resources, trial_study, vrsearc
 from vrsearch.results import faults, fragments, io, storage
 from vrsearch.results.rundir import RunDir
 from vrsearch.study.design import cells_with_seeds, n_trials
+from vrsearch.study.rules import scheduler_plan
 from vrsearch.study.schema import Study
 
 if TYPE_CHECKING:
@@ -116,12 +117,16 @@ def reuse_actors(study: Study, work: Work) -> bool:
     (:func:`vrsearch.engine.setup.seed_everything`, thread counts), so both give the same
     results (``tests/e2e/test_determinism.py``).
 
-    Not for studies with DDP trials: Ray Train (2.60, Train V2) starts a new worker group
-    in every ``fit()`` and offers no reuse of it, and a stopped DDP trial's thread waits
-    inside ``fit()`` rather than in a report, so Tune could not reset its actor in time
-    (the next trial would fail); their actors start fresh, as before."""
+    A DDP trial's Tune actor only waits in Ray Train's ``fit()`` (2.60, Train V2: a new
+    worker group in every ``fit()``, no reuse of it); reusing it saves its process start and
+    imports. Only where no scheduler can stop a trial: a stopped DDP trial's thread waits
+    inside ``fit()`` rather than in a report, so Tune could not reset its actor in time (the
+    next trial would fail); with ASHA or the median rule, studies with DDP trials start each
+    trial's actor fresh."""
     if os.environ.get(REUSE_ENV, "1") == "0":
         return False
+    if scheduler_plan(study) is None:
+        return True
     if work.cells is not None:
         base = study.model_dump(mode="json")
         return all(trial_study(base, {"cell": c})[0].resources.workers_per_trial <= 1 for c in work.cells)
