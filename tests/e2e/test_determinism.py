@@ -1,6 +1,7 @@
 """Same study and seeds on CPU → bit-identical metrics, through the real CLI and Ray —
 and the same whether trials run in warm (reused) Tune actors reading the prepared-data
-cache or each in a fresh process that decodes every file itself."""
+cache or each in a fresh process that decodes every file itself; for DDP trials too (their
+Tune actor reused, the Ray Train worker group new in each trial)."""
 
 from __future__ import annotations
 
@@ -24,11 +25,22 @@ GRID = {
 COLD = {"VRSEARCH_REUSE_ACTORS": "0", "VRSEARCH_CACHE_DIR": "off"}
 
 
-def run_once(tiny_phantom, tmp_path, name: str, env: dict | None = None):
+#: DDP trials (2 gloo workers each), one at a time; no scheduler, so their Tune actors are reused
+DDP = {"concurrent_trials": 1, "workers_per_trial": 2, "cpus_per_worker": 1}
+
+
+def ddp_grid(*lrs: float) -> dict:
+    return {
+        "design": "grid",
+        "scheduler": "none",
+        "space": {"train.optimizer.lr": {"type": "categorical", "choices": list(lrs)}},
+    }
+
+
+def run_once(tiny_phantom, tmp_path, name: str, env: dict | None = None, search=GRID, resources=None):
     study = tmp_path / f"{name}.yaml"
-    study.write_text(
-        yaml.safe_dump(tiny_study_dict(tiny_phantom, tmp_path / name, search=GRID, resources={"concurrent_trials": 2}))
-    )
+    resources = resources or {"concurrent_trials": 2}
+    study.write_text(yaml.safe_dump(tiny_study_dict(tiny_phantom, tmp_path / name, search=search, resources=resources)))
     proc = cli("run", study, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = pd.read_parquet(tmp_path / name / "trials.parquet")
@@ -38,6 +50,9 @@ def run_once(tiny_phantom, tmp_path, name: str, env: dict | None = None):
     history["cell"], cases["cell"] = history.trial_id.map(key), cases.trial_id.map(key)
     trials = trials.set_index("config_hash").sort_index()
     processes = [json.loads(m.read_text())["process"] for m in (tmp_path / name / "trials").glob("*/meta.json")]
+    if resources.get("workers_per_trial", 1) > 1:  # rank 0's process is new in every trial: the Tune actor's marks
+        timing = {t: json.loads((tmp_path / name / "trials" / t / "timing.json").read_text()) for t in key.index}
+        processes = {key[t]: marks for t, marks in timing.items()}  # by config hash
     return (
         trials,
         history.drop(columns=["trial_id", "time_s"]).sort_values(["cell", "iteration"]).reset_index(drop=True),
@@ -56,7 +71,24 @@ def test_warm_and_cold_runs_are_bit_identical(tiny_phantom, tmp_path):
     assert len({p["pid"] for p in p1}) < 4, p1
     assert len({p["pid"] for p in p2}) == 4 and all(p["trials_before"] == 0 for p in p2), p2
     assert (tmp_path / "warm" / "cache").is_dir() and not (tmp_path / "cold" / "cache").exists()
-    assert len(t1) == 4 and list(t1.index) == list(t2.index)
+    assert_identical((t1, h1, c1), (t2, h2, c2), 4)
+
+
+def test_ddp_trials_in_a_reused_actor_are_bit_identical_to_fresh_ones(tiny_phantom, tmp_path):
+    """Two DDP trials in one run (the second in the first one's Tune actor) against the
+    second configuration alone in a fresh actor, without the cache."""
+    t1, h1, c1, p1 = run_once(tiny_phantom, tmp_path, "warm", search=ddp_grid(0.01, 0.02), resources=DDP)
+    t2, h2, c2, p2 = run_once(tiny_phantom, tmp_path, "cold", env=COLD, search=ddp_grid(0.02), resources=DDP)
+    (cell,) = p2
+    assert p1[cell]["trials_before"] == 1 and p2[cell]["trials_before"] == 0, (p1, p2)  # warm: it ran second
+    assert "worker_start" in p1[cell] and "worker_start" in p2[cell], "not DDP trials"
+    warm = (t1.loc[[cell]], h1[h1.cell == cell].reset_index(drop=True), c1[c1.cell == cell].reset_index(drop=True))
+    assert_identical(warm, (t2, h2, c2), 1)
+
+
+def assert_identical(warm, cold, n: int) -> None:
+    (t1, h1, c1), (t2, h2, c2) = warm, cold
+    assert len(t1) == n and list(t1.index) == list(t2.index)
     for col in ("best_val_dice", "final_val_dice", "test_dice", "test_jaccard", "best_iteration"):
         assert t1[col].tolist() == t2[col].tolist(), col  # exact, not approx
     metrics = [c for c in h1.columns if c.startswith(("loss", "term_", "val_", "lr"))]
