@@ -116,11 +116,15 @@ def test_a_study_scales_up_survives_a_lost_node_and_scales_down(cluster, tiny_ph
     start = time.monotonic()
     with hang_armed(cluster):
         proc = launch(cluster, "run", study, log=log)
-        pid = cluster.wait_for(
-            lambda: alive(proc, log) and cluster.fault_marker.exists() and cluster.fault_marker.read_text().strip(),
-            300,
-            "the third trial to reach step 4",
-        )
+        try:
+            pid = cluster.wait_for(
+                lambda: alive(proc, log) and cluster.fault_marker.exists() and cluster.fault_marker.read_text().strip(),
+                300,
+                "the third trial to reach step 4",
+            )
+        except BaseException:  # no driver (nor its stopped trial) left holding the cluster's slots
+            proc.kill()
+            raise
     lost = cluster.node_of(int(pid))
     assert lost, "the stopped training process is not on a worker node"
     metas = {m.parent.name: json.loads(m.read_text()) for m in run.glob("trials/*/meta.json")}
@@ -259,13 +263,15 @@ def test_a_study_whose_driver_is_lost_resumes_from_its_storage_mirror(cluster, t
     start = time.monotonic()
     with hang_armed(cluster):  # the third trial stops at step 4: the study cannot end before the kill
         proc = launch(cluster, "run", study, env=env, log=log)
-        cluster.wait_for(
-            lambda: alive(proc, log) and mirrored_results(s3) and len(finished_results(run)) < 3,
-            300,
-            "a first trial to finish and be pushed",
-        )
-        proc.kill()  # the driver only (its trials on the cluster, the stopped one too, are ended by Ray)
-        proc.wait()
+        try:
+            cluster.wait_for(
+                lambda: alive(proc, log) and mirrored_results(s3) and len(finished_results(run)) < 3,
+                300,
+                "a first trial to finish and be pushed",
+            )
+        finally:
+            proc.kill()  # the driver only (its trials on the cluster, the stopped one too, are ended by Ray)
+            proc.wait()
     before = mirrored_results(s3)  # a trial that finished after the last push is not there: it runs again
     mirror = f"s3://{s3.bucket}/runs/tiny?endpoint_override={s3.endpoint}&scheme=http"
     elsewhere = tmp_path / "elsewhere"

@@ -76,11 +76,13 @@ def test_warm_and_cold_runs_are_bit_identical(tiny_phantom, tmp_path):
 
 def test_ddp_trials_in_a_reused_actor_are_bit_identical_to_fresh_ones(tiny_phantom, tmp_path):
     """Two DDP trials in one run (the second in the first one's Tune actor) against the
-    second configuration alone in a fresh actor, without the cache."""
+    configuration that ran second alone in a fresh actor, without the cache."""
     t1, h1, c1, p1 = run_once(tiny_phantom, tmp_path, "warm", search=ddp_grid(0.01, 0.02), resources=DDP)
-    t2, h2, c2, p2 = run_once(tiny_phantom, tmp_path, "cold", env=COLD, search=ddp_grid(0.02), resources=DDP)
-    (cell,) = p2
-    assert p1[cell]["trials_before"] == 1 and p2[cell]["trials_before"] == 0, (p1, p2)  # warm: it ran second
+    assert sorted(p["trials_before"] for p in p1.values()) == [0, 1], p1
+    (cell,) = [c for c, marks in p1.items() if marks["trials_before"] == 1]  # ran in the first one's actor
+    lr = json.loads(t1.loc[cell, "cell"])["train.optimizer.lr"]
+    t2, h2, c2, p2 = run_once(tiny_phantom, tmp_path, "cold", env=COLD, search=ddp_grid(lr), resources=DDP)
+    assert list(p2) == [cell] and p2[cell]["trials_before"] == 0, p2
     assert "worker_start" in p1[cell] and "worker_start" in p2[cell], "not DDP trials"
     warm = (t1.loc[[cell]], h1[h1.cell == cell].reset_index(drop=True), c1[c1.cell == cell].reset_index(drop=True))
     assert_identical(warm, (t2, h2, c2), 1)
