@@ -1,7 +1,7 @@
 """Same study and seeds on CPU → bit-identical metrics, through the real CLI and Ray —
 and the same whether trials run in warm (reused) Tune actors reading the prepared-data
-cache or each in a fresh process that decodes every file itself; for DDP trials too (their
-Tune actor reused, the Ray Train worker group new in each trial)."""
+cache or each in a fresh process that decodes every file itself; and a DDP trial the same
+whether its Tune actor ran a trial before (its Ray Train worker group is new in each trial)."""
 
 from __future__ import annotations
 
@@ -25,16 +25,14 @@ GRID = {
 COLD = {"VRSEARCH_REUSE_ACTORS": "0", "VRSEARCH_CACHE_DIR": "off"}
 
 
-#: DDP trials (2 gloo workers each), one at a time; no scheduler, so their Tune actors are reused
+#: two DDP trials (2 gloo workers each), one at a time, that differ only in how often they save a
+#: checkpoint, nothing they compute; no scheduler, so the second one runs in the first one's Tune actor
+DDP_TWINS = {
+    "design": "grid",
+    "scheduler": "none",
+    "space": {"train.checkpoint_every": {"type": "categorical", "choices": [3, 2]}},
+}
 DDP = {"concurrent_trials": 1, "workers_per_trial": 2, "cpus_per_worker": 1}
-
-
-def ddp_grid(*lrs: float) -> dict:
-    return {
-        "design": "grid",
-        "scheduler": "none",
-        "space": {"train.optimizer.lr": {"type": "categorical", "choices": list(lrs)}},
-    }
 
 
 def run_once(tiny_phantom, tmp_path, name: str, env: dict | None = None, search=GRID, resources=None):
@@ -74,18 +72,20 @@ def test_warm_and_cold_runs_are_bit_identical(tiny_phantom, tmp_path):
     assert_identical((t1, h1, c1), (t2, h2, c2), 4)
 
 
-def test_ddp_trials_in_a_reused_actor_are_bit_identical_to_fresh_ones(tiny_phantom, tmp_path):
-    """Two DDP trials in one run (the second in the first one's Tune actor) against the
-    configuration that ran second alone in a fresh actor, without the cache."""
-    t1, h1, c1, p1 = run_once(tiny_phantom, tmp_path, "warm", search=ddp_grid(0.01, 0.02), resources=DDP)
-    assert sorted(p["trials_before"] for p in p1.values()) == [0, 1], p1
-    (cell,) = [c for c, marks in p1.items() if marks["trials_before"] == 1]  # ran in the first one's actor
-    lr = json.loads(t1.loc[cell, "cell"])["train.optimizer.lr"]
-    t2, h2, c2, p2 = run_once(tiny_phantom, tmp_path, "cold", env=COLD, search=ddp_grid(lr), resources=DDP)
-    assert list(p2) == [cell] and p2[cell]["trials_before"] == 0, p2
-    assert "worker_start" in p1[cell] and "worker_start" in p2[cell], "not DDP trials"
-    warm = (t1.loc[[cell]], h1[h1.cell == cell].reset_index(drop=True), c1[c1.cell == cell].reset_index(drop=True))
-    assert_identical(warm, (t2, h2, c2), 1)
+def test_a_ddp_trial_in_a_reused_actor_is_bit_identical_to_one_in_a_fresh_actor(tiny_phantom, tmp_path):
+    t, h, c, marks = run_once(tiny_phantom, tmp_path, "ddp", search=DDP_TWINS, resources=DDP)
+    fresh, reused = sorted(marks, key=lambda cell: marks[cell]["trials_before"])
+    assert [marks[fresh]["trials_before"], marks[reused]["trials_before"]] == [0, 1], marks
+    assert all("worker_start" in m for m in marks.values()), "not DDP trials"
+
+    def trial(cell: str):  # one trial's rows, its cell made anonymous
+        return (
+            t.loc[[cell]].reset_index(drop=True),
+            h[h.cell == cell].assign(cell="-").reset_index(drop=True),
+            c[c.cell == cell].assign(cell="-").reset_index(drop=True),
+        )
+
+    assert_identical(trial(reused), trial(fresh), 1)
 
 
 def assert_identical(warm, cold, n: int) -> None:
