@@ -1,6 +1,7 @@
 """The local Ray: its dashboard agent takes any free port (a second Ray on the machine —
 another study, the other test process — does not wait in the agent's bind retries for port
-52365), and its workers run at the driver's niceness, not Ray's +15."""
+52365), its workers run at the driver's niceness, not Ray's +15, and it starts no autoscaler
+monitor and no log monitor."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from vrsearch.orchestrate.local import LOCAL_ENV, any_agent_port, loopback_env
+from vrsearch.orchestrate.local import LOCAL_ENV, any_agent_port, loopback_env, no_monitors
 
 RAY_AGENT_PORT = 52365  # Ray's fixed default for every node's dashboard agent
 
@@ -34,6 +35,17 @@ def test_the_default_agent_port_is_any_port_inside_and_restored_after():
     assert RayParams().dashboard_agent_listen_port == RAY_AGENT_PORT
 
 
+def test_no_monitors_inside_and_ray_defaults_restored_after():
+    from ray._private.parameter import RayParams
+
+    assert (RayParams().no_monitor, RayParams().include_log_monitor) == (False, None)
+    with no_monitors(), any_agent_port():
+        params = RayParams()
+        assert (params.no_monitor, params.include_log_monitor, params.dashboard_agent_listen_port) == (True, False, 0)
+        assert RayParams(no_monitor=False).no_monitor is False
+    assert (RayParams().no_monitor, RayParams().include_log_monitor) == (False, None)
+
+
 @dataclass
 class LocalRay:
     """What one loopback Ray, started in a fresh process, reported."""
@@ -42,6 +54,7 @@ class LocalRay:
     node_port: str
     driver_nice: int
     worker_nice: int
+    processes: list[str]  # Ray's own process types on the node
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +71,7 @@ def local_ray() -> LocalRay:
         "import os, sys; from pathlib import Path; from vrsearch.orchestrate.local import loopback_init; "
         "loopback_init(Path(sys.argv[1]), num_cpus=1); import ray; "
         "nice = ray.get(ray.remote(lambda: os.nice(0)).remote()); "
+        "print(','.join(sorted(ray._private.worker._global_node.all_processes))); "
         "print(ray._private.worker.global_worker.node.dashboard_agent_listen_port, os.nice(0), nice); ray.shutdown()"
     )
     temp = Path(tempfile.mkdtemp(prefix="vrs-t-", dir="/tmp"))  # short: Unix socket paths
@@ -67,8 +81,8 @@ def local_ray() -> LocalRay:
         assert proc.returncode == 0, proc.stderr.decode()[-2000:]
         logs = list(temp.glob("session_*/logs/dashboard_agent.log"))
         assert logs, "no dashboard agent log"
-        port, driver, worker = proc.stdout.decode().split()[-3:]
-        return LocalRay(logs[0].read_text(), port, int(driver), int(worker))
+        processes, port, driver, worker = proc.stdout.decode().split()[-4:]
+        return LocalRay(logs[0].read_text(), port, int(driver), int(worker), processes.split(","))
     finally:  # everything is read: the port and the folder are released before the tests run
         held.close()
         shutil.rmtree(temp, ignore_errors=True)
@@ -103,3 +117,11 @@ def test_a_worker_niceness_set_by_the_user_is_kept(monkeypatch):
     monkeypatch.delenv("RAY_worker_niceness")
     loopback_env()
     assert os.environ["RAY_worker_niceness"] == "0"
+
+
+@pytest.mark.slow
+def test_the_local_ray_runs_no_autoscaler_or_log_monitor(local_ray):
+    """One machine has nothing to autoscale, and no driver reads streamed worker logs
+    (``log_to_driver=False``): both monitors would only cost start-up CPU (RESULTS.md (a⁗))."""
+    assert {"gcs_server", "raylet"} <= set(local_ray.processes), local_ray.processes
+    assert not {"monitor", "log_monitor"} & set(local_ray.processes), local_ray.processes
