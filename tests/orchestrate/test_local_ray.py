@@ -122,6 +122,6 @@ def test_a_worker_niceness_set_by_the_user_is_kept(monkeypatch):
 @pytest.mark.slow
 def test_the_local_ray_runs_no_autoscaler_or_log_monitor(local_ray):
     """One machine has nothing to autoscale, and no driver reads streamed worker logs
-    (``log_to_driver=False``): both monitors would only cost start-up CPU (RESULTS.md (a⁗))."""
+    (``log_to_driver=False``): both monitors would only cost CPU (RESULTS.md (a⁗))."""
     assert {"gcs_server", "raylet"} <= set(local_ray.processes), local_ray.processes
     assert not {"monitor", "log_monitor"} & set(local_ray.processes), local_ray.processes

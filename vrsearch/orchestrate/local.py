@@ -27,8 +27,8 @@ kept.
 
 It runs neither Ray's autoscaler monitor nor its log monitor (:func:`no_monitors`):
 one machine has nothing to autoscale, and the driver does not stream worker logs
-(``log_to_driver=False``; they stay in the session's ``logs``). Both only cost
-start-up CPU: a tiny study's ``vrsearch run`` took 15.3 s instead of 17.0 (six
+(``log_to_driver=False``; they stay in the session's ``logs``). Both cost CPU
+(most of it at start-up, then polls throughout the study): a tiny study's ``vrsearch run`` took 15.3 s instead of 17.0 (six
 pairs, RESULTS.md (a⁗)).
 """
 
@@ -83,7 +83,8 @@ def reap_stale(temp_dir: Path) -> list[int]:
 @contextlib.contextmanager
 def ray_params_defaults(**defaults: Any) -> Iterator[None]:
     """While inside: nodes started by ``ray.init`` take these ``RayParams`` defaults (each
-    only if this Ray version has it as a defaulted parameter; all restored on exit)."""
+    only if this Ray version has it as a defaulted positional-or-keyword parameter, as 2.60
+    has all of them; all restored on exit)."""
     from ray._private.parameter import RayParams
 
     init = RayParams.__init__
@@ -113,7 +114,7 @@ def any_agent_port() -> contextlib.AbstractContextManager[None]:
 def no_monitors() -> contextlib.AbstractContextManager[None]:
     """Nodes started inside run neither Ray's autoscaler monitor (one machine: nothing to
     scale) nor its log monitor (it streams worker logs to a driver; ours sets
-    ``log_to_driver=False``): ~1.5 s of CPU and of wall per study on 2 cores (RESULTS.md (a⁗))."""
+    ``log_to_driver=False``): ~1.7 s of wall per study on 2 cores (RESULTS.md (a⁗))."""
     return ray_params_defaults(no_monitor=True, include_log_monitor=False)
 
 
