@@ -28,8 +28,8 @@ kept.
 It runs neither Ray's autoscaler monitor nor its log monitor (:func:`no_monitors`):
 one machine has nothing to autoscale, and the driver does not stream worker logs
 (``log_to_driver=False``; they stay in the session's ``logs``). Both cost CPU
-(most of it at start-up, then polls throughout the study): a tiny study's ``vrsearch run`` took 15.3 s instead of 17.0 (six
-pairs, RESULTS.md (a⁗)).
+(most of it at start-up, then polls throughout the study): a tiny study's
+``vrsearch run`` took 15.3 s instead of 17.0 (six pairs, RESULTS.md (a⁗)).
 """
 
 from __future__ import annotations
