@@ -97,7 +97,7 @@ def ray_params_defaults(**defaults: Any) -> Iterator[None]:
     defaulted = names[-len(original) :]
     patched = list(original)
     for name, value in defaults.items():
-        if name in defaulted:  # another Ray version: leave it as it is
+        if name in defaulted:  # a name this Ray version does not default is left alone
             patched[defaulted.index(name)] = value
     init.__defaults__ = tuple(patched)
     try:
