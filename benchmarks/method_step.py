@@ -84,11 +84,16 @@ def floor_step(passes: list[tuple[SegNet, tuple[int, ...], bool]]) -> float:
     return time.perf_counter() - t0
 
 
-def bench_study(study_path: Path, name: str, patch: list[int]) -> Study:
+def bench_study(study_path: Path, name: str, patch: list[int], threads: int = 2) -> Study:
     """The benchmark's study: method ``name`` at its registered defaults on a ``patch`` patch,
-    2 labeled + 2 unlabeled images, two threads."""
+    2 labeled + 2 unlabeled images, ``threads`` threads."""
     overrides = ["method.params={}", "search.design=none", "search.arms=[]", "train.batch.unlabeled=2"]
-    overrides += [f"method.name={name}", f"dataset.patch_size={patch}", "train.iterations=1000", "train.threads=2"]
+    overrides += [
+        f"method.name={name}",
+        f"dataset.patch_size={patch}",
+        "train.iterations=1000",
+        f"train.threads={threads}",
+    ]
     return load_study(study_path, overrides)
 
 

@@ -35,35 +35,49 @@ from vrsearch.losses.sampled_dot import sampled_dot
 
 
 def sample_negative_indices(
-    query_cls: Tensor, negative_count: Tensor, num_negatives: int, generator: torch.Generator | None = None
+    query_cls: Tensor,
+    negative_count: Tensor,
+    num_negatives: int,
+    generator: torch.Generator | None = None,
+    slots: int | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Draw ``num_negatives`` bank entries per query, uniformly with replacement
     from the pooled entries of the classes other than the query's.
 
     The pool of a class-``c`` query is ``{(k, s): k ≠ c, s < negative_count[k]}``,
-    of size ``P_c``; a draw ``r ~ U{0..P_c−1}`` is mapped to ``(k, s)`` by a
-    ``searchsorted`` over the cumulative counts with class ``c`` removed
-    (vectorised, no host synchronisation). Returns ``(cls [Q, n], slot [Q, n],
-    has_pool [Q] bool)``; rows with an empty pool hold the dummy entry (0, 0).
-    Consumes ``Q·n`` integers of ``generator``."""
+    of size ``P_c``, listed class-major (classes in order, slots in order); a draw
+    ``r ~ U{0..P_c−1}`` is entry ``r`` of that list. The list is the bank's
+    class-major list of stored entries with class ``c``'s block removed, so entry
+    ``r`` is position ``r`` of the whole list, or ``r + n_c`` once ``r`` reaches the
+    start of that block: one lookup per draw in a table of the stored entries
+    (vectorised, no search). ``slots`` (the bank's capacity per class) sizes that
+    table without reading the counts on the host; without it the table has
+    exactly the stored entries. Returns ``(cls [Q, n], slot [Q, n], has_pool [Q]
+    bool)``; rows with an empty pool hold the dummy entry (0, 0). Consumes ``Q·n``
+    integers of ``generator``."""
     if num_negatives < 1:
         raise ValueError("num_negatives must be >= 1")
     dev = negative_count.device
     C, Q = negative_count.shape[0], query_cls.shape[0]
     cls = query_cls.to(dev, torch.long)
-    counts = negative_count.to(torch.long)[None, :].expand(Q, C).clone()
-    counts[torch.arange(Q, device=dev), cls] = 0  # the query's own class is no negative
-    cum = counts.cumsum(dim=1)  # [Q, C]
-    pool = cum[:, -1] if C else torch.zeros(Q, dtype=torch.long, device=dev)
+    counts = negative_count.to(torch.long)
+    ends = counts.cumsum(0)
+    starts, total = ends - counts, ends[-1:].sum()  # total: 0 without classes
+    own, own_start = counts[cls], starts[cls]  # [Q]
+    pool = total - own
     gen_dev = generator.device if generator is not None else dev
     raw = torch.randint(0, 2**62, (Q, num_negatives), generator=generator, device=gen_dev).to(dev)
     r = raw % pool.clamp_min(1)[:, None]  # uniform on [0, P_c) up to a 2^-62 modulo bias
-    k = torch.searchsorted(cum, r, right=True).clamp_max(max(C - 1, 0))
-    slot = r - (cum.gather(1, k) - counts.gather(1, k))
+    at = r + own[:, None] * (r >= own_start[:, None])  # position in the whole list: skip the own block
+    # position -> (class, slot) over the list; positions past the stored entries are never read,
+    # and one more, the dummy (0, 0), serves rows without a pool
+    size = C * slots if slots is not None else int(total)
+    entry_cls = torch.searchsorted(ends, torch.arange(size, device=dev), right=True).clamp_max(max(C - 1, 0))
+    entry_slot = torch.arange(size, device=dev) - starts[entry_cls] if C else entry_cls
+    zero = torch.zeros(1, dtype=torch.long, device=dev)
     has_pool = pool > 0
-    k = torch.where(has_pool[:, None], k, torch.zeros_like(k))
-    slot = torch.where(has_pool[:, None], slot, torch.zeros_like(slot))
-    return k, slot, has_pool
+    at = torch.where(has_pool[:, None], at, size)
+    return torch.cat([entry_cls, zero])[at], torch.cat([entry_slot, zero])[at], has_pool
 
 
 def negative_log_weights(query_cls: Tensor, negative_count: Tensor, negative_weight: Tensor) -> tuple[Tensor, Tensor]:
@@ -175,7 +189,7 @@ def anatomical_contrastive(
         sim = q @ keys.T / tau  # [Q, C*S]: one matmul against the whole bank
         neg = (sim + log_w[None, :] + log_scale[:, None]).masked_fill(own, float("-inf"))
     else:
-        k, slot, has_pool = sample_negative_indices(cls, count, num_negatives, generator)
+        k, slot, has_pool = sample_negative_indices(cls, count, num_negatives, generator, slots=S)
         idx = k * S + slot
         sim = sampled_dot(q, keys, idx) / tau  # [Q, n]: only the drawn pairs
         neg = (sim + log_w[idx] + log_scale[:, None]).masked_fill(~has_pool[:, None], float("-inf"))
