@@ -275,6 +275,35 @@ def test_hard_queries_delta_and_sampler_knobs():
 
 
 @pytest.mark.parametrize("name", ["mona", "arco"])
+def test_the_spread_is_drawn_once_per_log_window_and_changes_no_training_draw(name):
+    """With ``log_every`` 3 over 8 iterations the second draw is made at iterations 3, 6
+    and 8 (1-based) only, and every step's loss, terms and gradients equal those of a
+    method that draws it at every step (log_every 1)."""
+
+    def run(log_every: int) -> list:
+        spec = get_method(name)
+        torch.manual_seed(0)
+        ctx = BuildContext(TINY, 3, 8, seed=0, log_every=log_every)
+        m = spec.build(spec.validate({**SMALL, "stage": 2}), ctx).train()
+        opt, out = torch.optim.SGD(m.trainable_parameters(), lr=0.02), []
+        for it in range(8):
+            step = m(batch(it), it)
+            opt.zero_grad()
+            step.loss.backward()
+            out.append((step.terms, [p.grad.clone() for p in m.trainable_parameters() if p.grad is not None]))
+            opt.step()
+            m.after_step(it)
+        return out
+
+    every, windowed = run(1), run(3)
+    assert [it + 1 for it, (t, _) in enumerate(windowed) if "contrast_spread" in t] == [3, 6, 8]
+    assert all("contrast_spread" in t for t, _ in every)
+    for (t1, g1), (t3, g3) in zip(every, windowed, strict=True):
+        assert {k: float(v) for k, v in t3.items()} == {k: float(v) for k, v in t1.items() if k in t3}
+        assert len(g1) == len(g3) and all(torch.equal(a, b) for a, b in zip(g1, g3, strict=True))
+
+
+@pytest.mark.parametrize("name", ["mona", "arco"])
 def test_2d_model_with_batchnorm_runs_both_stages(name):
     cfg = ModelConfig(channels=(4, 8, 16), feature_dim=4, num_res_units=1, spatial_dims=2, norm="batch")
     m = build(name, model=cfg, iterations=4, stage1_fraction=0.5, local_crop_size=8, sampler="sag", grid=9)

@@ -75,6 +75,8 @@ class BuildContext:
     iterations: int
     seed: int = 0
     class_names: tuple[str, ...] = ()
+    #: the engine logs the mean of the terms over each window of ``log_every`` iterations
+    log_every: int = 1
 
 
 @dataclass(frozen=True)

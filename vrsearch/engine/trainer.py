@@ -78,7 +78,7 @@ class Trainer:
         self.store = prepared_store(study)
         if self.device.type == "cuda" and not t.deterministic:
             torch.backends.cudnn.benchmark = True  # fixed patch shapes: autotuning pays off
-        ctx = BuildContext(study.model, self.data.num_classes, t.iterations, t.seed, self.data.class_names)
+        ctx = BuildContext(study.model, self.data.num_classes, t.iterations, t.seed, self.data.class_names, t.log_every)
         self.method: Method = self.spec.build(self.params, ctx).to(self.device)
         #: memory format of input batches (None: as they come)
         self.input_format: torch.memory_format | None = None

@@ -14,7 +14,8 @@ named ``lambda_contrast``, ``lambda_unsup``, ``lambda_nn`` here. The point
 of the method is the sampler of ``L_contrast``'s queries and keys (Sec. 3.3):
 ``sampler: ns|sg|sag`` and ``grid: 9|16|25``
 (:func:`vrsearch.components.samplers.sample_voxels`); ``contrast_spread``
-logs the per-step sampling variance of ``L_contrast`` (Fig. 5).
+logs the per-step sampling variance of ``L_contrast`` (Fig. 5), drawn once per
+log window (``train.log_every``).
 
 Defaults: τ_t 0.01, τ_s 0.1, τ 0.5, bank 36, 2D UNet, EMA 0.99 (App. C).
 ``sampler: sg`` — ARCO-SG is the better of the paper's two samplers in every
@@ -75,7 +76,8 @@ _TERMS = {
     "inst_global": "L_inst^global: KL(teacher ‖ student) of global-embedding similarities to mined views",
     "inst_local": "L_inst^local: the same KL on local crop embeddings",
     "contrast": "L_contrast: hard-voxel queries and keys drawn by the sampler (NS / SG / SAG, Sec. 3.3)",
-    "contrast_spread": "(a − b)²/2 of L_contrast under two independent draws: its sampling variance (Fig. 5)",
+    "contrast_spread": "(a − b)²/2 of L_contrast under two independent draws: its sampling variance (Fig. 5), "
+    "drawn on the last iteration of each log window",
     "reflect_outside": "SAG: antithetic partners outside their group, replaced by a uniform draw (sampler check)",
     "hard_fraction": "fraction of voxels whose teacher probability of their (pseudo-)label is ≤ δ (queries' pool)",
     "unsup": "L_unsup: student CE to the teacher's pseudo-labels on unlabeled images",

@@ -35,8 +35,12 @@ the FPN head (:class:`~vrsearch.models.heads.RepresentationHead`).
   negatives estimates the mean over the other classes' voxels under NS, SG and
   SAG alike (Monte-Carlo checked in ``tests/methods/test_sampler_bias.py``).
   ``contrast_spread`` = ``loss_spread`` of ``L_contrast`` under a second,
-  independent draw of queries and negatives (no gradient; ARCO Fig. 5), and
-  ``reflect_outside`` counts SAG partners replaced by uniform draws.
+  independent draw of queries and negatives (no gradient; ARCO Fig. 5), made on
+  the last iteration of each log window (``train.log_every``; the engine logs
+  window means, so each logged row holds one such draw) and on the final
+  iteration: the second draw costs about one more ``L_contrast`` forward, and
+  drawing it from its own generator stream leaves every training draw as it
+  is. ``reflect_outside`` counts SAG partners replaced by uniform draws.
 * ``L_eqv`` (``consistency``): ``T`` = a random in-plane flip/rotation (when
   ``geometric``) plus intensity jitter on the student view;
   ``equivariance_kl(F(T(x)), T(F(x)))`` over labeled and unlabeled images.
@@ -126,6 +130,7 @@ class MONA(RelationalPretraining, Method):
         super().__init__()
         self.params = params
         self.seed, self.C, dim = ctx.seed, ctx.num_classes, params.embedding_dim
+        self.log_every, self.iterations = ctx.log_every, ctx.iterations
         self.student = ContrastNet(ctx.model, ctx.num_classes, dim)
         self.predictor_global = MLPHead(dim, dim, dim)  # student-only predictors h'_θ (ISD asymmetry)
         self.predictor_local = MLPHead(dim, dim, dim)
@@ -246,14 +251,18 @@ class MONA(RelationalPretraining, Method):
             return value, q.n_outside
 
         value, outside = contrast(g)
-        with torch.no_grad():
-            again, _ = contrast(step_generator(self.seed, iteration, 1, labels.device))
-        extra = {
-            "contrast_spread": loss_spread(value, again),
-            "reflect_outside": scalar(outside + keys_outside),
-            "hard_fraction": hard.float().mean(),
-        }
+        extra = {"reflect_outside": scalar(outside + keys_outside), "hard_fraction": hard.float().mean()}
+        if self._logs_spread(iteration):
+            with torch.no_grad():  # its own generator stream: skipping it changes no training draw
+                again, _ = contrast(step_generator(self.seed, iteration, 1, labels.device))
+            extra["contrast_spread"] = loss_spread(value, again)
         return value, extra
+
+    def _logs_spread(self, iteration: int) -> bool:
+        """``contrast_spread`` is drawn on the last iteration of each log window only (its
+        second draw costs about one more ``L_contrast`` forward)."""
+        done = iteration + 1
+        return done % self.log_every == 0 or done == self.iterations
 
     def _nearest_neighbours(self, rep_s, rep_t, labels):
         """``L_nn`` on per-image class means; the teacher's means join the bank afterwards."""
@@ -280,7 +289,8 @@ _TERMS = {
     "inst_global": "L_inst^global: KL(teacher ‖ student) of global-embedding similarities to mined views (ISD)",
     "inst_local": "L_inst^local: the same KL on local crop embeddings of the last decoder features",
     "contrast": "L_contrast (Eq. 4-5): hard-voxel queries vs class-mean teacher keys and class-aware negatives",
-    "contrast_spread": "(a − b)²/2 of L_contrast under two independent draws: its sampling variance",
+    "contrast_spread": "(a − b)²/2 of L_contrast under two independent draws: its sampling variance, drawn on "
+    "the last iteration of each log window",
     "reflect_outside": "SAG: antithetic partners outside their group, replaced by a uniform draw (sampler check)",
     "hard_fraction": "fraction of voxels whose teacher probability of their (pseudo-)label is ≤ δ (queries' pool)",
     "eqv": "L_eqv: KL between F(T(x)) and T(F(x)) for a random flip/rotation + intensity jitter T",
