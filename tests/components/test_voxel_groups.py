@@ -34,7 +34,8 @@ def _brute(labels, mask, g):
 @pytest.mark.parametrize("g", [1, 3, 5])
 @pytest.mark.parametrize("segment", [48, 4])
 @pytest.mark.parametrize("sort_at", [math.inf, 0.0], ids=["scan", "sort"])
-def test_sizes_sums_and_every_rank_match_a_stable_sort(shape, g, segment, sort_at, monkeypatch):
+@pytest.mark.parametrize("centroids", [True, False], ids=["packed", "counts"])
+def test_sizes_sums_and_every_rank_match_a_stable_sort(shape, g, segment, sort_at, centroids, monkeypatch):
     monkeypatch.setattr(vg, "SEGMENT", segment)  # short segments: several per cell row
     monkeypatch.setattr(vg, "SORT_AT", sort_at)  # many draws with one cell per image: sorted members
     vg.layout.cache_clear()
@@ -44,16 +45,20 @@ def test_sizes_sums_and_every_rank_match_a_stable_sort(shape, g, segment, sort_a
     order, counts, K, G, coords = _brute(labels, mask, g)
     B, spatial = shape[0], tuple(shape[1:])
     slot = labels.reshape(-1).masked_fill(~mask.reshape(-1), K)
-    seg = vg.Segments(slot, K, B, spatial, g)
+    seg = vg.Segments(slot, K, B, spatial, g, centroids=centroids)
     grp = vg.Groups(seg, True, False, K, B, G)
     assert torch.equal(grp.arrange(seg.per_box()), counts)
     # centroid sums, axis by axis
     V = math.prod(spatial)
     members = order[: int(counts.sum())]
     gid = torch.repeat_interleave(torch.arange(counts.numel()), counts)
-    for ax, sums in enumerate(seg.coord_sums()):
-        want = torch.zeros(counts.numel(), dtype=torch.long).index_add_(0, gid, coords[members % V, ax])
-        assert torch.equal(grp.arrange(sums), want), ax
+    if centroids:
+        for ax, sums in enumerate(seg.coord_sums()):
+            want = torch.zeros(counts.numel(), dtype=torch.long).index_add_(0, gid, coords[members % V, ax])
+            assert torch.equal(grp.arrange(sums), want), ax
+    else:
+        with pytest.raises(ValueError, match="centroids=True"):
+            seg.coord_sums()
     # every rank of every group
     rank = torch.arange(members.numel()) - (torch.cumsum(counts, 0) - counts)[gid]
     gcls = grp.grid(torch.arange(K), along_class=True)

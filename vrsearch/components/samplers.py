@@ -276,7 +276,8 @@ def _build_groups(
     if K == 0:
         return None
     g = 1 if method == "ns" else _CELLS[grid]
-    grp = Groups(Segments(slot, K, B, spatial, g), per_image, method == "ns" and not per_image, K, B, g ** len(spatial))
+    seg = Segments(slot, K, B, spatial, g, centroids=method == "sag")
+    grp = Groups(seg, per_image, method == "ns" and not per_image, K, B, g ** len(spatial))
     return (cand, grp) if int(grp.seg.cum[-1]) > 0 else None
 
 
