@@ -35,9 +35,11 @@ def _brute(labels, mask, g):
 @pytest.mark.parametrize("segment", [48, 4])
 @pytest.mark.parametrize("sort_at", [math.inf, 0.0], ids=["scan", "sort"])
 @pytest.mark.parametrize("centroids", [True, False], ids=["packed", "counts"])
-def test_sizes_sums_and_every_rank_match_a_stable_sort(shape, g, segment, sort_at, centroids, monkeypatch):
+@pytest.mark.parametrize("narrow", [2**31, 0], ids=["32bit", "64bit"])
+def test_sizes_sums_and_every_rank_match_a_stable_sort(shape, g, segment, sort_at, centroids, narrow, monkeypatch):
     monkeypatch.setattr(vg, "SEGMENT", segment)  # short segments: several per cell row
     monkeypatch.setattr(vg, "SORT_AT", sort_at)  # many draws with one cell per image: sorted members
+    monkeypatch.setattr(vg, "NARROW", narrow)  # 0: the 64-bit indices and sums of very large batches
     vg.layout.cache_clear()
     gen = torch.Generator().manual_seed(sum(shape) + g)
     labels = torch.randint(0, 4, shape, generator=gen)
@@ -45,7 +47,9 @@ def test_sizes_sums_and_every_rank_match_a_stable_sort(shape, g, segment, sort_a
     order, counts, K, G, coords = _brute(labels, mask, g)
     B, spatial = shape[0], tuple(shape[1:])
     slot = labels.reshape(-1).masked_fill(~mask.reshape(-1), K)
+    given = slot.clone()
     seg = vg.Segments(slot, K, B, spatial, g, centroids=centroids)
+    assert torch.equal(slot, given)  # the caller's labels are never written
     grp = vg.Groups(seg, True, False, K, B, G)
     assert torch.equal(grp.arrange(seg.per_box()), counts)
     # centroid sums, axis by axis

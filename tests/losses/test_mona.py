@@ -124,13 +124,15 @@ def test_contrast_sampled_matches_reference_on_drawn_indices():
     assert val(again) == val(got)
 
 
-@pytest.mark.parametrize("counts", [[3, 1, 0, 4], [0, 0, 5, 2], [6, 6, 6, 6], [0, 0, 0, 0]], ids=str)
-def test_negative_draw_r_is_the_r_th_entry_of_the_class_major_pool(counts):
+@pytest.mark.parametrize("counts", [[3, 1, 0, 4], [0, 0, 5, 2], [6, 6, 6, 6], [0, 0, 0, 0], [0, 4, 0, 0]], ids=str)
+@pytest.mark.parametrize("slots", [None, 6, 9], ids=["exact", "capacity", "larger"])
+def test_negative_draw_r_is_the_r_th_entry_of_the_class_major_pool(counts, slots):
     """Draw by draw, ``(k, s)`` is entry ``r`` of the listed pool (other classes in order,
-    their stored slots in order), ``r = raw mod P_c`` from the same generator stream."""
+    their stored slots in order), ``r = raw mod P_c`` from the same generator stream,
+    whether the lookup table is sized by the stored entries or by the bank's capacity."""
     counts_t, n = torch.tensor(counts), 9
     cls = torch.tensor([0, 1, 2, 3, 3, 0])
-    k, s, has_pool = sample_negative_indices(cls, counts_t, n, torch.Generator().manual_seed(5))
+    k, s, has_pool = sample_negative_indices(cls, counts_t, n, torch.Generator().manual_seed(5), slots=slots)
     raw = torch.randint(0, 2**62, (cls.numel(), n), generator=torch.Generator().manual_seed(5))
     for row, c in enumerate(cls.tolist()):
         pool = [(kk, ss) for kk in range(4) if kk != c for ss in range(counts[kk])]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import types
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
 import typer
 
 from vrsearch.cli.base import app, console, user_errors
-from vrsearch.registry import MethodSpec
+
+if TYPE_CHECKING:  # the registry imports torch: only the commands that need it pay for it
+    from vrsearch.registry import MethodSpec
 
 
 @app.command()

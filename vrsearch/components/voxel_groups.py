@@ -22,8 +22,8 @@ it is the dominant cost on a FLARE-sized batch, so instead:
   coordinate is summed in the same pass, packed above the count in one
   integer per voxel (``1 + (z << shift)``, ``index_add_``). NS and SG need no
   centroid, so for them the pass only counts (``bincount`` on 32-bit
-  indices: 4.1 ms against 5.9 ms for the packed pass on 2×64×128×128 labels,
-  one thread).
+  indices: the whole pass — indices, scatter, unpacking — 4.1 ms against
+  5.9 ms for the packed one on 2×64×128×128 labels, one thread).
 
 Work: a few linear passes over the voxels and arrays of segments × classes
 (the voxels × (K+1)·g / (last axis) counts), no sort of the voxels — except
@@ -49,6 +49,8 @@ DENSE_RANGE = 64
 SEGMENT = 48
 #: with one cell per image, draws × segment width above this many times the voxels: sort instead of scanning
 SORT_AT = 1.0
+#: the segment counts use 32-bit indices and sums below this bound (64-bit above it)
+NARROW = 2**31
 
 
 def stable_argsort(key: torch.Tensor) -> torch.Tensor:
@@ -106,10 +108,10 @@ def layout(B: int, spatial: tuple[int, ...], g: int, device: torch.device) -> La
     shift = int(width.max()).bit_length()  # a segment's count stays below 2**shift
     unit = (1 + (torch.arange(last, device=device) << shift)).repeat(B * R)
     packed_max = int(width.max()) * (1 + ((last - 1) << shift))
-    unit = unit.to(torch.int32) if packed_max < 2**31 else unit
+    unit = unit.to(torch.int32) if packed_max < NARROW else unit
     sbox = box[order]
     planes = tuple(sbox * size + coords[seg_row, ax] for ax, size in enumerate(rest))
-    base32 = base.to(torch.int32) if base.numel() == 0 or int(base.max()) < 2**31 else base
+    base32 = base.to(torch.int32) if base.numel() == 0 or int(base.max()) < NARROW else base
     return Layout(base, base32, start, width[seg_part], bounds, planes, sbox, unit, shift, packed_max)
 
 
@@ -130,10 +132,11 @@ class Segments:
         self.lay = layout(B, spatial, g, slot.device)
         self.S = S = self.lay.start.numel()
         self.packed: torch.Tensor | None = None
-        # 32-bit indices and sums where they fit: half the memory traffic of the pass
-        narrow = (K + 1) * S < 2**31 and self.lay.packed_max < 2**31
+        # 32-bit indices (and packed sums) where they fit: half the memory traffic of the pass
+        narrow = (K + 1) * S < NARROW and (not centroids or self.lay.packed_max < NARROW)
         dtype = torch.int32 if narrow else torch.long
-        idx = slot.to(dtype).mul_(S).add_(self.lay.base32 if narrow else self.lay.base)  # slot K lands past K·S
+        # a copy, never the caller's labels: slot K (ineligible) lands past K·S
+        idx = slot.to(dtype, copy=True).mul_(S).add_(self.lay.base32 if narrow else self.lay.base)
         if centroids:  # per (class, segment): count + (sum of the last coordinate << shift), one pass
             self.packed = torch.zeros((K + 1) * S, dtype=dtype, device=slot.device).index_add_(
                 0, idx, self.lay.unit.to(dtype)
@@ -155,14 +158,14 @@ class Segments:
         """Per axis, ``[K, B·G]`` sums of the members' coordinates (exact integers): an
         other axis a from the counts per (box, coordinate a), which is constant along a
         segment; the last one packed with the counts."""
+        if self.packed is None:
+            raise ValueError("coordinate sums need Segments(..., centroids=True)")
         K, nbox, out = self.K, self.lay.bounds.numel() - 1, []
         for plane, size in zip(self.lay.planes, self.spatial, strict=False):
             per = torch.zeros(K, nbox * size, dtype=torch.long, device=plane.device).index_add_(
                 1, plane, self.hist_ks.long()
             )
             out.append((per.view(K, nbox, size) * torch.arange(size, device=plane.device)).sum(2))
-        if self.packed is None:
-            raise ValueError("coordinate sums need Segments(..., centroids=True)")
         last = torch.zeros(K, nbox, dtype=torch.long, device=self.lay.box.device)
         return [*out, last.index_add_(1, self.lay.box, (self.packed >> self.lay.shift).long().view(K, self.S))]
 

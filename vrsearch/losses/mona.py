@@ -50,9 +50,9 @@ def sample_negative_indices(
     class-major list of stored entries with class ``c``'s block removed, so entry
     ``r`` is position ``r`` of the whole list, or ``r + n_c`` once ``r`` reaches the
     start of that block: one lookup per draw in a table of the stored entries
-    (vectorised, no search). ``slots`` (the bank's capacity per class) sizes that
-    table without reading the counts on the host; without it the table has
-    exactly the stored entries. Returns ``(cls [Q, n], slot [Q, n], has_pool [Q]
+    (vectorised, no search). ``slots`` (the bank's capacity per class, so every
+    ``negative_count[k] ≤ slots``) sizes that table without reading the counts on
+    the host; without it the table has exactly the stored entries. Returns ``(cls [Q, n], slot [Q, n], has_pool [Q]
     bool)``; rows with an empty pool hold the dummy entry (0, 0). Consumes ``Q·n``
     integers of ``generator``."""
     if num_negatives < 1:

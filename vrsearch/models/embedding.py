@@ -38,10 +38,11 @@ from torch.utils.checkpoint import checkpoint
 
 #: voxels per chunk of the class sums off the CPU: bounds the [B, chunk, dim] hidden layer
 CHUNK = 1024
-#: on the CPU, voxels per chunk per thread: one thread's [chunk, 512] float32 tile (512 KB) stays in
-#: its core's L2 (a 4×48×48×32 batch, dim 512, forward+backward: one thread 945 ms with chunks of
-#: 1024 → 614 ms with 256; two threads 404 ms with 1024, 408 with 512, 419 with 256; 4×32×32×24:
-#: one thread 284 → 191 ms, two threads 149 / 135 / 159 ms)
+#: on the CPU, voxels per chunk per thread (at most CHUNK in all): one thread's [chunk, 512] float32
+#: tile (512 KB) stays in its core's L2 (a 4×48×48×32 batch, dim 512, forward+backward: one thread
+#: 945 ms with chunks of 1024 → 614 ms with 256; two threads 404 ms with 1024, 408 with 512, 419 with
+#: 256; 4×32×32×24: one thread 284 → 191 ms, two threads 149 / 135 / 159 ms). The chunks group the
+#: float sums, so on the CPU the sums' last bits depend on the thread count (as a GEMM's do).
 CPU_CHUNK_PER_THREAD = 256
 #: :meth:`DenseEmbedding.at` copies the map channels-last once it reads more than 1/16 of its voxels
 GATHER_COPY = 16
@@ -167,7 +168,7 @@ class SampledEmbedding:
             hidden: Any = 0
             # split, not slices: one backward node gathers the chunks' gradients (a slice's backward
             # writes each chunk into its own full-size zero tensor)
-            chunk = CPU_CHUNK_PER_THREAD * torch.get_num_threads() if a_t.device.type == "cpu" else CHUNK
+            chunk = min(CPU_CHUNK_PER_THREAD * torch.get_num_threads(), CHUNK) if a_t.device.type == "cpu" else CHUNK
             for part, hot in zip(a_t.split(chunk, 1), onehot.split(chunk, 1), strict=True):
                 args = (part, self.weight, self.shift, hot)
                 hidden = hidden + (
