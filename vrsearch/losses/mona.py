@@ -52,9 +52,9 @@ def sample_negative_indices(
     start of that block: one lookup per draw in a table of the stored entries
     (vectorised, no search). ``slots`` (the bank's capacity per class, so every
     ``negative_count[k] ≤ slots``) sizes that table without reading the counts on
-    the host; without it the table has exactly the stored entries. Returns ``(cls [Q, n], slot [Q, n], has_pool [Q]
-    bool)``; rows with an empty pool hold the dummy entry (0, 0). Consumes ``Q·n``
-    integers of ``generator``."""
+    the host; without it the table has exactly the stored entries. Returns
+    ``(cls [Q, n], slot [Q, n], has_pool [Q] bool)``; rows with an empty pool hold
+    the dummy entry (0, 0). Consumes ``Q·n`` integers of ``generator``."""
     if num_negatives < 1:
         raise ValueError("num_negatives must be >= 1")
     dev = negative_count.device
@@ -76,8 +76,12 @@ def sample_negative_indices(
     entry_slot = torch.arange(size, device=dev) - starts[entry_cls] if C else entry_cls
     zero = torch.zeros(1, dtype=torch.long, device=dev)
     has_pool = pool > 0
-    at = torch.where(has_pool[:, None], at, size)
-    return torch.cat([entry_cls, zero])[at], torch.cat([entry_slot, zero])[at], has_pool
+    at = torch.where(has_pool[:, None], at, size).view(-1)
+
+    def lookup(table: Tensor) -> Tensor:  # index_select: on the CPU several times faster than indexing
+        return torch.cat([table, zero]).index_select(0, at).view(Q, num_negatives)
+
+    return lookup(entry_cls), lookup(entry_slot), has_pool
 
 
 def negative_log_weights(query_cls: Tensor, negative_count: Tensor, negative_weight: Tensor) -> tuple[Tensor, Tensor]:
@@ -192,7 +196,8 @@ def anatomical_contrastive(
         k, slot, has_pool = sample_negative_indices(cls, count, num_negatives, generator, slots=S)
         idx = k * S + slot
         sim = sampled_dot(q, keys, idx) / tau  # [Q, n]: only the drawn pairs
-        neg = (sim + log_w[idx] + log_scale[:, None]).masked_fill(~has_pool[:, None], float("-inf"))
+        neg = sim + log_w.index_select(0, idx.view(-1)).view(idx.shape) + log_scale[:, None]
+        neg = neg.masked_fill(~has_pool[:, None], float("-inf"))
     logits = torch.cat([pos[:, None], neg], dim=1)
     nll = torch.logsumexp(logits, dim=1) - pos  # −log of the Eq. (3) ratio
     w = torch.ones_like(nll) if query_weight is None else query_weight.to(dev, nll.dtype)
