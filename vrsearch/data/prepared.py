@@ -30,10 +30,13 @@ import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from monai.data import MetaTensor
+
+if TYPE_CHECKING:  # MONAI only where a tensor is made: a study's driver imports this module
+    from monai.data import MetaTensor
 
 FORMAT = 1
 #: the code that turns a file into a prepared case: an edit to it (orientation, resampling,
@@ -102,6 +105,8 @@ class PreparedStore:
     def get(self, key: str, build: Callable[[], dict[str, MetaTensor]]) -> dict[str, MetaTensor]:
         """The entry ``key`` as fresh MetaTensors, built with ``build()`` and stored if it is
         missing or damaged."""
+        from monai.data import MetaTensor
+
         folder = str(self.folder(key))
         arrays = _OPEN.get(folder) or self.open(key)
         if arrays is None:
@@ -134,6 +139,8 @@ class PreparedStore:
             return None
 
     def _write(self, key: str, tensors: dict[str, MetaTensor]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        from monai.data import MetaTensor
+
         folder = self.folder(key)
         shutil.rmtree(folder, ignore_errors=True)  # whatever a killed writer left
         folder.mkdir(parents=True)

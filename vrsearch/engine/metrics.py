@@ -32,8 +32,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-from monai.metrics import compute_average_surface_distance, compute_dice, compute_hausdorff_distance, compute_iou
-from monai.networks.utils import one_hot
 
 METRIC_COLUMNS = ("dice", "jaccard", "hd95_mm", "assd_mm")
 #: what a class empty in truth and prediction scores (``train.eval.both_empty``)
@@ -62,6 +60,8 @@ def worst_distance_mm(shape: Sequence[int], spacing: Sequence[float]) -> float:
 
 
 def _onehot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    from monai.networks.utils import one_hot  # MONAI where metrics are computed: a study's driver imports this module
+
     return one_hot(labels.reshape(1, 1, *labels.shape[-3:]).long(), num_classes, dim=1)
 
 
@@ -69,6 +69,8 @@ def _distances(
     p1: torch.Tensor, y1: torch.Tensor, both: list[int], spacing: Sequence[float], percentile: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """HD (at ``percentile``) and ASSD of the classes ``both`` (0-based foreground indices)."""
+    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
+
     idx = [0] + [c + 1 for c in both]
     sub_p, sub_y = p1[:, idx], y1[:, idx]
     spacing_t = [float(s) for s in spacing]
@@ -98,6 +100,8 @@ def case_metrics(
     with leading singleton dims). spacing: mm per voxel along each axis.
     Rows: ``class_index, dice, jaccard, hd95_mm, assd_mm, label_empty, pred_empty``.
     """
+    from monai.metrics import compute_dice, compute_iou
+
     if both_empty not in ("nan", "one"):
         raise ValueError(f"both_empty must be 'nan' or 'one', not {both_empty!r}")
     pred = pred.reshape(pred.shape[-3:]) if pred.dim() > 3 else pred

@@ -33,20 +33,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
-from monai.networks.layers import SkipConnection
-from monai.networks.nets import BasicUNet, UNet
 from torch import nn
 
 from vrsearch.models.embedding import SampledEmbedding
 from vrsearch.models.nets import _conv, _norm
 
+if TYPE_CHECKING:
+    from monai.networks.nets import UNet
+
 
 def _unet_levels(backbone: UNet) -> list[nn.Sequential]:
     """The ``Sequential(down, SkipConnection(...), up)`` of every UNet level, top first."""
+    from monai.networks.layers import SkipConnection
+
     levels, m = [], backbone.model
     while isinstance(m, nn.Sequential) and len(m) == 3 and isinstance(m[1], SkipConnection):
         levels.append(m)
@@ -57,6 +60,8 @@ def _unet_levels(backbone: UNet) -> list[nn.Sequential]:
 def decoder_stages(backbone: nn.Module, channels: Sequence[int]) -> list[tuple[nn.Module, int, int]]:
     """``(module, out_channels, downsampling factor)`` of the decoder stages coarser
     than the backbone output, finest first (see the module docstring)."""
+    from monai.networks.nets import BasicUNet, UNet
+
     if isinstance(backbone, BasicUNet):
         return [
             (backbone.upcat_2, channels[1], 2),
@@ -72,6 +77,8 @@ def decoder_stages(backbone: nn.Module, channels: Sequence[int]) -> list[tuple[n
 def encoder_output_block(backbone: nn.Module, channels: Sequence[int]) -> tuple[nn.Module, int]:
     """The deepest encoder block of a MONAI backbone and its output channels (the
     global projectors of SPCL and MONA/ARCO read it)."""
+    from monai.networks.nets import BasicUNet, UNet
+
     if isinstance(backbone, BasicUNet):
         return backbone.down_4, channels[4]
     if isinstance(backbone, UNet):

@@ -15,8 +15,6 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from monai.networks.layers import Norm
-from monai.networks.nets import BasicUNet, UNet
 from torch import nn
 
 from vrsearch.core.config import ModelConfig
@@ -34,6 +32,10 @@ def _norm(dims: int, kind: str, channels: int) -> nn.Module:
 
 def build_backbone(cfg: ModelConfig, in_channels: int = 1) -> tuple[nn.Module, int]:
     """A MONAI encoder/decoder and the number of channels it outputs."""
+    # MONAI here, not at the top: a study's driver imports the methods (their knobs), not MONAI
+    from monai.networks.layers import Norm
+    from monai.networks.nets import BasicUNet, UNet
+
     dims = cfg.spatial_dims
     norm = Norm.BATCH if cfg.norm == "batch" else ("instance", {"affine": True})
     net: nn.Module

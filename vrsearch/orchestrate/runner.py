@@ -17,7 +17,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from vrsearch.core.config import Echo
-from vrsearch.engine.single import claim_run_dir
 from vrsearch.errors import VrsearchError
 from vrsearch.orchestrate import grow
 from vrsearch.orchestrate.checks import check_study
@@ -25,6 +24,7 @@ from vrsearch.orchestrate.experiment import execute, plan
 from vrsearch.orchestrate.mirror import run_location
 from vrsearch.orchestrate.searchers import delete_optuna_study
 from vrsearch.results import io, storage
+from vrsearch.results.claim import claim_run_dir
 from vrsearch.results.lock import run_lock
 from vrsearch.results.rundir import RunDir
 from vrsearch.study import load_study, study_to_yaml

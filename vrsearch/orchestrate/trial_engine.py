@@ -23,8 +23,6 @@ import torch
 
 from vrsearch.engine.fit_state import Reporter
 from vrsearch.engine.prepare import prepare_for
-from vrsearch.engine.trainer import Trainer
-from vrsearch.engine.trial import run_trial
 from vrsearch.results import faults, fragments
 from vrsearch.results.rundir import META_FILE, RESULT_FILE, TIMING_FILE
 from vrsearch.study.design import (
@@ -42,8 +40,20 @@ from vrsearch.study.schema import Study
 
 #: trials this process has started (a reused Tune actor runs several; recorded in meta.json)
 STARTED = [0]
-#: when this process had the engine imported (a trial's timeline starts before it: process start)
-IMPORTED = time.time()
+#: when this process had the engine imported (a trial's timeline starts before it: process start);
+#: set by the first trial the process runs, since the study's driver imports this module without it
+IMPORTED: list[float] = []
+
+
+def engine_imported() -> float:
+    """Import the training engine (torch, MONAI, the methods) into this trial process
+    if it is not yet there, and return when that was done."""
+    if not IMPORTED:
+        import vrsearch.engine.trainer
+        import vrsearch.engine.trial  # noqa: F401
+
+        IMPORTED.append(time.time())
+    return IMPORTED[0]
 
 
 def stamp(marks: dict | None, name: str) -> None:
@@ -58,7 +68,7 @@ def start_marks() -> dict:
 
     return {
         "process_start": psutil.Process().create_time(),
-        "imported": IMPORTED,
+        "imported": engine_imported(),
         "trial_start": time.time(),
         "trials_before": max(STARTED[0] - 1, 0),
     }
@@ -141,6 +151,10 @@ def run_engine(
         meta = {**trial_meta(study, cell, seed), "node_id": nodes[0], "worker_nodes": ",".join(nodes)}
         fragments.write_json(fragments.trial_dir(run_dir, trial_id) / META_FILE, meta)
     stamp(marks, "data")
+    # the engine here, not at the top: the study's driver imports this module (the trainable), not MONAI
+    from vrsearch.engine.trainer import Trainer
+    from vrsearch.engine.trial import run_trial
+
     trainer = Trainer(study, ckpt, data=data, rank=rank, world_size=world)
     if wrap is not None:
         trainer.step_module = wrap(trainer.method)
