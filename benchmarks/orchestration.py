@@ -105,8 +105,10 @@ def ray_startup() -> float:
 
 
 def imports() -> float:
-    """A fresh interpreter importing what a trial actor imports (the trainable and Ray Tune)."""
-    return timed([sys.executable, "-c", "import ray.tune, vrsearch.orchestrate.trainable"])
+    """A fresh interpreter importing what a single-process trial's actor imports: Ray Tune, the
+    trainable and the engine it loads at the trial's start (a DDP trial's actor skips the engine)."""
+    code = "import ray.tune, vrsearch.orchestrate.trainable as t; t.engine_imported()"
+    return timed([sys.executable, "-c", code])
 
 
 def breakdown(run: Path) -> dict[str, float]:

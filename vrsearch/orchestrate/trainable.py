@@ -22,7 +22,7 @@ import torch
 
 from vrsearch.components.banks import sync_queue_mirrors
 from vrsearch.orchestrate import trial_engine
-from vrsearch.orchestrate.trial_engine import replay_finished, run_engine, start_marks, trial_study
+from vrsearch.orchestrate.trial_engine import engine_imported, replay_finished, run_engine, start_marks, trial_study
 from vrsearch.results.lock import checkpoint_claim
 from vrsearch.results.rundir import RunDir
 from vrsearch.study.design import config_hash
@@ -38,6 +38,7 @@ def train_worker(cfg: dict) -> None:
     import ray.train
     from torch.nn.parallel import DistributedDataParallel as DDP
 
+    engine_imported()  # before the worker's first mark, as when unpickling this function imported it
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(max(1, int(cfg["threads"])))
@@ -108,11 +109,12 @@ def vrsearch_trial(config: dict[str, Any], base: dict[str, Any] | None = None, r
 
     trial_id = tune.get_context().get_trial_id()
     trial_engine.STARTED[0] += 1
-    marks = start_marks()
     if replay_finished(Path(run_dir), trial_id, tune.report):
         return
     study, cell, seed = trial_study(base, config)
     res = study.resources.model_dump()
+    # a DDP trial's Tune actor trains nothing: its workers import the engine, the actor does not
+    marks = start_marks(engine=res["workers_per_trial"] <= 1)
     threads = max(1, int(res["cpus_per_worker"]))
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     with checkpoint_claim(RunDir(Path(run_dir)), config_hash(study), trial_id) as ckpt:

@@ -40,14 +40,16 @@ from vrsearch.study.schema import Study
 
 #: trials this process has started (a reused Tune actor runs several; recorded in meta.json)
 STARTED = [0]
-#: when this process had the engine imported (a trial's timeline starts before it: process start);
-#: set by the first trial the process runs, since the study's driver imports this module without it
+#: when this process imported this module: all that a DDP trial's Tune actor needs (it trains nothing)
+LOADED = time.time()
+#: when this process had the training engine imported; set by the first trial (or DDP worker)
+#: that trains in it, since the study's driver imports this module without the engine
 IMPORTED: list[float] = []
 
 
 def engine_imported() -> float:
-    """Import the training engine (torch, MONAI, the methods) into this trial process
-    if it is not yet there, and return when that was done."""
+    """Import the training engine (torch, MONAI, the methods) into this process if it is not
+    yet there, and return when that was done."""
     if not IMPORTED:
         import vrsearch.engine.trainer
         import vrsearch.engine.trial  # noqa: F401
@@ -63,12 +65,15 @@ def stamp(marks: dict | None, name: str) -> None:
         marks[name] = time.time()
 
 
-def start_marks() -> dict:
+def start_marks(engine: bool = True) -> dict:
+    """A trial's first marks: its process's start, when the process had imported what the trial
+    runs in it (the engine; with ``engine=False``, a DDP trial's Tune actor: this module only),
+    and the trial's start."""
     import psutil
 
     return {
         "process_start": psutil.Process().create_time(),
-        "imported": engine_imported(),
+        "imported": engine_imported() if engine else LOADED,
         "trial_start": time.time(),
         "trials_before": max(STARTED[0] - 1, 0),
     }
