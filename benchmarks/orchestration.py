@@ -9,8 +9,10 @@ warm ones (reused actors, the prepared-data cache), with and without a worker gr
 3. Where it goes, from each trial's ``timing.json`` (means over the trials): the gap
    between one trial's result and the next trial's start (Tune scheduling, actor/process
    start, imports — or a reused actor's reset), process start → engine imported (fresh
-   processes only), data (index, split), set-up (cache read or decode, model, eval
-   cases), worker group start and rendezvous (DDP), training + evaluation, result write.
+   processes only; since 2026-12-06 a DDP trial's Tune actor imports only the trainable, and
+   its workers import the engine inside "worker group"), data (index, split), set-up (cache
+   read or decode, model, eval cases), worker group start and rendezvous (DDP), training +
+   evaluation, result write.
 
     .venv/bin/python benchmarks/orchestration.py [--trials 3] [--iterations 20]
         [--workers 1,2] [--modes cold,warm] [--json out.json]
