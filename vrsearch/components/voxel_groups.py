@@ -174,13 +174,13 @@ class Segments:
         ``start`` of the list on (raster order inside each box)."""
         # gathers by index_select: on the CPU several times faster than indexing with a tensor
         target = self.cum.index_select(0, cls * self.S + start) + rank
-        if self.g == 1 and rank.numel() * int(self.lay.width.max()) > SORT_AT * self.slot.numel():
+        widest = int(self.lay.width.max())  # voxels scanned per draw
+        if self.g == 1 and rank.numel() * widest > SORT_AT * self.slot.numel():
             return self.members().index_select(0, target)
         pos = torch.searchsorted(self.cum[1:], target, right=True)  # = cls·S + segment
         inside = target - self.cum.index_select(0, pos)
         pos = pos - cls * self.S
         first, width = self.lay.start.index_select(0, pos), self.lay.width.index_select(0, pos)
-        widest = int(self.lay.width.max())
         span = torch.arange(widest, device=cls.device)
         at = (first.unsqueeze(1) + span).clamp_(max=self.slot.numel() - 1)
         hit = self.slot.index_select(0, at.view(-1)).view(at.shape) == cls.unsqueeze(1)
