@@ -39,7 +39,7 @@ from vrsearch.study.schema import Study
 if TYPE_CHECKING:
     from ray import tune
 
-    from vrsearch.orchestrate.callbacks import ResultsCallback
+    from vrsearch.orchestrate.callbacks import ReportRefresh, ResultsCallback
 
 REUSE_ENV = "VRSEARCH_REUSE_ACTORS"
 
@@ -210,13 +210,16 @@ def execute(study: Study, run: RunDir, address: str | None, echo: Echo, where: s
     finally:
         trials, _, _ = fragments.compact(run.path)
         ray.shutdown()
-    return _finish(study, run, trials, where, echo)
+    return _finish(study, run, trials, where, echo, callback.report)
 
 
-def _finish(study: Study, run: RunDir, trials: pd.DataFrame, where: str | None, echo: Echo) -> Path:
+def _finish(
+    study: Study, run: RunDir, trials: pd.DataFrame, where: str | None, echo: Echo, refresh: ReportRefresh
+) -> Path:
     counts = trials.status.value_counts().to_dict() if len(trials) else {}
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no trials"
     if plan(study, run).trials:
+        refresh(final=True)  # a stopped study's report shows every trial that finished
         push_results(run.path, where, echo, final=True)
         ended = sum(v for k, v in counts.items() if k in fragments.FINISHED)
         raise VrsearchError(
@@ -225,9 +228,7 @@ def _finish(study: Study, run: RunDir, trials: pd.DataFrame, where: str | None, 
         )
     if study.search.design == "search" and (orphans := close_orphans(study, run)):
         echo(f"{orphans} Optuna proposals that no trial evaluated marked failed")
-    from vrsearch.orchestrate.callbacks import refresh_report
-
-    report = refresh_report(run.path, echo)
+    report = refresh(final=True)
     push_results(run.path, where, echo, final=True)
     echo(f"finished: {summary}; results in {run.path}" + (f" and {where}" if where else ""))
     if report is not None:
