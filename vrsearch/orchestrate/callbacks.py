@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from pathlib import Path
@@ -35,14 +36,15 @@ def refresh_report(run_dir: Path, echo: Echo = print) -> Path | None:
         return None
 
 
-def report_inputs(run_dir: Path) -> tuple[tuple[str, int, int], ...]:
-    """Name, size and modification time of every file directly in the run directory but the
-    report: the parquet files, the stored study and Optuna's database the report is built from."""
+def report_inputs(run_dir: Path) -> tuple[tuple[str, str], ...]:
+    """Name and content hash of every file directly in the run directory but the report: the
+    parquet files, the stored study and Optuna's database it is built from. By content, not
+    time: recompacting rewrites the parquet files with the same bytes (at a study's end too)."""
     entries = []
     for path in sorted(run_dir.iterdir()):
         if path.is_file() and not path.name.startswith(REPORT_FILE):
-            st = path.stat()
-            entries.append((path.name, st.st_size, st.st_mtime_ns))
+            with path.open("rb") as f:
+                entries.append((path.name, hashlib.file_digest(f, "blake2b").hexdigest()))
     return tuple(entries)
 
 
