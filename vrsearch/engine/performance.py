@@ -126,10 +126,8 @@ def compile_networks(module: nn.Module, device: torch.device) -> int:
     on submodules of a network for one step; by default dynamo does not guard
     on such hooks and would silently never call them, so hook guards are turned
     on (the network then compiles once with and once without hooks)."""
-    from vrsearch.engine.setup import sync_inductor
     from vrsearch.models import SegNet
 
-    sync_inductor()  # the trial's determinism switch, which set_deterministic left to this point
     check_compiler(device)
     import torch._dynamo
 

@@ -19,37 +19,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    set_deterministic(deterministic)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.benchmark = False
     forget_earlier_trials()
-
-
-#: TorchInductor's configuration module, whose ``deterministic`` flag mirrors torch's switch
-INDUCTOR_CONFIG = "torch._inductor.config"
-
-
-def set_deterministic(mode: bool) -> None:
-    """``torch.use_deterministic_algorithms(mode, warn_only=True)`` without importing
-    TorchInductor. torch 2.13's function imports ``torch._inductor.config`` (and with it
-    TorchDynamo) only to copy ``mode`` into Inductor's ``deterministic`` flag: 1.2-1.4 s of CPU
-    in every trial process, for a compiler most trials never use. Here torch's switch is set as
-    that function sets it, and Inductor's flag where Inductor is loaded: now if it already is,
-    else by :func:`sync_inductor` before ``train.compile`` compiles."""
-    if not hasattr(torch._C, "_set_deterministic_algorithms"):  # another torch: its own function
-        torch.use_deterministic_algorithms(mode, warn_only=True)
-        return
-    torch._C._set_deterministic_algorithms(mode, warn_only=True)
-    if INDUCTOR_CONFIG in sys.modules:
-        sync_inductor()
-
-
-def sync_inductor() -> None:
-    """Inductor's ``deterministic`` flag = torch's switch (as ``use_deterministic_algorithms``
-    leaves it); imports Inductor's configuration. (TorchDynamo also calls that function after
-    each frame it compiles, so from the second compiled frame on the two agree regardless.)"""
-    import torch._inductor.config as inductor_config
-
-    inductor_config.deterministic = torch.are_deterministic_algorithms_enabled()
 
 
 def forget_earlier_trials() -> None:
