@@ -200,6 +200,9 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tiny_phantom, tmp_path):
     trials = pd.read_parquet(run / "trials.parquet")  # intact and readable
     done = set(trials[trials.status == "completed"].trial_id)
     assert 1 <= len(done) < 3
+    # the report was rebuilt when the study stopped (not only every 30 s): after every finished trial
+    newest = max(stamp for stamp, _ in finished_results(run).values())
+    assert (run / "report.html").stat().st_mtime_ns >= newest
     resumed = cli("resume", run)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     final = pd.read_parquet(run / "trials.parquet")

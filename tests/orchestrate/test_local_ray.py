@@ -58,13 +58,19 @@ class LocalRay:
     idle_workers: int  # the raylet's worker processes 1.5 s after the driver connected, before any task
 
 
-#: Python source: how many worker processes (not agents) the raylet ``raylet`` has started
-RAYLET_WORKERS = (
-    "sum(1 for p in Path('/proc').iterdir() if p.name.isdigit() and (p / 'stat').exists() "
-    "and (p / 'stat').read_text().rsplit(')', 1)[1].split()[1] == str(raylet) "
-    "and 'Agent' not in (p / 'cmdline').read_text() "
-    "and ('ray::' in (p / 'cmdline').read_text() or 'default_worker' in (p / 'cmdline').read_text()))"
-)
+#: Python source: ``workers(raylet)``, how many worker processes (not agents) the raylet has started
+RAYLET_WORKERS = """
+def workers(raylet):
+    n = 0
+    for p in Path('/proc').iterdir():
+        try:
+            stat, cmd = (p / 'stat').read_text(), (p / 'cmdline').read_text()
+        except OSError:  # not a process, or one that exited meanwhile
+            continue
+        if stat.rsplit(')', 1)[1].split()[1] == str(raylet) and 'Agent' not in cmd:
+            n += 'ray::' in cmd or 'default_worker' in cmd
+    return n
+"""
 
 
 @pytest.fixture(scope="module")
@@ -77,11 +83,11 @@ def local_ray() -> LocalRay:
         held.listen()
     except OSError:
         pass
-    code = (
+    code = RAYLET_WORKERS + (
         "import os, sys, time; from pathlib import Path; from vrsearch.orchestrate.local import loopback_init; "
         "loopback_init(Path(sys.argv[1]), num_cpus=1); import ray; "
         "raylet = ray._private.worker._global_node.all_processes['raylet'][0].process.pid; time.sleep(1.5); "
-        f"workers = {RAYLET_WORKERS}; "
+        "workers = workers(raylet); "
         "nice = ray.get(ray.remote(lambda: os.nice(0)).remote()); "
         "print(','.join(sorted(ray._private.worker._global_node.all_processes))); "
         "print(ray._private.worker.global_worker.node.dashboard_agent_listen_port, os.nice(0), nice, workers); "

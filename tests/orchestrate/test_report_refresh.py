@@ -64,11 +64,27 @@ def test_a_failed_build_is_tried_again(monkeypatch, tmp_path):
     assert len(tries) == 2
 
 
-def test_the_inputs_are_the_run_directorys_files_but_the_report(tmp_path):
+def test_the_inputs_are_the_small_files_the_report_is_built_from(tmp_path):
     (tmp_path / "trials.parquet").write_bytes(b"1")
-    (tmp_path / "report.html").write_text("r")
-    (tmp_path / "trial_x").mkdir()
-    assert [name for name, _ in report_inputs(tmp_path)] == ["trials.parquet"]
+    (tmp_path / "study.yaml").write_text("name: s")
+    for other in ("report.html", "table_val.md", ".trials.parquet.123.tmp", "driver-error.log"):
+        (tmp_path / other).write_text("x")  # written beside them by the report, `table`, a failure
+    (tmp_path / "trials").mkdir()
+    assert [name for name, _ in report_inputs(tmp_path)] == ["study.yaml", "trials.parquet"]
+
+
+def test_an_unreadable_input_counts_as_changed(builds, tmp_path, monkeypatch):
+    """A file replaced while it is hashed must not stop the study: the report is rebuilt."""
+    refresh = ReportRefresh(tmp_path, every=0)
+    refresh()
+
+    def gone(*args, **kwargs):
+        raise OSError("replaced meanwhile")
+
+    monkeypatch.setattr(callbacks.hashlib, "file_digest", gone)
+    assert report_inputs(tmp_path) is None
+    refresh()
+    assert len(builds) == 2
 
 
 def test_a_file_rewritten_with_the_same_bytes_is_no_change(builds, tmp_path):

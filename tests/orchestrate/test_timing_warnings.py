@@ -29,7 +29,7 @@ def warnings_for(at_once: int, search: dict | None) -> list[str]:
     return timing_warnings(build_study(raw))
 
 
-def test_the_quickstart_runs_one_trial_at_a_time_and_repeats():
+def test_the_quickstart_runs_one_trial_at_a_time():
     assert timing_warnings(load_study(QUICKSTART, [])) == []
     assert warnings_for(1, TPE) == []
 
@@ -37,19 +37,19 @@ def test_the_quickstart_runs_one_trial_at_a_time_and_repeats():
 @pytest.mark.parametrize(
     ("at_once", "search", "names"),
     [
-        (2, TPE, ["search.scheduler asha", "search.searcher tpe"]),
-        (2, {**TPE, "scheduler": "none"}, ["search.searcher tpe"]),
-        (2, {**TPE, "searcher": "cmaes", "scheduler": "none"}, ["search.searcher cmaes"]),
-        (2, {**TPE, "searcher": "random"}, ["search.scheduler asha"]),
-        (3, {**TPE, "n_startup_trials": 8, "scheduler": "median"}, ["search.scheduler median"]),
-        (2, GRID, ["search.scheduler asha"]),
+        (2, TPE, ["search.scheduler: asha", "search.searcher: tpe"]),
+        (2, {**TPE, "scheduler": "none"}, ["search.searcher: tpe"]),
+        (2, {**TPE, "searcher": "cmaes", "scheduler": "none"}, ["search.searcher: cmaes"]),
+        (2, {**TPE, "searcher": "random"}, ["search.scheduler: asha"]),
+        (3, {**TPE, "n_startup_trials": 8, "scheduler": "median"}, ["search.scheduler: median"]),
+        (2, GRID, ["search.scheduler: asha"]),
     ],
 )
 def test_several_trials_at_once_name_what_depends_on_timing(at_once, search, names):
     lines = warnings_for(at_once, search)
     assert len(lines) == 1
-    assert lines[0].startswith(f"resources.concurrent_trials {at_once}:")
-    assert all(n in lines[0] for n in names) and "concurrent_trials: 1 repeats exactly" in lines[0]
+    assert lines[0].startswith(f"resources.concurrent_trials: {at_once}: ")
+    assert all(n in lines[0] for n in names) and "concurrent_trials: 1 that order is fixed" in lines[0]
     assert ("searcher" in lines[0]) == any("searcher" in n for n in names)
 
 
@@ -70,5 +70,5 @@ def test_validate_prints_it_as_one_warning_line():
     res = cli_in_process("validate", QUICKSTART, "--set", "resources.concurrent_trials=2")
     assert res.returncode == 0, res.stderr
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("warning: ")]
-    assert len(lines) == 1 and "search.scheduler asha" in lines[0]
+    assert len(lines) == 1 and "search.scheduler: asha" in lines[0] and "4 start-up configurations" in lines[0]
     assert "warning" not in cli_in_process("validate", QUICKSTART).stderr

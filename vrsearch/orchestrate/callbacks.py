@@ -17,10 +17,10 @@ from vrsearch.errors import VrsearchError
 from vrsearch.orchestrate.mirror import push_results
 from vrsearch.results import fragments
 from vrsearch.results.names import started_trial_names
-from vrsearch.results.rundir import REPORT_FILE, RESULT_FILE
+from vrsearch.results.rundir import REPORT_FILE, RESULT_FILE, SMALL_FILES
 
 #: after a study's first finished trial the driver rebuilds the report at most this often (and at
-#: the study's end): a rebuild costs it 0.6-0.8 s of CPU, ~2.5 s the first time in a process,
+#: the study's end): a rebuild costs it 0.6-0.8 s of CPU, ~2.2 s the first time in a process,
 #: as much as a short trial's training on a small machine
 REPORT_EVERY_S = 30.0
 
@@ -36,22 +36,29 @@ def refresh_report(run_dir: Path, echo: Echo = print) -> Path | None:
         return None
 
 
-def report_inputs(run_dir: Path) -> tuple[tuple[str, str], ...]:
-    """Name and content hash of every file directly in the run directory but the report: the
-    parquet files, the stored study and Optuna's database it is built from. By content, not
-    time: recompacting rewrites the parquet files with the same bytes (at a study's end too)."""
+def report_inputs(run_dir: Path) -> tuple[tuple[str, str], ...] | None:
+    """Content hash of each of the run directory's small files (study, parquet files, Optuna's
+    SQLite database) that exists: what the report is built from. By content, not time:
+    recompacting rewrites the parquet files with the same bytes (at a study's end too). None
+    when one cannot be read (e.g. replaced meanwhile): then it counts as changed. (An Optuna
+    storage outside the run directory is not hashed; the study's end rebuilds anyway when the
+    parquet files changed, and its own changes there — open proposals closed — do not show.)"""
     entries = []
-    for path in sorted(run_dir.iterdir()):
-        if path.is_file() and not path.name.startswith(REPORT_FILE):
-            with path.open("rb") as f:
-                entries.append((path.name, hashlib.file_digest(f, "blake2b").hexdigest()))
+    try:
+        for name in SMALL_FILES:
+            path = run_dir / name
+            if path.exists():
+                with path.open("rb") as f:
+                    entries.append((name, hashlib.file_digest(f, "blake2b").hexdigest()))
+    except OSError:
+        return None
     return tuple(entries)
 
 
 class ReportRefresh:
     """When the driver rebuilds ``report.html``: after the study's first finished trial (a
-    report to open early), then at most every ``every`` seconds, and when the study ends
-    (``final``) — never while none of the files it reads changed since it was written."""
+    report to open early), then at most every ``every`` seconds, and when the study ends or
+    stops (``final``) — never while none of the files it is built from changed since."""
 
     def __init__(self, run_dir: Path, echo: Echo = print, every: float = REPORT_EVERY_S):
         self.run_dir, self.echo, self.every = Path(run_dir), echo, every
@@ -62,7 +69,7 @@ class ReportRefresh:
         if not final and self.last is not None and time.monotonic() - self.last < self.every:
             return None
         inputs = report_inputs(self.run_dir)
-        if inputs == self.inputs and (self.run_dir / REPORT_FILE).exists():
+        if inputs is not None and inputs == self.inputs and (self.run_dir / REPORT_FILE).exists():
             return self.run_dir / REPORT_FILE
         self.last = time.monotonic()
         path = refresh_report(self.run_dir, self.echo)
@@ -76,13 +83,20 @@ class ResultsCallback(Callback):
     (with ``storage``, a URI) mirror the run dir there; a failed push is one warning line and
     is retried after the next trial."""
 
-    def __init__(self, run_dir: Path, total: int, echo: Echo = print, storage: str | None = None):
+    def __init__(
+        self,
+        run_dir: Path,
+        total: int,
+        echo: Echo = print,
+        storage: str | None = None,
+        report: ReportRefresh | None = None,
+    ):
         self.run_dir, self.total, self.echo, self.storage = Path(run_dir), total, echo, storage
         self.done = self.failed = self.stopped = 0
         self.best = -math.inf
         self.t0 = time.perf_counter()
         self.running: set[str] = set()
-        self.report = ReportRefresh(self.run_dir, echo)
+        self.report = report or ReportRefresh(self.run_dir, echo)
 
     def _finished(self, trial: Trial, status: str, error: str = "") -> None:
         self.running.discard(trial.trial_id)

@@ -43,27 +43,29 @@ def check_study(
 
 
 def timing_warnings(study: Study) -> list[str]:
-    """What makes a rerun of the study with the same seeds choose differently. Each trial's
-    numbers repeat (its seed fixes them), but with several trials at once the order in which
-    they report follows timing: a scheduler compares a trial at a rung with the trials that
-    reached it before, and a model-based searcher proposes from the trials finished when it
-    is asked (measured on the quickstart, README step 1: two runs with two trials at a time
-    trained 4 and 2 of 8 trials to the end; one at a time, identical results)."""
+    """What makes a rerun of the study with the same seeds choose differently: with several
+    trials at once the order in which they report follows timing, and a scheduler compares a
+    trial at a rung with the trials that reached it before, while a model-based searcher
+    proposes from the trials finished when it is asked (measured on the quickstart, README step
+    1: two runs with two trials at a time trained 4 and 2 of 8 trials to the end; one at a time,
+    identical results on CPU)."""
     from vrsearch.study.design import n_trials
 
     s, at_once = study.search, study.resources.concurrent_trials
     if at_once == 1 or n_trials(study) <= 1:
         return []
-    what = [f"which trials search.scheduler {s.scheduler} stops"] if s.scheduler != "none" else []
+    what = [f"which trials search.scheduler: {s.scheduler} stops"] if s.scheduler != "none" else []
     if s.design == "search" and s.searcher != "random" and s.num_samples > s.n_startup_trials:
-        what.append(f"what search.searcher {s.searcher} proposes after its {s.n_startup_trials} start-up trials")
+        what.append(
+            f"what search.searcher: {s.searcher} proposes after its {s.n_startup_trials} start-up configurations"
+        )
     if not what:
         return []
     verb = "depends" if len(what) == 1 else "depend"
     return [
-        f"resources.concurrent_trials {at_once}: {' and '.join(what)} {verb} on the order in which trials "
-        "report, so a rerun with the same seeds may differ there (each trial's own numbers repeat); "
-        "resources.concurrent_trials: 1 repeats exactly"
+        f"resources.concurrent_trials: {at_once}: {' and '.join(what)} {verb} on the order in which trials "
+        "report, so a rerun with the same seeds may stop or propose differently; with "
+        "resources.concurrent_trials: 1 that order is fixed"
     ]
 
 

@@ -155,7 +155,9 @@ def tune_setup(study: Study, run: RunDir, work: Work) -> tuple[dict[str, Any], t
     )
 
 
-def _tuner(study: Study, run: RunDir, work: Work, echo: Echo, where: str | None) -> tuple[tune.Tuner, ResultsCallback]:
+def _tuner(
+    study: Study, run: RunDir, work: Work, echo: Echo, where: str | None, report: ReportRefresh
+) -> tuple[tune.Tuner, ResultsCallback]:
     from ray import tune
 
     from vrsearch.orchestrate.callbacks import ResultsCallback
@@ -167,7 +169,7 @@ def _tuner(study: Study, run: RunDir, work: Work, echo: Echo, where: str | None)
     # Tune turns the resource dict the callable returns into a placement group (its annotation
     # says the callable returns one)
     trainable = tune.with_resources(trainable, functools.partial(trial_resources, base))  # type: ignore[arg-type]
-    callback = ResultsCallback(run.path, work.trials, echo, storage=where)
+    callback = ResultsCallback(run.path, work.trials, echo, storage=where, report=report)
     param_space, tune_config = tune_setup(study, run, work)
     run_config = tune.RunConfig(
         name=run.next_experiment(),
@@ -196,9 +198,12 @@ def execute(study: Study, run: RunDir, address: str | None, echo: Echo, where: s
     if where is not None:  # before Ray starts: an unwritable storage fails now, not after the study
         storage.push(run.path, where)
         echo(f"storing results at {where}")
+    from vrsearch.orchestrate.callbacks import ReportRefresh
+
     init_ray(run.path, address, study.resources.ray_temp_dir, local_custom_resources(study))
+    report = ReportRefresh(run.path, echo)
     try:
-        tuner, callback = _tuner(study, run, work, echo, where)
+        tuner, callback = _tuner(study, run, work, echo, where, report)
         echo(f"study {study.name}: {callback.total} trials, design {study.search.design}, run dir {run.path}")
         try:
             faults.point("tuner")  # the experiment is set up; no trial has started
@@ -210,7 +215,9 @@ def execute(study: Study, run: RunDir, address: str | None, echo: Echo, where: s
     finally:
         trials, _, _ = fragments.compact(run.path)
         ray.shutdown()
-    return _finish(study, run, trials, where, echo, callback.report)
+        if report.last is not None:  # a trial finished: however it ended, all of them in the report
+            report(final=True)
+    return _finish(study, run, trials, where, echo, report)
 
 
 def _finish(
@@ -219,7 +226,6 @@ def _finish(
     counts = trials.status.value_counts().to_dict() if len(trials) else {}
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no trials"
     if plan(study, run).trials:
-        refresh(final=True)  # a stopped study's report shows every trial that finished
         push_results(run.path, where, echo, final=True)
         ended = sum(v for k, v in counts.items() if k in fragments.FINISHED)
         raise VrsearchError(
@@ -228,7 +234,7 @@ def _finish(
         )
     if study.search.design == "search" and (orphans := close_orphans(study, run)):
         echo(f"{orphans} Optuna proposals that no trial evaluated marked failed")
-    report = refresh(final=True)
+    report = refresh(final=True)  # rebuilt only if closing the proposals changed optuna.db
     push_results(run.path, where, echo, final=True)
     echo(f"finished: {summary}; results in {run.path}" + (f" and {where}" if where else ""))
     if report is not None:
