@@ -234,7 +234,7 @@ def _finish(
         )
     if study.search.design == "search" and (orphans := close_orphans(study, run)):
         echo(f"{orphans} Optuna proposals that no trial evaluated marked failed")
-    report = refresh(final=True)  # rebuilt only if closing the proposals changed optuna.db
+    report = refresh(final=True)  # rebuilt only if something changed since (e.g. proposals closed)
     push_results(run.path, where, echo, final=True)
     echo(f"finished: {summary}; results in {run.path}" + (f" and {where}" if where else ""))
     if report is not None:
