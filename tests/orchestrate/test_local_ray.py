@@ -55,22 +55,6 @@ class LocalRay:
     driver_nice: int
     worker_nice: int
     processes: list[str]  # Ray's own process types on the node
-    idle_workers: int  # the raylet's worker processes 1.5 s after the driver connected, before any task
-
-
-#: Python source: ``workers(raylet)``, how many worker processes (not agents) the raylet has started
-RAYLET_WORKERS = """
-def workers(raylet):
-    n = 0
-    for p in Path('/proc').iterdir():
-        try:
-            stat, cmd = (p / 'stat').read_text(), (p / 'cmdline').read_text()
-        except OSError:  # not a process, or one that exited meanwhile
-            continue
-        if stat.rsplit(')', 1)[1].split()[1] == str(raylet) and 'Agent' not in cmd:
-            n += 'ray::' in cmd or 'default_worker' in cmd
-    return n
-"""
 
 
 @pytest.fixture(scope="module")
@@ -83,15 +67,12 @@ def local_ray() -> LocalRay:
         held.listen()
     except OSError:
         pass
-    code = RAYLET_WORKERS + (
-        "import os, sys, time; from pathlib import Path; from vrsearch.orchestrate.local import loopback_init; "
+    code = (
+        "import os, sys; from pathlib import Path; from vrsearch.orchestrate.local import loopback_init; "
         "loopback_init(Path(sys.argv[1]), num_cpus=1); import ray; "
-        "raylet = ray._private.worker._global_node.all_processes['raylet'][0].process.pid; time.sleep(1.5); "
-        "workers = workers(raylet); "
         "nice = ray.get(ray.remote(lambda: os.nice(0)).remote()); "
         "print(','.join(sorted(ray._private.worker._global_node.all_processes))); "
-        "print(ray._private.worker.global_worker.node.dashboard_agent_listen_port, os.nice(0), nice, workers); "
-        "ray.shutdown()"
+        "print(ray._private.worker.global_worker.node.dashboard_agent_listen_port, os.nice(0), nice); ray.shutdown()"
     )
     temp = Path(tempfile.mkdtemp(prefix="vrs-t-", dir="/tmp"))  # short: Unix socket paths
     env = {k: v for k, v in os.environ.items() if k != "RAY_worker_niceness"}
@@ -100,8 +81,8 @@ def local_ray() -> LocalRay:
         assert proc.returncode == 0, proc.stderr.decode()[-2000:]
         logs = list(temp.glob("session_*/logs/dashboard_agent.log"))
         assert logs, "no dashboard agent log"
-        processes, port, driver, worker, idle = proc.stdout.decode().split()[-5:]
-        return LocalRay(logs[0].read_text(), port, int(driver), int(worker), processes.split(","), int(idle))
+        processes, port, driver, worker = proc.stdout.decode().split()[-4:]
+        return LocalRay(logs[0].read_text(), port, int(driver), int(worker), processes.split(","))
     finally:  # everything is read: the port and the folder are released before the tests run
         held.close()
         shutil.rmtree(temp, ignore_errors=True)
@@ -144,10 +125,3 @@ def test_the_local_ray_runs_no_autoscaler_or_log_monitor(local_ray):
     (``log_to_driver=False``): both monitors would only cost CPU (RESULTS.md (a⁗))."""
     assert {"gcs_server", "raylet"} <= set(local_ray.processes), local_ray.processes
     assert not {"monitor", "log_monitor"} & set(local_ray.processes), local_ray.processes
-
-
-@pytest.mark.slow
-def test_the_local_ray_prestarts_no_idle_worker(local_ray):
-    """Ray starts a worker ahead of demand when a driver connects; a study's trials run in
-    actors of their own, so it would only import Ray and wait (local.py)."""
-    assert local_ray.idle_workers == 0

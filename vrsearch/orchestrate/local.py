@@ -25,12 +25,6 @@ anything else the user runs: on a 2-core machine that made a trial's training
 increment over the driver's niceness, capped at 19) in the environment, which is
 kept.
 
-When the driver connects, Ray starts an idle Python worker ahead of demand
-(``prestart_worker_first_driver``); a study's trials run in actors, which got
-their own process, so that worker only imported Ray and waited (0.3-0.8 s of
-CPU per study): the local Ray starts none (``RAY_prestart_worker_first_driver=0``,
-unless set in the environment).
-
 It runs neither Ray's autoscaler monitor nor its log monitor (:func:`no_monitors`):
 one machine has nothing to autoscale, and the driver does not stream worker logs
 (``log_to_driver=False``; they stay in the session's ``logs``). Both cost CPU
@@ -62,7 +56,6 @@ def loopback_env() -> None:
         rc.ENABLE_RAY_CLUSTER = False
     os.environ.update(LOCAL_ENV)
     os.environ.setdefault("RAY_worker_niceness", "0")  # workers at the driver's niceness, unless the user set one
-    os.environ.setdefault("RAY_prestart_worker_first_driver", "0")  # no idle worker nobody asked for
 
 
 def reap_stale(temp_dir: Path) -> list[int]:
