@@ -60,6 +60,13 @@ def test_sizes_sums_and_every_rank_match_a_stable_sort(shape, g, segment, sort_a
         for ax, sums in enumerate(seg.coord_sums()):
             want = torch.zeros(counts.numel(), dtype=torch.long).index_add_(0, gid, coords[members % V, ax])
             assert torch.equal(grp.arrange(sums), want), ax
+        # the same for a few groups only (SAG reads the groups it reflects in), any order
+        some = torch.randperm(counts.numel(), generator=gen)[: counts.numel() // 3]
+        gcls = grp.grid(torch.arange(K), along_class=True)[some]
+        gbox = grp.grid(torch.arange(B * G), along_class=False)[some]
+        for ax, sums in enumerate(seg.coord_sums(gcls, gbox)):
+            want = torch.zeros(counts.numel(), dtype=torch.long).index_add_(0, gid, coords[members % V, ax])
+            assert torch.equal(sums, want[some]), ax
     else:
         with pytest.raises(ValueError, match="centroids=True"):
             seg.coord_sums()

@@ -241,7 +241,7 @@ def sample_voxels(
                 pp,
                 h,
                 sgrp,
-                _centres(grp, counts, spatial),
+                _centres(grp, counts, spatial, torch.nonzero(quota >= 2).squeeze(1)),  # the groups with pairs
                 lambda f: grp.key_at(f, g, spatial),
                 labels.numel(),
             )
@@ -297,12 +297,15 @@ def _uniform_draws(
     return sgrp, j, grp.seg.select(gcls[sgrp], gstart[sgrp], torch.minimum((u * size).long(), size - 1))
 
 
-def _centres(grp: Groups, counts: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
-    """Flat index of every group's centroid, rounded half up per axis (module doc)."""
-    V, cnt = math.prod(spatial), counts.clamp(min=1)
-    boxes = torch.arange(grp.B * grp.G, device=counts.device)
-    centre = grp.grid(boxes // grp.G, along_class=False) * V
-    for ax, sums in enumerate(grp.seg.coord_sums()):
-        rounded = torch.div(2 * grp.arrange(sums) + cnt, 2 * cnt, rounding_mode="floor")
-        centre = centre + rounded * math.prod(spatial[ax + 1 :])
-    return centre
+def _centres(grp: Groups, counts: torch.Tensor, spatial: tuple[int, ...], groups: torch.Tensor) -> torch.Tensor:
+    """Flat index of the centroid of each group in ``groups``, rounded half up per axis
+    (module doc); one entry per group, 0 for the groups not listed (never read)."""
+    V, dev = math.prod(spatial), counts.device
+    cnt = counts.index_select(0, groups).clamp(min=1)
+    box = grp.grid(torch.arange(grp.B * grp.G, device=dev), along_class=False).index_select(0, groups)
+    cls = grp.grid(torch.arange(grp.K, device=dev), along_class=True).index_select(0, groups)
+    at = torch.div(box, grp.G, rounding_mode="floor") * V
+    for ax, sums in enumerate(grp.seg.coord_sums(cls, box)):
+        rounded = torch.div(2 * sums + cnt, 2 * cnt, rounding_mode="floor")
+        at = at + rounded * math.prod(spatial[ax + 1 :])
+    return torch.zeros_like(counts).index_copy_(0, groups, at)
