@@ -27,6 +27,8 @@ ReLU) over every voxel and its class sums through the 512-wide layer over every 
 from a real step and replayed on random tensors like the floor ("+head"). What the step spends
 beyond that is the sampled machinery itself (``L_contrast``, embeddings at the sampled voxels,
 samplers, banks, losses). This column is context, not the issue's floor.
+Both run in one process, with glibc's thresholds raised as in every training process
+(``vrsearch.engine.allocator``; ``VRSEARCH_MALLOC=system`` measures glibc's defaults).
 ``--reference`` adds MONA/ARCO on their dense representation path
 (``MONA.dense_reference``, the pre-sampling implementation) for before/after.
 
@@ -100,7 +102,7 @@ def record_dense_head(trainer: Trainer, batch, it: int) -> list[tuple]:
     def note_sums(emb, labels, num_classes):
         for call in calls:
             if call[3] is emb:
-                call[4].append((tuple(labels.shape), num_classes))
+                call[4].append((tuple(labels.shape), num_classes, torch.is_grad_enabled()))
         return sums(emb, labels, num_classes)
 
     RepresentationHead.sampled, SampledEmbedding.class_sums = note_sampled, note_sums
@@ -115,15 +117,21 @@ def dense_head_step(calls: list[tuple]) -> float:
     """Replay, on random tensors, the head's dense-by-definition work recorded by
     :func:`record_dense_head`: its trunk (FPN sum, 3×3 conv, norm, ReLU) over every voxel,
     the norm statistics of the 512-wide layer, and its class sums through that layer over
-    every voxel; forward+backward where the step had a gradient."""
+    every voxel (recomputed in backward, as the method does); forward+backward where the
+    step had a gradient. The inputs are made before the clock starts, as the floor's are."""
+    inputs = [
+        ([torch.randn(s).requires_grad_(grad) for s in shapes], [torch.randint(0, c, sh) for sh, c, _ in labels])
+        for _, shapes, grad, labels in calls
+    ]
     t0 = time.perf_counter()
-    for head, shapes, grad, labels in calls:
+    for (head, _, grad, labels), (feats, labs) in zip(calls, inputs, strict=True):
         with torch.set_grad_enabled(grad):
-            emb = head.sampled([torch.randn(s) for s in shapes])
-            out = emb.a.float().mean()
-            for shape, classes in labels:
-                out = out + emb.class_sums(torch.randint(0, classes, shape), classes)[0].float().mean()
-        if grad:
+            emb = head.sampled(feats)
+        out = emb.a.float().mean()
+        for (_, classes, sum_grad), lab in zip(labels, labs, strict=True):
+            with torch.set_grad_enabled(sum_grad):
+                out = out + emb.class_sums(lab, classes)[0].float().mean()
+        if out.requires_grad:
             out.backward()
     return time.perf_counter() - t0
 
@@ -162,6 +170,8 @@ def measure(study_path: Path, name: str, patch: list[int], repeats: int, scratch
     start = int(0.5 * study.train.iterations)
     passes = record_passes(trainer, src.batch(start), start)
     head_calls = [] if dense else record_dense_head(trainer, src.batch(start), start)
+    if name in ("mona", "arco") and not dense and not head_calls:
+        print(f"warning: {name} made no representation-head call at iteration {start}: no +head column")
     steps, floors, heads = [], [], []
     for k in range(1, repeats + 2):
         batch = src.batch(start + k)

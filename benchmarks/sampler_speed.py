@@ -5,7 +5,8 @@ B=2 label volumes of 64×128×128 with 14 classes in a long-tailed layout
 magnitude), 256 anchors per class per image, ns/sg/sag × grid 9/16/25.
 Prints the median wall time over the repeats (after one warm-up call per arm;
 arms interleaved round-robin) and the ratio to NS of the same grid, measured
-in the same run.
+in the same run. The process keeps freed memory as training processes do
+(``vrsearch.engine.allocator``; ``VRSEARCH_MALLOC=system`` for glibc's defaults).
 
     .venv/bin/python benchmarks/sampler_speed.py [--repeats 10] [--threads 2] [--device cpu]
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 
 from vrsearch.components.samplers import GRIDS, SAMPLERS, sample_voxels
+from vrsearch.engine.allocator import keep_freed_memory
 
 
 def long_tailed_labels(B=2, shape=(64, 128, 128), classes=14, seed=0, device="cpu") -> torch.Tensor:
@@ -53,9 +55,10 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    kept = keep_freed_memory()  # as in every training process (VRSEARCH_MALLOC=system: glibc's defaults)
     labels = long_tailed_labels(device=args.device)
     sizes = torch.bincount(labels[0].reshape(-1), minlength=14).tolist()
-    print(f"labels {tuple(labels.shape)} on {args.device}; image-0 class sizes: {sizes}")
+    print(f"labels {tuple(labels.shape)} on {args.device}; image-0 class sizes: {sizes}; freed memory kept: {kept}")
     gen = torch.Generator(device=args.device).manual_seed(0)
     sync = torch.cuda.synchronize if labels.is_cuda else (lambda: None)
 

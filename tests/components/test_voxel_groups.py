@@ -30,7 +30,7 @@ def _brute(labels, mask, g):
     return order, counts, K, G, coords
 
 
-@pytest.mark.parametrize("shape", [(2, 9, 7, 11), (3, 13, 10), (1, 5, 6, 100)], ids=str)
+@pytest.mark.parametrize("shape", [(2, 9, 7, 11), (3, 13, 10), (1, 5, 6, 100), (2, 3, 4, 50)], ids=str)
 @pytest.mark.parametrize("g", [1, 3, 5])
 @pytest.mark.parametrize("segment", [48, 4])
 @pytest.mark.parametrize("sort_at", [math.inf, 0.0], ids=["scan", "sort"])
@@ -67,6 +67,8 @@ def test_sizes_sums_and_every_rank_match_a_stable_sort(shape, g, segment, sort_a
         for ax, sums in enumerate(seg.coord_sums(gcls, gbox)):
             want = torch.zeros(counts.numel(), dtype=torch.long).index_add_(0, gid, coords[members % V, ax])
             assert torch.equal(sums, want[some]), ax
+        with pytest.raises(ValueError, match="both"):
+            seg.coord_sums(gcls, None)
     else:
         with pytest.raises(ValueError, match="centroids=True"):
             seg.coord_sums()

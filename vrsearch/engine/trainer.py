@@ -34,6 +34,7 @@ from vrsearch.data.pipeline import (
     unlabeled_train_transform,
 )
 from vrsearch.data.prepare import PreparedData
+from vrsearch.engine.allocator import keep_freed_memory
 from vrsearch.engine.checkpoint import FORMAT, load_checkpoint, save_atomic
 from vrsearch.engine.evaluate import EvalCase, evaluate, load_eval_cases
 from vrsearch.engine.fit_state import FitResult, Reporter, RunState, summarize
@@ -64,6 +65,7 @@ class Trainer:
     ):
         self.study, self.ckpt_dir, self.rank, self.world = study, Path(ckpt_dir), rank, world_size
         t = study.train
+        keep_freed_memory()  # reuse a step's freed temporaries instead of new pages (engine/allocator.py)
         if t.threads:
             torch.set_num_threads(t.threads)
         seed_everything(t.seed, t.deterministic)

@@ -1,0 +1,65 @@
+"""Keep freed memory in the process for the next training step (glibc's malloc).
+
+PyTorch takes a CPU tensor's memory straight from the C library's ``malloc``.
+glibc serves a request above its *mmap threshold* with fresh pages from the
+kernel and unmaps them on ``free``; the threshold starts at 128 KiB and rises
+with freed blocks only up to 32 MiB, and glibc also hands the top of its heap
+back whenever more than twice the threshold is free there. A training step
+allocates and frees the same tensors every iteration, so on a large patch
+most of its temporaries (a ``[4, 14, 96, 96, 64]`` probability map is 132 MB)
+are new pages every step, and the kernel zeroes and maps each of them on
+first touch: a MONA step on a 96×96×64 patch spent a third of its CPU time in
+copies into such pages (``benchmarks/RESULTS.md`` (b⁸)).
+
+:func:`keep_freed_memory` raises both thresholds with ``mallopt(3)`` once per
+process (:data:`MMAP_THRESHOLD`, :data:`TRIM_THRESHOLD`), so freed blocks are
+reused by the next step instead of being unmapped and faulted in again. The
+price is memory: the process keeps up to ``TRIM_THRESHOLD`` of freed memory
+mapped (its resident size stays at its peak between steps), and the heap's
+fragmentation raised the peak of four 96×96×64 steps by 8 % (MONA) to 42 %
+(labeled-only) in (b⁸). Where memory comes from changes no
+arithmetic: ``tests/engine/test_allocator.py`` trains the same study both ways
+and compares every logged number. Only glibc has these knobs; elsewhere (musl,
+macOS) nothing changes. ``VRSEARCH_MALLOC=system`` leaves glibc's defaults.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+#: requests below this come from the heap, whose freed blocks are reused (glibc: ``M_MMAP_THRESHOLD``)
+MMAP_THRESHOLD = 1 << 30
+#: free memory at the heap's top kept mapped up to this much (glibc: ``M_TRIM_THRESHOLD``)
+TRIM_THRESHOLD = (1 << 31) - 1
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_DONE: list[bool] = []
+
+
+def keep_freed_memory() -> bool:
+    """Raise glibc's mmap and trim thresholds in this process (once); True if they are set.
+
+    The mmap threshold goes first: setting either one turns off glibc's dynamic
+    threshold, so the trim threshold is set only if the mmap one was accepted."""
+    if not _DONE:
+        _DONE.append(_apply())
+    return _DONE[0]
+
+
+def _apply() -> bool:
+    if os.environ.get("VRSEARCH_MALLOC", "").strip().lower() == "system":
+        return False
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):  # no C library by that name, or no mallopt (not glibc)
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    if not mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD):
+        return False
+    return bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+__all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "keep_freed_memory"]
