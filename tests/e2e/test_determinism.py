@@ -21,8 +21,9 @@ GRID = {
     "seeds": [0, 1],
     "space": {"method.params.loss": {"type": "categorical", "choices": ["dice_ce", "ce"]}},
 }
-#: every trial in a fresh actor, no prepared-data cache (the path before warm actors)
-COLD = {"VRSEARCH_REUSE_ACTORS": "0", "VRSEARCH_CACHE_DIR": "off"}
+#: every trial in a fresh actor, no prepared-data cache (the path before warm actors), glibc's
+#: malloc defaults (the path before trials kept freed memory: vrsearch.engine.allocator)
+COLD = {"VRSEARCH_REUSE_ACTORS": "0", "VRSEARCH_CACHE_DIR": "off", "VRSEARCH_MALLOC": "system"}
 
 
 #: two DDP trials (2 gloo workers each), one at a time, that differ only in how often they save a
@@ -69,6 +70,13 @@ def test_warm_and_cold_runs_are_bit_identical(tiny_phantom, tmp_path):
     assert len({p["pid"] for p in p1}) < 4, p1
     assert len({p["pid"] for p in p2}) == 4 and all(p["trials_before"] == 0 for p in p2), p2
     assert (tmp_path / "warm" / "cache").is_dir() and not (tmp_path / "cold" / "cache").exists()
+    # the trials' processes kept freed memory in one arena, or ran on glibc's defaults
+    malloc = {
+        run: {(m["freed_memory_kept"], m["malloc_arenas"]) for m in map(json.loads, timings)}
+        for run in ("warm", "cold")
+        for timings in [[p.read_text() for p in (tmp_path / run / "trials").glob("*/timing.json")]]
+    }
+    assert malloc == {"warm": {(True, "1")}, "cold": {(False, "glibc default")}}, malloc
     assert_identical((t1, h1, c1), (t2, h2, c2), 4)
 
 

@@ -1,8 +1,11 @@
-"""glibc's thresholds raised for training processes (vrsearch.engine.allocator): set where
-glibc is, left alone with ``VRSEARCH_MALLOC=system``, and the same training either way."""
+"""Training processes keep freed memory for the next step (vrsearch.engine.allocator): a large
+block is reused rather than mapped afresh — on the main thread with the thresholds alone, on
+any thread in a process started with the trials' environment — glibc's defaults with
+``VRSEARCH_MALLOC=system``, and the same training either way."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -12,20 +15,62 @@ import pandas as pd
 import pytest
 
 from tests.e2e.test_cli import VRSEARCH
+from vrsearch.engine import allocator
+from vrsearch.errors import VrsearchError
 
-PROBE = "from vrsearch.engine.allocator import keep_freed_memory as k; print(k(), k())"
+#: in a fresh process: keep_freed_memory(), then how many blocks malloc had mapped on their own
+#: while a 96 MiB block was held, on the main thread and on a second one (glibc's mallinfo2)
+PROBE = """
+import ctypes, ctypes.util, json, threading
+from vrsearch.engine.allocator import keep_freed_memory
+kept = keep_freed_memory()
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+names = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in names]
+libc.mallinfo2.restype = Info
+libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
+out = {"kept": kept}
+def probe(where):
+    before = libc.mallinfo2().hblks
+    block = libc.malloc(96 << 20)
+    out[where] = libc.mallinfo2().hblks - before
+    libc.free(block)
+probe("main")
+thread = threading.Thread(target=probe, args=("thread",))
+thread.start()
+thread.join()
+print(json.dumps(out))
+"""
+GLIBC = platform.libc_ver()[0] == "glibc"
 
 
-def probe(env: dict[str, str]) -> str:
-    proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env={**os.environ, **env})
+def probe(env: dict[str, str]) -> dict:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", allocator.ENV))}
+    proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env={**clean, **env})
     assert proc.returncode == 0, proc.stderr
-    return proc.stdout.strip()
+    return json.loads(proc.stdout)
 
 
-def test_the_thresholds_are_set_once_where_glibc_is_and_not_when_asked():
-    glibc = platform.libc_ver()[0] == "glibc"
-    assert probe({"VRSEARCH_MALLOC": ""}) == ("True True" if glibc else "False False")
-    assert probe({"VRSEARCH_MALLOC": "system"}) == "False False"
+def test_a_large_block_is_reused_on_every_thread_with_the_trials_environment():
+    if not GLIBC:  # no glibc, no mallopt to call: nothing changes
+        assert probe({})["kept"] is False
+        return
+    assert probe({}) == {"kept": True, "main": 0, "thread": 1}  # thresholds alone: a thread's arena maps it
+    assert probe(allocator.worker_env()) == {"kept": True, "main": 0, "thread": 0}
+    assert probe({allocator.ENV: "system"}) == {"kept": False, "main": 1, "thread": 1}
+
+
+def test_the_mode_is_kept_or_system_and_anything_else_is_one_line(monkeypatch):
+    monkeypatch.setenv(allocator.ENV, "system")
+    assert allocator.mode() == "system" and allocator.worker_env() == {allocator.ENV: "system"}
+    monkeypatch.setenv(allocator.ENV, "")
+    env = allocator.worker_env()
+    assert allocator.mode() == "kept" and env["MALLOC_ARENA_MAX"] == "1" and env[allocator.ENV] == "kept"
+    assert int(env["MALLOC_MMAP_THRESHOLD_"]) == allocator.MMAP_THRESHOLD
+    monkeypatch.setenv(allocator.ENV, "off")
+    with pytest.raises(VrsearchError, match="VRSEARCH_MALLOC='off': expected 'kept'"):
+        allocator.worker_env()
 
 
 @pytest.mark.slow
@@ -35,7 +80,7 @@ def test_training_is_the_same_with_glibcs_defaults_and_with_freed_memory_kept(ti
     runs = {}
     for mode in ("system", "kept"):
         path = tiny_study(output={"dir": str(tmp_path / mode)})
-        env = {**os.environ, "VRSEARCH_MALLOC": mode}
+        env = {**os.environ, allocator.ENV: mode}
         proc = subprocess.run([VRSEARCH, "train", str(path)], capture_output=True, text=True, env=env, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs[mode] = tmp_path / mode

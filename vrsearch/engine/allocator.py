@@ -13,14 +13,25 @@ copies into such pages (``benchmarks/RESULTS.md`` (b⁸)).
 
 :func:`keep_freed_memory` raises both thresholds with ``mallopt(3)`` once per
 process (:data:`MMAP_THRESHOLD`, :data:`TRIM_THRESHOLD`), so freed blocks are
-reused by the next step instead of being unmapped and faulted in again. The
-price is memory: the process keeps up to ``TRIM_THRESHOLD`` of freed memory
-mapped (its resident size stays at its peak between steps), and the heap's
-fragmentation raised the peak of four 96×96×64 steps by 8 % (MONA) to 42 %
-(labeled-only) in (b⁸). Where memory comes from changes no
-arithmetic: ``tests/engine/test_allocator.py`` trains the same study both ways
-and compares every logged number. Only glibc has these knobs; elsewhere (musl,
-macOS) nothing changes. ``VRSEARCH_MALLOC=system`` leaves glibc's defaults.
+reused by the next step instead of being unmapped and faulted in again. That
+covers a process that trains on its main thread (``vrsearch train``). Ray
+trials train on another thread (Tune's trial thread, Ray Train's training
+thread), and glibc gives such a thread its own arena of 64 MiB heaps, where a
+larger block is always mapped afresh whatever the threshold; so Ray's worker
+processes start with :func:`worker_env` (the orchestration passes it as the
+job's runtime environment): one arena (``MALLOC_ARENA_MAX=1``: every thread
+allocates from the main heap) and the same two thresholds, read by glibc when
+the process starts.
+
+The price is memory: freed memory stays mapped, so a training process's
+resident size stays at its peak for the whole run (sum the peaks of trials
+that run side by side), and the heap's fragmentation raised the peak of four
+96×96×64 steps by 8 % (MONA) to 42 % (labeled-only) in (b⁸). Where memory
+comes from changes no arithmetic: ``tests/engine/test_allocator.py`` trains
+the same study both ways and compares every logged number. Only glibc has
+these knobs; elsewhere (musl, macOS) nothing changes.
+``VRSEARCH_MALLOC=system`` (set where the study is started; it is passed on
+to the trials) keeps glibc's defaults; ``kept`` (or unset) is the default.
 """
 
 from __future__ import annotations
@@ -28,6 +39,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+
+from vrsearch.errors import VrsearchError
+
+#: the environment variable that chooses (module doc)
+ENV = "VRSEARCH_MALLOC"
 
 #: requests below this come from the heap, whose freed blocks are reused (glibc: ``M_MMAP_THRESHOLD``)
 MMAP_THRESHOLD = 1 << 30
@@ -47,8 +63,29 @@ def keep_freed_memory() -> bool:
     return _DONE[0]
 
 
+def mode() -> str:
+    """``VRSEARCH_MALLOC``: ``kept`` (the default) or ``system``; anything else is one line."""
+    value = os.environ.get(ENV, "").strip().lower() or "kept"
+    if value not in ("kept", "system"):
+        raise VrsearchError(f"{ENV}={os.environ[ENV]!r}: expected 'kept' (the default) or 'system'")
+    return value
+
+
+def worker_env() -> dict[str, str]:
+    """Environment for the processes Ray starts for a study's trials (module doc): glibc
+    reads these when the process starts, before any thread allocates."""
+    if mode() == "system":
+        return {ENV: "system"}
+    return {
+        ENV: "kept",
+        "MALLOC_ARENA_MAX": "1",
+        "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD),
+        "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD),
+    }
+
+
 def _apply() -> bool:
-    if os.environ.get("VRSEARCH_MALLOC", "").strip().lower() == "system":
+    if mode() == "system":
         return False
     name = ctypes.util.find_library("c")
     try:
@@ -62,4 +99,4 @@ def _apply() -> bool:
     return bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
-__all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "keep_freed_memory"]
+__all__ = ["ENV", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "keep_freed_memory", "mode", "worker_env"]

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from vrsearch.core.config import Echo
+from vrsearch.engine.allocator import worker_env
 from vrsearch.errors import VrsearchError
 from vrsearch.orchestrate import grow
 from vrsearch.orchestrate.checks import local_custom_resources
@@ -72,13 +73,16 @@ def init_ray(
     # a reused actor waits this long for the stopped trial's thread to end (Tune's default 2 s
     # would fail the next trial if an early-stopped one takes longer to unwind)
     os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "120")
+    # the trials' processes keep freed memory for their next step (engine/allocator.py): glibc reads
+    # this when a process starts, so it goes in the job's runtime env, on a local Ray as on a cluster
+    env = worker_env()
     if address:  # a cluster's actors don't inherit this process's environment: the job's runtime env
-        timeout = {"TUNE_FUNCTION_THREAD_TIMEOUT_S": os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"]}
-        ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": timeout})
+        env["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"]
+        ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": env})
         return
     from vrsearch.orchestrate.local import loopback_init
 
-    loopback_init(ray_temp_dir(run_dir, temp_dir), resources=resources)
+    loopback_init(ray_temp_dir(run_dir, temp_dir), resources=resources, env_vars=env)
 
 
 @dataclass

@@ -118,9 +118,15 @@ def no_monitors() -> contextlib.AbstractContextManager[None]:
     return ray_params_defaults(no_monitor=True, include_log_monitor=False)
 
 
-def loopback_init(temp_dir: Path, num_cpus: int | None = None, resources: dict[str, float] | None = None) -> None:
-    """Start Ray on 127.0.0.1 with its temp files (sessions, sockets, logs) in ``temp_dir``
-    and the custom ``resources`` the study's trials ask for."""
+def loopback_init(
+    temp_dir: Path,
+    num_cpus: int | None = None,
+    resources: dict[str, float] | None = None,
+    env_vars: dict[str, str] | None = None,
+) -> None:
+    """Start Ray on 127.0.0.1 with its temp files (sessions, sockets, logs) in ``temp_dir``,
+    the custom ``resources`` the study's trials ask for and ``env_vars`` in the environment
+    of the processes it starts for this job (its runtime env; Ray's own daemons keep this one)."""
     loopback_env()
     import ray
 
@@ -136,6 +142,7 @@ def loopback_init(temp_dir: Path, num_cpus: int | None = None, resources: dict[s
             _temp_dir=str(temp_dir),
             log_to_driver=False,
             logging_level=logging.ERROR,
+            runtime_env={"env_vars": env_vars} if env_vars else None,
         )
     node_ip = ray.util.get_node_ip_address()
     if node_ip != "127.0.0.1":  # never run a study on a Ray that is reachable from outside
