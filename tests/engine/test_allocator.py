@@ -73,6 +73,13 @@ def test_the_mode_is_kept_or_system_and_anything_else_is_one_line(monkeypatch):
         allocator.worker_env()
 
 
+def test_a_bad_mode_stops_the_study_before_it_starts_in_one_line(tiny_study):
+    from tests.e2e.test_cli import assert_one_line_error, cli
+
+    proc = cli("validate", tiny_study(), env={allocator.ENV: "off"})
+    assert_one_line_error(proc, "VRSEARCH_MALLOC='off'", "expected 'kept'")
+
+
 @pytest.mark.slow
 def test_training_is_the_same_with_glibcs_defaults_and_with_freed_memory_kept(tiny_study, tmp_path):
     """Where memory comes from changes no arithmetic: the same study trained in two processes,

@@ -12,6 +12,7 @@ import os
 from vrsearch.core.config import Echo
 from vrsearch.data.intensity import saturation_warnings
 from vrsearch.data.prepare import PreparedData
+from vrsearch.engine.allocator import mode as malloc_mode
 from vrsearch.engine.prepare import prepare_for
 from vrsearch.errors import VrsearchError
 from vrsearch.results import storage
@@ -28,6 +29,7 @@ def check_study(
     the images) and, for a local Ray (no ``address``), the resources a trial needs.
     Returns the prepared data (None without ``data``)."""
     check_rules(study)
+    malloc_mode()  # VRSEARCH_MALLOC is kept or system (the trials' processes get it)
     if study.output.storage:  # a bad URI fails before Ray starts
         storage.parse(storage.location(study.output.storage, study.name))
     prepared = None
