@@ -31,7 +31,8 @@ comes from changes no arithmetic: ``tests/engine/test_allocator.py`` trains
 the same study both ways and compares every logged number. Only glibc has
 these knobs; elsewhere (musl, macOS) nothing changes.
 ``VRSEARCH_MALLOC=system`` (set where the study is started; it is passed on
-to the trials) keeps glibc's defaults; ``kept`` (or unset) is the default.
+to the trials) keeps glibc's defaults; ``kept`` (or unset) is the default,
+and then the trials' ``MALLOC_*`` values are these, over any of the user's.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+from pathlib import Path
 
 from vrsearch.errors import VrsearchError
 
@@ -84,6 +86,29 @@ def worker_env() -> dict[str, str]:
     }
 
 
+def start_environment(name: str) -> str | None:
+    """``name`` in the environment this process started with (what glibc read), from
+    ``/proc/self/environ`` where there is one, else from ``os.environ``."""
+    try:
+        raw = Path("/proc/self/environ").read_bytes()
+    except OSError:
+        return os.environ.get(name)
+    for entry in raw.split(b"\0"):
+        key, _, value = entry.partition(b"=")
+        if key.decode(errors="replace") == name:
+            return value.decode(errors="replace")
+    return None
+
+
+def marks() -> dict[str, object]:
+    """What a trial's ``timing.json`` records of this process's malloc: the thresholds raised,
+    and the arena limit it started with."""
+    return {
+        "freed_memory_kept": keep_freed_memory(),
+        "malloc_arenas": start_environment("MALLOC_ARENA_MAX") or "glibc default",
+    }
+
+
 def _apply() -> bool:
     if mode() == "system":
         return False
@@ -99,4 +124,13 @@ def _apply() -> bool:
     return bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
-__all__ = ["ENV", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "keep_freed_memory", "mode", "worker_env"]
+__all__ = [
+    "ENV",
+    "MMAP_THRESHOLD",
+    "TRIM_THRESHOLD",
+    "keep_freed_memory",
+    "marks",
+    "mode",
+    "start_environment",
+    "worker_env",
+]

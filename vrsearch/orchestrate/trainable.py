@@ -45,9 +45,11 @@ def train_worker(cfg: dict) -> None:
     study, cell, seed = trial_study(cfg["base"], cfg["config"])
     marks = None
     if rank == 0:
+        from vrsearch.engine.allocator import marks as malloc_marks
         from vrsearch.orchestrate.ddp import rendezvous_seconds
 
-        marks = {**cfg["marks"], "worker_start": time.time(), "rendezvous_s": rendezvous_seconds()}
+        # the malloc marks of the process that trains (rank 0), not of the Tune actor that waits
+        marks = {**cfg["marks"], "worker_start": time.time(), "rendezvous_s": rendezvous_seconds(), **malloc_marks()}
 
     def wrap(method: torch.nn.Module) -> DDP:
         # DDP overwrites every rank's buffers with rank 0's before each forward; queues keep

@@ -71,16 +71,14 @@ def start_marks(engine: bool = True) -> dict:
     and the trial's start."""
     import psutil
 
-    from vrsearch.engine.allocator import keep_freed_memory
+    from vrsearch.engine.allocator import marks
 
     return {
         "process_start": psutil.Process().create_time(),
         "imported": engine_imported() if engine else LOADED,
         "trial_start": time.time(),
         "trials_before": max(STARTED[0] - 1, 0),
-        # how this process's malloc runs (engine/allocator.py): thresholds raised, glibc arenas
-        "freed_memory_kept": keep_freed_memory(),
-        "malloc_arenas": os.environ.get("MALLOC_ARENA_MAX", "glibc default"),
+        **marks(),  # how this process's malloc runs (engine/allocator.py); a DDP trial's rank 0 overwrites it
     }
 
 
