@@ -14,7 +14,7 @@ import sys
 import pandas as pd
 import pytest
 
-from tests.e2e.test_cli import VRSEARCH
+from tests.e2e.test_cli import VRSEARCH, assert_one_line_error, cli
 from vrsearch.engine import allocator
 from vrsearch.errors import VrsearchError
 
@@ -80,8 +80,6 @@ def test_the_mode_is_kept_or_system_and_anything_else_is_one_line(monkeypatch):
 
 
 def test_a_bad_mode_stops_the_study_before_it_starts_in_one_line(tiny_study):
-    from tests.e2e.test_cli import assert_one_line_error, cli
-
     proc = cli("validate", tiny_study(), env={allocator.ENV: "off"})
     assert_one_line_error(proc, "VRSEARCH_MALLOC='off'", "expected 'kept'")
 

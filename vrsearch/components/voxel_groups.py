@@ -167,8 +167,8 @@ class Segments:
         lay, nbox = self.lay, self.lay.bounds.numel() - 1
         if (cls is None) != (box is None):
             raise ValueError("coord_sums takes both cls and box, or neither")
-        every = cls is None or box is None
-        if cls is None or box is None:
+        every = cls is None
+        if cls is None or box is None:  # every group (the check above: both are None)
             cls = torch.arange(self.K, device=lay.start.device).repeat_interleave(nbox)
             box = torch.arange(nbox, device=lay.start.device).repeat(self.K)
         lo = lay.bounds.index_select(0, box)
