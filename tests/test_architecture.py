@@ -174,13 +174,15 @@ def test_the_checks_see_hidden_cycles_and_upward_arrows(toy):
     assert upward(edges) == ["vrsearch.core.c (layer 0) imports vrsearch.engine.run (layer 5)"]
 
 
-def test_a_study_driver_imports_neither_monai_nor_the_training_engine():
+def test_a_study_driver_imports_neither_torch_nor_monai_nor_the_training_engine():
     """``vrsearch run``/``resume``/``validate`` run in a process that trains nothing: the
-    command line, the runner and the trainable it hands to Tune load without MONAI and
-    without the engine (they start ~1.3 s sooner; trials import both where they train)."""
+    command line, the runner, every method's spec and the trainable it hands to Tune load
+    without torch, MONAI and the engine (trials import them where they train)."""
     code = (
-        "import sys, vrsearch.cli, vrsearch.orchestrate.runner, vrsearch.orchestrate.trainable;"
-        "print(sorted(m for m in ('monai', 'vrsearch.engine.trainer', 'vrsearch.engine.trial') if m in sys.modules))"
+        "import sys, vrsearch.cli, vrsearch.orchestrate.runner, vrsearch.orchestrate.trainable, vrsearch.methods;"
+        "import vrsearch.study.load, vrsearch.orchestrate.checks;"
+        "assert len(vrsearch.methods.all_methods()) >= 10;"
+        "print(sorted(m for m in ('torch', 'monai', 'vrsearch.engine.trainer', 'vrsearch.engine.trial') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -5,12 +5,17 @@ A method is data, not a subclass tree: its name, citation, a pydantic
 (with the paper's defaults), the data it needs (a function of its Params) and a
 builder. Ablation arms are *values* of those fields in a study file.
 
+The builder is named, ``"module:function"``, and imported when a method is built:
+a spec module (:mod:`vrsearch.methods.specs`) imports neither torch nor the
+method's implementation, so a study's driver validates studies without either.
+
 This module only holds the specs; :mod:`vrsearch.methods` discovers and imports
-every method module and is where they are looked up (``get_method``).
+every spec module and is where they are looked up (``get_method``).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from vrsearch.core.names import did_you_mean
-from vrsearch.core.step import DataNeeds
+from vrsearch.core.step import DataNeeds  # torch-free: annotations only
 from vrsearch.errors import VrsearchError
 
 
@@ -32,7 +37,8 @@ class MethodParams(BaseModel):
 class MethodSpec:
     """A registered method.
 
-    ``build(params, ctx)`` returns a :class:`vrsearch.methods.base.Method`.
+    ``build(params, ctx)`` imports the function ``builder`` names (``"module:function"``)
+    and returns what it returns, a :class:`vrsearch.methods.base.Method`.
     ``needs(params)`` says what data the step reads (:class:`~vrsearch.core.step.DataNeeds`).
     ``defaults`` overrides the Params defaults (used for variants such as
     ``fully_supervised``, which is ``supervised`` with ``all_labels=True``).
@@ -43,12 +49,17 @@ class MethodSpec:
 
     name: str
     params: type[MethodParams]
-    build: Callable[..., Any]
+    builder: str
     citation: str = ""
     summary: str = ""
     needs: Callable[[Any], DataNeeds] = lambda params: DataNeeds()
     defaults: Mapping[str, Any] = field(default_factory=dict)
     terms: Mapping[str, str] = field(default_factory=dict)
+
+    def build(self, params: MethodParams, ctx: Any) -> Any:
+        """The method's module, built by its builder (imported here, with torch)."""
+        module, _, function = self.builder.partition(":")
+        return getattr(importlib.import_module(module), function)(params, ctx)
 
     def knobs(self) -> dict[str, Any]:
         """Every knob with its default (after this spec's overrides)."""
@@ -85,33 +96,34 @@ def register_method(
     name: str,
     *,
     params: type[MethodParams],
+    builder: str,
     citation: str = "",
     summary: str = "",
     needs: Callable[[Any], DataNeeds] | None = None,
     defaults: Mapping[str, Any] | None = None,
     terms: Mapping[str, str] | None = None,
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator registering ``build(params, ctx)`` under ``name`` (``terms``: see :class:`MethodSpec`)."""
-
-    def deco(build: Callable[..., Any]) -> Callable[..., Any]:
-        if name in _REGISTRY:
-            raise ValueError(f"method {name!r} registered twice")
-        bad = set(defaults or {}) - set(params.model_fields)
-        if bad:
-            raise ValueError(f"method {name!r}: defaults name unknown knobs {sorted(bad)}")
-        _REGISTRY[name] = MethodSpec(
-            name=name,
-            params=params,
-            build=build,
-            citation=citation,
-            summary=summary,
-            needs=needs or (lambda params: DataNeeds()),
-            defaults=dict(defaults or {}),
-            terms=dict(terms or {}),
-        )
-        return build
-
-    return deco
+) -> MethodSpec:
+    """Register ``name``, built by ``builder`` = ``"module:function"`` taking ``(params, ctx)``
+    (imported only when a method is built; ``terms``: see :class:`MethodSpec`)."""
+    if name in _REGISTRY:
+        raise ValueError(f"method {name!r} registered twice")
+    bad = set(defaults or {}) - set(params.model_fields)
+    if bad:
+        raise ValueError(f"method {name!r}: defaults name unknown knobs {sorted(bad)}")
+    module, _, function = builder.partition(":")
+    if not (module.startswith("vrsearch.methods.") and function.isidentifier()):
+        raise ValueError(f"method {name!r}: builder {builder!r} is not 'vrsearch.methods.<module>:<function>'")
+    _REGISTRY[name] = spec = MethodSpec(
+        name=name,
+        params=params,
+        builder=builder,
+        citation=citation,
+        summary=summary,
+        needs=needs or (lambda params: DataNeeds()),
+        defaults=dict(defaults or {}),
+        terms=dict(terms or {}),
+    )
+    return spec
 
 
 def lookup(name: str) -> MethodSpec:

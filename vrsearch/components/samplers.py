@@ -103,16 +103,11 @@ import torch
 
 from vrsearch.components.antithetic import antithetic
 from vrsearch.components.voxel_groups import Groups, Segments, class_slots
+from vrsearch.core.knobs import GRIDS, ROUNDING_HELP, ROUNDINGS, SAMPLERS
 
-SAMPLERS = ("ns", "sg", "sag")
-GRIDS = (9, 16, 25)
-ROUNDINGS = ("auto", "largest", "random")
+__all__ = ["GRIDS", "ROUNDINGS", "ROUNDING_HELP", "SAMPLERS", "VoxelSample", "sample_voxels"]
+
 _CELLS = {9: 3, 16: 4, 25: 5}
-#: the ``rounding`` knob's description, for every method that exposes the sampler
-ROUNDING_HELP = (
-    "SG/SAG draws per group: largest remainder, random (systematic), or auto (largest remainder "
-    "where every non-empty group gets a draw, else random); unbiased except 'largest'"
-)
 
 
 @dataclass

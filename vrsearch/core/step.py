@@ -7,10 +7,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from vrsearch.core.config import ModelConfig
+
+if TYPE_CHECKING:  # annotations only: a study's driver reads DataNeeds without importing torch
+    import torch
 
 
 @dataclass

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 if TYPE_CHECKING:  # MONAI only where a tensor is made: a study's driver imports this module
     from monai.data import MetaTensor
@@ -60,6 +59,7 @@ def entry_key(stage: str, files: dict[str, str], settings: dict) -> str:
     """The content key of the entry that ``stage`` (with ``settings``) makes of ``files``."""
     import monai
     import nibabel
+    import torch
 
     doc = {
         "format": FORMAT,
@@ -105,6 +105,7 @@ class PreparedStore:
     def get(self, key: str, build: Callable[[], dict[str, MetaTensor]]) -> dict[str, MetaTensor]:
         """The entry ``key`` as fresh MetaTensors, built with ``build()`` and stored if it is
         missing or damaged."""
+        import torch
         from monai.data import MetaTensor
 
         folder = str(self.folder(key))

@@ -51,7 +51,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-FORMS = ("loglik", "infonce", "simclr", "kl")
+from vrsearch.core.knobs import DVCL_FORMS
+
+FORMS = DVCL_FORMS
 _KL_FLOOR = 1e-6
 
 

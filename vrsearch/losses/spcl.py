@@ -32,12 +32,13 @@ Everything is vectorised over the ``2N × 2N`` pair matrix.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-Weighting = Literal["hard", "linear"]
+from vrsearch.core.knobs import SPCLWeighting
+
+Weighting = SPCLWeighting
 
 
 def linear_gamma(it: int, total: int, start: float, end: float) -> float:

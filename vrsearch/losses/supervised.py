@@ -8,12 +8,10 @@ included, batch-wise) and torch's cross-entropy.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import nn
 
-SupervisedKind = Literal["dice_ce", "dice", "ce"]
+from vrsearch.core.knobs import SupervisedKind
 
 
 class SupervisedLoss(nn.Module):

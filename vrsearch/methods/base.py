@@ -9,21 +9,12 @@ maths of one step.
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from pydantic import Field
 from torch import nn
 
+from vrsearch.core.knobs import SupervisedLossKnob
 from vrsearch.core.step import Batch, BuildContext, StepOutput
-from vrsearch.losses.supervised import SupervisedKind
 
 __all__ = ["Batch", "BuildContext", "Method", "StepOutput", "SupervisedLossKnob"]
-
-#: The ``loss`` knob every method shares: its L_sup on the labeled patches.
-SupervisedLossKnob = Annotated[
-    SupervisedKind,
-    Field(description="L_sup: supervised loss on the labeled patches: dice_ce = ½(Dice + CE), dice or ce"),
-]
 
 
 class Method(nn.Module):

@@ -25,42 +25,17 @@ predictor's output are those of the ensemble).
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
 from vrsearch.components.pseudo import class_argmax
 from vrsearch.components.schedules import fraction_of, sigmoid_rampup
 from vrsearch.components.teachers import twin_networks, twin_predictor
 from vrsearch.losses import SupervisedLoss
-from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput, SupervisedLossKnob
+from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
+from vrsearch.methods.specs.cps import CPSParams
 from vrsearch.models import build_segnet
-from vrsearch.registry import MethodParams, register_method, unlabeled
-
-
-class CPSParams(MethodParams):
-    loss: SupervisedLossKnob = "dice_ce"
-    lambda_cps: float = Field(
-        0.1,
-        ge=0.0,
-        description="λ_cps: weight of the cross term CE(p_A, ŷ_B) + CE(p_B, ŷ_A) (CPS paper: 1.5; DVCL's ECPS: 0.1)",
-    )
-    rampup_fraction: float = Field(
-        0.4,
-        ge=0.0,
-        le=1.0,
-        description="ramp-up length of r(t) = exp(−5(1−t)²) "
-        "on λ_cps, as a fraction of train.iterations (0 = none, the CPS paper)",
-    )
-    cps_on: Literal["all", "unlabeled"] = Field(
-        "all", description="patches of the cross term: labeled ∪ unlabeled (the paper) or unlabeled only"
-    )
-    evaluate: Literal["a", "b", "mean"] = Field(
-        "a", description="network evaluated on val/test: A, B, or the mean of their softmaxes"
-    )
 
 
 class CPS(Method):
@@ -99,23 +74,5 @@ class CPS(Method):
         return twin_predictor(self.params.evaluate, self.net_a, self.net_b)
 
 
-_SUMMARY = "twin networks (different inits) supervising each other with hard pseudo-labels"
-_TERMS = {
-    "loss": "L = L_sup^A + L_sup^B + λ_cps·r(t)·[CE(p_A, ŷ_B) + CE(p_B, ŷ_A)]",
-    "sup_a": "L_sup^A: supervised loss of network A on the labeled patches",
-    "sup_b": "L_sup^B: supervised loss of network B on the labeled patches",
-    "cps": "cross pseudo supervision CE(p_A, ŷ_B) + CE(p_B, ŷ_A), ŷ = the other network's argmax",
-    "rampup": "r(t) = exp(−5(1−t)²): sigmoid ramp-up of λ_cps",
-}
-
-
-@register_method(
-    "cps",
-    params=CPSParams,
-    citation="Chen et al., Semi-supervised semantic segmentation with cross pseudo supervision, CVPR 2021",
-    summary=_SUMMARY,
-    needs=unlabeled,
-    terms=_TERMS,
-)
 def build_cps(params: CPSParams, ctx: BuildContext) -> CPS:
     return CPS(params, ctx)

@@ -24,35 +24,14 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 
 from vrsearch.components.pseudo import pseudo_labels
 from vrsearch.components.schedules import fraction_of
 from vrsearch.components.teachers import FrozenCopy
 from vrsearch.losses import SupervisedLoss
-from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput, SupervisedLossKnob
+from vrsearch.methods.base import Batch, BuildContext, Method, StepOutput
+from vrsearch.methods.specs.self_training import SelfTrainingParams
 from vrsearch.models import build_segnet
-from vrsearch.registry import MethodParams, register_method, unlabeled
-
-
-class SelfTrainingParams(MethodParams):
-    loss: SupervisedLossKnob = "dice_ce"
-    lambda_pseudo: float = Field(
-        1.0, ge=0.0, description="λ_pseudo: weight of CE_masked(student(x_u), ŷ) in L = L_sup + λ_pseudo·CE_masked"
-    )
-    refresh_fraction: float = Field(
-        0.2,
-        gt=0.0,
-        le=1.0,
-        description="P/iterations: the snapshot giving ŷ is "
-        "refreshed every P = round(refresh_fraction·iterations) steps (also the warm-up)",
-    )
-    threshold: float = Field(
-        0.0,
-        ge=0.0,
-        le=1.0,
-        description="confidence mask of CE_masked: voxels with snapshot max p below it are ignored (0 = keep all)",
-    )
 
 
 class SelfTraining(Method):
@@ -104,22 +83,5 @@ class SelfTraining(Method):
         return self.student
 
 
-_SUMMARY = "student trained on hard pseudo-labels of a frozen snapshot refreshed every refresh_fraction of training"
-_TERMS = {
-    "loss": "L = L_sup + λ_pseudo·CE_masked(student(x_u), ŷ)",
-    "sup": "L_sup: supervised loss of the student on the labeled patches",
-    "pseudo": "CE_masked: student CE to the frozen snapshot's argmax ŷ on unlabeled voxels with max p ≥ threshold",
-    "pseudo_fraction": "fraction of unlabeled voxels kept (confidence ≥ threshold); 0 before the first refresh",
-}
-
-
-@register_method(
-    "self_training",
-    params=SelfTrainingParams,
-    citation="baseline: self-training with pseudo-labels (Lee 2013; Bai et al., MICCAI 2017)",
-    summary=_SUMMARY,
-    needs=unlabeled,
-    terms=_TERMS,
-)
 def build_self_training(params: SelfTrainingParams, ctx: BuildContext) -> SelfTraining:
     return SelfTraining(params, ctx)

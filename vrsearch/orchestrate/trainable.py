@@ -18,9 +18,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
-from vrsearch.components.banks import sync_queue_mirrors
 from vrsearch.orchestrate import trial_engine
 from vrsearch.orchestrate.trial_engine import engine_imported, replay_finished, run_engine, start_marks, trial_study
 from vrsearch.results.lock import checkpoint_claim
@@ -28,6 +25,7 @@ from vrsearch.results.rundir import RunDir
 from vrsearch.study.design import config_hash
 
 if TYPE_CHECKING:
+    import torch
     from ray.train.torch import TorchConfig, TorchTrainer
 
 __all__ = ["trial_resources", "trial_study", "train_worker", "vrsearch_trial", "worker_resources"]
@@ -36,7 +34,10 @@ __all__ = ["trial_resources", "trial_study", "train_worker", "vrsearch_trial", "
 def train_worker(cfg: dict) -> None:
     """Ray Train ``train_loop_per_worker``: the engine under DDP on each worker."""
     import ray.train
+    import torch
     from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from vrsearch.components.banks import sync_queue_mirrors
 
     engine_imported()  # before the worker's first mark, as when unpickling this function imported it
     ctx = ray.train.get_context()
@@ -121,6 +122,8 @@ def vrsearch_trial(config: dict[str, Any], base: dict[str, Any] | None = None, r
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     with checkpoint_claim(RunDir(Path(run_dir)), config_hash(study), trial_id) as ckpt:
         if res["workers_per_trial"] <= 1:
+            import torch  # here: the driver imports this module without torch
+
             torch.set_num_threads(threads)
             run_engine(study, cell, seed, Path(run_dir), trial_id, tune.report, ckpt, marks=marks)
         else:

@@ -17,11 +17,8 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from vrsearch.engine.fit_state import Reporter
 from vrsearch.engine.prepare import prepare_for
 from vrsearch.results import faults, fragments
 from vrsearch.results.rundir import META_FILE, RESULT_FILE, TIMING_FILE
@@ -37,6 +34,11 @@ from vrsearch.study.design import (
 )
 from vrsearch.study.rules import REPORTED
 from vrsearch.study.schema import Study
+
+if TYPE_CHECKING:  # annotations only: the driver imports this module without torch
+    import torch
+
+    from vrsearch.engine.fit_state import Reporter
 
 #: trials this process has started (a reused Tune actor runs several; recorded in meta.json)
 STARTED = [0]

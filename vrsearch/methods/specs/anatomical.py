@@ -1,21 +1,18 @@
 """The knobs MONA and ARCO share (You et al.; METHODS.md "MONA", "ARCO"), with MONA's
-defaults: :class:`~vrsearch.methods.mona.MONAParams` and
-:class:`~vrsearch.methods.arco.ARCOParams` subclass it. No method lives here:
+defaults: :class:`~vrsearch.methods.specs.mona.MONAParams` and
+:class:`~vrsearch.methods.specs.arco.ARCOParams` subclass it. No method lives here:
 ARCO is trained by MONA's module, configured by ``ARCOParams.as_mona``."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
-from vrsearch.components.samplers import ROUNDING_HELP
-from vrsearch.losses.supervised import SupervisedKind
+from vrsearch.core.knobs import ROUNDING_HELP, NonNeg, PosFloat, PosInt, SupervisedKind
 from vrsearch.registry import MethodParams
 
-PosInt = Annotated[int, Field(ge=1)]
-NonNeg = Annotated[float, Field(ge=0)]
-PosFloat = Annotated[float, Field(gt=0)]
+__all__ = ["Augmentation", "ContrastiveParams", "NonNeg", "PosFloat", "PosInt"]
 Augmentation = Literal["weak", "strong"]
 
 
