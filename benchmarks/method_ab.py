@@ -20,6 +20,7 @@ in how many pairs the working tree was faster.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import statistics
 import subprocess
@@ -41,7 +42,12 @@ def old_module(rev: str, name: str) -> types.ModuleType:
     path = Path(sys.modules[name].__file__ or "").resolve().relative_to(ROOT)
     text = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True, text=True, check=True)
     old = types.ModuleType(f"_ab_{name.replace('.', '_')}")
+    # sources before 3f2fc98 registered with a decorator and read MONA/ARCO's shared knobs
+    # from methods/anatomical_params.py (now methods/specs/anatomical.py)
     real, registry.register_method = registry.register_method, lambda *a, **k: lambda c: c
+    sys.modules.setdefault(
+        "vrsearch.methods.anatomical_params", importlib.import_module("vrsearch.methods.specs.anatomical")
+    )
     try:
         exec(compile(text.stdout, f"{rev}:{path}", "exec"), old.__dict__)  # noqa: S102 - this repository's own source at REV
     finally:

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from vrsearch.core.names import did_you_mean
-from vrsearch.core.step import DataNeeds  # torch-free: annotations only
+from vrsearch.core.step import DataNeeds  # core.step imports torch for annotations only
 from vrsearch.errors import VrsearchError
 
 

@@ -201,10 +201,12 @@ def test_validate_and_methods_need_neither_torch_nor_monai(tiny_phantom, tmp_pat
     study = tmp_path / "study.yaml"
     raw = tiny_study_dict(tiny_phantom, tmp_path / "run", method={"name": "dvcl", "params": {"k": 3}})
     study.write_text(json.dumps(raw))  # JSON is YAML
+    shown = {}
     for args in (["validate", study], ["methods"], ["methods", "arco"]):
         proc = subprocess.run([sys.executable, "-c", NO_TORCH, *map(str, args)], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "k_prime" in proc.stdout or "sampler" in proc.stdout  # the knobs were listed
+        shown[args[-1]] = proc.stdout
+    assert "k_prime" in shown[study] and "stage1_fraction" in shown["arco"]  # the resolved knobs, the listed ones
     trained = subprocess.run([sys.executable, "-c", NO_TORCH, "train", str(study)], capture_output=True, text=True)
     assert trained.returncode != 0 and "imported by a process that trains nothing" in trained.stdout + trained.stderr
     assert not (tmp_path / "run" / "trials.parquet").exists()

@@ -10,7 +10,7 @@ import typer
 
 from vrsearch.cli.base import app, console, user_errors
 
-if TYPE_CHECKING:  # the registry imports torch: only the commands that need it pay for it
+if TYPE_CHECKING:  # annotations only: the commands import the methods when they run
     from vrsearch.registry import MethodSpec
 
 

@@ -103,10 +103,13 @@ import torch
 
 from vrsearch.components.antithetic import antithetic
 from vrsearch.components.voxel_groups import Groups, Segments, class_slots
-from vrsearch.core.knobs import GRIDS, ROUNDING_HELP, ROUNDINGS, SAMPLERS
+from vrsearch.core.knobs import ROUNDING_HELP  # re-exported: older method sources read it here (method_ab.py)
 
 __all__ = ["GRIDS", "ROUNDINGS", "ROUNDING_HELP", "SAMPLERS", "VoxelSample", "sample_voxels"]
 
+SAMPLERS = ("ns", "sg", "sag")
+GRIDS = (9, 16, 25)
+ROUNDINGS = ("auto", "largest", "random")
 _CELLS = {9: 3, 16: 4, 25: 5}
 
 

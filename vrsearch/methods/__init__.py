@@ -40,4 +40,4 @@ def all_methods() -> list[MethodSpec]:
     return registered()
 
 
-__all__ = ["Batch", "BuildContext", "Method", "StepOutput", "all_methods", "get_method"]
+__all__ = ["all_methods", "get_method"]  # and Batch, BuildContext, Method, StepOutput on first use

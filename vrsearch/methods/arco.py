@@ -5,8 +5,9 @@ perspective", NeurIPS 2023). METHODS.md "ARCO".
 ARCO is MONA (:mod:`vrsearch.methods.mona`) without the equivariance branch
 and without heavy augmentation (App. E: "a simplification of MONA ... without
 using any additional complicated augmentation strategies"): the same module
-class, :class:`~vrsearch.methods.mona.MONA` (found through the registry), built from these Params with
-``consistency`` off and weak views for student and teacher. Stage 2 is::
+class, :class:`~vrsearch.methods.mona.MONA` (found through the registry), built
+from ``ARCOParams`` (``specs/arco.py``) with ``consistency`` off and weak views for
+student and teacher. Stage 2 is::
 
     L = L_sup + λ1·L_contrast + λ2·L_unsup + λ3·L_nn     (λ = 0.01, 1, 1)
 
@@ -25,7 +26,7 @@ paper compares (Table 7, where 16 and 25 are best). ``stage1_fraction: 0.4``
 — pre-training 100 epochs at batch 6, fine-tuning 200 epochs at batch 8
 (App. C), i.e. (100/6) / (100/6 + 200/8) of the iterations.
 
-Ablations (Tables 2-3) are values of these fields: ``tailness: false``
+Ablations (Tables 2-3) are values of its fields: ``tailness: false``
 (w/o L_contrast), ``diversity: false`` (w/o L_nn), ``unsup: false``,
 ``inst_global: false``, ``inst_local: false``.
 """

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from vrsearch.core.knobs import SupervisedLossKnob
+from vrsearch.core.knobs import SupervisedLossKnob  # re-exported: older method sources read it here
 from vrsearch.core.step import Batch, BuildContext, StepOutput
 
 __all__ = ["Batch", "BuildContext", "Method", "StepOutput", "SupervisedLossKnob"]

@@ -50,8 +50,9 @@ IMPORTED: list[float] = []
 
 
 def engine_imported() -> float:
-    """Import the training engine (torch, MONAI, the methods) into this process if it is not
-    yet there, and return when that was done."""
+    """Import the training engine (torch, MONAI, the trainer) into this process if it is not
+    yet there, and return when that was done. A method's own module is imported when the
+    trainer builds it (:meth:`vrsearch.registry.MethodSpec.build`), after this mark."""
     if not IMPORTED:
         import vrsearch.engine.trainer
         import vrsearch.engine.trial  # noqa: F401

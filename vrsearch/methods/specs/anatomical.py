@@ -12,7 +12,6 @@ from pydantic import Field, model_validator
 from vrsearch.core.knobs import ROUNDING_HELP, NonNeg, PosFloat, PosInt, SupervisedKind
 from vrsearch.registry import MethodParams
 
-__all__ = ["Augmentation", "ContrastiveParams", "NonNeg", "PosFloat", "PosInt"]
 Augmentation = Literal["weak", "strong"]
 
 
