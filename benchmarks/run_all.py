@@ -38,6 +38,7 @@ SUITE = {
     "method_step": ("method_step.py", [], ["--repeats", "3"]),
     "dvcl_step": ("dvcl_step.py", [], ["--repeats", "3"]),
     "sampler_speed": ("sampler_speed.py", [], ["--repeats", "3"]),
+    "metrics_speed": ("metrics_speed.py", [], ["--repeats", "2", "--size", "32", "32", "24"]),
     "sampler_variance": ("sampler_variance.py", [], ["--quick"]),
     "dataloader_stall": ("dataloader_stall.py", [], ["--iterations", "8"]),
     "search_efficiency": ("search_efficiency.py", [], ["--repeats", "2"]),

@@ -194,6 +194,29 @@ def test_distances_agree_with_an_independent_nearest_neighbour_reference():
     assert checked == 18
 
 
+@pytest.mark.parametrize("percentile", [95.0, 50.0, 100.0])
+def test_one_surface_pass_gives_monais_hausdorff_and_average_surface_distance_exactly(percentile):
+    """``case_metrics`` takes HD and ASSD from one ``get_edge_surface_distance`` pass per
+    class; MONAI's two functions each make their own pass. Same values, to the bit."""
+    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
+    from monai.networks.utils import one_hot
+
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        shape = tuple(int(n) for n in rng.integers(12, 20, size=3))
+        spacing = [float(s) for s in rng.uniform(0.4, 3.5, size=3)]
+        field = gaussian_filter(rng.normal(size=shape), 1.5)
+        y = np.digitize(field, np.quantile(field, [0.5, 0.75, 0.9, 0.97]))
+        noisy = gaussian_filter(field + rng.normal(scale=0.8 * field.std(), size=shape), 1.0)
+        p = np.digitize(noisy, np.quantile(noisy, [0.5, 0.75, 0.9, 0.97]))
+        rows = case_metrics(torch.as_tensor(p), torch.as_tensor(y), 5, spacing, hd_percentile=percentile)
+        p1, y1 = (one_hot(torch.as_tensor(a).reshape(1, 1, *shape), 5, dim=1) for a in (p, y))
+        hd = compute_hausdorff_distance(p1, y1, include_background=False, percentile=percentile, spacing=spacing)[0]
+        assd = compute_average_surface_distance(p1, y1, include_background=False, symmetric=True, spacing=spacing)[0]
+        assert [r["hd95_mm"] for r in rows] == hd.double().tolist()
+        assert [r["assd_mm"] for r in rows] == assd.double().tolist()
+
+
 def test_spacing_scales_distances():
     p, y = hand_example()
     base = {r["class_index"]: r for r in case_metrics(p, y, 5, SPACING)}
