@@ -13,7 +13,8 @@ table and writes ``benchmarks/results/<name>.json`` plus ``summary.json``
     fraction;  (e) search efficiency of TPE+ASHA vs a grid;  (f) on a GPU
     machine only: UNet throughput / MFU with and without bf16 and
     channels_last, and an nccl DDP step;  (g) phantom generation: cohort /
-    classic population per subject and per dataset.
+    classic population per subject and per dataset;  (h) per-case HD95/ASSD
+    from one surface-distance pass against two.
 """
 
 from __future__ import annotations
@@ -87,6 +88,11 @@ def headline(name: str, data) -> str:
         return f"{steps}; DVCL-term peak {peaks}" if peaks else steps
     if name == "sampler_speed":
         return ", ".join(f"{r['sampler']}/{r['grid']} {r['ms']:.1f} ms ({r['x_ns']:.2f}x NS)" for r in data["rows"])
+    if name == "metrics_speed":
+        return ", ".join(
+            f"{'x'.join(map(str, r['size']))}: {r['one_pass_s']:.2f}s ({r['ratio']:.2f}x two passes)"
+            for r in data["rows"]
+        )
     if name == "sampler_variance":
         worst = {
             r: max(x["max_abs_bias_se"] for x in data["rounding"] if x["rounding"] == r) for r in ("largest", "auto")

@@ -217,6 +217,23 @@ def test_one_surface_pass_gives_monais_hausdorff_and_average_surface_distance_ex
         assert [r["assd_mm"] for r in rows] == assd.double().tolist()
 
 
+def test_one_surface_pass_per_class_present_in_both(monkeypatch):
+    """Classes 1-2 present in both maps, 3 missed, 4 absent: two passes, not four (nor eight)."""
+    import monai.metrics.utils as mu
+
+    calls = []
+    real = mu.get_edge_surface_distance
+    monkeypatch.setattr(mu, "get_edge_surface_distance", lambda *a, **k: calls.append(1) or real(*a, **k))
+    y = torch.zeros(12, 12, 12, dtype=torch.long)
+    y[2:6, 2:6, 2:6], y[7:10, 7:10, 7:10], y[1:3, 8:11, 8:11] = 1, 2, 3
+    p = y.clone()
+    p[p == 3] = 0
+    p[2:5, 2:6, 2:6] = 1
+    rows = case_metrics(p, y, 5, (1.0, 1.0, 2.0))
+    assert len(calls) == 2
+    assert [r["pred_empty"] for r in rows] == [False, False, True, True]
+
+
 def test_spacing_scales_distances():
     p, y = hand_example()
     base = {r["class_index"]: r for r in case_metrics(p, y, 5, SPACING)}

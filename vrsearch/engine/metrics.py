@@ -71,12 +71,13 @@ def _distances(
     """HD (at ``percentile``) and ASSD of the classes ``both`` (0-based foreground indices,
     each present in prediction and truth), from one pass of MONAI's surface distances per
     class. MONAI's ``compute_hausdorff_distance`` and ``compute_average_surface_distance``
-    each make this same pass (``get_edge_surface_distance``: edges, then a Euclidean
-    distance transform, in both directions) and reduce it: HD = the larger of the two
+    each make this same pass (``get_edge_surface_distance``: the surface voxels of both
+    masks, then each one's Euclidean distance in mm to the nearest surface voxel of the
+    other, in both directions) and reduce it: HD = the larger of the two
     directed ``percentile``-th percentiles (``torch.quantile``; the maximum for percentile
     0, as MONAI), ASSD = the mean of both directions' distances pooled. One pass gives
     both values exactly as the two functions do (``tests/engine/test_metrics.py`` runs
-    both) for half the edge and distance-transform work."""
+    both) for half the work."""
     from monai.metrics.utils import get_edge_surface_distance, prepare_spacing
 
     spacing_b = prepare_spacing(spacing=[float(s) for s in spacing], batch_size=1, img_dim=p1.ndim - 2)[0]
