@@ -55,6 +55,7 @@ class LocalRay:
     driver_nice: int
     worker_nice: int
     processes: list[str]  # Ray's own process types on the node
+    prestart: str  # ``RAY_prestart_worker_first_driver`` in the raylet's environment
 
 
 @pytest.fixture(scope="module")
@@ -70,19 +71,22 @@ def local_ray() -> LocalRay:
     code = (
         "import os, sys; from pathlib import Path; from vrsearch.orchestrate.local import loopback_init; "
         "loopback_init(Path(sys.argv[1]), num_cpus=1); import ray; "
+        "raylet = ray._private.worker._global_node.all_processes['raylet'][0].process.pid; "
+        "env = dict(e.split(b'=', 1) for e in Path(f'/proc/{raylet}/environ').read_bytes().split(bytes(1)) if b'=' in e); "
+        "prestart = env.get(b'RAY_prestart_worker_first_driver', b'unset').decode(); "
         "nice = ray.get(ray.remote(lambda: os.nice(0)).remote()); "
         "print(','.join(sorted(ray._private.worker._global_node.all_processes))); "
-        "print(ray._private.worker.global_worker.node.dashboard_agent_listen_port, os.nice(0), nice); ray.shutdown()"
+        "print(ray._private.worker.global_worker.node.dashboard_agent_listen_port, os.nice(0), nice, prestart); ray.shutdown()"
     )
     temp = Path(tempfile.mkdtemp(prefix="vrs-t-", dir="/tmp"))  # short: Unix socket paths
-    env = {k: v for k, v in os.environ.items() if k != "RAY_worker_niceness"}
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_worker_niceness", "RAY_prestart_worker_first_driver")}
     try:
         proc = subprocess.run([sys.executable, "-c", code, str(temp)], capture_output=True, timeout=180, env=env)
         assert proc.returncode == 0, proc.stderr.decode()[-2000:]
         logs = list(temp.glob("session_*/logs/dashboard_agent.log"))
         assert logs, "no dashboard agent log"
-        processes, port, driver, worker = proc.stdout.decode().split()[-4:]
-        return LocalRay(logs[0].read_text(), port, int(driver), int(worker), processes.split(","))
+        processes, port, driver, worker, prestart = proc.stdout.decode().split()[-5:]
+        return LocalRay(logs[0].read_text(), port, int(driver), int(worker), processes.split(","), prestart)
     finally:  # everything is read: the port and the folder are released before the tests run
         held.close()
         shutil.rmtree(temp, ignore_errors=True)
@@ -125,3 +129,11 @@ def test_the_local_ray_runs_no_autoscaler_or_log_monitor(local_ray):
     (``log_to_driver=False``): both monitors would only cost CPU (RESULTS.md (a⁗))."""
     assert {"gcs_server", "raylet"} <= set(local_ray.processes), local_ray.processes
     assert not {"monitor", "log_monitor"} & set(local_ray.processes), local_ray.processes
+
+
+@pytest.mark.slow
+def test_the_local_ray_prestarts_no_idle_worker(local_ray):
+    """The raylet, which reads it, runs with ``RAY_prestart_worker_first_driver=0``: Ray would
+    prestart workers without a runtime env for the first driver, and no actor of a study (each
+    with Tune's runtime env) can use one (RESULTS.md (a⁹))."""
+    assert local_ray.prestart == "0"

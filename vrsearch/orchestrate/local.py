@@ -25,6 +25,13 @@ anything else the user runs: on a 2-core machine that made a trial's training
 increment over the driver's niceness, capped at 19) in the environment, which is
 kept.
 
+It prestarts no idle workers when the driver connects (``RAY_prestart_worker_first_driver=0``,
+kept if the user set it). Ray prestarts them without a runtime env, and no actor of a study can
+use such a worker: Tune gives every trainable a runtime env of its own (``PL_DISABLE_FORK``),
+Ray Train's controller and workers inherit it, and a worker is only handed to an actor whose
+runtime env matches. So each cost ~0.7 CPU-s at the busiest moment of a study's start, then
+idled or was killed (RESULTS.md (a⁹)).
+
 It runs neither Ray's autoscaler monitor nor its log monitor (:func:`no_monitors`):
 one machine has nothing to autoscale, and the driver does not stream worker logs
 (``log_to_driver=False``; they stay in the session's ``logs``). Both cost CPU
@@ -56,6 +63,7 @@ def loopback_env() -> None:
         rc.ENABLE_RAY_CLUSTER = False
     os.environ.update(LOCAL_ENV)
     os.environ.setdefault("RAY_worker_niceness", "0")  # workers at the driver's niceness, unless the user set one
+    os.environ.setdefault("RAY_prestart_worker_first_driver", "0")  # idle workers no actor of a study can use
 
 
 def reap_stale(temp_dir: Path) -> list[int]:
