@@ -55,7 +55,7 @@ class LocalRay:
     driver_nice: int
     worker_nice: int
     processes: list[str]  # Ray's own process types on the node
-    prestart: str  # ``RAY_prestart_worker_first_driver`` in the raylet's environment
+    prestart: str  # ``RAY_prestart_worker_first_driver``,``RAY_TRAIN_ENABLE_PREEMPTION_WATCHER`` of the raylet
 
 
 @pytest.fixture(scope="module")
@@ -73,13 +73,15 @@ def local_ray() -> LocalRay:
         "loopback_init(Path(sys.argv[1]), num_cpus=1); import ray; "
         "raylet = ray._private.worker._global_node.all_processes['raylet'][0].process.pid; "
         "env = dict(e.split(b'=', 1) for e in Path(f'/proc/{raylet}/environ').read_bytes().split(bytes(1)) if b'=' in e); "
-        "prestart = env.get(b'RAY_prestart_worker_first_driver', b'unset').decode(); "
+        "prestart = ','.join(env.get(k, b'unset').decode() for k in "
+        "  (b'RAY_prestart_worker_first_driver', b'RAY_TRAIN_ENABLE_PREEMPTION_WATCHER')); "
         "nice = ray.get(ray.remote(lambda: os.nice(0)).remote()); "
         "print(','.join(sorted(ray._private.worker._global_node.all_processes))); "
         "print(ray._private.worker.global_worker.node.dashboard_agent_listen_port, os.nice(0), nice, prestart); ray.shutdown()"
     )
     temp = Path(tempfile.mkdtemp(prefix="vrs-t-", dir="/tmp"))  # short: Unix socket paths
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_worker_niceness", "RAY_prestart_worker_first_driver")}
+    kept = ("RAY_worker_niceness", "RAY_prestart_worker_first_driver", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
+    env = {k: v for k, v in os.environ.items() if k not in kept}
     try:
         proc = subprocess.run([sys.executable, "-c", code, str(temp)], capture_output=True, timeout=180, env=env)
         assert proc.returncode == 0, proc.stderr.decode()[-2000:]
@@ -132,8 +134,9 @@ def test_the_local_ray_runs_no_autoscaler_or_log_monitor(local_ray):
 
 
 @pytest.mark.slow
-def test_the_local_ray_prestarts_no_idle_worker(local_ray):
-    """The raylet, which reads it, runs with ``RAY_prestart_worker_first_driver=0``: Ray would
-    prestart workers without a runtime env for the first driver, and no actor of a study (each
-    with Tune's runtime env) can use one (RESULTS.md (a⁹))."""
-    assert local_ray.prestart == "0"
+def test_the_local_ray_prestarts_no_idle_worker_and_watches_no_preemption(local_ray):
+    """The raylet, which reads the first and hands both to every worker, runs with
+    ``RAY_prestart_worker_first_driver=0`` (Ray would prestart workers without a runtime env
+    for the first driver, and no actor of a study, each with Tune's runtime env, can use one)
+    and ``RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0`` (RESULTS.md (a⁹))."""
+    assert local_ray.prestart == "0,0"

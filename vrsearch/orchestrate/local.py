@@ -30,7 +30,9 @@ kept if the user set it). Ray prestarts them without a runtime env, and no actor
 use such a worker: Tune gives every trainable a runtime env of its own (``PL_DISABLE_FORK``),
 Ray Train's controller and workers inherit it, and a worker is only handed to an actor whose
 runtime env matches. So each cost ~0.7 CPU-s at the busiest moment of a study's start, then
-idled or was killed (RESULTS.md (a⁹)).
+idled or was killed (RESULTS.md (a⁹)). Nor does Ray Train start its preemption watcher
+(``RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0``, kept if set): an actor per DDP trial (~1.4 CPU-s)
+that polls for nodes being drained, and a single machine has none to drain.
 
 It runs neither Ray's autoscaler monitor nor its log monitor (:func:`no_monitors`):
 one machine has nothing to autoscale, and the driver does not stream worker logs
@@ -64,6 +66,7 @@ def loopback_env() -> None:
     os.environ.update(LOCAL_ENV)
     os.environ.setdefault("RAY_worker_niceness", "0")  # workers at the driver's niceness, unless the user set one
     os.environ.setdefault("RAY_prestart_worker_first_driver", "0")  # idle workers no actor of a study can use
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")  # one machine: no node to be preempted
 
 
 def reap_stale(temp_dir: Path) -> list[int]:
