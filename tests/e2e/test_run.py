@@ -82,10 +82,10 @@ def descendants(pid: int) -> set[int]:
 
 
 def test_kill_driver_then_resume_loses_and_reruns_nothing(tiny_phantom, tmp_path):
-    grid = {
-        "resources.workers_per_trial": {"type": "categorical", "choices": [1, 2]},
-        "train.optimizer.lr": {"type": "categorical", "choices": [0.01, 0.02]},
-    }
+    """The driver SIGKILLed after the 1-worker trial finished, while the 2-worker (DDP) trial
+    trains: the resume keeps the finished one and runs the DDP one again. (Two DDP trials one
+    after the other in one run, warm or not: tests/e2e/test_determinism.py.)"""
+    grid = {"resources.workers_per_trial": {"type": "categorical", "choices": [1, 2]}}
     study = write_study(
         tmp_path,
         tiny_phantom,
@@ -100,7 +100,7 @@ def test_kill_driver_then_resume_loses_and_reruns_nothing(tiny_phantom, tmp_path
     while time.time() < deadline and proc.poll() is None:
         family = descendants(proc.pid)
         seen_sockets += [s for s in listening_sockets() if s[1] in family]
-        if 1 <= len(finished_results(run)) < 4 and ddp_reporting(run):
+        if len(finished_results(run)) == 1 and ddp_reporting(run):
             break
         time.sleep(0.5)
     assert proc.poll() is None, (tmp_path / "run1.log").read_text()[-3000:]
@@ -117,17 +117,17 @@ def test_kill_driver_then_resume_loses_and_reruns_nothing(tiny_phantom, tmp_path
     for tid, stamp in before.items():
         assert after[tid] == stamp, f"finished trial {tid} was re-run"
     trials = pd.read_parquet(run / "trials.parquet")
-    assert len(trials) == 4 and trials.trial_id.is_unique
+    assert len(trials) == 2 and trials.trial_id.is_unique
     assert set(trials.status) == {"completed"}, trials[["trial_id", "status", "error"]]
     assert sorted(
         trials["config.resources.workers_per_trial"]
         if "config.resources.workers_per_trial" in trials
         else [json.loads(c)["resources.workers_per_trial"] for c in trials.cell]
-    ) == [1, 1, 2, 2]
+    ) == [1, 2]
     history = pd.read_parquet(run / "history.parquet")
     assert history.groupby("trial_id").iteration.max().eq(6).all()
     cases = pd.read_parquet(run / "cases.parquet")
-    assert cases.groupby("trial_id").split.nunique().eq(2).all() and cases.trial_id.nunique() == 4
+    assert cases.groupby("trial_id").split.nunique().eq(2).all() and cases.trial_id.nunique() == 2
     assert (run / "study.yaml").exists()
 
 
