@@ -44,8 +44,9 @@ HEAD_TYPE = "ray.head.default"
 NODE_ID_ENV = "RAY_OVERRIDE_NODE_ID_FOR_TESTING"
 #: what every process of the cluster (and a driver joining it) needs in its environment
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "GLOO_SOCKET_IFNAME": "lo"}
-#: variables of our own local Ray that must not reach the cluster (they pick the local DDP rendezvous)
-LOCAL_ONLY_ENV = ("VRSEARCH_LOCAL_RAY",)
+#: variables of our own local Ray (vrsearch.orchestrate.local.loopback_env) that must not reach the
+#: cluster: the local DDP rendezvous, and settings for one machine only
+LOCAL_ONLY_ENV = ("VRSEARCH_LOCAL_RAY", "RAY_prestart_worker_first_driver", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
 
 
 def free_port() -> int:

@@ -55,7 +55,7 @@ class LocalRay:
     driver_nice: int
     worker_nice: int
     processes: list[str]  # Ray's own process types on the node
-    prestart: str  # ``RAY_prestart_worker_first_driver``,``RAY_TRAIN_ENABLE_PREEMPTION_WATCHER`` of the raylet
+    defaults: str  # ``RAY_prestart_worker_first_driver``, ``RAY_TRAIN_ENABLE_PREEMPTION_WATCHER`` of the raylet
 
 
 @pytest.fixture(scope="module")
@@ -73,22 +73,22 @@ def local_ray() -> LocalRay:
         "loopback_init(Path(sys.argv[1]), num_cpus=1); import ray; "
         "raylet = ray._private.worker._global_node.all_processes['raylet'][0].process.pid; "
         "env = dict(e.split(b'=', 1) for e in Path(f'/proc/{raylet}/environ').read_bytes().split(bytes(1)) if b'=' in e); "
-        "prestart = ','.join(env.get(k, b'unset').decode() for k in "
+        "defaults = ','.join(env.get(k, b'unset').decode() for k in "
         "  (b'RAY_prestart_worker_first_driver', b'RAY_TRAIN_ENABLE_PREEMPTION_WATCHER')); "
         "nice = ray.get(ray.remote(lambda: os.nice(0)).remote()); "
         "print(','.join(sorted(ray._private.worker._global_node.all_processes))); "
-        "print(ray._private.worker.global_worker.node.dashboard_agent_listen_port, os.nice(0), nice, prestart); ray.shutdown()"
+        "print(ray._private.worker.global_worker.node.dashboard_agent_listen_port, os.nice(0), nice, defaults); ray.shutdown()"
     )
     temp = Path(tempfile.mkdtemp(prefix="vrs-t-", dir="/tmp"))  # short: Unix socket paths
-    kept = ("RAY_worker_niceness", "RAY_prestart_worker_first_driver", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
-    env = {k: v for k, v in os.environ.items() if k not in kept}
+    users = ("RAY_worker_niceness", "RAY_prestart_worker_first_driver", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
+    env = {k: v for k, v in os.environ.items() if k not in users}  # loopback_env's defaults, not a user's
     try:
         proc = subprocess.run([sys.executable, "-c", code, str(temp)], capture_output=True, timeout=180, env=env)
         assert proc.returncode == 0, proc.stderr.decode()[-2000:]
         logs = list(temp.glob("session_*/logs/dashboard_agent.log"))
         assert logs, "no dashboard agent log"
-        processes, port, driver, worker, prestart = proc.stdout.decode().split()[-5:]
-        return LocalRay(logs[0].read_text(), port, int(driver), int(worker), processes.split(","), prestart)
+        processes, port, driver, worker, defaults = proc.stdout.decode().split()[-5:]
+        return LocalRay(logs[0].read_text(), port, int(driver), int(worker), processes.split(","), defaults)
     finally:  # everything is read: the port and the folder are released before the tests run
         held.close()
         shutil.rmtree(temp, ignore_errors=True)
@@ -114,15 +114,32 @@ def test_the_local_rays_workers_run_at_the_drivers_niceness(local_ray):
     assert local_ray.worker_nice == local_ray.driver_nice
 
 
-def test_a_worker_niceness_set_by_the_user_is_kept(monkeypatch):
-    monkeypatch.setenv("RAY_worker_niceness", "7")
+#: what loopback_env sets unless the user did, and its value then
+LOCAL_DEFAULTS = {
+    "RAY_worker_niceness": "0",
+    "RAY_prestart_worker_first_driver": "0",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+}
+
+
+def test_settings_the_user_made_are_kept(monkeypatch):
     for key, value in LOCAL_ENV.items():
         monkeypatch.setenv(key, value)  # what loopback_env sets; monkeypatch restores them after
+    for key in LOCAL_DEFAULTS:
+        monkeypatch.setenv(key, "7")
     loopback_env()
-    assert os.environ["RAY_worker_niceness"] == "7"
-    monkeypatch.delenv("RAY_worker_niceness")
+    assert {k: os.environ[k] for k in LOCAL_DEFAULTS} == dict.fromkeys(LOCAL_DEFAULTS, "7")
+    for key in LOCAL_DEFAULTS:
+        monkeypatch.delenv(key)
     loopback_env()
-    assert os.environ["RAY_worker_niceness"] == "0"
+    assert {k: os.environ[k] for k in LOCAL_DEFAULTS} == LOCAL_DEFAULTS
+
+
+def test_the_settings_are_the_names_this_ray_reads():
+    """A Ray upgrade that renamed Train's switch would leave the local setting without effect."""
+    from ray.train.v2._internal.constants import ENABLE_PREEMPTION_WATCHER_ENV_VAR
+
+    assert ENABLE_PREEMPTION_WATCHER_ENV_VAR == "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 
 
 @pytest.mark.slow
@@ -139,4 +156,4 @@ def test_the_local_ray_prestarts_no_idle_worker_and_watches_no_preemption(local_
     ``RAY_prestart_worker_first_driver=0`` (Ray would prestart workers without a runtime env
     for the first driver, and no actor of a study, each with Tune's runtime env, can use one)
     and ``RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0`` (RESULTS.md (a⁹))."""
-    assert local_ray.prestart == "0,0"
+    assert local_ray.defaults == "0,0"

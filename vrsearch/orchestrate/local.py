@@ -29,10 +29,11 @@ It prestarts no idle workers when the driver connects (``RAY_prestart_worker_fir
 kept if the user set it). Ray prestarts them without a runtime env, and no actor of a study can
 use such a worker: Tune gives every trainable a runtime env of its own (``PL_DISABLE_FORK``),
 Ray Train's controller and workers inherit it, and a worker is only handed to an actor whose
-runtime env matches. So each cost ~0.7 CPU-s at the busiest moment of a study's start, then
-idled or was killed (RESULTS.md (a⁹)). Nor does Ray Train start its preemption watcher
-(``RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0``, kept if set): an actor per DDP trial (~1.4 CPU-s)
-that polls for nodes being drained, and a single machine has none to drain.
+runtime env matches. They started (one per CPU) at the busiest moment of a study's start, then
+idled or were reaped: ~0.7 CPU-s per study on 2 cores (RESULTS.md (a⁹)). Nor does Ray Train
+start its preemption watcher (``RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0``, kept if set): an actor
+per DDP trial (~1.4 CPU-s in the sampler) that polls for nodes being drained, and a single
+machine has none to drain.
 
 It runs neither Ray's autoscaler monitor nor its log monitor (:func:`no_monitors`):
 one machine has nothing to autoscale, and the driver does not stream worker logs
