@@ -46,6 +46,14 @@ def test_no_monitors_inside_and_ray_defaults_restored_after():
     assert (RayParams().no_monitor, RayParams().include_log_monitor) == (False, None)
 
 
+#: what loopback_env sets unless the user did, and its value then
+LOCAL_DEFAULTS = {
+    "RAY_worker_niceness": "0",
+    "RAY_prestart_worker_first_driver": "0",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+}
+
+
 @dataclass
 class LocalRay:
     """What one loopback Ray, started in a fresh process, reported."""
@@ -80,8 +88,7 @@ def local_ray() -> LocalRay:
         "print(ray._private.worker.global_worker.node.dashboard_agent_listen_port, os.nice(0), nice, defaults); ray.shutdown()"
     )
     temp = Path(tempfile.mkdtemp(prefix="vrs-t-", dir="/tmp"))  # short: Unix socket paths
-    users = ("RAY_worker_niceness", "RAY_prestart_worker_first_driver", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
-    env = {k: v for k, v in os.environ.items() if k not in users}  # loopback_env's defaults, not a user's
+    env = {k: v for k, v in os.environ.items() if k not in LOCAL_DEFAULTS}  # loopback_env's defaults, not a user's
     try:
         proc = subprocess.run([sys.executable, "-c", code, str(temp)], capture_output=True, timeout=180, env=env)
         assert proc.returncode == 0, proc.stderr.decode()[-2000:]
@@ -112,14 +119,6 @@ def test_the_local_rays_workers_run_at_the_drivers_niceness(local_ray):
     the CPU to every normal-priority process (RESULTS.md (a‴)). (Under a driver already at
     19 both are capped there and this cannot tell; at any lower niceness it can.)"""
     assert local_ray.worker_nice == local_ray.driver_nice
-
-
-#: what loopback_env sets unless the user did, and its value then
-LOCAL_DEFAULTS = {
-    "RAY_worker_niceness": "0",
-    "RAY_prestart_worker_first_driver": "0",
-    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
-}
 
 
 def test_settings_the_user_made_are_kept(monkeypatch):
