@@ -69,24 +69,30 @@ def one_thread():
     torch.set_num_threads(old)
 
 
-#: session fixtures that run a tiny study through real Ray (tests/e2e/conftest.py)
-SHARED_STUDIES = {"ablation_run", "search_run"}
-#: the test files that use one: ``make test`` runs them in one xdist process, so each study runs once
-SHARED_STUDY_FILES = frozenset(
-    {
-        "tests/e2e/test_ablation.py",
-        "tests/e2e/test_notebooks.py",
-        "tests/e2e/test_replay.py",
-        "tests/e2e/test_report_browser.py",
-    }
-)
+#: session fixtures that run a tiny study through real Ray (tests/e2e/conftest.py), by the group of
+#: test files that use them: ``make test`` runs each group in one xdist process, so each study runs once
+SHARED_STUDIES = {
+    "shared-studies": {"ablation_run", "search_run"},
+    "ddp-twins": {"ddp_twins_run"},
+}
+SHARED_STUDY_FILES = {
+    "shared-studies": frozenset(
+        {
+            "tests/e2e/test_ablation.py",
+            "tests/e2e/test_notebooks.py",
+            "tests/e2e/test_replay.py",
+            "tests/e2e/test_report_browser.py",
+        }
+    ),
+    "ddp-twins": frozenset({"tests/e2e/test_determinism.py", "tests/e2e/test_autoscale.py"}),
+}
 
 
 def xdist_scope(nodeid: str) -> str:
     """The unit ``make test``'s processes take whole: a test file (its module fixtures, e.g. the
-    autoscaling cluster, start once), or all of :data:`SHARED_STUDY_FILES` together."""
+    autoscaling cluster, start once), or the files of one group of :data:`SHARED_STUDY_FILES` together."""
     path = nodeid.split("::")[0]
-    return "shared-studies" if path in SHARED_STUDY_FILES else path
+    return next((group for group, files in SHARED_STUDY_FILES.items() if path in files), path)
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -102,7 +108,9 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_collection_modifyitems(items):
-    """A test file that uses a shared study must be listed in :data:`SHARED_STUDY_FILES`."""
-    using = {item.nodeid.split("::")[0] for item in items if SHARED_STUDIES & set(item.fixturenames)}
-    if using - SHARED_STUDY_FILES:
-        raise pytest.UsageError(f"add {sorted(using - SHARED_STUDY_FILES)} to SHARED_STUDY_FILES in tests/conftest.py")
+    """A test file that uses a shared study must be listed in its group of :data:`SHARED_STUDY_FILES`."""
+    for group, fixtures in SHARED_STUDIES.items():
+        using = {item.nodeid.split("::")[0] for item in items if fixtures & set(item.fixturenames)}
+        if using - SHARED_STUDY_FILES[group]:
+            missing = sorted(using - SHARED_STUDY_FILES[group])
+            raise pytest.UsageError(f"add {missing} to SHARED_STUDY_FILES[{group!r}] in tests/conftest.py")

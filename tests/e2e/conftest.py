@@ -1,5 +1,6 @@
 """Tiny studies run once per session through real Ray and shared by the tests that
-read their results: an ablation (2 arms × 2 seeds) and a seed-aware search."""
+read their results: an ablation (2 arms × 2 seeds), a seed-aware search, and two
+DDP trials one after the other."""
 
 from __future__ import annotations
 
@@ -23,10 +24,18 @@ SEARCH = {
     "space": {"train.optimizer.lr": {"type": "float", "low": 0.001, "high": 0.05, "log": True}},
 }
 RES = {"concurrent_trials": 2}
+#: two DDP trials (2 gloo workers each), one at a time, that differ only in how often they save a
+#: checkpoint, nothing they compute; no scheduler, so the second one runs in the first one's Tune actor
+DDP_TWINS = {
+    "design": "grid",
+    "scheduler": "none",
+    "space": {"train.checkpoint_every": {"type": "categorical", "choices": [3, 2]}},
+}
+DDP = {"concurrent_trials": 1, "workers_per_trial": 2, "cpus_per_worker": 1}
 
 
-def _run(tiny_phantom, tmp, search):
-    study = write_study(tmp, tiny_phantom, search=search, resources=RES)
+def _run(tiny_phantom, tmp, search, resources=RES):
+    study = write_study(tmp, tiny_phantom, search=search, resources=resources)
     proc = cli("run", study)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return study, proc
@@ -45,4 +54,14 @@ def search_run(tiny_phantom, tmp_path_factory):
     """The tmp dir whose ``run`` holds a 2-configuration × 2-seed search."""
     tmp = tmp_path_factory.mktemp("search")
     _run(tiny_phantom, tmp, SEARCH)
+    return tmp
+
+
+@pytest.fixture(scope="session")
+def ddp_twins_run(tiny_phantom, tmp_path_factory):
+    """The tmp dir whose ``run`` holds :data:`DDP_TWINS` on a local Ray: the second trial in the
+    first one's Tune actor (tests/e2e/test_determinism.py), and the one-node reference of the
+    DDP trial split over two nodes (tests/e2e/test_autoscale.py)."""
+    tmp = tmp_path_factory.mktemp("ddp_twins")
+    _run(tiny_phantom, tmp, DDP_TWINS, DDP)
     return tmp

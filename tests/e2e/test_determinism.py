@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import tiny_study_dict
+from tests.e2e.conftest import DDP
 from tests.e2e.test_cli import cli
 
 pytestmark = pytest.mark.slow
@@ -27,22 +28,17 @@ GRID = {
 COLD = {"VRSEARCH_REUSE_ACTORS": "0", "VRSEARCH_CACHE_DIR": "off", "VRSEARCH_MALLOC": "system"}
 
 
-#: two DDP trials (2 gloo workers each), one at a time, that differ only in how often they save a
-#: checkpoint, nothing they compute; no scheduler, so the second one runs in the first one's Tune actor
-DDP_TWINS = {
-    "design": "grid",
-    "scheduler": "none",
-    "space": {"train.checkpoint_every": {"type": "categorical", "choices": [3, 2]}},
-}
-DDP = {"concurrent_trials": 1, "workers_per_trial": 2, "cpus_per_worker": 1}
-
-
-def run_once(tiny_phantom, tmp_path, name: str, env: dict | None = None, search=GRID, resources=None):
+def run_once(tiny_phantom, tmp_path, name: str, env: dict | None = None):
+    resources = {"concurrent_trials": 2}
     study = tmp_path / f"{name}.yaml"
-    resources = resources or {"concurrent_trials": 2}
-    study.write_text(yaml.safe_dump(tiny_study_dict(tiny_phantom, tmp_path / name, search=search, resources=resources)))
+    study.write_text(yaml.safe_dump(tiny_study_dict(tiny_phantom, tmp_path / name, search=GRID, resources=resources)))
     proc = cli("run", study, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return read_run(tmp_path, name, resources)
+
+
+def read_run(tmp_path, name: str, resources: dict):
+    """(trials by config hash, history and cases with each row's cell, the trials' process marks)."""
     trials = pd.read_parquet(tmp_path / name / "trials.parquet")
     key = trials.set_index("trial_id").config_hash
     history = pd.read_parquet(tmp_path / name / "history.parquet")
@@ -82,8 +78,8 @@ def test_warm_and_cold_runs_are_bit_identical(tiny_phantom, tmp_path):
     assert_identical((t1, h1, c1), (t2, h2, c2), 4)
 
 
-def test_a_ddp_trial_in_a_reused_actor_is_bit_identical_to_one_in_a_fresh_actor(tiny_phantom, tmp_path):
-    t, h, c, marks = run_once(tiny_phantom, tmp_path, "ddp", search=DDP_TWINS, resources=DDP)
+def test_a_ddp_trial_in_a_reused_actor_is_bit_identical_to_one_in_a_fresh_actor(ddp_twins_run):
+    t, h, c, marks = read_run(ddp_twins_run, "run", DDP)
     fresh, reused = sorted(marks, key=lambda cell: marks[cell]["trials_before"])
     assert [marks[fresh]["trials_before"], marks[reused]["trials_before"]] == [0, 1], marks
     assert all("worker_start" in m for m in marks.values()), "not DDP trials"
