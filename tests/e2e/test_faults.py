@@ -39,54 +39,78 @@ def finish_and_check(run, before) -> pd.DataFrame:
     return trials
 
 
-@pytest.mark.parametrize("point", ["tuner", "compact", "report"])
-def test_driver_killed_while_writing_results_loses_nothing(tiny_phantom, tmp_path, point):
+#: where the driver is killed, one life after the other: ``tuner`` in ``vrsearch run`` (Tune's
+#: experiment set up, no trial started), then in the ``vrsearch resume`` after each kill ``compact``
+#: (rebuilding the parquet files after that life's first finished trial) and ``report`` (writing
+#: report.html after it)
+KILL_CHAIN = ("tuner", "compact", "report")
+
+
+def kill_chain(study, run, tmp_path, told=None) -> dict:
+    """Kill the driver at each point of :data:`KILL_CHAIN` in turn and check after each kill:
+    every parquet file present reads back, no finished trial was lost or rewritten, the point
+    was reached after as many finished trials as lives before it (none at ``tuner``), and each
+    resume said how many it kept. ``told`` (a search): Optuna holds one COMPLETE trial per
+    finished one, the values told in earlier lives unchanged. Returns the finished results
+    before the last resume (and fills ``told``)."""
+    kept: dict = {}
+    for life, point in enumerate(KILL_CHAIN):
+        args = ["run", study] if life == 0 else ["resume", run]
+        marker = tmp_path / f"fired-{point}"
+        proc = launch(args, f"kill:{point}", marker, tmp_path)
+        assert proc.returncode == -9 and marker.exists(), (point, proc.stderr[-2000:])  # the driver died there
+        assert life == 0 or f"{len(kept)} finished trials kept" in proc.stdout, (point, proc.stdout[-2000:])
+        load(run)  # every parquet file present reads back
+        now = finished_results(run)
+        assert all(now.get(t) == stamp for t, stamp in kept.items()), f"a finished trial was lost or re-run ({point})"
+        assert len(now) >= life and (life or not now), (point, sorted(now))
+        if told is not None:
+            complete = optuna_complete(run)
+            assert len(complete) == len(now) and complete.items() >= told.items(), (point, complete, told)
+            told.update(complete)
+        kept = now
+    return kept
+
+
+def optuna_complete(run) -> dict:
+    """``{Optuna trial number: value}`` of the run's COMPLETE Optuna trials."""
+    ost = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run / 'optuna.db'}")
+    return {t.number: t.value for t in ost.trials if t.state.name == "COMPLETE"}
+
+
+def test_driver_killed_while_writing_results_loses_nothing(tiny_phantom, tmp_path):
+    """A grid whose driver is killed at every point of :data:`KILL_CHAIN`, one after the other;
+    the last resume finishes it with every finished trial kept."""
     study = write_study(tmp_path, tiny_phantom, search=GRID, resources={"concurrent_trials": 1})
-    marker, run = tmp_path / "fired", tmp_path / "run"
-    proc = launch(["run", study], f"kill:{point}", marker, tmp_path)
-    assert proc.returncode == -9 and marker.exists(), proc.stderr[-2000:]  # the driver died at the point
-    load(run)  # every parquet file present reads back
-    before = finished_results(run)
-    assert point != "report" or before  # the report is written after a trial finished
-    finish_and_check(run, before)
+    run = tmp_path / "run"
+    finish_and_check(run, kill_chain(study, run, tmp_path))
 
 
-@pytest.mark.parametrize("point", ["tuner", "compact", "report"])
-def test_a_killed_search_resumes_with_optuna_consistent(tiny_phantom, tmp_path, point):
-    """``tuner``: killed before any trial started; ``compact``: just after Optuna was told
-    the first trial's result; ``report``: while writing the report after it. The resumed
-    search asks Optuna only for what is missing: every proposal ends COMPLETE, none is
-    left running or failed, and the value Optuna was told is kept. The restarted sampler
-    proposes a configuration its first life had not (two distinct lrs). No scheduler: an
-    ASHA stop of the worse trial would be a legitimate end but not what is checked here."""
+def test_a_killed_search_resumes_with_optuna_consistent(tiny_phantom, tmp_path):
+    """A 3-proposal Optuna search killed at every point of :data:`KILL_CHAIN` in turn (``compact``
+    just after Optuna was told a trial's result, ``report`` while writing the report after it).
+    Each resumed search asks Optuna only for what is missing: every proposal ends COMPLETE, none
+    is left running or failed, and every value Optuna was told is kept. The restarted sampler
+    proposes configurations its earlier lives had not (three distinct lrs). No scheduler: an
+    ASHA stop of a worse trial would be a legitimate end but not what is checked here."""
     space = {"train.optimizer.lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}}
-    search = {"design": "search", "num_samples": 2, "space": space, "scheduler": "none"}
+    search = {"design": "search", "num_samples": 3, "space": space, "scheduler": "none"}
     study = write_study(tmp_path, tiny_phantom, search=search, resources={"concurrent_trials": 1})
-    marker, run = tmp_path / "fired", tmp_path / "run"
-    proc = launch(["run", study], f"kill:{point}", marker, tmp_path)
-    assert proc.returncode == -9 and marker.exists(), proc.stderr[-2000:]
-    storage = f"sqlite:///{run / 'optuna.db'}"
-    told = {}
-    if point != "tuner":
-        told = {
-            t.number: t.value
-            for t in optuna.load_study(study_name="tiny", storage=storage).trials
-            if t.state.name == "COMPLETE"
-        }
-        assert len(told) == 1
-    before = finished_results(run)
+    run, told = tmp_path / "run", {}
+    before = kill_chain(study, run, tmp_path, told)
+    assert len(told) == len(before) >= 2
     resumed = subprocess.run([VRSEARCH, "resume", str(run)], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"{len(before)} finished trials kept" in resumed.stdout
     trials = pd.read_parquet(run / "trials.parquet")
-    assert len(trials) == 2 and set(trials.status) == {"completed"}
+    assert len(trials) == 3 and set(trials.status) == {"completed"}
     assert trials["config.train.optimizer.lr"].between(1e-3, 1e-1).all()
-    assert trials["config.train.optimizer.lr"].nunique() == 2 and set(trials.study) == {"tiny"}
+    assert trials["config.train.optimizer.lr"].nunique() == 3 and set(trials.study) == {"tiny"}
     assert all(finished_results(run)[t] == stamp for t, stamp in before.items())  # kept, not re-run
-    ost = optuna.load_study(study_name="tiny", storage=storage)
-    assert [t.state.name for t in ost.trials] == ["COMPLETE", "COMPLETE"]  # nothing left running or failed
+    ost = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run / 'optuna.db'}")
+    assert [t.state.name for t in ost.trials] == ["COMPLETE"] * 3  # nothing left running or failed
     assert {t.number: t.value for t in ost.trials}.items() >= told.items()
-    assert sorted(trials.optuna_trial) == [0, 1]
+    assert sorted(trials.optuna_trial) == [0, 1, 2]
 
 
 @pytest.mark.parametrize(("point", "continued_from"), [("step:4", 3), ("final", 6)])
