@@ -131,14 +131,25 @@ def test_a_trial_interrupted_with_its_driver_continues_from_its_checkpoint(
     assert history.groupby("trial_id").iteration.apply(lambda s: s.is_unique and s.max() == 6).all()
 
 
-def test_an_unexpected_driver_error_is_one_line_with_the_traceback_in_a_file(tiny_phantom, tmp_path):
+def test_an_unexpected_driver_error_is_one_line_and_a_full_disk_once_is_a_warning(tiny_phantom, tmp_path):
+    """An OSError out of Tune's fit (a full disk as Tune sets up the experiment) stops the study
+    in one line with the traceback in a file. Its resume meets a full disk once, while
+    rebuilding history.parquet after a trial: one warning line, and the study goes on to its end."""
     study = write_study(tmp_path, tiny_phantom, search=GRID, resources={"concurrent_trials": 1})
     run = tmp_path / "run"
     proc = launch(["run", study], "enospc:tuner", tmp_path / "fired", tmp_path)  # an OSError out of Tune's fit
     line = assert_one_line_error(proc, "the study stopped on OSError", "driver-error.log", "vrsearch resume")
     log = (run / "driver-error.log").read_text()
     assert "Traceback" in log and "No space left on device" in log, line
-    finish_and_check(run, {})
+    marker = tmp_path / "fired-compact"
+    proc = launch(["resume", run], "enospc:compact", marker, tmp_path)
+    assert proc.returncode == 0 and marker.exists(), proc.stderr[-3000:]
+    warnings = [ln for ln in proc.stdout.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and "history.parquet: No space left on device" in warnings[0], proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+    trials = pd.read_parquet(run / "trials.parquet")
+    assert len(trials) == 3 and set(trials.status) == {"completed"}
+    assert sorted(trials["config.train.optimizer.lr"]) == [0.01, 0.02, 0.03]
 
 
 def test_worker_killed_mid_trial_is_retried_from_its_checkpoint(tiny_phantom, tmp_path):
@@ -150,18 +161,6 @@ def test_worker_killed_mid_trial_is_retried_from_its_checkpoint(tiny_phantom, tm
     assert len(trials) == 3 and set(trials.status) == {"completed"}
     history = pd.read_parquet(run / "history.parquet")
     assert history.groupby("trial_id").iteration.apply(lambda s: s.is_unique and s.max() == 6).all()
-
-
-def test_a_full_disk_once_is_a_warning_and_the_study_goes_on(tiny_phantom, tmp_path):
-    study = write_study(tmp_path, tiny_phantom, search=GRID, resources={"concurrent_trials": 1})
-    marker, run = tmp_path / "fired", tmp_path / "run"
-    proc = launch(["run", study], "enospc:compact", marker, tmp_path)
-    assert proc.returncode == 0 and marker.exists(), proc.stderr[-3000:]
-    warnings = [ln for ln in proc.stdout.splitlines() if ln.startswith("warning:")]
-    assert len(warnings) == 1 and "history.parquet: No space left on device" in warnings[0], proc.stdout
-    assert "Traceback" not in proc.stdout + proc.stderr
-    trials = pd.read_parquet(run / "trials.parquet")
-    assert len(trials) == 3 and set(trials.status) == {"completed"}
 
 
 def test_a_full_disk_that_stays_full_stops_in_one_line_and_keeps_results(tiny_phantom, tmp_path):
