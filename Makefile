@@ -53,8 +53,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check vrsearch tests benchmarks
 	$(BIN)/mypy
 
-# the suite in TEST_WORKERS processes (pytest-xdist): one test file at a time per process, and every
-# file that reads the shared tiny studies in one process, so those run once (the scheduler: tests/conftest.py);
+# the suite in TEST_WORKERS processes (pytest-xdist): one test file at a time per process, the longest
+# first, and the files that read one shared session study in one process, so it runs once (the
+# scheduler: tests/conftest.py);
 # most of an end-to-end test's time is Ray and interpreter start-up, which two processes overlap
 TEST_WORKERS ?= 2
 test: $(STAMP) browser realdata lint
