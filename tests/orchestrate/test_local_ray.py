@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from vrsearch.orchestrate.local import LOCAL_ENV, any_agent_port, loopback_env, no_monitors
+from vrsearch.orchestrate.local import LOCAL_DEFAULTS, LOCAL_ENV, any_agent_port, loopback_env, no_monitors
 
 RAY_AGENT_PORT = 52365  # Ray's fixed default for every node's dashboard agent
 
@@ -44,14 +44,6 @@ def test_no_monitors_inside_and_ray_defaults_restored_after():
         assert (params.no_monitor, params.include_log_monitor, params.dashboard_agent_listen_port) == (True, False, 0)
         assert RayParams(no_monitor=False).no_monitor is False
     assert (RayParams().no_monitor, RayParams().include_log_monitor) == (False, None)
-
-
-#: what loopback_env sets unless the user did, and its value then
-LOCAL_DEFAULTS = {
-    "RAY_worker_niceness": "0",
-    "RAY_prestart_worker_first_driver": "0",
-    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
-}
 
 
 @dataclass
@@ -131,7 +123,12 @@ def test_settings_the_user_made_are_kept(monkeypatch):
     for key in LOCAL_DEFAULTS:
         monkeypatch.delenv(key)
     loopback_env()
-    assert {k: os.environ[k] for k in LOCAL_DEFAULTS} == LOCAL_DEFAULTS
+    assert set(LOCAL_DEFAULTS) == {
+        "RAY_worker_niceness",
+        "RAY_prestart_worker_first_driver",
+        "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER",
+    }
+    assert {k: os.environ[k] for k in LOCAL_DEFAULTS} == dict.fromkeys(LOCAL_DEFAULTS, "0")
 
 
 def test_the_settings_are_the_names_this_ray_reads():

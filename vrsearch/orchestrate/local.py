@@ -55,6 +55,13 @@ from pathlib import Path
 from typing import Any
 
 LOCAL_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "GLOO_SOCKET_IFNAME": "lo", "VRSEARCH_LOCAL_RAY": "1"}
+#: set unless the user set them (module doc): workers at the driver's niceness, no idle workers that
+#: no actor of a study can use, no preemption watcher (one machine has no node to be preempted)
+LOCAL_DEFAULTS = {
+    "RAY_worker_niceness": "0",
+    "RAY_prestart_worker_first_driver": "0",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+}
 
 
 def loopback_env() -> None:
@@ -65,9 +72,8 @@ def loopback_env() -> None:
 
         rc.ENABLE_RAY_CLUSTER = False
     os.environ.update(LOCAL_ENV)
-    os.environ.setdefault("RAY_worker_niceness", "0")  # workers at the driver's niceness, unless the user set one
-    os.environ.setdefault("RAY_prestart_worker_first_driver", "0")  # idle workers no actor of a study can use
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")  # one machine: no node to be preempted
+    for key, value in LOCAL_DEFAULTS.items():
+        os.environ.setdefault(key, value)
 
 
 def reap_stale(temp_dir: Path) -> list[int]:
