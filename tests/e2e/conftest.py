@@ -4,6 +4,9 @@ DDP trials one after the other."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from tests.e2e.test_cli import cli
@@ -65,3 +68,9 @@ def ddp_twins_run(tiny_phantom, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp_twins")
     _run(tiny_phantom, tmp, DDP_TWINS, DDP)
     return tmp
+
+
+def actor_marks(run: Path, trial: str) -> dict:
+    """A trial's ``timing.json``: its Tune actor's marks (``trials_before``: how many trials that
+    actor had run before it; ``pid``; with a worker group, when the workers started)."""
+    return json.loads((run / "trials" / trial / "timing.json").read_text())

@@ -25,6 +25,7 @@ import pandas as pd
 import pytest
 
 from tests.e2e.cluster import LoopbackAutoscalingCluster
+from tests.e2e.conftest import actor_marks
 from tests.e2e.test_cli import VRSEARCH
 from tests.e2e.test_run import finished_results, write_study
 from tests.storage.conftest import _moto, s3  # noqa: F401 - the local S3 server, for the mirror test
@@ -179,11 +180,6 @@ def test_a_study_scales_up_survives_a_lost_node_and_scales_down(cluster, tiny_ph
     assert sum(down.values()) == 0
 
 
-def trials_before(run: Path, trial: str) -> int:
-    """How many trials the trial's Tune actor had run before it."""
-    return json.loads((run / "trials" / trial / "timing.json").read_text())["trials_before"]
-
-
 #: rank 0's results of the 2-node and the 1-node DDP run may differ by at most this much (see the test)
 DDP_TOL = 1e-6
 
@@ -212,7 +208,9 @@ def test_a_ddp_trial_spans_two_nodes_and_matches_a_one_node_run(cluster, tiny_ph
     took = time.monotonic() - start
     runs = {"cluster": tmp_path / "run", "local": ddp_twins_run / "run"}
     local = pd.read_parquet(runs["local"] / "trials.parquet")
-    first = next(t for t in local.trial_id if trials_before(runs["local"], t) == 0)  # in a fresh Tune actor, as here
+    first = next(
+        t for t in local.trial_id if actor_marks(runs["local"], t)["trials_before"] == 0
+    )  # a fresh actor, as here
     trials = {
         "cluster": pd.read_parquet(runs["cluster"] / "trials.parquet").iloc[0],
         "local": local.set_index("trial_id").loc[first],
@@ -222,10 +220,8 @@ def test_a_ddp_trial_spans_two_nodes_and_matches_a_one_node_run(cluster, tiny_ph
     assert len(set(trials["local"].worker_nodes.split(","))) == 1
     assert trials["cluster"].status == trials["local"].status == "completed"
     hist = {w: pd.read_parquet(r / "history.parquet") for w, r in runs.items()}
-    hist = {
-        "cluster": hist["cluster"].set_index("iteration"),
-        "local": hist["local"].query("trial_id == @first").set_index("iteration"),
-    }
+    hist["local"] = hist["local"][hist["local"].trial_id == first]
+    hist = {w: h.set_index("iteration") for w, h in hist.items()}
     assert list(hist["cluster"].index) == list(hist["local"].index) and hist["cluster"].index.max() == 6
     diffs = {col: (hist["cluster"][col] - hist["local"][col]).abs().max() for col in ("loss", "val_dice")}
     for col in ("best_val_dice", "final_val_dice", "test_dice", "test_hd95_mm"):

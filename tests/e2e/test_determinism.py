@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import tiny_study_dict
-from tests.e2e.conftest import DDP
+from tests.e2e.conftest import DDP, actor_marks
 from tests.e2e.test_cli import cli
 
 pytestmark = pytest.mark.slow
@@ -47,8 +47,7 @@ def read_run(tmp_path, name: str, resources: dict):
     trials = trials.set_index("config_hash").sort_index()
     processes = [json.loads(m.read_text())["process"] for m in (tmp_path / name / "trials").glob("*/meta.json")]
     if resources.get("workers_per_trial", 1) > 1:  # rank 0's process is new in every trial: the Tune actor's marks
-        timing = {t: json.loads((tmp_path / name / "trials" / t / "timing.json").read_text()) for t in key.index}
-        processes = {key[t]: marks for t, marks in timing.items()}  # by config hash
+        processes = {key[t]: actor_marks(tmp_path / name, t) for t in key.index}  # by config hash
     return (
         trials,
         history.drop(columns=["trial_id", "time_s"]).sort_values(["cell", "iteration"]).reset_index(drop=True),
