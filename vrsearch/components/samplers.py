@@ -89,8 +89,10 @@ otherwise; cells in raster order); within a group SAG lists ceil(q/2)
 primaries, then the partner of primary 0, 1, ...  Every random number comes from
 ``torch.rand`` on ``generator`` (which must live on the labels'
 device), so equal generator states give equal samples.  Cost is a few linear
-passes over the voxels and arrays of (row segment × class) counts, no sort of
-the voxels and never a |voxels|² object (``voxel_groups.py``).
+passes over the voxels and arrays of runs of equal labels (``voxel_runs.py``)
+or, on fragmented labels, of (row segment × class) counts (``voxel_groups.py``;
+the same voxels rank for rank): no sort of the voxels and never a |voxels|²
+object.
 """
 
 from __future__ import annotations
@@ -103,6 +105,7 @@ import torch
 
 from vrsearch.components.antithetic import antithetic
 from vrsearch.components.voxel_groups import Groups, Segments, class_slots
+from vrsearch.components.voxel_runs import runs_or_none
 from vrsearch.core.knobs import ROUNDING_HELP  # re-exported: older method sources read it here (method_ab.py)
 
 __all__ = ["GRIDS", "ROUNDINGS", "ROUNDING_HELP", "SAMPLERS", "VoxelSample", "sample_voxels"]
@@ -274,9 +277,10 @@ def _build_groups(
     if K == 0:
         return None
     g = 1 if method == "ns" else _CELLS[grid]
-    seg = Segments(slot, K, B, spatial, g, centroids=method == "sag")
+    sag = method == "sag"
+    seg = runs_or_none(slot, K, B, spatial, g, sag) or Segments(slot, K, B, spatial, g, centroids=sag)
     grp = Groups(seg, per_image, method == "ns" and not per_image, K, B, g ** len(spatial))
-    return (cand, grp) if int(grp.seg.cum[-1]) > 0 else None
+    return (cand, grp) if grp.seg.total > 0 else None
 
 
 def _uniform_draws(
@@ -291,8 +295,8 @@ def _uniform_draws(
     size = counts[sgrp]
     u = torch.rand(T, generator=generator, device=dev, dtype=torch.float64)
     gcls = grp.grid(torch.arange(grp.K, device=dev), along_class=True)
-    gstart = grp.grid(grp.seg.lay.bounds[:-1], along_class=False)
-    return sgrp, j, grp.seg.select(gcls[sgrp], gstart[sgrp], torch.minimum((u * size).long(), size - 1))
+    gbox = grp.grid(torch.arange(grp.B * grp.G, device=dev), along_class=False)
+    return sgrp, j, grp.seg.select(gcls[sgrp], gbox[sgrp], torch.minimum((u * size).long(), size - 1))
 
 
 def _centres(grp: Groups, counts: torch.Tensor, spatial: tuple[int, ...], groups: torch.Tensor) -> torch.Tensor:
