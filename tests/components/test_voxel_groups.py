@@ -111,27 +111,35 @@ def test_segments_match_a_stable_sort(shape, g, segment, sort_at, centroids, nar
 @pytest.mark.parametrize("g", [1, 3, 5])
 @pytest.mark.parametrize("centroids", [True, False], ids=["rows", "images"])
 @pytest.mark.parametrize("coherent", [True, False], ids=["blocks", "noise"])
-def test_runs_match_a_stable_sort(shape, g, centroids, coherent, monkeypatch):
+@pytest.mark.parametrize("numpy", [True, False], ids=["numpy", "torch"])
+def test_runs_match_a_stable_sort(shape, g, centroids, coherent, numpy, monkeypatch):
     monkeypatch.setattr(vr, "RUNS_AT", math.inf)  # runs even on noise
+    monkeypatch.setattr(vr, "NUMPY_ON_CPU", numpy)  # False: the path of GPU tensors
     labels, mask = _labels(shape, sum(shape) + g, coherent)
     K = int(labels.max()) + 1
     slot = labels.reshape(-1).masked_fill(~mask.reshape(-1), K)
-    given = slot.clone()
-    runs = vr.runs_or_none(slot, K, shape[0], tuple(shape[1:]), g, centroids)
-    assert isinstance(runs, vr.Runs)
-    assert torch.equal(slot, given)
+    start = vr.find_runs(slot, None, shape[0], tuple(shape[1:]), g, rowwise=centroids or g > 1)
+    assert start is not None
+    runs = vr.Runs(start, slot[start], K, shape[0], tuple(shape[1:]), g, rowwise=centroids or g > 1)
     _check_against_sort(runs, labels, mask, g, centroids or g > 1, torch.Generator().manual_seed(g))
     if not centroids and g == 1:  # runs cross rows: no coordinate sums
         with pytest.raises(ValueError, match="every row"):
             runs.coord_sums()
 
 
-def test_runs_give_way_to_segments_on_fragmented_labels():
+@pytest.mark.parametrize("numpy", [True, False], ids=["numpy", "torch"])
+def test_runs_give_way_to_segments_on_fragmented_labels(numpy, monkeypatch):
+    monkeypatch.setattr(vr, "NUMPY_ON_CPU", numpy)
     labels, mask = _labels((2, 16, 16, 32), 0, coherent=False)
-    slot = labels.reshape(-1).masked_fill(~mask.reshape(-1), 4)
-    assert vr.runs_or_none(slot, 4, 2, (16, 16, 32), 3, True) is None
+    assert vr.find_runs(labels.reshape(-1), mask.reshape(-1), 2, (16, 16, 32), 3, True) is None
     slabs = (torch.arange(32) // 11).expand(2, 16, 16, 32).reshape(-1)  # 3 runs a row, cut by 3 cells
-    assert isinstance(vr.runs_or_none(slabs.contiguous(), 4, 2, (16, 16, 32), 3, True), vr.Runs)
+    start = vr.find_runs(slabs.contiguous(), None, 2, (16, 16, 32), 3, True)
+    assert start is not None and start.numel() == 2 * 16 * 16 * 3
+    # a mask that changes inside a label's run cuts it too
+    mask = torch.ones(2 * 16 * 16 * 32, dtype=torch.bool)
+    mask[5::32] = False
+    monkeypatch.setattr(vr, "RUNS_AT", 0.25)
+    assert vr.find_runs(slabs.contiguous(), mask, 2, (16, 16, 32), 3, True).numel() == 2 * 16 * 16 * 5
 
 
 @pytest.mark.parametrize("method", ["ns", "sg", "sag"])

@@ -104,8 +104,8 @@ from dataclasses import dataclass
 import torch
 
 from vrsearch.components.antithetic import antithetic
-from vrsearch.components.voxel_groups import Groups, Segments, class_slots
-from vrsearch.components.voxel_runs import runs_or_none
+from vrsearch.components.voxel_groups import GroupCounts, Groups, Segments, class_slots
+from vrsearch.components.voxel_runs import Runs, find_runs
 from vrsearch.core.knobs import ROUNDING_HELP  # re-exported: older method sources read it here (method_ab.py)
 
 __all__ = ["GRIDS", "ROUNDINGS", "ROUNDING_HELP", "SAMPLERS", "VoxelSample", "sample_voxels"]
@@ -270,15 +270,22 @@ def _build_groups(
     if labels.numel() == 0:
         return None
     lab = labels.reshape(-1)
-    lab = lab.long() if lab.dtype != torch.long else lab
     elig = None if mask is None else mask.reshape(-1).to(device=dev, dtype=torch.bool)
-    cand, slot = class_slots(lab, elig, classes, dev)
+    g, sag = 1 if method == "ns" else _CELLS[grid], method == "sag"
+    start = find_runs(lab, elig, B, spatial, g, rowwise=g > 1 or sag)
+    if start is not None:  # coherent labels: the classes of the runs are those of the voxels
+        ok = None if elig is None else elig.index_select(0, start)
+        cand, slot = class_slots(lab.index_select(0, start).long(), ok, classes, dev)
+    else:
+        cand, slot = class_slots(lab.long() if lab.dtype != torch.long else lab, elig, classes, dev)
     K = int(cand.numel())
     if K == 0:
         return None
-    g = 1 if method == "ns" else _CELLS[grid]
-    sag = method == "sag"
-    seg = runs_or_none(slot, K, B, spatial, g, sag) or Segments(slot, K, B, spatial, g, centroids=sag)
+    seg: GroupCounts
+    if start is not None:
+        seg = Runs(start, slot, K, B, spatial, g, rowwise=g > 1 or sag)
+    else:
+        seg = Segments(slot, K, B, spatial, g, centroids=sag)
     grp = Groups(seg, per_image, method == "ns" and not per_image, K, B, g ** len(spatial))
     return (cand, grp) if grp.seg.total > 0 else None
 

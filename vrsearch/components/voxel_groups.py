@@ -208,6 +208,10 @@ class Segments:
     def total(self) -> int:
         return int(self.cum[-1])
 
+    def slot_at(self, flat: torch.Tensor) -> torch.Tensor:
+        """Class slot of voxels (flat indices)."""
+        return self.slot.index_select(0, flat)
+
     def select(self, cls: torch.Tensor, box: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
         """Flat index of the ``rank``-th voxel of class slot ``cls`` counted from box ``box``
         on (raster order inside each box)."""
@@ -275,7 +279,6 @@ class GroupCounts(Protocol):
     """What :class:`Groups` reads of a group structure: :class:`Segments` here, or
     ``voxel_runs.Runs`` (the same voxels rank for rank)."""
 
-    slot: torch.Tensor
     K: int
     B: int
     spatial: tuple[int, ...]
@@ -285,6 +288,8 @@ class GroupCounts(Protocol):
     def total(self) -> int: ...
 
     def per_box(self) -> torch.Tensor: ...
+
+    def slot_at(self, flat: torch.Tensor) -> torch.Tensor: ...
 
     def select(self, cls: torch.Tensor, box: torch.Tensor, rank: torch.Tensor) -> torch.Tensor: ...
 
@@ -321,7 +326,7 @@ class Groups:
 
     def key_at(self, flat: torch.Tensor, g: int, spatial: tuple[int, ...]) -> torch.Tensor:
         """Group index of voxels (the number of groups where none)."""
-        s, box = self.seg.slot[flat], box_of(flat, spatial, g)
+        s, box = self.seg.slot_at(flat), box_of(flat, spatial, g)
         b, cell = torch.div(box, self.G, rounding_mode="floor"), box % self.G
         key = ((b * self.K + s) if self.per_image else (s * self.B + b)) * self.G + cell
         return torch.where(s < self.K, key, self.K * self.B * self.G)

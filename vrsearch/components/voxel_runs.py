@@ -36,6 +36,8 @@ from vrsearch.components.voxel_groups import box_of, stable_argsort
 
 #: use runs while they are at most this fraction of the voxels (else the segment counts)
 RUNS_AT = 0.125
+#: find the runs of CPU tensors with numpy (its comparison, count and nonzero: 3-6× torch's on one thread)
+NUMPY_ON_CPU = True
 
 
 @functools.lru_cache(maxsize=4)
@@ -65,26 +67,32 @@ def _boxes(B: int, spatial: tuple[int, ...], g: int, device: torch.device) -> to
 
 class Runs:
     """Runs listed by (class slot, box), boxes ``b·G + cell``; the same interface as
-    ``voxel_groups.Segments`` (``per_box``, ``select``, ``coord_sums``, ``total``)."""
+    ``voxel_groups.Segments`` (``per_box``, ``select``, ``coord_sums``, ``total``,
+    ``slot_at``)."""
 
     def __init__(
-        self, slot: torch.Tensor, start: torch.Tensor, K: int, B: int, spatial: tuple[int, ...], g: int, rowwise: bool
+        self, start: torch.Tensor, slot: torch.Tensor, K: int, B: int, spatial: tuple[int, ...], g: int, rowwise: bool
     ):
-        """``start``: first voxel of every run; ``rowwise``: the runs were cut at every
-        row, so coordinate sums are defined."""
-        self.slot, self.K, self.B, self.spatial, self.g, self.rowwise = slot, K, B, spatial, g, rowwise
-        length = torch.diff(start, append=start.new_tensor([slot.numel()]))
+        """``start``: first voxel of every run (:func:`find_runs`), ``slot``: its class slot
+        (``K``: no candidate, or not eligible); ``rowwise``: cut at every row, so
+        coordinate sums are defined."""
+        self.K, self.B, self.spatial, self.g, self.rowwise = K, B, spatial, g, rowwise
+        self.first, self.first_slot = start, slot  # in voxel order, for slot_at
+        V, dev = math.prod(spatial), start.device
+        length = torch.diff(start, append=start.new_tensor([B * V]))
         self.nbox = B * g ** len(spatial)
-        # runs of ineligible voxels (slot K) sort after every group and are never read
-        box = _boxes(B, spatial, g, slot.device).index_select(0, start) if g > 1 else start // math.prod(spatial)
-        key = slot.index_select(0, start) * self.nbox + box
+        box = _boxes(B, spatial, g, dev).index_select(0, start) if g > 1 else start // V
+        key = slot * self.nbox + box  # runs of slot K sort after every group and are never read
         order = stable_argsort(key)
         self.start, self.length = start.index_select(0, order), length.index_select(0, order)
-        self.cum = torch.zeros(self.length.numel() + 1, dtype=torch.long, device=slot.device)
+        self.cum = torch.zeros(self.length.numel() + 1, dtype=torch.long, device=dev)
         torch.cumsum(self.length, 0, out=self.cum[1:])
         # where each group's runs begin in the list, groups (class, box) in order
-        groups = torch.arange(K * self.nbox + 1, device=slot.device)
-        self.bounds = torch.searchsorted(key.index_select(0, order), groups)
+        self.bounds = torch.searchsorted(key.index_select(0, order), torch.arange(K * self.nbox + 1, device=dev))
+
+    def slot_at(self, flat: torch.Tensor) -> torch.Tensor:
+        """Class slot of voxels (flat indices): the slot of the run holding each."""
+        return self.first_slot.index_select(0, torch.searchsorted(self.first, flat, right=True) - 1)
 
     @property
     def total(self) -> int:
@@ -126,26 +134,36 @@ class Runs:
         return out
 
 
-def runs_or_none(slot: torch.Tensor, K: int, B: int, spatial: tuple[int, ...], g: int, centroids: bool) -> Runs | None:
-    """The runs of ``slot`` (cut at rows and cells when ``g > 1`` or ``centroids``), or
-    ``None`` when they exceed ``RUNS_AT`` of the voxels (the segment counts are cheaper)."""
-    n, rowwise = slot.numel(), g > 1 or centroids
-    if n == 0:
-        return Runs(slot, slot.new_zeros(0), K, B, spatial, g, rowwise)
-    if slot.device.type == "cpu":  # numpy's comparison, count and nonzero: 3-6× torch's on one thread
-        flat, opens = slot.numpy(), np.empty(n, dtype=bool)
-        np.not_equal(flat[1:], flat[:-1], out=opens[1:])
-        count, nonzero = np.count_nonzero, lambda m: torch.from_numpy(np.flatnonzero(m))
+def find_runs(
+    lab: torch.Tensor, elig: torch.Tensor | None, B: int, spatial: tuple[int, ...], g: int, rowwise: bool
+) -> torch.Tensor | None:
+    """First voxel of every run of equal label and eligibility (flat ``[B·V]`` labels and
+    mask), cut at every row and cell along the last axis when ``rowwise``, else at every
+    image; ``None`` when the runs exceed ``RUNS_AT`` of the voxels (the segment counts
+    are cheaper)."""
+    cut = _row_cuts(B, spatial, g, lab.device) if rowwise else math.prod(spatial)
+    if NUMPY_ON_CPU and lab.device.type == "cpu":
+        return _starts_numpy(lab.numpy(), None if elig is None else elig.numpy(), cut)
+    opens = torch.ones_like(lab, dtype=torch.bool)
+    torch.ne(lab[1:], lab[:-1], out=opens[1:])
+    if elig is not None:
+        opens[1:] |= elig[1:] != elig[:-1]
+    if isinstance(cut, int):
+        opens[::cut] = True
     else:
-        opens = torch.empty(n, dtype=torch.bool, device=slot.device)
-        torch.ne(slot[1:], slot[:-1], out=opens[1:])
-        count, nonzero = (lambda m: int(m.sum())), (lambda m: torch.nonzero(m).squeeze(1))
+        opens |= cut
+    return None if int(opens.sum()) > RUNS_AT * lab.numel() else torch.nonzero(opens).squeeze(1)
+
+
+def _starts_numpy(lab: np.ndarray, elig: np.ndarray | None, cut: torch.Tensor | int) -> torch.Tensor | None:
+    """:func:`find_runs` on the CPU, in numpy."""
+    opens = np.empty(lab.size, dtype=bool)
     opens[0] = True
-    if rowwise:
-        cut = _row_cuts(B, spatial, g, slot.device)
-        opens |= cut.numpy() if slot.device.type == "cpu" else cut
+    np.not_equal(lab[1:], lab[:-1], out=opens[1:])
+    if elig is not None:
+        opens[1:] |= elig[1:] != elig[:-1]
+    if isinstance(cut, int):
+        opens[::cut] = True
     else:
-        opens[:: math.prod(spatial)] = True
-    if count(opens) > RUNS_AT * n:
-        return None
-    return Runs(slot, nonzero(opens), K, B, spatial, g, rowwise)
+        opens |= cut.numpy()
+    return None if np.count_nonzero(opens) > RUNS_AT * lab.size else torch.from_numpy(np.flatnonzero(opens))
