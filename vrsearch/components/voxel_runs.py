@@ -1,27 +1,29 @@
-"""Voxel groups of the samplers from runs of equal labels (the fast path of
-``voxel_groups.py`` for spatially coherent labels).
+"""Voxel groups of the samplers from runs of equal labels (the fast path beside
+``voxel_groups.Segments``, for spatially coherent labels).
 
-A *run* is a maximal stretch of voxels, contiguous in memory, with one class slot
-and inside one row segment of one grid cell: it starts where the slot changes,
-at every row and at every cell border along the last axis (with one cell per
-image and no centroids, only at every image).  Organs, pseudo-labels and masks
-of real images change class a few times per row, so a FLARE-sized batch of
-2 M voxels has ~10⁵ runs, and everything the samplers need follows from the
+A *run* is a maximal stretch of voxels, contiguous in memory, with one label and
+one eligibility (mask) value: it starts where either changes, at every row and at
+every cell border along the last axis (with one cell per image and no centroids,
+only at every image).  Organs, pseudo-labels and confidence masks change a few
+times per row, so a FLARE-sized batch of 2 M voxels has ~2·10⁴ runs (one cell)
+to ~10⁵ (5 cells per axis), and everything the samplers need follows from the
 runs alone:
 
+* the candidate classes and each run's class slot come from the runs' labels
+  (``voxel_groups.class_slots`` on one value per run, not per voxel);
 * listing the runs stably by (class, box) (a radix sort of small keys) lists
   each group's members in raster order, so a running sum of the run lengths
   gives every group's size and turns "the r-th member" into one
   ``searchsorted`` and an offset: no scan of a segment;
 * a run's coordinates are constant along the other axes and consecutive along
   the last one, so the coordinate sums of a group (SAG's centroid) are sums
-  over its runs of ``length·x`` and ``length·z₀ + length(length−1)/2``.
+  over its runs of ``L·x`` and ``L·z₀ + L(L−1)/2``.
 
-Work: one comparison and one count over the voxels, then arrays of runs.  On
-fragmented labels (noise, checkerboard masks) runs approach voxels and the
-segment counts are cheaper: :func:`runs_or_none` then returns ``None`` after
-the count, and the sampler uses ``voxel_groups.Segments``.  Both give the same
-voxel rank for rank (``tests/components/test_voxel_groups.py``).
+Work: one comparison, one count and one nonzero over the voxels, then arrays of
+runs.  On fragmented labels (noise, checkerboard masks) runs approach the voxels
+and the segment counts are cheaper: :func:`find_runs` then returns ``None``
+after the count, and the sampler uses ``voxel_groups.Segments``.  Both give the
+same voxel rank for rank (``tests/components/test_voxel_groups.py``).
 """
 
 from __future__ import annotations
