@@ -8,7 +8,7 @@ arms interleaved round-robin) and the ratio to NS of the same grid, measured
 in the same run. The process keeps freed memory as training processes do
 (``vrsearch.engine.allocator``; ``VRSEARCH_MALLOC=system`` for glibc's defaults).
 
-    .venv/bin/python benchmarks/sampler_speed.py [--repeats 10] [--threads 2] [--device cpu]
+    .venv/bin/python benchmarks/sampler_speed.py [--repeats 10] [--threads 2] [--device cpu] [--labels noise]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+import vrsearch
 from vrsearch.components.samplers import GRIDS, SAMPLERS, sample_voxels
 from vrsearch.engine.allocator import keep_freed_memory
 
@@ -53,10 +54,19 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--per-class", type=int, default=256)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument(
+        "--labels",
+        choices=("blobs", "noise"),
+        default="blobs",
+        help="noise: every voxel an independent class (the samplers' fragmented-label path)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     kept = keep_freed_memory()  # as in every training process (VRSEARCH_MALLOC=system: glibc's defaults)
     labels = long_tailed_labels(device=args.device)
+    if args.labels == "noise":
+        labels = torch.randint(0, 14, labels.shape, generator=torch.Generator().manual_seed(0)).to(args.device)
+    print(f"vrsearch from {Path(vrsearch.__file__).parent}")
     sizes = torch.bincount(labels[0].reshape(-1), minlength=14).tolist()
     print(f"labels {tuple(labels.shape)} on {args.device}; image-0 class sizes: {sizes}; freed memory kept: {kept}")
     gen = torch.Generator(device=args.device).manual_seed(0)

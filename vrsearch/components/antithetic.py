@@ -32,8 +32,9 @@ def antithetic(flat, weight, pp, h, sgrp, centre, key_at, n_voxels):
     flat = flat.clone()
     flat[pp] = torch.where(rok, rf, flat[pp])  # failed reflection: the slot's own uniform draw
     # failed pair whose replacement lies in S: weights (2, 0) instead of (1, 1)
-    twin = ~rok & reflect(flat[pp], grp)[1]
+    failed = torch.nonzero(~rok).squeeze(1)  # only these can be twins: reflect their replacements only
+    twin = failed[reflect(flat[pp[failed]], grp[failed])[1]]
     weight = weight.clone()
     weight[prim[twin]] *= 2
     weight[pp[twin]] = 0
-    return flat, weight, int((~rok).sum())
+    return flat, weight, int(failed.numel())
