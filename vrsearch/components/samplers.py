@@ -235,7 +235,7 @@ def sample_voxels(
         pp = torch.nonzero(j >= h).squeeze(1)  # partner slots
         n_reflected = int(pp.numel())
         if n_reflected:
-            spatial, g = grp.seg.spatial, grp.seg.g
+            spatial = grp.seg.spatial
             flat, weight, n_outside = antithetic(
                 flat,
                 weight,
@@ -243,7 +243,7 @@ def sample_voxels(
                 h,
                 sgrp,
                 _centres(grp, counts, spatial, torch.nonzero(quota >= 2).squeeze(1)),  # the groups with pairs
-                lambda f: grp.key_at(f, g, spatial),
+                grp.key_at,
                 labels.numel(),
             )
     V = labels[0].numel()

@@ -212,6 +212,10 @@ class Segments:
         """Class slot of voxels (flat indices)."""
         return self.slot.index_select(0, flat)
 
+    def box_at(self, flat: torch.Tensor) -> torch.Tensor:
+        """Box ``b·G + cell`` of voxels (flat indices)."""
+        return box_of(flat, self.spatial, self.g)
+
     def select(self, cls: torch.Tensor, box: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
         """Flat index of the ``rank``-th voxel of class slot ``cls`` counted from box ``box``
         on (raster order inside each box)."""
@@ -291,6 +295,8 @@ class GroupCounts(Protocol):
 
     def slot_at(self, flat: torch.Tensor) -> torch.Tensor: ...
 
+    def box_at(self, flat: torch.Tensor) -> torch.Tensor: ...
+
     def select(self, cls: torch.Tensor, box: torch.Tensor, rank: torch.Tensor) -> torch.Tensor: ...
 
     def coord_sums(self, cls: torch.Tensor | None = None, box: torch.Tensor | None = None) -> list[torch.Tensor]: ...
@@ -324,9 +330,9 @@ class Groups:
         full = values.view(-1, 1).expand(self.K, self.B * self.G) if along_class else values.expand(self.K, -1)
         return self.arrange(full, pool=lambda t, d: t[:, 0])
 
-    def key_at(self, flat: torch.Tensor, g: int, spatial: tuple[int, ...]) -> torch.Tensor:
+    def key_at(self, flat: torch.Tensor) -> torch.Tensor:
         """Group index of voxels (the number of groups where none)."""
-        s, box = self.seg.slot_at(flat), box_of(flat, spatial, g)
+        s, box = self.seg.slot_at(flat), self.seg.box_at(flat)
         b, cell = torch.div(box, self.G, rounding_mode="floor"), box % self.G
         key = ((b * self.K + s) if self.per_image else (s * self.B + b)) * self.G + cell
         return torch.where(s < self.K, key, self.K * self.B * self.G)

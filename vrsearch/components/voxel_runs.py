@@ -70,7 +70,7 @@ def _boxes(B: int, spatial: tuple[int, ...], g: int, device: torch.device) -> to
 class Runs:
     """Runs listed by (class slot, box), boxes ``b·G + cell``; the same interface as
     ``voxel_groups.Segments`` (``per_box``, ``select``, ``coord_sums``, ``total``,
-    ``slot_at``)."""
+    ``slot_at``, ``box_at``)."""
 
     def __init__(
         self, start: torch.Tensor, slot: torch.Tensor, K: int, B: int, spatial: tuple[int, ...], g: int, rowwise: bool
@@ -95,6 +95,12 @@ class Runs:
     def slot_at(self, flat: torch.Tensor) -> torch.Tensor:
         """Class slot of voxels (flat indices): the slot of the run holding each."""
         return self.first_slot.index_select(0, torch.searchsorted(self.first, flat, right=True) - 1)
+
+    def box_at(self, flat: torch.Tensor) -> torch.Tensor:
+        """Box ``b·G + cell`` of voxels (flat indices), from the cached table."""
+        if self.g == 1:
+            return torch.div(flat, math.prod(self.spatial), rounding_mode="floor")
+        return _boxes(self.B, self.spatial, self.g, flat.device).index_select(0, flat).long()
 
     @property
     def total(self) -> int:
@@ -158,14 +164,22 @@ def find_runs(
 
 
 def _starts_numpy(lab: np.ndarray, elig: np.ndarray | None, cut: torch.Tensor | int) -> torch.Tensor | None:
-    """:func:`find_runs` on the CPU, in numpy."""
-    opens = np.empty(lab.size, dtype=bool)
-    opens[0] = True
-    np.not_equal(lab[1:], lab[:-1], out=opens[1:])
-    if elig is not None:
-        opens[1:] |= elig[1:] != elig[:-1]
-    if isinstance(cut, int):
-        opens[::cut] = True
-    else:
-        opens |= cut.numpy()
-    return None if np.count_nonzero(opens) > RUNS_AT * lab.size else torch.from_numpy(np.flatnonzero(opens))
+    """:func:`find_runs` on the CPU, in numpy, a quarter of the voxels at a time, so
+    that on fragmented labels it gives up after the first quarter (the count only
+    grows, so it gives up exactly when the whole count would exceed ``RUNS_AT``)."""
+    n = lab.size
+    opens = np.empty(n, dtype=bool)
+    count, step = 0, -(-n // 4)
+    for lo in range(0, n, step):
+        a, hi = max(lo, 1), min(lo + step, n)  # opens[0] is set below: a row's and an image's start
+        np.not_equal(lab[a:hi], lab[a - 1 : hi - 1], out=opens[a:hi])
+        if elig is not None:
+            opens[a:hi] |= elig[a:hi] != elig[a - 1 : hi - 1]
+        if isinstance(cut, int):  # image starts
+            opens[lo:hi][(-lo) % cut :: cut] = True
+        else:  # row and cell cuts
+            opens[lo:hi] |= cut.numpy()[lo:hi]
+        count += int(np.count_nonzero(opens[lo:hi]))
+        if count > RUNS_AT * n:
+            return None
+    return torch.from_numpy(np.flatnonzero(opens))
