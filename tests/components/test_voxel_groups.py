@@ -117,10 +117,11 @@ def test_runs_match_a_stable_sort(shape, g, centroids, coherent, numpy, monkeypa
     monkeypatch.setattr(vr, "NUMPY_ON_CPU", numpy)  # False: the path of GPU tensors
     labels, mask = _labels(shape, sum(shape) + g, coherent)
     K = int(labels.max()) + 1
-    slot = labels.reshape(-1).masked_fill(~mask.reshape(-1), K)
-    start = vr.find_runs(slot, None, shape[0], tuple(shape[1:]), g, rowwise=centroids or g > 1)
-    assert start is not None
-    runs = vr.Runs(start, slot[start], K, shape[0], tuple(shape[1:]), g, rowwise=centroids or g > 1)
+    flat, elig = labels.reshape(-1), mask.reshape(-1)
+    start = vr.find_runs(flat, elig, shape[0], tuple(shape[1:]), g, rowwise=centroids or g > 1)
+    assert start is not None  # cut where the label or the mask changes
+    slot = flat[start].masked_fill(~elig[start], K)
+    runs = vr.Runs(start, slot, K, shape[0], tuple(shape[1:]), g, rowwise=centroids or g > 1)
     _check_against_sort(runs, labels, mask, g, centroids or g > 1, torch.Generator().manual_seed(g))
     if not centroids and g == 1:  # runs cross rows: no coordinate sums
         with pytest.raises(ValueError, match="every row"):
@@ -144,11 +145,17 @@ def test_runs_give_way_to_segments_on_fragmented_labels(numpy, monkeypatch):
 
 @pytest.mark.parametrize("method", ["ns", "sg", "sag"])
 @pytest.mark.parametrize("coherent", [True, False], ids=["blocks", "noise"])
-@pytest.mark.parametrize("shape", [(3, 10, 12, 40), (4, 30, 44)], ids=str)
-def test_samplers_draw_the_same_voxels_on_runs_and_segments(method, coherent, shape, monkeypatch):
+@pytest.mark.parametrize("shape", [(3, 10, 12, 40), (4, 30, 44), (1, 2, 3, 4)], ids=str)
+@pytest.mark.parametrize(
+    "dtype, numpy", [(torch.int64, True), (torch.uint8, True), (torch.uint16, True), (torch.int32, False)]
+)
+def test_samplers_draw_the_same_voxels_on_runs_and_segments(method, coherent, shape, dtype, numpy, monkeypatch):
     """Every field of the sample, for every grid, rounding, pooling and with a mask and
-    a class list: the runs path (the fast one) is the segment path, to the bit."""
+    a class list, label dtypes and the torch path (GPU tensors) too: the runs path (the
+    fast one) is the segment path, to the bit."""
+    monkeypatch.setattr(vr, "NUMPY_ON_CPU", numpy)
     labels, mask = _labels(shape, len(shape), coherent)
+    labels = labels.to(dtype)
     settings = [
         dict(grid=grid, rounding=rounding, per_image=per_image, mask=m, classes=classes)
         for grid in (9, 16, 25)

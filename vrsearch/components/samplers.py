@@ -265,11 +265,15 @@ def _build_groups(
     per_image: bool,
     mask: torch.Tensor | None,
 ) -> tuple[torch.Tensor, Groups] | None:
-    """Candidate classes and the groups with their segment counts; None when no voxel is eligible."""
+    """Candidate classes and the groups, from runs of equal labels (``voxel_runs.py``) or,
+    on fragmented labels, from row-segment counts (``voxel_groups.py``); None when no
+    voxel is eligible."""
     dev, B, spatial = labels.device, int(labels.shape[0]), tuple(int(s) for s in labels.shape[1:])
     if labels.numel() == 0:
         return None
     lab = labels.reshape(-1)
+    if lab.dtype in (torch.uint16, torch.uint32, torch.uint64):  # torch gathers none of these
+        lab = lab.long()
     elig = None if mask is None else mask.reshape(-1).to(device=dev, dtype=torch.bool)
     g, sag = 1 if method == "ns" else _CELLS[grid], method == "sag"
     start = find_runs(lab, elig, B, spatial, g, rowwise=g > 1 or sag)
