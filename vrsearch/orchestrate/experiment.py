@@ -56,6 +56,32 @@ def ray_temp_dir(run_dir: Path, configured: Path | None = None) -> Path:
     return Path("/tmp") / f"vrs-{hashlib.sha1(str(run_dir).encode()).hexdigest()[:8]}"
 
 
+#: set in the driver unless the user set them: a local Ray's processes inherit them, a cluster's
+#: get them through the job's runtime env (:func:`job_env`)
+TRIAL_ENV = {
+    # a reused actor waits this long for the stopped trial's thread to end (Tune's default 2 s
+    # would fail the next trial if an early-stopped one takes longer to unwind)
+    "TUNE_FUNCTION_THREAD_TIMEOUT_S": "120",
+    # Ray Train's controller polls a DDP trial's workers this often (Ray's default 2 s), and the
+    # trial's end waited for a poll before the next trial could start: ~3 s less per DDP trial
+    # at 0.25 s, with no more CPU in the controller (benchmarks/RESULTS.md (a¹²))
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
+}
+
+
+def job_env(address: str | None) -> dict[str, str]:
+    """Sets :data:`TRIAL_ENV` in this process (a user's values kept) and returns the
+    environment of the job's runtime env: the allocator settings, which glibc reads when a
+    trial's process starts (engine/allocator.py), and on a cluster, whose actors do not
+    inherit this process's environment, :data:`TRIAL_ENV` too."""
+    for key, value in TRIAL_ENV.items():
+        os.environ.setdefault(key, value)
+    env = worker_env()
+    if address:
+        env.update({key: os.environ[key] for key in TRIAL_ENV})
+    return env
+
+
 def init_ray(
     run_dir: Path, address: str | None, temp_dir: Path | None = None, resources: dict[str, float] | None = None
 ) -> None:
@@ -70,14 +96,8 @@ def init_ray(
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    # a reused actor waits this long for the stopped trial's thread to end (Tune's default 2 s
-    # would fail the next trial if an early-stopped one takes longer to unwind)
-    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "120")
-    # the trials' processes keep freed memory for their next step (engine/allocator.py): glibc reads
-    # this when a process starts, so it goes in the job's runtime env, on a local Ray as on a cluster
-    env = worker_env()
-    if address:  # a cluster's actors don't inherit this process's environment: the job's runtime env
-        env["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"]
+    env = job_env(address)
+    if address:
         ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": env})
         return
     from vrsearch.orchestrate.local import loopback_init
