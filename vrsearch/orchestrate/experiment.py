@@ -56,29 +56,33 @@ def ray_temp_dir(run_dir: Path, configured: Path | None = None) -> Path:
     return Path("/tmp") / f"vrs-{hashlib.sha1(str(run_dir).encode()).hexdigest()[:8]}"
 
 
-#: set in the driver unless the user set them: a local Ray's processes inherit them, a cluster's
-#: get them through the job's runtime env (:func:`job_env`)
+#: set in the driver unless the user set them; a local Ray's processes inherit them, and Tune
+#: hands Ray Train's variables (the poll interval) from the driver to every trainable itself
 TRIAL_ENV = {
     # a reused actor waits this long for the stopped trial's thread to end (Tune's default 2 s
     # would fail the next trial if an early-stopped one takes longer to unwind)
     "TUNE_FUNCTION_THREAD_TIMEOUT_S": "120",
     # Ray Train's controller polls a DDP trial's workers this often (Ray's default 2 s), and the
-    # trial's end waited for a poll before the next trial could start: ~3 s less per DDP trial
-    # at 0.25 s, with no more CPU in the controller (benchmarks/RESULTS.md (a¹²))
+    # trial's end waited for a poll before the next trial could start: 1-3 s less per DDP trial
+    # at 0.25 s on a 2-core machine (benchmarks/RESULTS.md (a¹²))
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
 }
+#: what a cluster's actors get only through the job's runtime env (Tune does not pass it on)
+CLUSTER_ENV = ("TUNE_FUNCTION_THREAD_TIMEOUT_S",)
 
 
 def job_env(address: str | None) -> dict[str, str]:
     """Sets :data:`TRIAL_ENV` in this process (a user's values kept) and returns the
     environment of the job's runtime env: the allocator settings, which glibc reads when a
     trial's process starts (engine/allocator.py), and on a cluster, whose actors do not
-    inherit this process's environment, :data:`TRIAL_ENV` too."""
+    inherit this process's environment, :data:`CLUSTER_ENV` too.  (A key of the job's own
+    runtime env, e.g. from ``ray job submit``, would clash with it in ``ray.init``; the poll
+    interval stays out for that reason, and Tune passes it on.)"""
     for key, value in TRIAL_ENV.items():
         os.environ.setdefault(key, value)
     env = worker_env()
     if address:
-        env.update({key: os.environ[key] for key in TRIAL_ENV})
+        env.update({key: os.environ[key] for key in CLUSTER_ENV})
     return env
 
 
