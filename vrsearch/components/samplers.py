@@ -276,7 +276,8 @@ def _build_groups(
         lab = lab.long()
     elig = None if mask is None else mask.reshape(-1).to(device=dev, dtype=torch.bool)
     g, sag = 1 if method == "ns" else _CELLS[grid], method == "sag"
-    start = find_runs(lab, elig, B, spatial, g, rowwise=g > 1 or sag)
+    rowwise = g > 1 or sag  # SAG's centroids need runs cut at every row, the cells at every cell border
+    start = find_runs(lab, elig, B, spatial, g, rowwise)
     if start is not None:  # coherent labels: the classes of the runs are those of the voxels
         ok = None if elig is None else elig.index_select(0, start)
         cand, slot = class_slots(lab.index_select(0, start).long(), ok, classes, dev)
@@ -285,11 +286,9 @@ def _build_groups(
     K = int(cand.numel())
     if K == 0:
         return None
-    seg: GroupCounts
-    if start is not None:
-        seg = Runs(start, slot, K, B, spatial, g, rowwise=g > 1 or sag)
-    else:
-        seg = Segments(slot, K, B, spatial, g, centroids=sag)
+    seg: GroupCounts = (
+        Runs(start, slot, K, B, spatial, g, rowwise) if start is not None else Segments(slot, K, B, spatial, g, sag)
+    )
     grp = Groups(seg, per_image, method == "ns" and not per_image, K, B, g ** len(spatial))
     return (cand, grp) if grp.seg.total > 0 else None
 
