@@ -92,15 +92,24 @@ def test_kill_driver_then_resume_loses_and_reruns_nothing(tiny_phantom, tmp_path
         search={"design": "grid", "scheduler": "none", "space": grid},
         resources={"concurrent_trials": 2, "cpus_per_worker": 1},
     )
-    run = tmp_path / "run"
+    run, marker = tmp_path / "run", tmp_path / "paused"
     log = (tmp_path / "run1.log").open("w")
-    proc = subprocess.Popen([VRSEARCH, "run", str(study)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # the DDP trial waits after step 4 (once, one rank; results/faults.py), so the driver is killed
+    # mid-training however fast the trial would otherwise end
+    pause = {"VRSEARCH_FAULT": "pause:step:4", "VRSEARCH_FAULT_WORLD": "2", "VRSEARCH_FAULT_ONCE": str(marker)}
+    proc = subprocess.Popen(
+        [VRSEARCH, "run", str(study)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, **pause},
+    )
     seen_sockets: list[tuple[str, int]] = []
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         family = descendants(proc.pid)
         seen_sockets += [s for s in listening_sockets() if s[1] in family]
-        if len(finished_results(run)) == 1 and ddp_reporting(run):
+        if len(finished_results(run)) == 1 and ddp_reporting(run) and marker.exists():
             break
         time.sleep(0.5)
     # the study must still run: killed after the 1-worker trial, while the DDP trial trains

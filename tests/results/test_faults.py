@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
+
+from vrsearch.results import faults
 
 ARRIVE = (
     "import os, sys; from vrsearch.results import faults; faults.point('step', 4);"
@@ -35,3 +38,24 @@ def test_a_disarmed_marker_consumes_no_pass(tmp_path):
     assert not list(tmp_path.glob("fired.pass*"))
     marker.unlink()
     assert arrivals(marker, 3, 2) == [0, 0, 1]
+
+
+def test_a_world_filtered_fault_fires_only_in_a_trial_of_that_many_ranks(monkeypatch):
+    monkeypatch.setenv("VRSEARCH_FAULT", "enospc:step:4")
+    monkeypatch.setenv("VRSEARCH_FAULT_WORLD", "2")
+    faults.point("step", 4)  # outside training: passes
+    faults.point("step", 4, world=1)  # a trial that trains alone: passes
+    faults.point("step", 3, world=2)  # another step: passes
+    with pytest.raises(OSError, match="No space left"):
+        faults.point("step", 4, world=2)
+    monkeypatch.delenv("VRSEARCH_FAULT_WORLD")
+    with pytest.raises(OSError, match="No space left"):
+        faults.point("step", 4, world=1)  # unfiltered: any trial
+
+
+def test_pause_waits_and_goes_on(monkeypatch):
+    monkeypatch.setenv("VRSEARCH_FAULT", "pause:step:4")
+    monkeypatch.setattr(faults, "PAUSE_S", 0.2)
+    t0 = time.monotonic()
+    faults.point("step", 4, world=2)
+    assert time.monotonic() - t0 >= 0.2

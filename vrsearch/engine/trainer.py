@@ -175,7 +175,7 @@ class Trainer:
             for it, batch in enumerate(source, start=run.start):
                 lr = lr_at(it, t.optimizer.lr, t.iterations, t.schedule)
                 self._guarded_step(batch, it, lr, run.monitor)
-                faults.point("step", it + 1)
+                faults.point("step", it + 1, world=self.world)
                 if self._at_points(run, it + 1, lr, stop_at):
                     return self._finish("paused", "", it + 1, run.best, run.history, run.elapsed())
             it = t.iterations if t.iterations > run.start else run.start

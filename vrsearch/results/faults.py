@@ -3,16 +3,20 @@
 ``VRSEARCH_FAULT=<action>:<point>[:<n>]`` makes the process that reaches
 ``point(<point>[, n])`` either SIGKILL itself (``kill``), SIGKILL the study's
 driver (``kill-driver``: a Ray worker taking the driver down with it, as a
-lost head node would), fail as a full disk would (``enospc``) or stop there
+lost head node would), fail as a full disk would (``enospc``), stop there
 until something kills it (``hang``, at most :data:`HANG_S`: a test kills the
-node it runs on). With ``VRSEARCH_FAULT_ONCE=<marker file>`` the
+node it runs on) or wait :data:`PAUSE_S` and go on (``pause``: a window in
+which a test can act on a trial that is known to be mid-training). With ``VRSEARCH_FAULT_ONCE=<marker file>`` the
 fault fires once across all processes (whoever creates the marker first, and
 writes its pid into it), so a resumed or retried run goes through; with
 ``VRSEARCH_FAULT_SKIP=<k>`` as well, the first ``k`` arrivals at the point pass
 (each claims a ``<marker>.pass<i>`` file) and the next one fires, so a test can
 pick "the third trial to reach step 4" without racing the study (the pass files
-stay: re-arming a marker means deleting them as well as the marker). Unset (always, outside tests) a
-point costs one environment lookup.
+stay: re-arming a marker means deleting them as well as the marker). With
+``VRSEARCH_FAULT_WORLD=<w>`` only a training process of a ``w``-rank trial fires
+(a point reached outside training, or in a trial of another size, passes), so a
+test can stop the DDP trial of a study whose other trials train alone. Unset
+(always, outside tests) a point costs one environment lookup.
 
 Points: ``write`` (any atomic write, between the temporary file and the
 rename), ``tuner`` (the driver after Tune wrote ``tuner.pkl`` and before its
@@ -30,20 +34,27 @@ import os
 import signal
 import time
 
-ENV, ONCE, SKIP = "VRSEARCH_FAULT", "VRSEARCH_FAULT_ONCE", "VRSEARCH_FAULT_SKIP"
+ENV, ONCE, SKIP, WORLD = "VRSEARCH_FAULT", "VRSEARCH_FAULT_ONCE", "VRSEARCH_FAULT_SKIP", "VRSEARCH_FAULT_WORLD"
 #: how long ``hang`` waits to be killed before it goes on
 HANG_S = 600
+#: how long ``pause`` waits before it goes on
+PAUSE_S = 60
 #: the driver's pid, exported by the driver for ``kill-driver`` (inherited by Ray's workers)
 DRIVER = "VRSEARCH_FAULT_DRIVER"
 
 
-def point(name: str, index: int | None = None) -> None:
+def point(name: str, index: int | None = None, world: int | None = None) -> None:
+    """Fire the armed fault if this is its point (``index``: e.g. the step; ``world``: the
+    number of ranks of the trial that reaches it, for ``VRSEARCH_FAULT_WORLD``)."""
     spec = os.environ.get(ENV)
     if not spec:
         return
     action, _, where = spec.partition(":")
     target, _, n = where.partition(":")
     if target != name or (n and (index is None or int(n) != index)):
+        return
+    only = os.environ.get(WORLD)
+    if only and world != int(only):
         return
     marker = os.environ.get(ONCE)
     if marker and not _claim(marker, int(os.environ.get(SKIP) or 0)):
@@ -82,3 +93,5 @@ def _fire(action: str) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     elif action == "hang":
         time.sleep(HANG_S)
+    elif action == "pause":
+        time.sleep(PAUSE_S)
