@@ -1,11 +1,15 @@
-"""A trial's set-up forgets what an earlier trial of the same process compiled."""
+"""A trial's set-up forgets what an earlier trial of the same process compiled, and names the
+kernels it trains on."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import torch
 from torch._dynamo.utils import counters
 
-from vrsearch.engine.setup import forget_earlier_trials, seed_everything
+from vrsearch.engine.setup import forget_earlier_trials, kernels, seed_everything
 
 
 def _graphs_after_a_call(fn) -> int:
@@ -26,3 +30,15 @@ def test_forgetting_never_initialises_cuda():
     forget_earlier_trials()
     forget_earlier_trials()
     assert torch.cuda.is_initialized() == before
+
+
+def test_kernels_name_the_instruction_set_aten_dispatches_to():
+    here = kernels(torch.device("cpu"))
+    assert here == f"torch {torch.__version__}, cpu {torch.backends.cpu.get_cpu_capability()}"
+    # a process that caps ATen's dispatch (ATEN_CPU_CAPABILITY) says so: another order of float sums
+    code = "import torch; from vrsearch.engine.setup import kernels; print(kernels(torch.device('cpu')))"
+    capped = subprocess.run(
+        [sys.executable, "-c", code], env={"ATEN_CPU_CAPABILITY": "default"}, capture_output=True, text=True
+    )
+    assert capped.returncode == 0, capped.stderr
+    assert capped.stdout.strip() == f"torch {torch.__version__}, cpu DEFAULT"

@@ -41,6 +41,21 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def kernels(device: torch.device) -> str:
+    """Which numeric kernels the trial runs on (trials.parquet ``kernels``): PyTorch's version
+    and, on the CPU, the vector instruction set ATen dispatches to (AVX512, AVX2, ..., capped by
+    ``ATEN_CPU_CAPABILITY``), on a GPU its name, compute capability and cuDNN. Equal seeds give
+    bit-equal numbers only on equal kernels: other kernels sum in another order, and training
+    amplifies the last-bit differences (README, "Reproducibility")."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        major, minor = torch.cuda.get_device_capability(index)
+        where = f"cuda {torch.cuda.get_device_name(index)} sm{major}{minor} cudnn {torch.backends.cudnn.version()}"
+    else:
+        where = f"{device.type} {torch.backends.cpu.get_cpu_capability()}"
+    return f"torch {torch.__version__}, {where}"
+
+
 def build_optimizer(o: OptimizerConfig, params: ParamsT) -> torch.optim.Optimizer:
     if o.name == "sgd":
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov)

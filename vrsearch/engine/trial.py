@@ -13,6 +13,7 @@ from pathlib import Path
 
 from vrsearch.engine.fit_state import FitResult, Reporter
 from vrsearch.engine.metrics import METRIC_COLUMNS, conventions
+from vrsearch.engine.setup import kernels
 from vrsearch.engine.trainer import Trainer
 from vrsearch.results.fragments import device_hours_row
 from vrsearch.results.io import flatten
@@ -59,6 +60,7 @@ def trial_row(study: Study, trial_id: str, fit: FitResult, trainer: Trainer) -> 
         "config_hash": config_hash(study),
         "group_hash": config_hash(study, with_seed=False),
         **device_hours(study, fit.wall_time_s),
+        "kernels": kernels(trainer.device),
         "metric_conventions": json.dumps(conventions(study.train.eval.both_empty), sort_keys=True),
     }
     for k in METRIC_COLUMNS:

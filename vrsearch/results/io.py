@@ -82,6 +82,7 @@ TRIAL_COLUMNS = [
     "group_hash",
     "device",
     "device_hours",
+    "kernels",
     "metric_conventions",
     "node_id",
     "worker_nodes",

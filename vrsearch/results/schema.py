@@ -33,7 +33,7 @@ def _fields(text: str = "", ints: str = "", floats: str = "", flags: str = "") -
 SCHEMAS: dict[str, dict[str, pa.DataType]] = {
     TRIALS_FILE: _fields(
         text="trial_id study method status error config_json arm group config_hash group_hash device "
-        "metric_conventions cell node_id worker_nodes",
+        "kernels metric_conventions cell node_id worker_nodes",
         ints="seed split_seed iterations resumed_from best_iteration n_labeled n_unlabeled n_val n_test",
         floats="labeled_ratio best_val_dice final_val_dice test_dice test_jaccard test_hd95_mm test_assd_mm "
         "wall_time_s device_hours",

@@ -15,6 +15,8 @@ lines ``vrsearch summary`` prints:
   is, a statement about these trained models. The validation Dice of a
   configuration chosen *on* validation is optimistic (it won a selection), so
   the held-out test Dice of the same trials is printed next to it;
+* a note when the two were trained on different numeric kernels (trials.parquet
+  ``kernels``), where equal seeds no longer give equal numbers;
 * where the report and the tables are.
 
 Comparing two run directories follows the recipe of :mod:`vrsearch.results.stats`:
@@ -144,6 +146,24 @@ def _comparison(trials: pd.DataFrame, cases: pd.DataFrame, best: str, base: str,
     return lines
 
 
+def _kernels_note(trials: pd.DataFrame, best: str, base: str) -> list[str]:
+    """A line when the best group and the baseline were trained on different numeric kernels
+    (trials.parquet ``kernels``: another CPU instruction set, GPU or PyTorch), where equal seeds
+    no longer give equal numbers."""
+    if "kernels" not in trials:
+        return []
+    done = trials[trials["status"] == "completed"]
+    labels = group_labels(done)
+    ours, theirs = (set(done.loc[labels == g, "kernels"].dropna().astype(str)) for g in (best, base))
+    if not ours or not theirs or ours == theirs:
+        return []
+    return [
+        f"  note: the two were trained on different kernels (best: {'; '.join(sorted(ours))}; {base}: "
+        f"{'; '.join(sorted(theirs))}); equal seeds give equal numbers only on equal kernels, so part "
+        "of the difference is the order of float sums, not the method (README: Reproducibility)"
+    ]
+
+
 def _best_group(trials: pd.DataFrame, cases: pd.DataFrame, exclude: str) -> str:
     metrics = trial_metrics(trials, cases, "val")
     means = metrics.loc[metrics["group"] != exclude].groupby("group")["dice"].mean().dropna()
@@ -176,6 +196,7 @@ def verdict(run_dir: Path | str, baseline_run: Path | str | None = None, baselin
         lines.append(f"no completed baseline {base!r} to compare with")
     else:
         lines += _comparison(trials, cases, best, base, "val")
+        lines += _kernels_note(trials, best, base)
         lines.append(
             "  (validation Dice of the configuration chosen on validation is optimistic: it won a "
             "selection; the test split was not used to choose)"
