@@ -62,6 +62,25 @@ def ddp_reporting(run: Path) -> bool:
     return False
 
 
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+#: Ray's own processes that outlive a SIGKILLed driver for up to a minute; none runs study code
+RAY_AGENTS = ("DashboardAgent", "RuntimeEnvAgent", "dashboard.py", "gcs_server", "raylet", "log_monitor")
+
+
+def command_line(pid: int) -> str:
+    try:
+        return f"{pid} " + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except OSError:
+        return f"{pid} (gone)"
+
+
 def descendants(pid: int) -> set[int]:
     """pid and every process whose ancestry reaches it (via /proc)."""
     parents = {}
@@ -117,6 +136,15 @@ def test_kill_driver_then_resume_loses_and_reruns_nothing(tiny_phantom, tmp_path
     before = finished_results(run)
     os.kill(proc.pid, signal.SIGKILL)  # the driver only; Ray's processes notice and exit
     proc.wait()
+    # ... before the paused rank wakes (60 s) and before the resume starts: no process of the killed
+    # study that could write into the run directory may be left (Ray's own agents, which write
+    # only Ray's logs, may take a minute more to notice)
+    left = {p for p in set(family) - {proc.pid} if not any(a in command_line(p) for a in RAY_AGENTS)}
+    until = time.time() + 45
+    while left and time.time() < until:
+        time.sleep(0.5)
+        left = {p for p in left if running(p)}
+    assert not left, "processes of the killed study still alive: " + "; ".join(command_line(p) for p in sorted(left))
     # everything the local Ray listened on was loopback
     assert seen_sockets, "no Ray sockets observed"
     assert {addr for addr, _ in seen_sockets} <= LOOPBACK, seen_sockets
@@ -155,6 +183,7 @@ def test_search_with_optuna_asha_and_a_diverging_trial(tiny_phantom, tmp_path):
     run = tmp_path / "run"
     trials = pd.read_parquet(run / "trials.parquet")
     assert len(trials) == 4 and set(trials.status) <= {"completed", "stopped_early"}
+    assert trials["kernels"].str.startswith("torch ").all()  # a stopped trial's row too (from meta.json)
     ost = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run / 'optuna.db'}")
     assert len(ost.trials) == 4
     assert all(1e-3 <= t.params["train.optimizer.lr"] <= 1e-1 for t in ost.trials)

@@ -45,14 +45,17 @@ def kernels(device: torch.device) -> str:
     """Which numeric kernels the trial runs on (trials.parquet ``kernels``): PyTorch's version
     and, on the CPU, the vector instruction set ATen dispatches to (AVX512, AVX2, ..., capped by
     ``ATEN_CPU_CAPABILITY``), on a GPU its name, compute capability and cuDNN. Equal seeds give
-    bit-equal numbers only on equal kernels: other kernels sum in another order, and training
-    amplifies the last-bit differences (README, "Reproducibility")."""
+    other numbers on other kernels: they sum in another order, and training amplifies the
+    last-bit differences (README, "Reproducibility")."""
+    where = device.type
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         major, minor = torch.cuda.get_device_capability(index)
-        where = f"cuda {torch.cuda.get_device_name(index)} sm{major}{minor} cudnn {torch.backends.cudnn.version()}"
-    else:
-        where = f"{device.type} {torch.backends.cpu.get_cpu_capability()}"
+        where = (
+            f"cuda {torch.cuda.get_device_name(index)} sm{major}{minor} cudnn {torch.backends.cudnn.version() or '-'}"
+        )
+    elif device.type == "cpu":
+        where = f"cpu {torch.backends.cpu.get_cpu_capability()}"
     return f"torch {torch.__version__}, {where}"
 
 

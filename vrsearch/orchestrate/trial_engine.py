@@ -116,20 +116,26 @@ def trial_meta(study: Study, cell: dict, seed: int) -> dict[str, Any]:
     }
 
 
-def ray_nodes(world: int = 1) -> list[str]:
-    """The Ray node id of every training worker, in rank order (gathered over the DDP
-    group when ``world`` > 1): where this attempt of the trial runs. A retried trial
-    records the nodes of its last attempt."""
+def worker_facts(study: Study, world: int = 1) -> tuple[list[str], str]:
+    """The Ray node id of every training worker, in rank order, and the numeric kernels they
+    train on (``engine.setup.kernels``; several, "; "-joined, where the ranks' nodes differ),
+    gathered over the DDP group when ``world`` > 1: where and on what this attempt of the trial
+    runs. A retried trial records those of its last attempt."""
     import ray
 
-    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
-    if world <= 1:
-        return [node]
-    import torch.distributed as dist
+    from vrsearch.engine.setup import kernels, pick_device
 
-    nodes: list[Any] = [None] * world
-    dist.all_gather_object(nodes, node)
-    return [str(n) for n in nodes]
+    mine = (
+        ray.get_runtime_context().get_node_id() if ray.is_initialized() else "",
+        kernels(pick_device(study.train.device)),
+    )
+    facts: list[Any] = [mine]
+    if world > 1:
+        import torch.distributed as dist
+
+        facts = [None] * world
+        dist.all_gather_object(facts, mine)
+    return [str(n) for n, _ in facts], "; ".join(dict.fromkeys(str(k) for _, k in facts))
 
 
 def _metrics(r: dict) -> dict[str, Any]:
@@ -157,9 +163,10 @@ def run_engine(
     """Train one trial with the engine (checkpoints in ``ckpt``); rank 0 writes the fragments
     (and, given ``marks``, the trial's timeline in ``timing.json``)."""
     data = prepare_for(study, check=False)
-    nodes = ray_nodes(world)
+    nodes, kernels = worker_facts(study, world)
     if rank == 0:
         meta = {**trial_meta(study, cell, seed), "node_id": nodes[0], "worker_nodes": ",".join(nodes)}
+        meta["kernels"] = kernels  # in every row, a stopped or failed trial's too
         fragments.write_json(fragments.trial_dir(run_dir, trial_id) / META_FILE, meta)
     stamp(marks, "data")
     # the engine here, not at the top: the study's driver imports this module (the trainable), not MONAI
@@ -182,9 +189,9 @@ def run_engine(
 
     out = run_trial(study, trial_id, trainer.ckpt_dir, report=report, trainer=trainer)
     stamp(marks, "fit")
-    faults.point("final")  # the final checkpoint is written, the result not yet
+    faults.point("final", world=world)  # the final checkpoint is written, the result not yet
     if rank == 0:
-        out.trial.update(arm=cell.get(ARM_KEY, ""), group=cell.get(GROUP_KEY, ""))
+        out.trial.update(arm=cell.get(ARM_KEY, ""), group=cell.get(GROUP_KEY, ""), kernels=kernels)
         fragments.write_final(run_dir, trial_id, out.trial, out.history, out.cases)
         if marks is not None:
             stamp(marks, "result")

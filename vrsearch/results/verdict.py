@@ -147,18 +147,18 @@ def _comparison(trials: pd.DataFrame, cases: pd.DataFrame, best: str, base: str,
 
 
 def _kernels_note(trials: pd.DataFrame, best: str, base: str) -> list[str]:
-    """A line when the best group and the baseline were trained on different numeric kernels
-    (trials.parquet ``kernels``: another CPU instruction set, GPU or PyTorch), where equal seeds
-    no longer give equal numbers."""
+    """A line when the best group and the baseline were not all trained on one set of numeric
+    kernels (trials.parquet ``kernels``: another CPU instruction set, GPU or PyTorch; mixed
+    within a group too), where equal seeds no longer give equal numbers."""
     if "kernels" not in trials:
         return []
     done = trials[trials["status"] == "completed"]
     labels = group_labels(done)
     ours, theirs = (set(done.loc[labels == g, "kernels"].dropna().astype(str)) for g in (best, base))
-    if not ours or not theirs or ours == theirs:
+    if not ours or not theirs or len(ours | theirs) < 2:
         return []
     return [
-        f"  note: the two were trained on different kernels (best: {'; '.join(sorted(ours))}; {base}: "
+        f"  note: the two were not trained on one set of kernels (best: {'; '.join(sorted(ours))}; {base}: "
         f"{'; '.join(sorted(theirs))}); equal seeds give equal numbers only on equal kernels, so part "
         "of the difference is the order of float sums, not the method (README: Reproducibility)"
     ]
@@ -196,11 +196,11 @@ def verdict(run_dir: Path | str, baseline_run: Path | str | None = None, baselin
         lines.append(f"no completed baseline {base!r} to compare with")
     else:
         lines += _comparison(trials, cases, best, base, "val")
-        lines += _kernels_note(trials, best, base)
         lines.append(
             "  (validation Dice of the configuration chosen on validation is optimistic: it won a "
             "selection; the test split was not used to choose)"
         )
+        lines += _kernels_note(trials, best, base)
         if trial_metrics(trials, cases, "test")["dice"].notna().any():
             lines += _comparison(trials, cases, best, base, "test")[:1]
     report = Path(run_dir) / REPORT_FILE
