@@ -9,16 +9,16 @@ node it runs on) or wait :data:`PAUSE_S` and go on (``pause``: a window in
 which a test can act on a trial known to be mid-training). With
 ``VRSEARCH_FAULT_ONCE=<marker file>`` the fault fires once across all
 processes (whoever creates the marker first, and writes its pid into it), so
-a resumed or retried run goes through; with
-``VRSEARCH_FAULT_SKIP=<k>`` as well, the first ``k`` arrivals at the point pass
-(each claims a ``<marker>.pass<i>`` file) and the next one fires, so a test can
-pick "the third trial to reach step 4" without racing the study (the pass files
-stay: re-arming a marker means deleting them as well as the marker). With
-``VRSEARCH_FAULT_WORLD=<w>`` only a training process of a ``w``-rank trial fires
-at ``step`` or ``final`` (the points that know the world size; any other point,
-or a trial of another size, passes), so a
-test can stop the DDP trial of a study whose other trials train alone. Unset
-(always, outside tests) a point costs one environment lookup.
+a resumed or retried run goes through; with ``VRSEARCH_FAULT_SKIP=<k>`` as
+well, the first ``k`` arrivals at the point pass (each claims a
+``<marker>.pass<i>`` file) and the next one fires, so a test can pick "the
+third trial to reach step 4" without racing the study (the pass files stay:
+re-arming a marker means deleting them as well as the marker). With
+``VRSEARCH_FAULT_WORLD=<w>`` only a training process of a ``w``-rank trial
+fires at ``step`` or ``final`` (the points that know the world size; any other
+point, or a trial of another size, passes), so a test can stop the DDP trial
+of a study whose other trials train alone. Unset (always, outside tests) a
+point costs one environment lookup.
 
 Points: ``write`` (any atomic write, between the temporary file and the
 rename), ``tuner`` (the driver after Tune wrote ``tuner.pkl`` and before its
