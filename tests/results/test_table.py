@@ -367,3 +367,14 @@ def test_axes_give_one_table_per_setting_comparing_arms_at_that_setting(tmp_path
         assert t.frame.set_index("group").loc["baseline", "dice_mean"] == pytest.approx(mine["baseline"].mean())
     paths = write_table(run)
     assert {p.name for p in paths} >= {"table_labeled_ratio=0.1.md", "table_labeled_ratio=0.5.csv"}
+
+
+def test_the_caption_names_the_kernels_when_the_trials_ran_on_several():
+    res = results()
+    assert "sets of kernels" not in ablation_table(res).headline_caption()  # no column: a run of before
+    one = io.Results(res.trials.assign(kernels="torch 2.13.0, cpu AVX2"), res.history, res.cases, res.study)
+    assert "sets of kernels" not in ablation_table(one).headline_caption()
+    both = ["torch 2.13.0, cpu AVX512" if i % 3 == 0 else "torch 2.13.0, cpu AVX2" for i in range(len(res.trials))]
+    mixed = io.Results(res.trials.assign(kernels=both), res.history, res.cases, res.study)
+    caption = ablation_table(mixed).headline_caption()
+    assert "The trials ran on 2 sets of kernels (torch 2.13.0, cpu AVX2; torch 2.13.0, cpu AVX512)" in caption

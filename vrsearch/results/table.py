@@ -123,7 +123,9 @@ def ablation_table(
         ("device_hours", "device_hours"),
     ):
         frame[key] = spent[source].to_numpy()
-    return AblationTable(frame=frame, classes=classes, baseline=baseline, split=split)
+    done = trials.loc[trials["status"] == "completed"] if "status" in trials else trials
+    kernels = tuple(sorted(set(done["kernels"].dropna().astype(str)))) if "kernels" in done else ()
+    return AblationTable(frame=frame, classes=classes, baseline=baseline, split=split, kernels=kernels)
 
 
 def axis_slices(results: io.Results) -> list[tuple[str, io.Results]]:

@@ -41,6 +41,8 @@ class AblationTable:
     split: str = "test"
     #: the dataset-axis setting this table covers (``labeled_ratio=0.1``), "" without axes
     slice: str = ""
+    #: the numeric kernels its completed trials trained on (trials.parquet ``kernels``), sorted
+    kernels: tuple[str, ...] = ()
 
     # -- columns -----------------------------------------------------------------------------------------
     def headline_columns(self) -> list[Column]:
@@ -105,6 +107,16 @@ class AblationTable:
             f"with 80 % power (α = 0.05, before Holm) given the observed seed-to-seed spread; with "
             f"{span(arms['n_seeds'])} seeds, true differences smaller than {pp_span(arms['mdd'])} pp are "
             "likely to be missed. Bold = best per column; iterations and hours summed over the group's trials."
+            + self._kernels_caption()
+        )
+
+    def _kernels_caption(self) -> str:
+        if len(self.kernels) < 2:
+            return ""
+        return (
+            f" The trials ran on {len(self.kernels)} sets of kernels ({'; '.join(self.kernels)}): equal seeds "
+            "give other numbers on other kernels, so part of a difference can be the order of float sums "
+            "(README: Reproducibility)."
         )
 
     def case_caption(self) -> str:
