@@ -80,6 +80,17 @@ def _completed(trials: pd.DataFrame) -> pd.DataFrame:
     return trials.loc[trials["status"] == "completed"]
 
 
+def kernels_by_group(trials: pd.DataFrame) -> dict[str, set[str]]:
+    """The numeric kernels (trials.parquet ``kernels``, ``engine.setup.kernels``) the completed
+    trials of each group trained on; no entry where none is recorded (runs from before the column)."""
+    done = _completed(trials)
+    if "kernels" not in done.columns:
+        return {}
+    known = done["kernels"].notna()
+    rows = done.loc[known, "kernels"].astype(str)
+    return {str(g): set(k) for g, k in rows.groupby(group_labels(done)[known])}
+
+
 def _split_rows(trials: pd.DataFrame, cases: pd.DataFrame, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(completed trials with trial_id/group/seed, their case rows of ``split``)."""
     done = _completed(trials)

@@ -34,6 +34,7 @@ from vrsearch.results.stats import (
     summarize,
     trial_metrics,
 )
+from vrsearch.results.summary import kernels_by_group
 from vrsearch.results.table_cells import group_order, stars
 from vrsearch.results.table_model import AblationTable
 
@@ -123,8 +124,7 @@ def ablation_table(
         ("device_hours", "device_hours"),
     ):
         frame[key] = spent[source].to_numpy()
-    done = trials.loc[trials["status"] == "completed"] if "status" in trials else trials
-    kernels = tuple(sorted(set(done["kernels"].dropna().astype(str)))) if "kernels" in done else ()
+    kernels = tuple(sorted(set().union(*kernels_by_group(trials).values())))
     return AblationTable(frame=frame, classes=classes, baseline=baseline, split=split, kernels=kernels)
 
 

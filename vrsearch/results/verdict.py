@@ -36,7 +36,7 @@ from vrsearch.errors import VrsearchError
 from vrsearch.results import io
 from vrsearch.results.rundir import REPORT_FILE
 from vrsearch.results.stats import case_level_tests, headline_tests, trial_metrics
-from vrsearch.results.summary import group_labels
+from vrsearch.results.summary import group_labels, kernels_by_group
 
 BASELINE = "baseline"
 
@@ -150,11 +150,8 @@ def _kernels_note(trials: pd.DataFrame, best: str, base: str) -> list[str]:
     """A line when the best group and the baseline were not all trained on one set of numeric
     kernels (trials.parquet ``kernels``: another CPU instruction set, GPU or PyTorch; mixed
     within a group too), where equal seeds no longer give equal numbers."""
-    if "kernels" not in trials:
-        return []
-    done = trials[trials["status"] == "completed"]
-    labels = group_labels(done)
-    ours, theirs = (set(done.loc[labels == g, "kernels"].dropna().astype(str)) for g in (best, base))
+    by_group = kernels_by_group(trials)
+    ours, theirs = by_group.get(best, set()), by_group.get(base, set())
     if not ours or not theirs or len(ours | theirs) < 2:
         return []
     return [
