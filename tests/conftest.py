@@ -79,6 +79,7 @@ SHARED_STUDY_FILES = {
     "shared-studies": frozenset(
         {
             "tests/e2e/test_ablation.py",
+            "tests/e2e/test_mirror_restore.py",
             "tests/e2e/test_notebooks.py",
             "tests/e2e/test_replay.py",
             "tests/e2e/test_report_browser.py",

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from tests.conftest import tiny_study_dict
+from vrsearch.orchestrate.experiment import plan
 from vrsearch.orchestrate.schedulers import _Ended, _NoLiveTrials, scheduler
-from vrsearch.orchestrate.searchers import close_orphans, plan_search, sampler_seed
+from vrsearch.orchestrate.searchers import LOST, close_orphans, plan_search, restore_proposals, sampler_seed
 from vrsearch.results import fragments, io
 from vrsearch.results.rundir import RunDir
 from vrsearch.study.load import build_study
@@ -52,9 +53,12 @@ def test_running_proposals_are_failed_and_finished_ones_untouched(tmp_path):
     assert close_orphans(other, run) == 0  # no such Optuna study yet
 
 
-def _fragment(run: RunDir, trial_id: str, number: int, seed: int, status: str | None, val: float | None) -> None:
+def _fragment(
+    run: RunDir, trial_id: str, number: int, seed: int, status: str | None, val: float | None, cell=None
+) -> None:
     d = run.fragment(trial_id)
-    fragments.write_json(d / "meta.json", {"config_hash": trial_id, "optuna_trial": number, "seed": seed})
+    meta = {"config_hash": trial_id, "optuna_trial": number, "seed": seed, "cell": cell or {}}
+    fragments.write_json(d / "meta.json", meta)
     if val is not None:
         io.write_frame(
             d / "history.parquet",
@@ -84,6 +88,42 @@ def test_an_interrupted_search_plans_its_missing_seeds_and_the_proposals_left(tm
     empty = RunDir(tmp_path / "empty")
     assert plan_search(search_study(tmp_path, num_samples=4), empty) == ([], 4)  # nothing asked yet
     assert not empty.optuna_file.exists()  # and no database created by looking
+
+
+@pytest.mark.parametrize("behind", ["no database", "an older database"])
+def test_proposals_the_database_never_saw_are_restored_from_their_trials(tmp_path, behind):
+    """A mirror pulled after its driver died mid-push: the trials of proposals 0-3 are there,
+    Optuna's database (uploaded last) is not, or holds proposal 0 only. Resuming must not
+    ask again from scratch (that ran a fourth trial in tests/e2e/test_autoscale.py)."""
+    study, run = search_study(tmp_path, seeds=[0, 1], num_samples=6), RunDir(tmp_path / "run")
+    lr = {n: {"train.optimizer.lr": 0.01 * (n + 1)} for n in range(4)}
+    if behind == "an older database":
+        ost = optuna_study(study, run)
+        assert ost.ask(DIST).number == 0
+    _fragment(run, "a", 0, 0, "completed", 0.6, lr[0])  # proposal 0: both seeds ended
+    _fragment(run, "b", 0, 1, "stopped_early", 0.2, lr[0])
+    _fragment(run, "c", 1, 0, None, 0.3, lr[1])  # proposal 1: seed 0 interrupted, seed 1 never started
+    _fragment(run, "d", 3, 0, "completed", 0.5, lr[3])  # proposal 2 named by no trial (never mirrored)
+    _fragment(run, "e", 3, 1, "completed", 0.7, lr[3])
+    restored = restore_proposals(study, run)
+    assert restored == (3 if behind == "no database" else 2)
+    ost = optuna.load_study(study_name=study.name, storage=run.optuna_url(None))
+    trials = ost.get_trials()
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert [t.state.name for t in trials] == ["RUNNING", "RUNNING", "FAIL", "RUNNING"]
+    assert trials[2].user_attrs == {LOST: True} and trials[2].params == {}
+    for n in (1, 3):
+        assert trials[n].params == lr[n] and trials[n].distributions == DIST
+    if behind == "no database":
+        assert trials[0].params == lr[0]
+    interrupted, new = plan_search(study, run)
+    assert {p.number: p.todo for p in interrupted} == {0: [], 1: [0, 1], 3: []}
+    assert new == 6 - 3  # the placeholder's proposal is asked again
+    work = plan(study, run)  # every seed ended: told, with the mean of the seeds' last scores
+    assert [p.number for p in work.interrupted] == [1] and work.new == 3
+    values = {t.number: t.value for t in ost.get_trials() if t.state.name == "COMPLETE"}
+    assert values == {0: pytest.approx(0.4), 3: pytest.approx(0.6)}
+    assert restore_proposals(study, run) == 0  # nothing is behind any more
 
 
 def _stops(sched, value: float) -> bool:

@@ -29,7 +29,7 @@ from vrsearch.orchestrate.checks import local_custom_resources
 from vrsearch.orchestrate.mirror import push_results, run_location
 from vrsearch.orchestrate.proposals import Proposal, aggregate
 from vrsearch.orchestrate.schedulers import recorded_curves, scheduler
-from vrsearch.orchestrate.searchers import close_orphans, plan_search, searcher, tell
+from vrsearch.orchestrate.searchers import close_orphans, plan_search, restore_proposals, searcher, tell
 from vrsearch.orchestrate.trainable import trial_resources, trial_study, vrsearch_trial
 from vrsearch.results import faults, fragments, io, storage
 from vrsearch.results.rundir import RunDir
@@ -215,6 +215,8 @@ def execute(study: Study, run: RunDir, address: str | None, echo: Echo, where: s
     (continuing from their configurations' checkpoints) and a search's open proposals."""
     import ray
 
+    if study.search.design == "search" and (restored := restore_proposals(study, run)):
+        echo(f"{restored} Optuna proposals restored from their trials' records (the database was behind them)")
     grow.remove_unfinished(run)  # their configurations run again, from their checkpoints
     work = plan(study, run)
     where = where or run_location(study)

@@ -72,6 +72,57 @@ def _score(d: Path, metric: str) -> float | None:
     return fragments.finite(values.iloc[-1]) if len(values) else None
 
 
+#: user attribute of a placeholder for a proposal number no record kept (:func:`restore_proposals`)
+LOST = "vrsearch_lost"
+
+
+def restore_proposals(study: Study, run: RunDir) -> int:
+    """Give Optuna back the proposals its record lacks but the run's trials name; returns
+    how many were restored.
+
+    A storage mirror uploads the Optuna database last, from a snapshot taken before the
+    trials' files are listed (:mod:`vrsearch.results.storage`), so a mirror whose driver died
+    mid-push can hold trials of proposals its database never saw, or no database at all.
+    Resumed from there, Optuna would propose again from scratch and the search would run
+    more trials than it asked for. Each missing proposal is recorded under its own number
+    as RUNNING, with the parameters in its trials' ``meta.json``, so :func:`plan_search`
+    treats it as any interrupted one: told once its seeds have ended, else continued. A
+    number below the highest restored that no trial names (asked, never mirrored) becomes a
+    FAIL placeholder marked :data:`LOST`, which keeps the numbers aligned and does not
+    count as asked. Call it before unfinished trials are removed (their ``meta.json`` names
+    their proposal)."""
+    optuna = _optuna()
+    cells: dict[int, dict[str, Any]] = {}
+    for d in sorted(run.fragments.glob("*/")):
+        meta = fragments.read_json(d / META_FILE) or {}
+        if meta.get("optuna_trial") is not None:
+            cells.setdefault(int(meta["optuna_trial"]), dict(meta.get("cell") or {}))
+    ost = load_optuna_study(study, run)
+    known = 0 if ost is None else len(ost.get_trials(deepcopy=False))
+    missing = sorted(n for n in cells if n >= known)
+    if not missing:
+        return 0
+    if ost is None:
+        ost = optuna.create_study(
+            study_name=study.name,
+            storage=run.optuna_url(study.search.storage),
+            direction="minimize" if study.search.mode == "min" else "maximize",
+            load_if_exists=True,
+        )
+    space, state = optuna_space(study), optuna.trial.TrialState
+    for number in range(known, missing[-1] + 1):
+        if number in cells:
+            fixed = optuna.trial.FixedTrial(cells[number])
+            space(fixed)  # the space's own suggestions give the parameters' distributions
+            trial = optuna.trial.create_trial(
+                params=fixed.params, distributions=fixed.distributions, state=state.RUNNING
+            )
+        else:
+            trial = optuna.trial.create_trial(state=state.FAIL, user_attrs={LOST: True})
+        ost.add_trial(trial)
+    return len(missing)
+
+
 def plan_search(study: Study, run: RunDir) -> tuple[list[Proposal], int]:
     """(interrupted proposals with the seeds still to run, proposals still to ask)."""
     optuna = _optuna()
@@ -88,8 +139,8 @@ def plan_search(study: Study, run: RunDir) -> tuple[list[Proposal], int]:
     interrupted: list[Proposal] = []
     asked = 0
     for t in ost.get_trials(deepcopy=False):
-        if t.state == optuna.trial.TrialState.WAITING:  # enqueued, not asked yet: a new proposal
-            continue
+        if t.state == optuna.trial.TrialState.WAITING or t.user_attrs.get(LOST):  # enqueued, not asked yet:
+            continue  # a new proposal; or a placeholder (restore_proposals): its proposal is asked again
         asked += 1
         if t.state == optuna.trial.TrialState.RUNNING:
             scores = ended.get(t.number, {})

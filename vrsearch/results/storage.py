@@ -25,7 +25,10 @@ Optuna's SQLite study goes last, as a snapshot taken *before* the other files ar
 listed: a proposal it holds as finished had its trial's files written before it was
 told, so they are in the listing and reach the mirror first. (Uploading the live file
 in name order put a proposal told during the push into the mirror without its trial:
-a resume from there kept it closed and never ran it again.)
+a resume from there kept it closed and never ran it again.) The price: a push cut off
+before its last upload leaves trials of proposals the mirrored database does not hold
+(or no database at all); a resume restores those proposals from the trials'
+``meta.json`` (:func:`vrsearch.orchestrate.searchers.restore_proposals`).
 """
 
 from __future__ import annotations
