@@ -26,7 +26,7 @@ def test_a_mirror_without_its_optuna_database_resumes_without_asking_again(searc
     (mirror / "optuna.db").unlink()
     proc = cli("resume", f"file://{mirror}", "--into", elsewhere)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "2 Optuna proposals restored" in proc.stdout and "nothing to run" in proc.stdout, proc.stdout
+    assert "2 proposal(s) restored" in proc.stdout and "nothing to run" in proc.stdout, proc.stdout
     original = pd.read_parquet(search_run / "run" / "trials.parquet").set_index("trial_id")
     trials = pd.read_parquet(elsewhere / "trials.parquet").set_index("trial_id")
     assert sorted(trials.index) == sorted(original.index) and set(trials.status) == {"completed"}

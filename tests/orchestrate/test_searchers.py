@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import tiny_study_dict
+from vrsearch.errors import VrsearchError
 from vrsearch.orchestrate.experiment import plan
 from vrsearch.orchestrate.schedulers import _Ended, _NoLiveTrials, scheduler
 from vrsearch.orchestrate.searchers import LOST, close_orphans, plan_search, restore_proposals, sampler_seed
@@ -124,6 +125,51 @@ def test_proposals_the_database_never_saw_are_restored_from_their_trials(tmp_pat
     values = {t.number: t.value for t in ost.get_trials() if t.state.name == "COMPLETE"}
     assert values == {0: pytest.approx(0.4), 3: pytest.approx(0.6)}
     assert restore_proposals(study, run) == 0  # nothing is behind any more
+
+
+def test_restored_proposals_keep_conditions_searched_seeds_and_the_default_point(tmp_path):
+    """A conditional space: each restored proposal holds exactly the parameters Optuna
+    suggested (momentum only for SGD); proposal 0 of a study that starts from its defaults,
+    named by no mirrored trial, is the default point, not a placeholder."""
+    space = {
+        "train.optimizer.name": {"type": "categorical", "choices": ["sgd", "adam"]},
+        "train.optimizer.momentum": {
+            "type": "categorical",
+            "choices": [0.9, 0.99],
+            "when": {"train.optimizer.name": "sgd"},
+        },
+    }
+    study = build_study(
+        tiny_study_dict(
+            tmp_path,
+            tmp_path / "run",
+            train={"optimizer": {"name": "adam", "lr": 0.01}},
+            search={"design": "search", "space": space, "start_from_defaults": True, "num_samples": 4},
+        )
+    )
+    run = RunDir(tmp_path / "run")
+    _fragment(run, "a", 1, 0, "completed", 0.5, {"train.optimizer.name": "sgd", "train.optimizer.momentum": 0.99})
+    _fragment(run, "b", 2, 0, None, None, {"train.optimizer.name": "adam"})
+    assert restore_proposals(study, run) == 2
+    trials = optuna.load_study(study_name=study.name, storage=run.optuna_url(None)).get_trials()
+    assert [t.state.name for t in trials] == ["RUNNING"] * 3
+    assert [t.params for t in trials] == [
+        {"train.optimizer.name": "adam"},  # the study's own value
+        {"train.optimizer.name": "sgd", "train.optimizer.momentum": 0.99},
+        {"train.optimizer.name": "adam"},
+    ]
+    interrupted, new = plan_search(study, run)
+    assert {p.number: p.todo for p in interrupted} == {0: [0], 1: [], 2: [0]} and new == 1
+
+
+def test_a_trial_whose_parameters_leave_the_space_is_one_line(tmp_path):
+    study, run = search_study(tmp_path), RunDir(tmp_path / "run")
+    _fragment(run, "a", 0, 0, "completed", 0.5, {"train.optimizer.lr": 0.5})  # above the space's 0.1
+    with pytest.raises(VrsearchError, match=r"trials/a/meta.json: not a point of the study's search space"):
+        restore_proposals(study, run)
+    _fragment(run, "a", 0, 0, "completed", 0.5, {})  # the searched key missing
+    with pytest.raises(VrsearchError, match=r"trials/a/meta.json: not a point"):
+        restore_proposals(study, run)
 
 
 def _stops(sched, value: float) -> bool:

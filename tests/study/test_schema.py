@@ -203,6 +203,26 @@ def test_duplicate_seeds_rejected(tmp_path):
     assert "seeds must be distinct" in error_of(tmp_path, with_("search.seeds", [1, 1]))
 
 
+SEED_AS_KNOB = [
+    (
+        "search.space.train.seed",
+        {"design": "search", "space": {"train.seed": {"type": "categorical", "choices": [0, 1]}}},
+    ),
+    (
+        "search.space.train.seed",
+        {"design": "grid", "space": {"train.seed": {"type": "categorical", "choices": [0, 1]}}},
+    ),
+    ("search.arms.other.set.train.seed", {"design": "ablation", "arms": [{"name": "other", "set": {"train.seed": 5}}]}),
+]
+
+
+@pytest.mark.parametrize(("where", "search"), SEED_AS_KNOB, ids=["search", "grid", "arm"])
+def test_the_seed_is_not_a_knob(tmp_path, where, search):
+    """search.seeds sets every trial's seed, so a seed set by a space or an arm was silently overwritten."""
+    msg = error_of(tmp_path, with_("search", search))
+    assert msg == f"{where}: the seed is not a knob; list the seeds in search.seeds"
+
+
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "studies").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_study_validates(path):
     study = load_study(path)

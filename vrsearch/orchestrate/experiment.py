@@ -216,7 +216,7 @@ def execute(study: Study, run: RunDir, address: str | None, echo: Echo, where: s
     import ray
 
     if study.search.design == "search" and (restored := restore_proposals(study, run)):
-        echo(f"{restored} Optuna proposals restored from their trials' records (the database was behind them)")
+        echo(f"Optuna's database was behind the trials: {restored} proposal(s) restored from their meta.json")
     grow.remove_unfinished(run)  # their configurations run again, from their checkpoints
     work = plan(study, run)
     where = where or run_location(study)

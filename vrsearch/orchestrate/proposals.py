@@ -13,7 +13,9 @@ its ``meta.json``), so after any interruption :func:`plan_search` can tell
   (keyed by configuration, :mod:`vrsearch.orchestrate.trainable`), and Optuna is
   told the proposal's aggregate under its own number once its last seed ends;
 * how many new proposals are still to be asked: ``num_samples`` minus every
-  proposal Optuna already has (enqueued start points not yet asked included).
+  proposal Optuna already has (enqueued start points not yet asked included; the
+  placeholders of :func:`~vrsearch.orchestrate.searchers.restore_proposals`, numbers
+  no record kept, excluded: their proposals are asked anew).
 
 :class:`StudySearcher` (a Tune ``Searcher``) serves the interrupted seeds first,
 then asks Optuna (``OptunaSearch``) for new configurations and issues each once

@@ -9,12 +9,14 @@ an interruption (:func:`plan_search`). What stops trials is in
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vrsearch.errors import VrsearchError
 from vrsearch.orchestrate.proposals import Proposal, StudySearcher
 from vrsearch.results import fragments
 from vrsearch.results.rundir import HISTORY_FILE, META_FILE, RunDir
@@ -85,23 +87,22 @@ def restore_proposals(study: Study, run: RunDir) -> int:
     mid-push can hold trials of proposals its database never saw, or no database at all.
     Resumed from there, Optuna would propose again from scratch and the search would run
     more trials than it asked for. Each missing proposal is recorded under its own number
-    as RUNNING, with the parameters in its trials' ``meta.json``, so :func:`plan_search`
-    treats it as any interrupted one: told once its seeds have ended, else continued. A
-    number below the highest restored that no trial names (asked, never mirrored) becomes a
-    FAIL placeholder marked :data:`LOST`, which keeps the numbers aligned and does not
-    count as asked. Call it before unfinished trials are removed (their ``meta.json`` names
-    their proposal)."""
-    optuna = _optuna()
-    cells: dict[int, dict[str, Any]] = {}
-    for d in sorted(run.fragments.glob("*/")):
-        meta = fragments.read_json(d / META_FILE) or {}
-        if meta.get("optuna_trial") is not None:
-            cells.setdefault(int(meta["optuna_trial"]), dict(meta.get("cell") or {}))
+    as RUNNING, with the parameters in its trials' ``meta.json`` (proposal 0 of a study that
+    starts from its defaults: the default point, even when no trial of it was mirrored), so
+    :func:`plan_search` treats it as any interrupted one: told once its seeds have ended,
+    else continued. A number below the highest restored that no trial names (asked, never
+    mirrored) becomes a FAIL placeholder marked :data:`LOST`, which keeps the numbers
+    aligned and does not count as asked. Call it before unfinished trials are removed
+    (their ``meta.json`` names their proposal)."""
+    named = _named_proposals(run)
     ost = load_optuna_study(study, run)
     known = 0 if ost is None else len(ost.get_trials(deepcopy=False))
-    missing = sorted(n for n in cells if n >= known)
+    missing = sorted(n for n in named if n >= known)
     if not missing:
         return 0
+    if known == 0 and 0 not in named and study.search.start_from_defaults:
+        named[0] = ("search.start_from_defaults", default_point(study))
+    optuna = _optuna()
     if ost is None:
         ost = optuna.create_study(
             study_name=study.name,
@@ -109,18 +110,40 @@ def restore_proposals(study: Study, run: RunDir) -> int:
             direction="minimize" if study.search.mode == "min" else "maximize",
             load_if_exists=True,
         )
-    space, state = optuna_space(study), optuna.trial.TrialState
     for number in range(known, missing[-1] + 1):
-        if number in cells:
-            fixed = optuna.trial.FixedTrial(cells[number])
-            space(fixed)  # the space's own suggestions give the parameters' distributions
-            trial = optuna.trial.create_trial(
-                params=fixed.params, distributions=fixed.distributions, state=state.RUNNING
-            )
+        if number in named:
+            ost.add_trial(_running(study, *named[number]))
         else:
-            trial = optuna.trial.create_trial(state=state.FAIL, user_attrs={LOST: True})
-        ost.add_trial(trial)
+            ost.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs={LOST: True}))
     return len(missing)
+
+
+def _named_proposals(run: RunDir) -> dict[int, tuple[str, dict[str, Any]]]:
+    """``{Optuna number: (where, parameters)}`` of the proposals the trials' ``meta.json``
+    name (their ``cell``: the proposal's parameters)."""
+    named: dict[int, tuple[str, dict[str, Any]]] = {}
+    for d in sorted(run.fragments.glob("*/")):
+        meta = fragments.read_json(d / META_FILE) or {}
+        if meta.get("optuna_trial") is not None and int(meta["optuna_trial"]) not in named:
+            named[int(meta["optuna_trial"])] = (f"{d / META_FILE}", dict(meta.get("cell") or {}))
+    return named
+
+
+def _running(study: Study, where: str, params: dict[str, Any]) -> optuna.trial.FrozenTrial:
+    """A RUNNING Optuna trial of ``params``, its distributions from the study's own
+    define-by-run space (so a conditional dimension is recorded only where it is active)."""
+    optuna = _optuna()
+    fixed = optuna.trial.FixedTrial(params)
+    try:
+        with warnings.catch_warnings():  # FixedTrial warns of a value out of range; create_trial refuses it
+            warnings.simplefilter("ignore", UserWarning)
+            optuna_space(study)(fixed)
+        return optuna.trial.create_trial(
+            params=fixed.params, distributions=fixed.distributions, state=optuna.trial.TrialState.RUNNING
+        )
+    except ValueError as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise VrsearchError(f"{where}: not a point of the study's search space ({reason})") from None
 
 
 def plan_search(study: Study, run: RunDir) -> tuple[list[Proposal], int]:

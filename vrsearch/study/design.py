@@ -35,12 +35,11 @@ import numpy as np
 from vrsearch.errors import StudyError
 from vrsearch.study.load import build_study, set_path
 from vrsearch.study.schema import Dimension, Study
-from vrsearch.study.space import active, default_point, ordered_space  # noqa: F401  (re-exported)
+from vrsearch.study.space import SEED_KEY, active, default_point, ordered_space  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     import optuna
 
-SEED_KEY = "train.seed"
 ARM_KEY, GROUP_KEY = "arm", "group"
 #: the Optuna trial a search's trial evaluates (its number in the Optuna study)
 OPTUNA_KEY = "optuna_trial"

@@ -17,7 +17,7 @@ from vrsearch.methods import get_method
 from vrsearch.registry import MethodParams
 from vrsearch.study.schema import Study
 from vrsearch.study.search import DESIGNS
-from vrsearch.study.space import default_point
+from vrsearch.study.space import SEED_KEY, default_point
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -159,6 +159,8 @@ def _lookup(data: Mapping[str, Any], dotted: str) -> str | None:
 def _check_overrides(raw: dict[str, Any], resolved: dict[str, Any], keys: Iterable[tuple[str, str, list]]) -> None:
     """Each ``(where, dotted, values)`` must name a field and every value must validate."""
     for where, dotted, values in keys:
+        if dotted == SEED_KEY:  # every cell runs once per seed of search.seeds, which would overwrite it
+            raise StudyError(f"{where}: the seed is not a knob; list the seeds in search.seeds")
         problem = _lookup(resolved, dotted)
         if problem:
             raise StudyError(f"{where}: {problem}")

@@ -11,6 +11,9 @@ from typing import Any
 from vrsearch.errors import StudyError
 from vrsearch.study.schema import Dimension, Study
 
+#: a trial's seed: set by ``search.seeds`` in every design, so no space, arm or axis may set it
+SEED_KEY = "train.seed"
+
 
 def active(dim: Dimension, cell: Mapping[str, Any]) -> bool:
     """Whether a conditional dimension applies given the parent values in ``cell``."""
