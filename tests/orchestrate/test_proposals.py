@@ -11,6 +11,10 @@ import pytest
 from ray.tune.search import Searcher
 
 from vrsearch.orchestrate.proposals import Proposal, StudySearcher, aggregate
+from vrsearch.orchestrate.searchers import _RecordEnd
+from vrsearch.results import fragments
+from vrsearch.results.fragments import read_json
+from vrsearch.results.rundir import RunDir
 
 
 class Recording(Searcher):
@@ -98,3 +102,37 @@ def test_interrupted_proposals_continue_first_with_their_missing_seeds_only():
     for i, v in enumerate((0.1, 0.2, 0.3)):
         algo.on_trial_complete(f"n{i}", {"val_dice": v})
     assert inner.told == [("n0", pytest.approx(0.2), False)]
+
+
+def test_a_trials_end_is_on_disk_before_optuna_hears_of_it(tmp_path):
+    """Tune calls the searcher before the callbacks that record how a trial ended: a driver
+    killed in between left a proposal closed in Optuna whose last trial (stopped by ASHA, or
+    failed) had no end on disk, and a resume deleted that trial as unfinished and never ran
+    it again. The end (status.json, unless result.json is there) is now written first."""
+    run = RunDir(tmp_path / "run")
+    seen = {}
+
+    class Checking(Recording):
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            seen[trial_id] = {d.name: (fragments.ended(d) or {}).get("status") for d in run.fragments.glob("*/")}
+            super().on_trial_complete(trial_id, result, error)
+
+    inner = Checking()
+    algo = StudySearcher(inner, [0, 1], "mean", tell=lambda n, v: None, new=3, record_end=_RecordEnd(run))
+    ids = [f"{p}{s}" for p in "abc" for s in (0, 1)]
+    for tid in ids:
+        algo.suggest(tid)
+        fragments.write_json(run.fragment(tid) / "meta.json", {"seed": int(tid[1])})
+    for tid in ("a0", "c0", "c1"):  # these trials trained to the end: result.json before they return
+        fragments.write_json(run.fragment(tid) / "result.json", {"status": "completed"})
+    algo.on_trial_complete("a0", {"val_dice": 0.5})
+    assert seen == {} and fragments.ended(run.fragment("a1")) is None  # nothing told, nothing written
+    algo.on_trial_complete("a1", {"val_dice": 0.3})  # stopped by ASHA at a rung: no result.json
+    assert seen["a0"]["a1"] == "stopped_early"  # Optuna heard of proposal a (as a0) after a1's end was written
+    algo.on_trial_complete("b0", error=True)
+    algo.on_trial_complete("b1", error=True)
+    assert seen["b0"]["b1"] == "failed" and read_json(run.fragment("b1") / "status.json")["error"]
+    algo.on_trial_complete("c0", {"val_dice": 0.6})
+    algo.on_trial_complete("c1", {"val_dice": 0.7})
+    assert seen["c0"]["c1"] == "completed" and not (run.fragment("c1") / "status.json").exists()
+    assert [t[0] for t in inner.told] == ["a0", "b0", "c0"]

@@ -399,3 +399,43 @@ def test_a_proposal_told_during_a_push_never_reaches_the_mirror_without_its_tria
     with sqlite3.connect(target / "optuna.db") as con:
         assert {row[0] for row in con.execute("select trial from told")} == {"t0", "t1"}
     assert {p.parent.name for p in (target / "trials").rglob("result.json")} == {"t0", "t1"}
+
+
+def test_a_pull_brings_optunas_database_last_and_drops_its_stale_journal(tmp_path, monkeypatch):
+    """A pull cut off midway must leave the local database behind the trials (a resume
+    restores the proposals it lacks), never ahead of them (a proposal it holds as closed
+    without its trial's files would never run again). A rollback journal a killed driver
+    left beside the local database belongs to the file a pull replaces: SQLite would roll
+    it into the new one, so it goes; with the database unchanged remotely, it stays."""
+    import sqlite3
+
+    mirror, run = tmp_path / "mirror", tmp_path / "run"
+    mirror.mkdir()
+    with sqlite3.connect(mirror / "optuna.db") as con:
+        con.execute("create table told (trial text)")
+    (mirror / "study.yaml").write_text("name: tiny\n")
+    for t in ("t0", "t1"):
+        fragments.write_json(fragments.trial_dir(mirror, t) / "result.json", {"status": "completed"})
+    real, order = storage._download, []
+
+    def cut_after(n):
+        def download(fs, src, dest):
+            if len(order) == n:
+                raise OSError("connection reset")
+            order.append(Path(dest).relative_to(run).as_posix())
+            real(fs, src, dest)
+
+        return download
+
+    monkeypatch.setattr(storage, "_download", cut_after(2))
+    with pytest.raises(VrsearchError, match="cannot read"):
+        storage.pull(str(mirror), run)
+    assert "optuna.db" not in order and not (run / "optuna.db").exists(), order
+    journal = run / "optuna.db-journal"
+    journal.write_bytes(b"a hot journal of the database replaced below")
+    order.clear()
+    monkeypatch.setattr(storage, "_download", cut_after(-1))
+    assert storage.pull(str(mirror), run) == 2  # the rest: one trial's file, then the database
+    assert order[-1] == "optuna.db" and not journal.exists()
+    journal.write_bytes(b"a journal of the database as it is")
+    assert storage.pull(str(mirror), run) == 0 and journal.exists()  # nothing replaced: left alone

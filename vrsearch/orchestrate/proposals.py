@@ -24,6 +24,13 @@ ended: ``search.aggregate`` of the seeds' scores (``mean``, or ``lcb``: the mean
 standard error towards the worse side); a seed's score is its last reported
 metric, what ``OptunaSearch`` itself would use. Intermediate results stay with the
 scheduler (ASHA), which decides what stops.
+
+Order on disk: Tune calls the searcher before the callbacks that record how a trial
+ended, so a trial stopped by ASHA (or failed) would have its proposal closed in Optuna
+while its fragments did not yet say it ended; a driver killed in between then lost the
+trial for good (a resume removes unended trials and never reruns a closed proposal).
+``record_end`` writes that end first (``status.json``, unless ``result.json`` is there),
+then Optuna is told; the callback rewrites it with the error's text.
 """
 
 from __future__ import annotations
@@ -83,9 +90,11 @@ class StudySearcher(Searcher):
         tell: Callable[[int, float], None],
         interrupted: Sequence[Proposal] = (),
         new: int,
+        record_end: Callable[[str, bool], None] | None = None,
     ):
         super().__init__(metric=optuna_search.metric, mode=optuna_search.mode)
         self.inner, self.seeds, self.how, self.tell = optuna_search, list(seeds), how, tell
+        self.record_end = record_end
         self.open: list[Proposal] = list(interrupted)
         self.new = new
         self.by_trial: dict[str, Proposal] = {}
@@ -132,6 +141,8 @@ class StudySearcher(Searcher):
             return
         self.open.remove(p)
         score = aggregate(list(p.scores.values()), self.how, self.mode)
+        if self.record_end is not None:  # the trial's end on disk before Optuna's (module doc)
+            self.record_end(trial_id, error)
         if p.tune_id is not None:  # asked in this experiment: OptunaSearch tells Optuna
             self.inner.on_trial_complete(
                 p.tune_id, result=None if math.isnan(score) else {self.metric: score}, error=math.isnan(score)

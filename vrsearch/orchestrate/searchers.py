@@ -192,6 +192,20 @@ class _Tell:
         tell(self.study, self.run, number, value)
 
 
+class _RecordEnd:
+    """Picklable: record a trial's end (``stopped_early``, or ``failed`` with ``error``) as
+    the callbacks would, unless its fragments already say how it ended; called before
+    Optuna is told (:mod:`vrsearch.orchestrate.proposals`)."""
+
+    def __init__(self, run: RunDir):
+        self.run = run
+
+    def __call__(self, trial_id: str, error: bool) -> None:
+        if fragments.ended(self.run.fragment(trial_id)) is None:
+            status, why = ("failed", "trial raised an error") if error else ("stopped_early", "")
+            fragments.record_status(self.run.path, trial_id, status, why)
+
+
 def sampler_seed(seed: int, asked: int) -> int:
     """The sampler's seed: the study's first seed in a fresh search; after ``asked``
     earlier proposals (a resume or ``grow``), a seed derived from both, so the restarted
@@ -253,7 +267,15 @@ def searcher(study: Study, run: RunDir, interrupted: list[Proposal], new: int) -
         storage=storage,
         points_to_evaluate=start,
     )
-    algo = StudySearcher(inner, s.seeds, s.aggregate, tell=_Tell(study, run), interrupted=interrupted, new=new)
+    algo = StudySearcher(
+        inner,
+        s.seeds,
+        s.aggregate,
+        tell=_Tell(study, run),
+        interrupted=interrupted,
+        new=new,
+        record_end=_RecordEnd(run),
+    )
     return ConcurrencyLimiter(algo, max_concurrent=study.resources.concurrent_trials)
 
 

@@ -28,7 +28,9 @@ in name order put a proposal told during the push into the mirror without its tr
 a resume from there kept it closed and never ran it again.) The price: a push cut off
 before its last upload leaves trials of proposals the mirrored database does not hold
 (or no database at all); a resume restores those proposals from the trials'
-``meta.json`` (:func:`vrsearch.orchestrate.searchers.restore_proposals`).
+``meta.json`` (:func:`vrsearch.orchestrate.searchers.restore_proposals`). A pull, too,
+brings the database last, so a pull cut off midway leaves it behind the trials, never
+ahead of them.
 """
 
 from __future__ import annotations
@@ -174,10 +176,17 @@ def _snapshot_db(run_dir: Path, tmp: Path) -> tuple[Path, list[int]] | None:
     return copy, stat
 
 
+#: SQLite's files beside a database (rollback journal, write-ahead log, its index)
+SQLITE_SIDE_FILES = ("-journal", "-wal", "-shm")
+
+
 def pull(uri: str, run_dir: Path | str, names: tuple[str, ...] | None = None) -> int:
     """Bring ``run_dir`` up to date with ``uri``: download the files that are missing locally
     or changed remotely since the last sync (``names``: only these top-level files, no
-    manifest). Returns the number of files downloaded."""
+    manifest). Returns the number of files downloaded. Optuna's database comes last, as in
+    :func:`push`: a pull cut off midway leaves it behind the trials, never ahead of them (a
+    resume restores what it lacks; a proposal it held as closed without its trial's files
+    would never run again); the SQLite journal of a database it replaces is removed."""
     run_dir = Path(run_dir)
     fs, base = parse(uri)
     _require(fs, base, uri)
@@ -185,7 +194,7 @@ def pull(uri: str, run_dir: Path | str, names: tuple[str, ...] | None = None) ->
     n = 0
     try:
         remote = _remote_files(fs, base)
-        for rel, rstat in sorted(remote.items()):
+        for rel, rstat in sorted(remote.items(), key=lambda item: (item[0] == OPTUNA_FILE, item[0])):
             if names is not None and rel not in names:
                 continue
             dest, entry = run_dir / rel, files.get(rel)
@@ -195,6 +204,9 @@ def pull(uri: str, run_dir: Path | str, names: tuple[str, ...] | None = None) ->
                     continue  # unchanged remotely since the last sync (local may be newer)
                 if entry is None and have[0] == rstat[0] and (rstat[1] or 0) <= have[1]:
                     continue  # same size, not newer remotely
+            if rel == OPTUNA_FILE:  # a journal left by a killed driver belongs to the file replaced
+                for side in SQLITE_SIDE_FILES:
+                    (run_dir / f"{OPTUNA_FILE}{side}").unlink(missing_ok=True)
             _download(fs, f"{base}/{rel}", dest)
             files[rel] = {"local": _stat(dest), "remote": rstat}
             n += 1
