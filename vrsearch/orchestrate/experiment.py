@@ -109,6 +109,18 @@ def init_ray(
     loopback_init(ray_temp_dir(run_dir, temp_dir), resources=resources, env_vars=env)
 
 
+def reap_leftovers(study: Study, run: RunDir, address: str | None) -> list[int]:
+    """Kill what a killed driver's local Ray left running (its trial processes hold files in
+    the run's Ray temp dir) before the run directory is read: one still training could
+    otherwise write fragments and checkpoints after the unfinished trials are removed. The
+    pids killed; none on a cluster (``address``), where Ray ends a lost driver's job."""
+    if address:
+        return []
+    from vrsearch.orchestrate.local import reap_stale
+
+    return reap_stale(ray_temp_dir(run.path, study.resources.ray_temp_dir))
+
+
 @dataclass
 class Work:
     """What the next Tune experiment runs: a fixed design's pending ``cells`` (with seeds),
@@ -215,6 +227,7 @@ def execute(study: Study, run: RunDir, address: str | None, echo: Echo, where: s
     (continuing from their configurations' checkpoints) and a search's open proposals."""
     import ray
 
+    reap_leftovers(study, run, address)
     if study.search.design == "search" and (restored := restore_proposals(study, run)):
         echo(f"Optuna's database was behind the trials: {restored} proposal(s) restored from their meta.json")
     grow.remove_unfinished(run)  # their configurations run again, from their checkpoints
