@@ -36,6 +36,8 @@ def test_a_leftover_of_this_runs_local_ray_is_killed_and_nothing_else(tmp_path):
     other = holding(tmp_path / "elsewhere" / "worker.out")
     try:
         assert reap_leftovers(study, run, "127.0.0.1:6379") == []  # on a cluster: Ray's business
+        shared = build_study(tiny_study_dict(tmp_path, tmp_path / "run", resources={"ray_temp_dir": str(temp)}))
+        assert reap_leftovers(shared, run, None) == []  # a configured temp dir other studies may share
         assert ours.poll() is None
         assert reap_leftovers(study, run, None) == [ours.pid]
         assert ours.wait(timeout=10) == -9

@@ -433,9 +433,13 @@ def test_a_pull_brings_optunas_database_last_and_drops_its_stale_journal(tmp_pat
     assert "optuna.db" not in order and not (run / "optuna.db").exists(), order
     journal = run / "optuna.db-journal"
     journal.write_bytes(b"a hot journal of the database replaced below")
+    monkeypatch.setattr(storage, "_download", cut_after(len(order) + 1))  # cut before the database
+    with pytest.raises(VrsearchError, match="cannot read"):
+        storage.pull(str(mirror), run)
+    assert journal.exists() and order[-1] == "trials/t1/result.json"  # no database replaced: journal kept
     order.clear()
     monkeypatch.setattr(storage, "_download", cut_after(-1))
-    assert storage.pull(str(mirror), run) == 2  # the rest: one trial's file, then the database
+    assert storage.pull(str(mirror), run) == 1  # the rest: the database
     assert order[-1] == "optuna.db" and not journal.exists()
     journal.write_bytes(b"a journal of the database as it is")
     assert storage.pull(str(mirror), run) == 0 and journal.exists()  # nothing replaced: left alone

@@ -111,10 +111,13 @@ def init_ray(
 
 def reap_leftovers(study: Study, run: RunDir, address: str | None) -> list[int]:
     """Kill what a killed driver's local Ray left running (its trial processes hold files in
-    the run's Ray temp dir) before the run directory is read: one still training could
-    otherwise write fragments and checkpoints after the unfinished trials are removed. The
-    pids killed; none on a cluster (``address``), where Ray ends a lost driver's job."""
-    if address:
+    the run's own Ray temp dir); called once the run's lock is held (no live driver uses the
+    run) and before the run directory is read or emptied: a trial still training could
+    otherwise write fragments and checkpoints after the unfinished trials are removed.
+    Returns the pids killed. None on a cluster (``address``: Ray ends a lost driver's job),
+    nor in a configured ``resources.ray_temp_dir``, which other studies may share (there
+    the local Ray's start reaps, as before)."""
+    if address or study.resources.ray_temp_dir is not None:
         return []
     from vrsearch.orchestrate.local import reap_stale
 
@@ -227,7 +230,6 @@ def execute(study: Study, run: RunDir, address: str | None, echo: Echo, where: s
     (continuing from their configurations' checkpoints) and a search's open proposals."""
     import ray
 
-    reap_leftovers(study, run, address)
     if study.search.design == "search" and (restored := restore_proposals(study, run)):
         echo(f"Optuna's database was behind the trials: {restored} proposal(s) restored from their meta.json")
     grow.remove_unfinished(run)  # their configurations run again, from their checkpoints

@@ -20,7 +20,7 @@ from vrsearch.core.config import Echo
 from vrsearch.errors import VrsearchError
 from vrsearch.orchestrate import grow
 from vrsearch.orchestrate.checks import check_study
-from vrsearch.orchestrate.experiment import execute, plan
+from vrsearch.orchestrate.experiment import execute, plan, reap_leftovers
 from vrsearch.orchestrate.mirror import run_location
 from vrsearch.orchestrate.searchers import delete_optuna_study
 from vrsearch.results import io, storage
@@ -70,6 +70,7 @@ def run_study(
         if problem:
             raise VrsearchError(problem)
         with run_lock(run.path):
+            reap_leftovers(study, run, address)
             io.write_text_atomic(run.study, study_to_yaml(study))
             grow.remove_unfinished(run)
             new = plan(study, run).trials
@@ -88,6 +89,7 @@ def run_study(
         )
     claim_run_dir(run.path, study_to_yaml(study), fresh)
     with run_lock(run.path):
+        reap_leftovers(study, run, address)
         if fresh:
             discard_trial_state(study, run)
             storage.forget(run.path)
@@ -138,6 +140,7 @@ def resume_study(
     study = build_study(read_yaml(run.study))
     check_study(study, address, warn=lambda line: echo(f"warning: {line}"))
     with run_lock(run.path):
+        reap_leftovers(study, run, address)
         kept = len(grow.finished_metas(run))
         echo(f"resuming {run.path}: {kept} finished trials kept")
         return execute(study, run, address, echo, where)

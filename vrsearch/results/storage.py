@@ -204,10 +204,10 @@ def pull(uri: str, run_dir: Path | str, names: tuple[str, ...] | None = None) ->
                     continue  # unchanged remotely since the last sync (local may be newer)
                 if entry is None and have[0] == rstat[0] and (rstat[1] or 0) <= have[1]:
                     continue  # same size, not newer remotely
-            if rel == OPTUNA_FILE:  # a journal left by a killed driver belongs to the file replaced
+            _download(fs, f"{base}/{rel}", dest)
+            if rel == OPTUNA_FILE:  # a journal left by a killed driver belonged to the file replaced
                 for side in SQLITE_SIDE_FILES:
                     (run_dir / f"{OPTUNA_FILE}{side}").unlink(missing_ok=True)
-            _download(fs, f"{base}/{rel}", dest)
             files[rel] = {"local": _stat(dest), "remote": rstat}
             n += 1
     except VrsearchError:
