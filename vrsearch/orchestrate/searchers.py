@@ -62,12 +62,10 @@ def delete_optuna_study(study: Study, run: RunDir) -> None:
 
 def _score(d: Path, metric: str) -> float | None:
     """A seed's score: the metric of its last report (what OptunaSearch would be told)."""
-    import pandas as pd
-
     hist = d / HISTORY_FILE
     if not hist.exists():
         return None
-    frame = pd.read_parquet(hist)
+    frame = fragments.read_frame(hist)
     if metric not in frame:
         return None
     values = frame.dropna(subset=[metric]).sort_values("iteration")[metric]
@@ -152,24 +150,26 @@ def plan_search(study: Study, run: RunDir) -> tuple[list[Proposal], int]:
     ost = load_optuna_study(study, run)
     if ost is None:
         return [], study.search.num_samples
-    ended: dict[int, dict[int, float | None]] = {}
+    state = optuna.trial.TrialState
+    # asked: not WAITING (enqueued, a new proposal) nor a placeholder (restore_proposals: asked anew)
+    asked = [t for t in ost.get_trials(deepcopy=False) if t.state != state.WAITING and not t.user_attrs.get(LOST)]
+    running = {t.number for t in asked if t.state == state.RUNNING}
+    ended: dict[int, dict[int, float | None]] = {}  # the seeds of running proposals that ended
     for d in sorted(run.fragments.glob("*/")):
-        meta, end = fragments.read_json(d / META_FILE) or {}, fragments.ended(d)
-        if end is not None and meta.get("optuna_trial") is not None:
+        meta = fragments.read_json(d / META_FILE) or {}
+        if meta.get("optuna_trial") is None or int(meta["optuna_trial"]) not in running:
+            continue
+        if (end := fragments.ended(d)) is not None:
             ended.setdefault(int(meta["optuna_trial"]), {})[int(meta["seed"])] = (
                 None if end["status"] == "failed" else _score(d, study.search.metric)
             )
-    interrupted: list[Proposal] = []
-    asked = 0
-    for t in ost.get_trials(deepcopy=False):
-        if t.state == optuna.trial.TrialState.WAITING or t.user_attrs.get(LOST):  # enqueued, not asked yet:
-            continue  # a new proposal; or a placeholder (restore_proposals): its proposal is asked again
-        asked += 1
-        if t.state == optuna.trial.TrialState.RUNNING:
+    interrupted = []
+    for t in asked:
+        if t.state == state.RUNNING:
             scores = ended.get(t.number, {})
             todo = [s for s in study.search.seeds if s not in scores]
             interrupted.append(Proposal(t.number, dict(t.params), todo, dict(scores)))
-    return interrupted, max(study.search.num_samples - asked, 0)
+    return interrupted, max(study.search.num_samples - len(asked), 0)
 
 
 def tell(study: Study, run: RunDir, number: int, value: float) -> None:

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
+from vrsearch.errors import VrsearchError
 from vrsearch.results import io
 from vrsearch.results.rundir import FRAGMENTS_DIR, META_FILE, RESULT_FILE, STATUS_FILE
 
@@ -110,6 +112,19 @@ def _row_without_result(d: Path, meta: dict, history: pd.DataFrame) -> dict[str,
     return row
 
 
+def read_frame(path: Path) -> pd.DataFrame:
+    """A fragment's parquet file (its columns under their current names). One that cannot be
+    read — e.g. left empty by a host that lost power before the disk had it — is one line
+    naming it and what to do: the trial's folder removed, a resume runs it again."""
+    try:
+        return io.renamed(pd.read_parquet(path))
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        reason = " ".join(str(exc).split())[:160]
+        raise VrsearchError(
+            f"{path}: not a readable parquet file ({reason}); delete {path.parent} and resume to run that trial again"
+        ) from None
+
+
 def compact(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Rebuild and atomically write the three top-level parquet files."""
     run_dir = Path(run_dir)
@@ -118,12 +133,12 @@ def compact(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         meta = read_json(d / META_FILE)
         if meta is None:
             continue
-        hist = io.renamed(pd.read_parquet(d / io.HISTORY_FILE)) if (d / io.HISTORY_FILE).exists() else pd.DataFrame()
+        hist = read_frame(d / io.HISTORY_FILE) if (d / io.HISTORY_FILE).exists() else pd.DataFrame()
         result = read_json(d / RESULT_FILE)
         if result is not None:
             row = {**result, **{k: v for k, v in meta.items() if k not in META_ONLY and k not in result}}
             if (d / io.CASES_FILE).exists():
-                cases.append(io.renamed(pd.read_parquet(d / io.CASES_FILE)))
+                cases.append(read_frame(d / io.CASES_FILE))
                 conventions.append(io.trial_conventions(row) or io.read_conventions(d / io.CASES_FILE))
         else:
             row = _row_without_result(d, meta, hist)
