@@ -151,4 +151,4 @@ class ResultsCallback(Callback):
         if path and Path(path).exists():
             lines = [ln for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
             err = lines[-1] if lines else ""
-        self._finished(trial, "failed", err or "trial raised an error")
+        self._finished(trial, "failed", err or fragments.RAISED)

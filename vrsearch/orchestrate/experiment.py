@@ -23,7 +23,7 @@ import pandas as pd
 
 from vrsearch.core.config import Echo
 from vrsearch.engine.allocator import worker_env
-from vrsearch.errors import VrsearchError
+from vrsearch.errors import VrsearchError, flat
 from vrsearch.orchestrate import grow
 from vrsearch.orchestrate.checks import local_custom_resources
 from vrsearch.orchestrate.mirror import push_results, run_location
@@ -121,7 +121,7 @@ def reap_leftovers(study: Study, run: RunDir, address: str | None) -> list[int]:
         return []
     from vrsearch.orchestrate.local import reap_stale
 
-    return reap_stale(ray_temp_dir(run.path, study.resources.ray_temp_dir))
+    return reap_stale(ray_temp_dir(run.path))
 
 
 @dataclass
@@ -298,8 +298,7 @@ def _driver_error(run: RunDir, exc: Exception) -> VrsearchError:
     import traceback
 
     io.write_text_atomic(run.driver_log, "".join(traceback.format_exception(exc)))
-    text = " ".join(str(exc).split())[:200]
     return VrsearchError(
-        f"the study stopped on {type(exc).__name__}: {text} (traceback in {run.driver_log}); "
+        f"the study stopped on {type(exc).__name__}: {flat(exc, 200)} (traceback in {run.driver_log}); "
         f"results so far are in {run.path}; continue with 'vrsearch resume {run.path}'"
     )

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from vrsearch.core.config import Echo
-from vrsearch.errors import VrsearchError
+from vrsearch.errors import VrsearchError, flat
 from vrsearch.orchestrate import grow
 from vrsearch.orchestrate.checks import check_study
 from vrsearch.orchestrate.experiment import execute, plan, reap_leftovers
@@ -108,7 +108,7 @@ def _pull_run(uri: str, into: Path | None, echo: Echo) -> Path:
     try:
         stored = build_study(yaml.safe_load(text.decode("utf-8")), check_design=False)
     except (VrsearchError, yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise VrsearchError(f"{uri}/{io.STUDY_FILE}: {' '.join(str(exc).split())[:300]}") from None
+        raise VrsearchError(f"{uri}/{io.STUDY_FILE}: {flat(exc, 300)}") from None
     run_dir = Path(into if into is not None else stored.run_dir).expanduser().absolute()
     prior = _prior_study(RunDir(run_dir))
     if prior is not None and prior[1].name != stored.name:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vrsearch.errors import VrsearchError
+from vrsearch.errors import VrsearchError, flat
 from vrsearch.orchestrate.proposals import Proposal, StudySearcher
 from vrsearch.results import fragments
 from vrsearch.results.rundir import HISTORY_FILE, META_FILE, RunDir
@@ -140,8 +140,7 @@ def _running(study: Study, where: str, params: dict[str, Any]) -> optuna.trial.F
             params=fixed.params, distributions=fixed.distributions, state=optuna.trial.TrialState.RUNNING
         )
     except ValueError as exc:
-        reason = " ".join(str(exc).split())[:200]
-        raise VrsearchError(f"{where}: not a point of the study's search space ({reason})") from None
+        raise VrsearchError(f"{where}: not a point of the study's search space ({flat(exc, 200)})") from None
 
 
 def plan_search(study: Study, run: RunDir) -> tuple[list[Proposal], int]:
@@ -202,7 +201,7 @@ class _RecordEnd:
 
     def __call__(self, trial_id: str, error: bool) -> None:
         if fragments.ended(self.run.fragment(trial_id)) is None:
-            status, why = ("failed", "trial raised an error") if error else ("stopped_early", "")
+            status, why = ("failed", fragments.RAISED) if error else ("stopped_early", "")
             fragments.record_status(self.run.path, trial_id, status, why)
 
 

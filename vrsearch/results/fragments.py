@@ -24,13 +24,15 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from vrsearch.errors import VrsearchError
+from vrsearch.errors import VrsearchError, flat
 from vrsearch.results import io
 from vrsearch.results.rundir import FRAGMENTS_DIR, META_FILE, RESULT_FILE, STATUS_FILE
 
 TRIALS_DIR = FRAGMENTS_DIR
 #: the statuses of a trial that ended (a ``running`` one has not)
 FINISHED = ("completed", "failed", "stopped_early")
+#: the error of a failed trial whose own message could not be read
+RAISED = "trial raised an error"
 #: meta.json entries that are not trial-row columns (``config`` is flattened instead)
 META_ONLY = ("config", "resources", "process")
 
@@ -119,9 +121,9 @@ def read_frame(path: Path) -> pd.DataFrame:
     try:
         return io.renamed(pd.read_parquet(path))
     except (OSError, ValueError, pa.ArrowException) as exc:
-        reason = " ".join(str(exc).split())[:160]
         raise VrsearchError(
-            f"{path}: not a readable parquet file ({reason}); delete {path.parent} and resume to run that trial again"
+            f"{path}: not a readable parquet file ({flat(exc, 160)}); "
+            f"delete {path.parent} and resume to run that trial again"
         ) from None
 
 

@@ -32,7 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vrsearch.errors import VrsearchError
+from vrsearch.errors import VrsearchError, flat
 from vrsearch.results import schema
 from vrsearch.results.atomic import write_atomic
 from vrsearch.results.atomic import write_text_atomic as write_text_atomic  # io.write_text_atomic
@@ -251,7 +251,7 @@ def _load_uri(uri: str) -> Results:
     except VrsearchError:
         raise
     except Exception as exc:  # noqa: BLE001 - network, permissions, a missing bucket
-        raise VrsearchError(f"cannot read {uri}: {' '.join(str(exc).split())[:300]}") from None
+        raise VrsearchError(f"cannot read {uri}: {flat(exc, 300)}") from None
 
 
 def require_run_dir(path: Path, name: str | None = None) -> None:
