@@ -3,7 +3,9 @@
 The run directory gets the resolved ``study.yaml`` first, checkpoints while
 training, and the three parquet files (atomically) at the end. Starting the
 same study again continues from the last checkpoint; a different study in
-the same directory is refused rather than overwritten.
+the same directory is refused rather than overwritten, and so is a directory
+that holds a study run by ``vrsearch run`` (its trials.parquet would be
+replaced by this one trial's) or that another vrsearch process is using.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from pathlib import Path
 
 from vrsearch.engine.trainer import Trainer
 from vrsearch.engine.trial import TrialOutput, run_trial
+from vrsearch.errors import VrsearchError
 from vrsearch.results import io
 from vrsearch.results.claim import claim_run_dir, refuse_other_study
 from vrsearch.results.fragments import write_cases
+from vrsearch.results.lock import run_lock
 from vrsearch.results.rundir import RunDir
-from vrsearch.study import load_study, study_to_yaml
+from vrsearch.study import Study, load_study, study_to_yaml
 
 TRIAL_ID = "train"
 
@@ -32,11 +36,22 @@ def train_single(
 ) -> TrialOutput:
     study = load_study(study_path, overrides)
     run_dir = study.run_dir
-    ckpt = RunDir(run_dir).checkpoint(TRIAL_ID)
     # refused before the trainer prepares data into the directory's cache/ ...
     refuse_other_study(run_dir, study_to_yaml(study), fresh)
-    trainer = Trainer(study, ckpt)  # ... and all data read and checked before anything else is written
-    claim_run_dir(run_dir, study_to_yaml(study), fresh)
+    with run_lock(run_dir):  # one process per run directory, as 'vrsearch run' (results/lock.py)
+        run = RunDir(run_dir)
+        if run.experiments() or run.fragments.exists():  # its trials.parquet would replace the study's
+            raise VrsearchError(
+                f"{run_dir} holds a study run by 'vrsearch run'; train this trial elsewhere "
+                "(--set output.dir=DIR), or start that study over with 'vrsearch run --fresh'"
+            )
+        trainer = Trainer(study, run.checkpoint(TRIAL_ID))  # ... and all data checked before anything is written
+        claim_run_dir(run_dir, study_to_yaml(study), fresh)
+        return _train(study, trainer, run.checkpoint(TRIAL_ID), echo)
+
+
+def _train(study: Study, trainer: Trainer, ckpt: Path, echo: Callable[[str], None]) -> TrialOutput:
+    run_dir = study.run_dir
     total = study.train.iterations
     best = [-math.inf]
 

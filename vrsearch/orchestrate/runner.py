@@ -24,7 +24,7 @@ from vrsearch.orchestrate.experiment import execute, plan, reap_leftovers
 from vrsearch.orchestrate.mirror import run_location
 from vrsearch.orchestrate.searchers import delete_optuna_study
 from vrsearch.results import io, storage
-from vrsearch.results.claim import claim_run_dir
+from vrsearch.results.claim import claim_run_dir, refuse_other_study
 from vrsearch.results.lock import run_lock
 from vrsearch.results.rundir import RunDir
 from vrsearch.study import load_study, study_to_yaml
@@ -39,6 +39,18 @@ def discard_trial_state(study: Study, run: RunDir) -> None:
     for name in (*run.experiments(), run.fragments.name, run.checkpoints.name, run.ray_train.name):
         shutil.rmtree(run / name, ignore_errors=True)
     delete_optuna_study(study, run)
+
+
+def start_over(study: Study, run: RunDir, where: str | None) -> None:
+    """``run --fresh``: forget the run here and in its mirror ``where``. Both study.yaml files
+    go first, so a command cut off midway leaves no run that ``resume`` (of the directory or
+    of the mirror) would take up, and a plain ``run`` refuses the trials left behind: only
+    another ``run --fresh`` goes on, and it starts over."""
+    run.study.unlink(missing_ok=True)
+    if where is not None:
+        storage.remove(where)
+    discard_trial_state(study, run)
+    storage.forget(run.path)
 
 
 def _prior_study(run: RunDir) -> tuple[str, Study] | None:
@@ -59,6 +71,8 @@ def run_study(
     run = RunDir(study.run_dir)
     prior = None if fresh else _prior_study(run)
     started = bool(run.experiments()) or run.fragments.exists()
+    if prior is None and started and not fresh:  # e.g. a 'run --fresh' cut off (start_over)
+        raise VrsearchError(f"{run.path} holds trials but no readable {io.STUDY_FILE}; start over with --fresh")
     if prior is not None and started:
         text, old = prior
         if text == study_to_yaml(study):
@@ -87,14 +101,12 @@ def run_study(
             f"{where} already holds a run of study {study.name!r}; continue it with "
             f"'vrsearch resume {where}' or start over with --fresh"
         )
-    claim_run_dir(run.path, study_to_yaml(study), fresh)
-    with run_lock(run.path):
+    refuse_other_study(run.path, study_to_yaml(study), fresh)
+    with run_lock(run.path):  # before anything is written or emptied: a live run refuses us first
         reap_leftovers(study, run, address)
         if fresh:
-            discard_trial_state(study, run)
-            storage.forget(run.path)
-            if where is not None:
-                storage.remove(where)
+            start_over(study, run, where)
+        claim_run_dir(run.path, study_to_yaml(study), fresh)
         return execute(study, run, address, echo)
 
 

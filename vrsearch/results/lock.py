@@ -10,6 +10,7 @@ are keyed by configuration, and a search may propose one configuration twice.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
@@ -26,6 +27,7 @@ def _acquire(path: Path, run_dir: Path) -> int:
     releases, so a lock taken on a file that was removed meanwhile is dropped and retried."""
     while True:
         try:
+            run_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise VrsearchError(f"output.dir: cannot write the run directory {run_dir} ({exc.strerror})") from None
@@ -49,9 +51,11 @@ def _acquire(path: Path, run_dir: Path) -> int:
 
 @contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold the run directory's lock; the lock file is removed when released (a holder
-    killed by a signal leaves it behind, unlocked, and the next holder removes it)."""
+    """Hold the run directory's lock (creating the directory; removed again on release if
+    it is still empty); the lock file is removed when released (a holder killed by a
+    signal leaves it behind, unlocked, and the next holder removes it)."""
     path = Path(run_dir) / LOCK_FILE
+    created = not Path(run_dir).exists()
     fd = _acquire(path, Path(run_dir))
     try:
         os.ftruncate(fd, 0)
@@ -60,6 +64,9 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     finally:
         path.unlink(missing_ok=True)  # still locked: whoever opened it before retries
         os.close(fd)  # releases the lock
+        if created:  # a command that stopped before writing anything leaves no empty folder
+            with contextlib.suppress(OSError):
+                Path(run_dir).rmdir()
 
 
 #: how long a retried trial waits for the claim of its own earlier attempt (on NFS a dead

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from vrsearch.errors import VrsearchError
 from vrsearch.results.atomic import write_text_atomic
-from vrsearch.results.rundir import OPTUNA_FILE
+from vrsearch.results.rundir import OPTUNA_FILE, STUDY_FILE
 from vrsearch.results.rundir import SMALL_FILES as SMALL_FILES  # storage.SMALL_FILES
 from vrsearch.results.storage_fs import (
     MANIFEST,
@@ -246,9 +246,14 @@ def read_bytes(uri: str, name: str, *, must_exist: bool = True) -> bytes | None:
 
 
 def remove(uri: str) -> None:
-    """Delete everything at ``uri`` (``run --fresh``)."""
+    """Delete everything at ``uri`` (``run --fresh``), its study.yaml first: a delete cut
+    off midway leaves no run there that ``resume URI`` would take up."""
     fs, base = parse(uri)
     try:
+        try:
+            fs.delete_file(f"{base}/{STUDY_FILE}")
+        except FileNotFoundError:
+            pass
         fs.delete_dir_contents(base, missing_dir_ok=True)
     except Exception as exc:  # noqa: BLE001
         raise VrsearchError(f"cannot delete {uri}: {_short(exc)}") from None
