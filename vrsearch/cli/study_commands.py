@@ -50,7 +50,8 @@ def train(
 ) -> None:
     """Train one trial of a study without Ray (debugging, quick checks).
 
-    Results go to the study's output.dir (default runs/<name>); an interrupted
+    Results go to the study's output.dir (default runs/<name>; not one that holds
+    a study run by 'vrsearch run': pass --set output.dir=DIR); an interrupted
     run continues from its last checkpoint when started again."""
     from vrsearch.engine.single import train_single
 
