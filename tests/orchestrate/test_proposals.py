@@ -118,7 +118,7 @@ def test_a_trials_end_is_on_disk_before_optuna_hears_of_it(tmp_path):
             super().on_trial_complete(trial_id, result, error)
 
     inner = Checking()
-    algo = StudySearcher(inner, [0, 1], "mean", tell=lambda n, v: None, new=3, record_end=_RecordEnd(run))
+    algo = StudySearcher(inner, [0, 1], "mean", tell=lambda n, v: None, new=3, record_end=_RecordEnd(run, "val_dice"))
     ids = [f"{p}{s}" for p in "abc" for s in (0, 1)]
     for tid in ids:
         algo.suggest(tid)
@@ -136,3 +136,29 @@ def test_a_trials_end_is_on_disk_before_optuna_hears_of_it(tmp_path):
     algo.on_trial_complete("c1", {"val_dice": 0.7})
     assert seen["c0"]["c1"] == "completed" and not (run.fragment("c1") / "status.json").exists()
     assert [t[0] for t in inner.told] == ["a0", "b0", "c0"]
+
+
+def test_every_seeds_counted_score_is_on_disk_before_optuna_hears_of_its_proposal(tmp_path):
+    """A resume counts, for a seed that ended before the interruption, the score the searcher
+    counted (score.json), not its history's last row: a DDP trial's rank 0 can log a report
+    past the one on which ASHA stopped it."""
+    run = RunDir(tmp_path / "run")
+    seen = []
+
+    class Checking(Recording):
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            seen.append({d.name: read_json(d / "score.json") for d in run.fragments.glob("*/")})
+            super().on_trial_complete(trial_id, result, error)
+
+    algo = StudySearcher(
+        Checking(), [0, 1, 2], "mean", tell=lambda n, v: None, new=1, record_end=_RecordEnd(run, "val_dice")
+    )
+    for tid in ("s0", "s1", "s2"):
+        algo.suggest(tid)
+    algo.on_trial_complete("s0", {"val_dice": 0.25})
+    assert read_json(run.fragment("s0") / "score.json") == {"metric": "val_dice", "score": 0.25}
+    algo.on_trial_complete("s1", error=True)
+    assert read_json(run.fragment("s1") / "score.json") == {"metric": "val_dice", "score": None}
+    assert seen == []  # Optuna not told yet: one seed runs
+    algo.on_trial_complete("s2", {"val_dice": 0.75})
+    assert seen[0]["s2"] == {"metric": "val_dice", "score": 0.75}  # on disk before Optuna heard

@@ -91,6 +91,21 @@ def test_an_interrupted_search_plans_its_missing_seeds_and_the_proposals_left(tm
     assert not empty.optuna_file.exists()  # and no database created by looking
 
 
+def test_a_resume_counts_the_score_its_searcher_counted_not_a_later_history_row(tmp_path):
+    """ASHA stopped seed 1 on its report at iteration 3 (0.2 counted), but rank 0 of the DDP
+    trial had already logged iteration 6 (0.4). Resumed, the proposal counts 0.2, as the
+    first life would have: the history is the fallback only where no score was recorded."""
+    study, run = search_study(tmp_path, seeds=[0, 1, 2], num_samples=1), RunDir(tmp_path / "run")
+    optuna_study(study, run).ask(DIST)
+    _fragment(run, "a", 0, 0, "completed", 0.6)  # completed before its searcher heard: history
+    _fragment(run, "b", 0, 1, "stopped_early", 0.4)
+    fragments.write_json(run.fragment("b") / "score.json", {"metric": "val_dice", "score": 0.2})
+    _fragment(run, "c", 0, 2, "stopped_early", 0.5)
+    fragments.write_json(run.fragment("c") / "score.json", {"metric": "train_loss", "score": 9.0})  # another metric
+    (proposal,), _ = plan_search(study, run)
+    assert proposal.scores == {0: pytest.approx(0.6), 1: pytest.approx(0.2), 2: pytest.approx(0.5)}
+
+
 @pytest.mark.parametrize("behind", ["no database", "an older database"])
 def test_proposals_the_database_never_saw_are_restored_from_their_trials(tmp_path, behind):
     """A mirror pulled after its driver died mid-push: the trials of proposals 0-3 are there,

@@ -31,6 +31,12 @@ while its fragments did not yet say it ended; a driver killed in between then lo
 trial for good (a resume removes unended trials and never reruns a closed proposal).
 ``record_end`` writes that end first (``status.json``, unless ``result.json`` is there),
 then Optuna is told; the callback rewrites it with the error's text.
+
+It also writes the score it counted for the seed (``score.json``), which is what a resume
+counts for a seed that ended before the interruption. The trial's own history is not the
+same record: a DDP trial's workers do not wait for Tune to take a report (Ray Train V2), so
+rank 0's ``history.parquet`` can hold a report past the one on which ASHA stopped it, and
+its last row then differs from the score a run without interruption counted.
 """
 
 from __future__ import annotations
@@ -90,7 +96,7 @@ class StudySearcher(Searcher):
         tell: Callable[[int, float], None],
         interrupted: Sequence[Proposal] = (),
         new: int,
-        record_end: Callable[[str, bool], None] | None = None,
+        record_end: Callable[[str, bool, float | None], None] | None = None,
     ):
         super().__init__(metric=optuna_search.metric, mode=optuna_search.mode)
         self.inner, self.seeds, self.how, self.tell = optuna_search, list(seeds), how, tell
@@ -136,13 +142,14 @@ class StudySearcher(Searcher):
         if p is None:
             return
         value = (result or {}).get(self.metric)
-        p.scores[p.running.pop(trial_id)] = None if error or value is None else float(value)
+        seed_score = None if error or value is None else float(value)
+        p.scores[p.running.pop(trial_id)] = seed_score
+        if self.record_end is not None:  # the trial's end and score on disk before Optuna's (module doc)
+            self.record_end(trial_id, error, seed_score)
         if p.todo or p.running:
             return
         self.open.remove(p)
         score = aggregate(list(p.scores.values()), self.how, self.mode)
-        if self.record_end is not None:  # the trial's end on disk before Optuna's (module doc)
-            self.record_end(trial_id, error)
         if p.tune_id is not None:  # asked in this experiment: OptunaSearch tells Optuna
             self.inner.on_trial_complete(
                 p.tune_id, result=None if math.isnan(score) else {self.metric: score}, error=math.isnan(score)

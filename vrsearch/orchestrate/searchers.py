@@ -19,7 +19,7 @@ import numpy as np
 from vrsearch.errors import VrsearchError, flat
 from vrsearch.orchestrate.proposals import Proposal, StudySearcher
 from vrsearch.results import fragments
-from vrsearch.results.rundir import HISTORY_FILE, META_FILE, RunDir
+from vrsearch.results.rundir import HISTORY_FILE, META_FILE, SCORE_FILE, RunDir
 from vrsearch.study.design import default_point, optuna_space
 from vrsearch.study.schema import Study
 
@@ -61,7 +61,12 @@ def delete_optuna_study(study: Study, run: RunDir) -> None:
 
 
 def _score(d: Path, metric: str) -> float | None:
-    """A seed's score: the metric of its last report (what OptunaSearch would be told)."""
+    """A seed's score: the one the searcher counted (``score.json``; module doc of
+    :mod:`~vrsearch.orchestrate.proposals`), else the metric of its last report (what
+    OptunaSearch would be told; a trial that completed before its searcher heard of it)."""
+    counted = fragments.read_json(d / SCORE_FILE)
+    if counted is not None and counted.get("metric") == metric:
+        return fragments.finite(counted.get("score"))
     hist = d / HISTORY_FILE
     if not hist.exists():
         return None
@@ -192,14 +197,16 @@ class _Tell:
 
 
 class _RecordEnd:
-    """Picklable: record a trial's end (``stopped_early``, or ``failed`` with ``error``) as
-    the callbacks would, unless its fragments already say how it ended; called before
-    Optuna is told (:mod:`vrsearch.orchestrate.proposals`)."""
+    """Picklable: record the score counted for a trial's seed (``score.json``) and its end
+    (``stopped_early``, or ``failed`` with ``error``) as the callbacks would, unless its
+    fragments already say how it ended; called before Optuna is told
+    (:mod:`vrsearch.orchestrate.proposals`)."""
 
-    def __init__(self, run: RunDir):
-        self.run = run
+    def __init__(self, run: RunDir, metric: str):
+        self.run, self.metric = run, metric
 
-    def __call__(self, trial_id: str, error: bool) -> None:
+    def __call__(self, trial_id: str, error: bool, score: float | None) -> None:
+        fragments.write_json(self.run.fragment(trial_id) / SCORE_FILE, {"metric": self.metric, "score": score})
         if fragments.ended(self.run.fragment(trial_id)) is None:
             status, why = ("failed", fragments.RAISED) if error else ("stopped_early", "")
             fragments.record_status(self.run.path, trial_id, status, why)
@@ -273,7 +280,7 @@ def searcher(study: Study, run: RunDir, interrupted: list[Proposal], new: int) -
         tell=_Tell(study, run),
         interrupted=interrupted,
         new=new,
-        record_end=_RecordEnd(run),
+        record_end=_RecordEnd(run, study.search.metric),
     )
     return ConcurrencyLimiter(algo, max_concurrent=study.resources.concurrent_trials)
 

@@ -12,7 +12,8 @@ its Optuna study lives.
       optuna.db               Optuna's study (search designs; unless search.storage names another)
       trials/<trial_id>/      a trial's fragments: meta.json, history.parquet,
                               result.json + cases.parquet when it ended on its own, status.json otherwise;
-                              timing.json (its timeline: where its fixed cost went)
+                              timing.json (its timeline: where its fixed cost went); score.json (a
+                              search's trial: the score its proposal counted for it)
       checkpoints/<key>/      last.pt, best.pt — keyed by the trial's configuration, so any
                               later trial of the same configuration continues from them
       tune, tune-2, ...       Ray Tune's experiments (one per run or resume)
@@ -49,6 +50,8 @@ CACHE_DIR = "cache"
 META_FILE, RESULT_FILE, STATUS_FILE = "meta.json", "result.json", "status.json"
 #: a trial's timeline (process start, imports, data, set-up, first report, result written)
 TIMING_FILE = "timing.json"
+#: a search's trial: the score the searcher counted for its seed (vrsearch.orchestrate.proposals)
+SCORE_FILE = "score.json"
 #: the small files a report or table needs (pulled from a storage mirror without checkpoints)
 SMALL_FILES = (STUDY_FILE, TRIALS_FILE, HISTORY_FILE, CASES_FILE, OPTUNA_FILE)
 #: folders mirrored to output.storage besides the small files
