@@ -240,8 +240,8 @@ def execute(study: Study, run: RunDir, address: str | None, echo: Echo, where: s
         push_results(run.path, where, echo, final=True)
         echo(f"nothing to run: all {n_trials(study)} trials of {study.name} are already in {run.path}")
         return run.path
-    if where is not None:  # before Ray starts: an unwritable storage fails now, not after the study
-        storage.push(run.path, where)
+    if where is not None:  # before Ray starts: an unwritable storage (or one another copy of the
+        storage.push(run.path, where, take_up=True)  # run took up) fails now, not after the study
         echo(f"storing results at {where}")
     from vrsearch.orchestrate.callbacks import ReportRefresh
 

@@ -39,8 +39,10 @@ import json
 import sqlite3
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from vrsearch.errors import VrsearchError
+from vrsearch.results import storage_owner as owner
 from vrsearch.results.atomic import write_text_atomic
 from vrsearch.results.rundir import OPTUNA_FILE, STUDY_FILE
 from vrsearch.results.rundir import SMALL_FILES as SMALL_FILES  # storage.SMALL_FILES
@@ -80,16 +82,22 @@ __all__ = [
 # --- the manifest ---------------------------------------------------------
 
 
-def _read_manifest(run_dir: Path, uri: str) -> dict[str, dict]:
+def _manifest(run_dir: Path, uri: str) -> dict[str, Any]:
     try:
         data = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return data.get("files", {}) if data.get("location") == uri else {}
+    return data if isinstance(data, dict) and data.get("location") == uri else {}
 
 
-def _write_manifest(run_dir: Path, uri: str, files: dict[str, dict]) -> None:
-    write_text_atomic(run_dir / MANIFEST, json.dumps({"location": uri, "files": files}, indent=0, sort_keys=True))
+def _read_manifest(run_dir: Path, uri: str) -> dict[str, dict]:
+    return _manifest(run_dir, uri).get("files", {})
+
+
+def _write_manifest(run_dir: Path, uri: str, files: dict[str, dict], token: str | None) -> None:
+    """The files' stats at the last sync and the mirror's owner token (storage_owner)."""
+    data = {"location": uri, "files": files, "owner": token}
+    write_text_atomic(run_dir / MANIFEST, json.dumps(data, indent=0, sort_keys=True))
 
 
 def synced_with(run_dir: Path | str, uri: str) -> bool:
@@ -108,18 +116,27 @@ def forget(run_dir: Path | str) -> None:
 # --- push, pull, single files ---------------------------------------------
 
 
-def push(run_dir: Path | str, uri: str) -> dict[str, int]:
+def push(run_dir: Path | str, uri: str, *, take_up: bool = False) -> dict[str, int]:
     """Mirror ``run_dir`` to ``uri``: upload the files changed since the last push and delete
     the pushed files that are gone locally. Returns counts; errors raise :class:`VrsearchError`
-    naming the URI (what was uploaded before the error is remembered)."""
+    naming the URI (what was uploaded before the error is remembered). A mirror that another
+    copy of the run took up is refused; ``take_up``: this copy takes it up first (once per
+    life of a run, :mod:`vrsearch.results.storage_owner`)."""
     run_dir = Path(run_dir)
     fs, base = parse(uri)
-    files = _read_manifest(run_dir, uri)
+    files, token = _read_manifest(run_dir, uri), _manifest(run_dir, uri).get("owner")
+    try:
+        theirs = owner.read(fs, base)
+    except Exception as exc:  # noqa: BLE001 - as any failed push: the mirror cannot be written
+        raise VrsearchError(f"cannot write to {uri}: {_short(exc)}") from None
+    owner.check(theirs, token, uri, run_dir)
     uploaded: list[str] = []
     local: dict[str, list[int]] = {}
     deleted = 0
     with tempfile.TemporaryDirectory(prefix="vrs-push-") as tmp:
         try:
+            if take_up:
+                token = owner.take_up(fs, base)
             db = _snapshot_db(run_dir, Path(tmp))  # before the listing (module doc)
             local = local_files(run_dir)
             if db is not None:
@@ -150,8 +167,8 @@ def push(run_dir: Path | str, uri: str) -> dict[str, int]:
         except Exception as exc:  # noqa: BLE001 - network, permissions, missing bucket
             raise VrsearchError(f"cannot write to {uri}: {_short(exc)}") from None
         finally:
-            if uploaded or deleted or not (run_dir / MANIFEST).exists():
-                _write_manifest(run_dir, uri, files)
+            if uploaded or deleted or take_up or not (run_dir / MANIFEST).exists():
+                _write_manifest(run_dir, uri, files, token)
     return {"uploaded": len(uploaded), "deleted": deleted, "unchanged": len(local) - len(uploaded)}
 
 
@@ -191,8 +208,10 @@ def pull(uri: str, run_dir: Path | str, names: tuple[str, ...] | None = None) ->
     fs, base = parse(uri)
     _require(fs, base, uri)
     files = {} if names is not None else _read_manifest(run_dir, uri)
-    n = 0
+    n, token = 0, None
     try:
+        theirs = owner.read(fs, base)  # before the files: a copy taking it up meanwhile makes ours stale
+        token = theirs["token"] if theirs else None
         remote = _remote_files(fs, base)
         for rel, rstat in sorted(remote.items(), key=lambda item: (item[0] == OPTUNA_FILE, item[0])):
             if names is not None and rel not in names:
@@ -216,7 +235,7 @@ def pull(uri: str, run_dir: Path | str, names: tuple[str, ...] | None = None) ->
         raise VrsearchError(f"cannot read {uri}: {_short(exc)}") from None
     finally:
         if names is None:
-            _write_manifest(run_dir, uri, files)
+            _write_manifest(run_dir, uri, files, token)
     return n
 
 

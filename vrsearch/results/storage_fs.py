@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from vrsearch.errors import VrsearchError
 from vrsearch.results.atomic import write_atomic
 from vrsearch.results.rundir import LOCK_FILE, MIRRORED_DIRS
+from vrsearch.results.storage_owner import OWNER_FILE
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
@@ -107,7 +108,7 @@ def _mirrored(rel: str) -> bool:
     if _TEMP.match(parts[-1]) or parts[-1].endswith("-journal") or parts[-1] in _LOCAL_ONLY:
         return False
     if len(parts) == 1:
-        return parts[0] != MANIFEST
+        return parts[0] not in (MANIFEST, OWNER_FILE)
     return parts[0] in MIRRORED_DIRS
 
 

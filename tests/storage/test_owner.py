@@ -1,0 +1,69 @@
+"""A mirror takes pushes from one copy of a run: the one that took it up last
+(vrsearch/results/storage_owner.py). Local-folder mirrors; no Ray starts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.orchestrate.test_start_over import _study_run
+from tests.storage.test_storage import mirrored, synthetic_run
+from vrsearch.errors import VrsearchError
+from vrsearch.orchestrate import runner
+from vrsearch.results import storage
+from vrsearch.results.rundir import RunDir
+from vrsearch.results.storage_owner import OWNER_FILE
+
+
+def test_a_copy_whose_mirror_was_taken_up_elsewhere_cannot_push(tmp_path):
+    a = synthetic_run(tmp_path / "a")
+    where = str(tmp_path / "bucket" / "syn")
+    storage.push(a, where, take_up=True)  # machine A's run
+    b = tmp_path / "b"
+    storage.pull(where, b)  # A's driver died; machine B resumes from the mirror ...
+    assert not (b / OWNER_FILE).exists()  # (the token stays in the mirror and B's manifest)
+    storage.push(b, where, take_up=True)  # ... and takes it up
+    (b / "trials" / "t0000" / "b.json").write_text("{}")
+    storage.push(b, where)  # B goes on pushing
+    before = mirrored(Path(where))
+    (a / "trials" / "t0001" / "a.json").write_text("{}")  # A's directory is resumed later
+    for take_up in (False, True):
+        with pytest.raises(VrsearchError) as err:
+            storage.push(a, where, take_up=take_up)
+        line = str(err.value)
+        assert "\n" not in line and "was taken up by another copy of this run" in line and where in line
+        assert "vrsearch resume " + where + " --into DIR" in line and "host " in line
+        assert mirrored(Path(where)) == before  # nothing of A's reached the mirror
+    c = tmp_path / "c"
+    storage.pull(where, c)  # the way out the message names: a fresh copy of the mirror
+    assert "trials/t0000/b.json" in storage.local_files(c)
+    storage.push(c, where, take_up=True)
+    with pytest.raises(VrsearchError, match="taken up"):
+        storage.push(b, where)  # and now B's copy is the stale one
+
+
+def test_a_mirror_without_an_owner_is_taken_up_by_its_first_push(tmp_path):
+    a = synthetic_run(tmp_path / "a")
+    where = str(tmp_path / "bucket" / "syn")
+    storage.push(a, where)  # as before owners existed: no token anywhere
+    assert not (Path(where) / OWNER_FILE).exists()
+    storage.push(a, where, take_up=True)
+    token = json.loads((Path(where) / OWNER_FILE).read_text())["token"]
+    assert json.loads((a / storage.MANIFEST).read_text())["owner"] == token
+    storage.push(a, where)  # its own token: accepted; the owner file is never deleted as "gone locally"
+    assert (Path(where) / OWNER_FILE).exists() and OWNER_FILE not in storage.local_files(a)
+
+
+def test_resuming_a_stale_copy_stops_before_ray_with_one_line(tiny_phantom, tmp_path):
+    study_file, run, where = _study_run(tiny_phantom, tmp_path)
+    storage.push(run, where, take_up=True)
+    elsewhere = tmp_path / "elsewhere"
+    storage.pull(where, elsewhere)
+    storage.push(elsewhere, where, take_up=True)
+    shutil.rmtree(run / "trials" / "t0001")  # the stale copy has work left, so it would start Ray
+    with pytest.raises(VrsearchError, match="was taken up by another copy of this run"):
+        runner.resume_study(run)
+    assert RunDir(run).experiments() == ["tune"]  # no new Tune experiment: stopped before Ray
