@@ -59,6 +59,8 @@ def test_every_named_file_exists_somewhere():
         "Info.cfg",
         "phantom.json",
         "timing.json",
+        "status.json",
+        "score.json",
     }
     names = {
         t

@@ -5,6 +5,7 @@ command is refused, or the test calls the start-over step itself."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,8 @@ def test_a_fresh_start_cut_off_in_the_mirror_leaves_no_run_to_resume(tiny_phanto
     left = mirrored(Path(where))
     assert io.STUDY_FILE not in left and "trials.parquet" in left  # the mirror's study.yaml went first
     with pytest.raises(VrsearchError, match="not a vrsearch run"):
-        runner.resume_study(where, into=tmp_path / "elsewhere")
+        runner.resume_study(f"file://{where}", into=tmp_path / "elsewhere")
+    assert not (tmp_path / "elsewhere").exists()
     with pytest.raises(VrsearchError, match="not a vrsearch run directory"):
         runner.resume_study(run)
     with pytest.raises(VrsearchError, match="holds trials but no readable study.yaml; start over with --fresh"):
@@ -81,13 +83,20 @@ def test_fresh_starts_and_train_wait_for_the_runs_lock(tiny_phantom, tmp_path):
     """A live 'vrsearch run' holds the lock: 'run --fresh' and 'train --fresh' refuse before
     they delete anything (they used to empty the directory first, then find the lock)."""
     study_file, run, where = _study_run(tiny_phantom, tmp_path)
-    before, remote = mirrored(run), mirrored(Path(where))
     with run_lock(run):
         for command in (
             lambda: runner.run_study(study_file, [], fresh=True),
+            lambda: runner.resume_study(run),
+            lambda: runner.resume_study(f"file://{where}"),  # its pull would write into the run
+            "a directory that only 'vrsearch train' used",
             lambda: train_single(study_file, [], fresh=True),
             lambda: train_single(study_file, []),
         ):
+            if isinstance(command, str):
+                for name in ("trials", "tune"):
+                    shutil.rmtree(run / name)
+                continue
+            before, remote = mirrored(run), mirrored(Path(where))
             with pytest.raises(VrsearchError, match="in use by another vrsearch process"):
                 command()
             assert mirrored(run) == before and mirrored(Path(where)) == remote
@@ -96,15 +105,19 @@ def test_fresh_starts_and_train_wait_for_the_runs_lock(tiny_phantom, tmp_path):
 def test_train_refuses_a_directory_that_holds_a_study_run_by_vrsearch_run(tiny_phantom, tmp_path):
     study_file, run, _ = _study_run(tiny_phantom, tmp_path)
     before = mirrored(run)
+    for fresh in (False, True):
+        with pytest.raises(VrsearchError, match="holds a study run by 'vrsearch run'.*--set output.dir=DIR"):
+            train_single(study_file, [], fresh=fresh)
+        assert mirrored(run) == before
+    (run / "study.yaml").write_text("name: another\n")  # a different study's run: the same answer, not "--fresh"
     with pytest.raises(VrsearchError, match="holds a study run by 'vrsearch run'"):
         train_single(study_file, [])
-    assert mirrored(run) == before
 
 
-def test_the_lock_removes_the_folder_it_created_when_nothing_was_written(tmp_path):
-    with run_lock(tmp_path / "new"):
-        assert (tmp_path / "new").is_dir()
-    assert not (tmp_path / "new").exists()
+def test_the_lock_removes_the_folders_it_created_when_nothing_was_written(tmp_path):
+    with run_lock(tmp_path / "runs" / "new"):
+        assert (tmp_path / "runs" / "new").is_dir()
+    assert not (tmp_path / "runs").exists()
     with run_lock(tmp_path / "used"):
         (tmp_path / "used" / "study.yaml").write_text("x")
     assert (tmp_path / "used" / "study.yaml").exists()

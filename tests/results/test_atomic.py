@@ -74,3 +74,13 @@ def test_a_folder_its_file_system_cannot_flush_is_left_as_it_is(tmp_path, monkey
     target = tmp_path / "trials.parquet"
     atomic.write_text_atomic(target, "new")
     assert target.read_text() == "new"
+
+
+def test_a_folder_that_cannot_be_flushed_for_want_of_space_is_one_line_and_says_the_file_is_in(tmp_path, monkeypatch):
+    target = tmp_path / "trials.parquet"
+    target.write_text("old")
+    _trace(monkeypatch, fail={"dir": errno.ENOSPC})
+    with pytest.raises(VrsearchError) as err:
+        atomic.write_text_atomic(target, "new")
+    assert "\n" not in str(err.value) and "is in place" in str(err.value) and "intact" not in str(err.value)
+    assert target.read_text() == "new"

@@ -35,7 +35,7 @@ def test_a_copy_whose_mirror_was_taken_up_elsewhere_cannot_push(tmp_path):
             storage.push(a, where, take_up=take_up)
         line = str(err.value)
         assert "\n" not in line and "was taken up by another copy of this run" in line and where in line
-        assert "vrsearch resume " + where + " --into DIR" in line and "host " in line
+        assert f"vrsearch resume file://{where} --into NEWDIR" in line and "host " in line
         assert mirrored(Path(where)) == before  # nothing of A's reached the mirror
     c = tmp_path / "c"
     storage.pull(where, c)  # the way out the message names: a fresh copy of the mirror
@@ -52,7 +52,7 @@ def test_a_mirror_without_an_owner_is_taken_up_by_its_first_push(tmp_path):
     assert not (Path(where) / OWNER_FILE).exists()
     storage.push(a, where, take_up=True)
     token = json.loads((Path(where) / OWNER_FILE).read_text())["token"]
-    assert json.loads((a / storage.MANIFEST).read_text())["owner"] == token
+    assert json.loads((a / storage.MANIFEST).read_text())["owner"] == [token]
     storage.push(a, where)  # its own token: accepted; the owner file is never deleted as "gone locally"
     assert (Path(where) / OWNER_FILE).exists() and OWNER_FILE not in storage.local_files(a)
 
@@ -67,3 +67,61 @@ def test_resuming_a_stale_copy_stops_before_ray_with_one_line(tiny_phantom, tmp_
     with pytest.raises(VrsearchError, match="was taken up by another copy of this run"):
         runner.resume_study(run)
     assert RunDir(run).experiments() == ["tune"]  # no new Tune experiment: stopped before Ray
+
+
+class Killed(BaseException):
+    """Stands for a SIGKILL: nothing below catches it."""
+
+
+def test_a_copy_killed_while_taking_its_mirror_up_still_owns_it(tmp_path, monkeypatch):
+    """The new token is written to the mirror, then the push dies uploading the files: the
+    same copy's next push (its resume) is its own, not a stranger's."""
+    from vrsearch.results import storage_fs
+
+    a = synthetic_run(tmp_path / "a")
+    where = str(tmp_path / "bucket" / "syn")
+    storage.push(a, where, take_up=True)
+    upload = storage_fs._upload
+
+    def dies_after_the_owner(fs, local, dest):
+        upload(fs, local, dest)
+        if dest.endswith(OWNER_FILE):
+            raise Killed
+
+    monkeypatch.setattr(storage, "_upload", dies_after_the_owner)
+    monkeypatch.setattr("vrsearch.results.storage_owner._upload", dies_after_the_owner)
+    with pytest.raises(Killed):
+        storage.push(a, where, take_up=True)
+    monkeypatch.undo()
+    storage.push(a, where, take_up=True)  # accepted: the token it was taking up was kept first
+    assert mirrored(Path(where)) == mirrored(a)
+
+
+def test_one_mirror_spelled_two_ways_is_one_mirror(tmp_path):
+    a = synthetic_run(tmp_path / "a")
+    where = str(tmp_path / "bucket" / "syn")
+    storage.push(a, where, take_up=True)
+    b = tmp_path / "b"
+    storage.pull(f"file://{where}/", b)  # how 'vrsearch resume' must name a folder mirror
+    storage.push(b, f"file://{where}", take_up=True)
+    storage.push(b, where)  # the study's output.storage spells it as a plain path
+    assert storage.synced_with(b, where) and storage.synced_with(b, f"file://{where}/")
+    with pytest.raises(VrsearchError) as err:
+        storage.push(a, where)
+    assert f"vrsearch resume file://{where} --into NEWDIR" in str(err.value)  # a command that works
+
+
+def test_a_stale_copy_is_not_pulled_over(tmp_path):
+    """Pulling the mirror into a copy another copy took it up from would keep the stale copy's
+    own trials and push them beside the mirror's."""
+    a = synthetic_run(tmp_path / "a")
+    where = str(tmp_path / "bucket" / "syn")
+    storage.push(a, where, take_up=True)
+    b = tmp_path / "b"
+    storage.pull(where, b)
+    storage.push(b, where, take_up=True)
+    before = mirrored(a)
+    with pytest.raises(VrsearchError, match="taken up by another copy"):
+        storage.pull(where, a)
+    assert mirrored(a) == before
+    storage.pull(where, tmp_path / "c")  # a new directory is fine

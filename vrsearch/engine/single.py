@@ -35,19 +35,24 @@ def train_single(
     study_path: Path, overrides: Iterable[str], *, fresh: bool = False, echo: Callable[[str], None] = print
 ) -> TrialOutput:
     study = load_study(study_path, overrides)
-    run_dir = study.run_dir
+    run_dir, run = study.run_dir, RunDir(study.run_dir)
     # refused before the trainer prepares data into the directory's cache/ ...
+    _refuse_a_study_run(run)
     refuse_other_study(run_dir, study_to_yaml(study), fresh)
     with run_lock(run_dir):  # one process per run directory, as 'vrsearch run' (results/lock.py)
-        run = RunDir(run_dir)
-        if run.experiments() or run.fragments.exists():  # its trials.parquet would replace the study's
-            raise VrsearchError(
-                f"{run_dir} holds a study run by 'vrsearch run'; train this trial elsewhere "
-                "(--set output.dir=DIR), or start that study over with 'vrsearch run --fresh'"
-            )
+        _refuse_a_study_run(run)
         trainer = Trainer(study, run.checkpoint(TRIAL_ID))  # ... and all data checked before anything is written
         claim_run_dir(run_dir, study_to_yaml(study), fresh)
         return _train(study, trainer, run.checkpoint(TRIAL_ID), echo)
+
+
+def _refuse_a_study_run(run: RunDir) -> None:
+    """A directory with a ``vrsearch run`` study: this trial's trials.parquet would replace the study's."""
+    if run.experiments() or run.fragments.exists():
+        raise VrsearchError(
+            f"{run.path} holds a study run by 'vrsearch run' (--fresh too would replace its results); "
+            "train this trial in a directory of its own: --set output.dir=DIR"
+        )
 
 
 def _train(study: Study, trainer: Trainer, ckpt: Path, echo: Callable[[str], None]) -> TrialOutput:

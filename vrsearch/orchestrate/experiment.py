@@ -230,11 +230,13 @@ def execute(study: Study, run: RunDir, address: str | None, echo: Echo, where: s
     (continuing from their configurations' checkpoints) and a search's open proposals."""
     import ray
 
+    where = where or run_location(study)
+    if where is not None:  # a stale copy of a run changes nothing, here or there (storage_owner)
+        storage.check_owner(run.path, where)
     if study.search.design == "search" and (restored := restore_proposals(study, run)):
         echo(f"Optuna's database was behind the trials: {restored} proposal(s) restored from their meta.json")
     grow.remove_unfinished(run)  # their configurations run again, from their checkpoints
     work = plan(study, run)
-    where = where or run_location(study)
     if work.trials == 0:
         fragments.compact(run.path)
         push_results(run.path, where, echo, final=True)

@@ -110,8 +110,9 @@ def run_study(
         return execute(study, run, address, echo)
 
 
-def _pull_run(uri: str, into: Path | None, echo: Echo) -> Path:
-    """Bring the run stored at ``uri`` into ``into`` or the local dir its study names."""
+def _pull_target(uri: str, into: Path | None) -> tuple[Path, Study]:
+    """Where the run stored at ``uri`` is resumed (``into``, else the local dir its study
+    names) and its stored study; nothing is written."""
     import yaml
 
     text = storage.read_bytes(uri, io.STUDY_FILE)
@@ -128,9 +129,7 @@ def _pull_run(uri: str, into: Path | None, echo: Echo) -> Path:
             f"{run_dir} holds a run of study {prior[1].name!r}, not {stored.name!r}; "
             "pass --into DIR to resume elsewhere"
         )
-    n = storage.pull(uri, run_dir)
-    echo(f"pulled {n} changed files from {uri} into {run_dir}" if n else f"{run_dir} is up to date with {uri}")
-    return run_dir
+    return run_dir, stored
 
 
 def resume_study(
@@ -142,17 +141,19 @@ def resume_study(
     One path, whatever the interruption: a new Tune experiment runs what the run directory's
     fragments (and, for a search, Optuna's study) say is missing; finished trials are kept,
     unfinished ones continue from their configurations' checkpoints."""
-    where = None
-    if storage.is_uri(run_dir):
-        where = str(run_dir)
-        run_dir = _pull_run(where, into, echo)
-    run = RunDir(Path(run_dir).absolute())
-    if not run.study.exists():
+    where = str(run_dir) if storage.is_uri(run_dir) else None
+    stored = _pull_target(str(run_dir), into) if where is not None else None
+    run = RunDir(stored[0] if stored is not None else Path(run_dir).absolute())
+    if stored is None and not run.study.exists():
         raise VrsearchError(f"{run.path}: not a vrsearch run directory (no {io.STUDY_FILE})")
-    study = build_study(read_yaml(run.study))
-    check_study(study, address, warn=lambda line: echo(f"warning: {line}"))
-    with run_lock(run.path):
-        reap_leftovers(study, run, address)
+    with run_lock(run.path):  # before the pull writes anything: a live run refuses us first
+        reap_leftovers(stored[1] if stored is not None else build_study(read_yaml(run.study)), run, address)
+        if where is not None:
+            n = storage.pull(where, run.path)
+            pulled = f"pulled {n} changed files from {where} into {run.path}"
+            echo(pulled if n else f"{run.path} is up to date with {where}")
+        study = build_study(read_yaml(run.study))
+        check_study(study, address, warn=lambda line: echo(f"warning: {line}"))
         kept = len(grow.finished_metas(run))
         echo(f"resuming {run.path}: {kept} finished trials kept")
         return execute(study, run, address, echo, where)

@@ -50,13 +50,19 @@ def write_atomic(path: Path, write: Callable[[Path], object], fault_point: str =
         _flush(tmp)
         faults.point(fault_point)
         os.replace(tmp, path)
-        _flush(path.parent)
     except OSError as exc:
         if exc.errno in FULL:
             raise _full_disk(path, exc) from None
         raise
     finally:
         tmp.unlink(missing_ok=True)
+    try:
+        _flush(path.parent)
+    except OSError as exc:  # the new file is in place; only its folder entry may not be on the disk yet
+        raise VrsearchError(
+            f"{path.parent}: {exc.strerror or exc} while flushing the folder to the disk; the new "
+            f"{path.name} is in place; free space or check the disk, then 'vrsearch resume' the run"
+        ) from None
 
 
 def _flush(path: Path) -> None:

@@ -1,7 +1,8 @@
-"""One writer per run directory: ``vrsearch run``/``resume`` hold an exclusive
-``fcntl`` lock on ``RUN_DIR/.vrsearch.lock`` while they work, so a second
-process on the same directory refuses in one line instead of interleaving
-trials, fragments and parquet writes. The kernel drops the lock when the
+"""One writer per run directory: ``vrsearch run``/``resume``/``train`` hold an
+exclusive ``fcntl`` lock on ``RUN_DIR/.vrsearch.lock`` while they work (taken
+before they write or delete anything there, ``--fresh`` and a resume's pull
+included), so a second process on the same directory refuses in one line
+instead of interleaving trials, fragments and parquet writes. The kernel drops the lock when the
 holder dies (even by SIGKILL), so a killed study never leaves a stale lock.
 
 Likewise one trial per checkpoint folder (:func:`checkpoint_claim`): folders
@@ -10,7 +11,6 @@ are keyed by configuration, and a search may propose one configuration twice.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import time
@@ -51,11 +51,11 @@ def _acquire(path: Path, run_dir: Path) -> int:
 
 @contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold the run directory's lock (creating the directory; removed again on release if
-    it is still empty); the lock file is removed when released (a holder killed by a
+    """Hold the run directory's lock (creating the directory and missing parents; removed
+    again on release where still empty); the lock file is removed when released (a holder killed by a
     signal leaves it behind, unlocked, and the next holder removes it)."""
     path = Path(run_dir) / LOCK_FILE
-    created = not Path(run_dir).exists()
+    created = _missing(Path(run_dir))
     fd = _acquire(path, Path(run_dir))
     try:
         os.ftruncate(fd, 0)
@@ -64,9 +64,20 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     finally:
         path.unlink(missing_ok=True)  # still locked: whoever opened it before retries
         os.close(fd)  # releases the lock
-        if created:  # a command that stopped before writing anything leaves no empty folder
-            with contextlib.suppress(OSError):
-                Path(run_dir).rmdir()
+        for folder in created:  # a command that stopped before writing anything leaves no empty folder
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+
+def _missing(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, the deepest first."""
+    out = []
+    while not folder.exists() and folder.parent != folder:
+        out.append(folder)
+        folder = folder.parent
+    return out
 
 
 #: how long a retried trial waits for the claim of its own earlier attempt (on NFS a dead

@@ -58,12 +58,14 @@ from vrsearch.results.storage_fs import (
     is_uri,
     local_files,
     location,
+    location_key,
     parse,
 )
 
 __all__ = [
     "MANIFEST",
     "SMALL_FILES",
+    "check_owner",
     "check_uri",
     "forget",
     "is_uri",
@@ -87,25 +89,23 @@ def _manifest(run_dir: Path, uri: str) -> dict[str, Any]:
         data = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return data if isinstance(data, dict) and data.get("location") == uri else {}
+    same = isinstance(data, dict) and location_key(str(data.get("location"))) == location_key(uri)
+    return data if same else {}
 
 
 def _read_manifest(run_dir: Path, uri: str) -> dict[str, dict]:
     return _manifest(run_dir, uri).get("files", {})
 
 
-def _write_manifest(run_dir: Path, uri: str, files: dict[str, dict], token: str | None) -> None:
-    """The files' stats at the last sync and the mirror's owner token (storage_owner)."""
-    data = {"location": uri, "files": files, "owner": token}
+def _write_manifest(run_dir: Path, uri: str, files: dict[str, dict], tokens: list[str]) -> None:
+    """The files' stats at the last sync and the owner tokens this copy accepts (storage_owner)."""
+    data = {"location": uri, "files": files, "owner": tokens}
     write_text_atomic(run_dir / MANIFEST, json.dumps(data, indent=0, sort_keys=True))
 
 
 def synced_with(run_dir: Path | str, uri: str) -> bool:
     """Whether ``run_dir`` was pushed to or pulled from ``uri`` before."""
-    try:
-        return json.loads((Path(run_dir) / MANIFEST).read_text(encoding="utf-8")).get("location") == uri
-    except (OSError, ValueError):
-        return False
+    return bool(_manifest(Path(run_dir), uri))
 
 
 def forget(run_dir: Path | str) -> None:
@@ -124,19 +124,18 @@ def push(run_dir: Path | str, uri: str, *, take_up: bool = False) -> dict[str, i
     life of a run, :mod:`vrsearch.results.storage_owner`)."""
     run_dir = Path(run_dir)
     fs, base = parse(uri)
-    files, token = _read_manifest(run_dir, uri), _manifest(run_dir, uri).get("owner")
-    try:
-        theirs = owner.read(fs, base)
-    except Exception as exc:  # noqa: BLE001 - as any failed push: the mirror cannot be written
-        raise VrsearchError(f"cannot write to {uri}: {_short(exc)}") from None
-    owner.check(theirs, token, uri, run_dir)
+    files, tokens = _read_manifest(run_dir, uri), check_owner(run_dir, uri)
     uploaded: list[str] = []
     local: dict[str, list[int]] = {}
     deleted = 0
     with tempfile.TemporaryDirectory(prefix="vrs-push-") as tmp:
         try:
-            if take_up:
-                token = owner.take_up(fs, base)
+            if take_up:  # the new token kept before the mirror hears of it (storage_owner)
+                token = owner.new_token()
+                tokens = [token, *tokens]
+                _write_manifest(run_dir, uri, files, tokens)
+                owner.write(fs, base, token)
+                tokens = [token]
             db = _snapshot_db(run_dir, Path(tmp))  # before the listing (module doc)
             local = local_files(run_dir)
             if db is not None:
@@ -168,8 +167,21 @@ def push(run_dir: Path | str, uri: str, *, take_up: bool = False) -> dict[str, i
             raise VrsearchError(f"cannot write to {uri}: {_short(exc)}") from None
         finally:
             if uploaded or deleted or take_up or not (run_dir / MANIFEST).exists():
-                _write_manifest(run_dir, uri, files, token)
+                _write_manifest(run_dir, uri, files, tokens)
     return {"uploaded": len(uploaded), "deleted": deleted, "unchanged": len(local) - len(uploaded)}
+
+
+def check_owner(run_dir: Path | str, uri: str) -> list[str]:
+    """Refuse a copy of a run whose mirror another copy took up since (one line); returns the
+    owner tokens the copy accepts (:mod:`vrsearch.results.storage_owner`)."""
+    tokens = owner.accepted(_manifest(Path(run_dir), uri))
+    fs, base = parse(uri)
+    try:
+        theirs = owner.read(fs, base)
+    except Exception as exc:  # noqa: BLE001 - as any failed push: the mirror cannot be written
+        raise VrsearchError(f"cannot write to {uri}: {_short(exc)}") from None
+    owner.check(theirs, tokens, uri, run_dir)
+    return tokens
 
 
 def _snapshot_db(run_dir: Path, tmp: Path) -> tuple[Path, list[int]] | None:
@@ -208,10 +220,15 @@ def pull(uri: str, run_dir: Path | str, names: tuple[str, ...] | None = None) ->
     fs, base = parse(uri)
     _require(fs, base, uri)
     files = {} if names is not None else _read_manifest(run_dir, uri)
-    n, token = 0, None
     try:
         theirs = owner.read(fs, base)  # before the files: a copy taking it up meanwhile makes ours stale
-        token = theirs["token"] if theirs else None
+    except Exception as exc:  # noqa: BLE001
+        raise VrsearchError(f"cannot read {uri}: {_short(exc)}") from None
+    if names is None and files:  # a copy synced with this mirror before must not be a stale one
+        owner.check(theirs, owner.accepted(_manifest(run_dir, uri)), uri, run_dir)
+    tokens = [theirs["token"]] if theirs else []
+    n = 0
+    try:
         remote = _remote_files(fs, base)
         for rel, rstat in sorted(remote.items(), key=lambda item: (item[0] == OPTUNA_FILE, item[0])):
             if names is not None and rel not in names:
@@ -235,7 +252,7 @@ def pull(uri: str, run_dir: Path | str, names: tuple[str, ...] | None = None) ->
         raise VrsearchError(f"cannot read {uri}: {_short(exc)}") from None
     finally:
         if names is None:
-            _write_manifest(run_dir, uri, files, token)
+            _write_manifest(run_dir, uri, files, tokens)
     return n
 
 

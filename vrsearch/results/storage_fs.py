@@ -19,12 +19,13 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from vrsearch.errors import VrsearchError
 from vrsearch.results.atomic import write_atomic
 from vrsearch.results.rundir import LOCK_FILE, MIRRORED_DIRS
-from vrsearch.results.storage_owner import OWNER_FILE
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
 
 MANIFEST = ".storage-manifest.json"
+#: in a mirror only, never pulled: the token of the copy of the run that took it up (storage_owner)
+OWNER_FILE = ".vrsearch-owner.json"
 #: files never mirrored: a run's lock, a checkpoint folder's claim (held by live processes)
 _LOCAL_ONLY = (LOCK_FILE, ".claim")
 SECRET_PARAMS = {
@@ -47,6 +48,22 @@ _CHUNK = 1 << 20
 def is_uri(text: object) -> bool:
     """``scheme://...`` (``file://`` included); a plain path or a Path is not."""
     return isinstance(text, str) and bool(_SCHEME.match(text))
+
+
+def location_key(uri: str) -> str:
+    """One spelling of a storage location, for matching a manifest to it: ``file://`` URIs and
+    plain paths as ``file://`` + the absolute path, other URIs without query options (connection
+    settings) or a trailing slash."""
+    if not is_uri(uri) or uri.startswith("file://"):
+        path = urlsplit(uri).path if is_uri(uri) else uri
+        return "file://" + os.path.normpath(Path(path).expanduser().absolute())
+    p = urlsplit(uri)
+    return urlunsplit((p.scheme, p.netloc, p.path.rstrip("/"), "", ""))
+
+
+def resumable(uri: str) -> str:
+    """How ``vrsearch resume`` names a mirror (it takes a plain path for a local run directory)."""
+    return uri if is_uri(uri) else location_key(uri)
 
 
 def _bare(uri: str) -> str:

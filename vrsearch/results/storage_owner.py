@@ -6,9 +6,12 @@ goes on, and later A's own directory is resumed too (or A was never dead, only c
 Their pushes would interleave two histories of one study in the mirror: trials of both,
 Optuna's database of one. So every life of a run that pushes takes the mirror up first: it
 writes a fresh token to :data:`OWNER_FILE` in the mirror and keeps it in its manifest, and a
-pull keeps the token it found. A push whose token is not the mirror's is refused in one line
-naming who took the mirror up and how to go on from there.
+pull keeps the token it found. A push (or a resume) whose tokens do not include the mirror's
+is refused in one line naming who took the mirror up and how to go on from there; so is a
+pull into such a stale copy (its own trials would be pushed beside the mirror's).
 
+The new token is in the manifest *before* the mirror hears of it, beside the old one: a copy
+killed in between accepts either, so a crash never locks a copy out of its own mirror.
 Mirrors written before this file existed have no token: the first push takes them up. The
 check and the take-up are two requests, not one atomic step (object stores have no
 compare-and-swap that pyarrow exposes): two copies taking a mirror up in the same instant can
@@ -20,17 +23,28 @@ from __future__ import annotations
 import json
 import os
 import socket
+import tempfile
 import time
 import uuid
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vrsearch.errors import VrsearchError
+from vrsearch.results.storage_fs import OWNER_FILE, _upload, resumable
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
 
-#: in the mirror only (never pulled: storage_fs._mirrored skips it)
-OWNER_FILE = ".vrsearch-owner.json"
+
+def new_token() -> str:
+    return uuid.uuid4().hex
+
+
+def accepted(manifest: dict[str, Any]) -> list[str]:
+    """The tokens a copy's manifest accepts as its own (the newest first)."""
+    tokens = manifest.get("owner") or []
+    return [tokens] if isinstance(tokens, str) else [t for t in tokens if isinstance(t, str)]
 
 
 def read(fs: pafs.FileSystem, base: str) -> dict[str, Any] | None:
@@ -43,23 +57,22 @@ def read(fs: pafs.FileSystem, base: str) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and isinstance(record.get("token"), str) else None
 
 
-def take_up(fs: pafs.FileSystem, base: str) -> str:
-    """Make this process the mirror's owner; returns its new token."""
-    token = uuid.uuid4().hex
+def write(fs: pafs.FileSystem, base: str, token: str) -> None:
+    """Make ``token`` the mirror's owner (written whole, as every mirrored file)."""
     record = {"token": token, "host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
-    fs.create_dir(base, recursive=True)
-    with fs.open_output_stream(f"{base}/{OWNER_FILE}", compression=None) as f:
-        f.write(json.dumps(record).encode("utf-8"))
-    return token
+    with tempfile.TemporaryDirectory(prefix="vrs-owner-") as tmp:
+        src = Path(tmp) / OWNER_FILE
+        src.write_text(json.dumps(record), encoding="utf-8")
+        _upload(fs, src, f"{base}/{OWNER_FILE}")
 
 
-def check(theirs: dict[str, Any] | None, mine: str | None, uri: str, run_dir: object) -> None:
-    """Refuse a push from ``run_dir`` (token ``mine``) to a mirror another copy took up."""
-    if theirs is None or theirs["token"] == mine:
+def check(theirs: dict[str, Any] | None, mine: Sequence[str], uri: str, run_dir: object) -> None:
+    """Refuse ``run_dir`` (accepting tokens ``mine``) a mirror another copy took up."""
+    if theirs is None or theirs["token"] in mine:
         return
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(float(theirs.get("since") or 0)))
     raise VrsearchError(
         f"{uri} was taken up by another copy of this run (host {theirs.get('host', '?')}, pid "
         f"{theirs.get('pid', '?')}, {when}) after {run_dir} last synced with it; continue from the "
-        f"mirror with 'vrsearch resume {uri} --into DIR', or start over with --fresh"
+        f"mirror in a new directory with 'vrsearch resume {resumable(uri)} --into NEWDIR', or start over with --fresh"
     )
