@@ -111,17 +111,65 @@ def test_one_mirror_spelled_two_ways_is_one_mirror(tmp_path):
     assert f"vrsearch resume file://{where} --into NEWDIR" in str(err.value)  # a command that works
 
 
-def test_a_stale_copy_is_not_pulled_over(tmp_path):
-    """Pulling the mirror into a copy another copy took it up from would keep the stale copy's
-    own trials and push them beside the mirror's."""
+def test_a_stale_copy_that_changed_is_not_pulled_over_but_an_unchanged_one_is(tmp_path):
+    """Pulling the mirror into a copy that changed since another copy took the mirror up would
+    keep the stale copy's own trials and push them beside the mirror's; a copy unchanged since
+    its last sync (a clean A -> B -> A, a read-only follower) is simply brought up to date."""
     a = synthetic_run(tmp_path / "a")
     where = str(tmp_path / "bucket" / "syn")
     storage.push(a, where, take_up=True)
     b = tmp_path / "b"
-    storage.pull(where, b)
-    storage.push(b, where, take_up=True)
-    before = mirrored(a)
+    storage.pull(where, b, take_up=True)  # as 'vrsearch resume URI' does
+    (b / "trials" / "t0000" / "b.json").write_text("{}")
+    storage.push(b, where)
+    follower = tmp_path / "follower"
+    storage.pull(where, follower)  # a copy that only reads
+    storage.push(b, where, take_up=True)  # B takes it up again (a later life)
+    storage.pull(where, follower)  # unchanged since its sync: up to date, not refused
+    assert (follower / "trials" / "t0000" / "b.json").exists()
+    storage.pull(where, a)  # A stopped cleanly: unchanged too
+    assert (a / "trials" / "t0000" / "b.json").exists()
+    storage.pull(where, a, take_up=True)  # A takes it up; now B is the stale one
+    (b / "trials" / "t0001" / "only-b.json").write_text("{}")  # ... and B changed since
+    before = mirrored(b)
+    with pytest.raises(VrsearchError, match="taken up by another copy.*or remove"):
+        storage.pull(where, b)
+    assert mirrored(b) == before
+
+
+def test_taking_up_before_the_pull_stops_the_old_copys_pushes(tmp_path):
+    a = synthetic_run(tmp_path / "a")
+    where = str(tmp_path / "bucket" / "syn")
+    storage.push(a, where, take_up=True)
+    storage.pull(where, tmp_path / "b", take_up=True)  # B resumes; A is still alive
+    (a / "trials" / "t0000" / "late.json").write_text("{}")
     with pytest.raises(VrsearchError, match="taken up by another copy"):
-        storage.pull(where, a)
-    assert mirrored(a) == before
-    storage.pull(where, tmp_path / "c")  # a new directory is fine
+        storage.push(a, where)  # A's next push (after B's pull, before B's study pushed) is refused
+    assert "trials/t0000/late.json" not in mirrored(Path(where))
+
+
+def test_locations_are_one_where_the_data_is_one():
+    from vrsearch.results.storage_fs import location_key, resumable
+
+    same = [
+        ("/shared/runs/x", "file:///shared/runs/x/"),
+        ("/shared/my runs/x", "file:///shared/my%20runs/x"),
+        ("s3://b/p/x?endpoint_override=h:9000&scheme=http", "s3://b/p/x/?scheme=https&endpoint_override=h:9000"),
+    ]
+    for a, b in same:
+        assert location_key(a) == location_key(b), (a, b)
+    assert location_key("s3://b/p/x?endpoint_override=old:9000") != location_key(
+        "s3://b/p/x?endpoint_override=new:9000"
+    )
+    assert location_key("s3://b/p/x") != location_key("gs://b/p/x")
+    assert resumable("/shared/my runs/x") == "file:///shared/my%20runs/x"
+
+
+def test_growing_a_stale_copy_changes_nothing(tiny_phantom, tmp_path):
+    study_file, run, where = _study_run(tiny_phantom, tmp_path)
+    storage.push(run, where, take_up=True)
+    storage.pull(where, tmp_path / "elsewhere", take_up=True)
+    before = mirrored(run)
+    with pytest.raises(VrsearchError, match="was taken up by another copy of this run"):
+        runner.run_study(study_file, ["search.seeds=[0, 1]"])  # a growth: one more seed
+    assert mirrored(run) == before  # study.yaml not rewritten, no trial removed

@@ -85,6 +85,8 @@ def run_study(
             raise VrsearchError(problem)
         with run_lock(run.path):
             reap_leftovers(study, run, address)
+            if (where := run_location(study)) is not None:  # a stale copy changes nothing (storage_owner)
+                storage.check_owner(run.path, where)
             io.write_text_atomic(run.study, study_to_yaml(study))
             grow.remove_unfinished(run)
             new = plan(study, run).trials
@@ -149,7 +151,7 @@ def resume_study(
     with run_lock(run.path):  # before the pull writes anything: a live run refuses us first
         reap_leftovers(stored[1] if stored is not None else build_study(read_yaml(run.study)), run, address)
         if where is not None:
-            n = storage.pull(where, run.path)
+            n = storage.pull(where, run.path, take_up=True)  # a live copy elsewhere pushes no more
             pulled = f"pulled {n} changed files from {where} into {run.path}"
             echo(pulled if n else f"{run.path} is up to date with {where}")
         study = build_study(read_yaml(run.study))

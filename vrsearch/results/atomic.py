@@ -61,7 +61,7 @@ def write_atomic(path: Path, write: Callable[[Path], object], fault_point: str =
     except OSError as exc:  # the new file is in place; only its folder entry may not be on the disk yet
         raise VrsearchError(
             f"{path.parent}: {exc.strerror or exc} while flushing the folder to the disk; the new "
-            f"{path.name} is in place; free space or check the disk, then 'vrsearch resume' the run"
+            f"{path.name} is in place; free space or check the disk, then run the command again"
         ) from None
 
 

@@ -125,17 +125,13 @@ def push(run_dir: Path | str, uri: str, *, take_up: bool = False) -> dict[str, i
     run_dir = Path(run_dir)
     fs, base = parse(uri)
     files, tokens = _read_manifest(run_dir, uri), check_owner(run_dir, uri)
+    if take_up:  # a failure leaves the manifest accepting the new token and the old ones
+        tokens = _take_up(fs, base, run_dir, uri, files, tokens)
     uploaded: list[str] = []
     local: dict[str, list[int]] = {}
     deleted = 0
     with tempfile.TemporaryDirectory(prefix="vrs-push-") as tmp:
         try:
-            if take_up:  # the new token kept before the mirror hears of it (storage_owner)
-                token = owner.new_token()
-                tokens = [token, *tokens]
-                _write_manifest(run_dir, uri, files, tokens)
-                owner.write(fs, base, token)
-                tokens = [token]
             db = _snapshot_db(run_dir, Path(tmp))  # before the listing (module doc)
             local = local_files(run_dir)
             if db is not None:
@@ -169,6 +165,23 @@ def push(run_dir: Path | str, uri: str, *, take_up: bool = False) -> dict[str, i
             if uploaded or deleted or take_up or not (run_dir / MANIFEST).exists():
                 _write_manifest(run_dir, uri, files, tokens)
     return {"uploaded": len(uploaded), "deleted": deleted, "unchanged": len(local) - len(uploaded)}
+
+
+def _take_up(fs: Any, base: str, run_dir: Path, uri: str, files: dict[str, dict], tokens: list[str]) -> list[str]:
+    """Make this copy the mirror's owner; the new token is in the manifest, beside the old
+    ones, before the mirror hears of it (storage_owner). Returns the tokens it accepts now."""
+    token = owner.new_token()
+    _write_manifest(run_dir, uri, files, [token, *tokens])
+    try:
+        owner.write(fs, base, token)
+    except Exception as exc:  # noqa: BLE001 - network, permissions, missing bucket
+        raise VrsearchError(f"cannot write to {uri}: {_short(exc)}") from None
+    return [token]
+
+
+def _changed_since_sync(run_dir: Path, files: dict[str, dict]) -> bool:
+    """Whether the copy holds a mirrored file that its last sync did not leave as it is."""
+    return any(files.get(rel, {}).get("local") != st for rel, st in local_files(run_dir).items())
 
 
 def check_owner(run_dir: Path | str, uri: str) -> list[str]:
@@ -209,13 +222,15 @@ def _snapshot_db(run_dir: Path, tmp: Path) -> tuple[Path, list[int]] | None:
 SQLITE_SIDE_FILES = ("-journal", "-wal", "-shm")
 
 
-def pull(uri: str, run_dir: Path | str, names: tuple[str, ...] | None = None) -> int:
+def pull(uri: str, run_dir: Path | str, names: tuple[str, ...] | None = None, *, take_up: bool = False) -> int:
     """Bring ``run_dir`` up to date with ``uri``: download the files that are missing locally
     or changed remotely since the last sync (``names``: only these top-level files, no
     manifest). Returns the number of files downloaded. Optuna's database comes last, as in
     :func:`push`: a pull cut off midway leaves it behind the trials, never ahead of them (a
     resume restores what it lacks; a proposal it held as closed without its trial's files
-    would never run again); the SQLite journal of a database it replaces is removed."""
+    would never run again); the SQLite journal of a database it replaces is removed. A copy
+    that changed since it last synced with a mirror another copy took up since is refused;
+    ``take_up``: this copy takes the mirror up before it downloads (storage_owner)."""
     run_dir = Path(run_dir)
     fs, base = parse(uri)
     _require(fs, base, uri)
@@ -224,9 +239,11 @@ def pull(uri: str, run_dir: Path | str, names: tuple[str, ...] | None = None) ->
         theirs = owner.read(fs, base)  # before the files: a copy taking it up meanwhile makes ours stale
     except Exception as exc:  # noqa: BLE001
         raise VrsearchError(f"cannot read {uri}: {_short(exc)}") from None
-    if names is None and files:  # a copy synced with this mirror before must not be a stale one
+    if names is None and files and _changed_since_sync(run_dir, files):  # a stale copy's own trials
         owner.check(theirs, owner.accepted(_manifest(run_dir, uri)), uri, run_dir)
     tokens = [theirs["token"]] if theirs else []
+    if take_up:
+        tokens = _take_up(fs, base, run_dir, uri, files, tokens)
     n = 0
     try:
         remote = _remote_files(fs, base)

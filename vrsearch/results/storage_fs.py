@@ -14,7 +14,7 @@ import shutil
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from vrsearch.errors import VrsearchError
 from vrsearch.results.atomic import write_atomic
@@ -52,18 +52,19 @@ def is_uri(text: object) -> bool:
 
 def location_key(uri: str) -> str:
     """One spelling of a storage location, for matching a manifest to it: ``file://`` URIs and
-    plain paths as ``file://`` + the absolute path, other URIs without query options (connection
-    settings) or a trailing slash."""
+    plain paths as ``file://`` + the absolute, decoded path; other URIs without a trailing slash
+    and without the query options that do not say where the data is (all but ``endpoint_override``)."""
     if not is_uri(uri) or uri.startswith("file://"):
-        path = urlsplit(uri).path if is_uri(uri) else uri
+        path = unquote(urlsplit(uri).path) if is_uri(uri) else uri
         return "file://" + os.path.normpath(Path(path).expanduser().absolute())
     p = urlsplit(uri)
-    return urlunsplit((p.scheme, p.netloc, p.path.rstrip("/"), "", ""))
+    where = sorted((k, v.rstrip("/")) for k, v in parse_qsl(p.query) if k == "endpoint_override")
+    return urlunsplit((p.scheme, p.netloc, p.path.rstrip("/"), urlencode(where), ""))
 
 
 def resumable(uri: str) -> str:
     """How ``vrsearch resume`` names a mirror (it takes a plain path for a local run directory)."""
-    return uri if is_uri(uri) else location_key(uri)
+    return uri if is_uri(uri) else Path(uri).expanduser().absolute().as_uri()
 
 
 def _bare(uri: str) -> str:

@@ -8,7 +8,10 @@ Optuna's database of one. So every life of a run that pushes takes the mirror up
 writes a fresh token to :data:`OWNER_FILE` in the mirror and keeps it in its manifest, and a
 pull keeps the token it found. A push (or a resume) whose tokens do not include the mirror's
 is refused in one line naming who took the mirror up and how to go on from there; so is a
-pull into such a stale copy (its own trials would be pushed beside the mirror's).
+pull into such a stale copy if it changed since it last synced (its own trials would be pushed
+beside the mirror's); an unchanged copy (a clean A→B→A, a read-only follower) is brought up to
+date. ``vrsearch resume URI`` takes the mirror up before it pulls, so a copy still alive
+elsewhere cannot push between the pull and the resumed study's first push.
 
 The new token is in the manifest *before* the mirror hears of it, beside the old one: a copy
 killed in between accepts either, so a crash never locks a copy out of its own mirror.
@@ -74,5 +77,5 @@ def check(theirs: dict[str, Any] | None, mine: Sequence[str], uri: str, run_dir:
     raise VrsearchError(
         f"{uri} was taken up by another copy of this run (host {theirs.get('host', '?')}, pid "
         f"{theirs.get('pid', '?')}, {when}) after {run_dir} last synced with it; continue from the "
-        f"mirror in a new directory with 'vrsearch resume {resumable(uri)} --into NEWDIR', or start over with --fresh"
+        f"mirror in a new directory with 'vrsearch resume {resumable(uri)} --into NEWDIR' (or remove {run_dir} first)"
     )
