@@ -31,6 +31,11 @@ before its last upload leaves trials of proposals the mirrored database does not
 ``meta.json`` (:func:`vrsearch.orchestrate.searchers.restore_proposals`). A pull, too,
 brings the database last, so a pull cut off midway leaves it behind the trials, never
 ahead of them.
+
+One copy of a run pushes to a mirror at a time: the one that took it up last (a token in
+the mirror and in the manifest; :mod:`vrsearch.results.storage_owner`). A manifest is
+matched to its mirror by :func:`~vrsearch.results.storage_fs.location_key`, so one place
+spelled two ways (a plain path and ``file://``) is one mirror.
 """
 
 from __future__ import annotations
