@@ -156,6 +156,8 @@ def resume_study(
             echo(pulled if n else f"{run.path} is up to date with {where}")
         study = build_study(read_yaml(run.study))
         check_study(study, address, warn=lambda line: echo(f"warning: {line}"))
+        if (mirror := where or run_location(study)) is not None:  # a stale copy: one line, nothing else
+            storage.check_owner(run.path, mirror)
         kept = len(grow.finished_metas(run))
         echo(f"resuming {run.path}: {kept} finished trials kept")
         return execute(study, run, address, echo, where)
