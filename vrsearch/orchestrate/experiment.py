@@ -230,9 +230,7 @@ def execute(study: Study, run: RunDir, address: str | None, echo: Echo, where: s
     (continuing from their configurations' checkpoints) and a search's open proposals."""
     import ray
 
-    where = where or run_location(study)
-    if where is not None:  # a stale copy of a run changes nothing, here or there (storage_owner)
-        storage.check_owner(run.path, where)
+    where = where or run_location(study)  # a stale copy was refused by the caller (runner)
     if study.search.design == "search" and (restored := restore_proposals(study, run)):
         echo(f"Optuna's database was behind the trials: {restored} proposal(s) restored from their meta.json")
     grow.remove_unfinished(run)  # their configurations run again, from their checkpoints

@@ -53,6 +53,13 @@ def start_over(study: Study, run: RunDir, where: str | None) -> None:
     storage.forget(run.path)
 
 
+def _refuse_a_stale_copy(study: Study, run: RunDir, where: str | None = None) -> None:
+    """One line, before anything here or in the mirror changes, for a copy of the run whose
+    mirror another copy took up since (:mod:`vrsearch.results.storage_owner`)."""
+    if (mirror := where or run_location(study)) is not None:
+        storage.check_owner(run.path, mirror)
+
+
 def _prior_study(run: RunDir) -> tuple[str, Study] | None:
     path = run.study
     if not path.exists():
@@ -85,8 +92,7 @@ def run_study(
             raise VrsearchError(problem)
         with run_lock(run.path):
             reap_leftovers(study, run, address)
-            if (where := run_location(study)) is not None:  # a stale copy changes nothing (storage_owner)
-                storage.check_owner(run.path, where)
+            _refuse_a_stale_copy(study, run)
             io.write_text_atomic(run.study, study_to_yaml(study))
             grow.remove_unfinished(run)
             new = plan(study, run).trials
@@ -108,6 +114,8 @@ def run_study(
         reap_leftovers(study, run, address)
         if fresh:
             start_over(study, run, where)
+        else:
+            _refuse_a_stale_copy(study, run)
         claim_run_dir(run.path, study_to_yaml(study), fresh)
         return execute(study, run, address, echo)
 
@@ -149,15 +157,16 @@ def resume_study(
     if stored is None and not run.study.exists():
         raise VrsearchError(f"{run.path}: not a vrsearch run directory (no {io.STUDY_FILE})")
     with run_lock(run.path):  # before the pull writes anything: a live run refuses us first
-        reap_leftovers(stored[1] if stored is not None else build_study(read_yaml(run.study)), run, address)
-        if where is not None:
+        if stored is not None and where is not None:
+            reap_leftovers(stored[1], run, address)
             n = storage.pull(where, run.path, take_up=True)  # a live copy elsewhere pushes no more
             pulled = f"pulled {n} changed files from {where} into {run.path}"
             echo(pulled if n else f"{run.path} is up to date with {where}")
         study = build_study(read_yaml(run.study))
+        if stored is None:
+            reap_leftovers(study, run, address)
         check_study(study, address, warn=lambda line: echo(f"warning: {line}"))
-        if (mirror := where or run_location(study)) is not None:  # a stale copy: one line, nothing else
-            storage.check_owner(run.path, mirror)
+        _refuse_a_stale_copy(study, run, where)
         kept = len(grow.finished_metas(run))
         echo(f"resuming {run.path}: {kept} finished trials kept")
         return execute(study, run, address, echo, where)
