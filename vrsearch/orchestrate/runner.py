@@ -154,14 +154,18 @@ def resume_study(
     where = str(run_dir) if storage.is_uri(run_dir) else None
     stored = _pull_target(str(run_dir), into) if where is not None else None
     run = RunDir(stored[0] if stored is not None else Path(run_dir).absolute())
-    if stored is None and not run.study.exists():
+    if stored is None and not run.path.is_dir():
         raise VrsearchError(f"{run.path}: not a vrsearch run directory (no {io.STUDY_FILE})")
-    with run_lock(run.path):  # before the pull writes anything: a live run refuses us first
+    # the lock before anything is read or written: a live run (even one that has not yet written
+    # its study.yaml) refuses us first, and the pull writes nothing beside it
+    with run_lock(run.path):
         if stored is not None and where is not None:
             reap_leftovers(stored[1], run, address)
             n = storage.pull(where, run.path, take_up=True)  # a live copy elsewhere pushes no more
             pulled = f"pulled {n} changed files from {where} into {run.path}"
             echo(pulled if n else f"{run.path} is up to date with {where}")
+        if not run.study.exists():
+            raise VrsearchError(f"{run.path}: not a vrsearch run directory (no {io.STUDY_FILE})")
         study = build_study(read_yaml(run.study))
         if stored is None:
             reap_leftovers(study, run, address)
