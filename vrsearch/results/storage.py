@@ -98,10 +98,6 @@ def _manifest(run_dir: Path, uri: str) -> dict[str, Any]:
     return data if same else {}
 
 
-def _read_manifest(run_dir: Path, uri: str) -> dict[str, dict]:
-    return _manifest(run_dir, uri).get("files", {})
-
-
 def _write_manifest(run_dir: Path, uri: str, files: dict[str, dict], tokens: list[str]) -> None:
     """The files' stats at the last sync and the owner tokens this copy accepts (storage_owner)."""
     data = {"location": uri, "files": files, "owner": tokens}
@@ -129,7 +125,7 @@ def push(run_dir: Path | str, uri: str, *, take_up: bool = False) -> dict[str, i
     life of a run, :mod:`vrsearch.results.storage_owner`)."""
     run_dir = Path(run_dir)
     fs, base = parse(uri)
-    files, tokens = _read_manifest(run_dir, uri), check_owner(run_dir, uri)
+    files, tokens = _checked_manifest(run_dir, uri, fs, base)
     if take_up:  # a failure leaves the manifest accepting the new token and the old ones
         tokens = _take_up(fs, base, run_dir, uri, files, tokens)
     uploaded: list[str] = []
@@ -189,17 +185,27 @@ def _changed_since_sync(run_dir: Path, files: dict[str, dict]) -> bool:
     return any(files.get(rel, {}).get("local") != st for rel, st in local_files(run_dir).items())
 
 
-def check_owner(run_dir: Path | str, uri: str) -> list[str]:
-    """Refuse a copy of a run whose mirror another copy took up since (one line); returns the
-    owner tokens the copy accepts (:mod:`vrsearch.results.storage_owner`)."""
-    tokens = owner.accepted(_manifest(Path(run_dir), uri))
+def check_owner(run_dir: Path | str, uri: str) -> None:
+    """Refuse a copy of a run whose mirror another copy took up since (one line;
+    :mod:`vrsearch.results.storage_owner`)."""
     fs, base = parse(uri)
+    _checked_manifest(Path(run_dir), uri, fs, base)
+
+
+def _checked_manifest(run_dir: Path, uri: str, fs: Any, base: str) -> tuple[dict[str, dict], list[str]]:
+    """The manifest's files and owner tokens, once the mirror's owner is checked against them."""
+    data = _manifest(run_dir, uri)
+    tokens = owner.accepted(data)
+    owner.check(_owner_record(fs, base, uri, "cannot write to"), tokens, uri, run_dir)  # as any failed push
+    return data.get("files", {}), tokens
+
+
+def _owner_record(fs: Any, base: str, uri: str, failed: str) -> dict[str, Any] | None:
+    """The mirror's owner record (storage_owner.read); a mirror that cannot be read is one line."""
     try:
-        theirs = owner.read(fs, base)
-    except Exception as exc:  # noqa: BLE001 - as any failed push: the mirror cannot be written
-        raise VrsearchError(f"cannot write to {uri}: {_short(exc)}") from None
-    owner.check(theirs, tokens, uri, run_dir)
-    return tokens
+        return owner.read(fs, base)
+    except Exception as exc:  # noqa: BLE001 - network, permissions, missing bucket
+        raise VrsearchError(f"{failed} {uri}: {_short(exc)}") from None
 
 
 def _snapshot_db(run_dir: Path, tmp: Path) -> tuple[Path, list[int]] | None:
@@ -239,13 +245,11 @@ def pull(uri: str, run_dir: Path | str, names: tuple[str, ...] | None = None, *,
     run_dir = Path(run_dir)
     fs, base = parse(uri)
     _require(fs, base, uri)
-    files = {} if names is not None else _read_manifest(run_dir, uri)
-    try:
-        theirs = owner.read(fs, base)  # before the files: a copy taking it up meanwhile makes ours stale
-    except Exception as exc:  # noqa: BLE001
-        raise VrsearchError(f"cannot read {uri}: {_short(exc)}") from None
-    if names is None and files and _changed_since_sync(run_dir, files):  # a stale copy's own trials
-        owner.check(theirs, owner.accepted(_manifest(run_dir, uri)), uri, run_dir)
+    data = {} if names is not None else _manifest(run_dir, uri)
+    files = data.get("files", {})
+    theirs = _owner_record(fs, base, uri, "cannot read")  # before the files: a take-up meanwhile makes ours stale
+    if files and _changed_since_sync(run_dir, files):  # a stale copy's own trials
+        owner.check(theirs, owner.accepted(data), uri, run_dir)
     tokens = [theirs["token"]] if theirs else []
     if take_up:
         tokens = _take_up(fs, base, run_dir, uri, files, tokens)
