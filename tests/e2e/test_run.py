@@ -16,6 +16,7 @@ import yaml
 
 from tests.conftest import tiny_study_dict
 from tests.e2e.test_cli import VRSEARCH, assert_one_line_error, cli
+from vrsearch.orchestrate.experiment import ray_temp_dir
 
 pytestmark = pytest.mark.slow
 
@@ -167,6 +168,22 @@ def test_kill_driver_then_resume_loses_and_reruns_nothing(tiny_phantom, tmp_path
     cases = pd.read_parquet(run / "cases.parquet")
     assert cases.groupby("trial_id").split.nunique().eq(2).all() and cases.trial_id.nunique() == 2
     assert (run / "study.yaml").exists()
+    # the DDP trial ran under Ray Train's controller without its dataset-manager actor
+    # (orchestrate/ddp.py): the actors each Ray session's worker logs name
+    started = started_actors(ray_temp_dir(run))
+    assert "TrainController" in started and "RayTrainWorker" in started, started
+    assert "DatasetManager" not in started, started
+
+
+def started_actors(ray_dir: Path) -> set[str]:
+    """Class names of the actors started in the Ray sessions under ``ray_dir`` (Ray writes
+    ``:actor_name:<class>`` into a worker's log when an actor starts in it)."""
+    names = set()
+    for log in ray_dir.glob("session_*/logs/worker-*.out"):
+        names |= {
+            line.split(":actor_name:", 1)[1].strip() for line in log.read_text().splitlines() if ":actor_name:" in line
+        }
+    return names
 
 
 def test_search_with_optuna_asha_and_a_diverging_trial(tiny_phantom, tmp_path):

@@ -7,6 +7,10 @@ so :class:`LoopbackTorchConfig` binds a socket to 127.0.0.1 itself and hands
 its descriptor to the store (``master_listen_fd``, libuv backend). Only for
 local gloo (CPU) runs; clusters and nccl use Ray's own ``TorchConfig``.
 Relies on ``ray.train.torch.config._TorchBackend`` (ray 2.60, pinned).
+
+:class:`NoDatasetsTorchTrainer` is Ray Train's ``TorchTrainer`` without the
+dataset-manager actor it starts in every ``fit()`` even when it is given no Ray
+Dataset (vrsearch's workers read their cases themselves).
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ from typing import Any
 import ray
 from ray.train import BackendConfig
 from ray.train._internal.base_worker_group import BaseWorkerGroup
+from ray.train.torch import TorchTrainer
 from ray.train.torch.config import TorchConfig, _set_torch_distributed_env_vars, _TorchBackend
+from ray.train.v2._internal.callbacks import DatasetsCallback
+from ray.train.v2.api.callback import RayTrainCallback
 
 _HELD: dict[str, Any] = {}  # keeps rank 0's listening socket and store alive in its worker process
 
@@ -91,3 +98,21 @@ class LoopbackTorchConfig(TorchConfig):
     @property
     def backend_cls(self) -> type[_LoopbackBackend]:
         return _LoopbackBackend
+
+
+class NoDatasetsTorchTrainer(TorchTrainer):
+    """``TorchTrainer`` whose ``fit()`` starts no ``DatasetManager`` actor when it has no datasets.
+
+    Ray Train V2 (ray 2.60) gives every controller a ``DatasetsCallback``, which starts a
+    ``DatasetManager`` actor (a new Python process, Ray Data imported) for each worker group
+    whether or not there is a dataset to split; vrsearch passes none, so that process was
+    only fixed cost of every DDP trial, competing with the workers' start on the CPUs
+    (``benchmarks/RESULTS.md`` (a¹⁶)). Relies on ``DataParallelTrainer._create_default_callbacks``
+    (ray 2.60, pinned); with datasets it is Ray's trainer unchanged.
+    """
+
+    def _create_default_callbacks(self) -> list[RayTrainCallback]:
+        callbacks = super()._create_default_callbacks()
+        if self.datasets:
+            return callbacks
+        return [c for c in callbacks if not isinstance(c, DatasetsCallback)]

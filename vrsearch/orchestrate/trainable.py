@@ -142,12 +142,13 @@ def _torch_trainer(
 ) -> TorchTrainer:
     """Ray Train's DDP worker group for one trial (its workers run :func:`train_worker`)."""
     import ray.train
-    from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
+
+    from vrsearch.orchestrate.ddp import NoDatasetsTorchTrainer
 
     use_gpu = res["gpus_per_worker"] > 0
     worker_res = worker_resources(res)
-    return TorchTrainer(
+    return NoDatasetsTorchTrainer(
         train_worker,
         train_loop_config={
             "base": base,
