@@ -168,11 +168,12 @@ def test_kill_driver_then_resume_loses_and_reruns_nothing(tiny_phantom, tmp_path
     cases = pd.read_parquet(run / "cases.parquet")
     assert cases.groupby("trial_id").split.nunique().eq(2).all() and cases.trial_id.nunique() == 2
     assert (run / "study.yaml").exists()
-    # the DDP trial ran under Ray Train's controller without its dataset-manager actor
-    # (orchestrate/ddp.py): the actors each Ray session's worker logs name
+    # the DDP trial ran under Ray Train's controller, without the dataset manager and (no state
+    # API on the local Ray) the placement-group cleaner (orchestrate/ddp.py): the actors each Ray
+    # session's worker logs name
     started = started_actors(ray_temp_dir(run))
-    assert "TrainController" in started and "RayTrainWorker" in started, started
-    assert "DatasetManager" not in started, started
+    assert {"TrainController", "RayTrainWorker", "SynchronizationActor"} <= started, started
+    assert not started & {"DatasetManager", "PlacementGroupCleaner"}, started
 
 
 def started_actors(ray_dir: Path) -> set[str]:

@@ -8,9 +8,10 @@ its descriptor to the store (``master_listen_fd``, libuv backend). Only for
 local gloo (CPU) runs; clusters and nccl use Ray's own ``TorchConfig``.
 Relies on ``ray.train.torch.config._TorchBackend`` (ray 2.60, pinned).
 
-:class:`NoDatasetsTorchTrainer` is Ray Train's ``TorchTrainer`` without the
-dataset-manager actor it starts in every ``fit()`` even when it is given no Ray
-Dataset (vrsearch's workers read their cases themselves).
+:class:`LeanTorchTrainer` is Ray Train's ``TorchTrainer`` without two actors it
+starts in every ``fit()`` that a vrsearch trial does not use: the dataset manager
+(vrsearch's workers read their cases themselves) and, on a Ray without Ray's state
+API, the placement-group cleaner.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ray.train._internal.base_worker_group import BaseWorkerGroup
 from ray.train.torch import TorchTrainer
 from ray.train.torch.config import TorchConfig, _set_torch_distributed_env_vars, _TorchBackend
 from ray.train.v2._internal.callbacks import DatasetsCallback
+from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 from ray.train.v2.api.callback import RayTrainCallback
 
 _HELD: dict[str, Any] = {}  # keeps rank 0's listening socket and store alive in its worker process
@@ -100,19 +102,31 @@ class LoopbackTorchConfig(TorchConfig):
         return _LoopbackBackend
 
 
-class NoDatasetsTorchTrainer(TorchTrainer):
-    """``TorchTrainer`` whose ``fit()`` starts no ``DatasetManager`` actor when it has no datasets.
+class LeanTorchTrainer(TorchTrainer):
+    """``TorchTrainer`` whose ``fit()`` starts neither a ``DatasetManager`` actor when it has no
+    datasets nor, with ``state_api=False``, a ``PlacementGroupCleaner`` actor.
 
-    Ray Train V2 (ray 2.60) gives every controller a ``DatasetsCallback``, which starts a
-    ``DatasetManager`` actor (a new Python process, Ray Data imported) for each worker group
-    whether or not there is a dataset to split; vrsearch passes none, so that process was
-    only fixed cost of every DDP trial, competing with the workers' start on the CPUs
-    (``benchmarks/RESULTS.md`` (a¹⁶)). Relies on ``DataParallelTrainer._create_default_callbacks``
-    (ray 2.60, pinned); with datasets it is Ray's trainer unchanged.
+    Ray Train V2 (ray 2.60) gives every controller both, each a new Python process per
+    ``fit()``, competing with the workers' start for the CPUs (``benchmarks/RESULTS.md`` (a¹⁶)):
+
+    * a ``DatasetsCallback``, which starts a dataset manager (Ray Data imported) whether or
+      not there is a dataset to split; vrsearch passes none.
+    * a ``PlacementGroupCleanerCallback``, whose detached cleaner asks Ray's state API every
+      second whether the controller lives, to remove its placement group if it died. On a
+      Ray without the state API (the local Ray, :func:`vrsearch.orchestrate.local.loopback_init`:
+      no dashboard) every ask fails, and the cleaner only logs that and asks again: it
+      never cleans. Where the state API exists (a cluster) it stays.
+
+    Relies on ``DataParallelTrainer._create_default_callbacks`` (ray 2.60, pinned); with
+    datasets and the state API it is Ray's trainer unchanged.
     """
 
+    def __init__(self, *args: Any, state_api: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.state_api = state_api
+
     def _create_default_callbacks(self) -> list[RayTrainCallback]:
-        callbacks = super()._create_default_callbacks()
-        if self.datasets:
-            return callbacks
-        return [c for c in callbacks if not isinstance(c, DatasetsCallback)]
+        unused: tuple[type, ...] = () if self.datasets else (DatasetsCallback,)
+        if not self.state_api:
+            unused += (PlacementGroupCleanerCallback,)
+        return [c for c in super()._create_default_callbacks() if not isinstance(c, unused)]

@@ -144,11 +144,11 @@ def _torch_trainer(
     import ray.train
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from vrsearch.orchestrate.ddp import NoDatasetsTorchTrainer
+    from vrsearch.orchestrate.ddp import LeanTorchTrainer
 
     use_gpu = res["gpus_per_worker"] > 0
     worker_res = worker_resources(res)
-    return NoDatasetsTorchTrainer(
+    return LeanTorchTrainer(
         train_worker,
         train_loop_config={
             "base": base,
@@ -169,4 +169,6 @@ def _torch_trainer(
             callbacks=[TuneReportCallback()],  # type: ignore[list-item]  # ray: a ray.train Callback, typed as ray.tune's
             failure_config=ray.train.FailureConfig(max_failures=res["max_failures"]),
         ),
+        # our local Ray runs no dashboard, so no state API for Train's placement-group cleaner
+        state_api=os.environ.get("VRSEARCH_LOCAL_RAY") != "1",
     )
