@@ -182,7 +182,9 @@ def started_actors(ray_dir: Path) -> set[str]:
     names = set()
     for log in ray_dir.glob("session_*/logs/worker-*.out"):
         names |= {
-            line.split(":actor_name:", 1)[1].strip() for line in log.read_text().splitlines() if ":actor_name:" in line
+            line.split(":actor_name:", 1)[1].strip()
+            for line in log.read_text(errors="replace").splitlines()
+            if ":actor_name:" in line
         }
     return names
 

@@ -9,9 +9,9 @@ runs on vrsearch's own local Ray (``orchestrate/trainable.py``)."""
 from __future__ import annotations
 
 import ray.train
-from ray.train.torch import TorchTrainer
 from ray.train.v2._internal.callbacks import DatasetsCallback
 from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+from ray.train.v2.torch.torch_trainer import TorchTrainer
 
 from vrsearch.orchestrate.ddp import LeanTorchTrainer
 

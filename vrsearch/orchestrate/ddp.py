@@ -26,11 +26,11 @@ from typing import Any
 import ray
 from ray.train import BackendConfig
 from ray.train._internal.base_worker_group import BaseWorkerGroup
-from ray.train.torch import TorchTrainer
 from ray.train.torch.config import TorchConfig, _set_torch_distributed_env_vars, _TorchBackend
 from ray.train.v2._internal.callbacks import DatasetsCallback
 from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 from ray.train.v2.api.callback import RayTrainCallback
+from ray.train.v2.torch.torch_trainer import TorchTrainer  # the V2 trainer, as ray.train.torch exports it in 2.60
 
 _HELD: dict[str, Any] = {}  # keeps rank 0's listening socket and store alive in its worker process
 
@@ -106,16 +106,20 @@ class LeanTorchTrainer(TorchTrainer):
     """``TorchTrainer`` whose ``fit()`` starts neither a ``DatasetManager`` actor when it has no
     datasets nor, with ``state_api=False``, a ``PlacementGroupCleaner`` actor.
 
-    Ray Train V2 (ray 2.60) gives every controller both, each a new Python process per
-    ``fit()``, competing with the workers' start for the CPUs (``benchmarks/RESULTS.md`` (a¹⁶)):
+    Ray Train V2 (ray 2.60) gives every controller both, each a new Python process (the
+    dataset manager at every worker-group start, retries included; the cleaner once per
+    ``fit()``), competing with the workers' start for the CPUs (``benchmarks/RESULTS.md`` (a¹⁶)):
 
     * a ``DatasetsCallback``, which starts a dataset manager (Ray Data imported) whether or
       not there is a dataset to split; vrsearch passes none.
     * a ``PlacementGroupCleanerCallback``, whose detached cleaner asks Ray's state API every
-      second whether the controller lives, to remove its placement group if it died. On a
-      Ray without the state API (the local Ray, :func:`vrsearch.orchestrate.local.loopback_init`:
-      no dashboard) every ask fails, and the cleaner only logs that and asks again: it
-      never cleans. Where the state API exists (a cluster) it stays.
+      second whether the controller lives, to remove its placement group if it died. The
+      local Ray (:func:`vrsearch.orchestrate.local.loopback_init`) starts only a trimmed
+      dashboard, which advertises a state-API address that nothing serves: every ask is
+      refused, and the cleaner logs that and asks again, never cleaning — or, were another
+      server listening on that port (the user's own Ray dashboard), it would be answered
+      about another cluster and could remove a live trial's placement group. Elsewhere (a
+      cluster) it stays.
 
     Relies on ``DataParallelTrainer._create_default_callbacks`` (ray 2.60, pinned); with
     datasets and the state API it is Ray's trainer unchanged.

@@ -40,9 +40,10 @@ one machine has nothing to autoscale, and the driver does not stream worker logs
 (``log_to_driver=False``; they stay in the session's ``logs``). Both cost CPU
 (most of it at start-up, then polls throughout the study): a tiny study's
 ``vrsearch run`` took 15.3 s instead of 17.0 (six pairs, RESULTS.md (a⁗)).
-Nor does it run the dashboard (``include_dashboard=False``), so it serves no state
-API (``ray.util.state``): a DDP trial there starts no placement-group cleaner, which
-would only ask that API in vain (:class:`vrsearch.orchestrate.ddp.LeanTorchTrainer`).
+Nor does it run the dashboard (``include_dashboard=False``: Ray keeps a trimmed
+dashboard process that advertises a state-API address nothing serves), so
+``ray.util.state`` is refused there: a DDP trial starts no placement-group cleaner, which
+would only ask it in vain (:class:`vrsearch.orchestrate.ddp.LeanTorchTrainer`).
 """
 
 from __future__ import annotations

@@ -26,7 +26,9 @@ from vrsearch.study.design import config_hash
 
 if TYPE_CHECKING:
     import torch
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchConfig
+
+    from vrsearch.orchestrate.ddp import LeanTorchTrainer
 
 __all__ = ["trial_resources", "trial_study", "train_worker", "vrsearch_trial", "worker_resources"]
 
@@ -139,7 +141,7 @@ def _torch_trainer(
     res: dict[str, Any],
     ckpt: Path,
     marks: dict[str, Any],
-) -> TorchTrainer:
+) -> LeanTorchTrainer:
     """Ray Train's DDP worker group for one trial (its workers run :func:`train_worker`)."""
     import ray.train
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -169,6 +171,6 @@ def _torch_trainer(
             callbacks=[TuneReportCallback()],  # type: ignore[list-item]  # ray: a ray.train Callback, typed as ray.tune's
             failure_config=ray.train.FailureConfig(max_failures=res["max_failures"]),
         ),
-        # our local Ray runs no dashboard, so no state API for Train's placement-group cleaner
+        # our local Ray serves no state API (no dashboard), which Train's placement-group cleaner asks
         state_api=os.environ.get("VRSEARCH_LOCAL_RAY") != "1",
     )
