@@ -1,16 +1,13 @@
-"""The DDP trial's trainer: Ray Train's ``TorchTrainer`` less the dataset-manager actor and,
-without Ray's state API, the placement-group cleaner.
+"""The DDP trial's trainer: Ray Train's ``TorchTrainer`` less the dataset-manager actor.
 
-That neither starts in a real DDP trial on the local Ray is checked on the Ray session's own
-logs in ``tests/e2e/test_run.py::test_kill_driver_then_resume_loses_and_reruns_nothing``. A
-trial on any other Ray (a cluster) keeps the cleaner: ``state_api`` is true unless the trial
-runs on vrsearch's own local Ray (``orchestrate/trainable.py``)."""
+That none starts in a real DDP trial (and that Train's placement-group cleaner does) is
+checked on the Ray session's own logs in
+``tests/e2e/test_run.py::test_kill_driver_then_resume_loses_and_reruns_nothing``."""
 
 from __future__ import annotations
 
 import ray.train
 from ray.train.v2._internal.callbacks import DatasetsCallback
-from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 from ray.train.v2.torch.torch_trainer import TorchTrainer
 
 from vrsearch.orchestrate.ddp import LeanTorchTrainer
@@ -35,19 +32,11 @@ def test_without_datasets_only_the_datasets_callback_is_left_out(tmp_path):
     ours = _callbacks(LeanTorchTrainer, tmp_path)
     assert DatasetsCallback.__name__ in ray_own  # what Ray Train 2.60 does, and why the subclass exists
     assert ours == [name for name in ray_own if name != DatasetsCallback.__name__]
-    # the placement-group cleaner (a killed trial's CPUs come back) and the backend set-up stay
+    # the placement-group cleaner (a stopped trial's CPUs come back) and the backend set-up stay
     assert {"PlacementGroupCleanerCallback", "BackendSetupCallback"} <= set(ours)
 
 
-def test_without_the_state_api_the_placement_group_cleaner_is_left_out_too(tmp_path):
-    ray_own = _callbacks(TorchTrainer, tmp_path)
-    ours = _callbacks(LeanTorchTrainer, tmp_path, state_api=False)
-    unused = {DatasetsCallback.__name__, PlacementGroupCleanerCallback.__name__}
-    assert unused <= set(ray_own)
-    assert ours == [name for name in ray_own if name not in unused]
-
-
-def test_with_datasets_and_the_state_api_it_is_rays_trainer_unchanged(tmp_path):
+def test_with_datasets_it_is_rays_trainer_unchanged(tmp_path):
     data = {"train": lambda: None}  # a dataset factory; never called here
     assert _callbacks(LeanTorchTrainer, tmp_path, datasets=data) == _callbacks(TorchTrainer, tmp_path, datasets=data)
     assert not ray.is_initialized()

@@ -8,10 +8,9 @@ its descriptor to the store (``master_listen_fd``, libuv backend). Only for
 local gloo (CPU) runs; clusters and nccl use Ray's own ``TorchConfig``.
 Relies on ``ray.train.torch.config._TorchBackend`` (ray 2.60, pinned).
 
-:class:`LeanTorchTrainer` is Ray Train's ``TorchTrainer`` without two actors it
-starts in every ``fit()`` that a vrsearch trial does not use: the dataset manager
-(vrsearch's workers read their cases themselves) and, on a Ray without Ray's state
-API, the placement-group cleaner.
+:class:`LeanTorchTrainer` is Ray Train's ``TorchTrainer`` without the dataset-manager
+actor it starts for every worker group even when given no Ray Dataset (vrsearch's
+workers read their cases themselves).
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from ray.train import BackendConfig
 from ray.train._internal.base_worker_group import BaseWorkerGroup
 from ray.train.torch.config import TorchConfig, _set_torch_distributed_env_vars, _TorchBackend
 from ray.train.v2._internal.callbacks import DatasetsCallback
-from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 from ray.train.v2.api.callback import RayTrainCallback
 from ray.train.v2.torch.torch_trainer import TorchTrainer  # the V2 trainer, as ray.train.torch exports it in 2.60
 
@@ -103,34 +101,19 @@ class LoopbackTorchConfig(TorchConfig):
 
 
 class LeanTorchTrainer(TorchTrainer):
-    """``TorchTrainer`` whose ``fit()`` starts neither a ``DatasetManager`` actor when it has no
-    datasets nor, with ``state_api=False``, a ``PlacementGroupCleaner`` actor.
+    """``TorchTrainer`` whose ``fit()`` starts no ``DatasetManager`` actor when it has no datasets.
 
-    Ray Train V2 (ray 2.60) gives every controller both, each a new Python process (the
-    dataset manager at every worker-group start, retries included; the cleaner once per
-    ``fit()``), competing with the workers' start for the CPUs (``benchmarks/RESULTS.md`` (a¹⁶)):
-
-    * a ``DatasetsCallback``, which starts a dataset manager (Ray Data imported) whether or
-      not there is a dataset to split; vrsearch passes none.
-    * a ``PlacementGroupCleanerCallback``, whose detached cleaner asks Ray's state API every
-      second whether the controller lives, to remove its placement group if it died. The
-      local Ray (:func:`vrsearch.orchestrate.local.loopback_init`) starts only a trimmed
-      dashboard, which advertises a state-API address that nothing serves: every ask is
-      refused, and the cleaner logs that and asks again, never cleaning — or, were another
-      server listening on that port (the user's own Ray dashboard), it would be answered
-      about another cluster and could remove a live trial's placement group. Elsewhere (a
-      cluster) it stays.
-
-    Relies on ``DataParallelTrainer._create_default_callbacks`` (ray 2.60, pinned); with
-    datasets and the state API it is Ray's trainer unchanged.
+    Ray Train V2 (ray 2.60) gives every controller a ``DatasetsCallback``, which starts a
+    dataset manager (a new Python process, Ray Data imported) at every worker-group start,
+    retries included, whether or not there is a dataset to split; vrsearch passes none, and
+    that process only competed with the workers' start for the CPUs (``benchmarks/RESULTS.md``
+    (a¹⁶)). The placement-group cleaner stays: it frees a stopped trial's CPUs
+    (:mod:`vrsearch.orchestrate.local`). Relies on ``DataParallelTrainer._create_default_callbacks``
+    (ray 2.60, pinned); with datasets it is Ray's trainer unchanged.
     """
 
-    def __init__(self, *args: Any, state_api: bool = True, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.state_api = state_api
-
     def _create_default_callbacks(self) -> list[RayTrainCallback]:
-        unused: tuple[type, ...] = () if self.datasets else (DatasetsCallback,)
-        if not self.state_api:
-            unused += (PlacementGroupCleanerCallback,)
-        return [c for c in super()._create_default_callbacks() if not isinstance(c, unused)]
+        callbacks = super()._create_default_callbacks()
+        if self.datasets:
+            return callbacks
+        return [c for c in callbacks if not isinstance(c, DatasetsCallback)]

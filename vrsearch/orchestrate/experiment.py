@@ -87,10 +87,15 @@ def job_env(address: str | None) -> dict[str, str]:
 
 
 def init_ray(
-    run_dir: Path, address: str | None, temp_dir: Path | None = None, resources: dict[str, float] | None = None
+    run_dir: Path,
+    address: str | None,
+    temp_dir: Path | None = None,
+    resources: dict[str, float] | None = None,
+    state_api: bool = False,
 ) -> None:
     """Join the cluster at ``address``, or start a loopback-only local Ray that advertises
-    the custom ``resources`` (a cluster's come from its node types)."""
+    the custom ``resources`` (a cluster's come from its node types), with Ray's state API
+    where ``state_api`` (a study with DDP trials: :func:`vrsearch.orchestrate.local.loopback_init`)."""
     os.environ[faults.DRIVER] = str(os.getpid())  # for a test's kill-driver fault (workers inherit it)
     if not address:
         from vrsearch.orchestrate.local import loopback_env
@@ -106,7 +111,7 @@ def init_ray(
         return
     from vrsearch.orchestrate.local import loopback_init
 
-    loopback_init(ray_temp_dir(run_dir, temp_dir), resources=resources, env_vars=env)
+    loopback_init(ray_temp_dir(run_dir, temp_dir), resources=resources, env_vars=env, state_api=state_api)
 
 
 def reap_leftovers(study: Study, run: RunDir, address: str | None) -> list[int]:
@@ -168,12 +173,15 @@ def reuse_actors(study: Study, work: Work) -> bool:
     trial's actor fresh."""
     if os.environ.get(REUSE_ENV, "1") == "0":
         return False
-    if scheduler_plan(study) is None:
-        return True
+    return scheduler_plan(study) is None or not ddp_trials(study, work)
+
+
+def ddp_trials(study: Study, work: Work) -> bool:
+    """Whether a trial of ``work`` may run a Ray Train worker group (``workers_per_trial`` > 1)."""
     if work.cells is not None:
         base = study.model_dump(mode="json")
-        return all(trial_study(base, {"cell": c})[0].resources.workers_per_trial <= 1 for c in work.cells)
-    return study.resources.workers_per_trial <= 1 and "resources.workers_per_trial" not in study.search.space
+        return any(trial_study(base, {"cell": c})[0].resources.workers_per_trial > 1 for c in work.cells)
+    return study.resources.workers_per_trial > 1 or "resources.workers_per_trial" in study.search.space
 
 
 def tune_setup(study: Study, run: RunDir, work: Work) -> tuple[dict[str, Any], tune.TuneConfig]:
@@ -245,7 +253,7 @@ def execute(study: Study, run: RunDir, address: str | None, echo: Echo, where: s
         echo(f"storing results at {where}")
     from vrsearch.orchestrate.callbacks import ReportRefresh
 
-    init_ray(run.path, address, study.resources.ray_temp_dir, local_custom_resources(study))
+    init_ray(run.path, address, study.resources.ray_temp_dir, local_custom_resources(study), ddp_trials(study, work))
     report = ReportRefresh(run.path, echo)
     try:
         tuner, callback = _tuner(study, run, work, echo, where, report)

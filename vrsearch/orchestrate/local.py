@@ -40,10 +40,15 @@ one machine has nothing to autoscale, and the driver does not stream worker logs
 (``log_to_driver=False``; they stay in the session's ``logs``). Both cost CPU
 (most of it at start-up, then polls throughout the study): a tiny study's
 ``vrsearch run`` took 15.3 s instead of 17.0 (six pairs, RESULTS.md (a⁗)).
-Nor does it run the dashboard (``include_dashboard=False``: Ray keeps a trimmed
-dashboard process that advertises a state-API address nothing serves), so
-``ray.util.state`` is refused there: a DDP trial starts no placement-group cleaner, which
-would only ask it in vain (:class:`vrsearch.orchestrate.ddp.LeanTorchTrainer`).
+It runs Ray's dashboard, and with it the state API (``ray.util.state``), only for a
+study with DDP trials (``state_api``): Ray Train's placement-group cleaner needs it. When
+Tune stops a DDP trial (ASHA), its actor and Train's controller die with the worker
+group's placement group still reserved — Ray frees a group made by a non-detached actor
+only when its job ends too — and only the cleaner, which asks the state API whether the
+controller lives, removes it. Without it a 2-core study hung after its first stopped DDP
+trial, the next one waiting for CPUs forever (``benchmarks/RESULTS.md`` (a¹⁶)). Other
+studies skip the dashboard (``include_dashboard=False``: Ray keeps a trimmed dashboard
+process that advertises a state-API address nothing serves).
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 LOCAL_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "GLOO_SOCKET_IFNAME": "lo", "VRSEARCH_LOCAL_RAY": "1"}
+
 #: set unless the user set them (module doc): workers at the driver's niceness, no idle workers that
 #: no actor of a study can use, no preemption watcher (one machine has no node to be preempted)
 LOCAL_DEFAULTS = {
@@ -145,10 +151,12 @@ def loopback_init(
     num_cpus: int | None = None,
     resources: dict[str, float] | None = None,
     env_vars: dict[str, str] | None = None,
+    state_api: bool = False,
 ) -> None:
     """Start Ray on 127.0.0.1 with its temp files (sessions, sockets, logs) in ``temp_dir``,
     the custom ``resources`` the study's trials ask for and ``env_vars`` in the environment
-    of the processes it starts for this job (its runtime env; Ray's own daemons keep this one)."""
+    of the processes it starts for this job (its runtime env; Ray's own daemons keep this one);
+    with ``state_api``, its dashboard too (module doc)."""
     loopback_env()
     import ray
 
@@ -160,7 +168,7 @@ def loopback_init(
             resources=resources or None,
             _node_ip_address="127.0.0.1",
             dashboard_host="127.0.0.1",
-            include_dashboard=False,
+            include_dashboard=state_api,
             _temp_dir=str(temp_dir),
             log_to_driver=False,
             logging_level=logging.ERROR,

@@ -143,7 +143,7 @@ def _torch_trainer(
     marks: dict[str, Any],
 ) -> LeanTorchTrainer:
     """Ray Train's DDP worker group for one trial (its workers run :func:`train_worker`)."""
-    import ray.train
+    import ray.train.v2.api.config as v2  # = ray.train's configs in 2.60, typed as Train V2's
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from vrsearch.orchestrate.ddp import LeanTorchTrainer
@@ -162,15 +162,13 @@ def _torch_trainer(
             "marks": marks,
         },
         torch_config=_torch_config(use_gpu),
-        scaling_config=ray.train.ScalingConfig(
+        scaling_config=v2.ScalingConfig(
             num_workers=res["workers_per_trial"], use_gpu=use_gpu, resources_per_worker=worker_res
         ),
-        run_config=ray.train.RunConfig(
+        run_config=v2.RunConfig(
             name=trial_id,
             storage_path=str(RunDir(Path(run_dir)).ray_train),
-            callbacks=[TuneReportCallback()],  # type: ignore[list-item]  # ray: a ray.train Callback, typed as ray.tune's
-            failure_config=ray.train.FailureConfig(max_failures=res["max_failures"]),
+            callbacks=[TuneReportCallback()],
+            failure_config=v2.FailureConfig(max_failures=res["max_failures"]),
         ),
-        # our local Ray serves no state API (no dashboard), which Train's placement-group cleaner asks
-        state_api=os.environ.get("VRSEARCH_LOCAL_RAY") != "1",
     )
