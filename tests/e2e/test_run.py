@@ -194,8 +194,9 @@ def test_ddp_trials_go_on_after_asha_stops_one(tiny_phantom, tmp_path):
     CPUs) until the job ends; only Train's placement-group cleaner, which needs the state API
     (the local Ray's dashboard, started for studies with DDP trials), frees it. Without it the
     trial after the first stopped one waited for CPUs forever. Which of the seeded proposals
-    ASHA stops depends on when their reports reach it (in five runs of four proposals: the 3rd,
-    the 3rd and 4th, the 3rd, the 4th, the 4th); with five, one before the last is stopped."""
+    ASHA stops depends on when their reports reach it (runs of four proposals stopped the 3rd,
+    the 3rd and 4th, the 3rd, or only the 4th, the last); with five, a stop at the 3rd or 4th is
+    one before the last (one run of five here: the 4th)."""
     space = {"train.optimizer.lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True}}
     study = write_study(
         tmp_path,
