@@ -196,7 +196,7 @@ def test_ddp_trials_go_on_after_asha_stops_one(tiny_phantom, tmp_path):
     trial after the first stopped one waited for CPUs forever. Which of the seeded proposals
     ASHA stops depends on when their reports reach it (runs of four proposals stopped the 3rd,
     the 3rd and 4th, the 3rd, or only the 4th, the last); with five, a stop at the 3rd or 4th is
-    one before the last (one run of five here: the 4th)."""
+    one before the last (two runs of five here: the 4th each time)."""
     space = {"train.optimizer.lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True}}
     study = write_study(
         tmp_path,
@@ -205,7 +205,7 @@ def test_ddp_trials_go_on_after_asha_stops_one(tiny_phantom, tmp_path):
         train={**tiny_study_dict(tiny_phantom, tmp_path)["train"], "iterations": 12},
         resources={"concurrent_trials": 1, "workers_per_trial": 2, "cpus_per_worker": 1},
     )
-    proc = subprocess.run([VRSEARCH, "run", str(study)], capture_output=True, text=True, timeout=600)
+    proc = cli("run", study)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     trials = pd.read_parquet(tmp_path / "run" / "trials.parquet")
     assert len(trials) == 5 and set(trials.status) <= {"completed", "stopped_early"}, trials[["trial_id", "status"]]

@@ -64,7 +64,6 @@ from pathlib import Path
 from typing import Any
 
 LOCAL_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "GLOO_SOCKET_IFNAME": "lo", "VRSEARCH_LOCAL_RAY": "1"}
-
 #: set unless the user set them (module doc): workers at the driver's niceness, no idle workers that
 #: no actor of a study can use, no preemption watcher (one machine has no node to be preempted)
 LOCAL_DEFAULTS = {
