@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -17,6 +22,7 @@ import yaml
 from tests.conftest import tiny_study_dict
 from tests.e2e.test_cli import VRSEARCH, assert_one_line_error, cli
 from vrsearch.orchestrate.experiment import ray_temp_dir
+from vrsearch.orchestrate.local import reap_stale
 
 pytestmark = pytest.mark.slow
 
@@ -188,12 +194,35 @@ def started_actors(ray_dir: Path) -> set[str]:
     return names
 
 
+@contextlib.contextmanager
+def another_ray() -> Iterator[None]:
+    """A second Ray on the machine while inside (another study's, another user's), started
+    in a process of its own; it and every process of its Ray are killed on the way out."""
+    temp = Path(tempfile.mkdtemp(prefix="vrs-o-", dir="/tmp"))  # short: Unix socket paths
+    code = (
+        "import sys, time; from pathlib import Path; from vrsearch.orchestrate.local import loopback_init; "
+        "loopback_init(Path(sys.argv[1]), num_cpus=1); print('up', flush=True); time.sleep(3600)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(temp)], stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"up", "the second Ray did not start"
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+        reap_stale(temp)  # its GCS, raylet and agents
+        shutil.rmtree(temp, ignore_errors=True)
+
+
 def test_ddp_trials_go_on_after_asha_stops_one(tiny_phantom, tmp_path):
     """DDP trials under ASHA, one at a time, on 2 CPUs: a stopped trial's actor dies with Ray
     Train's controller inside ``fit()``, and Ray keeps the worker group's placement group (both
     CPUs) until the job ends; only Train's placement-group cleaner, which needs the state API
     (the local Ray's dashboard, started for studies with DDP trials), frees it. Without it the
-    trial after the first stopped one waited for CPUs forever. The stop is made certain: a grid
+    trial after the first stopped one waited for CPUs forever. The cleaner asks the state API
+    with no address, and Ray refuses to guess when the machine runs two Rays (CI's other test
+    process did: the same hang), so a second Ray runs beside the study here, and the local Ray
+    tells its processes its own address (orchestrate/local.py). The stop is made certain: a grid
     of three learning rates run in order, the middle one too small to learn, so at the first rung
     (iteration 6; then 12 and 24; 48, the last, is never a stop) its validation Dice is its
     initial one, a third of the first trial's there (0.0069 against 0.021 when written), the only
@@ -213,7 +242,8 @@ def test_ddp_trials_go_on_after_asha_stops_one(tiny_phantom, tmp_path):
         train={**tiny_train, "iterations": 48, "eval": {**tiny_train["eval"], "every": 6}},
         resources={"concurrent_trials": 1, "workers_per_trial": 2, "cpus_per_worker": 1},
     )
-    proc = cli("run", study)
+    with another_ray():
+        proc = cli("run", study)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     trials = pd.read_parquet(tmp_path / "run" / "trials.parquet")
     history = pd.read_parquet(tmp_path / "run" / "history.parquet")

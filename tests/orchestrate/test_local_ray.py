@@ -56,6 +56,8 @@ class LocalRay:
     worker_nice: int
     processes: list[str]  # Ray's own process types on the node
     defaults: str  # ``RAY_prestart_worker_first_driver``, ``RAY_TRAIN_ENABLE_PREEMPTION_WATCHER`` of the raylet
+    gcs: str  # the driver's GCS address
+    worker_ray_address: str  # ``RAY_ADDRESS`` in a task's environment
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +77,10 @@ def local_ray() -> LocalRay:
         "env = dict(e.split(b'=', 1) for e in Path(f'/proc/{raylet}/environ').read_bytes().split(bytes(1)) if b'=' in e); "
         "defaults = ','.join(env.get(k, b'unset').decode() for k in "
         "  (b'RAY_prestart_worker_first_driver', b'RAY_TRAIN_ENABLE_PREEMPTION_WATCHER')); "
-        "nice = ray.get(ray.remote(lambda: os.nice(0)).remote()); "
+        "nice, addr = ray.get(ray.remote(lambda: (os.nice(0), os.environ.get('RAY_ADDRESS', 'unset'))).remote()); "
         "print(','.join(sorted(ray._private.worker._global_node.all_processes))); "
-        "print(ray._private.worker.global_worker.node.dashboard_agent_listen_port, os.nice(0), nice, defaults); ray.shutdown()"
+        "print(ray._private.worker.global_worker.node.dashboard_agent_listen_port, os.nice(0), nice, defaults, "
+        "  ray.get_runtime_context().gcs_address, addr); ray.shutdown()"
     )
     temp = Path(tempfile.mkdtemp(prefix="vrs-t-", dir="/tmp"))  # short: Unix socket paths
     env = {k: v for k, v in os.environ.items() if k not in LOCAL_DEFAULTS}  # loopback_env's defaults, not a user's
@@ -86,8 +89,8 @@ def local_ray() -> LocalRay:
         assert proc.returncode == 0, proc.stderr.decode()[-2000:]
         logs = list(temp.glob("session_*/logs/dashboard_agent.log"))
         assert logs, "no dashboard agent log"
-        processes, port, driver, worker, defaults = proc.stdout.decode().split()[-5:]
-        return LocalRay(logs[0].read_text(), port, int(driver), int(worker), processes.split(","), defaults)
+        processes, port, driver, worker, defaults, gcs, addr = proc.stdout.decode().split()[-7:]
+        return LocalRay(logs[0].read_text(), port, int(driver), int(worker), processes.split(","), defaults, gcs, addr)
     finally:  # everything is read: the port and the folder are released before the tests run
         held.close()
         shutil.rmtree(temp, ignore_errors=True)
@@ -111,6 +114,15 @@ def test_the_local_rays_workers_run_at_the_drivers_niceness(local_ray):
     the CPU to every normal-priority process (RESULTS.md (a‴)). (Under a driver already at
     19 both are capped there and this cannot tell; at any lower niceness it can.)"""
     assert local_ray.worker_nice == local_ray.driver_nice
+
+
+@pytest.mark.slow
+def test_the_local_rays_processes_are_told_its_own_address(local_ray):
+    """A task's ``RAY_ADDRESS`` is the GCS its driver started: Ray Train's placement-group
+    cleaner asks the state API with no address, and Ray refuses to guess when the machine
+    runs two Rays (orchestrate/local.py; the e2e test with a second Ray beside the study:
+    tests/e2e/test_run.py::test_ddp_trials_go_on_after_asha_stops_one)."""
+    assert local_ray.gcs.startswith("127.0.0.1:") and local_ray.worker_ray_address == local_ray.gcs
 
 
 def test_settings_the_user_made_are_kept(monkeypatch):

@@ -49,6 +49,14 @@ controller lives, removes it. Without it a 2-core study hung after its first sto
 trial, the next one waiting for CPUs forever (``benchmarks/RESULTS.md`` (a¹⁶)). Other
 studies skip the dashboard (``include_dashboard=False``: Ray keeps a trimmed dashboard
 process that advertises a state-API address nothing serves).
+
+The cleaner asks the state API of "the" Ray on the machine: with no address given, Ray
+looks for running GCS processes and refuses when it finds more than one ("Found multiple
+active Ray instances") — another study, the other test process, anyone's Ray — and the
+cleaner then never frees anything: the same hang, seen in CI (RESULTS.md (a¹⁷)). So the
+local Ray's GCS listens on a port chosen before it starts (:func:`free_loopback_port`),
+and every process of the job has ``RAY_ADDRESS`` set to it in its runtime env: whatever
+in a trial asks "which Ray?" gets its own.
 """
 
 from __future__ import annotations
@@ -58,6 +66,7 @@ import inspect
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,7 +170,8 @@ def loopback_init(
 
     temp_dir.mkdir(parents=True, exist_ok=True)
     reap_stale(temp_dir)
-    with any_agent_port(), no_monitors():
+    gcs = f"127.0.0.1:{free_loopback_port()}"  # its own address for every process of the job (module doc)
+    with any_agent_port(), no_monitors(), ray_params_defaults(gcs_server_port=int(gcs.rsplit(":", 1)[1])):
         ray.init(
             num_cpus=num_cpus or os.cpu_count(),
             resources=resources or None,
@@ -171,9 +181,19 @@ def loopback_init(
             _temp_dir=str(temp_dir),
             log_to_driver=False,
             logging_level=logging.ERROR,
-            runtime_env={"env_vars": env_vars} if env_vars else None,
+            runtime_env={"env_vars": {**(env_vars or {}), "RAY_ADDRESS": gcs}},
         )
-    node_ip = ray.util.get_node_ip_address()
+    node_ip, at = ray.util.get_node_ip_address(), ray.get_runtime_context().gcs_address
     if node_ip != "127.0.0.1":  # never run a study on a Ray that is reachable from outside
         ray.shutdown()
         raise RuntimeError(f"local Ray came up on {node_ip}, not 127.0.0.1")
+    if at != gcs:  # a Ray that ignored the port: its processes would be told another's address
+        ray.shutdown()
+        raise RuntimeError(f"local Ray's GCS came up at {at}, not at the chosen {gcs}")
+
+
+def free_loopback_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the kernel's choice), for the local Ray's GCS."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
