@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import selectors
 import shutil
 import signal
 import subprocess
@@ -204,13 +205,20 @@ def another_ray() -> Iterator[None]:
         "loopback_init(Path(sys.argv[1]), num_cpus=1); print('up', flush=True); time.sleep(3600)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code, str(temp)], stdout=subprocess.PIPE, start_new_session=True)
+    assert proc.stdout is not None
     try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == b"up", "the second Ray did not start"
+        with selectors.DefaultSelector() as sel:  # 'up', or a child that dies or hangs: never a wait without end
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            ready = sel.select(timeout=180)
+        assert ready and proc.stdout.readline().strip() == b"up", "the second Ray did not start in 180 s"
         yield
     finally:
         proc.kill()
         proc.wait()
-        reap_stale(temp)  # its GCS, raylet and agents
+        proc.stdout.close()
+        for _ in range(3):  # its GCS, raylet and agents (one caught starting is found next time)
+            if not reap_stale(temp):
+                break
         shutil.rmtree(temp, ignore_errors=True)
 
 

@@ -58,6 +58,7 @@ class LocalRay:
     defaults: str  # ``RAY_prestart_worker_first_driver``, ``RAY_TRAIN_ENABLE_PREEMPTION_WATCHER`` of the raylet
     gcs: str  # the driver's GCS address
     worker_ray_address: str  # ``RAY_ADDRESS`` in a task's environment
+    worker_api_server: str  # ``RAY_API_SERVER_ADDRESS`` in a task's environment ('empty' when empty)
 
 
 @pytest.fixture(scope="module")
@@ -77,20 +78,25 @@ def local_ray() -> LocalRay:
         "env = dict(e.split(b'=', 1) for e in Path(f'/proc/{raylet}/environ').read_bytes().split(bytes(1)) if b'=' in e); "
         "defaults = ','.join(env.get(k, b'unset').decode() for k in "
         "  (b'RAY_prestart_worker_first_driver', b'RAY_TRAIN_ENABLE_PREEMPTION_WATCHER')); "
-        "nice, addr = ray.get(ray.remote(lambda: (os.nice(0), os.environ.get('RAY_ADDRESS', 'unset'))).remote()); "
+        "nice, addr, api = ray.get(ray.remote(lambda: (os.nice(0), os.environ.get('RAY_ADDRESS', 'unset'), "
+        "  os.environ.get('RAY_API_SERVER_ADDRESS', 'unset') or 'empty')).remote()); "
         "print(','.join(sorted(ray._private.worker._global_node.all_processes))); "
         "print(ray._private.worker.global_worker.node.dashboard_agent_listen_port, os.nice(0), nice, defaults, "
-        "  ray.get_runtime_context().gcs_address, addr); ray.shutdown()"
+        "  ray.get_runtime_context().gcs_address, addr, api); ray.shutdown()"
     )
     temp = Path(tempfile.mkdtemp(prefix="vrs-t-", dir="/tmp"))  # short: Unix socket paths
     env = {k: v for k, v in os.environ.items() if k not in LOCAL_DEFAULTS}  # loopback_env's defaults, not a user's
+    # a user's shell that names another Ray: the local Ray must neither join it nor tell its processes about it
+    env |= {"RAY_ADDRESS": "127.0.0.1:9", "RAY_API_SERVER_ADDRESS": "http://127.0.0.1:9"}
     try:
         proc = subprocess.run([sys.executable, "-c", code, str(temp)], capture_output=True, timeout=180, env=env)
         assert proc.returncode == 0, proc.stderr.decode()[-2000:]
         logs = list(temp.glob("session_*/logs/dashboard_agent.log"))
         assert logs, "no dashboard agent log"
-        processes, port, driver, worker, defaults, gcs, addr = proc.stdout.decode().split()[-7:]
-        return LocalRay(logs[0].read_text(), port, int(driver), int(worker), processes.split(","), defaults, gcs, addr)
+        processes, port, driver, worker, defaults, gcs, addr, api = proc.stdout.decode().split()[-8:]
+        return LocalRay(
+            logs[0].read_text(), port, int(driver), int(worker), processes.split(","), defaults, gcs, addr, api
+        )
     finally:  # everything is read: the port and the folder are released before the tests run
         held.close()
         shutil.rmtree(temp, ignore_errors=True)
@@ -118,11 +124,13 @@ def test_the_local_rays_workers_run_at_the_drivers_niceness(local_ray):
 
 @pytest.mark.slow
 def test_the_local_rays_processes_are_told_its_own_address(local_ray):
-    """A task's ``RAY_ADDRESS`` is the GCS its driver started: Ray Train's placement-group
-    cleaner asks the state API with no address, and Ray refuses to guess when the machine
-    runs two Rays (orchestrate/local.py; the e2e test with a second Ray beside the study:
+    """A task's ``RAY_ADDRESS`` is the GCS its driver started, whatever the user's shell names
+    (a local Ray is started, not joined): Ray Train's placement-group cleaner asks the state
+    API with no address, and Ray refuses to guess when the machine runs two Rays (orchestrate/local.py; the e2e test with a second Ray beside the study:
     tests/e2e/test_run.py::test_ddp_trials_go_on_after_asha_stops_one)."""
-    assert local_ray.gcs.startswith("127.0.0.1:") and local_ray.worker_ray_address == local_ray.gcs
+    assert local_ray.gcs.startswith("127.0.0.1:") and local_ray.gcs != "127.0.0.1:9"  # not the shell's Ray
+    assert local_ray.worker_ray_address == local_ray.gcs
+    assert local_ray.worker_api_server == "empty"  # the state API would read it before RAY_ADDRESS
 
 
 def test_settings_the_user_made_are_kept(monkeypatch):

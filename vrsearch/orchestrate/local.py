@@ -54,9 +54,12 @@ The cleaner asks the state API of "the" Ray on the machine: with no address give
 looks for running GCS processes and refuses when it finds more than one ("Found multiple
 active Ray instances") — another study, the other test process, anyone's Ray — and the
 cleaner then never frees anything: the same hang, seen in CI (RESULTS.md (a¹⁷)). So the
-local Ray's GCS listens on a port chosen before it starts (:func:`free_loopback_port`),
-and every process of the job has ``RAY_ADDRESS`` set to it in its runtime env: whatever
-in a trial asks "which Ray?" gets its own.
+local Ray's GCS listens on a port chosen before it starts (:func:`free_loopback_port`;
+chosen again, up to three times, if another process takes it first), and every process of
+the job has ``RAY_ADDRESS`` set to it in its runtime env (and ``RAY_API_SERVER_ADDRESS``
+emptied, which the state API would read first): whatever in a trial asks "which Ray?" gets
+its own. A ``RAY_ADDRESS`` in the user's shell does not make the local Ray join that
+cluster (``address="local"``); ``vrsearch run --address`` joins one.
 """
 
 from __future__ import annotations
@@ -170,9 +173,42 @@ def loopback_init(
 
     temp_dir.mkdir(parents=True, exist_ok=True)
     reap_stale(temp_dir)
-    gcs = f"127.0.0.1:{free_loopback_port()}"  # its own address for every process of the job (module doc)
-    with any_agent_port(), no_monitors(), ray_params_defaults(gcs_server_port=int(gcs.rsplit(":", 1)[1])):
+    for attempt in range(3):
+        port = free_loopback_port()
+        try:
+            _start(port, num_cpus, resources, env_vars, state_api, temp_dir)
+            break
+        except Exception:  # the GCS could not bind: another process took the port since it was chosen
+            ray.shutdown()
+            reap_stale(temp_dir)
+            if attempt == 2 or port_is_free(port):
+                raise
+    node_ip, at = ray.util.get_node_ip_address(), ray.get_runtime_context().gcs_address
+    if node_ip != "127.0.0.1":  # never run a study on a Ray that is reachable from outside
+        ray.shutdown()
+        raise RuntimeError(f"local Ray came up on {node_ip}, not 127.0.0.1")
+    if at != f"127.0.0.1:{port}":  # a Ray that ignored the port: its processes would be told another's address
+        ray.shutdown()
+        raise RuntimeError(f"local Ray's GCS came up at {at}, not at the chosen 127.0.0.1:{port}")
+
+
+def _start(
+    port: int,
+    num_cpus: int | None,
+    resources: dict[str, float] | None,
+    env_vars: dict[str, str] | None,
+    state_api: bool,
+    temp_dir: Path,
+) -> None:
+    """``ray.init`` of a new local Ray (never one that ``RAY_ADDRESS`` in this process names)
+    whose GCS listens on ``port``, every process of the job told that address: ``RAY_ADDRESS``,
+    and an empty ``RAY_API_SERVER_ADDRESS``, which the state API would prefer (module doc)."""
+    import ray
+
+    told = {"RAY_ADDRESS": f"127.0.0.1:{port}", "RAY_API_SERVER_ADDRESS": ""}
+    with any_agent_port(), no_monitors(), ray_params_defaults(gcs_server_port=port):
         ray.init(
+            address="local",
             num_cpus=num_cpus or os.cpu_count(),
             resources=resources or None,
             _node_ip_address="127.0.0.1",
@@ -181,15 +217,18 @@ def loopback_init(
             _temp_dir=str(temp_dir),
             log_to_driver=False,
             logging_level=logging.ERROR,
-            runtime_env={"env_vars": {**(env_vars or {}), "RAY_ADDRESS": gcs}},
+            runtime_env={"env_vars": {**(env_vars or {}), **told}},
         )
-    node_ip, at = ray.util.get_node_ip_address(), ray.get_runtime_context().gcs_address
-    if node_ip != "127.0.0.1":  # never run a study on a Ray that is reachable from outside
-        ray.shutdown()
-        raise RuntimeError(f"local Ray came up on {node_ip}, not 127.0.0.1")
-    if at != gcs:  # a Ray that ignored the port: its processes would be told another's address
-        ray.shutdown()
-        raise RuntimeError(f"local Ray's GCS came up at {at}, not at the chosen {gcs}")
+
+
+def port_is_free(port: int) -> bool:
+    """Whether ``port`` can be bound on 127.0.0.1 now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def free_loopback_port() -> int:
