@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from vrsearch.orchestrate.local import LOCAL_DEFAULTS, LOCAL_ENV, any_agent_port, loopback_env, no_monitors
+from vrsearch.orchestrate.local import (
+    LOCAL_DEFAULTS,
+    LOCAL_ENV,
+    any_agent_port,
+    loopback_env,
+    no_monitors,
+    reap_stale,
+)
 
 RAY_AGENT_PORT = 52365  # Ray's fixed default for every node's dashboard agent
 
@@ -126,11 +133,36 @@ def test_the_local_rays_workers_run_at_the_drivers_niceness(local_ray):
 def test_the_local_rays_processes_are_told_its_own_address(local_ray):
     """A task's ``RAY_ADDRESS`` is the GCS its driver started, whatever the user's shell names
     (a local Ray is started, not joined): Ray Train's placement-group cleaner asks the state
-    API with no address, and Ray refuses to guess when the machine runs two Rays (orchestrate/local.py; the e2e test with a second Ray beside the study:
+    API with no address, and Ray refuses to guess when the machine runs two Rays
+    (orchestrate/local.py; the e2e test with a second Ray beside the study:
     tests/e2e/test_run.py::test_ddp_trials_go_on_after_asha_stops_one)."""
     assert local_ray.gcs.startswith("127.0.0.1:") and local_ray.gcs != "127.0.0.1:9"  # not the shell's Ray
     assert local_ray.worker_ray_address == local_ray.gcs
     assert local_ray.worker_api_server == "empty"  # the state API would read it before RAY_ADDRESS
+
+
+@pytest.mark.slow
+def test_a_gcs_port_taken_after_it_was_chosen_is_chosen_again():
+    """The port ``free_loopback_port`` chose is taken (here: listened on) before the GCS binds
+    it: the GCS cannot start, and the local Ray starts again on another port."""
+    code = (
+        "import socket, sys; from pathlib import Path; from vrsearch.orchestrate import local; "
+        "held = socket.socket(); held.bind(('127.0.0.1', 0)); held.listen(); taken = held.getsockname()[1]; "
+        "free, chosen = local.free_loopback_port, []; "
+        "local.free_loopback_port = lambda: chosen.append(taken if not chosen else free()) or chosen[-1]; "
+        "local.loopback_init(Path(sys.argv[1]), num_cpus=1); import ray; "
+        "print(taken, len(chosen), ray.get_runtime_context().gcs_address); ray.shutdown()"
+    )
+    temp = Path(tempfile.mkdtemp(prefix="vrs-t-", dir="/tmp"))
+    try:
+        # ~45 s: the GCS dies at once, but Ray's client waits ~40 s for it before the start fails
+        proc = subprocess.run([sys.executable, "-c", code, str(temp)], capture_output=True, timeout=180)
+        assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+        taken, tries, gcs = proc.stdout.decode().split()[-3:]
+        assert tries == "2" and gcs.startswith("127.0.0.1:") and gcs != f"127.0.0.1:{taken}", (taken, tries, gcs)
+    finally:
+        reap_stale(temp)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_settings_the_user_made_are_kept(monkeypatch):
